@@ -1,0 +1,270 @@
+//! The daemon's configuration file (TOML).
+//!
+//! Owns: parsing and checking the config, resolving its paths (relative to
+//! the config file, `~` expanded, XDG defaults), and per-platform settings
+//! such as endpoint overrides. Unknown keys are errors that name the key and
+//! line, so a typo never silently does nothing.
+//!
+//! Never: reads secrets. Client secrets arrive with the credentials issue
+//! (#3) as names of environment variables, never as values in this file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub paths: Paths,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub http: Http,
+    /// Per-platform settings, keyed by plugin id.
+    #[serde(default)]
+    pub platforms: BTreeMap<String, PlatformConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Paths {
+    /// Folder of platform plugins (`*.wasm`).
+    pub plugins: Option<PathBuf>,
+    /// Folder of encrypted account records.
+    pub store: Option<PathBuf>,
+    /// The age identity that decrypts the store.
+    pub identity: Option<PathBuf>,
+    /// Compiled-plugin cache.
+    pub cache: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Wall-clock budget of one plugin call that does no network I/O
+    /// (`describe`, `validate`).
+    pub call_timeout_ms: u64,
+    /// Wall-clock budget of a `publish` or `profile` call, including every
+    /// request and poll it makes.
+    pub publish_timeout_ms: u64,
+    /// Memory cap per plugin instance.
+    pub memory_mib: u64,
+    /// Timeout of one HTTP request made for a plugin.
+    pub http_timeout_ms: u64,
+    /// Largest response body handed to a plugin.
+    pub max_response_bytes: u64,
+    /// Largest request body a plugin may send.
+    pub max_request_bytes: u64,
+    /// Redirects the broker follows (each hop re-checked).
+    pub max_redirects: u32,
+    /// Plugin calls running at once.
+    pub max_concurrent_calls: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            call_timeout_ms: 2_000,
+            publish_timeout_ms: 300_000,
+            memory_mib: 64,
+            http_timeout_ms: 30_000,
+            max_response_bytes: 16 << 20,
+            max_request_bytes: 64 << 20,
+            max_redirects: 5,
+            max_concurrent_calls: 64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http {
+    /// Sent on every request: several platforms throttle generic agents.
+    pub user_agent: String,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Http {
+            user_agent: format!(
+                "outreach/{} (self-hosted publisher)",
+                env!("CARGO_PKG_VERSION")
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlatformConfig {
+    /// Set to false to keep the plugin loaded but unused.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Overrides of the plugin's endpoints by name (`api`, `token`, …):
+    /// self-hosted instances, proxies, tests. Their hosts join the plugin's
+    /// allow-list.
+    #[serde(default)]
+    pub endpoints: BTreeMap<String, String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A config file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {path}: {source}; pass --config PATH or set OUTREACH_CONFIG")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the config file {path} is not valid: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// A loaded config with its paths resolved.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub file: Option<PathBuf>,
+    pub config: Config,
+    pub plugins_dir: PathBuf,
+    pub store_dir: PathBuf,
+    pub identity: PathBuf,
+    pub cache_dir: PathBuf,
+}
+
+impl Loaded {
+    /// Read and check `path`. `None` means "no config file": defaults only.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let (config, base, file) = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
+                let config = parse(&text).map_err(|message| ConfigError::Invalid {
+                    path: p.to_path_buf(),
+                    message,
+                })?;
+                let base = p
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| PathBuf::from("."));
+                (config, base, Some(p.to_path_buf()))
+            }
+            None => (Config::default(), PathBuf::from("."), None),
+        };
+        let data = dirs::data_dir()
+            .unwrap_or_else(|| PathBuf::from("."))
+            .join("outreach");
+        let conf = dirs::config_dir()
+            .unwrap_or_else(|| PathBuf::from("."))
+            .join("outreach");
+        let cache = dirs::cache_dir()
+            .unwrap_or_else(|| PathBuf::from("."))
+            .join("outreach");
+        let resolve = |p: &Option<PathBuf>, default: PathBuf| match p {
+            Some(p) => resolve_path(&base, p),
+            None => default,
+        };
+        Ok(Loaded {
+            plugins_dir: resolve(&config.paths.plugins, data.join("plugins")),
+            store_dir: resolve(&config.paths.store, data.join("store")),
+            identity: resolve(&config.paths.identity, conf.join("identity.txt")),
+            cache_dir: resolve(&config.paths.cache, cache),
+            file,
+            config,
+        })
+    }
+
+    /// Settings for platform `id` (defaults when the config has none).
+    pub fn platform(&self, id: &str) -> PlatformConfig {
+        self.config.platforms.get(id).cloned().unwrap_or(PlatformConfig {
+            enabled: true,
+            endpoints: BTreeMap::new(),
+        })
+    }
+}
+
+/// Parse config text, checking values a type cannot.
+pub fn parse(text: &str) -> Result<Config, String> {
+    let config: Config = toml::from_str(text).map_err(|e| one_line(&e.to_string()))?;
+    let l = &config.limits;
+    for (name, v) in [
+        ("limits.call_timeout_ms", l.call_timeout_ms),
+        ("limits.publish_timeout_ms", l.publish_timeout_ms),
+        ("limits.memory_mib", l.memory_mib),
+        ("limits.http_timeout_ms", l.http_timeout_ms),
+        ("limits.max_response_bytes", l.max_response_bytes),
+        ("limits.max_request_bytes", l.max_request_bytes),
+        ("limits.max_concurrent_calls", u64::from(l.max_concurrent_calls)),
+    ] {
+        if v == 0 {
+            return Err(format!("{name} must be greater than zero"));
+        }
+    }
+    for (id, p) in &config.platforms {
+        for (name, url) in &p.endpoints {
+            let parsed = url::Url::parse(url).map_err(|e| {
+                format!("platforms.{id}.endpoints.{name} = {url:?} is not a URL ({e})")
+            })?;
+            if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+                return Err(format!(
+                    "platforms.{id}.endpoints.{name} = {url:?} must be an http(s) URL with a host"
+                ));
+            }
+        }
+    }
+    Ok(config)
+}
+
+/// toml's messages span several lines (with a source excerpt); keep the
+/// location and the reason on one line.
+fn one_line(msg: &str) -> String {
+    let lines: Vec<&str> = msg.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let location = lines.first().copied().unwrap_or("");
+    let reason = lines.last().copied().unwrap_or("");
+    if location == reason {
+        reason.to_string()
+    } else {
+        format!("{location}: {reason}")
+    }
+}
+
+/// `~/x` → home/x; relative paths are relative to `base` (the config
+/// file's folder).
+pub fn resolve_path(base: &Path, p: &Path) -> PathBuf {
+    if let Ok(rest) = p.strip_prefix("~")
+        && let Some(home) = dirs::home_dir()
+    {
+        return home.join(rest);
+    }
+    if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let err = parse("[limits]\nmemory_mib = 3\nbogus = 1\n").unwrap_err();
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn zero_limit_rejected() {
+        let err = parse("[limits]\nmemory_mib = 0\n").unwrap_err();
+        assert!(err.contains("limits.memory_mib"), "{err}");
+    }
+
+    #[test]
+    fn endpoint_override_must_be_url() {
+        let err = parse("[platforms.x.endpoints]\napi = \"nope\"\n").unwrap_err();
+        assert!(err.contains("platforms.x.endpoints.api"), "{err}");
+    }
+}

@@ -1,0 +1,583 @@
+//! The HTTP broker: the one way any plugin reaches the network.
+//!
+//! Owns, in this order for every request: the allow-list check (scheme,
+//! host, port — from the plugin's manifest, the user's endpoint overrides
+//! and the account's host settings), credential substitution and injection
+//! (placeholders such as `{{access_token}}`, or the manifest's placement),
+//! declared and learned rate limits, timeouts, request and response size
+//! caps, redirects (followed here, each hop re-checked), and scrubbing every
+//! stored secret out of the response before a plugin sees it.
+//!
+//! Never: retries a request (a publish is not idempotent; the caller
+//! decides), lets a plugin pick a target through a header, or puts a secret
+//! into an error message or log line.
+//!
+//! Rate limiting is a sliding window per (platform, account or app, class)
+//! plus "blocked until" times learned from `Retry-After` and the manifest's
+//! rate-limit headers. It is hand-rolled because it must key on plugin
+//! declarations and on learned resets, which `governor`'s fixed quotas do
+//! not model; when a limit would be exceeded the broker answers with a
+//! synthetic 429 (nothing sent) rather than sleeping past the call deadline.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use url::Url;
+
+use crate::config::{Http, Limits};
+use crate::plugin::wit::host::{Body, HttpError, Request, Response};
+use crate::plugin::wit::types::{
+    CredentialPlacement, HttpMethod, LimitScope, Pair, RateLimit, RateLimitHeaders, ResetFormat,
+};
+use crate::secret::{Secret, scrub};
+
+/// One allowed origin pattern.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AllowedHost {
+    pub scheme: String,
+    /// A host name, or `*.example.com` for any subdomain.
+    pub host: String,
+    pub port: u16,
+}
+
+impl AllowedHost {
+    /// From a URL: exactly its scheme, host and port.
+    pub fn from_url(url: &Url) -> Option<Self> {
+        Some(AllowedHost {
+            scheme: url.scheme().to_string(),
+            host: url.host_str()?.to_ascii_lowercase(),
+            port: url.port_or_known_default()?,
+        })
+    }
+
+    /// From a manifest `hosts` entry: `api.x.com`, `*.cdn.example`,
+    /// `host:8443`; always https.
+    pub fn from_pattern(p: &str) -> Result<Self, String> {
+        let (host, port) = match p.rsplit_once(':') {
+            Some((h, port)) => (
+                h,
+                port.parse::<u16>()
+                    .map_err(|_| format!("host `{p}` has an invalid port"))?,
+            ),
+            None => (p, 443),
+        };
+        let bare = host.strip_prefix("*.").unwrap_or(host);
+        let ok = !bare.is_empty()
+            && bare.len() <= 253
+            && bare.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if !ok || port == 0 {
+            return Err(format!("host `{p}` is not a well-formed host name"));
+        }
+        Ok(AllowedHost {
+            scheme: "https".into(),
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+
+    fn matches(&self, url: &Url) -> bool {
+        let Some(host) = url.host_str() else { return false };
+        let host = host.to_ascii_lowercase();
+        let host_ok = match self.host.strip_prefix("*.") {
+            Some(suffix) => host.len() > suffix.len() + 1 && host.ends_with(&format!(".{suffix}")),
+            None => host == self.host,
+        };
+        host_ok && url.scheme() == self.scheme && url.port_or_known_default() == Some(self.port)
+    }
+}
+
+/// Named credential values for one account. Never leaves the host.
+#[derive(Clone, Debug, Default)]
+pub struct Credentials {
+    values: Vec<(String, Secret)>,
+}
+
+impl Credentials {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn with(mut self, name: &str, value: Secret) -> Self {
+        if !value.is_empty() {
+            self.values.push((name.to_string(), value));
+        }
+        self
+    }
+    fn get(&self, name: &str) -> Option<&Secret> {
+        self.values.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+    fn all(&self) -> Vec<&Secret> {
+        self.values.iter().map(|(_, v)| v).collect()
+    }
+}
+
+/// A request as `--dry-run` shows it: secrets replaced by `[redacted]`.
+#[derive(Clone, Debug, Serialize)]
+pub struct RecordedRequest {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+/// What one plugin call may do on the network, for one account.
+#[derive(Clone)]
+pub struct Scope {
+    pub plugin: String,
+    pub account: Option<String>,
+    pub allow: Arc<Vec<AllowedHost>>,
+    pub credentials: Option<Arc<Credentials>>,
+    pub placement: CredentialPlacement,
+    pub rate_limits: Arc<Vec<RateLimit>>,
+    pub rate_headers: Option<RateLimitHeaders>,
+    /// Set for `--dry-run`: requests are recorded here, not sent.
+    pub dry_run: Option<Arc<Mutex<Vec<RecordedRequest>>>>,
+}
+
+#[derive(Default)]
+struct Window {
+    sent: VecDeque<Instant>,
+}
+
+/// The process-wide broker. Cheap to clone.
+#[derive(Clone)]
+pub struct Broker {
+    client: reqwest::Client,
+    limits: Limits,
+    windows: Arc<Mutex<HashMap<String, Window>>>,
+    blocked: Arc<Mutex<HashMap<String, Instant>>>,
+}
+
+impl Broker {
+    pub fn new(limits: &Limits, http: &Http) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(http.user_agent.clone())
+            .timeout(Duration::from_millis(limits.http_timeout_ms))
+            .connect_timeout(Duration::from_millis(limits.http_timeout_ms.min(10_000)))
+            .build()?;
+        Ok(Broker {
+            client,
+            limits: limits.clone(),
+            windows: Arc::default(),
+            blocked: Arc::default(),
+        })
+    }
+
+    /// Send `req` for the plugin call `scope`. Every path out of the host
+    /// goes through here.
+    pub async fn send(
+        &self,
+        scope: &Scope,
+        req: Request,
+        media: &(dyn Fn(u32, u64, u64) -> Result<Vec<u8>, String> + Send + Sync),
+    ) -> Result<Response, HttpError> {
+        let template = req.url.clone();
+        let secrets: Vec<&Secret> = scope.credentials.as_ref().map(|c| c.all()).unwrap_or_default();
+        let redact = |s: &str| scrub(s, &secrets);
+
+        // Build the real request: placeholders substituted, auth attached.
+        let creds = scope.credentials.as_deref();
+        let mut url_text = substitute(&req.url, creds).map_err(HttpError::NotSent)?;
+        let mut headers: Vec<(String, String)> = Vec::new();
+        for Pair { name, value } in &req.headers {
+            check_header_name(name).map_err(HttpError::NotSent)?;
+            headers.push((name.clone(), substitute(value, creds).map_err(HttpError::NotSent)?));
+        }
+        let body: Vec<u8> = match &req.body {
+            Body::Empty => Vec::new(),
+            Body::Bytes(b) => match std::str::from_utf8(b) {
+                Ok(text) if text.contains("{{") => substitute(text, creds)
+                    .map_err(HttpError::NotSent)?
+                    .into_bytes(),
+                _ => b.clone(),
+            },
+            Body::Media(m) => media(m.handle, m.offset, m.length).map_err(HttpError::NotSent)?,
+        };
+        if body.len() as u64 > self.limits.max_request_bytes {
+            return Err(HttpError::NotSent(format!(
+                "the request body is {} bytes; the host's cap is {}",
+                body.len(),
+                self.limits.max_request_bytes
+            )));
+        }
+        if req.auth {
+            let token = creds
+                .and_then(|c| c.get("access_token"))
+                .ok_or_else(|| HttpError::NotSent("this call has no account credential".into()))?;
+            match &scope.placement {
+                CredentialPlacement::Bearer => {
+                    headers.push(("authorization".into(), format!("Bearer {}", token.expose())))
+                }
+                CredentialPlacement::Header(h) => {
+                    headers.push((h.name.clone(), format!("{}{}", h.prefix, token.expose())))
+                }
+                CredentialPlacement::Query(param) => {
+                    let mut u = Url::parse(&url_text)
+                        .map_err(|e| HttpError::NotSent(format!("invalid URL `{template}`: {e}")))?;
+                    u.query_pairs_mut().append_pair(param, token.expose());
+                    url_text = u.to_string();
+                }
+            }
+        }
+        let mut url = Url::parse(&url_text)
+            .map_err(|e| HttpError::NotSent(format!("invalid URL `{}`: {e}", redact(&template))))?;
+        self.check_allowed(scope, &url, &redact(&template))?;
+
+        if let Some(rec) = &scope.dry_run {
+            rec.lock().expect("dry-run log").push(RecordedRequest {
+                method: method_name(req.method).into(),
+                url: redact(url.as_str()),
+                headers: headers.iter().map(|(n, v)| (n.clone(), redact(v))).collect(),
+                body: redact(&String::from_utf8_lossy(&body)),
+            });
+            return Err(HttpError::NotSent("dry run: not sent".into()));
+        }
+
+        let class = if req.class.is_empty() { "default" } else { req.class.as_str() };
+        if let Some(wait) = self.rate_check(scope, class) {
+            let secs = wait.as_secs().max(1);
+            return Ok(Response {
+                status: 429,
+                headers: vec![Pair {
+                    name: "retry-after".into(),
+                    value: secs.to_string(),
+                }],
+                body: format!(
+                    "{{\"error\":\"outreach held this request back: the {} rate limit allows more in {secs} s (nothing was sent)\"}}",
+                    scope.plugin
+                )
+                .into_bytes(),
+            });
+        }
+
+        let mut method = to_reqwest(req.method);
+        let mut body = Some(body);
+        for hop in 0..=self.limits.max_redirects {
+            let mut rb = self.client.request(method.clone(), url.clone());
+            for (n, v) in &headers {
+                rb = rb.header(n.as_str(), v.as_str());
+            }
+            if let Some(b) = &body {
+                rb = rb.body(b.clone());
+            }
+            let resp = rb.send().await.map_err(|e| classify_send_error(&e, &redact(&template)))?;
+            let status = resp.status();
+            if status.is_redirection()
+                && let Some(loc) = resp.headers().get(reqwest::header::LOCATION)
+            {
+                if hop == self.limits.max_redirects {
+                    return Err(HttpError::NotSent(format!(
+                        "more than {} redirects from {}",
+                        self.limits.max_redirects,
+                        redact(&template)
+                    )));
+                }
+                let loc = loc.to_str().unwrap_or_default();
+                let next = url
+                    .join(loc)
+                    .map_err(|e| HttpError::NotSent(format!("bad redirect location: {e}")))?;
+                self.check_allowed(scope, &next, &redact(next.as_str()))?;
+                if status == reqwest::StatusCode::SEE_OTHER
+                    || (matches!(status.as_u16(), 301 | 302) && method == reqwest::Method::POST)
+                {
+                    method = reqwest::Method::GET;
+                    body = None;
+                }
+                url = next;
+                continue;
+            }
+            let out = self.read_response(resp, &secrets, &redact(&template)).await?;
+            self.learn(scope, class, &out);
+            return Ok(out);
+        }
+        unreachable!("the redirect loop always returns")
+    }
+
+    fn check_allowed(&self, scope: &Scope, url: &Url, shown: &str) -> Result<(), HttpError> {
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(HttpError::Denied(format!(
+                "{shown}: URLs with user info are not allowed"
+            )));
+        }
+        if scope.allow.iter().any(|a| a.matches(url)) {
+            Ok(())
+        } else {
+            Err(HttpError::Denied(format!(
+                "{}://{}:{} is not among the hosts plugin `{}` declared or the config allows",
+                url.scheme(),
+                url.host_str().unwrap_or("?"),
+                url.port_or_known_default().unwrap_or(0),
+                scope.plugin
+            )))
+        }
+    }
+
+    async fn read_response(
+        &self,
+        mut resp: reqwest::Response,
+        secrets: &[&Secret],
+        shown: &str,
+    ) -> Result<Response, HttpError> {
+        let cap = self.limits.max_response_bytes;
+        if resp.content_length().is_some_and(|n| n > cap) {
+            return Err(HttpError::TooLarge(format!(
+                "the response from {shown} is larger than the host's cap of {cap} bytes"
+            )));
+        }
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(n, v)| Pair {
+                name: n.as_str().to_string(),
+                value: scrub(&String::from_utf8_lossy(v.as_bytes()), secrets),
+            })
+            .collect();
+        let mut body = Vec::new();
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    if body.len() as u64 + chunk.len() as u64 > cap {
+                        return Err(HttpError::TooLarge(format!(
+                            "the response from {shown} is larger than the host's cap of {cap} bytes"
+                        )));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(HttpError::UnknownOutcome(format!(
+                        "the response from {shown} was cut off: {}",
+                        root_cause(&e)
+                    )));
+                }
+            }
+        }
+        let body = match std::str::from_utf8(&body) {
+            Ok(text) if secrets.iter().any(|s| text.contains(s.expose())) => {
+                scrub(text, secrets).into_bytes()
+            }
+            _ => body,
+        };
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    fn key(scope: &Scope, class: &str, limit_scope: LimitScope) -> String {
+        match limit_scope {
+            LimitScope::App => format!("{}|app|{class}", scope.plugin),
+            LimitScope::Account => format!(
+                "{}|{}|{class}",
+                scope.plugin,
+                scope.account.as_deref().unwrap_or("-")
+            ),
+        }
+    }
+
+    /// `None` if the request may go now (and it is counted); otherwise how
+    /// long until it may.
+    fn rate_check(&self, scope: &Scope, class: &str) -> Option<Duration> {
+        let now = Instant::now();
+        let account_key = Self::key(scope, class, LimitScope::Account);
+        if let Some(until) = self.blocked.lock().expect("rate table").get(&account_key)
+            && *until > now
+        {
+            return Some(*until - now);
+        }
+        let mut windows = self.windows.lock().expect("rate table");
+        let applicable: Vec<&RateLimit> = scope
+            .rate_limits
+            .iter()
+            .filter(|l| l.class == class)
+            .collect();
+        for l in &applicable {
+            let w = windows.entry(Self::key(scope, class, l.scope)).or_default();
+            let window = Duration::from_secs(u64::from(l.window_seconds));
+            while w.sent.front().is_some_and(|t| now.duration_since(*t) >= window) {
+                w.sent.pop_front();
+            }
+            if w.sent.len() >= l.requests as usize {
+                let oldest = *w.sent.front().expect("non-empty window");
+                return Some(window.saturating_sub(now.duration_since(oldest)));
+            }
+        }
+        for l in applicable {
+            windows
+                .entry(Self::key(scope, class, l.scope))
+                .or_default()
+                .sent
+                .push_back(now);
+        }
+        None
+    }
+
+    /// Learn "blocked until" from a 429's `Retry-After` or the manifest's
+    /// rate-limit headers reporting nothing remaining.
+    fn learn(&self, scope: &Scope, class: &str, resp: &Response) {
+        let header = |name: &str| {
+            resp.headers
+                .iter()
+                .find(|p| p.name.eq_ignore_ascii_case(name))
+                .map(|p| p.value.trim().to_string())
+        };
+        let mut wait: Option<Duration> = None;
+        if resp.status == 429
+            && let Some(s) = header("retry-after").and_then(|v| v.parse::<u64>().ok())
+        {
+            wait = Some(Duration::from_secs(s));
+        }
+        if let Some(h) = &scope.rate_headers {
+            let remaining = h
+                .remaining
+                .as_deref()
+                .and_then(header)
+                .and_then(|v| v.parse::<f64>().ok());
+            let exhausted = resp.status == 429 || remaining == Some(0.0);
+            if exhausted
+                && wait.is_none()
+                && let Some(reset) = h.reset.as_deref().and_then(header)
+            {
+                wait = reset_delay(&reset, h.reset_format);
+            }
+        }
+        if let Some(w) = wait {
+            let w = w.min(Duration::from_secs(24 * 3600));
+            tracing::info!(plugin = %scope.plugin, class, wait_s = w.as_secs(), "platform rate limit reached; holding requests");
+            self.blocked
+                .lock()
+                .expect("rate table")
+                .insert(Self::key(scope, class, LimitScope::Account), Instant::now() + w);
+        }
+    }
+}
+
+/// How long until a rate-limit reset written in `format`.
+pub fn reset_delay(value: &str, format: ResetFormat) -> Option<Duration> {
+    let now = chrono::Utc::now();
+    match format {
+        ResetFormat::SecondsUntil => value.parse::<f64>().ok().map(|s| Duration::from_secs_f64(s.max(0.0))),
+        ResetFormat::UnixSeconds => {
+            let at = value.parse::<f64>().ok()?;
+            Some(Duration::from_secs_f64((at - now.timestamp() as f64).max(0.0)))
+        }
+        ResetFormat::Timestamp => {
+            let at = chrono::DateTime::parse_from_rfc3339(value).ok()?;
+            Some((at.with_timezone(&chrono::Utc) - now).to_std().unwrap_or_default())
+        }
+    }
+}
+
+/// Replace `{{name}}` placeholders with credential values.
+fn substitute(text: &str, creds: Option<&Credentials>) -> Result<String, String> {
+    if !text.contains("{{") {
+        return Ok(text.to_string());
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find("}}")
+            .ok_or_else(|| "an unclosed `{{` placeholder".to_string())?;
+        let name = after[..end].trim();
+        let value = creds
+            .and_then(|c| c.get(name))
+            .ok_or_else(|| format!("unknown or unavailable credential placeholder `{{{{{name}}}}}`"))?;
+        out.push_str(value.expose());
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn check_header_name(name: &str) -> Result<(), String> {
+    let lower = name.to_ascii_lowercase();
+    if matches!(lower.as_str(), "host" | "content-length" | "transfer-encoding" | "connection")
+        || lower.starts_with("proxy-")
+    {
+        return Err(format!("plugins may not set the `{name}` header"));
+    }
+    reqwest::header::HeaderName::from_bytes(name.as_bytes())
+        .map(|_| ())
+        .map_err(|_| format!("`{name}` is not a valid header name"))
+}
+
+fn classify_send_error(e: &reqwest::Error, shown: &str) -> HttpError {
+    let cause = root_cause(e);
+    if e.is_connect() {
+        HttpError::NotSent(format!("cannot connect to {shown}: {cause}"))
+    } else if e.is_timeout() {
+        HttpError::Timeout(format!("no answer from {shown} in time: {cause}"))
+    } else if e.is_builder() || e.is_request() && !e.is_body() {
+        HttpError::NotSent(format!("the request to {shown} could not be sent: {cause}"))
+    } else {
+        HttpError::UnknownOutcome(format!("the connection to {shown} failed: {cause}"))
+    }
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+fn to_reqwest(m: HttpMethod) -> reqwest::Method {
+    match m {
+        HttpMethod::Get => reqwest::Method::GET,
+        HttpMethod::Post => reqwest::Method::POST,
+        HttpMethod::Put => reqwest::Method::PUT,
+        HttpMethod::Patch => reqwest::Method::PATCH,
+        HttpMethod::Delete => reqwest::Method::DELETE,
+        HttpMethod::Head => reqwest::Method::HEAD,
+    }
+}
+
+pub fn method_name(m: HttpMethod) -> &'static str {
+    match m {
+        HttpMethod::Get => "GET",
+        HttpMethod::Post => "POST",
+        HttpMethod::Put => "PUT",
+        HttpMethod::Patch => "PATCH",
+        HttpMethod::Delete => "DELETE",
+        HttpMethod::Head => "HEAD",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_patterns() {
+        let a = AllowedHost::from_pattern("*.x.com").unwrap();
+        assert!(a.matches(&Url::parse("https://api.x.com/2/tweets").unwrap()));
+        assert!(!a.matches(&Url::parse("https://x.com/").unwrap()));
+        assert!(!a.matches(&Url::parse("https://evilx.com/").unwrap()));
+        assert!(!a.matches(&Url::parse("http://api.x.com/").unwrap()));
+        assert!(AllowedHost::from_pattern("bad host").is_err());
+        assert!(AllowedHost::from_pattern("-x.com").is_err());
+        assert!(AllowedHost::from_pattern("x.com:0").is_err());
+    }
+
+    #[test]
+    fn placeholders() {
+        let c = Credentials::new().with("access_token", Secret::new("tok"));
+        assert_eq!(substitute("a={{access_token}}&b", Some(&c)).unwrap(), "a=tok&b");
+        assert!(substitute("{{client_secret}}", Some(&c)).is_err());
+        assert!(substitute("{{access_token", Some(&c)).is_err());
+    }
+}

@@ -1,0 +1,17 @@
+//! outreach: keeps social accounts connected and publishes to them from
+//! files. Each platform is a WebAssembly component; this crate is the host
+//! that owns everything dangerous or stateful.
+//!
+//! One module per capability: [`plugin`] (engine, loading, sandbox),
+//! [`http`] (the broker), [`store`] (encrypted credentials), [`accounts`]
+//! (adding, listing, removing accounts), [`publish`] (post files and
+//! fan-out), [`config`], [`cli`].
+
+pub mod accounts;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod plugin;
+pub mod publish;
+pub mod secret;
+pub mod store;

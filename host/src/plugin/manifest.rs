@@ -1,0 +1,126 @@
+//! Checking a plugin's manifest, and deriving from it what the host needs:
+//! the allow-list and the effective endpoints of one account.
+//!
+//! Never: trusts a manifest that has not passed [`check`].
+
+use std::collections::BTreeMap;
+
+use crate::http::AllowedHost;
+use crate::plugin::wit::types::{Account, Endpoint, Manifest};
+
+/// Every problem with `m`, joined; `Ok` if it can be used.
+pub fn check(m: &Manifest) -> Result<(), String> {
+    let mut problems = Vec::new();
+    let id_ok = !m.id.is_empty()
+        && m.id.len() <= 32
+        && m.id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if !id_ok {
+        problems.push(format!("id `{}` must be 1-32 characters of a-z, 0-9, `-`, `_`", m.id));
+    }
+    if m.name.trim().is_empty() {
+        problems.push("name is empty".into());
+    }
+    if m.version.trim().is_empty() {
+        problems.push("version is empty".into());
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for e in &m.endpoints {
+        if !seen.insert(e.name.as_str()) {
+            problems.push(format!("endpoint `{}` is declared twice", e.name));
+        }
+        let concrete = e.url.starts_with('{') && e.url.contains('}');
+        if concrete {
+            let setting = &e.url[1..e.url.find('}').unwrap_or(1)];
+            if !m.settings.iter().any(|s| s.name == setting && s.is_host) {
+                problems.push(format!(
+                    "endpoint `{}` uses setting `{setting}`, which is not declared as a host setting",
+                    e.name
+                ));
+            }
+        } else {
+            match url::Url::parse(&e.url) {
+                Ok(u) if u.scheme() == "https" && u.host_str().is_some() => {}
+                Ok(_) => problems.push(format!("endpoint `{}` = `{}` must be an https URL with a host", e.name, e.url)),
+                Err(err) => problems.push(format!("endpoint `{}` = `{}` does not parse: {err}", e.name, e.url)),
+            }
+        }
+    }
+    for h in &m.hosts {
+        if let Err(e) = AllowedHost::from_pattern(h) {
+            problems.push(e);
+        }
+    }
+    for l in &m.rate_limits {
+        if l.requests == 0 || l.window_seconds == 0 {
+            problems.push(format!(
+                "rate limit for class `{}` must allow at least one request in a window of at least one second",
+                l.class
+            ));
+        }
+    }
+    for r in &m.content.media {
+        if r.max_count == 0 || r.max_bytes == 0 {
+            problems.push(format!("media rule for {:?} must allow at least one item of at least one byte", r.kind));
+        }
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for s in &m.settings {
+        if s.name.is_empty() || !names.insert(s.name.as_str()) {
+            problems.push(format!("setting `{}` is empty or declared twice", s.name));
+        }
+    }
+    if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
+}
+
+/// The hosts a plugin may call on its own declaration: its `hosts` and the
+/// hosts of its concrete endpoints.
+pub fn declared_hosts(m: &Manifest) -> Vec<AllowedHost> {
+    let mut out: Vec<AllowedHost> = m
+        .hosts
+        .iter()
+        .filter_map(|h| AllowedHost::from_pattern(h).ok())
+        .collect();
+    for e in &m.endpoints {
+        if let Ok(u) = url::Url::parse(&e.url)
+            && let Some(a) = AllowedHost::from_url(&u)
+            && !out.contains(&a)
+        {
+            out.push(a);
+        }
+    }
+    out
+}
+
+/// The endpoints one account's calls use: the manifest's, with the user's
+/// overrides from config, and `{setting}` templates filled from the
+/// account's settings. An endpoint whose setting is missing is left out.
+pub fn effective_endpoints(
+    m: &Manifest,
+    overrides: &BTreeMap<String, String>,
+    account: Option<&Account>,
+) -> Vec<Endpoint> {
+    let mut out = Vec::new();
+    for e in &m.endpoints {
+        let url = if let Some(o) = overrides.get(&e.name) {
+            Some(o.clone())
+        } else if let Some(rest) = e.url.strip_prefix('{') {
+            rest.split_once('}').and_then(|(setting, tail)| {
+                let base = account?.settings.iter().find(|p| p.name == setting)?.value.clone();
+                Some(format!("{}{}", base.trim_end_matches('/'), tail))
+            })
+        } else {
+            Some(e.url.clone())
+        };
+        if let Some(url) = url {
+            out.push(Endpoint { name: e.name.clone(), url });
+        }
+    }
+    for (name, url) in overrides {
+        if !out.iter().any(|e| &e.name == name) {
+            out.push(Endpoint { name: name.clone(), url: url.clone() });
+        }
+    }
+    out
+}

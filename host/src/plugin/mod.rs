@@ -1,0 +1,604 @@
+//! The plugin host: one wasmtime engine, every platform plugin loaded,
+//! checked and sandboxed.
+//!
+//! Owns: loading `*.wasm` from the plugins folder (a component, or a core
+//! module with embedded WIT which is wrapped into a component here), the
+//! checks before first use (contract version, imports limited to what the
+//! host grants, exports, manifest), the on-disk compile cache (keyed by the
+//! file's SHA-256 and the engine's compatibility hash), and every call into
+//! a plugin: a fresh store per call from a pre-instantiated component on the
+//! pooling allocator, with a memory cap, a wall-clock deadline (epoch
+//! interruption plus a timeout around host calls) and a bounded number of
+//! calls in flight.
+//!
+//! Never: gives a plugin WASI, a socket, a file, an environment variable or
+//! a secret. The only imports granted are `outreach:platform/host` (HTTP
+//! through [`crate::http::Broker`], logging, a clock) and the types
+//! interface.
+
+pub mod manifest;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Engine, Store, Trap};
+
+use crate::config::{Limits, Loaded};
+use crate::http::{Broker, Scope};
+
+/// Bindings generated from the contract.
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit/v0.1.0",
+        world: "outreach:platform/plugin@0.1.0",
+        imports: { default: async | trappable },
+        exports: { default: async },
+        additional_derives: [serde::Serialize],
+    });
+}
+
+/// Short paths to the contract's interfaces.
+pub mod wit {
+    pub use super::bindings::outreach::platform::{host, types};
+}
+
+use wit::types::{Account, CallError, Context, Manifest, Post, Problem, Profile, Receipt};
+
+/// The contract version this host implements.
+pub const CONTRACT: &str = "outreach:platform@0.1.0";
+/// The interfaces a plugin may import.
+pub const GRANTED_IMPORTS: [&str; 2] = [
+    "outreach:platform/host@0.1.0",
+    "outreach:platform/types@0.1.0",
+];
+
+/// Epoch tick: the resolution of plugin deadlines.
+const TICK: Duration = Duration::from_millis(5);
+
+/// Why a plugin could not be loaded or a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("plugin {path}: {message}")]
+    Load { path: PathBuf, message: String },
+    #[error("plugin `{plugin}` {message}; outreach and the other plugins carry on")]
+    Call { plugin: String, message: String },
+    #[error("no plugin provides platform `{0}`; run `outreach plugins` to see what is loaded")]
+    Unknown(String),
+}
+
+/// State of one call's store.
+pub struct CallState {
+    scope: Scope,
+    broker: Broker,
+    limiter: MemoryCap,
+    deadline: Instant,
+    media: Arc<dyn Fn(u32, u64, u64) -> Result<Vec<u8>, String> + Send + Sync>,
+}
+
+/// Caps linear memory growth and remembers that it did.
+struct MemoryCap {
+    max: usize,
+    hit: bool,
+}
+
+impl wasmtime::ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max {
+            self.hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+impl wit::types::Host for CallState {}
+
+impl wit::host::Host for CallState {
+    async fn send(
+        &mut self,
+        req: wit::host::Request,
+    ) -> wasmtime::Result<Result<wit::host::Response, wit::host::HttpError>> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        let media = self.media.clone();
+        let fut = self.broker.send(&self.scope, req, &*media);
+        Ok(match tokio::time::timeout(left, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(wit::host::HttpError::Timeout(
+                "the call's deadline passed while the request was in flight".into(),
+            )),
+        })
+    }
+
+    async fn log(&mut self, level: wit::host::Level, message: String) -> wasmtime::Result<()> {
+        let message: String = message.chars().take(2000).collect();
+        let plugin = &self.scope.plugin;
+        use wit::host::Level;
+        match level {
+            Level::Trace => tracing::trace!(plugin, "{message}"),
+            Level::Debug => tracing::debug!(plugin, "{message}"),
+            Level::Info => tracing::info!(plugin, "{message}"),
+            Level::Warn => tracing::warn!(plugin, "{message}"),
+            Level::Error => tracing::error!(plugin, "{message}"),
+        }
+        Ok(())
+    }
+
+    async fn now_millis(&mut self) -> wasmtime::Result<u64> {
+        Ok(chrono::Utc::now().timestamp_millis().max(0) as u64)
+    }
+
+    async fn sleep_millis(&mut self, millis: u64) -> wasmtime::Result<()> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        tokio::time::sleep(Duration::from_millis(millis).min(left)).await;
+        Ok(())
+    }
+}
+
+/// A loaded, checked plugin.
+pub struct LoadedPlugin {
+    pub manifest: Manifest,
+    pub path: PathBuf,
+    pub sha256: String,
+    pre: bindings::PluginPre<CallState>,
+}
+
+
+/// The engine, the linker and the loaded plugins.
+pub struct Host {
+    engine: Engine,
+    linker: Linker<CallState>,
+    limits: Limits,
+    cache_dir: PathBuf,
+    slots: Arc<Semaphore>,
+    plugins: BTreeMap<String, Arc<LoadedPlugin>>,
+    /// Files that failed to load, with why.
+    pub rejected: Vec<(PathBuf, String)>,
+    pub broker: Broker,
+}
+
+impl Host {
+    /// A host with no plugins yet.
+    pub fn new(cfg: &Loaded) -> anyhow::Result<Self> {
+        let limits = cfg.config.limits.clone();
+        let mut wcfg = wasmtime::Config::new();
+        wcfg.epoch_interruption(true);
+        let mut pool = wasmtime::PoolingAllocationConfig::default();
+        let slots = limits.max_concurrent_calls;
+        pool.total_component_instances(slots)
+            .total_core_instances(slots * 4)
+            .total_memories(slots * 2)
+            .total_tables(slots * 4)
+            .total_stacks(slots)
+            .max_memory_size((limits.memory_mib as usize) << 20);
+        wcfg.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        wcfg.memory_reservation(((limits.memory_mib as u64) << 20).max(1 << 20));
+        wcfg.memory_guard_size(64 << 10);
+        let engine = Engine::new(&wcfg)?;
+
+        // One ticker per process; it stops when the engine is dropped.
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("outreach-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(TICK);
+                }
+            })?;
+
+        let mut linker = Linker::new(&engine);
+        bindings::Plugin::add_to_linker::<_, HasSelf<CallState>>(&mut linker, |s| s)?;
+        Ok(Host {
+            broker: Broker::new(&limits, &cfg.config.http)?,
+            engine,
+            linker,
+            slots: Arc::new(Semaphore::new(slots as usize)),
+            limits,
+            cache_dir: cfg.cache_dir.clone(),
+            plugins: BTreeMap::new(),
+            rejected: Vec::new(),
+        })
+    }
+
+    /// Load every `*.wasm` in `dir`. A file that fails is recorded in
+    /// `rejected` with the reason and the others still load.
+    pub async fn load_dir(&mut self, dir: &Path) -> anyhow::Result<()> {
+        let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+            Ok(entries) => entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::warn!(dir = %dir.display(), "the plugins folder does not exist; no platforms are available");
+                Vec::new()
+            }
+            Err(e) => {
+                return Err(anyhow::anyhow!(
+                    "cannot read the plugins folder {}: {e}",
+                    dir.display()
+                ));
+            }
+        };
+        files.sort();
+        for path in files {
+            if let Err(e) = self.load_file(&path).await {
+                tracing::error!("{e}");
+                self.rejected.push((path, e.to_string()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Load, check and register one plugin file.
+    pub async fn load_file(&mut self, path: &Path) -> Result<Arc<LoadedPlugin>, PluginError> {
+        let fail = |message: String| PluginError::Load {
+            path: path.to_path_buf(),
+            message,
+        };
+        let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot be read: {e}")))?;
+        let (component, sha256) = self.compile(&bytes).map_err(&fail)?;
+        check_imports(&self.engine, &component).map_err(&fail)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| fail(format!("cannot be linked: {e:#}")))?;
+        let pre = bindings::PluginPre::new(pre).map_err(|e| {
+            fail(format!(
+                "does not export the {CONTRACT} `plugin` world: {e:#}"
+            ))
+        })?;
+        let mut plugin = LoadedPlugin {
+            manifest: placeholder_manifest(),
+            path: path.to_path_buf(),
+            sha256,
+            pre,
+        };
+        let manifest = self
+            .describe(&plugin)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        manifest::check(&manifest).map_err(|m| fail(format!("has an invalid manifest: {m}")))?;
+        if let Some(other) = self.plugins.get(&manifest.id)
+            && other.path != path
+        {
+            return Err(fail(format!(
+                "declares platform id `{}`, which {} already provides; ids must be unique",
+                manifest.id,
+                other.path.display()
+            )));
+        }
+        plugin.manifest = manifest;
+        let plugin = Arc::new(plugin);
+        tracing::debug!(id = %plugin.manifest.id, path = %path.display(), "plugin loaded");
+        self.plugins.insert(plugin.manifest.id.clone(), plugin.clone());
+        Ok(plugin)
+    }
+
+    /// Compile `bytes` (a component, or a core module with embedded WIT),
+    /// through the on-disk cache.
+    fn compile(&self, bytes: &[u8]) -> Result<(Component, String), String> {
+        let sha = hex::encode(Sha256::digest(bytes));
+        let engine_key = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            self.engine.precompile_compatibility_hash().hash(&mut h);
+            format!("{:016x}", h.finish())
+        };
+        let cached = self.cache_dir.join(format!("{sha}-{engine_key}.cwasm"));
+        if cached.is_file() {
+            // SAFETY: files in the cache directory are written only by
+            // `precompile_component` below, under a name that binds them to
+            // the source's hash and this engine's compatibility hash.
+            match unsafe { Component::deserialize_file(&self.engine, &cached) } {
+                Ok(c) => return Ok((c, sha)),
+                Err(e) => {
+                    tracing::warn!(path = %cached.display(), "ignoring an unusable cache entry: {e}");
+                }
+            }
+        }
+        if !wasmparser::Parser::is_component(bytes) && !wasmparser::Parser::is_core_wasm(bytes) {
+            return Err("is not a WebAssembly file (bad magic number); rebuild it or remove it from the plugins folder".into());
+        }
+        let component_bytes = if wasmparser::Parser::is_core_wasm(bytes) {
+            wit_component::ComponentEncoder::default()
+                .module(bytes)
+                .and_then(|e| e.validate(true).encode())
+                .map_err(|e| {
+                    format!("is a core module that cannot be made into a component (was it built with outreach-sdk?): {e:#}")
+                })?
+        } else {
+            bytes.to_vec()
+        };
+        let compiled = self
+            .engine
+            .precompile_component(&component_bytes)
+            .map_err(|e| format!("is not a valid component: {e:#}"))?;
+        if std::fs::create_dir_all(&self.cache_dir).is_ok()
+            && let Err(e) = crate::store::write_atomic(&cached, &compiled)
+        {
+            tracing::warn!(dir = %self.cache_dir.display(), "cannot write the compile cache: {e}");
+        }
+        // SAFETY: `compiled` was produced by this engine just now.
+        let component = unsafe { Component::deserialize(&self.engine, &compiled) }
+            .map_err(|e| format!("cannot be loaded: {e:#}"))?;
+        Ok((component, sha))
+    }
+
+    pub fn get(&self, id: &str) -> Result<Arc<LoadedPlugin>, PluginError> {
+        self.plugins
+            .get(id)
+            .cloned()
+            .ok_or_else(|| PluginError::Unknown(id.to_string()))
+    }
+
+    pub fn plugins(&self) -> impl Iterator<Item = &Arc<LoadedPlugin>> {
+        self.plugins.values()
+    }
+
+    /// A fresh store and instance for one call.
+    async fn instance(
+        &self,
+        plugin: &LoadedPlugin,
+        scope: Scope,
+        budget: Duration,
+    ) -> Result<(Store<CallState>, bindings::Plugin, tokio::sync::OwnedSemaphorePermit), PluginError> {
+        let permit = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the call semaphore is never closed");
+        let state = CallState {
+            scope,
+            broker: self.broker.clone(),
+            limiter: MemoryCap {
+                max: (self.limits.memory_mib as usize) << 20,
+                hit: false,
+            },
+            deadline: Instant::now() + budget,
+            media: Arc::new(|_, _, _| Err("this call has no media attachments".into())),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        let ticks = (budget.as_millis() / TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        let inst = plugin
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| call_error(&plugin.manifest.id, &store, e, budget))?;
+        Ok((store, inst, permit))
+    }
+
+    async fn describe(&self, plugin: &LoadedPlugin) -> Result<Manifest, PluginError> {
+        let budget = Duration::from_millis(self.limits.call_timeout_ms);
+        let scope = Scope {
+            plugin: plugin
+                .path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            account: None,
+            allow: Arc::new(Vec::new()),
+            credentials: None,
+            placement: wit::types::CredentialPlacement::Bearer,
+            rate_limits: Arc::new(Vec::new()),
+            rate_headers: None,
+            dry_run: None,
+        };
+        let id = scope.plugin.clone();
+        let (mut store, inst, _permit) = self.instance(plugin, scope, budget).await?;
+        let r = tokio::time::timeout(budget, inst.call_describe(&mut store)).await;
+        finish(&id, &store, r, budget)
+    }
+
+    /// Run the plugin's `validate`.
+    pub async fn validate(
+        &self,
+        plugin: &LoadedPlugin,
+        post: &Post,
+        account: Option<&Account>,
+    ) -> Result<Vec<Problem>, PluginError> {
+        let budget = Duration::from_millis(self.limits.call_timeout_ms);
+        let scope = self.scope(plugin, None, None, None);
+        let (mut store, inst, _permit) = self.instance(plugin, scope, budget).await?;
+        let r = tokio::time::timeout(budget, inst.call_validate(&mut store, post, account)).await;
+        finish(&plugin.manifest.id, &store, r, budget)
+    }
+
+    /// Run the plugin's `publish` for one account.
+    pub async fn publish(
+        &self,
+        plugin: &LoadedPlugin,
+        scope: Scope,
+        ctx: &Context,
+        post: &Post,
+    ) -> Result<Result<Receipt, CallError>, PluginError> {
+        let budget = Duration::from_millis(self.limits.publish_timeout_ms);
+        let (mut store, inst, _permit) = self.instance(plugin, scope, budget).await?;
+        let r = tokio::time::timeout(budget, inst.call_publish(&mut store, ctx, post)).await;
+        finish(&plugin.manifest.id, &store, r, budget)
+    }
+
+    /// Run the plugin's `profile` for one account.
+    pub async fn profile(
+        &self,
+        plugin: &LoadedPlugin,
+        scope: Scope,
+        ctx: &Context,
+    ) -> Result<Result<Profile, CallError>, PluginError> {
+        let budget = Duration::from_millis(self.limits.publish_timeout_ms);
+        let (mut store, inst, _permit) = self.instance(plugin, scope, budget).await?;
+        let r = tokio::time::timeout(budget, inst.call_profile(&mut store, ctx)).await;
+        finish(&plugin.manifest.id, &store, r, budget)
+    }
+
+    /// The network scope of a call: the plugin's allow-list (manifest hosts
+    /// and endpoints, config overrides, the account's host settings), the
+    /// account's credentials, and its rate limits.
+    pub fn scope(
+        &self,
+        plugin: &LoadedPlugin,
+        endpoints: Option<&[wit::types::Endpoint]>,
+        account: Option<&Account>,
+        credentials: Option<Arc<crate::http::Credentials>>,
+    ) -> Scope {
+        let m = &plugin.manifest;
+        let mut allow = manifest::declared_hosts(m);
+        if let Some(eps) = endpoints {
+            for e in eps {
+                if let Ok(u) = url::Url::parse(&e.url)
+                    && let Some(a) = crate::http::AllowedHost::from_url(&u)
+                    && !allow.contains(&a)
+                {
+                    allow.push(a);
+                }
+            }
+        }
+        Scope {
+            plugin: m.id.clone(),
+            account: account.map(|a| a.name.clone()),
+            allow: Arc::new(allow),
+            credentials,
+            placement: m.auth.placement.clone(),
+            rate_limits: Arc::new(m.rate_limits.clone()),
+            rate_headers: m.rate_limit_headers.clone(),
+            dry_run: None,
+        }
+    }
+}
+
+fn placeholder_manifest() -> Manifest {
+    use wit::types::*;
+    Manifest {
+        id: String::new(),
+        name: String::new(),
+        version: String::new(),
+        auth: AuthInfo {
+            kind: AuthKind::ApiKey,
+            scopes: vec![],
+            scope_separator: String::new(),
+            client_auth: ClientAuth::None,
+            authorize_params: vec![],
+            token_params: vec![],
+            token_response: TokenShape {
+                access_token: String::new(),
+                refresh_token: String::new(),
+                expiry: String::new(),
+                expiry_format: ExpiryFormat::Never,
+                scope: String::new(),
+                error: String::new(),
+            },
+            refresh: RefreshStyle::None,
+            access_token_lifetime: 0,
+            refresh_token_lifetime: 0,
+            placement: CredentialPlacement::Bearer,
+            dynamic_registration: false,
+        },
+        endpoints: vec![],
+        hosts: vec![],
+        rate_limits: vec![],
+        rate_limit_headers: None,
+        content: ContentRules {
+            max_length: 0,
+            counting: CountRule::Chars,
+            max_length_setting: None,
+            title_required: false,
+            max_title_length: 0,
+            media_required: false,
+            needs_public_media_url: false,
+            media: vec![],
+            threads: false,
+        },
+        settings: vec![],
+        idempotent_publish: false,
+    }
+}
+
+/// Refuse a component whose imports exceed what the host grants.
+fn check_imports(engine: &Engine, component: &Component) -> Result<(), String> {
+    for (name, _) in component.component_type().imports(engine) {
+        if GRANTED_IMPORTS.contains(&name) {
+            continue;
+        }
+        if let Some(rest) = name.strip_prefix("outreach:platform/") {
+            return Err(format!(
+                "was built against `outreach:platform/{rest}`; this outreach implements {CONTRACT} — rebuild it with a matching outreach-sdk"
+            ));
+        }
+        return Err(format!(
+            "imports `{name}`, which outreach does not grant (plugins may import only {}); build it for wasm32-unknown-unknown with outreach-sdk, without WASI",
+            GRANTED_IMPORTS.join(" and ")
+        ));
+    }
+    Ok(())
+}
+
+/// Map the outcome of a call (timeout, trap or value) to a clear result.
+fn finish<T>(
+    plugin: &str,
+    store: &Store<CallState>,
+    r: Result<wasmtime::Result<T>, tokio::time::error::Elapsed>,
+    budget: Duration,
+) -> Result<T, PluginError> {
+    match r {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(call_error(plugin, store, e, budget)),
+        Err(_) => Err(PluginError::Call {
+            plugin: plugin.to_string(),
+            message: format!("did not finish within its {} ms deadline", budget.as_millis()),
+        }),
+    }
+}
+
+fn call_error(
+    plugin: &str,
+    store: &Store<CallState>,
+    e: wasmtime::Error,
+    budget: Duration,
+) -> PluginError {
+    let message = if store.data().limiter.hit {
+        format!(
+            "tried to use more than its memory cap of {} MiB and was stopped",
+            store.data().limiter.max >> 20
+        )
+    } else {
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => format!(
+                "ran past its {} ms deadline and was stopped",
+                budget.as_millis()
+            ),
+            Some(Trap::UnreachableCodeReached) => {
+                "crashed (it panicked or hit `unreachable`)".to_string()
+            }
+            Some(Trap::StackOverflow) => "overflowed its stack".to_string(),
+            Some(t) => format!("trapped: {t}"),
+            None => format!("failed: {e:#}"),
+        }
+    };
+    PluginError::Call {
+        plugin: plugin.to_string(),
+        message,
+    }
+}

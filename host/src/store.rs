@@ -1,0 +1,453 @@
+//! Encrypted credential storage.
+//!
+//! Owns: the [`CredentialStore`] trait, the account [`Record`] (what the
+//! seed's `BaseTokens` held, plus the account's settings), the age identity
+//! file, and the default backend [`AgeDirStore`]: a directory with one
+//! age-encrypted file per account at `<platform>/<account>.age`, readable by
+//! the standard `age` tool (`age -d -i identity.txt x/alice.age`).
+//!
+//! Writes are atomic (temp file, fsync, rename, fsync the directory), files
+//! are 0600, and a writer holds an exclusive lock on the record, so a second
+//! process writing the same record at the same time gets a clear error and
+//! changes nothing. A failed read never writes.
+//!
+//! Never: prints a secret, or touches the network.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufReader, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use age::secrecy::{ExposeSecret, SecretString};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::secret::Secret;
+
+/// Which account a record belongs to: `x/alice`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AccountId {
+    pub platform: String,
+    pub account: String,
+}
+
+impl AccountId {
+    /// A checked id: both parts are lower-case letters, digits, `-` or `_`,
+    /// so an id can never name a path outside the store.
+    pub fn new(platform: &str, account: &str) -> Result<Self, StoreError> {
+        for (what, v) in [("platform", platform), ("account", account)] {
+            let ok = !v.is_empty()
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+            if !ok {
+                return Err(StoreError::BadName(format!(
+                    "{what} name `{v}` must be 1-64 characters of a-z, 0-9, `-` or `_`"
+                )));
+            }
+        }
+        Ok(AccountId {
+            platform: platform.to_string(),
+            account: account.to_string(),
+        })
+    }
+
+    /// Parse `platform/account` (or `platform`, meaning account `default`).
+    pub fn parse(s: &str) -> Result<Self, StoreError> {
+        match s.split_once('/') {
+            Some((p, a)) => Self::new(p, a),
+            None => Self::new(s, "default"),
+        }
+    }
+}
+
+impl std::fmt::Display for AccountId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.platform, self.account)
+    }
+}
+
+/// Who the account is on its platform (no secrets).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Profile {
+    pub id: String,
+    pub name: String,
+    pub handle: Option<String>,
+    pub picture: Option<String>,
+    pub url: Option<String>,
+}
+
+/// One account's credentials and settings. Lives only inside the encrypted
+/// envelope; the secrets are [`Secret`]s so they never print.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Record {
+    /// Format version of this record.
+    pub version: u32,
+    pub id: AccountId,
+    pub access_token: Secret,
+    pub refresh_token: Option<Secret>,
+    /// Lifetime in seconds the platform gave when the token was issued.
+    pub expires_in: Option<u64>,
+    /// When the access token expires; `None` for tokens that do not.
+    pub expires_at: Option<DateTime<Utc>>,
+    pub scope: String,
+    pub profile: Profile,
+    pub created_at: DateTime<Utc>,
+    pub last_refreshed: Option<DateTime<Utc>>,
+    /// Non-secret per-account settings (a Mastodon instance URL).
+    pub settings: BTreeMap<String, String>,
+}
+
+impl Record {
+    pub const VERSION: u32 = 1;
+
+    /// Every secret this record holds, for scrubbing output.
+    pub fn secrets(&self) -> Vec<&Secret> {
+        let mut v = vec![&self.access_token];
+        if let Some(r) = &self.refresh_token {
+            v.push(r);
+        }
+        v
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    BadName(String),
+    #[error("there is no account {id}; add it with `outreach accounts add {}`", id.platform)]
+    NotFound { id: AccountId },
+    #[error(
+        "the record for {id} cannot be decrypted with the identity at {identity} (wrong key?); nothing was changed"
+    )]
+    WrongKey { id: AccountId, identity: PathBuf },
+    #[error("the record for {id} at {path} is corrupt or truncated ({detail}); nothing was changed — restore it from a backup or remove it with `outreach accounts remove {id}`")]
+    Corrupt {
+        id: AccountId,
+        path: PathBuf,
+        detail: String,
+    },
+    #[error("another outreach process is writing the record for {id}; nothing was changed — try again when it has finished")]
+    Busy { id: AccountId },
+    #[error("the identity file {path}: {detail}")]
+    Identity { path: PathBuf, detail: String },
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
+    let path = path.to_path_buf();
+    move |source| StoreError::Io { what, path, source }
+}
+
+/// Where credentials live. The age-directory backend is the default; a
+/// PostgreSQL backend (rows encrypted with age) can implement the same trait.
+pub trait CredentialStore: Send + Sync {
+    fn load(&self, id: &AccountId) -> Result<Record, StoreError>;
+    /// Write `record` atomically, replacing any previous version.
+    fn save(&self, record: &Record) -> Result<(), StoreError>;
+    fn list(&self) -> Result<Vec<AccountId>, StoreError>;
+    fn remove(&self, id: &AccountId) -> Result<(), StoreError>;
+}
+
+/// The user's age identity: decrypts records; its recipient encrypts them.
+pub struct Identity {
+    path: PathBuf,
+    identities: Vec<Box<dyn age::Identity + Send + Sync>>,
+    recipients: Vec<Box<dyn age::Recipient + Send + Sync>>,
+    public: Vec<String>,
+}
+
+impl Identity {
+    /// Load the identity at `path`, creating a new X25519 identity (0600)
+    /// if there is none. An identity file that is itself age-encrypted with
+    /// a passphrase is decrypted with `passphrase` (from
+    /// `OUTREACH_IDENTITY_PASSPHRASE` or a prompt, chosen by the caller).
+    pub fn load_or_create(
+        path: &Path,
+        passphrase: impl FnOnce() -> Option<String>,
+    ) -> Result<Self, StoreError> {
+        if !path.exists() {
+            Self::create(path)?;
+        }
+        let raw = fs::read(path).map_err(io("cannot read the identity file", path))?;
+        let text = if is_age_file(&raw) {
+            let pass = passphrase().ok_or_else(|| StoreError::Identity {
+                path: path.to_path_buf(),
+                detail: "is passphrase-protected; set OUTREACH_IDENTITY_PASSPHRASE or run in a terminal to be asked".into(),
+            })?;
+            let ident = age::scrypt::Identity::new(SecretString::from(pass));
+            let plain = decrypt_bytes(&raw, &[&ident as &dyn age::Identity]).map_err(|e| {
+                StoreError::Identity {
+                    path: path.to_path_buf(),
+                    detail: format!("cannot be unlocked with that passphrase ({e})"),
+                }
+            })?;
+            String::from_utf8(plain).map_err(|_| StoreError::Identity {
+                path: path.to_path_buf(),
+                detail: "decrypts to something that is not an identity file".into(),
+            })?
+        } else {
+            String::from_utf8(raw).map_err(|_| StoreError::Identity {
+                path: path.to_path_buf(),
+                detail: "is not a text age identity file".into(),
+            })?
+        };
+        let bad = |detail: String| StoreError::Identity {
+            path: path.to_path_buf(),
+            detail,
+        };
+        let mut recipients: Vec<Box<dyn age::Recipient + Send + Sync>> = Vec::new();
+        let mut public = Vec::new();
+        for line in text.lines().map(str::trim) {
+            if line.starts_with("AGE-SECRET-KEY-") {
+                let id: age::x25519::Identity = line
+                    .parse()
+                    .map_err(|e| bad(format!("holds a malformed key ({e})")))?;
+                public.push(id.to_public().to_string());
+                recipients.push(Box::new(id.to_public()));
+            }
+        }
+        let identities = age::IdentityFile::from_buffer(text.as_bytes())
+            .map_err(|e| bad(format!("cannot be parsed ({e})")))?
+            .into_identities()
+            .map_err(|e| bad(format!("cannot be used ({e})")))?;
+        if identities.is_empty() || recipients.is_empty() {
+            return Err(bad("holds no AGE-SECRET-KEY line".into()));
+        }
+        Ok(Identity {
+            path: path.to_path_buf(),
+            identities,
+            recipients,
+            public,
+        })
+    }
+
+    fn create(path: &Path) -> Result<(), StoreError> {
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(io("cannot create the directory", dir))?;
+        }
+        let key = age::x25519::Identity::generate();
+        let body = format!(
+            "# outreach credential store identity, created {}\n# public key: {}\n{}\n",
+            Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            key.to_public(),
+            key.to_string().expose_secret()
+        );
+        write_atomic(path, body.as_bytes()).map_err(io("cannot write the identity file", path))?;
+        tracing::info!(path = %path.display(), "created a new age identity; back it up — without it the store cannot be read");
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The public keys (`age1…`) records are encrypted to.
+    pub fn public_keys(&self) -> &[String] {
+        &self.public
+    }
+}
+
+fn is_age_file(raw: &[u8]) -> bool {
+    raw.starts_with(b"age-encryption.org/") || raw.starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----")
+}
+
+fn decrypt_bytes(raw: &[u8], ids: &[&dyn age::Identity]) -> Result<Vec<u8>, age::DecryptError> {
+    let reader = age::armor::ArmoredReader::new(BufReader::new(raw));
+    let dec = age::Decryptor::new(reader)?;
+    let mut out = Vec::new();
+    dec.decrypt(ids.iter().copied())?
+        .read_to_end(&mut out)
+        .map_err(age::DecryptError::Io)?;
+    Ok(out)
+}
+
+/// Write `bytes` to `path` atomically with mode 0600: a temp file beside it,
+/// fsync, rename over, fsync the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.set_permissions(fs::Permissions::from_mode(0o600))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// The default backend: one age file per account in a directory.
+pub struct AgeDirStore {
+    dir: PathBuf,
+    identity: Identity,
+}
+
+impl AgeDirStore {
+    pub fn open(dir: &Path, identity: Identity) -> Result<Self, StoreError> {
+        fs::create_dir_all(dir).map_err(io("cannot create the store directory", dir))?;
+        let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
+        Ok(AgeDirStore {
+            dir: dir.to_path_buf(),
+            identity,
+        })
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// Where the record for `id` lives.
+    pub fn path_of(&self, id: &AccountId) -> PathBuf {
+        self.dir.join(&id.platform).join(format!("{}.age", id.account))
+    }
+
+    fn lock(&self, id: &AccountId) -> Result<File, StoreError> {
+        let dir = self.dir.join(&id.platform);
+        fs::create_dir_all(&dir).map_err(io("cannot create the store directory", &dir))?;
+        let _ = fs::set_permissions(&dir, fs::Permissions::from_mode(0o700));
+        let path = dir.join(format!(".{}.lock", id.account));
+        let f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io("cannot open the lock file", &path))?;
+        match f.try_lock() {
+            Ok(()) => Ok(f),
+            Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Busy { id: id.clone() }),
+            Err(std::fs::TryLockError::Error(e)) => Err(io("cannot lock", &path)(e)),
+        }
+    }
+
+    fn encrypt(&self, plain: &[u8]) -> Result<Vec<u8>, String> {
+        let recipients = self
+            .identity
+            .recipients
+            .iter()
+            .map(|r| r.as_ref() as &dyn age::Recipient);
+        let enc = age::Encryptor::with_recipients(recipients).map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        let mut w = enc.wrap_output(&mut out).map_err(|e| e.to_string())?;
+        w.write_all(plain).map_err(|e| e.to_string())?;
+        w.finish().map_err(|e| e.to_string())?;
+        Ok(out)
+    }
+}
+
+impl CredentialStore for AgeDirStore {
+    fn load(&self, id: &AccountId) -> Result<Record, StoreError> {
+        let path = self.path_of(id);
+        let raw = match fs::read(&path) {
+            Ok(r) => r,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::NotFound { id: id.clone() });
+            }
+            Err(e) => return Err(io("cannot read the record", &path)(e)),
+        };
+        let ids: Vec<&dyn age::Identity> = self
+            .identity
+            .identities
+            .iter()
+            .map(|i| i.as_ref() as &dyn age::Identity)
+            .collect();
+        let plain = decrypt_bytes(&raw, &ids).map_err(|e| match e {
+            age::DecryptError::NoMatchingKeys => StoreError::WrongKey {
+                id: id.clone(),
+                identity: self.identity.path.clone(),
+            },
+            other => StoreError::Corrupt {
+                id: id.clone(),
+                path: path.clone(),
+                detail: other.to_string(),
+            },
+        })?;
+        let record: Record = serde_json::from_slice(&plain).map_err(|e| StoreError::Corrupt {
+            id: id.clone(),
+            path: path.clone(),
+            detail: format!("decrypted, but the contents do not parse: {e}"),
+        })?;
+        if &record.id != id {
+            return Err(StoreError::Corrupt {
+                id: id.clone(),
+                path,
+                detail: format!("it holds the record of {}", record.id),
+            });
+        }
+        Ok(record)
+    }
+
+    fn save(&self, record: &Record) -> Result<(), StoreError> {
+        let _lock = self.lock(&record.id)?;
+        let plain = serde_json::to_vec(record).expect("records always serialise");
+        let sealed = self.encrypt(&plain).map_err(|detail| StoreError::Identity {
+            path: self.identity.path.clone(),
+            detail: format!("cannot encrypt: {detail}"),
+        })?;
+        let path = self.path_of(&record.id);
+        write_atomic(&path, &sealed).map_err(io("cannot write the record", &path))
+    }
+
+    fn list(&self) -> Result<Vec<AccountId>, StoreError> {
+        let mut out = Vec::new();
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(io("cannot list the store", &self.dir)(e)),
+        };
+        for platform in entries.flatten() {
+            let pname = platform.file_name().to_string_lossy().into_owned();
+            if !platform.path().is_dir() || pname.starts_with('.') {
+                continue;
+            }
+            let files = fs::read_dir(platform.path()).map_err(io("cannot list", &platform.path()))?;
+            for f in files.flatten() {
+                let fname = f.file_name().to_string_lossy().into_owned();
+                if let Some(account) = fname.strip_suffix(".age")
+                    && !fname.starts_with('.')
+                    && let Ok(id) = AccountId::new(&pname, account)
+                {
+                    out.push(id);
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn remove(&self, id: &AccountId) -> Result<(), StoreError> {
+        let _lock = self.lock(id)?;
+        let path = self.path_of(id);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::NotFound { id: id.clone() });
+            }
+            Err(e) => return Err(io("cannot remove the record", &path)(e)),
+        }
+        if let Some(dir) = path.parent() {
+            let _ = File::open(dir).and_then(|d| d.sync_all());
+        }
+        Ok(())
+    }
+}

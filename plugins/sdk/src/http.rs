@@ -1,0 +1,211 @@
+//! Building requests and reading responses. Every request goes through the
+//! host broker (`host::send`); this module only shapes it.
+
+use crate::bindings::outreach::platform::host::{self, Body, HttpError};
+use crate::{CallError, HttpMethod, Pair, RateLimited};
+
+/// A request under construction.
+#[must_use = "a request does nothing until `.send()`"]
+pub struct Request {
+    inner: host::Request,
+}
+
+impl Request {
+    pub fn new(method: HttpMethod, url: impl Into<String>) -> Self {
+        Request {
+            inner: host::Request {
+                method,
+                url: url.into(),
+                headers: Vec::new(),
+                body: Body::Empty,
+                auth: false,
+                class: String::new(),
+            },
+        }
+    }
+    pub fn get(url: impl Into<String>) -> Self {
+        Self::new(HttpMethod::Get, url)
+    }
+    pub fn post(url: impl Into<String>) -> Self {
+        Self::new(HttpMethod::Post, url)
+    }
+    pub fn put(url: impl Into<String>) -> Self {
+        Self::new(HttpMethod::Put, url)
+    }
+
+    /// Add a header.
+    pub fn header(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.inner.headers.push(crate::pair(name, value));
+        self
+    }
+
+    /// A JSON body (sets `Content-Type: application/json`).
+    pub fn json(self, value: &serde_json::Value) -> Self {
+        let bytes = serde_json::to_vec(value).unwrap_or_default();
+        self.header("content-type", "application/json").bytes(bytes)
+    }
+
+    /// A form body (sets `Content-Type: application/x-www-form-urlencoded`).
+    pub fn form(self, fields: &[(&str, &str)]) -> Self {
+        let body = form_encode(fields);
+        self.header("content-type", "application/x-www-form-urlencoded")
+            .bytes(body.into_bytes())
+    }
+
+    /// Raw body bytes.
+    pub fn bytes(mut self, bytes: Vec<u8>) -> Self {
+        self.inner.body = Body::Bytes(bytes);
+        self
+    }
+
+    /// Stream part of a media attachment, read by the host.
+    pub fn media(mut self, handle: u32, offset: u64, length: u64) -> Self {
+        self.inner.body = Body::Media(crate::MediaSlice {
+            handle,
+            offset,
+            length,
+        });
+        self
+    }
+
+    /// Ask the host to attach the account's credential (as the manifest's
+    /// `placement` says).
+    pub fn authed(mut self) -> Self {
+        self.inner.auth = true;
+        self
+    }
+
+    /// The rate-limit class this request counts against.
+    pub fn class(mut self, class: &str) -> Self {
+        self.inner.class = class.to_string();
+        self
+    }
+
+    /// Send through the host. Broker failures are classified: a denied or
+    /// unsent request is `transient`/`rejected`, a dropped connection is
+    /// `outcome-unknown`.
+    pub fn send(self) -> Result<Response, CallError> {
+        match host::send(&self.inner) {
+            Ok(r) => Ok(Response {
+                status: r.status,
+                headers: r.headers,
+                body: r.body,
+            }),
+            Err(HttpError::Denied(m)) => Err(CallError::Rejected(format!("request denied: {m}"))),
+            Err(HttpError::NotSent(m)) => Err(CallError::Transient(m)),
+            Err(HttpError::Timeout(m)) | Err(HttpError::UnknownOutcome(m)) => {
+                Err(CallError::OutcomeUnknown(m))
+            }
+            Err(HttpError::TooLarge(m)) => Err(CallError::Rejected(m)),
+        }
+    }
+}
+
+/// A response from the platform (secrets already scrubbed by the host).
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<Pair>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value.as_str())
+    }
+
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// The body as text (lossy).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// Parse a successful response's JSON body; a non-2xx status is turned
+    /// into a classified error with [`Response::error`].
+    pub fn json_ok(&self) -> Result<serde_json::Value, CallError> {
+        if !self.is_success() {
+            return Err(self.error());
+        }
+        self.json()
+    }
+
+    /// Parse the body as JSON, whatever the status. A body that is not JSON
+    /// (an HTML error page, a truncated body) is a transient error that
+    /// says what arrived.
+    pub fn json(&self) -> Result<serde_json::Value, CallError> {
+        serde_json::from_slice(&self.body).map_err(|e| {
+            CallError::OutcomeUnknown(format!(
+                "HTTP {} with a body that is not JSON ({e}): {}",
+                self.status,
+                self.snippet()
+            ))
+        })
+    }
+
+    /// The start of the body, for error messages.
+    pub fn snippet(&self) -> String {
+        let text = self.text();
+        let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        if one_line.chars().count() > 160 {
+            format!("{}…", one_line.chars().take(160).collect::<String>())
+        } else if one_line.is_empty() {
+            "(empty body)".into()
+        } else {
+            one_line
+        }
+    }
+
+    /// Seconds to wait before retrying, from `Retry-After` or an
+    /// `x-rate-limit-reset` epoch.
+    pub fn retry_after(&self) -> Option<u64> {
+        if let Some(s) = self.header("retry-after").and_then(|v| v.trim().parse::<u64>().ok()) {
+            return Some(s);
+        }
+        let reset = self
+            .header("x-rate-limit-reset")
+            .or_else(|| self.header("x-ratelimit-reset"))?;
+        let reset: u64 = reset.trim().parse::<f64>().ok()? as u64;
+        let now = crate::now_millis() / 1000;
+        // Small values are "seconds until", large ones are epoch seconds.
+        Some(if reset > 1_000_000_000 { reset.saturating_sub(now) } else { reset })
+    }
+
+    /// The usual classification of a failed response: 401 → auth expired,
+    /// 429 → rate limited, 5xx → transient, other 4xx → rejected. Plugins
+    /// with platform quirks check for them first and fall back to this.
+    pub fn error(&self) -> CallError {
+        let what = format!("HTTP {}: {}", self.status, self.snippet());
+        match self.status {
+            401 => CallError::AuthExpired(what),
+            403 => CallError::Rejected(what),
+            429 => CallError::RateLimited(RateLimited {
+                retry_after_seconds: self.retry_after(),
+                message: what,
+            }),
+            500..=599 => CallError::Transient(what),
+            _ => CallError::Rejected(what),
+        }
+    }
+}
+
+/// `application/x-www-form-urlencoded` encoding of `fields`.
+pub fn form_encode(fields: &[(&str, &str)]) -> String {
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(fields)
+        .finish()
+}
+
+/// `base` with `fields` appended as a query string.
+pub fn query_url(base: &str, fields: &[(&str, &str)]) -> String {
+    if fields.is_empty() {
+        return base.to_string();
+    }
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}{}", form_encode(fields))
+}

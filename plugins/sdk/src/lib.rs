@@ -1,0 +1,258 @@
+//! The outreach plugin SDK: everything a platform plugin needs, so that a
+//! plugin is one short file of declarations and request building.
+//!
+//! A plugin implements [`Platform`] and registers it with
+//! [`export_platform!`]:
+//!
+//! ```ignore
+//! use outreach_sdk::prelude::*;
+//!
+//! struct Example;
+//!
+//! impl Platform for Example {
+//!     fn manifest() -> Manifest { /* id, auth, endpoints, limits … */ }
+//!     fn publish(ctx: &Context, post: &Post) -> Result<Receipt, CallError> {
+//!         let res = Request::post(ctx.url("api", "/posts")?)
+//!             .json(&serde_json::json!({ "text": post.text }))
+//!             .authed()
+//!             .class("publish")
+//!             .send()?;
+//!         let body: serde_json::Value = res.json_ok()?;
+//!         Ok(Receipt { id: body["id"].as_str().unwrap_or_default().into(), url: None })
+//!     }
+//!     fn profile(ctx: &Context) -> Result<Profile, CallError> { /* … */ }
+//! }
+//!
+//! outreach_sdk::export_platform!(Example);
+//! ```
+//!
+//! The SDK never sees a secret: [`Request::authed`] asks the host to attach
+//! the account's credential, and placeholders such as `{{access_token}}` are
+//! substituted by the host after its allow-list check.
+//!
+//! Build with `cargo build --release --target wasm32-unknown-unknown`; the
+//! host wraps the module into a component when it loads it (see README).
+
+pub mod count;
+mod http;
+mod rules;
+
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit/v0.1.0",
+        world: "outreach:platform/plugin@0.1.0",
+        pub_export_macro: true,
+        export_macro_name: "__export_plugin_world",
+        default_bindings_module: "outreach_sdk::bindings",
+        generate_all,
+    });
+}
+
+pub use bindings::outreach::platform::host::{Body, HttpError, Level, MediaSlice};
+pub use bindings::outreach::platform::types::*;
+pub use http::{Request, Response, form_encode, query_url};
+pub use rules::check_content;
+
+/// Re-exported so plugins need no direct dependency on `serde_json`.
+pub use serde_json;
+
+/// Everything a plugin usually needs, in one import.
+pub mod prelude {
+    pub use crate::{
+        Account, AuthInfo, AuthKind, CallError, ClientAuth, ContentRules, Context,
+        CredentialPlacement, Endpoint, ExpiryFormat, HeaderPlacement, HttpMethod, LimitScope,
+        Manifest, Media, MediaKind, MediaRule, Pair, Platform, Post, Problem, Profile, RateLimit,
+        RateLimitHeaders, RateLimited, Receipt, RefreshStyle, Request, ResetFormat, Response,
+        Setting, TokenShape, CountRule, log, pair, pairs,
+    };
+    pub use serde_json::json;
+}
+
+/// What a platform plugin implements. Only `manifest`, `publish` and
+/// `profile` are required; the rest have defaults that suit most platforms.
+pub trait Platform {
+    /// Describe the platform: auth, endpoints, hosts, limits, rules.
+    fn manifest() -> Manifest;
+
+    /// Problems with a post, before anything is sent. The default checks
+    /// the manifest's content rules (length by the platform's counting
+    /// rule, title, media kinds, counts and sizes).
+    fn validate(post: &Post, account: Option<&Account>) -> Vec<Problem> {
+        check_content(&Self::manifest().content, post, account)
+    }
+
+    /// Publish one post (or one reply of a thread).
+    fn publish(ctx: &Context, post: &Post) -> Result<Receipt, CallError>;
+
+    /// Who the account is.
+    fn profile(ctx: &Context) -> Result<Profile, CallError>;
+
+    /// Whether `post` already exists on the platform (to settle an attempt
+    /// whose outcome is unknown). The default cannot tell.
+    fn find_post(_ctx: &Context, _post: &Post) -> Result<Option<Receipt>, CallError> {
+        Ok(None)
+    }
+}
+
+/// Register a [`Platform`] implementation as this component's exports.
+#[macro_export]
+macro_rules! export_platform {
+    ($platform:ty) => {
+        #[doc(hidden)]
+        pub struct __OutreachExports;
+
+        impl $crate::bindings::Guest for __OutreachExports {
+            fn describe() -> $crate::Manifest {
+                <$platform as $crate::Platform>::manifest()
+            }
+            fn validate(
+                post: $crate::Post,
+                account: ::core::option::Option<$crate::Account>,
+            ) -> ::std::vec::Vec<$crate::Problem> {
+                <$platform as $crate::Platform>::validate(&post, account.as_ref())
+            }
+            fn publish(
+                ctx: $crate::Context,
+                post: $crate::Post,
+            ) -> ::core::result::Result<$crate::Receipt, $crate::CallError> {
+                <$platform as $crate::Platform>::publish(&ctx, &post)
+            }
+            fn profile(
+                ctx: $crate::Context,
+            ) -> ::core::result::Result<$crate::Profile, $crate::CallError> {
+                <$platform as $crate::Platform>::profile(&ctx)
+            }
+            fn find_post(
+                ctx: $crate::Context,
+                post: $crate::Post,
+            ) -> ::core::result::Result<::core::option::Option<$crate::Receipt>, $crate::CallError>
+            {
+                <$platform as $crate::Platform>::find_post(&ctx, &post)
+            }
+        }
+
+        $crate::bindings::__export_plugin_world!(__OutreachExports with_types_in $crate::bindings);
+    };
+}
+
+/// A [`Pair`] from two string-likes.
+pub fn pair(name: impl Into<String>, value: impl Into<String>) -> Pair {
+    Pair {
+        name: name.into(),
+        value: value.into(),
+    }
+}
+
+/// Many [`Pair`]s from `(name, value)` tuples.
+pub fn pairs(items: &[(&str, &str)]) -> Vec<Pair> {
+    items.iter().map(|(n, v)| pair(*n, *v)).collect()
+}
+
+/// Write to the host's log.
+pub fn log(level: Level, message: &str) {
+    bindings::outreach::platform::host::log(level, message);
+}
+
+/// Milliseconds since the Unix epoch, from the host's clock.
+pub fn now_millis() -> u64 {
+    bindings::outreach::platform::host::now_millis()
+}
+
+/// Sleep in the host (bounded by the call's deadline).
+pub fn sleep_millis(millis: u64) {
+    bindings::outreach::platform::host::sleep_millis(millis)
+}
+
+impl Context {
+    /// The effective URL of endpoint `name` (manifest value or the user's
+    /// override), with `path` appended.
+    pub fn url(&self, name: &str, path: &str) -> Result<String, CallError> {
+        let base = self
+            .endpoints
+            .iter()
+            .find(|e| e.name == name)
+            .map(|e| e.url.as_str())
+            .ok_or_else(|| {
+                CallError::Rejected(format!("the plugin has no endpoint named `{name}`"))
+            })?;
+        Ok(join_url(base, path))
+    }
+
+    /// The value of account setting `name`, if set.
+    pub fn setting(&self, name: &str) -> Option<&str> {
+        self.account.setting(name)
+    }
+
+    /// The platform's id for the account, or an error telling the user to
+    /// re-add it (the id is learned when the account is added).
+    pub fn user_id(&self) -> Result<&str, CallError> {
+        self.account.user_id.as_deref().ok_or_else(|| {
+            CallError::NeedsReconnect(format!(
+                "account `{}` has no platform user id; remove and add it again",
+                self.account.name
+            ))
+        })
+    }
+}
+
+impl Account {
+    /// The value of setting `name`, if set.
+    pub fn setting(&self, name: &str) -> Option<&str> {
+        self.settings
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.value.as_str())
+    }
+}
+
+impl Post {
+    /// The value of platform-specific field `name` from the post file.
+    pub fn extra(&self, name: &str) -> Option<&str> {
+        self.extra
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.value.as_str())
+    }
+}
+
+/// Join a base URL and a path with exactly one slash between them.
+pub fn join_url(base: &str, path: &str) -> String {
+    if path.is_empty() {
+        return base.to_string();
+    }
+    format!(
+        "{}/{}",
+        base.trim_end_matches('/'),
+        path.trim_start_matches('/')
+    )
+}
+
+impl Default for TokenShape {
+    fn default() -> Self {
+        TokenShape {
+            access_token: "access_token".into(),
+            refresh_token: "refresh_token".into(),
+            expiry: "expires_in".into(),
+            expiry_format: ExpiryFormat::SecondsFromNow,
+            scope: "scope".into(),
+            error: "error".into(),
+        }
+    }
+}
+
+impl Default for ContentRules {
+    fn default() -> Self {
+        ContentRules {
+            max_length: 0,
+            counting: CountRule::Chars,
+            max_length_setting: None,
+            title_required: false,
+            max_title_length: 0,
+            media_required: false,
+            needs_public_media_url: false,
+            media: Vec::new(),
+            threads: false,
+        }
+    }
+}

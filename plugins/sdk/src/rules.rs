@@ -1,0 +1,91 @@
+//! The default `validate`: checks a post against the manifest's content
+//! rules, so most plugins need no validation code of their own.
+
+use crate::count::count;
+use crate::{Account, ContentRules, MediaKind, Post, Problem};
+
+fn problem(field: impl Into<String>, message: impl Into<String>) -> Problem {
+    Problem {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+fn kind_name(kind: MediaKind) -> &'static str {
+    match kind {
+        MediaKind::Image => "image",
+        MediaKind::Video => "video",
+        MediaKind::Gif => "gif",
+        MediaKind::Document => "document",
+    }
+}
+
+/// Every way `post` breaks `rules`. A per-account length limit (a Mastodon
+/// instance's) comes from the account setting the rules name.
+pub fn check_content(rules: &ContentRules, post: &Post, account: Option<&Account>) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let max = rules
+        .max_length_setting
+        .as_deref()
+        .and_then(|name| account?.setting(name))
+        .and_then(|v| v.parse::<u32>().ok())
+        .unwrap_or(rules.max_length);
+    let len = count(&post.text, rules.counting);
+    if max > 0 && len > max as usize {
+        out.push(problem(
+            "text",
+            format!("is {len} characters long; the limit is {max} (counted as {:?})", rules.counting),
+        ));
+    }
+    if post.text.trim().is_empty() && post.media.is_empty() {
+        out.push(problem("text", "is empty and the post has no media"));
+    }
+    match &post.title {
+        None if rules.title_required => out.push(problem("title", "is required on this platform")),
+        Some(t) if rules.max_title_length > 0 && t.chars().count() > rules.max_title_length as usize => {
+            out.push(problem(
+                "title",
+                format!("is {} characters long; the limit is {}", t.chars().count(), rules.max_title_length),
+            ))
+        }
+        _ => {}
+    }
+    if rules.media_required && post.media.is_empty() {
+        out.push(problem("media", "this platform cannot publish text alone; attach an image or video"));
+    }
+    for (i, m) in post.media.iter().enumerate() {
+        let field = format!("media[{i}]");
+        let Some(rule) = rules.media.iter().find(|r| r.kind == m.kind) else {
+            out.push(problem(&field, format!("{} attachments are not supported", kind_name(m.kind))));
+            continue;
+        };
+        if rule.max_bytes > 0 && m.size > rule.max_bytes {
+            out.push(problem(
+                &field,
+                format!("{} is {} bytes; the limit is {}", m.file_name, m.size, rule.max_bytes),
+            ));
+        }
+        if !rule.mime_types.is_empty() && !rule.mime_types.iter().any(|t| t == &m.mime_type) {
+            out.push(problem(
+                &field,
+                format!("type {} is not accepted (accepted: {})", m.mime_type, rule.mime_types.join(", ")),
+            ));
+        }
+        if rules.needs_public_media_url && m.public_url.is_none() {
+            out.push(problem(&field, "this platform fetches media from a public URL; set `public_url`"));
+        }
+    }
+    for rule in &rules.media {
+        let n = post.media.iter().filter(|m| m.kind == rule.kind).count();
+        if n > rule.max_count as usize {
+            out.push(problem(
+                "media",
+                format!("has {n} {} attachments; the limit is {}", kind_name(rule.kind), rule.max_count),
+            ));
+        }
+    }
+    if post.reply_to.is_some() && !rules.threads {
+        out.push(problem("thread", "this platform does not support threads"));
+    }
+    out
+}
