@@ -1,0 +1,312 @@
+//! Accounts: the link between a plugin, the user's settings and a stored
+//! credential.
+//!
+//! Owns: the [`App`] that commands run against (config, plugin host, store),
+//! adding an account from a pasted credential (verified with one profile
+//! request before anything is stored), listing and removing accounts, and
+//! building the per-account call context and network scope.
+//!
+//! Never: stores a credential the platform has not accepted, or shows one.
+//! OAuth connect flows and refresh are the credentials issue (#3).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+
+use anyhow::{Context as _, anyhow, bail};
+use chrono::Utc;
+use serde::Serialize;
+
+use crate::config::Loaded;
+use crate::http::{Credentials, Scope};
+use crate::plugin::manifest::effective_endpoints;
+use crate::plugin::wit::types::{Account, CallError, Context, Pair};
+use crate::plugin::{Host, LoadedPlugin};
+use crate::secret::Secret;
+use crate::store::{AccountId, AgeDirStore, CredentialStore, Identity, Profile, Record};
+
+/// Everything a command needs. The store is opened on first use, so
+/// commands that do not need credentials never ask for the identity.
+pub struct App {
+    pub cfg: Loaded,
+    pub host: Host,
+    store: OnceLock<Arc<dyn CredentialStore>>,
+}
+
+impl App {
+    /// Load the config's plugins.
+    pub async fn new(cfg: Loaded) -> anyhow::Result<Self> {
+        let mut host = Host::new(&cfg)?;
+        host.load_dir(&cfg.plugins_dir).await?;
+        Ok(App {
+            cfg,
+            host,
+            store: OnceLock::new(),
+        })
+    }
+
+    /// The credential store, opening it (and creating the identity on first
+    /// run) if needed.
+    pub fn store(&self) -> anyhow::Result<Arc<dyn CredentialStore>> {
+        if let Some(s) = self.store.get() {
+            return Ok(s.clone());
+        }
+        let identity = Identity::load_or_create(&self.cfg.identity, || {
+            std::env::var("OUTREACH_IDENTITY_PASSPHRASE").ok().or_else(|| {
+                rpassword::prompt_password(format!(
+                    "passphrase for {}: ",
+                    self.cfg.identity.display()
+                ))
+                .ok()
+            })
+        })?;
+        let store: Arc<dyn CredentialStore> = Arc::new(AgeDirStore::open(&self.cfg.store_dir, identity)?);
+        Ok(self.store.get_or_init(|| store).clone())
+    }
+
+    /// The account as a plugin sees it (no secrets).
+    pub fn account_view(record: &Record) -> Account {
+        Account {
+            name: record.id.account.clone(),
+            settings: record
+                .settings
+                .iter()
+                .map(|(k, v)| Pair {
+                    name: k.clone(),
+                    value: v.clone(),
+                })
+                .collect(),
+            user_id: (!record.profile.id.is_empty()).then(|| record.profile.id.clone()),
+            handle: record.profile.handle.clone(),
+        }
+    }
+
+    /// The context and network scope of a call for `record`'s account.
+    pub fn call_env(&self, plugin: &LoadedPlugin, record: &Record) -> (Context, Scope) {
+        let account = Self::account_view(record);
+        let overrides = self.cfg.platform(&plugin.manifest.id).endpoints;
+        let endpoints = effective_endpoints(&plugin.manifest, &overrides, Some(&account));
+        let mut creds = Credentials::new().with("access_token", record.access_token.clone());
+        if let Some(r) = &record.refresh_token {
+            creds = creds.with("refresh_token", r.clone());
+        }
+        let scope = self
+            .host
+            .scope(plugin, Some(&endpoints), Some(&account), Some(Arc::new(creds)));
+        (Context { account, endpoints }, scope)
+    }
+
+    /// Add (or replace) an account from a pasted access token: check the
+    /// settings, ask the platform who it is, then store it encrypted.
+    pub async fn add_account(
+        &self,
+        platform: &str,
+        account: &str,
+        token: Secret,
+        mut settings: BTreeMap<String, String>,
+    ) -> anyhow::Result<Record> {
+        let id = AccountId::new(platform, account)?;
+        let plugin = self.host.get(platform)?;
+        if token.expose().trim().is_empty() {
+            bail!("no credential was given for {id}; paste it on standard input");
+        }
+        let m = &plugin.manifest;
+        for (k, _) in settings.iter() {
+            if !m.settings.iter().any(|s| &s.name == k) {
+                let known: Vec<&str> = m.settings.iter().map(|s| s.name.as_str()).collect();
+                bail!(
+                    "platform `{platform}` has no setting `{k}` (its settings: {})",
+                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                );
+            }
+        }
+        for s in &m.settings {
+            if !settings.contains_key(&s.name) {
+                match &s.default_value {
+                    Some(d) => {
+                        settings.insert(s.name.clone(), d.clone());
+                    }
+                    None if s.required => bail!(
+                        "platform `{platform}` needs setting `{}` ({}); pass --set {}=VALUE",
+                        s.name,
+                        s.description,
+                        s.name
+                    ),
+                    None => {}
+                }
+            }
+            if s.is_host
+                && let Some(v) = settings.get(&s.name)
+            {
+                let u = url::Url::parse(v)
+                    .with_context(|| format!("setting `{}` = {v:?} is not a URL", s.name))?;
+                if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
+                    bail!("setting `{}` = {v:?} must be an http(s) URL", s.name);
+                }
+            }
+        }
+        let now = Utc::now();
+        let lifetime = m.auth.access_token_lifetime;
+        let mut record = Record {
+            version: Record::VERSION,
+            id: id.clone(),
+            access_token: Secret::new(token.expose().trim()),
+            refresh_token: None,
+            expires_in: (lifetime > 0).then_some(lifetime),
+            expires_at: (lifetime > 0).then(|| now + chrono::Duration::seconds(lifetime as i64)),
+            scope: m.auth.scopes.join(&m.auth.scope_separator),
+            profile: Profile::default(),
+            created_at: now,
+            last_refreshed: None,
+            settings,
+        };
+        let (ctx, scope) = self.call_env(&plugin, &record);
+        let profile = match self.host.profile(&plugin, scope, &ctx).await? {
+            Ok(p) => p,
+            Err(e) => bail!(
+                "{platform} did not accept the credential for {id} ({}); nothing was stored",
+                describe_call_error(&e)
+            ),
+        };
+        record.profile = Profile {
+            id: profile.id,
+            name: profile.name,
+            handle: profile.handle,
+            picture: profile.picture,
+            url: profile.url,
+        };
+        self.store()?.save(&record)?;
+        Ok(record)
+    }
+
+    /// Every stored account, each with its record or why it cannot be read.
+    pub fn accounts(&self) -> anyhow::Result<Vec<(AccountId, anyhow::Result<Record>)>> {
+        let store = self.store()?;
+        Ok(store
+            .list()?
+            .into_iter()
+            .map(|id| {
+                let r = store.load(&id).map_err(anyhow::Error::from);
+                (id, r)
+            })
+            .collect())
+    }
+
+    /// Resolve a target such as `x`, `linkedin/company` or `mastodon/*`
+    /// to stored accounts.
+    pub fn resolve_target(&self, target: &str) -> anyhow::Result<Vec<AccountId>> {
+        let (platform, account) = match target.split_once('/') {
+            Some((p, a)) => (p, Some(a)),
+            None => (target, None),
+        };
+        self.host.get(platform)?;
+        let all: Vec<AccountId> = self
+            .store()?
+            .list()?
+            .into_iter()
+            .filter(|id| id.platform == platform)
+            .collect();
+        match account {
+            Some("*") => {
+                if all.is_empty() {
+                    bail!("there are no {platform} accounts; add one with `outreach accounts add {platform}`");
+                }
+                Ok(all)
+            }
+            Some(a) => {
+                let id = AccountId::new(platform, a)?;
+                if !all.contains(&id) {
+                    bail!("there is no account {id}; add it with `outreach accounts add {platform} --account {a}`");
+                }
+                Ok(vec![id])
+            }
+            None => match all.len() {
+                0 => Err(anyhow!(
+                    "there is no {platform} account; add one with `outreach accounts add {platform}`"
+                )),
+                1 => Ok(all),
+                _ => {
+                    let default = AccountId::new(platform, "default")?;
+                    if all.contains(&default) {
+                        Ok(vec![default])
+                    } else {
+                        let names: Vec<String> = all.iter().map(|i| i.to_string()).collect();
+                        bail!(
+                            "{platform} has several accounts ({}); name one (`{platform}/NAME`) or all (`{platform}/*`)",
+                            names.join(", ")
+                        )
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// An account as `outreach accounts` shows it.
+#[derive(Debug, Serialize)]
+pub struct AccountSummary {
+    pub id: String,
+    pub platform: String,
+    pub account: String,
+    pub profile: Option<Profile>,
+    pub expires_at: Option<chrono::DateTime<Utc>>,
+    pub has_refresh_token: bool,
+    pub settings: BTreeMap<String, String>,
+    pub created_at: Option<chrono::DateTime<Utc>>,
+    pub error: Option<String>,
+}
+
+impl AccountSummary {
+    pub fn new(id: &AccountId, r: &anyhow::Result<Record>) -> Self {
+        match r {
+            Ok(rec) => AccountSummary {
+                id: id.to_string(),
+                platform: id.platform.clone(),
+                account: id.account.clone(),
+                profile: Some(rec.profile.clone()),
+                expires_at: rec.expires_at,
+                has_refresh_token: rec.refresh_token.is_some(),
+                settings: rec.settings.clone(),
+                created_at: Some(rec.created_at),
+                error: None,
+            },
+            Err(e) => AccountSummary {
+                id: id.to_string(),
+                platform: id.platform.clone(),
+                account: id.account.clone(),
+                profile: None,
+                expires_at: None,
+                has_refresh_token: false,
+                settings: BTreeMap::new(),
+                created_at: None,
+                error: Some(format!("{e:#}")),
+            },
+        }
+    }
+}
+
+/// A call error as one line for people.
+pub fn describe_call_error(e: &CallError) -> String {
+    match e {
+        CallError::AuthExpired(m) => format!("access token expired or invalid: {m}"),
+        CallError::NeedsReconnect(m) => format!("needs reconnect: {m}"),
+        CallError::RateLimited(r) => match r.retry_after_seconds {
+            Some(s) => format!("rate limited, retry in {s} s: {}", r.message),
+            None => format!("rate limited: {}", r.message),
+        },
+        CallError::Rejected(m) => format!("rejected: {m}"),
+        CallError::Transient(m) => format!("temporary failure: {m}"),
+        CallError::OutcomeUnknown(m) => format!("outcome unknown (the post may or may not exist): {m}"),
+    }
+}
+
+/// The short kind name of a call error, for `--json`.
+pub fn call_error_kind(e: &CallError) -> &'static str {
+    match e {
+        CallError::AuthExpired(_) => "auth-expired",
+        CallError::NeedsReconnect(_) => "needs-reconnect",
+        CallError::RateLimited(_) => "rate-limited",
+        CallError::Rejected(_) => "rejected",
+        CallError::Transient(_) => "transient",
+        CallError::OutcomeUnknown(_) => "outcome-unknown",
+    }
+}

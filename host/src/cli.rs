@@ -1,0 +1,344 @@
+//! The command line: parsing, and printing results for people or as JSON.
+//!
+//! Owns: the clap definitions, exit codes (0 ok, 1 a platform or account
+//! failed, 2 bad input) and output formatting. Every command is a thin call
+//! into the capability modules.
+//!
+//! Never: prints a secret — outputs are built from types that carry none.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Read};
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+
+use crate::accounts::{AccountSummary, App};
+use crate::config::Loaded;
+use crate::plugin::wit::types::Manifest;
+use crate::secret::Secret;
+use crate::store::AccountId;
+
+/// outreach keeps your social accounts connected and publishes to them from
+/// files. Each platform is a WebAssembly plugin in the plugins folder.
+#[derive(Debug, Parser)]
+#[command(name = "outreach", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// The config file (TOML). Without one, defaults apply: plugins in
+    /// ~/.local/share/outreach/plugins, the store beside them.
+    #[arg(long, global = true, env = "OUTREACH_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the loaded platform plugins (and files that failed to load).
+    Plugins {
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        show: Option<PluginsCmd>,
+    },
+    /// List accounts (no secrets), or add or remove one.
+    Accounts {
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        cmd: Option<AccountsCmd>,
+    },
+    /// Validate a post file against every target, then publish it.
+    Publish {
+        /// The post file (TOML); see config/posts/ for an example.
+        file: PathBuf,
+        /// Print the requests each plugin would send (secrets redacted)
+        /// instead of sending them.
+        #[arg(long)]
+        dry_run: bool,
+        /// Only validate; print every problem.
+        #[arg(long)]
+        check: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginsCmd {
+    /// Print one plugin's full manifest.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountsCmd {
+    /// Add an account from a credential (an access token, API key…) read
+    /// from standard input or a hidden prompt. The credential is checked
+    /// with the platform before it is stored.
+    Add {
+        platform: String,
+        /// A name for this account, for several accounts per platform.
+        #[arg(long, default_value = "default")]
+        account: String,
+        /// A per-account setting, e.g. `--set instance=https://mastodon.social`.
+        #[arg(long = "set", value_name = "NAME=VALUE")]
+        settings: Vec<String>,
+    },
+    /// Remove an account and its stored credential.
+    Remove {
+        /// `platform/account` (or `platform` for its `default` account).
+        id: String,
+    },
+}
+
+/// Exit code for "a platform or account failed".
+pub const EXIT_FAILED: i32 = 1;
+/// Exit code for bad input (config, post file, arguments).
+pub const EXIT_BAD_INPUT: i32 = 2;
+
+/// Run the parsed command; returns the process exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    let cfg = Loaded::load(cli.config.as_deref())?;
+    let app = App::new(cfg).await?;
+    match cli.command {
+        Command::Plugins { json, show: None } => plugins(&app, json),
+        Command::Plugins {
+            show: Some(PluginsCmd::Show { id, json }),
+            ..
+        } => {
+            let p = app.host.get(&id)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&p.manifest)?);
+            } else {
+                print_manifest(&p.manifest, &p.path);
+            }
+            Ok(0)
+        }
+        Command::Accounts { json, cmd: None } => {
+            let list: Vec<AccountSummary> = app
+                .accounts()?
+                .iter()
+                .map(|(id, r)| AccountSummary::new(id, r))
+                .collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if list.is_empty() {
+                println!("no accounts; add one with `outreach accounts add PLATFORM`");
+            } else {
+                for a in &list {
+                    match (&a.profile, &a.error) {
+                        (_, Some(e)) => println!("{:<24} ERROR {e}", a.id),
+                        (Some(p), None) => println!(
+                            "{:<24} {} {}{}",
+                            a.id,
+                            p.name,
+                            p.handle.as_deref().map(|h| format!("(@{h}) ")).unwrap_or_default(),
+                            a.expires_at
+                                .map(|t| format!("token expires {}", t.format("%Y-%m-%d %H:%M UTC")))
+                                .unwrap_or_else(|| "token does not expire".into())
+                        ),
+                        _ => {}
+                    }
+                }
+            }
+            Ok(if list.iter().any(|a| a.error.is_some()) { EXIT_FAILED } else { 0 })
+        }
+        Command::Accounts {
+            cmd: Some(AccountsCmd::Add { platform, account, settings }),
+            ..
+        } => {
+            let settings = parse_settings(&settings)?;
+            let token = read_credential(&platform)?;
+            let rec = app.add_account(&platform, &account, token, settings).await?;
+            println!(
+                "added {} as {}{}; its credential is encrypted in {}",
+                rec.id,
+                rec.profile.name,
+                rec.profile.handle.as_deref().map(|h| format!(" (@{h})")).unwrap_or_default(),
+                app.cfg.store_dir.display()
+            );
+            Ok(0)
+        }
+        Command::Accounts {
+            cmd: Some(AccountsCmd::Remove { id }),
+            ..
+        } => {
+            let id = AccountId::parse(&id)?;
+            app.store()?.remove(&id)?;
+            println!("removed {id}");
+            Ok(0)
+        }
+        Command::Publish { file, dry_run, check, json } => {
+            let outcome = if check {
+                crate::publish::check_file(&app, &file).await?
+            } else {
+                crate::publish::publish_file(&app, &file, dry_run).await?
+            };
+            match outcome {
+                Err(problems) => {
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "problems": problems }))?);
+                    } else {
+                        eprintln!("{}: nothing was published:", file.display());
+                        for p in &problems {
+                            eprintln!("  {}: {}: {}", p.target, p.field, p.message);
+                        }
+                    }
+                    Ok(EXIT_BAD_INPUT)
+                }
+                Ok(results) => {
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "results": results }))?);
+                    } else {
+                        for r in &results {
+                            if check {
+                                println!("{:<24} ok", r.target);
+                            } else if dry_run {
+                                println!("{} would send:", r.target);
+                                for q in &r.requests {
+                                    println!("  {} {}", q.method, q.url);
+                                    for (n, v) in &q.headers {
+                                        println!("    {n}: {v}");
+                                    }
+                                    if !q.body.is_empty() {
+                                        println!("    {}", q.body);
+                                    }
+                                }
+                                if let Some(e) = &r.error {
+                                    println!("  error: {e}");
+                                }
+                            } else if r.ok {
+                                println!(
+                                    "{:<24} published {} {}",
+                                    r.target,
+                                    r.post_id.as_deref().unwrap_or(""),
+                                    r.url.as_deref().unwrap_or("")
+                                );
+                            } else {
+                                println!(
+                                    "{:<24} FAILED ({}) {}",
+                                    r.target,
+                                    r.error_kind.as_deref().unwrap_or("error"),
+                                    r.error.as_deref().unwrap_or("")
+                                );
+                            }
+                        }
+                    }
+                    Ok(if results.iter().all(|r| r.ok) { 0 } else { EXIT_FAILED })
+                }
+            }
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct PluginRow<'a> {
+    id: &'a str,
+    name: &'a str,
+    version: &'a str,
+    auth: String,
+    hosts: Vec<String>,
+    rate_limits: Vec<String>,
+    max_length: u32,
+    counting: String,
+    path: String,
+}
+
+fn plugins(app: &App, json: bool) -> anyhow::Result<i32> {
+    let rows: Vec<PluginRow> = app
+        .host
+        .plugins()
+        .map(|p| {
+            let m = &p.manifest;
+            PluginRow {
+                id: &m.id,
+                name: &m.name,
+                version: &m.version,
+                auth: format!("{:?}", m.auth.kind),
+                hosts: crate::plugin::manifest::declared_hosts(m)
+                    .iter()
+                    .map(|h| format!("{}://{}:{}", h.scheme, h.host, h.port))
+                    .chain(m.endpoints.iter().filter(|e| e.url.starts_with('{')).map(|e| e.url.clone()))
+                    .collect(),
+                rate_limits: m
+                    .rate_limits
+                    .iter()
+                    .map(|l| format!("{} {}/{}s per {:?}", l.class, l.requests, l.window_seconds, l.scope))
+                    .collect(),
+                max_length: m.content.max_length,
+                counting: format!("{:?}", m.content.counting),
+                path: p.path.display().to_string(),
+            }
+        })
+        .collect();
+    let rejected: Vec<serde_json::Value> = app
+        .host
+        .rejected
+        .iter()
+        .map(|(p, e)| serde_json::json!({ "path": p.display().to_string(), "error": e }))
+        .collect();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "plugins": rows, "rejected": rejected }))?
+        );
+    } else {
+        if rows.is_empty() {
+            println!("no plugins loaded from {}", app.cfg.plugins_dir.display());
+        }
+        for r in &rows {
+            println!("{} — {} {} ({})", r.id, r.name, r.version, r.auth);
+            println!("    hosts:  {}", r.hosts.join(", "));
+            if !r.rate_limits.is_empty() {
+                println!("    limits: {}", r.rate_limits.join(", "));
+            }
+            println!("    text:   {} characters ({})", r.max_length, r.counting);
+        }
+        for (p, e) in &app.host.rejected {
+            println!("REJECTED {}: {e}", p.display());
+        }
+    }
+    Ok(if app.host.rejected.is_empty() { 0 } else { EXIT_FAILED })
+}
+
+fn print_manifest(m: &Manifest, path: &std::path::Path) {
+    let pretty = serde_json::to_value(m)
+        .ok()
+        .and_then(|v| toml::to_string_pretty(&v).ok())
+        .unwrap_or_default();
+    println!("# {} ({}) from {}\n{pretty}", m.name, m.id, path.display());
+}
+
+fn parse_settings(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for s in items {
+        let Some((k, v)) = s.split_once('=') else {
+            bail!("--set {s:?} must be NAME=VALUE");
+        };
+        out.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    Ok(out)
+}
+
+/// Read a credential from standard input (piped) or a hidden prompt.
+fn read_credential(platform: &str) -> anyhow::Result<Secret> {
+    let stdin = std::io::stdin();
+    let value = if stdin.is_terminal() {
+        rpassword::prompt_password(format!("paste the {platform} access token (input is hidden): "))
+            .context("cannot read the credential from the terminal")?
+    } else {
+        let mut s = String::new();
+        stdin
+            .lock()
+            .read_to_string(&mut s)
+            .context("cannot read the credential from standard input")?;
+        s
+    };
+    Ok(Secret::new(value.trim()))
+}

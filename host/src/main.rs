@@ -1,1 +1,34 @@
-fn main() {}
+//! The `outreach` binary: parse the command line, set up logging, run.
+
+use clap::Parser;
+
+fn main() {
+    let cli = outreach::cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = match runtime.block_on(outreach::cli::run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            let bad_input = e.chain().any(|c| {
+                c.is::<outreach::config::ConfigError>()
+                    || c.is::<outreach::store::StoreError>()
+                    || c.is::<outreach::plugin::PluginError>()
+            });
+            if bad_input { outreach::cli::EXIT_BAD_INPUT } else { outreach::cli::EXIT_FAILED }
+        }
+    };
+    std::process::exit(code);
+}

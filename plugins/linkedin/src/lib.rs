@@ -1,0 +1,139 @@
+//! LinkedIn: OpenID Connect sign-in, `POST /rest/posts` with the versioned
+//! headers, "little text format" escaping, post URN from `x-restli-id`.
+
+use outreach_sdk::prelude::*;
+
+struct LinkedIn;
+
+/// The `LinkedIn-Version` sent unless the account's `api_version` setting
+/// says otherwise (each version lives about a year, then HTTP 426).
+const API_VERSION: &str = "202601";
+
+/// Characters the commentary's "little text format" reserves.
+const RESERVED: &[char] = &['\\', '<', '>', '#', '~', '_', '|', '[', ']', '*', '(', ')', '{', '}', '@'];
+
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if RESERVED.contains(&c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl Platform for LinkedIn {
+    fn manifest() -> Manifest {
+        Manifest {
+            id: "linkedin".into(),
+            name: "LinkedIn".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            auth: AuthInfo {
+                kind: AuthKind::Oidc,
+                scopes: ["openid", "profile", "w_member_social"].map(String::from).to_vec(),
+                scope_separator: " ".into(),
+                client_auth: ClientAuth::Body,
+                authorize_params: vec![],
+                token_params: vec![],
+                token_response: TokenShape::default(),
+                // Refresh tokens exist only for approved partners.
+                refresh: RefreshStyle::None,
+                access_token_lifetime: 60 * 86_400,
+                refresh_token_lifetime: 365 * 86_400,
+                placement: CredentialPlacement::Bearer,
+                dynamic_registration: false,
+            },
+            endpoints: vec![
+                Endpoint { name: "authorize".into(), url: "https://www.linkedin.com/oauth/v2/authorization".into() },
+                Endpoint { name: "token".into(), url: "https://www.linkedin.com/oauth/v2/accessToken".into() },
+                Endpoint { name: "userinfo".into(), url: "https://api.linkedin.com/v2/userinfo".into() },
+                Endpoint { name: "api".into(), url: "https://api.linkedin.com".into() },
+            ],
+            hosts: vec!["api.linkedin.com".into()],
+            rate_limits: vec![],
+            rate_limit_headers: None,
+            content: ContentRules { max_length: 3000, counting: CountRule::Chars, ..Default::default() },
+            settings: vec![
+                Setting {
+                    name: "organization".into(),
+                    description: "post as this organization id instead of the member".into(),
+                    required: false,
+                    default_value: None,
+                    is_host: false,
+                },
+                Setting {
+                    name: "api_version".into(),
+                    description: "the LinkedIn-Version header (YYYYMM)".into(),
+                    required: false,
+                    default_value: Some(API_VERSION.into()),
+                    is_host: false,
+                },
+            ],
+            idempotent_publish: false,
+        }
+    }
+
+    fn publish(ctx: &Context, post: &Post) -> Result<Receipt, CallError> {
+        let author = match ctx.setting("organization") {
+            Some(org) => format!("urn:li:organization:{org}"),
+            None => format!("urn:li:person:{}", ctx.user_id()?),
+        };
+        let visibility = post.extra("visibility").unwrap_or("PUBLIC");
+        let res = Request::post(ctx.url("api", "/rest/posts")?)
+            .header("LinkedIn-Version", ctx.setting("api_version").unwrap_or(API_VERSION))
+            .header("X-Restli-Protocol-Version", "2.0.0")
+            .json(&json!({
+                "author": author,
+                "commentary": escape(&post.text),
+                "visibility": visibility,
+                "distribution": {
+                    "feedDistribution": "MAIN_FEED",
+                    "targetEntities": [],
+                    "thirdPartyDistributionChannels": []
+                },
+                "lifecycleState": "PUBLISHED",
+                "isReshareDisabledByAuthor": false
+            }))
+            .authed()
+            .class("publish")
+            .send()?;
+        if res.status == 426 {
+            return Err(CallError::Rejected(format!(
+                "LinkedIn no longer accepts API version {} ({}); set a newer `api_version` on the account",
+                ctx.setting("api_version").unwrap_or(API_VERSION),
+                res.snippet()
+            )));
+        }
+        if !res.is_success() {
+            return Err(res.error());
+        }
+        let urn = res.header("x-restli-id").ok_or_else(|| {
+            CallError::OutcomeUnknown("LinkedIn accepted the post but sent no x-restli-id header".into())
+        })?;
+        Ok(Receipt { id: urn.into(), url: Some(format!("https://www.linkedin.com/feed/update/{urn}/")) })
+    }
+
+    fn profile(ctx: &Context) -> Result<Profile, CallError> {
+        let res = Request::get(ctx.url("userinfo", "")?).authed().class("profile").send()?;
+        let v = res.json_ok()?;
+        let sub = v["sub"].as_str().ok_or_else(|| CallError::Rejected(format!("no `sub` in: {}", res.snippet())))?;
+        Ok(Profile {
+            id: sub.into(),
+            name: v["name"].as_str().unwrap_or(sub).into(),
+            handle: None,
+            picture: v["picture"].as_str().map(String::from),
+            url: None,
+        })
+    }
+}
+
+outreach_sdk::export_platform!(LinkedIn);
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn escapes_reserved() {
+        assert_eq!(super::escape("a_b (c) #d @e"), "a\\_b \\(c\\) \\#d \\@e");
+    }
+}

@@ -1,0 +1,125 @@
+//! Mastodon: one account per instance, `POST /api/v1/statuses` with an
+//! `Idempotency-Key`, `verify_credentials` profile, the instance's own
+//! character limit (500 unless the account says otherwise).
+
+use outreach_sdk::prelude::*;
+
+struct Mastodon;
+
+impl Platform for Mastodon {
+    fn manifest() -> Manifest {
+        Manifest {
+            id: "mastodon".into(),
+            name: "Mastodon".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            auth: AuthInfo {
+                kind: AuthKind::Oauth2Pkce,
+                scopes: ["write:statuses", "write:media", "profile"].map(String::from).to_vec(),
+                scope_separator: " ".into(),
+                client_auth: ClientAuth::Body,
+                authorize_params: vec![],
+                token_params: vec![],
+                token_response: TokenShape { expiry_format: ExpiryFormat::Never, ..Default::default() },
+                refresh: RefreshStyle::None,
+                access_token_lifetime: 0,
+                refresh_token_lifetime: 0,
+                placement: CredentialPlacement::Bearer,
+                dynamic_registration: true,
+            },
+            endpoints: vec![
+                Endpoint { name: "api".into(), url: "{instance}".into() },
+                Endpoint { name: "apps".into(), url: "{instance}/api/v1/apps".into() },
+                Endpoint { name: "authorize".into(), url: "{instance}/oauth/authorize".into() },
+                Endpoint { name: "token".into(), url: "{instance}/oauth/token".into() },
+                Endpoint { name: "revoke".into(), url: "{instance}/oauth/revoke".into() },
+            ],
+            hosts: vec![],
+            rate_limits: vec![RateLimit {
+                class: "default".into(),
+                requests: 300,
+                window_seconds: 300,
+                scope: LimitScope::Account,
+            }],
+            rate_limit_headers: Some(RateLimitHeaders {
+                limit: Some("x-ratelimit-limit".into()),
+                remaining: Some("x-ratelimit-remaining".into()),
+                reset: Some("x-ratelimit-reset".into()),
+                reset_format: ResetFormat::Timestamp,
+            }),
+            content: ContentRules {
+                max_length: 500,
+                counting: CountRule::Chars,
+                max_length_setting: Some("max_characters".into()),
+                threads: true,
+                ..Default::default()
+            },
+            settings: vec![
+                Setting {
+                    name: "instance".into(),
+                    description: "the instance's base URL, e.g. https://mastodon.social".into(),
+                    required: true,
+                    default_value: None,
+                    is_host: true,
+                },
+                Setting {
+                    name: "max_characters".into(),
+                    description: "the instance's post length limit, if not 500".into(),
+                    required: false,
+                    default_value: None,
+                    is_host: false,
+                },
+            ],
+            idempotent_publish: true,
+        }
+    }
+
+    fn publish(ctx: &Context, post: &Post) -> Result<Receipt, CallError> {
+        let mut body = json!({
+            "status": post.text,
+            "visibility": post.extra("visibility").unwrap_or("public"),
+        });
+        if let Some(parent) = &post.reply_to {
+            body["in_reply_to_id"] = json!(parent);
+        }
+        if let Some(cw) = post.extra("spoiler_text") {
+            body["spoiler_text"] = json!(cw);
+        }
+        if let Some(lang) = post.extra("language") {
+            body["language"] = json!(lang);
+        }
+        let res = Request::post(ctx.url("api", "/api/v1/statuses")?)
+            .header("Idempotency-Key", post.idempotency_key.clone())
+            .json(&body)
+            .authed()
+            .class("default")
+            .send()?;
+        if res.status == 401 {
+            // Mastodon tokens never expire: a 401 means the grant is gone.
+            return Err(CallError::NeedsReconnect(format!("HTTP 401: {}", res.snippet())));
+        }
+        let v = res.json_ok()?;
+        let id = v["id"].as_str().ok_or_else(|| CallError::OutcomeUnknown(format!("no status id in: {}", res.snippet())))?;
+        Ok(Receipt { id: id.into(), url: v["url"].as_str().map(String::from) })
+    }
+
+    fn profile(ctx: &Context) -> Result<Profile, CallError> {
+        let res = Request::get(ctx.url("api", "/api/v1/accounts/verify_credentials")?)
+            .authed()
+            .send()?;
+        if res.status == 401 {
+            return Err(CallError::NeedsReconnect(format!("HTTP 401: {}", res.snippet())));
+        }
+        let v = res.json_ok()?;
+        let id = v["id"].as_str().ok_or_else(|| CallError::Rejected(format!("no account id in: {}", res.snippet())))?;
+        let display = v["display_name"].as_str().filter(|s| !s.is_empty());
+        Ok(Profile {
+            id: id.into(),
+            name: display.or(v["username"].as_str()).unwrap_or(id).into(),
+            handle: v["acct"].as_str().map(String::from),
+            picture: v["avatar"].as_str().map(String::from),
+            url: v["url"].as_str().map(String::from),
+        })
+    }
+}
+
+outreach_sdk::export_platform!(Mastodon);

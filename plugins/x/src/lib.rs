@@ -1,0 +1,97 @@
+//! X (Twitter): OAuth 2.0 with PKCE, `POST /2/tweets`, weighted
+//! 280-character count, rate limits from `x-rate-limit-*`.
+
+use outreach_sdk::prelude::*;
+
+struct X;
+
+impl Platform for X {
+    fn manifest() -> Manifest {
+        Manifest {
+            id: "x".into(),
+            name: "X".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            auth: AuthInfo {
+                kind: AuthKind::Oauth2Pkce,
+                scopes: ["tweet.read", "tweet.write", "users.read", "offline.access"]
+                    .map(String::from)
+                    .to_vec(),
+                scope_separator: " ".into(),
+                client_auth: ClientAuth::Basic,
+                authorize_params: vec![],
+                token_params: vec![],
+                token_response: TokenShape::default(),
+                refresh: RefreshStyle::Rotating,
+                access_token_lifetime: 2 * 3600,
+                refresh_token_lifetime: 0,
+                placement: CredentialPlacement::Bearer,
+                dynamic_registration: false,
+            },
+            endpoints: vec![
+                Endpoint { name: "authorize".into(), url: "https://x.com/i/oauth2/authorize".into() },
+                Endpoint { name: "token".into(), url: "https://api.x.com/2/oauth2/token".into() },
+                Endpoint { name: "revoke".into(), url: "https://api.x.com/2/oauth2/revoke".into() },
+                Endpoint { name: "api".into(), url: "https://api.x.com".into() },
+            ],
+            hosts: vec!["api.x.com".into()],
+            rate_limits: vec![
+                RateLimit { class: "publish".into(), requests: 100, window_seconds: 900, scope: LimitScope::Account },
+                RateLimit { class: "publish".into(), requests: 10_000, window_seconds: 86_400, scope: LimitScope::App },
+                RateLimit { class: "profile".into(), requests: 75, window_seconds: 900, scope: LimitScope::Account },
+            ],
+            rate_limit_headers: Some(RateLimitHeaders {
+                limit: Some("x-rate-limit-limit".into()),
+                remaining: Some("x-rate-limit-remaining".into()),
+                reset: Some("x-rate-limit-reset".into()),
+                reset_format: ResetFormat::UnixSeconds,
+            }),
+            content: ContentRules {
+                max_length: 280,
+                counting: CountRule::XWeighted,
+                threads: true,
+                ..Default::default()
+            },
+            settings: vec![],
+            idempotent_publish: false,
+        }
+    }
+
+    fn publish(ctx: &Context, post: &Post) -> Result<Receipt, CallError> {
+        let mut body = json!({ "text": post.text });
+        if let Some(parent) = &post.reply_to {
+            body["reply"] = json!({ "in_reply_to_tweet_id": parent });
+        }
+        let res = Request::post(ctx.url("api", "/2/tweets")?)
+            .json(&body)
+            .authed()
+            .class("publish")
+            .send()?;
+        let v = res.json_ok()?;
+        // A 2xx can carry `errors` without `data` (partial-error shape).
+        let Some(id) = v["data"]["id"].as_str() else {
+            return Err(CallError::Rejected(format!("X answered without a post id: {}", res.snippet())));
+        };
+        let user = ctx.account.handle.as_deref().unwrap_or("i/web");
+        Ok(Receipt { id: id.into(), url: Some(format!("https://x.com/{user}/status/{id}")) })
+    }
+
+    fn profile(ctx: &Context) -> Result<Profile, CallError> {
+        let res = Request::get(ctx.url("api", "/2/users/me?user.fields=profile_image_url")?)
+            .authed()
+            .class("profile")
+            .send()?;
+        let v = res.json_ok()?;
+        let d = &v["data"];
+        let id = d["id"].as_str().ok_or_else(|| CallError::Rejected(format!("no user id in: {}", res.snippet())))?;
+        let handle = d["username"].as_str().map(String::from);
+        Ok(Profile {
+            id: id.into(),
+            name: d["name"].as_str().unwrap_or(id).into(),
+            url: handle.as_ref().map(|h| format!("https://x.com/{h}")),
+            handle,
+            picture: d["profile_image_url"].as_str().map(String::from),
+        })
+    }
+}
+
+outreach_sdk::export_platform!(X);
