@@ -18,7 +18,10 @@ fn main() {
     for dir in ["plugins", "wit"] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
-    println!("cargo:rerun-if-changed={}", root.join("Cargo.lock").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("Cargo.lock").display()
+    );
     println!("cargo:rerun-if-env-changed=OUTREACH_SKIP_PLUGIN_BUILD");
     if std::env::var_os("OUTREACH_SKIP_PLUGIN_BUILD").is_some() {
         return;
@@ -26,7 +29,12 @@ fn main() {
     ensure_target();
     let target_dir = root.join("target").join("wasm");
     let out_dir = root.join("target").join("plugins");
-    build_plugins(&root, &target_dir, &PLUGINS.map(|p| format!("outreach-{p}")), &[]);
+    build_plugins(
+        &root,
+        &target_dir,
+        &PLUGINS.map(|p| format!("outreach-{p}")),
+        &[],
+    );
     std::fs::create_dir_all(&out_dir).unwrap();
     for p in PLUGINS {
         let built = target_dir
@@ -42,7 +50,14 @@ pub fn build_plugins(root: &Path, target_dir: &Path, packages: &[String], featur
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(root)
-        .args(["build", "--profile", "plugin", "--target", TARGET, "--target-dir"])
+        .args([
+            "build",
+            "--profile",
+            "plugin",
+            "--target",
+            TARGET,
+            "--target-dir",
+        ])
         .arg(target_dir);
     for p in packages {
         cmd.args(["-p", p]);
@@ -51,7 +66,14 @@ pub fn build_plugins(root: &Path, target_dir: &Path, packages: &[String], featur
         cmd.args(["--features", &features.join(",")]);
     }
     // Settings meant for the host build must not leak into the plugins'.
-    for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER"] {
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+    ] {
         cmd.env_remove(var);
     }
     let status = cmd.status().expect("cannot run cargo to build the plugins");

@@ -1,1 +1,297 @@
+//! The plugin host's sandbox, proven with hostile plugins built in the test
+//! suite: a plugin that traps, loops, hoards memory, calls an undeclared
+//! host, returns malformed data, imports WASI or is not WebAssembly at all
+//! costs one call (or its own load) and nothing else.
 
+mod support;
+
+use std::sync::Arc;
+
+use outreach::config::Loaded;
+use outreach::http::Credentials;
+use outreach::plugin::wit::types::{Account, CallError, Context, Endpoint, Post};
+use outreach::plugin::{Host, PluginError};
+use outreach::secret::Secret;
+use support::*;
+
+const SECRET: &str = "hostile-PLANTED-token-33aa";
+
+fn post(text: &str) -> Post {
+    Post {
+        text: text.into(),
+        title: None,
+        link: None,
+        media: vec![],
+        reply_to: None,
+        thread_root: None,
+        extra: vec![],
+        idempotency_key: "k".into(),
+    }
+}
+
+/// A host over a plugins folder holding the bundled plugins, the hostile
+/// plugin and whatever `extra` files the test adds.
+async fn host_with(extra: &[(&str, Vec<u8>)]) -> (Host, tempfile::TempDir) {
+    let home = Home::new();
+    let (hostile, hostile_bad) = hostile_plugins();
+    std::fs::copy(&hostile, home.plugins_dir().join("hostile.wasm")).unwrap();
+    std::fs::copy(&hostile_bad, home.plugins_dir().join("hostile-bad.wasm")).unwrap();
+    for (name, bytes) in extra {
+        std::fs::write(home.plugins_dir().join(name), bytes).unwrap();
+    }
+    let cfg = Loaded::load(Some(&home.config_path())).unwrap();
+    let mut host = Host::new(&cfg).unwrap();
+    host.load_dir(&cfg.plugins_dir).await.unwrap();
+    let Home { dir, .. } = home;
+    (host, dir)
+}
+
+fn rejected(host: &Host, file: &str) -> String {
+    host.rejected
+        .iter()
+        .find(|(p, _)| p.file_name().unwrap() == file)
+        .map(|(_, e)| e.clone())
+        .unwrap_or_else(|| panic!("{file} was not rejected: {:?}", host.rejected))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_plugins_fail_one_call_and_the_rest_carry_on() {
+    let (host, _dir) = host_with(&[]).await;
+    let hostile = host.get("hostile").unwrap();
+    let x = host.get("x").unwrap();
+
+    for (text, expect) in [
+        ("trap", "crashed"),
+        ("loop", "deadline"),
+        ("oom", "memory cap of 32 MiB"),
+    ] {
+        let started = std::time::Instant::now();
+        let err = host
+            .validate(&hostile, &post(text), None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, PluginError::Call { .. }), "{text}: {err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("plugin `hostile`") && msg.contains(expect),
+            "{text}: {msg}"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{text} was not stopped promptly"
+        );
+        // The same plugin still serves the next call, and so do the others.
+        assert!(
+            host.validate(&hostile, &post("fine"), None)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            host.validate(&x, &post("hello"), None)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undeclared_hosts_are_denied_and_secrets_never_reach_the_plugin() {
+    let (host, _dir) = host_with(&[]).await;
+    let hostile = host.get("hostile").unwrap();
+    // An echo server that reflects the request it got, headers included.
+    let echo = start(|_, seen| {
+        let auth = seen
+            .headers
+            .get("authorization")
+            .cloned()
+            .unwrap_or_default();
+        respond(
+            200,
+            &[("x-echo", auth.as_str())],
+            format!("you sent: {auth}"),
+        )
+    });
+    let endpoints = vec![Endpoint {
+        name: "api".into(),
+        url: echo.url(),
+    }];
+    let account = Account {
+        name: "default".into(),
+        settings: vec![],
+        user_id: None,
+        handle: None,
+    };
+    let creds = Arc::new(Credentials::new().with("access_token", Secret::new(SECRET)));
+    let ctx = Context {
+        account: account.clone(),
+        endpoints: endpoints.clone(),
+    };
+
+    let scope = host.scope(
+        &hostile,
+        Some(&endpoints),
+        Some(&account),
+        Some(creds.clone()),
+    );
+    let out = host
+        .publish(&hostile, scope, &ctx, &post("exfiltrate"))
+        .await
+        .unwrap();
+    match out {
+        Err(CallError::Rejected(m)) => {
+            assert!(
+                m.contains("request denied") && m.contains("evil.example"),
+                "{m}"
+            );
+            assert!(!m.contains(SECRET), "{m}");
+        }
+        other => panic!("expected a denial, got {other:?}"),
+    }
+
+    let scope = host.scope(&hostile, Some(&endpoints), Some(&account), Some(creds));
+    let receipt = host
+        .publish(&hostile, scope, &ctx, &post("echo"))
+        .await
+        .unwrap()
+        .unwrap();
+    // The platform saw the real token; the plugin only saw it scrubbed.
+    assert!(echo.seen()[0].headers["authorization"].ends_with(SECRET));
+    assert_eq!(receipt.id, "you sent: Bearer [redacted]");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_results_and_manifests_are_refused() {
+    let (host, _dir) = host_with(&[]).await;
+    let hostile = host.get("hostile").unwrap();
+    let account = Account {
+        name: "default".into(),
+        settings: vec![],
+        user_id: None,
+        handle: None,
+    };
+    let ctx = Context {
+        account: account.clone(),
+        endpoints: vec![],
+    };
+    let scope = host.scope(&hostile, None, Some(&account), None);
+    let err = host
+        .publish(&hostile, scope, &ctx, &post("empty-id"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("returned malformed data: a receipt without a post id"),
+        "{err}"
+    );
+
+    let why = rejected(&host, "hostile-bad.wasm");
+    assert!(why.contains("invalid manifest"), "{why}");
+    assert!(
+        why.contains("`not a host!` is not a well-formed host name"),
+        "{why}"
+    );
+    assert!(why.contains("rate limit for class `publish`"), "{why}");
+    assert!(host.get("hostile-bad").is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_files_are_rejected_at_load_with_the_reason() {
+    let wasi_importer = wat_component(
+        r#"(component
+             (import "wasi:filesystem/preopens@0.2.0" (instance
+               (export "get-directories" (func (result (list u32)))))))"#,
+    );
+    let future_contract = wat_component(
+        r#"(component
+             (import "outreach:platform/host@9.0.0" (instance
+               (export "now-millis" (func (result u64))))))"#,
+    );
+    let no_exports = wat_component("(component)");
+    let (host, _dir) = host_with(&[
+        ("corrupt.wasm", b"\0asm\x0d\0\x01\0garbage".to_vec()),
+        ("text.wasm", b"this is not wasm".to_vec()),
+        ("wasi.wasm", wasi_importer),
+        ("future.wasm", future_contract),
+        ("empty.wasm", no_exports),
+    ])
+    .await;
+    assert!(rejected(&host, "text.wasm").contains("is not a WebAssembly file"));
+    assert!(rejected(&host, "corrupt.wasm").contains("corrupt.wasm"));
+    let why = rejected(&host, "wasi.wasm");
+    assert!(
+        why.contains("imports `wasi:filesystem/preopens@0.2.0`, which outreach does not grant"),
+        "{why}"
+    );
+    let why = rejected(&host, "future.wasm");
+    assert!(
+        why.contains("built against `outreach:platform/host@9.0.0`"),
+        "{why}"
+    );
+    let why = rejected(&host, "empty.wasm");
+    assert!(
+        why.contains("does not export the outreach:platform@0.1.0 `plugin` world"),
+        "{why}"
+    );
+    // The good plugins loaded regardless.
+    for id in ["x", "linkedin", "mastodon", "hostile"] {
+        assert!(host.get(id).is_ok(), "{id}");
+    }
+}
+
+fn wat_component(text: &str) -> Vec<u8> {
+    wat::parse_str(text).expect("valid component text")
+}
+
+#[test]
+fn plugins_command_lists_manifests_and_rejections_and_uses_the_cache() {
+    let home = Home::new();
+    std::fs::write(home.plugins_dir().join("broken.wasm"), b"nope").unwrap();
+    let cold = home.run(&["plugins", "--json"], None);
+    assert_eq!(
+        cold.code,
+        1,
+        "a rejected file makes the listing fail: {}",
+        cold.all()
+    );
+    let v: serde_json::Value = serde_json::from_str(&cold.stdout).unwrap();
+    let ids: Vec<&str> = v["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["linkedin", "mastodon", "x"]);
+    let x = &v["plugins"][2];
+    assert_eq!(x["max_length"], 280);
+    assert!(
+        x["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h == "https://api.x.com:443")
+    );
+    assert!(
+        v["rejected"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("broken.wasm")
+    );
+    let cached = std::fs::read_dir(home.path().join("cache"))
+        .unwrap()
+        .count();
+    assert_eq!(cached, 3, "one compiled artifact per plugin");
+
+    let warm = home.run(&["plugins", "show", "linkedin", "--json"], None);
+    assert_eq!(warm.code, 0, "{}", warm.all());
+    let m: serde_json::Value = serde_json::from_str(&warm.stdout).unwrap();
+    assert_eq!(m["id"], "linkedin");
+    assert_eq!(m["content"]["max_length"], 3000);
+    assert_eq!(
+        std::fs::read_dir(home.path().join("cache"))
+            .unwrap()
+            .count(),
+        3
+    );
+}

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::Context as _;
 use chrono::Utc;
 use serde::Serialize;
 
@@ -23,6 +23,18 @@ use crate::plugin::wit::types::{Account, CallError, Context, Pair};
 use crate::plugin::{Host, LoadedPlugin};
 use crate::secret::Secret;
 use crate::store::{AccountId, AgeDirStore, CredentialStore, Identity, Profile, Record};
+
+/// A mistake in what the user gave (arguments, settings, post files):
+/// reported with exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInput(pub String);
+
+/// `return Err(bad!(…)))` for a [`BadInput`].
+macro_rules! bad {
+    ($($t:tt)*) => { anyhow::Error::from($crate::accounts::BadInput(format!($($t)*))) };
+}
+pub(crate) use bad;
 
 /// Everything a command needs. The store is opened on first use, so
 /// commands that do not need credentials never ask for the identity.
@@ -51,15 +63,18 @@ impl App {
             return Ok(s.clone());
         }
         let identity = Identity::load_or_create(&self.cfg.identity, || {
-            std::env::var("OUTREACH_IDENTITY_PASSPHRASE").ok().or_else(|| {
-                rpassword::prompt_password(format!(
-                    "passphrase for {}: ",
-                    self.cfg.identity.display()
-                ))
+            std::env::var("OUTREACH_IDENTITY_PASSPHRASE")
                 .ok()
-            })
+                .or_else(|| {
+                    rpassword::prompt_password(format!(
+                        "passphrase for {}: ",
+                        self.cfg.identity.display()
+                    ))
+                    .ok()
+                })
         })?;
-        let store: Arc<dyn CredentialStore> = Arc::new(AgeDirStore::open(&self.cfg.store_dir, identity)?);
+        let store: Arc<dyn CredentialStore> =
+            Arc::new(AgeDirStore::open(&self.cfg.store_dir, identity)?);
         Ok(self.store.get_or_init(|| store).clone())
     }
 
@@ -89,9 +104,12 @@ impl App {
         if let Some(r) = &record.refresh_token {
             creds = creds.with("refresh_token", r.clone());
         }
-        let scope = self
-            .host
-            .scope(plugin, Some(&endpoints), Some(&account), Some(Arc::new(creds)));
+        let scope = self.host.scope(
+            plugin,
+            Some(&endpoints),
+            Some(&account),
+            Some(Arc::new(creds)),
+        );
         (Context { account, endpoints }, scope)
     }
 
@@ -107,16 +125,22 @@ impl App {
         let id = AccountId::new(platform, account)?;
         let plugin = self.host.get(platform)?;
         if token.expose().trim().is_empty() {
-            bail!("no credential was given for {id}; paste it on standard input");
+            return Err(bad!(
+                "no credential was given for {id}; paste it on standard input"
+            ));
         }
         let m = &plugin.manifest;
         for (k, _) in settings.iter() {
             if !m.settings.iter().any(|s| &s.name == k) {
                 let known: Vec<&str> = m.settings.iter().map(|s| s.name.as_str()).collect();
-                bail!(
+                return Err(bad!(
                     "platform `{platform}` has no setting `{k}` (its settings: {})",
-                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
-                );
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ));
             }
         }
         for s in &m.settings {
@@ -125,12 +149,14 @@ impl App {
                     Some(d) => {
                         settings.insert(s.name.clone(), d.clone());
                     }
-                    None if s.required => bail!(
-                        "platform `{platform}` needs setting `{}` ({}); pass --set {}=VALUE",
-                        s.name,
-                        s.description,
-                        s.name
-                    ),
+                    None if s.required => {
+                        return Err(bad!(
+                            "platform `{platform}` needs setting `{}` ({}); pass --set {}=VALUE",
+                            s.name,
+                            s.description,
+                            s.name
+                        ));
+                    }
                     None => {}
                 }
             }
@@ -140,7 +166,7 @@ impl App {
                 let u = url::Url::parse(v)
                     .with_context(|| format!("setting `{}` = {v:?} is not a URL", s.name))?;
                 if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
-                    bail!("setting `{}` = {v:?} must be an http(s) URL", s.name);
+                    return Err(bad!("setting `{}` = {v:?} must be an http(s) URL", s.name));
                 }
             }
         }
@@ -162,10 +188,12 @@ impl App {
         let (ctx, scope) = self.call_env(&plugin, &record);
         let profile = match self.host.profile(&plugin, scope, &ctx).await? {
             Ok(p) => p,
-            Err(e) => bail!(
-                "{platform} did not accept the credential for {id} ({}); nothing was stored",
-                describe_call_error(&e)
-            ),
+            Err(e) => {
+                return Err(anyhow::anyhow!(
+                    "{platform} did not accept the credential for {id} ({}); nothing was stored",
+                    describe_call_error(&e)
+                ));
+            }
         };
         record.profile = Profile {
             id: profile.id,
@@ -208,19 +236,23 @@ impl App {
         match account {
             Some("*") => {
                 if all.is_empty() {
-                    bail!("there are no {platform} accounts; add one with `outreach accounts add {platform}`");
+                    return Err(bad!(
+                        "there are no {platform} accounts; add one with `outreach accounts add {platform}`"
+                    ));
                 }
                 Ok(all)
             }
             Some(a) => {
                 let id = AccountId::new(platform, a)?;
                 if !all.contains(&id) {
-                    bail!("there is no account {id}; add it with `outreach accounts add {platform} --account {a}`");
+                    return Err(bad!(
+                        "there is no account {id}; add it with `outreach accounts add {platform} --account {a}`"
+                    ));
                 }
                 Ok(vec![id])
             }
             None => match all.len() {
-                0 => Err(anyhow!(
+                0 => Err(bad!(
                     "there is no {platform} account; add one with `outreach accounts add {platform}`"
                 )),
                 1 => Ok(all),
@@ -230,10 +262,10 @@ impl App {
                         Ok(vec![default])
                     } else {
                         let names: Vec<String> = all.iter().map(|i| i.to_string()).collect();
-                        bail!(
+                        Err(bad!(
                             "{platform} has several accounts ({}); name one (`{platform}/NAME`) or all (`{platform}/*`)",
                             names.join(", ")
-                        )
+                        ))
                     }
                 }
             },
@@ -295,7 +327,9 @@ pub fn describe_call_error(e: &CallError) -> String {
         },
         CallError::Rejected(m) => format!("rejected: {m}"),
         CallError::Transient(m) => format!("temporary failure: {m}"),
-        CallError::OutcomeUnknown(m) => format!("outcome unknown (the post may or may not exist): {m}"),
+        CallError::OutcomeUnknown(m) => {
+            format!("outcome unknown (the post may or may not exist): {m}")
+        }
     }
 }
 

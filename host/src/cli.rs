@@ -138,29 +138,50 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                             "{:<24} {} {}{}",
                             a.id,
                             p.name,
-                            p.handle.as_deref().map(|h| format!("(@{h}) ")).unwrap_or_default(),
+                            p.handle
+                                .as_deref()
+                                .map(|h| format!("(@{h}) "))
+                                .unwrap_or_default(),
                             a.expires_at
-                                .map(|t| format!("token expires {}", t.format("%Y-%m-%d %H:%M UTC")))
+                                .map(|t| format!(
+                                    "token expires {}",
+                                    t.format("%Y-%m-%d %H:%M UTC")
+                                ))
                                 .unwrap_or_else(|| "token does not expire".into())
                         ),
                         _ => {}
                     }
                 }
             }
-            Ok(if list.iter().any(|a| a.error.is_some()) { EXIT_FAILED } else { 0 })
+            Ok(if list.iter().any(|a| a.error.is_some()) {
+                EXIT_FAILED
+            } else {
+                0
+            })
         }
         Command::Accounts {
-            cmd: Some(AccountsCmd::Add { platform, account, settings }),
+            cmd:
+                Some(AccountsCmd::Add {
+                    platform,
+                    account,
+                    settings,
+                }),
             ..
         } => {
             let settings = parse_settings(&settings)?;
             let token = read_credential(&platform)?;
-            let rec = app.add_account(&platform, &account, token, settings).await?;
+            let rec = app
+                .add_account(&platform, &account, token, settings)
+                .await?;
             println!(
                 "added {} as {}{}; its credential is encrypted in {}",
                 rec.id,
                 rec.profile.name,
-                rec.profile.handle.as_deref().map(|h| format!(" (@{h})")).unwrap_or_default(),
+                rec.profile
+                    .handle
+                    .as_deref()
+                    .map(|h| format!(" (@{h})"))
+                    .unwrap_or_default(),
                 app.cfg.store_dir.display()
             );
             Ok(0)
@@ -174,7 +195,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             println!("removed {id}");
             Ok(0)
         }
-        Command::Publish { file, dry_run, check, json } => {
+        Command::Publish {
+            file,
+            dry_run,
+            check,
+            json,
+        } => {
             let outcome = if check {
                 crate::publish::check_file(&app, &file).await?
             } else {
@@ -183,7 +209,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             match outcome {
                 Err(problems) => {
                     if json {
-                        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "problems": problems }))?);
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(
+                                &serde_json::json!({ "problems": problems })
+                            )?
+                        );
                     } else {
                         eprintln!("{}: nothing was published:", file.display());
                         for p in &problems {
@@ -194,7 +225,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 }
                 Ok(results) => {
                     if json {
-                        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "results": results }))?);
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(
+                                &serde_json::json!({ "results": results })
+                            )?
+                        );
                     } else {
                         for r in &results {
                             if check {
@@ -230,7 +266,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                             }
                         }
                     }
-                    Ok(if results.iter().all(|r| r.ok) { 0 } else { EXIT_FAILED })
+                    Ok(if results.iter().all(|r| r.ok) {
+                        0
+                    } else {
+                        EXIT_FAILED
+                    })
                 }
             }
         }
@@ -264,12 +304,22 @@ fn plugins(app: &App, json: bool) -> anyhow::Result<i32> {
                 hosts: crate::plugin::manifest::declared_hosts(m)
                     .iter()
                     .map(|h| format!("{}://{}:{}", h.scheme, h.host, h.port))
-                    .chain(m.endpoints.iter().filter(|e| e.url.starts_with('{')).map(|e| e.url.clone()))
+                    .chain(
+                        m.endpoints
+                            .iter()
+                            .filter(|e| e.url.starts_with('{'))
+                            .map(|e| e.url.clone()),
+                    )
                     .collect(),
                 rate_limits: m
                     .rate_limits
                     .iter()
-                    .map(|l| format!("{} {}/{}s per {:?}", l.class, l.requests, l.window_seconds, l.scope))
+                    .map(|l| {
+                        format!(
+                            "{} {}/{}s per {:?}",
+                            l.class, l.requests, l.window_seconds, l.scope
+                        )
+                    })
                     .collect(),
                 max_length: m.content.max_length,
                 counting: format!("{:?}", m.content.counting),
@@ -286,7 +336,9 @@ fn plugins(app: &App, json: bool) -> anyhow::Result<i32> {
     if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "plugins": rows, "rejected": rejected }))?
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "plugins": rows, "rejected": rejected })
+            )?
         );
     } else {
         if rows.is_empty() {
@@ -304,7 +356,11 @@ fn plugins(app: &App, json: bool) -> anyhow::Result<i32> {
             println!("REJECTED {}: {e}", p.display());
         }
     }
-    Ok(if app.host.rejected.is_empty() { 0 } else { EXIT_FAILED })
+    Ok(if app.host.rejected.is_empty() {
+        0
+    } else {
+        EXIT_FAILED
+    })
 }
 
 fn print_manifest(m: &Manifest, path: &std::path::Path) {
@@ -330,8 +386,10 @@ fn parse_settings(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> 
 fn read_credential(platform: &str) -> anyhow::Result<Secret> {
     let stdin = std::io::stdin();
     let value = if stdin.is_terminal() {
-        rpassword::prompt_password(format!("paste the {platform} access token (input is hidden): "))
-            .context("cannot read the credential from the terminal")?
+        rpassword::prompt_password(format!(
+            "paste the {platform} access token (input is hidden): "
+        ))
+        .context("cannot read the credential from the terminal")?
     } else {
         let mut s = String::new();
         stdin

@@ -116,7 +116,9 @@ fn yes() -> bool {
 /// A config file that could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read the config file {path}: {source}; pass --config PATH or set OUTREACH_CONFIG")]
+    #[error(
+        "cannot read the config file {path}: {source}; pass --config PATH or set OUTREACH_CONFIG"
+    )]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -182,10 +184,14 @@ impl Loaded {
 
     /// Settings for platform `id` (defaults when the config has none).
     pub fn platform(&self, id: &str) -> PlatformConfig {
-        self.config.platforms.get(id).cloned().unwrap_or(PlatformConfig {
-            enabled: true,
-            endpoints: BTreeMap::new(),
-        })
+        self.config
+            .platforms
+            .get(id)
+            .cloned()
+            .unwrap_or(PlatformConfig {
+                enabled: true,
+                endpoints: BTreeMap::new(),
+            })
     }
 }
 
@@ -200,7 +206,10 @@ pub fn parse(text: &str) -> Result<Config, String> {
         ("limits.http_timeout_ms", l.http_timeout_ms),
         ("limits.max_response_bytes", l.max_response_bytes),
         ("limits.max_request_bytes", l.max_request_bytes),
-        ("limits.max_concurrent_calls", u64::from(l.max_concurrent_calls)),
+        (
+            "limits.max_concurrent_calls",
+            u64::from(l.max_concurrent_calls),
+        ),
     ] {
         if v == 0 {
             return Err(format!("{name} must be greater than zero"));
@@ -224,7 +233,11 @@ pub fn parse(text: &str) -> Result<Config, String> {
 /// toml's messages span several lines (with a source excerpt); keep the
 /// location and the reason on one line.
 fn one_line(msg: &str) -> String {
-    let lines: Vec<&str> = msg.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let lines: Vec<&str> = msg
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
     let location = lines.first().copied().unwrap_or("");
     let reason = lines.last().copied().unwrap_or("");
     if location == reason {
@@ -242,7 +255,11 @@ pub fn resolve_path(base: &Path, p: &Path) -> PathBuf {
     {
         return home.join(rest);
     }
-    if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
 }
 
 #[cfg(test)]

@@ -71,7 +71,9 @@ impl AllowedHost {
                     && label.len() <= 63
                     && !label.starts_with('-')
                     && !label.ends_with('-')
-                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
             });
         if !ok || port == 0 {
             return Err(format!("host `{p}` is not a well-formed host name"));
@@ -84,7 +86,9 @@ impl AllowedHost {
     }
 
     fn matches(&self, url: &Url) -> bool {
-        let Some(host) = url.host_str() else { return false };
+        let Some(host) = url.host_str() else {
+            return false;
+        };
         let host = host.to_ascii_lowercase();
         let host_ok = match self.host.strip_prefix("*.") {
             Some(suffix) => host.len() > suffix.len() + 1 && host.ends_with(&format!(".{suffix}")),
@@ -180,7 +184,11 @@ impl Broker {
         media: &(dyn Fn(u32, u64, u64) -> Result<Vec<u8>, String> + Send + Sync),
     ) -> Result<Response, HttpError> {
         let template = req.url.clone();
-        let secrets: Vec<&Secret> = scope.credentials.as_ref().map(|c| c.all()).unwrap_or_default();
+        let secrets: Vec<&Secret> = scope
+            .credentials
+            .as_ref()
+            .map(|c| c.all())
+            .unwrap_or_default();
         let redact = |s: &str| scrub(s, &secrets);
 
         // Build the real request: placeholders substituted, auth attached.
@@ -189,7 +197,10 @@ impl Broker {
         let mut headers: Vec<(String, String)> = Vec::new();
         for Pair { name, value } in &req.headers {
             check_header_name(name).map_err(HttpError::NotSent)?;
-            headers.push((name.clone(), substitute(value, creds).map_err(HttpError::NotSent)?));
+            headers.push((
+                name.clone(),
+                substitute(value, creds).map_err(HttpError::NotSent)?,
+            ));
         }
         let body: Vec<u8> = match &req.body {
             Body::Empty => Vec::new(),
@@ -220,8 +231,9 @@ impl Broker {
                     headers.push((h.name.clone(), format!("{}{}", h.prefix, token.expose())))
                 }
                 CredentialPlacement::Query(param) => {
-                    let mut u = Url::parse(&url_text)
-                        .map_err(|e| HttpError::NotSent(format!("invalid URL `{template}`: {e}")))?;
+                    let mut u = Url::parse(&url_text).map_err(|e| {
+                        HttpError::NotSent(format!("invalid URL `{template}`: {e}"))
+                    })?;
                     u.query_pairs_mut().append_pair(param, token.expose());
                     url_text = u.to_string();
                 }
@@ -235,13 +247,20 @@ impl Broker {
             rec.lock().expect("dry-run log").push(RecordedRequest {
                 method: method_name(req.method).into(),
                 url: redact(url.as_str()),
-                headers: headers.iter().map(|(n, v)| (n.clone(), redact(v))).collect(),
+                headers: headers
+                    .iter()
+                    .map(|(n, v)| (n.clone(), redact(v)))
+                    .collect(),
                 body: redact(&String::from_utf8_lossy(&body)),
             });
             return Err(HttpError::NotSent("dry run: not sent".into()));
         }
 
-        let class = if req.class.is_empty() { "default" } else { req.class.as_str() };
+        let class = if req.class.is_empty() {
+            "default"
+        } else {
+            req.class.as_str()
+        };
         if let Some(wait) = self.rate_check(scope, class) {
             let secs = wait.as_secs().max(1);
             return Ok(Response {
@@ -268,7 +287,10 @@ impl Broker {
             if let Some(b) = &body {
                 rb = rb.body(b.clone());
             }
-            let resp = rb.send().await.map_err(|e| classify_send_error(&e, &redact(&template)))?;
+            let resp = rb
+                .send()
+                .await
+                .map_err(|e| classify_send_error(&e, &redact(&template)))?;
             let status = resp.status();
             if status.is_redirection()
                 && let Some(loc) = resp.headers().get(reqwest::header::LOCATION)
@@ -294,7 +316,9 @@ impl Broker {
                 url = next;
                 continue;
             }
-            let out = self.read_response(resp, &secrets, &redact(&template)).await?;
+            let out = self
+                .read_response(resp, &secrets, &redact(&template))
+                .await?;
             self.learn(scope, class, &out);
             return Ok(out);
         }
@@ -404,7 +428,11 @@ impl Broker {
         for l in &applicable {
             let w = windows.entry(Self::key(scope, class, l.scope)).or_default();
             let window = Duration::from_secs(u64::from(l.window_seconds));
-            while w.sent.front().is_some_and(|t| now.duration_since(*t) >= window) {
+            while w
+                .sent
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= window)
+            {
                 w.sent.pop_front();
             }
             if w.sent.len() >= l.requests as usize {
@@ -454,10 +482,10 @@ impl Broker {
         if let Some(w) = wait {
             let w = w.min(Duration::from_secs(24 * 3600));
             tracing::info!(plugin = %scope.plugin, class, wait_s = w.as_secs(), "platform rate limit reached; holding requests");
-            self.blocked
-                .lock()
-                .expect("rate table")
-                .insert(Self::key(scope, class, LimitScope::Account), Instant::now() + w);
+            self.blocked.lock().expect("rate table").insert(
+                Self::key(scope, class, LimitScope::Account),
+                Instant::now() + w,
+            );
         }
     }
 }
@@ -466,14 +494,23 @@ impl Broker {
 pub fn reset_delay(value: &str, format: ResetFormat) -> Option<Duration> {
     let now = chrono::Utc::now();
     match format {
-        ResetFormat::SecondsUntil => value.parse::<f64>().ok().map(|s| Duration::from_secs_f64(s.max(0.0))),
+        ResetFormat::SecondsUntil => value
+            .parse::<f64>()
+            .ok()
+            .map(|s| Duration::from_secs_f64(s.max(0.0))),
         ResetFormat::UnixSeconds => {
             let at = value.parse::<f64>().ok()?;
-            Some(Duration::from_secs_f64((at - now.timestamp() as f64).max(0.0)))
+            Some(Duration::from_secs_f64(
+                (at - now.timestamp() as f64).max(0.0),
+            ))
         }
         ResetFormat::Timestamp => {
             let at = chrono::DateTime::parse_from_rfc3339(value).ok()?;
-            Some((at.with_timezone(&chrono::Utc) - now).to_std().unwrap_or_default())
+            Some(
+                (at.with_timezone(&chrono::Utc) - now)
+                    .to_std()
+                    .unwrap_or_default(),
+            )
         }
     }
 }
@@ -492,9 +529,9 @@ fn substitute(text: &str, creds: Option<&Credentials>) -> Result<String, String>
             .find("}}")
             .ok_or_else(|| "an unclosed `{{` placeholder".to_string())?;
         let name = after[..end].trim();
-        let value = creds
-            .and_then(|c| c.get(name))
-            .ok_or_else(|| format!("unknown or unavailable credential placeholder `{{{{{name}}}}}`"))?;
+        let value = creds.and_then(|c| c.get(name)).ok_or_else(|| {
+            format!("unknown or unavailable credential placeholder `{{{{{name}}}}}`")
+        })?;
         out.push_str(value.expose());
         rest = &after[end + 2..];
     }
@@ -504,8 +541,10 @@ fn substitute(text: &str, creds: Option<&Credentials>) -> Result<String, String>
 
 fn check_header_name(name: &str) -> Result<(), String> {
     let lower = name.to_ascii_lowercase();
-    if matches!(lower.as_str(), "host" | "content-length" | "transfer-encoding" | "connection")
-        || lower.starts_with("proxy-")
+    if matches!(
+        lower.as_str(),
+        "host" | "content-length" | "transfer-encoding" | "connection"
+    ) || lower.starts_with("proxy-")
     {
         return Err(format!("plugins may not set the `{name}` header"));
     }
@@ -520,10 +559,15 @@ fn classify_send_error(e: &reqwest::Error, shown: &str) -> HttpError {
         HttpError::NotSent(format!("cannot connect to {shown}: {cause}"))
     } else if e.is_timeout() {
         HttpError::Timeout(format!("no answer from {shown} in time: {cause}"))
-    } else if e.is_builder() || e.is_request() && !e.is_body() {
-        HttpError::NotSent(format!("the request to {shown} could not be sent: {cause}"))
+    } else if e.is_builder() {
+        HttpError::NotSent(format!(
+            "the request to {shown} could not be built: {cause}"
+        ))
     } else {
-        HttpError::UnknownOutcome(format!("the connection to {shown} failed: {cause}"))
+        // The request may have been written before the connection broke.
+        HttpError::UnknownOutcome(format!(
+            "the connection to {shown} was cut off before a full response arrived: {cause}"
+        ))
     }
 }
 
@@ -576,7 +620,10 @@ mod tests {
     #[test]
     fn placeholders() {
         let c = Credentials::new().with("access_token", Secret::new("tok"));
-        assert_eq!(substitute("a={{access_token}}&b", Some(&c)).unwrap(), "a=tok&b");
+        assert_eq!(
+            substitute("a={{access_token}}&b", Some(&c)).unwrap(),
+            "a=tok&b"
+        );
         assert!(substitute("{{client_secret}}", Some(&c)).is_err());
         assert!(substitute("{{access_token", Some(&c)).is_err());
     }

@@ -24,10 +24,15 @@ fn main() {
             eprintln!("error: {e:#}");
             let bad_input = e.chain().any(|c| {
                 c.is::<outreach::config::ConfigError>()
+                    || c.is::<outreach::accounts::BadInput>()
                     || c.is::<outreach::store::StoreError>()
                     || c.is::<outreach::plugin::PluginError>()
             });
-            if bad_input { outreach::cli::EXIT_BAD_INPUT } else { outreach::cli::EXIT_FAILED }
+            if bad_input {
+                outreach::cli::EXIT_BAD_INPUT
+            } else {
+                outreach::cli::EXIT_FAILED
+            }
         }
     };
     std::process::exit(code);

@@ -13,15 +13,15 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::accounts::{App, call_error_kind, describe_call_error};
+use crate::accounts::{App, bad, call_error_kind, describe_call_error};
 use crate::http::RecordedRequest;
+use crate::plugin::LoadedPlugin;
 use crate::plugin::wit::types::{Pair, Post};
 use crate::secret::scrub;
-use crate::plugin::LoadedPlugin;
 use crate::store::{AccountId, Record};
 
 /// A post file.
@@ -47,14 +47,22 @@ impl PostFile {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the post file {}", path.display()))?;
         let post: PostFile = toml::from_str(&text).map_err(|e| {
-            anyhow::anyhow!(
+            bad!(
                 "the post file {} is not valid: {}",
                 path.display(),
-                e.to_string().lines().filter(|l| !l.trim().is_empty()).map(str::trim).collect::<Vec<_>>().join(" ")
+                e.to_string()
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(str::trim)
+                    .collect::<Vec<_>>()
+                    .join(" ")
             )
         })?;
         if post.to.is_empty() {
-            bail!("the post file {} has no targets; add `to = [\"x\", …]`", path.display());
+            return Err(bad!(
+                "the post file {} has no targets; add `to = [\"x\", …]`",
+                path.display()
+            ));
         }
         Ok((post, text))
     }
@@ -75,14 +83,23 @@ impl PostFile {
             for (k, v) in o {
                 let s = match v {
                     toml::Value::String(s) => s.clone(),
-                    toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) => v.to_string(),
-                    _ => bail!("override.{platform}.{k} must be a string, number or boolean"),
+                    toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) => {
+                        v.to_string()
+                    }
+                    _ => {
+                        return Err(bad!(
+                            "override.{platform}.{k} must be a string, number or boolean"
+                        ));
+                    }
                 };
                 match k.as_str() {
                     "text" => post.text = s,
                     "title" => post.title = Some(s),
                     "link" => post.link = Some(s),
-                    _ => post.extra.push(Pair { name: k.clone(), value: s }),
+                    _ => post.extra.push(Pair {
+                        name: k.clone(),
+                        value: s,
+                    }),
                 }
             }
         }
@@ -170,12 +187,17 @@ async fn prepare(app: &App, path: &Path) -> anyhow::Result<Result<Vec<Job>, Vec<
         let key = idempotency_key(&stable, &content_hash, &id);
         let variant = post.variant(&id.platform, &key)?;
         let account = App::account_view(&record);
-        for p in app.host.validate(&plugin, &variant, Some(&account)).await? {
-            problems.push(TargetProblem {
+        match app.host.validate(&plugin, &variant, Some(&account)).await {
+            Ok(found) => problems.extend(found.into_iter().map(|p| TargetProblem {
                 target: id.to_string(),
                 field: p.field,
                 message: p.message,
-            });
+            })),
+            Err(e) => problems.push(TargetProblem {
+                target: id.to_string(),
+                field: "plugin".into(),
+                message: e.to_string(),
+            }),
         }
         jobs.push((id, plugin, record, variant));
     }
@@ -195,51 +217,53 @@ pub async fn publish_file(
         Ok(jobs) => jobs,
         Err(problems) => return Ok(Err(problems)),
     };
-    let app_ref = &*app;
-    let futures = jobs.into_iter().map(|(id, plugin, record, variant)| async move {
-        let (ctx, mut scope) = app_ref.call_env(&plugin, &record);
-        let recorder = dry_run.then(|| Arc::new(Mutex::new(Vec::new())));
-        scope.dry_run = recorder.clone();
-        let outcome = app_ref.host.publish(&plugin, scope, &ctx, &variant).await;
-        let secrets = record.secrets();
-        let clean = |s: String| scrub(&s, &secrets);
-        let mut r = TargetResult {
-            target: id.to_string(),
-            ok: false,
-            post_id: None,
-            url: None,
-            error_kind: None,
-            error: None,
-            requests: recorder
-                .map(|r| r.lock().expect("dry-run log").clone())
-                .unwrap_or_default(),
-        };
-        match outcome {
-            Ok(Ok(receipt)) => {
-                r.ok = true;
-                r.post_id = Some(receipt.id);
-                r.url = receipt.url;
-            }
-            Ok(Err(e)) if dry_run => {
-                // The broker refused to send; what matters is what would
-                // have been sent.
-                r.ok = !r.requests.is_empty();
-                if !r.ok {
+    let app_ref = app;
+    let futures = jobs
+        .into_iter()
+        .map(|(id, plugin, record, variant)| async move {
+            let (ctx, mut scope) = app_ref.call_env(&plugin, &record);
+            let recorder = dry_run.then(|| Arc::new(Mutex::new(Vec::new())));
+            scope.dry_run = recorder.clone();
+            let outcome = app_ref.host.publish(&plugin, scope, &ctx, &variant).await;
+            let secrets = record.secrets();
+            let clean = |s: String| scrub(&s, &secrets);
+            let mut r = TargetResult {
+                target: id.to_string(),
+                ok: false,
+                post_id: None,
+                url: None,
+                error_kind: None,
+                error: None,
+                requests: recorder
+                    .map(|r| r.lock().expect("dry-run log").clone())
+                    .unwrap_or_default(),
+            };
+            match outcome {
+                Ok(Ok(receipt)) => {
+                    r.ok = true;
+                    r.post_id = Some(receipt.id);
+                    r.url = receipt.url;
+                }
+                Ok(Err(e)) if dry_run => {
+                    // The broker refused to send; what matters is what would
+                    // have been sent.
+                    r.ok = !r.requests.is_empty();
+                    if !r.ok {
+                        r.error_kind = Some(call_error_kind(&e).into());
+                        r.error = Some(clean(describe_call_error(&e)));
+                    }
+                }
+                Ok(Err(e)) => {
                     r.error_kind = Some(call_error_kind(&e).into());
                     r.error = Some(clean(describe_call_error(&e)));
                 }
+                Err(e) => {
+                    r.error_kind = Some("plugin".into());
+                    r.error = Some(clean(e.to_string()));
+                }
             }
-            Ok(Err(e)) => {
-                r.error_kind = Some(call_error_kind(&e).into());
-                r.error = Some(clean(describe_call_error(&e)));
-            }
-            Err(e) => {
-                r.error_kind = Some("plugin".into());
-                r.error = Some(clean(e.to_string()));
-            }
-        }
-        r
-    });
+            r
+        });
     Ok(Ok(futures::future::join_all(futures).await))
 }
 
@@ -247,5 +271,12 @@ pub async fn publish_file(
 fn idempotency_key(stable: &str, content: &str, id: &AccountId) -> String {
     let h = Sha256::digest(format!("{stable}\n{content}\n{id}").as_bytes());
     let x = hex::encode(&h[..16]);
-    format!("{}-{}-{}-{}-{}", &x[0..8], &x[8..12], &x[12..16], &x[16..20], &x[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &x[0..8],
+        &x[8..12],
+        &x[12..16],
+        &x[16..20],
+        &x[20..32]
+    )
 }

@@ -39,8 +39,9 @@ impl AccountId {
         for (what, v) in [("platform", platform), ("account", account)] {
             let ok = !v.is_empty()
                 && v.len() <= 64
-                && v.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+                && v.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+                });
             if !ok {
                 return Err(StoreError::BadName(format!(
                     "{what} name `{v}` must be 1-64 characters of a-z, 0-9, `-` or `_`"
@@ -122,13 +123,17 @@ pub enum StoreError {
         "the record for {id} cannot be decrypted with the identity at {identity} (wrong key?); nothing was changed"
     )]
     WrongKey { id: AccountId, identity: PathBuf },
-    #[error("the record for {id} at {path} is corrupt or truncated ({detail}); nothing was changed — restore it from a backup or remove it with `outreach accounts remove {id}`")]
+    #[error(
+        "the record for {id} at {path} is corrupt or truncated ({detail}); nothing was changed — restore it from a backup or remove it with `outreach accounts remove {id}`"
+    )]
     Corrupt {
         id: AccountId,
         path: PathBuf,
         detail: String,
     },
-    #[error("another outreach process is writing the record for {id}; nothing was changed — try again when it has finished")]
+    #[error(
+        "another outreach process is writing the record for {id}; nothing was changed — try again when it has finished"
+    )]
     Busy { id: AccountId },
     #[error("the identity file {path}: {detail}")]
     Identity { path: PathBuf, detail: String },
@@ -255,7 +260,8 @@ impl Identity {
 }
 
 fn is_age_file(raw: &[u8]) -> bool {
-    raw.starts_with(b"age-encryption.org/") || raw.starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----")
+    raw.starts_with(b"age-encryption.org/")
+        || raw.starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----")
 }
 
 fn decrypt_bytes(raw: &[u8], ids: &[&dyn age::Identity]) -> Result<Vec<u8>, age::DecryptError> {
@@ -318,7 +324,9 @@ impl AgeDirStore {
 
     /// Where the record for `id` lives.
     pub fn path_of(&self, id: &AccountId) -> PathBuf {
-        self.dir.join(&id.platform).join(format!("{}.age", id.account))
+        self.dir
+            .join(&id.platform)
+            .join(format!("{}.age", id.account))
     }
 
     fn lock(&self, id: &AccountId) -> Result<File, StoreError> {
@@ -400,10 +408,12 @@ impl CredentialStore for AgeDirStore {
     fn save(&self, record: &Record) -> Result<(), StoreError> {
         let _lock = self.lock(&record.id)?;
         let plain = serde_json::to_vec(record).expect("records always serialise");
-        let sealed = self.encrypt(&plain).map_err(|detail| StoreError::Identity {
-            path: self.identity.path.clone(),
-            detail: format!("cannot encrypt: {detail}"),
-        })?;
+        let sealed = self
+            .encrypt(&plain)
+            .map_err(|detail| StoreError::Identity {
+                path: self.identity.path.clone(),
+                detail: format!("cannot encrypt: {detail}"),
+            })?;
         let path = self.path_of(&record.id);
         write_atomic(&path, &sealed).map_err(io("cannot write the record", &path))
     }
@@ -420,7 +430,8 @@ impl CredentialStore for AgeDirStore {
             if !platform.path().is_dir() || pname.starts_with('.') {
                 continue;
             }
-            let files = fs::read_dir(platform.path()).map_err(io("cannot list", &platform.path()))?;
+            let files =
+                fs::read_dir(platform.path()).map_err(io("cannot list", &platform.path()))?;
             for f in files.flatten() {
                 let fname = f.file_name().to_string_lossy().into_owned();
                 if let Some(account) = fname.strip_suffix(".age")

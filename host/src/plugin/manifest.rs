@@ -17,7 +17,10 @@ pub fn check(m: &Manifest) -> Result<(), String> {
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
     if !id_ok {
-        problems.push(format!("id `{}` must be 1-32 characters of a-z, 0-9, `-`, `_`", m.id));
+        problems.push(format!(
+            "id `{}` must be 1-32 characters of a-z, 0-9, `-`, `_`",
+            m.id
+        ));
     }
     if m.name.trim().is_empty() {
         problems.push("name is empty".into());
@@ -42,8 +45,14 @@ pub fn check(m: &Manifest) -> Result<(), String> {
         } else {
             match url::Url::parse(&e.url) {
                 Ok(u) if u.scheme() == "https" && u.host_str().is_some() => {}
-                Ok(_) => problems.push(format!("endpoint `{}` = `{}` must be an https URL with a host", e.name, e.url)),
-                Err(err) => problems.push(format!("endpoint `{}` = `{}` does not parse: {err}", e.name, e.url)),
+                Ok(_) => problems.push(format!(
+                    "endpoint `{}` = `{}` must be an https URL with a host",
+                    e.name, e.url
+                )),
+                Err(err) => problems.push(format!(
+                    "endpoint `{}` = `{}` does not parse: {err}",
+                    e.name, e.url
+                )),
             }
         }
     }
@@ -62,7 +71,10 @@ pub fn check(m: &Manifest) -> Result<(), String> {
     }
     for r in &m.content.media {
         if r.max_count == 0 || r.max_bytes == 0 {
-            problems.push(format!("media rule for {:?} must allow at least one item of at least one byte", r.kind));
+            problems.push(format!(
+                "media rule for {:?} must allow at least one item of at least one byte",
+                r.kind
+            ));
         }
     }
     let mut names = std::collections::BTreeSet::new();
@@ -71,7 +83,11 @@ pub fn check(m: &Manifest) -> Result<(), String> {
             problems.push(format!("setting `{}` is empty or declared twice", s.name));
         }
     }
-    if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
 }
 
 /// The hosts a plugin may call on its own declaration: its `hosts` and the
@@ -107,19 +123,30 @@ pub fn effective_endpoints(
             Some(o.clone())
         } else if let Some(rest) = e.url.strip_prefix('{') {
             rest.split_once('}').and_then(|(setting, tail)| {
-                let base = account?.settings.iter().find(|p| p.name == setting)?.value.clone();
+                let base = account?
+                    .settings
+                    .iter()
+                    .find(|p| p.name == setting)?
+                    .value
+                    .clone();
                 Some(format!("{}{}", base.trim_end_matches('/'), tail))
             })
         } else {
             Some(e.url.clone())
         };
         if let Some(url) = url {
-            out.push(Endpoint { name: e.name.clone(), url });
+            out.push(Endpoint {
+                name: e.name.clone(),
+                url,
+            });
         }
     }
     for (name, url) in overrides {
         if !out.iter().any(|e| &e.name == name) {
-            out.push(Endpoint { name: name.clone(), url: url.clone() });
+            out.push(Endpoint {
+                name: name.clone(),
+                url: url.clone(),
+            });
         }
     }
     out

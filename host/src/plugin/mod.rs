@@ -71,13 +71,16 @@ pub enum PluginError {
     Unknown(String),
 }
 
+/// Reads bytes `[offset, offset+len)` of media attachment `handle`.
+pub type MediaReader = Arc<dyn Fn(u32, u64, u64) -> Result<Vec<u8>, String> + Send + Sync>;
+
 /// State of one call's store.
 pub struct CallState {
     scope: Scope,
     broker: Broker,
     limiter: MemoryCap,
     deadline: Instant,
-    media: Arc<dyn Fn(u32, u64, u64) -> Result<Vec<u8>, String> + Send + Sync>,
+    media: MediaReader,
 }
 
 /// Caps linear memory growth and remembers that it did.
@@ -160,7 +163,6 @@ pub struct LoadedPlugin {
     pre: bindings::PluginPre<CallState>,
 }
 
-
 /// The engine, the linker and the loaded plugins.
 pub struct Host {
     engine: Engine,
@@ -189,7 +191,7 @@ impl Host {
             .total_stacks(slots)
             .max_memory_size((limits.memory_mib as usize) << 20);
         wcfg.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
-        wcfg.memory_reservation(((limits.memory_mib as u64) << 20).max(1 << 20));
+        wcfg.memory_reservation((limits.memory_mib << 20).max(1 << 20));
         wcfg.memory_guard_size(64 << 10);
         let engine = Engine::new(&wcfg)?;
 
@@ -290,7 +292,8 @@ impl Host {
         plugin.manifest = manifest;
         let plugin = Arc::new(plugin);
         tracing::debug!(id = %plugin.manifest.id, path = %path.display(), "plugin loaded");
-        self.plugins.insert(plugin.manifest.id.clone(), plugin.clone());
+        self.plugins
+            .insert(plugin.manifest.id.clone(), plugin.clone());
         Ok(plugin)
     }
 
@@ -361,7 +364,14 @@ impl Host {
         plugin: &LoadedPlugin,
         scope: Scope,
         budget: Duration,
-    ) -> Result<(Store<CallState>, bindings::Plugin, tokio::sync::OwnedSemaphorePermit), PluginError> {
+    ) -> Result<
+        (
+            Store<CallState>,
+            bindings::Plugin,
+            tokio::sync::OwnedSemaphorePermit,
+        ),
+        PluginError,
+    > {
         let permit = self
             .slots
             .clone()
@@ -438,7 +448,14 @@ impl Host {
         let budget = Duration::from_millis(self.limits.publish_timeout_ms);
         let (mut store, inst, _permit) = self.instance(plugin, scope, budget).await?;
         let r = tokio::time::timeout(budget, inst.call_publish(&mut store, ctx, post)).await;
-        finish(&plugin.manifest.id, &store, r, budget)
+        let out = finish(&plugin.manifest.id, &store, r, budget)?;
+        if let Ok(receipt) = &out {
+            check_receipt(receipt).map_err(|message| PluginError::Call {
+                plugin: plugin.manifest.id.clone(),
+                message: format!("returned malformed data: {message}"),
+            })?;
+        }
+        Ok(out)
     }
 
     /// Run the plugin's `profile` for one account.
@@ -536,6 +553,19 @@ fn placeholder_manifest() -> Manifest {
     }
 }
 
+/// A receipt must name the post, and its URL must be a URL.
+fn check_receipt(r: &Receipt) -> Result<(), String> {
+    if r.id.trim().is_empty() {
+        return Err("a receipt without a post id".into());
+    }
+    if let Some(u) = &r.url
+        && url::Url::parse(u).is_err()
+    {
+        return Err(format!("a receipt whose URL `{u}` does not parse"));
+    }
+    Ok(())
+}
+
 /// Refuse a component whose imports exceed what the host grants.
 fn check_imports(engine: &Engine, component: &Component) -> Result<(), String> {
     for (name, _) in component.component_type().imports(engine) {
@@ -567,7 +597,10 @@ fn finish<T>(
         Ok(Err(e)) => Err(call_error(plugin, store, e, budget)),
         Err(_) => Err(PluginError::Call {
             plugin: plugin.to_string(),
-            message: format!("did not finish within its {} ms deadline", budget.as_millis()),
+            message: format!(
+                "did not finish within its {} ms deadline",
+                budget.as_millis()
+            ),
         }),
     }
 }

@@ -10,7 +10,9 @@ struct LinkedIn;
 const API_VERSION: &str = "202601";
 
 /// Characters the commentary's "little text format" reserves.
-const RESERVED: &[char] = &['\\', '<', '>', '#', '~', '_', '|', '[', ']', '*', '(', ')', '{', '}', '@'];
+const RESERVED: &[char] = &[
+    '\\', '<', '>', '#', '~', '_', '|', '[', ']', '*', '(', ')', '{', '}', '@',
+];
 
 fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -31,7 +33,9 @@ impl Platform for LinkedIn {
             version: env!("CARGO_PKG_VERSION").into(),
             auth: AuthInfo {
                 kind: AuthKind::Oidc,
-                scopes: ["openid", "profile", "w_member_social"].map(String::from).to_vec(),
+                scopes: ["openid", "profile", "w_member_social"]
+                    .map(String::from)
+                    .to_vec(),
                 scope_separator: " ".into(),
                 client_auth: ClientAuth::Body,
                 authorize_params: vec![],
@@ -45,15 +49,31 @@ impl Platform for LinkedIn {
                 dynamic_registration: false,
             },
             endpoints: vec![
-                Endpoint { name: "authorize".into(), url: "https://www.linkedin.com/oauth/v2/authorization".into() },
-                Endpoint { name: "token".into(), url: "https://www.linkedin.com/oauth/v2/accessToken".into() },
-                Endpoint { name: "userinfo".into(), url: "https://api.linkedin.com/v2/userinfo".into() },
-                Endpoint { name: "api".into(), url: "https://api.linkedin.com".into() },
+                Endpoint {
+                    name: "authorize".into(),
+                    url: "https://www.linkedin.com/oauth/v2/authorization".into(),
+                },
+                Endpoint {
+                    name: "token".into(),
+                    url: "https://www.linkedin.com/oauth/v2/accessToken".into(),
+                },
+                Endpoint {
+                    name: "userinfo".into(),
+                    url: "https://api.linkedin.com/v2/userinfo".into(),
+                },
+                Endpoint {
+                    name: "api".into(),
+                    url: "https://api.linkedin.com".into(),
+                },
             ],
             hosts: vec!["api.linkedin.com".into()],
             rate_limits: vec![],
             rate_limit_headers: None,
-            content: ContentRules { max_length: 3000, counting: CountRule::Chars, ..Default::default() },
+            content: ContentRules {
+                max_length: 3000,
+                counting: CountRule::Chars,
+                ..Default::default()
+            },
             settings: vec![
                 Setting {
                     name: "organization".into(),
@@ -81,7 +101,10 @@ impl Platform for LinkedIn {
         };
         let visibility = post.extra("visibility").unwrap_or("PUBLIC");
         let res = Request::post(ctx.url("api", "/rest/posts")?)
-            .header("LinkedIn-Version", ctx.setting("api_version").unwrap_or(API_VERSION))
+            .header(
+                "LinkedIn-Version",
+                ctx.setting("api_version").unwrap_or(API_VERSION),
+            )
             .header("X-Restli-Protocol-Version", "2.0.0")
             .json(&json!({
                 "author": author,
@@ -109,15 +132,25 @@ impl Platform for LinkedIn {
             return Err(res.error());
         }
         let urn = res.header("x-restli-id").ok_or_else(|| {
-            CallError::OutcomeUnknown("LinkedIn accepted the post but sent no x-restli-id header".into())
+            CallError::OutcomeUnknown(
+                "LinkedIn accepted the post but sent no x-restli-id header".into(),
+            )
         })?;
-        Ok(Receipt { id: urn.into(), url: Some(format!("https://www.linkedin.com/feed/update/{urn}/")) })
+        Ok(Receipt {
+            id: urn.into(),
+            url: Some(format!("https://www.linkedin.com/feed/update/{urn}/")),
+        })
     }
 
     fn profile(ctx: &Context) -> Result<Profile, CallError> {
-        let res = Request::get(ctx.url("userinfo", "")?).authed().class("profile").send()?;
+        let res = Request::get(ctx.url("userinfo", "")?)
+            .authed()
+            .class("profile")
+            .send()?;
         let v = res.json_ok()?;
-        let sub = v["sub"].as_str().ok_or_else(|| CallError::Rejected(format!("no `sub` in: {}", res.snippet())))?;
+        let sub = v["sub"]
+            .as_str()
+            .ok_or_else(|| CallError::Rejected(format!("no `sub` in: {}", res.snippet())))?;
         Ok(Profile {
             id: sub.into(),
             name: v["name"].as_str().unwrap_or(sub).into(),

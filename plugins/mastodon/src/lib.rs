@@ -14,12 +14,17 @@ impl Platform for Mastodon {
             version: env!("CARGO_PKG_VERSION").into(),
             auth: AuthInfo {
                 kind: AuthKind::Oauth2Pkce,
-                scopes: ["write:statuses", "write:media", "profile"].map(String::from).to_vec(),
+                scopes: ["write:statuses", "write:media", "profile"]
+                    .map(String::from)
+                    .to_vec(),
                 scope_separator: " ".into(),
                 client_auth: ClientAuth::Body,
                 authorize_params: vec![],
                 token_params: vec![],
-                token_response: TokenShape { expiry_format: ExpiryFormat::Never, ..Default::default() },
+                token_response: TokenShape {
+                    expiry_format: ExpiryFormat::Never,
+                    ..Default::default()
+                },
                 refresh: RefreshStyle::None,
                 access_token_lifetime: 0,
                 refresh_token_lifetime: 0,
@@ -27,11 +32,26 @@ impl Platform for Mastodon {
                 dynamic_registration: true,
             },
             endpoints: vec![
-                Endpoint { name: "api".into(), url: "{instance}".into() },
-                Endpoint { name: "apps".into(), url: "{instance}/api/v1/apps".into() },
-                Endpoint { name: "authorize".into(), url: "{instance}/oauth/authorize".into() },
-                Endpoint { name: "token".into(), url: "{instance}/oauth/token".into() },
-                Endpoint { name: "revoke".into(), url: "{instance}/oauth/revoke".into() },
+                Endpoint {
+                    name: "api".into(),
+                    url: "{instance}".into(),
+                },
+                Endpoint {
+                    name: "apps".into(),
+                    url: "{instance}/api/v1/apps".into(),
+                },
+                Endpoint {
+                    name: "authorize".into(),
+                    url: "{instance}/oauth/authorize".into(),
+                },
+                Endpoint {
+                    name: "token".into(),
+                    url: "{instance}/oauth/token".into(),
+                },
+                Endpoint {
+                    name: "revoke".into(),
+                    url: "{instance}/oauth/revoke".into(),
+                },
             ],
             hosts: vec![],
             rate_limits: vec![RateLimit {
@@ -95,11 +115,19 @@ impl Platform for Mastodon {
             .send()?;
         if res.status == 401 {
             // Mastodon tokens never expire: a 401 means the grant is gone.
-            return Err(CallError::NeedsReconnect(format!("HTTP 401: {}", res.snippet())));
+            return Err(CallError::NeedsReconnect(format!(
+                "HTTP 401: {}",
+                res.snippet()
+            )));
         }
         let v = res.json_ok()?;
-        let id = v["id"].as_str().ok_or_else(|| CallError::OutcomeUnknown(format!("no status id in: {}", res.snippet())))?;
-        Ok(Receipt { id: id.into(), url: v["url"].as_str().map(String::from) })
+        let id = v["id"].as_str().ok_or_else(|| {
+            CallError::OutcomeUnknown(format!("no status id in: {}", res.snippet()))
+        })?;
+        Ok(Receipt {
+            id: id.into(),
+            url: v["url"].as_str().map(String::from),
+        })
     }
 
     fn profile(ctx: &Context) -> Result<Profile, CallError> {
@@ -107,10 +135,15 @@ impl Platform for Mastodon {
             .authed()
             .send()?;
         if res.status == 401 {
-            return Err(CallError::NeedsReconnect(format!("HTTP 401: {}", res.snippet())));
+            return Err(CallError::NeedsReconnect(format!(
+                "HTTP 401: {}",
+                res.snippet()
+            )));
         }
         let v = res.json_ok()?;
-        let id = v["id"].as_str().ok_or_else(|| CallError::Rejected(format!("no account id in: {}", res.snippet())))?;
+        let id = v["id"]
+            .as_str()
+            .ok_or_else(|| CallError::Rejected(format!("no account id in: {}", res.snippet())))?;
         let display = v["display_name"].as_str().filter(|s| !s.is_empty());
         Ok(Profile {
             id: id.into(),

@@ -114,7 +114,10 @@ mod tests {
 
     #[test]
     fn every_url_counts_23() {
-        assert_eq!(x_weighted("see https://example.com/a/very/long/path?x=1"), 4 + 23);
+        assert_eq!(
+            x_weighted("see https://example.com/a/very/long/path?x=1"),
+            4 + 23
+        );
         assert_eq!(x_weighted("http://a.co"), 23);
         assert_eq!(x_weighted("(https://a.co)."), 1 + 23 + 2);
     }
@@ -137,6 +140,9 @@ mod tests {
 
     #[test]
     fn finds_urls() {
-        assert_eq!(urls("a https://x.y/z b http://q."), vec!["https://x.y/z", "http://q"]);
+        assert_eq!(
+            urls("a https://x.y/z b http://q."),
+            vec!["https://x.y/z", "http://q"]
+        );
     }
 }

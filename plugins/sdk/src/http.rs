@@ -151,6 +151,21 @@ impl Response {
     /// The start of the body, for error messages.
     pub fn snippet(&self) -> String {
         let text = self.text();
+        let trimmed = text.trim_start();
+        if trimmed.starts_with('<') {
+            let lower = trimmed.to_ascii_lowercase();
+            let title = lower.find("<title>").and_then(|s| {
+                lower[s + 7..]
+                    .find("</title>")
+                    .map(|e| trimmed[s + 7..s + 7 + e].trim().to_string())
+            });
+            return match title {
+                Some(t) if !t.is_empty() => {
+                    format!("an HTML page titled {t:?} instead of an API response")
+                }
+                _ => "an HTML page instead of an API response".into(),
+            };
+        }
         let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
         if one_line.chars().count() > 160 {
             format!("{}…", one_line.chars().take(160).collect::<String>())
@@ -164,7 +179,10 @@ impl Response {
     /// Seconds to wait before retrying, from `Retry-After` or an
     /// `x-rate-limit-reset` epoch.
     pub fn retry_after(&self) -> Option<u64> {
-        if let Some(s) = self.header("retry-after").and_then(|v| v.trim().parse::<u64>().ok()) {
+        if let Some(s) = self
+            .header("retry-after")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
             return Some(s);
         }
         let reset = self
@@ -173,7 +191,11 @@ impl Response {
         let reset: u64 = reset.trim().parse::<f64>().ok()? as u64;
         let now = crate::now_millis() / 1000;
         // Small values are "seconds until", large ones are epoch seconds.
-        Some(if reset > 1_000_000_000 { reset.saturating_sub(now) } else { reset })
+        Some(if reset > 1_000_000_000 {
+            reset.saturating_sub(now)
+        } else {
+            reset
+        })
     }
 
     /// The usual classification of a failed response: 401 → auth expired,

@@ -38,6 +38,7 @@ mod http;
 mod rules;
 
 #[doc(hidden)]
+#[allow(clippy::too_many_arguments)]
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../../wit/v0.1.0",
@@ -60,11 +61,11 @@ pub use serde_json;
 /// Everything a plugin usually needs, in one import.
 pub mod prelude {
     pub use crate::{
-        Account, AuthInfo, AuthKind, CallError, ClientAuth, ContentRules, Context,
+        Account, AuthInfo, AuthKind, CallError, ClientAuth, ContentRules, Context, CountRule,
         CredentialPlacement, Endpoint, ExpiryFormat, HeaderPlacement, HttpMethod, LimitScope,
         Manifest, Media, MediaKind, MediaRule, Pair, Platform, Post, Problem, Profile, RateLimit,
         RateLimitHeaders, RateLimited, Receipt, RefreshStyle, Request, ResetFormat, Response,
-        Setting, TokenShape, CountRule, log, pair, pairs,
+        Setting, TokenShape, log, pair, pairs,
     };
     pub use serde_json::json;
 }

@@ -34,7 +34,10 @@ pub fn check_content(rules: &ContentRules, post: &Post, account: Option<&Account
     if max > 0 && len > max as usize {
         out.push(problem(
             "text",
-            format!("is {len} characters long; the limit is {max} (counted as {:?})", rules.counting),
+            format!(
+                "is {len} characters long; the limit is {max} (counted as {:?})",
+                rules.counting
+            ),
         ));
     }
     if post.text.trim().is_empty() && post.media.is_empty() {
@@ -42,37 +45,60 @@ pub fn check_content(rules: &ContentRules, post: &Post, account: Option<&Account
     }
     match &post.title {
         None if rules.title_required => out.push(problem("title", "is required on this platform")),
-        Some(t) if rules.max_title_length > 0 && t.chars().count() > rules.max_title_length as usize => {
+        Some(t)
+            if rules.max_title_length > 0
+                && t.chars().count() > rules.max_title_length as usize =>
+        {
             out.push(problem(
                 "title",
-                format!("is {} characters long; the limit is {}", t.chars().count(), rules.max_title_length),
+                format!(
+                    "is {} characters long; the limit is {}",
+                    t.chars().count(),
+                    rules.max_title_length
+                ),
             ))
         }
         _ => {}
     }
     if rules.media_required && post.media.is_empty() {
-        out.push(problem("media", "this platform cannot publish text alone; attach an image or video"));
+        out.push(problem(
+            "media",
+            "this platform cannot publish text alone; attach an image or video",
+        ));
     }
     for (i, m) in post.media.iter().enumerate() {
         let field = format!("media[{i}]");
         let Some(rule) = rules.media.iter().find(|r| r.kind == m.kind) else {
-            out.push(problem(&field, format!("{} attachments are not supported", kind_name(m.kind))));
+            out.push(problem(
+                &field,
+                format!("{} attachments are not supported", kind_name(m.kind)),
+            ));
             continue;
         };
         if rule.max_bytes > 0 && m.size > rule.max_bytes {
             out.push(problem(
                 &field,
-                format!("{} is {} bytes; the limit is {}", m.file_name, m.size, rule.max_bytes),
+                format!(
+                    "{} is {} bytes; the limit is {}",
+                    m.file_name, m.size, rule.max_bytes
+                ),
             ));
         }
         if !rule.mime_types.is_empty() && !rule.mime_types.iter().any(|t| t == &m.mime_type) {
             out.push(problem(
                 &field,
-                format!("type {} is not accepted (accepted: {})", m.mime_type, rule.mime_types.join(", ")),
+                format!(
+                    "type {} is not accepted (accepted: {})",
+                    m.mime_type,
+                    rule.mime_types.join(", ")
+                ),
             ));
         }
         if rules.needs_public_media_url && m.public_url.is_none() {
-            out.push(problem(&field, "this platform fetches media from a public URL; set `public_url`"));
+            out.push(problem(
+                &field,
+                "this platform fetches media from a public URL; set `public_url`",
+            ));
         }
     }
     for rule in &rules.media {
@@ -80,7 +106,11 @@ pub fn check_content(rules: &ContentRules, post: &Post, account: Option<&Account
         if n > rule.max_count as usize {
             out.push(problem(
                 "media",
-                format!("has {n} {} attachments; the limit is {}", kind_name(rule.kind), rule.max_count),
+                format!(
+                    "has {n} {} attachments; the limit is {}",
+                    kind_name(rule.kind),
+                    rule.max_count
+                ),
             ));
         }
     }

