@@ -100,18 +100,24 @@ async fn hostile_plugins_fail_one_call_and_the_rest_carry_on() {
 async fn undeclared_hosts_are_denied_and_secrets_never_reach_the_plugin() {
     let (host, _dir) = host_with(&[]).await;
     let hostile = host.get("hostile").unwrap();
-    // An echo server that reflects the request it got, headers included.
-    let echo = start(|_, seen| {
-        let auth = seen
-            .headers
-            .get("authorization")
-            .cloned()
-            .unwrap_or_default();
-        respond(
-            200,
-            &[("x-echo", auth.as_str())],
-            format!("you sent: {auth}"),
-        )
+    // An echo server that reflects the request it got, headers included,
+    // and redirects on request.
+    let echo = start(|_, seen| match seen.path.as_str() {
+        "/redirect-evil" => respond(302, &[("location", "https://evil.example/steal")], ""),
+        "/redirect-home" => respond(307, &[("location", "/echo")], ""),
+        "/big" => respond(200, &[], vec![b'a'; 2 << 20]),
+        _ => {
+            let auth = seen
+                .headers
+                .get("authorization")
+                .cloned()
+                .unwrap_or_default();
+            respond(
+                200,
+                &[("x-echo", auth.as_str())],
+                format!("you sent: {auth}"),
+            )
+        }
     });
     let endpoints = vec![Endpoint {
         name: "api".into(),
@@ -150,15 +156,45 @@ async fn undeclared_hosts_are_denied_and_secrets_never_reach_the_plugin() {
         other => panic!("expected a denial, got {other:?}"),
     }
 
-    let scope = host.scope(&hostile, Some(&endpoints), Some(&account), Some(creds));
-    let receipt = host
-        .publish(&hostile, scope, &ctx, &post("echo"))
-        .await
-        .unwrap()
-        .unwrap();
+    let call = |text: &'static str| {
+        let scope = host.scope(
+            &hostile,
+            Some(&endpoints),
+            Some(&account),
+            Some(creds.clone()),
+        );
+        let (host, hostile, ctx) = (&host, hostile.clone(), ctx.clone());
+        async move {
+            host.publish(&hostile, scope, &ctx, &post(text))
+                .await
+                .unwrap()
+        }
+    };
+    let receipt = call("echo").await.unwrap();
     // The platform saw the real token; the plugin only saw it scrubbed.
     assert!(echo.seen()[0].headers["authorization"].ends_with(SECRET));
     assert_eq!(receipt.id, "you sent: Bearer [redacted]");
+
+    // Redirects are followed by the host and every hop is re-checked.
+    match call("get:/redirect-evil").await {
+        Err(CallError::Rejected(m)) => assert!(m.contains("evil.example"), "{m}"),
+        other => panic!("a redirect to an undeclared host must be denied, got {other:?}"),
+    }
+    assert_eq!(
+        call("get:/redirect-home").await.unwrap().id,
+        "200 you sent: Bearer [redacted]"
+    );
+
+    // Responses over the cap never reach the plugin.
+    match call("get:/big").await {
+        Err(CallError::Rejected(m)) => {
+            assert!(
+                m.contains("larger than the host's cap of 1048576 bytes"),
+                "{m}"
+            )
+        }
+        other => panic!("an oversized response must be refused, got {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -95,6 +95,17 @@ impl App {
         }
     }
 
+    /// The plugin for `platform`, if it is loaded and enabled in config.
+    pub fn platform(&self, platform: &str) -> anyhow::Result<Arc<LoadedPlugin>> {
+        let plugin = self.host.get(platform)?;
+        if !self.cfg.platform(platform).enabled {
+            return Err(bad!(
+                "platform `{platform}` is disabled in the config (platforms.{platform}.enabled = false)"
+            ));
+        }
+        Ok(plugin)
+    }
+
     /// The context and network scope of a call for `record`'s account.
     pub fn call_env(&self, plugin: &LoadedPlugin, record: &Record) -> (Context, Scope) {
         let account = Self::account_view(record);
@@ -123,7 +134,7 @@ impl App {
         mut settings: BTreeMap<String, String>,
     ) -> anyhow::Result<Record> {
         let id = AccountId::new(platform, account)?;
-        let plugin = self.host.get(platform)?;
+        let plugin = self.platform(platform)?;
         if token.expose().trim().is_empty() {
             return Err(bad!(
                 "no credential was given for {id}; paste it on standard input"
@@ -226,7 +237,7 @@ impl App {
             Some((p, a)) => (p, Some(a)),
             None => (target, None),
         };
-        self.host.get(platform)?;
+        self.platform(platform)?;
         let all: Vec<AccountId> = self
             .store()?
             .list()?

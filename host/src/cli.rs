@@ -114,7 +114,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         } => {
             let p = app.host.get(&id)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&p.manifest)?);
+                println!("{}", serde_json::to_string_pretty(&wit_style(&p.manifest))?);
             } else {
                 print_manifest(&p.manifest, &p.path);
             }
@@ -300,15 +300,15 @@ fn plugins(app: &App, json: bool) -> anyhow::Result<i32> {
                 id: &m.id,
                 name: &m.name,
                 version: &m.version,
-                auth: format!("{:?}", m.auth.kind),
+                auth: wit_name(&m.auth.kind),
                 hosts: crate::plugin::manifest::declared_hosts(m)
                     .iter()
                     .map(|h| format!("{}://{}:{}", h.scheme, h.host, h.port))
                     .chain(
-                        m.endpoints
+                        m.settings
                             .iter()
-                            .filter(|e| e.url.starts_with('{'))
-                            .map(|e| e.url.clone()),
+                            .filter(|s| s.is_host)
+                            .map(|s| format!("the account's `{}` setting", s.name)),
                     )
                     .collect(),
                 rate_limits: m
@@ -316,13 +316,16 @@ fn plugins(app: &App, json: bool) -> anyhow::Result<i32> {
                     .iter()
                     .map(|l| {
                         format!(
-                            "{} {}/{}s per {:?}",
-                            l.class, l.requests, l.window_seconds, l.scope
+                            "{} {}/{}s per {}",
+                            l.class,
+                            l.requests,
+                            l.window_seconds,
+                            wit_name(&l.scope)
                         )
                     })
                     .collect(),
                 max_length: m.content.max_length,
-                counting: format!("{:?}", m.content.counting),
+                counting: wit_name(&m.content.counting),
                 path: p.path.display().to_string(),
             }
         })
@@ -364,9 +367,21 @@ fn plugins(app: &App, json: bool) -> anyhow::Result<i32> {
 }
 
 fn print_manifest(m: &Manifest, path: &std::path::Path) {
-    let pretty = serde_json::to_value(m)
+    fn drop_nulls(v: serde_json::Value) -> serde_json::Value {
+        use serde_json::Value;
+        match v {
+            Value::Object(o) => Value::Object(
+                o.into_iter()
+                    .filter(|(_, v)| !v.is_null())
+                    .map(|(k, v)| (k, drop_nulls(v)))
+                    .collect(),
+            ),
+            Value::Array(a) => Value::Array(a.into_iter().map(drop_nulls).collect()),
+            other => other,
+        }
+    }
+    let pretty = toml::to_string_pretty(&drop_nulls(wit_style(m)))
         .ok()
-        .and_then(|v| toml::to_string_pretty(&v).ok())
         .unwrap_or_default();
     println!("# {} ({}) from {}\n{pretty}", m.name, m.id, path.display());
 }
@@ -399,4 +414,70 @@ fn read_credential(platform: &str) -> anyhow::Result<Secret> {
         s
     };
     Ok(Secret::new(value.trim()))
+}
+
+/// A generated enum value as the WIT spells it: `Oauth2Pkce` → `oauth2-pkce`.
+fn wit_name(v: &impl Serialize) -> String {
+    match wit_style(v) {
+        serde_json::Value::String(s) => s,
+        other => other.to_string(),
+    }
+}
+
+/// Serialise a generated WIT type with its enum and variant names in WIT
+/// spelling (the generated Rust types carry Rust spelling).
+fn wit_style(v: &impl Serialize) -> serde_json::Value {
+    fn kebab(s: &str) -> String {
+        let mut out = String::new();
+        for (i, c) in s.chars().enumerate() {
+            if c.is_ascii_uppercase() {
+                if i > 0 {
+                    out.push('-');
+                }
+                out.push(c.to_ascii_lowercase());
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+    fn is_rust_name(s: &str) -> bool {
+        s.starts_with(|c: char| c.is_ascii_uppercase())
+            && s.chars().all(|c| c.is_ascii_alphanumeric())
+    }
+    /// Fields whose values are WIT enums or variants.
+    const ENUM_FIELDS: [&str; 9] = [
+        "kind",
+        "client_auth",
+        "expiry_format",
+        "reset_format",
+        "counting",
+        "placement",
+        "refresh",
+        "scope",
+        "method",
+    ];
+    fn walk(v: serde_json::Value, enum_field: bool) -> serde_json::Value {
+        use serde_json::Value;
+        match v {
+            Value::String(s) if enum_field && is_rust_name(&s) => Value::String(kebab(&s)),
+            Value::Array(a) => Value::Array(a.into_iter().map(|v| walk(v, false)).collect()),
+            Value::Object(o) => Value::Object(
+                o.into_iter()
+                    .map(|(k, v)| {
+                        // Struct fields are snake_case; a capitalised key is
+                        // a variant's case name.
+                        if is_rust_name(&k) {
+                            (kebab(&k), walk(v, false))
+                        } else {
+                            let e = ENUM_FIELDS.contains(&k.as_str());
+                            (k, walk(v, e))
+                        }
+                    })
+                    .collect(),
+            ),
+            other => other,
+        }
+    }
+    walk(serde_json::to_value(v).unwrap_or_default(), true)
 }

@@ -307,6 +307,13 @@ impl Broker {
                     .join(loc)
                     .map_err(|e| HttpError::NotSent(format!("bad redirect location: {e}")))?;
                 self.check_allowed(scope, &next, &redact(next.as_str()))?;
+                // Credentials go only to the origin the plugin addressed.
+                if next.origin() != url.origin() {
+                    headers.retain(|(n, v)| {
+                        !n.eq_ignore_ascii_case("authorization")
+                            && !secrets.iter().any(|s| v.contains(s.expose()))
+                    });
+                }
                 if status == reqwest::StatusCode::SEE_OTHER
                     || (matches!(status.as_u16(), 301 | 302) && method == reqwest::Method::POST)
                 {

@@ -147,7 +147,7 @@ impl Home {
 
     pub fn config_path(&self) -> PathBuf {
         let mut text = String::from(
-            "[paths]\nplugins = \"plugins\"\nstore = \"store\"\nidentity = \"identity.txt\"\ncache = \"cache\"\n\n[limits]\ncall_timeout_ms = 1000\npublish_timeout_ms = 5000\nhttp_timeout_ms = 2000\nmemory_mib = 32\n\n",
+            "[paths]\nplugins = \"plugins\"\nstore = \"store\"\nidentity = \"identity.txt\"\ncache = \"cache\"\n\n[limits]\ncall_timeout_ms = 1000\npublish_timeout_ms = 5000\nhttp_timeout_ms = 2000\nmemory_mib = 32\nmax_response_bytes = 1048576\n\n",
         );
         let mut by_platform: HashMap<&str, Vec<(&str, &str)>> = HashMap::new();
         for (p, n, u) in &self.endpoints {

@@ -1,6 +1,6 @@
 //! A plugin that misbehaves on request, to prove the sandbox holds. The post
 //! text picks the misbehaviour: `trap`, `loop`, `oom`, `exfiltrate`,
-//! `echo`, `empty-id`; anything else behaves.
+//! `echo`, `get:/path`, `empty-id`; anything else behaves.
 
 use outreach_sdk::prelude::*;
 
@@ -82,6 +82,14 @@ impl Platform for Hostile {
                 let res = Request::post(ctx.url("api", "/echo")?).authed().send()?;
                 Ok(Receipt {
                     id: res.text(),
+                    url: None,
+                })
+            }
+            // GET a path on the declared host and report what came back.
+            t if t.starts_with("get:") => {
+                let res = Request::get(ctx.url("api", &t[4..])?).authed().send()?;
+                Ok(Receipt {
+                    id: format!("{} {}", res.status, res.text()),
                     url: None,
                 })
             }
