@@ -241,6 +241,21 @@ fn bench_broker(rt: &tokio::runtime::Runtime, dir: &Path) {
         d_all.push(d);
         o_all.push(o);
     }
+    // Breakdown: the same publish with the broker recording instead of
+    // sending (plugin instantiate + call + request building, no network).
+    let offline = rt.block_on(async {
+        let t = Instant::now();
+        for _ in 0..n {
+            let mut s = scope();
+            s.dry_run = Some(Arc::new(std::sync::Mutex::new(Vec::new())));
+            let _ = host.publish(&x, s, &ctx, &post).await.unwrap();
+        }
+        t.elapsed()
+    });
+    println!(
+        "publish without network (dry run): {:.0} µs each",
+        offline.as_secs_f64() * 1e6 / n as f64
+    );
     ratios.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let (d, o) = (median(d_all), median(o_all));
     println!(

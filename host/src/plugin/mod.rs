@@ -160,6 +160,8 @@ pub struct LoadedPlugin {
     pub manifest: Manifest,
     pub path: PathBuf,
     pub sha256: String,
+    /// Hosts the manifest declares, parsed once at load.
+    pub declared: Vec<crate::http::AllowedHost>,
     pre: bindings::PluginPre<CallState>,
 }
 
@@ -182,6 +184,10 @@ impl Host {
         let limits = cfg.config.limits.clone();
         let mut wcfg = wasmtime::Config::new();
         wcfg.epoch_interruption(true);
+        // Plugins are synchronous guests behind async host imports; the
+        // component-model concurrency machinery only adds per-call cost
+        // (about half of instantiate + call, measured in wasm-hosts.md).
+        wcfg.concurrency_support(false);
         let mut pool = wasmtime::PoolingAllocationConfig::default();
         let slots = limits.max_concurrent_calls;
         pool.total_component_instances(slots)
@@ -273,6 +279,7 @@ impl Host {
             manifest: placeholder_manifest(),
             path: path.to_path_buf(),
             sha256,
+            declared: Vec::new(),
             pre,
         };
         let manifest = self
@@ -289,6 +296,7 @@ impl Host {
                 other.path.display()
             )));
         }
+        plugin.declared = manifest::declared_hosts(&manifest);
         plugin.manifest = manifest;
         let plugin = Arc::new(plugin);
         tracing::debug!(id = %plugin.manifest.id, path = %path.display(), "plugin loaded");
@@ -482,7 +490,7 @@ impl Host {
         credentials: Option<Arc<crate::http::Credentials>>,
     ) -> Scope {
         let m = &plugin.manifest;
-        let mut allow = manifest::declared_hosts(m);
+        let mut allow = plugin.declared.clone();
         if let Some(eps) = endpoints {
             for e in eps {
                 if let Ok(u) = url::Url::parse(&e.url)

@@ -58,10 +58,11 @@ pub fn x_weighted(text: &str) -> usize {
 
 /// If `s` starts with an http(s) URL (at a word boundary), its byte length.
 fn url_at(s: &str) -> Option<usize> {
-    let lower_prefix: String = s.chars().take(8).collect::<String>().to_ascii_lowercase();
-    let scheme = if lower_prefix.starts_with("https://") {
+    let b = s.as_bytes();
+    let starts = |p: &str| b.len() >= p.len() && b[..p.len()].eq_ignore_ascii_case(p.as_bytes());
+    let scheme = if starts("https://") {
         8
-    } else if lower_prefix.starts_with("http://") {
+    } else if starts("http://") {
         7
     } else {
         return None;
