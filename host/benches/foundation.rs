@@ -252,9 +252,34 @@ fn bench_broker(rt: &tokio::runtime::Runtime, dir: &Path) {
         }
         t.elapsed()
     });
+    // Breakdown: the broker alone (no plugin), same request.
+    let broker_only = rt.block_on(async {
+        use outreach::plugin::wit::host::{Body, Request};
+        use outreach::plugin::wit::types::{HttpMethod, Pair};
+        let s = scope();
+        let no_media = |_: u32, _: u64, _: u64| -> Result<Vec<u8>, String> { Err("none".into()) };
+        let t = Instant::now();
+        for _ in 0..n {
+            let req = Request {
+                method: HttpMethod::Post,
+                url: format!("{url}/2/tweets"),
+                headers: vec![Pair {
+                    name: "content-type".into(),
+                    value: "application/json".into(),
+                }],
+                body: Body::Bytes(br#"{"text":"hello"}"#.to_vec()),
+                auth: true,
+                class: "publish".into(),
+            };
+            let r = host.broker.send(&s, req, &no_media).await.unwrap();
+            assert_eq!(r.status, 201);
+        }
+        t.elapsed()
+    });
     println!(
-        "publish without network (dry run): {:.0} µs each",
-        offline.as_secs_f64() * 1e6 / n as f64
+        "breakdown per publish: plugin + request building without network (dry run) {:.0} µs; broker alone over loopback {:.0} µs",
+        offline.as_secs_f64() * 1e6 / n as f64,
+        broker_only.as_secs_f64() * 1e6 / n as f64
     );
     ratios.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let (d, o) = (median(d_all), median(o_all));
@@ -319,7 +344,16 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    bench_plugin_call(&rt, dir.path());
-    bench_broker(&rt, dir.path());
-    bench_startup(dir.path());
+    // BENCH_ONLY=call|broker|startup runs one part (for profiling).
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let run = |name: &str| only.is_empty() || only == name;
+    if run("call") {
+        bench_plugin_call(&rt, dir.path());
+    }
+    if run("broker") {
+        bench_broker(&rt, dir.path());
+    }
+    if run("startup") {
+        bench_startup(dir.path());
+    }
 }
