@@ -540,6 +540,7 @@ fn placeholder_manifest() -> Manifest {
             refresh_token_lifetime: 0,
             placement: CredentialPlacement::Bearer,
             dynamic_registration: false,
+            login: None,
         },
         endpoints: vec![],
         hosts: vec![],

@@ -47,6 +47,7 @@ impl Platform for LinkedIn {
                 refresh_token_lifetime: 365 * 86_400,
                 placement: CredentialPlacement::Bearer,
                 dynamic_registration: false,
+                login: None,
             },
             endpoints: vec![
                 Endpoint {

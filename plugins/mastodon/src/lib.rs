@@ -30,6 +30,7 @@ impl Platform for Mastodon {
                 refresh_token_lifetime: 0,
                 placement: CredentialPlacement::Bearer,
                 dynamic_registration: true,
+                login: None,
             },
             endpoints: vec![
                 Endpoint {

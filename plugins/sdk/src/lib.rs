@@ -4,27 +4,20 @@
 //! A plugin implements [`Platform`] and registers it with
 //! [`export_platform!`]:
 //!
-//! ```ignore
-//! use outreach_sdk::prelude::*;
-//!
-//! struct Example;
-//!
+//! ```text
 //! impl Platform for Example {
-//!     fn manifest() -> Manifest { /* id, auth, endpoints, limits … */ }
+//!     fn manifest() -> Manifest { /* id, auth, endpoints, hosts, limits */ }
 //!     fn publish(ctx: &Context, post: &Post) -> Result<Receipt, CallError> {
-//!         let res = Request::post(ctx.url("api", "/posts")?)
-//!             .json(&serde_json::json!({ "text": post.text }))
-//!             .authed()
-//!             .class("publish")
-//!             .send()?;
-//!         let body: serde_json::Value = res.json_ok()?;
-//!         Ok(Receipt { id: body["id"].as_str().unwrap_or_default().into(), url: None })
+//!         Request::post(ctx.url("api", "/posts")?).json(&json!({"text": post.text}))
+//!             .authed().class("publish").send()?.json_ok() /* → Receipt */
 //!     }
 //!     fn profile(ctx: &Context) -> Result<Profile, CallError> { /* … */ }
 //! }
-//!
 //! outreach_sdk::export_platform!(Example);
 //! ```
+//!
+//! The README's "Write a platform plugin" has the complete example; it is
+//! compiled as a doctest of this crate.
 //!
 //! The SDK never sees a secret: [`Request::authed`] asks the host to attach
 //! the account's credential, and placeholders such as `{{access_token}}` are
@@ -62,10 +55,10 @@ pub use serde_json;
 pub mod prelude {
     pub use crate::{
         Account, AuthInfo, AuthKind, CallError, ClientAuth, ContentRules, Context, CountRule,
-        CredentialPlacement, Endpoint, ExpiryFormat, HeaderPlacement, HttpMethod, LimitScope,
-        Manifest, Media, MediaKind, MediaRule, Pair, Platform, Post, Problem, Profile, RateLimit,
-        RateLimitHeaders, RateLimited, Receipt, RefreshStyle, Request, ResetFormat, Response,
-        Setting, TokenShape, log, pair, pairs,
+        CredentialPlacement, CustomExchange, Endpoint, ExchangeBody, ExpiryFormat, HeaderPlacement,
+        HttpMethod, LimitScope, Manifest, Media, MediaKind, MediaRule, Pair, Platform, Post,
+        Problem, Profile, RateLimit, RateLimitHeaders, RateLimited, Receipt, RefreshStyle, Request,
+        ResetFormat, Response, Setting, TokenShape, log, pair, pairs,
     };
     pub use serde_json::json;
 }
@@ -257,3 +250,8 @@ impl Default for ContentRules {
         }
     }
 }
+
+/// The README's plugin example, compiled as a test so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeExample;

@@ -26,6 +26,7 @@ impl Platform for X {
                 refresh_token_lifetime: 0,
                 placement: CredentialPlacement::Bearer,
                 dynamic_registration: false,
+                login: None,
             },
             endpoints: vec![
                 Endpoint {

@@ -30,6 +30,7 @@ impl Platform for Hostile {
                 refresh_token_lifetime: 0,
                 placement: CredentialPlacement::Bearer,
                 dynamic_registration: false,
+                login: None,
             },
             endpoints: vec![Endpoint {
                 name: "api".into(),
