@@ -331,3 +331,138 @@ fn plugins_command_lists_manifests_and_rejections_and_uses_the_cache() {
         3
     );
 }
+
+/// The broker injects credentials wherever a platform wants them — a
+/// header with a prefix, a query parameter, inside the URL, inside the body —
+/// and the plugin only ever names them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_are_injected_where_the_platform_wants_them() {
+    use outreach::http::{AllowedHost, Scope};
+    use outreach::plugin::wit::host::{Body, Request};
+    use outreach::plugin::wit::types::{CredentialPlacement, HeaderPlacement, HttpMethod, Pair};
+
+    let (host, _dir) = host_with(&[]).await;
+    let fake = start(|_, seen| {
+        let echoed = format!(
+            "{} {}?{} auth={} body={}",
+            seen.method,
+            seen.path,
+            seen.query,
+            seen.headers
+                .get("authorization")
+                .cloned()
+                .unwrap_or_default(),
+            seen.body
+        );
+        respond(200, &[], echoed)
+    });
+    let token = "inject-PLANTED-token-0b7d";
+    let webhook = format!("{}/api/webhooks/123/{token}", fake.url());
+    let creds = Arc::new(
+        Credentials::new()
+            .with("access_token", Secret::new(token))
+            .with("refresh_token", Secret::new(webhook.clone())),
+    );
+    let scope = |placement: CredentialPlacement| Scope {
+        plugin: "test".into(),
+        account: Some("default".into()),
+        allow: Arc::new(vec![
+            AllowedHost::from_url(&url::Url::parse(&fake.url()).unwrap()).unwrap(),
+        ]),
+        credentials: Some(creds.clone()),
+        placement,
+        rate_limits: Arc::new(vec![]),
+        rate_headers: None,
+        dry_run: None,
+    };
+    let req = |url: String, body: &str, auth: bool| Request {
+        method: HttpMethod::Post,
+        url,
+        headers: vec![Pair {
+            name: "content-type".into(),
+            value: "application/json".into(),
+        }],
+        body: Body::Bytes(body.as_bytes().to_vec()),
+        auth,
+        class: String::new(),
+    };
+    let no_media = |_: u32, _: u64, _: u64| -> Result<Vec<u8>, String> { Err("none".into()) };
+    let send = |placement, r| {
+        let s = scope(placement);
+        let broker = host.broker.clone();
+        async move { broker.send(&s, r, &no_media).await.unwrap() }
+    };
+
+    // Discord bot: `Authorization: Bot <token>`.
+    let bot = CredentialPlacement::Header(HeaderPlacement {
+        name: "Authorization".into(),
+        prefix: "Bot ".into(),
+    });
+    send(
+        bot,
+        req(format!("{}/channels/1/messages", fake.url()), "{}", true),
+    )
+    .await;
+    // Meta: `?access_token=<token>`.
+    send(
+        CredentialPlacement::Query("access_token".into()),
+        req(format!("{}/me/feed?fields=id", fake.url()), "{}", true),
+    )
+    .await;
+    // Bluesky-style: a token inside a JSON body.
+    send(
+        CredentialPlacement::Bearer,
+        req(
+            format!("{}/xrpc/x", fake.url()),
+            r#"{"t":"{{access_token}}"}"#,
+            false,
+        ),
+    )
+    .await;
+    // Discord webhook: the whole URL is the secret.
+    send(
+        CredentialPlacement::Bearer,
+        req("{{refresh_token}}?wait=true".into(), "{}", false),
+    )
+    .await;
+
+    let seen = fake.seen();
+    assert_eq!(seen[0].headers["authorization"], format!("Bot {token}"));
+    assert_eq!(seen[1].query, format!("fields=id&access_token={token}"));
+    assert_eq!(seen[2].body, format!(r#"{{"t":"{token}"}}"#));
+    assert_eq!(seen[3].path, format!("/api/webhooks/123/{token}"));
+    assert_eq!(seen[3].query, "wait=true");
+
+    // What comes back to the plugin never holds the secret.
+    let echoed = send(
+        CredentialPlacement::Bearer,
+        req(
+            format!("{}/e", fake.url()),
+            r#"{"t":"{{access_token}}"}"#,
+            true,
+        ),
+    )
+    .await;
+    let text = String::from_utf8(echoed.body).unwrap();
+    assert!(!text.contains(token), "{text}");
+    assert!(text.contains("auth=Bearer [redacted]"), "{text}");
+
+    // A placeholder the host does not hold fails before anything is sent.
+    let before = fake.seen().len();
+    let s = scope(CredentialPlacement::Bearer);
+    let err = host
+        .broker
+        .send(
+            &s,
+            req(
+                format!("{}/x?s={{{{client_secret}}}}", fake.url()),
+                "{}",
+                false,
+            ),
+            &no_media,
+        )
+        .await
+        .unwrap_err();
+    assert!(format!("{err:?}").contains("client_secret"), "{err:?}");
+    assert_eq!(fake.seen().len(), before);
+}
