@@ -195,7 +195,15 @@ impl Host {
             .total_memories(slots * 2)
             .total_tables(slots * 4)
             .total_stacks(slots)
-            .max_memory_size((limits.memory_mib as usize) << 20);
+            .max_memory_size((limits.memory_mib as usize) << 20)
+            // Every call frees an instance. Resetting a plugin's small heap
+            // with memset rather than madvise, and decommitting in batches,
+            // saves syscalls and cross-core TLB shootdowns per call (about
+            // 10% of a loopback publish in the foundation benchmark).
+            .linear_memory_keep_resident(2 << 20)
+            .table_keep_resident(64 << 10)
+            .async_stack_keep_resident(256 << 10)
+            .decommit_batch_size(32);
         wcfg.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         wcfg.memory_reservation((limits.memory_mib << 20).max(1 << 20));
         wcfg.memory_guard_size(64 << 10);
