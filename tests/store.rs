@@ -34,6 +34,7 @@ fn record(platform: &str, account: &str) -> Record {
         created_at: chrono::Utc::now(),
         last_refreshed: None,
         settings: BTreeMap::from([("instance".to_string(), "https://example.social".to_string())]),
+        health: Default::default(),
     }
 }
 

@@ -41,7 +41,7 @@ pub(crate) use bad;
 pub struct App {
     pub cfg: Loaded,
     pub host: Host,
-    store: OnceLock<Arc<dyn CredentialStore>>,
+    store: OnceLock<Arc<AgeDirStore>>,
 }
 
 impl App {
@@ -59,6 +59,11 @@ impl App {
     /// The credential store, opening it (and creating the identity on first
     /// run) if needed.
     pub fn store(&self) -> anyhow::Result<Arc<dyn CredentialStore>> {
+        Ok(self.store_dir()?)
+    }
+
+    /// The default store backend itself (for operations only it has).
+    pub fn store_dir(&self) -> anyhow::Result<Arc<AgeDirStore>> {
         if let Some(s) = self.store.get() {
             return Ok(s.clone());
         }
@@ -73,26 +78,13 @@ impl App {
                     .ok()
                 })
         })?;
-        let store: Arc<dyn CredentialStore> =
-            Arc::new(AgeDirStore::open(&self.cfg.store_dir, identity)?);
+        let store = Arc::new(AgeDirStore::open(&self.cfg.store_dir, identity)?);
         Ok(self.store.get_or_init(|| store).clone())
     }
 
     /// The account as a plugin sees it (no secrets).
     pub fn account_view(record: &Record) -> Account {
-        Account {
-            name: record.id.account.clone(),
-            settings: record
-                .settings
-                .iter()
-                .map(|(k, v)| Pair {
-                    name: k.clone(),
-                    value: v.clone(),
-                })
-                .collect(),
-            user_id: (!record.profile.id.is_empty()).then(|| record.profile.id.clone()),
-            handle: record.profile.handle.clone(),
-        }
+        Self::account_view_of(&record.id, &record.settings, &record.profile)
     }
 
     /// The plugin for `platform`, if it is loaded and enabled in config.
@@ -124,24 +116,16 @@ impl App {
         (Context { account, endpoints }, scope)
     }
 
-    /// Add (or replace) an account from a pasted access token: check the
-    /// settings, ask the platform who it is, then store it encrypted.
-    pub async fn add_account(
+    /// Check `settings` against the plugin's declared settings, filling in
+    /// defaults.
+    pub fn check_settings(
         &self,
-        platform: &str,
-        account: &str,
-        token: Secret,
+        plugin: &LoadedPlugin,
         mut settings: BTreeMap<String, String>,
-    ) -> anyhow::Result<Record> {
-        let id = AccountId::new(platform, account)?;
-        let plugin = self.platform(platform)?;
-        if token.expose().trim().is_empty() {
-            return Err(bad!(
-                "no credential was given for {id}; paste it on standard input"
-            ));
-        }
+    ) -> anyhow::Result<BTreeMap<String, String>> {
         let m = &plugin.manifest;
-        for (k, _) in settings.iter() {
+        let platform = &m.id;
+        for k in settings.keys() {
             if !m.settings.iter().any(|s| &s.name == k) {
                 let known: Vec<&str> = m.settings.iter().map(|s| s.name.as_str()).collect();
                 return Err(bad!(
@@ -181,27 +165,50 @@ impl App {
                 }
             }
         }
-        let now = Utc::now();
-        let lifetime = m.auth.access_token_lifetime;
-        let mut record = Record {
-            version: Record::VERSION,
-            id: id.clone(),
-            access_token: Secret::new(token.expose().trim()),
-            refresh_token: None,
-            expires_in: (lifetime > 0).then_some(lifetime),
-            expires_at: (lifetime > 0).then(|| now + chrono::Duration::seconds(lifetime as i64)),
-            scope: m.auth.scopes.join(&m.auth.scope_separator),
-            profile: Profile::default(),
-            created_at: now,
-            last_refreshed: None,
-            settings,
-        };
-        let (ctx, scope) = self.call_env(&plugin, &record);
-        let profile = match self.host.profile(&plugin, scope, &ctx).await? {
+        Ok(settings)
+    }
+
+    /// The account view of an account that is not stored yet.
+    pub fn account_view_of(
+        id: &AccountId,
+        settings: &BTreeMap<String, String>,
+        profile: &Profile,
+    ) -> Account {
+        Account {
+            name: id.account.clone(),
+            settings: settings
+                .iter()
+                .map(|(k, v)| Pair {
+                    name: k.clone(),
+                    value: v.clone(),
+                })
+                .collect(),
+            user_id: (!profile.id.is_empty()).then(|| profile.id.clone()),
+            handle: profile.handle.clone(),
+        }
+    }
+
+    /// Ask the platform who a new credential belongs to; store the account
+    /// only if it answers.
+    pub async fn store_verified(
+        &self,
+        plugin: &LoadedPlugin,
+        id: AccountId,
+        tokens: crate::auth::Tokens,
+        settings: BTreeMap<String, String>,
+    ) -> anyhow::Result<Record> {
+        let mut record = crate::auth::new_record(id.clone(), tokens, settings);
+        if record.scope.is_empty() {
+            let m = &plugin.manifest;
+            record.scope = m.auth.scopes.join(&m.auth.scope_separator);
+        }
+        let (ctx, scope) = self.call_env(plugin, &record);
+        let profile = match self.host.profile(plugin, scope, &ctx).await? {
             Ok(p) => p,
             Err(e) => {
                 return Err(anyhow::anyhow!(
-                    "{platform} did not accept the credential for {id} ({}); nothing was stored",
+                    "{} did not accept the credential for {id} ({}); nothing was stored",
+                    plugin.manifest.id,
                     describe_call_error(&e)
                 ));
             }
@@ -215,6 +222,35 @@ impl App {
         };
         self.store()?.save(&record)?;
         Ok(record)
+    }
+
+    /// Add (or replace) an account from a pasted credential: check the
+    /// settings, ask the platform who it is, then store it encrypted.
+    pub async fn add_account(
+        &self,
+        platform: &str,
+        account: &str,
+        token: Secret,
+        settings: BTreeMap<String, String>,
+    ) -> anyhow::Result<Record> {
+        let id = AccountId::new(platform, account)?;
+        let plugin = self.platform(platform)?;
+        if token.expose().trim().is_empty() {
+            return Err(bad!(
+                "no credential was given for {id}; paste it on standard input"
+            ));
+        }
+        let settings = self.check_settings(&plugin, settings)?;
+        let lifetime = plugin.manifest.auth.access_token_lifetime;
+        let now = Utc::now();
+        let tokens = crate::auth::Tokens {
+            access: Secret::new(token.expose().trim()),
+            refresh: None,
+            expires_in: (lifetime > 0).then_some(lifetime),
+            expires_at: (lifetime > 0).then(|| now + chrono::Duration::seconds(lifetime as i64)),
+            scope: None,
+        };
+        self.store_verified(&plugin, id, tokens, settings).await
     }
 
     /// Every stored account, each with its record or why it cannot be read.

@@ -6,6 +6,8 @@
 //!
 //! Never: prints a secret — outputs are built from types that carry none.
 
+mod credentials;
+
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
@@ -50,6 +52,54 @@ pub enum Command {
         #[command(subcommand)]
         cmd: Option<AccountsCmd>,
     },
+    /// Connect an account through the platform's own flow: a browser and
+    /// OAuth for most, a pasted key or app password for the rest.
+    Connect {
+        platform: String,
+        #[arg(long, default_value = "default")]
+        account: String,
+        /// A per-account setting, e.g. `--set instance=https://mastodon.social`.
+        #[arg(long = "set", value_name = "NAME=VALUE")]
+        settings: Vec<String>,
+        /// Do not open a browser; only print the address to visit.
+        #[arg(long)]
+        no_browser: bool,
+        /// The login name, for app-password platforms.
+        #[arg(long)]
+        username: Option<String>,
+    },
+    /// Token health of every account: valid, expiry, next refresh, errors.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Refresh tokens now (all accounts, a platform, or `platform/account`).
+    Refresh {
+        target: Option<String>,
+        /// Keep running: refresh every account on schedule until stopped.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Revoke an account's token at the platform, then remove it.
+    Disconnect {
+        /// `platform/account` (or `platform` for its `default` account).
+        id: String,
+        /// Remove the account even if revoking fails.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Import tokens from the previous tool's `.tokens.json`.
+    Import {
+        file: PathBuf,
+        /// The account name to import each platform's tokens as.
+        #[arg(long, default_value = "default")]
+        account: String,
+    },
+    /// Manage the encrypted credential store.
+    Store {
+        #[command(subcommand)]
+        cmd: StoreCmd,
+    },
     /// Validate a post file against every target, then publish it.
     Publish {
         /// The post file (TOML); see config/posts/ for an example.
@@ -63,6 +113,18 @@ pub enum Command {
         check: bool,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCmd {
+    /// Re-encrypt every record to a new identity (the old one is kept
+    /// beside it), or also to extra recipients. Safe to run again if
+    /// interrupted.
+    Rekey {
+        /// Also encrypt every record to this age recipient (age1…).
+        #[arg(long = "add-recipient", value_name = "AGE1…")]
+        add_recipients: Vec<String>,
     },
 }
 
@@ -105,8 +167,27 @@ pub const EXIT_BAD_INPUT: i32 = 2;
 /// Run the parsed command; returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     let cfg = Loaded::load(cli.config.as_deref())?;
-    let app = App::new(cfg).await?;
+    let app = std::sync::Arc::new(App::new(cfg).await?);
     match cli.command {
+        Command::Connect {
+            platform,
+            account,
+            settings,
+            no_browser,
+            username,
+        } => {
+            let settings = parse_settings(&settings)?;
+            credentials::connect(&app, platform, account, settings, !no_browser, username).await
+        }
+        Command::Status { json } => credentials::status(&app, json),
+        Command::Refresh { target, watch } => {
+            credentials::refresh(app.clone(), target, watch).await
+        }
+        Command::Disconnect { id, force } => credentials::disconnect(&app, &id, force).await,
+        Command::Import { file, account } => credentials::import(&app, &file, &account),
+        Command::Store {
+            cmd: StoreCmd::Rekey { add_recipients },
+        } => credentials::rekey(&app, &add_recipients),
         Command::Plugins { json, show: None } => plugins(&app, json),
         Command::Plugins {
             show: Some(PluginsCmd::Show { id, json }),
@@ -169,7 +250,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             ..
         } => {
             let settings = parse_settings(&settings)?;
-            let token = read_credential(&platform)?;
+            let token = read_secret(&format!("the {platform} access token"))?;
             let rec = app
                 .add_account(&platform, &account, token, settings)
                 .await?;
@@ -398,13 +479,11 @@ fn parse_settings(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> 
 }
 
 /// Read a credential from standard input (piped) or a hidden prompt.
-fn read_credential(platform: &str) -> anyhow::Result<Secret> {
+pub fn read_secret(what: &str) -> anyhow::Result<Secret> {
     let stdin = std::io::stdin();
     let value = if stdin.is_terminal() {
-        rpassword::prompt_password(format!(
-            "paste the {platform} access token (input is hidden): "
-        ))
-        .context("cannot read the credential from the terminal")?
+        rpassword::prompt_password(format!("paste {what} (input is hidden): "))
+            .context("cannot read the credential from the terminal")?
     } else {
         let mut s = String::new();
         stdin

@@ -25,6 +25,57 @@ pub struct Config {
     /// Per-platform settings, keyed by plugin id.
     #[serde(default)]
     pub platforms: BTreeMap<String, PlatformConfig>,
+    #[serde(default)]
+    pub auth: Auth,
+    #[serde(default)]
+    pub notify: Notify,
+}
+
+/// Connect flows and the refresh scheduler.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Auth {
+    /// Port of the loopback redirect listener; 0 picks a free one. Platforms
+    /// that register a client per instance (Mastodon) need a fixed port.
+    pub redirect_port: u16,
+    /// How long `connect` waits for the browser to come back.
+    pub connect_timeout_secs: u64,
+    /// Refresh when this fraction of a token's lifetime has passed.
+    pub refresh_at: f64,
+    /// Random spread added to each scheduled refresh, as a fraction of the
+    /// lifetime, so many accounts do not refresh in the same second.
+    pub jitter: f64,
+    /// First retry delay after a transient refresh failure; doubles per
+    /// failure up to `max_backoff_secs`.
+    pub min_backoff_secs: u64,
+    pub max_backoff_secs: u64,
+    /// Warn this long before a token that cannot be refreshed expires.
+    pub warn_before_secs: u64,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Auth {
+            redirect_port: 0,
+            connect_timeout_secs: 300,
+            refresh_at: 0.8,
+            jitter: 0.05,
+            min_backoff_secs: 30,
+            max_backoff_secs: 3600,
+            warn_before_secs: 7 * 86_400,
+        }
+    }
+}
+
+/// Where account state changes are announced (besides the log).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Notify {
+    /// A command run through `sh -c` with OUTREACH_ACCOUNT, OUTREACH_STATE,
+    /// OUTREACH_PREVIOUS_STATE and OUTREACH_MESSAGE in its environment.
+    pub command: Option<String>,
+    /// A URL that receives a JSON POST per state change.
+    pub webhook: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -107,6 +158,15 @@ pub struct PlatformConfig {
     /// allow-list.
     #[serde(default)]
     pub endpoints: BTreeMap<String, String>,
+    /// The OAuth client id (not a secret), or the name of an environment
+    /// variable holding it.
+    pub client_id: Option<String>,
+    pub client_id_env: Option<String>,
+    /// The name of the environment variable holding the client secret.
+    /// Secrets never go in this file or on the command line.
+    pub client_secret_env: Option<String>,
+    /// Overrides `auth.refresh_at` for this platform.
+    pub refresh_at: Option<f64>,
 }
 
 fn yes() -> bool {
@@ -190,7 +250,7 @@ impl Loaded {
             .cloned()
             .unwrap_or(PlatformConfig {
                 enabled: true,
-                endpoints: BTreeMap::new(),
+                ..Default::default()
             })
     }
 }
@@ -215,7 +275,35 @@ pub fn parse(text: &str) -> Result<Config, String> {
             return Err(format!("{name} must be greater than zero"));
         }
     }
+    let a = &config.auth;
+    if !(0.1..=0.99).contains(&a.refresh_at) {
+        return Err(format!(
+            "auth.refresh_at = {} must be between 0.1 and 0.99",
+            a.refresh_at
+        ));
+    }
+    if !(0.0..=0.5).contains(&a.jitter) {
+        return Err(format!(
+            "auth.jitter = {} must be between 0 and 0.5",
+            a.jitter
+        ));
+    }
+    if a.min_backoff_secs == 0 || a.max_backoff_secs < a.min_backoff_secs {
+        return Err(
+            "auth.min_backoff_secs must be positive and at most auth.max_backoff_secs".into(),
+        );
+    }
+    if let Some(w) = &config.notify.webhook {
+        url::Url::parse(w).map_err(|e| format!("notify.webhook = {w:?} is not a URL ({e})"))?;
+    }
     for (id, p) in &config.platforms {
+        if let Some(r) = p.refresh_at
+            && !(0.1..=0.99).contains(&r)
+        {
+            return Err(format!(
+                "platforms.{id}.refresh_at = {r} must be between 0.1 and 0.99"
+            ));
+        }
         for (name, url) in &p.endpoints {
             let parsed = url::Url::parse(url).map_err(|e| {
                 format!("platforms.{id}.endpoints.{name} = {url:?} is not a URL ({e})")

@@ -523,7 +523,7 @@ pub fn reset_delay(value: &str, format: ResetFormat) -> Option<Duration> {
 }
 
 /// Replace `{{name}}` placeholders with credential values.
-fn substitute(text: &str, creds: Option<&Credentials>) -> Result<String, String> {
+pub fn substitute(text: &str, creds: Option<&Credentials>) -> Result<String, String> {
     if !text.contains("{{") {
         return Ok(text.to_string());
     }

@@ -8,10 +8,12 @@
 //! fan-out), [`config`], [`cli`].
 
 pub mod accounts;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod http;
 pub mod plugin;
 pub mod publish;
+pub mod schedule;
 pub mod secret;
 pub mod store;

@@ -20,7 +20,9 @@ use sha2::{Digest, Sha256};
 use crate::accounts::{App, bad, call_error_kind, describe_call_error};
 use crate::http::RecordedRequest;
 use crate::plugin::LoadedPlugin;
+use crate::plugin::wit::types::{CallError, RefreshStyle};
 use crate::plugin::wit::types::{Pair, Post};
+use crate::schedule::{Need, RefreshError, Refresher};
 use crate::secret::scrub;
 use crate::store::{AccountId, Record};
 
@@ -209,7 +211,7 @@ async fn prepare(app: &App, path: &Path) -> anyhow::Result<Result<Vec<Job>, Vec<
 
 /// Validate `file` against every target; publish only if all pass.
 pub async fn publish_file(
-    app: &App,
+    app: &Arc<App>,
     path: &Path,
     dry_run: bool,
 ) -> anyhow::Result<Result<Vec<TargetResult>, Vec<TargetProblem>>> {
@@ -217,16 +219,11 @@ pub async fn publish_file(
         Ok(jobs) => jobs,
         Err(problems) => return Ok(Err(problems)),
     };
-    let app_ref = app;
+    let refresher = Refresher::new(app.clone())?;
+    let (app_ref, refresher) = (&**app, &refresher);
     let futures = jobs
         .into_iter()
         .map(|(id, plugin, record, variant)| async move {
-            let (ctx, mut scope) = app_ref.call_env(&plugin, &record);
-            let recorder = dry_run.then(|| Arc::new(Mutex::new(Vec::new())));
-            scope.dry_run = recorder.clone();
-            let outcome = app_ref.host.publish(&plugin, scope, &ctx, &variant).await;
-            let secrets = record.secrets();
-            let clean = |s: String| scrub(&s, &secrets);
             let mut r = TargetResult {
                 target: id.to_string(),
                 ok: false,
@@ -234,10 +231,56 @@ pub async fn publish_file(
                 url: None,
                 error_kind: None,
                 error: None,
-                requests: recorder
-                    .map(|r| r.lock().expect("dry-run log").clone())
-                    .unwrap_or_default(),
+                requests: Vec::new(),
             };
+            // A token that has expired is refreshed first (once, however
+            // many publishes want it).
+            let mut record = if dry_run {
+                record
+            } else {
+                match refresher.ensure(&id, Need::Usable).await {
+                    Ok(fresh) => fresh,
+                    Err(e) => {
+                        r.error_kind = Some(refresh_error_kind(&e).into());
+                        r.error = Some(scrub(&e.to_string(), &record.secrets()));
+                        return r;
+                    }
+                }
+            };
+            let mut retried = false;
+            let outcome = loop {
+                let (ctx, mut scope) = app_ref.call_env(&plugin, &record);
+                let recorder = dry_run.then(|| Arc::new(Mutex::new(Vec::new())));
+                scope.dry_run = recorder.clone();
+                let outcome = app_ref.host.publish(&plugin, scope, &ctx, &variant).await;
+                r.requests = recorder
+                    .map(|r| r.lock().expect("dry-run log").clone())
+                    .unwrap_or_default();
+                // The platform said the token is no longer good, so nothing
+                // was posted: refresh and try once more.
+                if let Ok(Err(CallError::AuthExpired(_))) = &outcome
+                    && !dry_run
+                    && !retried
+                    && !matches!(plugin.manifest.auth.refresh, RefreshStyle::None)
+                {
+                    retried = true;
+                    match refresher
+                        .ensure(&id, Need::Replace(record.access_token.clone()))
+                        .await
+                    {
+                        Ok(fresh) => {
+                            record = fresh;
+                            continue;
+                        }
+                        Err(e) => {
+                            tracing::warn!(account = %id, "{e}");
+                        }
+                    }
+                }
+                break outcome;
+            };
+            let secrets = record.secrets();
+            let clean = |s: String| scrub(&s, &secrets);
             match outcome {
                 Ok(Ok(receipt)) => {
                     r.ok = true;
@@ -265,6 +308,14 @@ pub async fn publish_file(
             r
         });
     Ok(Ok(futures::future::join_all(futures).await))
+}
+
+fn refresh_error_kind(e: &RefreshError) -> &'static str {
+    match e {
+        RefreshError::NeedsReconnect { .. } => "needs-reconnect",
+        RefreshError::Transient { .. } => "auth-expired",
+        _ => "store",
+    }
 }
 
 /// A stable per-post, per-target key in UUID form (Mastodon wants a UUID).

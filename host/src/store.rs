@@ -98,6 +98,42 @@ pub struct Record {
     pub last_refreshed: Option<DateTime<Utc>>,
     /// Non-secret per-account settings (a Mastodon instance URL).
     pub settings: BTreeMap<String, String>,
+    /// Token health as the refresh scheduler last saw it.
+    #[serde(default)]
+    pub health: Health,
+}
+
+/// Where an account stands. Changes between these are announced once.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AccountState {
+    #[default]
+    Healthy,
+    /// Refreshes fail for reasons that may pass (network, 5xx, 429).
+    Failing,
+    /// The grant is gone (invalid_grant, revoked): the user must reconnect.
+    NeedsReconnect,
+}
+
+impl std::fmt::Display for AccountState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AccountState::Healthy => "healthy",
+            AccountState::Failing => "failing",
+            AccountState::NeedsReconnect => "needs reconnect",
+        })
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    pub state: AccountState,
+    /// The last refresh failure, for people (never holds a secret).
+    pub last_error: Option<String>,
+    /// Consecutive transient failures (drives the backoff).
+    pub failures: u32,
+    /// When the next refresh attempt is due after a failure.
+    pub retry_at: Option<DateTime<Utc>>,
 }
 
 impl Record {
@@ -158,7 +194,18 @@ pub trait CredentialStore: Send + Sync {
     fn save(&self, record: &Record) -> Result<(), StoreError>;
     fn list(&self) -> Result<Vec<AccountId>, StoreError>;
     fn remove(&self, id: &AccountId) -> Result<(), StoreError>;
+    /// Wait for, then hold, the right to refresh `id`: one refresher per
+    /// account across every process sharing the store. Released on drop.
+    /// Blocking.
+    fn lease(&self, id: &AccountId) -> Result<Lease, StoreError>;
+    /// A secret that belongs to no account (a Mastodon app registration),
+    /// by a name of a-z, 0-9, `-`, `_`, `.`.
+    fn load_aux(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    fn save_aux(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError>;
 }
+
+/// A held refresh lease; dropping it releases the lease.
+pub struct Lease(#[allow(dead_code)] Box<dyn Send + Sync>);
 
 /// The user's age identity: decrypts records; its recipient encrypts them.
 pub struct Identity {
@@ -203,6 +250,19 @@ impl Identity {
                 detail: "is not a text age identity file".into(),
             })?
         };
+        let mut ident = Self::from_text(path, &text)?;
+        // An interrupted `store rekey` leaves the next identity beside this
+        // one; records it already rewrote must stay readable.
+        let next = next_path(path);
+        if let Ok(t) = fs::read_to_string(&next) {
+            ident
+                .identities
+                .extend(Self::from_text(&next, &t)?.identities);
+        }
+        Ok(ident)
+    }
+
+    fn from_text(path: &Path, text: &str) -> Result<Self, StoreError> {
         let bad = |detail: String| StoreError::Identity {
             path: path.to_path_buf(),
             detail,
@@ -259,6 +319,22 @@ impl Identity {
     }
 }
 
+/// Where `store rekey` keeps the identity it is moving to.
+fn next_path(identity: &Path) -> PathBuf {
+    let mut p = identity.as_os_str().to_owned();
+    p.push(".next");
+    PathBuf::from(p)
+}
+
+/// What `rekey` did.
+#[derive(Debug)]
+pub struct RekeyReport {
+    pub records: usize,
+    pub recipients: Vec<String>,
+    /// Where the previous identity now lives, when it was replaced.
+    pub retired: Option<PathBuf>,
+}
+
 fn is_age_file(raw: &[u8]) -> bool {
     raw.starts_with(b"age-encryption.org/")
         || raw.starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----")
@@ -271,6 +347,16 @@ fn decrypt_bytes(raw: &[u8], ids: &[&dyn age::Identity]) -> Result<Vec<u8>, age:
     dec.decrypt(ids.iter().copied())?
         .read_to_end(&mut out)
         .map_err(age::DecryptError::Io)?;
+    Ok(out)
+}
+
+fn encrypt_to(recipients: &[&dyn age::Recipient], plain: &[u8]) -> Result<Vec<u8>, String> {
+    let enc =
+        age::Encryptor::with_recipients(recipients.iter().copied()).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    let mut w = enc.wrap_output(&mut out).map_err(|e| e.to_string())?;
+    w.write_all(plain).map_err(|e| e.to_string())?;
+    w.finish().map_err(|e| e.to_string())?;
     Ok(out)
 }
 
@@ -306,20 +392,205 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 pub struct AgeDirStore {
     dir: PathBuf,
     identity: Identity,
+    /// Extra recipients every record is also encrypted to (`.recipients`).
+    extra: Vec<Box<dyn age::Recipient + Send + Sync>>,
+    extra_keys: Vec<String>,
+}
+
+fn parse_recipient(s: &str) -> Result<Box<dyn age::Recipient + Send + Sync>, String> {
+    s.trim()
+        .parse::<age::x25519::Recipient>()
+        .map(|r| Box::new(r) as Box<dyn age::Recipient + Send + Sync>)
+        .map_err(|e| format!("`{}` is not an age X25519 recipient (age1…): {e}", s.trim()))
 }
 
 impl AgeDirStore {
     pub fn open(dir: &Path, identity: Identity) -> Result<Self, StoreError> {
         fs::create_dir_all(dir).map_err(io("cannot create the store directory", dir))?;
         let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
+        let list = dir.join(".recipients");
+        let mut extra = Vec::new();
+        let mut extra_keys = Vec::new();
+        if let Ok(text) = fs::read_to_string(&list) {
+            for line in text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            {
+                extra.push(
+                    parse_recipient(line).map_err(|detail| StoreError::Identity {
+                        path: list.clone(),
+                        detail,
+                    })?,
+                );
+                extra_keys.push(line.to_string());
+            }
+        }
         Ok(AgeDirStore {
             dir: dir.to_path_buf(),
             identity,
+            extra,
+            extra_keys,
+        })
+    }
+
+    /// Re-encrypt every record: to a new identity (created beside the
+    /// current one, which is kept as `…retired-DATE`), or, with
+    /// `add_recipients`, to the current identity plus those recipients.
+    /// Each record is rewritten atomically; an interrupted run is resumed by
+    /// running it again.
+    pub fn rekey(
+        &self,
+        identity_path: &Path,
+        add_recipients: &[String],
+    ) -> Result<RekeyReport, StoreError> {
+        let list = self.dir.join(".recipients");
+        let mut extra: Vec<Box<dyn age::Recipient + Send + Sync>> = Vec::new();
+        let mut keys = self.extra_keys.clone();
+        for k in add_recipients {
+            parse_recipient(k).map_err(|detail| StoreError::Identity {
+                path: list.clone(),
+                detail,
+            })?;
+            if !keys.contains(k) {
+                keys.push(k.clone());
+            }
+        }
+        for k in &keys {
+            extra.push(parse_recipient(k).map_err(|detail| StoreError::Identity {
+                path: list.clone(),
+                detail,
+            })?);
+        }
+        let next = next_path(identity_path);
+        let new_identity = if add_recipients.is_empty() {
+            if !next.exists() {
+                Identity::create(&next)?;
+            }
+            let text = fs::read_to_string(&next).map_err(io("cannot read", &next))?;
+            Some(Identity::from_text(&next, &text)?)
+        } else {
+            None
+        };
+        let target = new_identity.as_ref().unwrap_or(&self.identity);
+        let recipients: Vec<&dyn age::Recipient> = target
+            .recipients
+            .iter()
+            .map(|r| r.as_ref() as &dyn age::Recipient)
+            .chain(extra.iter().map(|r| r.as_ref() as &dyn age::Recipient))
+            .collect();
+        let mut readers: Vec<&dyn age::Identity> = self
+            .identity
+            .identities
+            .iter()
+            .map(|i| i.as_ref() as &dyn age::Identity)
+            .collect();
+        if let Some(n) = &new_identity {
+            readers.extend(
+                n.identities
+                    .iter()
+                    .map(|i| i.as_ref() as &dyn age::Identity),
+            );
+        }
+        // Every record file and auxiliary secret.
+        let mut files: Vec<(AccountId, PathBuf)> = self
+            .list()?
+            .into_iter()
+            .map(|id| {
+                let p = self.path_of(&id);
+                (id, p)
+            })
+            .collect();
+        if let Ok(entries) = fs::read_dir(self.dir.join(".aux")) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.ends_with(".age") && !name.starts_with('.') {
+                    files.push((
+                        AccountId {
+                            platform: "_aux".into(),
+                            account: name,
+                        },
+                        e.path(),
+                    ));
+                }
+            }
+        }
+        for (id, path) in &files {
+            let _lock = if id.platform != "_aux" {
+                Some(self.lock(id)?)
+            } else {
+                None
+            };
+            let raw = fs::read(path).map_err(io("cannot read", path))?;
+            let plain = decrypt_bytes(&raw, &readers).map_err(|e| match e {
+                age::DecryptError::NoMatchingKeys => StoreError::WrongKey {
+                    id: id.clone(),
+                    identity: identity_path.to_path_buf(),
+                },
+                other => StoreError::Corrupt {
+                    id: id.clone(),
+                    path: path.clone(),
+                    detail: other.to_string(),
+                },
+            })?;
+            let sealed =
+                encrypt_to(&recipients, &plain).map_err(|detail| StoreError::Identity {
+                    path: identity_path.to_path_buf(),
+                    detail,
+                })?;
+            write_atomic(path, &sealed).map_err(io("cannot write", path))?;
+        }
+        if !add_recipients.is_empty() {
+            let body = format!(
+                "# extra recipients of every record (outreach store rekey --add-recipient)\n{}\n",
+                keys.join("\n")
+            );
+            write_atomic(&list, body.as_bytes()).map_err(io("cannot write", &list))?;
+        }
+        let retired = if new_identity.is_some() {
+            let stamp = Utc::now().format("%Y%m%dT%H%M%SZ");
+            let mut old = identity_path.as_os_str().to_owned();
+            old.push(format!(".retired-{stamp}"));
+            let old = PathBuf::from(old);
+            fs::rename(identity_path, &old)
+                .map_err(io("cannot retire the identity", identity_path))?;
+            fs::rename(&next, identity_path)
+                .map_err(io("cannot install the new identity", &next))?;
+            if let Some(dir) = identity_path.parent() {
+                let _ = File::open(dir).and_then(|d| d.sync_all());
+            }
+            Some(old)
+        } else {
+            None
+        };
+        let mut shown = target.public.clone();
+        shown.extend(keys);
+        Ok(RekeyReport {
+            records: files.len(),
+            recipients: shown,
+            retired,
         })
     }
 
     pub fn identity(&self) -> &Identity {
         &self.identity
+    }
+
+    fn aux_path(&self, name: &str) -> Result<PathBuf, StoreError> {
+        let ok = !name.is_empty()
+            && name.len() <= 128
+            && !name.starts_with('.')
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+        if !ok {
+            return Err(StoreError::BadName(format!(
+                "`{name}` is not a valid store entry name"
+            )));
+        }
+        let dir = self.dir.join(".aux");
+        fs::create_dir_all(&dir).map_err(io("cannot create the store directory", &dir))?;
+        Ok(dir.join(format!("{name}.age")))
     }
 
     /// Where the record for `id` lives.
@@ -349,17 +620,14 @@ impl AgeDirStore {
     }
 
     fn encrypt(&self, plain: &[u8]) -> Result<Vec<u8>, String> {
-        let recipients = self
+        let recipients: Vec<&dyn age::Recipient> = self
             .identity
             .recipients
             .iter()
-            .map(|r| r.as_ref() as &dyn age::Recipient);
-        let enc = age::Encryptor::with_recipients(recipients).map_err(|e| e.to_string())?;
-        let mut out = Vec::new();
-        let mut w = enc.wrap_output(&mut out).map_err(|e| e.to_string())?;
-        w.write_all(plain).map_err(|e| e.to_string())?;
-        w.finish().map_err(|e| e.to_string())?;
-        Ok(out)
+            .chain(self.extra.iter())
+            .map(|r| r.as_ref() as &dyn age::Recipient)
+            .collect();
+        encrypt_to(&recipients, plain)
     }
 }
 
@@ -444,6 +712,60 @@ impl CredentialStore for AgeDirStore {
         }
         out.sort();
         Ok(out)
+    }
+
+    fn lease(&self, id: &AccountId) -> Result<Lease, StoreError> {
+        let dir = self.dir.join(&id.platform);
+        fs::create_dir_all(&dir).map_err(io("cannot create the store directory", &dir))?;
+        let path = dir.join(format!(".{}.refresh", id.account));
+        let f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io("cannot open the lease file", &path))?;
+        f.lock().map_err(io("cannot lock", &path))?;
+        Ok(Lease(Box::new(f)))
+    }
+
+    fn load_aux(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let path = self.aux_path(name)?;
+        let raw = match fs::read(&path) {
+            Ok(r) => r,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io("cannot read", &path)(e)),
+        };
+        let ids: Vec<&dyn age::Identity> = self
+            .identity
+            .identities
+            .iter()
+            .map(|i| i.as_ref() as &dyn age::Identity)
+            .collect();
+        let id = AccountId {
+            platform: "_aux".into(),
+            account: name.into(),
+        };
+        decrypt_bytes(&raw, &ids).map(Some).map_err(|e| match e {
+            age::DecryptError::NoMatchingKeys => StoreError::WrongKey {
+                id,
+                identity: self.identity.path.clone(),
+            },
+            other => StoreError::Corrupt {
+                id,
+                path,
+                detail: other.to_string(),
+            },
+        })
+    }
+
+    fn save_aux(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let path = self.aux_path(name)?;
+        let sealed = self.encrypt(bytes).map_err(|detail| StoreError::Identity {
+            path: self.identity.path.clone(),
+            detail: format!("cannot encrypt: {detail}"),
+        })?;
+        write_atomic(&path, &sealed).map_err(io("cannot write", &path))
     }
 
     fn remove(&self, id: &AccountId) -> Result<(), StoreError> {

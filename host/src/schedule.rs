@@ -1,0 +1,533 @@
+//! Keeping tokens valid: single-flight refresh, failure classification,
+//! token health, state-change notifications, and the one refresh
+//! scheduler.
+//!
+//! Owns: [`Refresher`] — at most one refresh per account in flight, across
+//! tasks (an async mutex) and across processes (the store's refresh lease);
+//! the record is re-read inside the lease and stored before anyone uses the
+//! new token. Failures are classified: an invalid grant marks the account
+//! *needs reconnect* at once; network errors, 5xx and 429 back off
+//! exponentially with jitter, capped, and never disconnect. A state change
+//! is announced once (log, hook command, webhook), never once per attempt.
+//! [`run`] is the scheduler: one priority queue of due times for every
+//! account, refreshing at `refresh_at` of each token's real lifetime.
+//!
+//! Never: talks to a platform itself (that is [`crate::auth`]) or lets a
+//! response without a refresh token erase the stored one.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::accounts::App;
+use crate::auth::{TokenClient, TokenError, client_for};
+use crate::plugin::manifest::effective_endpoints;
+use crate::plugin::wit::types::RefreshStyle;
+use crate::store::{AccountId, AccountState, Record, StoreError};
+
+/// Why a refresh did not produce a usable token.
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    #[error("{id} needs to be reconnected ({reason}); run `outreach connect {platform} --account {account}`", platform = id.platform, account = id.account)]
+    NeedsReconnect { id: AccountId, reason: String },
+    #[error("refreshing {id} failed for now ({reason}); next attempt at {retry_at}")]
+    Transient {
+        id: AccountId,
+        reason: String,
+        retry_at: DateTime<Utc>,
+    },
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The seed's `TokenHealth`, plus the account's state and schedule.
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenHealth {
+    pub platform: String,
+    pub account: String,
+    pub state: AccountState,
+    pub is_valid: bool,
+    /// Seconds until the access token expires (negative: expired); `None`
+    /// for tokens that do not expire.
+    pub expires_in: Option<i64>,
+    pub last_refreshed: Option<DateTime<Utc>>,
+    /// Inside the last 20% of the token's lifetime.
+    pub needs_refresh: bool,
+    pub refreshable: bool,
+    pub next_refresh: Option<DateTime<Utc>>,
+    pub error: Option<String>,
+}
+
+/// When a token was issued and how long it lives, from its record.
+fn lifetime(r: &Record) -> Option<(DateTime<Utc>, chrono::Duration)> {
+    let expires_at = r.expires_at?;
+    let issued = r.last_refreshed.unwrap_or(r.created_at);
+    let life = match r.expires_in {
+        Some(s) if s > 0 => chrono::Duration::seconds(s as i64),
+        _ => expires_at - issued,
+    };
+    let issued = expires_at - life;
+    Some((issued, life))
+}
+
+/// A stable per-account fraction in [0, 1), so jitter does not move a due
+/// time every time it is computed.
+fn spread(id: &AccountId, salt: u64) -> f64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    id.hash(&mut h);
+    salt.hash(&mut h);
+    (h.finish() % 10_000) as f64 / 10_000.0
+}
+
+/// The refresh policy for one platform.
+#[derive(Clone, Copy, Debug)]
+pub struct Policy {
+    pub refresh_at: f64,
+    pub jitter: f64,
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+    pub warn_before: Duration,
+}
+
+impl Policy {
+    pub fn for_platform(app: &App, platform: &str) -> Self {
+        let a = &app.cfg.config.auth;
+        Policy {
+            refresh_at: app
+                .cfg
+                .platform(platform)
+                .refresh_at
+                .unwrap_or(a.refresh_at),
+            jitter: a.jitter,
+            min_backoff: Duration::from_secs(a.min_backoff_secs),
+            max_backoff: Duration::from_secs(a.max_backoff_secs),
+            warn_before: Duration::from_secs(a.warn_before_secs),
+        }
+    }
+
+    /// When `r` should next be refreshed (or, for tokens that cannot be, when
+    /// to warn). `None`: never.
+    pub fn due(&self, r: &Record, refreshable: bool) -> Option<DateTime<Utc>> {
+        if r.health.state == AccountState::NeedsReconnect {
+            return None;
+        }
+        if let Some(at) = r.health.retry_at
+            && r.health.state == AccountState::Failing
+        {
+            return Some(at);
+        }
+        let (issued, life) = lifetime(r)?;
+        if !refreshable {
+            let warn = chrono::Duration::from_std(self.warn_before).unwrap_or_default();
+            return Some(r.expires_at? - warn.min(life / 5 * 4));
+        }
+        let at = self.refresh_at
+            + self.jitter
+                * (spread(&r.id, r.last_refreshed.map_or(0, |t| t.timestamp() as u64)) - 0.5)
+                * 2.0;
+        let at = at.clamp(0.05, 0.98);
+        Some(issued + chrono::Duration::milliseconds((life.num_milliseconds() as f64 * at) as i64))
+    }
+
+    /// The delay before retry number `failures` (1-based), with jitter.
+    pub fn backoff(&self, id: &AccountId, failures: u32) -> Duration {
+        let base =
+            self.min_backoff.as_secs_f64() * 2f64.powi(failures.saturating_sub(1).min(30) as i32);
+        let capped = base.min(self.max_backoff.as_secs_f64());
+        // Full jitter in the upper half keeps retries spread but bounded.
+        Duration::from_secs_f64(capped * (0.5 + 0.5 * spread(id, failures as u64)))
+    }
+}
+
+/// Health of `r` as `outreach status` shows it.
+pub fn health(app: &App, r: &Record) -> TokenHealth {
+    let now = Utc::now();
+    let refreshable = app
+        .host
+        .get(&r.id.platform)
+        .map(|p| !matches!(p.manifest.auth.refresh, RefreshStyle::None))
+        .unwrap_or(false)
+        && (r.refresh_token.is_some()
+            || app
+                .host
+                .get(&r.id.platform)
+                .is_ok_and(|p| matches!(p.manifest.auth.refresh, RefreshStyle::Custom(_))));
+    let expires_in = r.expires_at.map(|t| (t - now).num_seconds());
+    let needs_refresh = match lifetime(r) {
+        Some((issued, life)) => now >= issued + life / 5 * 4,
+        None => false,
+    };
+    TokenHealth {
+        platform: r.id.platform.clone(),
+        account: r.id.account.clone(),
+        state: r.health.state,
+        is_valid: r.health.state != AccountState::NeedsReconnect
+            && expires_in.is_none_or(|s| s > 0),
+        expires_in,
+        last_refreshed: r.last_refreshed,
+        needs_refresh,
+        refreshable,
+        next_refresh: Policy::for_platform(app, &r.id.platform).due(r, refreshable),
+        error: r.health.last_error.clone(),
+    }
+}
+
+/// Announces account state changes: log, hook command, webhook.
+#[derive(Clone)]
+pub struct Notifier {
+    command: Option<String>,
+    webhook: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Notifier {
+    pub fn new(app: &App) -> Self {
+        Notifier {
+            command: app.cfg.config.notify.command.clone(),
+            webhook: app.cfg.config.notify.webhook.clone(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Warn that a token which cannot be refreshed will expire.
+    pub async fn expiring(&self, id: &AccountId, message: &str) {
+        let s = AccountState::Healthy;
+        self.hooks(id, s, s, "expiring", message).await;
+    }
+
+    /// Announce `id` moving from `from` to `to`. Failures of the hook are
+    /// logged, never fatal.
+    pub async fn changed(
+        &self,
+        id: &AccountId,
+        from: AccountState,
+        to: AccountState,
+        message: &str,
+    ) {
+        match to {
+            AccountState::Healthy => {
+                tracing::info!(account = %id, %from, "account recovered: {message}")
+            }
+            AccountState::Failing => {
+                tracing::warn!(account = %id, %from, "refresh failing: {message}")
+            }
+            AccountState::NeedsReconnect => {
+                tracing::error!(account = %id, %from, "account needs reconnect: {message}")
+            }
+        }
+        let state = to.to_string();
+        self.hooks(id, from, to, &state, message).await;
+    }
+
+    async fn hooks(
+        &self,
+        id: &AccountId,
+        from: AccountState,
+        _to: AccountState,
+        state: &str,
+        message: &str,
+    ) {
+        if let Some(cmd) = &self.command {
+            let status = tokio::process::Command::new("sh")
+                .arg("-c")
+                .arg(cmd)
+                .env("OUTREACH_ACCOUNT", id.to_string())
+                .env("OUTREACH_STATE", state)
+                .env("OUTREACH_PREVIOUS_STATE", from.to_string())
+                .env("OUTREACH_MESSAGE", message)
+                .status()
+                .await;
+            if !matches!(status, Ok(s) if s.success()) {
+                tracing::warn!(account = %id, "the notify command failed: {status:?}");
+            }
+        }
+        if let Some(url) = &self.webhook {
+            let body = serde_json::json!({
+                "account": id.to_string(),
+                "state": state,
+                "previous_state": from.to_string(),
+                "message": message,
+                "at": Utc::now(),
+            });
+            if let Err(e) = self
+                .http
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send()
+                .await
+            {
+                tracing::warn!(account = %id, "the notify webhook failed: {e}");
+            }
+        }
+    }
+}
+
+/// How eager a refresh is.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Need {
+    /// The platform rejected this access token: refresh unless another
+    /// task already replaced it.
+    Replace(crate::secret::Secret),
+    /// Refresh whatever the token's state (`outreach refresh`).
+    Now,
+    /// Refresh only if the scheduled time has come.
+    Due,
+    /// Refresh only if the token is expired or about to be (publishing).
+    Usable,
+}
+
+/// Single-flight refreshes for every account.
+pub struct Refresher {
+    app: Arc<App>,
+    tokens: TokenClient,
+    notifier: Notifier,
+    locks: Mutex<HashMap<AccountId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Refresh requests actually sent to a platform (for tests and metrics).
+    pub sent: std::sync::atomic::AtomicU64,
+}
+
+impl Refresher {
+    pub fn new(app: Arc<App>) -> anyhow::Result<Self> {
+        Ok(Refresher {
+            tokens: TokenClient::new(&app.cfg)?,
+            notifier: Notifier::new(&app),
+            app,
+            locks: Mutex::new(HashMap::new()),
+            sent: Default::default(),
+        })
+    }
+
+    pub fn app(&self) -> &App {
+        &self.app
+    }
+
+    fn is_satisfied(&self, r: &Record, need: &Need, refreshable: bool) -> bool {
+        let now = Utc::now();
+        match need {
+            Need::Now => false,
+            Need::Replace(old) => r.access_token != *old,
+            Need::Usable => r
+                .expires_at
+                .is_none_or(|t| t > now + chrono::Duration::seconds(30)),
+            Need::Due => Policy::for_platform(&self.app, &r.id.platform)
+                .due(r, refreshable)
+                .is_none_or(|t| t > now),
+        }
+    }
+
+    /// A record for `id` whose token satisfies `need`, refreshing it if it
+    /// does not. Concurrent callers for one account share one refresh.
+    pub async fn ensure(&self, id: &AccountId, need: Need) -> Result<Record, RefreshError> {
+        let store = self
+            .app
+            .store()
+            .map_err(|e| RefreshError::Other(format!("{e:#}")))?;
+        let plugin = self
+            .app
+            .host
+            .get(&id.platform)
+            .map_err(|e| RefreshError::Other(e.to_string()))?;
+        let refreshable = !matches!(plugin.manifest.auth.refresh, RefreshStyle::None);
+        let record = store.load(id)?;
+        if self.is_satisfied(&record, &need, refreshable) {
+            return Ok(record);
+        }
+        // One refresh per account in this process…
+        let lock = self
+            .locks
+            .lock()
+            .expect("refresh lock table")
+            .entry(id.clone())
+            .or_default()
+            .clone();
+        let _local = lock.lock().await;
+        // …and across processes.
+        let store2 = store.clone();
+        let id2 = id.clone();
+        let _lease = tokio::task::spawn_blocking(move || store2.lease(&id2))
+            .await
+            .map_err(|e| RefreshError::Other(e.to_string()))??;
+        // Someone may have refreshed while we waited: read again.
+        let mut record = store.load(id)?;
+        if need != Need::Now && self.is_satisfied(&record, &need, refreshable) {
+            return Ok(record);
+        }
+        if record.health.state == AccountState::NeedsReconnect && need != Need::Now {
+            return Err(RefreshError::NeedsReconnect {
+                id: id.clone(),
+                reason: record.health.last_error.clone().unwrap_or_default(),
+            });
+        }
+        let m = &plugin.manifest;
+        if matches!(m.auth.refresh, RefreshStyle::None) {
+            if need == Need::Usable && record.expires_at.is_some_and(|t| t <= Utc::now()) {
+                return Err(RefreshError::NeedsReconnect {
+                    id: id.clone(),
+                    reason: format!(
+                        "the {} token expired and {} tokens cannot be refreshed",
+                        m.name, m.name
+                    ),
+                });
+            }
+            return Ok(record);
+        }
+        let client = client_for(&self.app.cfg, &m.id).ok();
+        let overrides = self.app.cfg.platform(&m.id).endpoints;
+        let endpoints = effective_endpoints(m, &overrides, Some(&App::account_view(&record)));
+        self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let result = self
+            .tokens
+            .refresh(m, &endpoints, client.as_ref(), &record)
+            .await;
+        let before = record.health.state;
+        let policy = Policy::for_platform(&self.app, &id.platform);
+        match result {
+            Ok(tokens) => {
+                crate::auth::apply(&mut record, tokens);
+                // Stored before anyone uses the new token: a rotated refresh
+                // token must never exist only in memory.
+                store.save(&record)?;
+                if before != AccountState::Healthy {
+                    self.notifier
+                        .changed(id, before, AccountState::Healthy, "token refreshed")
+                        .await;
+                }
+                Ok(record)
+            }
+            Err(TokenError::InvalidGrant(reason)) => {
+                record.health.state = AccountState::NeedsReconnect;
+                record.health.last_error = Some(reason.clone());
+                record.health.retry_at = None;
+                store.save(&record)?;
+                if before != AccountState::NeedsReconnect {
+                    self.notifier
+                        .changed(id, before, AccountState::NeedsReconnect, &reason)
+                        .await;
+                }
+                Err(RefreshError::NeedsReconnect {
+                    id: id.clone(),
+                    reason,
+                })
+            }
+            Err(TokenError::Transient(reason)) | Err(TokenError::Rejected(reason)) => {
+                record.health.failures += 1;
+                let retry_at = Utc::now()
+                    + chrono::Duration::from_std(policy.backoff(id, record.health.failures))
+                        .unwrap_or_default();
+                record.health.state = AccountState::Failing;
+                record.health.last_error = Some(reason.clone());
+                record.health.retry_at = Some(retry_at);
+                store.save(&record)?;
+                if before != AccountState::Failing {
+                    self.notifier
+                        .changed(id, before, AccountState::Failing, &reason)
+                        .await;
+                }
+                Err(RefreshError::Transient {
+                    id: id.clone(),
+                    reason,
+                    retry_at,
+                })
+            }
+        }
+    }
+}
+
+/// Run the refresh scheduler until `stop` resolves: one priority queue of
+/// (due time, account), refreshed at most `parallel` at a time.
+pub async fn run(
+    refresher: Arc<Refresher>,
+    parallel: usize,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let app = refresher.app.clone();
+    let store = app.store()?;
+    let mut queue: BinaryHeap<Reverse<(DateTime<Utc>, AccountId)>> = BinaryHeap::new();
+    let mut warned: HashMap<AccountId, DateTime<Utc>> = HashMap::new();
+    let schedule_of = |r: &Record| -> Option<DateTime<Utc>> {
+        let refreshable = app
+            .host
+            .get(&r.id.platform)
+            .is_ok_and(|p| !matches!(p.manifest.auth.refresh, RefreshStyle::None));
+        Policy::for_platform(&app, &r.id.platform).due(r, refreshable)
+    };
+    for id in store.list()? {
+        match store.load(&id) {
+            Ok(r) => {
+                if let Some(at) = schedule_of(&r) {
+                    queue.push(Reverse((at, id)));
+                }
+            }
+            Err(e) => tracing::error!("{e}"),
+        }
+    }
+    tracing::info!(accounts = queue.len(), "refresh scheduler started");
+    let (done_tx, mut done_rx) =
+        tokio::sync::mpsc::unbounded_channel::<(AccountId, Option<DateTime<Utc>>)>();
+    let slots = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
+    tokio::pin!(stop);
+    loop {
+        let next = queue.peek().map(|Reverse((at, _))| *at);
+        let wait = next.map(|at| (at - Utc::now()).to_std().unwrap_or_default());
+        let sleep = tokio::time::sleep(wait.unwrap_or(Duration::from_secs(3600)));
+        tokio::select! {
+            _ = &mut stop => break,
+            Some((id, at)) = done_rx.recv() => {
+                if let Some(at) = at {
+                    queue.push(Reverse((at, id)));
+                }
+            }
+            _ = sleep, if next.is_some() => {
+                let Some(Reverse((_, id))) = queue.pop() else { continue };
+                let refreshable = app
+                    .host
+                    .get(&id.platform)
+                    .is_ok_and(|p| !matches!(p.manifest.auth.refresh, RefreshStyle::None));
+                if !refreshable {
+                    // A token that cannot be refreshed: warn once, ahead of expiry.
+                    if let Ok(r) = store.load(&id)
+                        && let Some(exp) = r.expires_at
+                        && warned.get(&id) != Some(&exp)
+                    {
+                        warned.insert(id.clone(), exp);
+                        let msg = format!("the token expires at {exp} and cannot be refreshed; reconnect with `outreach connect {}`", id.platform);
+                        tracing::warn!(account = %id, "{msg}");
+                        refresher.notifier.expiring(&id, &msg).await;
+                    }
+                    continue;
+                }
+                let permit = slots.clone().acquire_owned().await.expect("semaphore open");
+                let (r, tx) = (refresher.clone(), done_tx.clone());
+                tokio::spawn(async move {
+                    let next = match r.ensure(&id, Need::Due).await {
+                        Ok(rec) => {
+                            let refreshable = true;
+                            Policy::for_platform(&r.app, &id.platform).due(&rec, refreshable)
+                        }
+                        Err(RefreshError::Transient { retry_at, .. }) => Some(retry_at),
+                        Err(RefreshError::NeedsReconnect { .. }) => None,
+                        Err(e) => {
+                            tracing::error!(account = %id, "{e}");
+                            Some(Utc::now() + chrono::Duration::seconds(60))
+                        }
+                    };
+                    drop(permit);
+                    let _ = tx.send((id, next));
+                });
+            }
+        }
+    }
+    tracing::info!("refresh scheduler stopped");
+    Ok(())
+}
