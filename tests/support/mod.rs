@@ -4,6 +4,8 @@
 //! Mastodon, reject any request body the official spec does not allow).
 #![allow(dead_code)]
 
+pub mod oauth;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -35,50 +37,59 @@ pub fn bundled_plugins() -> PathBuf {
     repo_root().join("target").join("plugins")
 }
 
-/// Build the hostile test plugin (both variants) once per test binary.
+/// Build a test plugin crate once per test binary (per feature set) and
+/// return the `.wasm` at `target/test-plugins/<name>`.
+pub fn test_plugin(package: &str, features: Option<&str>, name: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let mut built = BUILT.get_or_init(Default::default).lock().unwrap();
+    if let Some(p) = built.get(name) {
+        return p.clone();
+    }
+    let root = repo_root();
+    let target_dir = root.join("target").join("wasm");
+    let out = root.join("target").join("test-plugins");
+    std::fs::create_dir_all(&out).unwrap();
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.current_dir(&root)
+        .args([
+            "build",
+            "--quiet",
+            "--profile",
+            "plugin",
+            "--target",
+            "wasm32-unknown-unknown",
+            "-p",
+            package,
+            "--target-dir",
+        ])
+        .arg(&target_dir);
+    if let Some(f) = features {
+        cmd.args(["--features", f]);
+    }
+    let status = cmd.status().expect("run cargo");
+    assert!(
+        status.success(),
+        "building the test plugin {package} failed"
+    );
+    let dest = out.join(name);
+    let artifact = format!("{}.wasm", package.replace('-', "_"));
+    std::fs::copy(
+        target_dir
+            .join("wasm32-unknown-unknown/plugin")
+            .join(artifact),
+        &dest,
+    )
+    .unwrap();
+    built.insert(name.to_string(), dest.clone());
+    dest
+}
+
+/// The hostile test plugin, and its variant with an invalid manifest.
 pub fn hostile_plugins() -> (PathBuf, PathBuf) {
-    static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let root = repo_root();
-            let target_dir = root.join("target").join("wasm");
-            let out = root.join("target").join("test-plugins");
-            std::fs::create_dir_all(&out).unwrap();
-            let mut paths = Vec::new();
-            for (features, name) in [
-                (None, "hostile.wasm"),
-                (Some("bad-manifest"), "hostile-bad.wasm"),
-            ] {
-                let mut cmd = Command::new(env!("CARGO"));
-                cmd.current_dir(&root)
-                    .args([
-                        "build",
-                        "--quiet",
-                        "--profile",
-                        "plugin",
-                        "--target",
-                        "wasm32-unknown-unknown",
-                        "-p",
-                        "outreach-hostile",
-                        "--target-dir",
-                    ])
-                    .arg(&target_dir);
-                if let Some(f) = features {
-                    cmd.args(["--features", f]);
-                }
-                let status = cmd.status().expect("run cargo");
-                assert!(status.success(), "building the hostile plugin failed");
-                let dest = out.join(name);
-                std::fs::copy(
-                    target_dir.join("wasm32-unknown-unknown/plugin/outreach_hostile.wasm"),
-                    &dest,
-                )
-                .unwrap();
-                paths.push(dest);
-            }
-            (paths[0].clone(), paths[1].clone())
-        })
-        .clone()
+    (
+        test_plugin("outreach-hostile", None, "hostile.wasm"),
+        test_plugin("outreach-hostile", Some("bad-manifest"), "hostile-bad.wasm"),
+    )
 }
 
 /// A throwaway outreach home: config, plugins folder, store, identity.
@@ -86,6 +97,8 @@ pub struct Home {
     pub dir: tempfile::TempDir,
     pub endpoints: Vec<(String, String, String)>,
     pub extra_config: String,
+    /// Environment for every run (client secrets by variable name).
+    pub env: Vec<(String, String)>,
 }
 
 pub struct Run {
@@ -100,13 +113,13 @@ impl Run {
     }
     /// Assert that no planted secret appears anywhere in this run's output.
     pub fn assert_no_secrets(&self) {
-        for s in ALL_SECRETS {
-            assert!(
-                !self.all().contains(s),
-                "a planted secret leaked into output:\n{}",
-                self.all()
-            );
-        }
+        // Every secret planted by a test or minted by a fake contains
+        // "PLANTED"; nothing else does.
+        assert!(
+            !self.all().contains("PLANTED"),
+            "a planted secret leaked into output:\n{}",
+            self.all()
+        );
     }
 }
 
@@ -127,6 +140,7 @@ impl Home {
             dir,
             endpoints: Vec::new(),
             extra_config: String::new(),
+            env: Vec::new(),
         }
     }
 
@@ -161,19 +175,34 @@ impl Home {
         }
         text.push_str(&self.extra_config);
         let path = self.path().join("outreach.toml");
-        std::fs::write(&path, text).unwrap();
+        // Written atomically and only when it changes: processes started
+        // earlier may be reading it right now.
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+            let tmp = self.path().join(".outreach.toml.tmp");
+            std::fs::write(&tmp, &text).unwrap();
+            std::fs::rename(&tmp, &path).unwrap();
+        }
         path
     }
 
     /// Run the real `outreach` binary with this home's config.
-    pub fn run(&self, args: &[&str], stdin: Option<&str>) -> Run {
-        let config = self.config_path();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_outreach"))
-            .arg("--config")
-            .arg(&config)
+    /// The real `outreach` binary with this home's config and environment.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_outreach"));
+        cmd.arg("--config")
+            .arg(self.config_path())
             .args(args)
             .env("RUST_LOG", "debug")
-            .env_remove("OUTREACH_CONFIG")
+            .env_remove("OUTREACH_CONFIG");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str], stdin: Option<&str>) -> Run {
+        let mut child = self
+            .command(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -242,6 +271,7 @@ pub struct FakeState {
     /// Mastodon: idempotency key → status id.
     pub idempotency: Mutex<HashMap<String, String>>,
     pub base: Mutex<String>,
+    pub oauth: Mutex<oauth::OAuth>,
 }
 
 /// A running fake platform.
@@ -275,6 +305,7 @@ pub fn start(handler: Handler) -> Fake {
         posts: Mutex::new(Vec::new()),
         idempotency: Mutex::new(HashMap::new()),
         base: Mutex::new(String::new()),
+        oauth: Mutex::new(oauth::OAuth::default()),
     });
     let (tx, rx) = std::sync::mpsc::channel();
     let st = state.clone();
@@ -365,8 +396,13 @@ fn common_failure(
 }
 
 fn bearer_ok(st: &FakeState, seen: &Seen, token: &str) -> bool {
+    let presented = seen
+        .headers
+        .get("authorization")
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .unwrap_or("");
     *st.mode.lock().unwrap() != Mode::Expired
-        && seen.headers.get("authorization").map(String::as_str) == Some(&format!("Bearer {token}"))
+        && (presented == token || st.oauth.lock().unwrap().valid(presented))
 }
 
 fn validator(schema_file: &str) -> jsonschema::Validator {
@@ -398,6 +434,9 @@ pub fn spec_errors(schema_file: &str, body: &Value) -> Vec<String> {
 /// A fake of api.x.com: `GET /2/users/me`, `POST /2/tweets`.
 pub fn fake_x() -> Fake {
     start(|st, seen| {
+        if let Some(r) = oauth::route(st, seen, oauth::Flavor::X) {
+            return r;
+        }
         let reset = (chrono_now() + 900).to_string();
         let limit_headers = [
             ("x-rate-limit-limit", "100"),
@@ -574,6 +613,9 @@ pub fn fake_linkedin() -> Fake {
 /// with `Idempotency-Key` deduplication and the 500-character limit.
 pub fn fake_mastodon() -> Fake {
     start(|st, seen| {
+        if let Some(r) = oauth::route(st, seen, oauth::Flavor::Mastodon) {
+            return r;
+        }
         let reset = "2030-01-01T00:00:00.000Z";
         if let Some(r) = common_failure(
             st,
@@ -646,6 +688,36 @@ pub fn fake_mastodon() -> Fake {
             _ => json_response(404, &[], json!({"error": "Record not found"})),
         }
     })
+}
+
+/// A fake of the lab plugins' platform (Reddit- or Instagram-like auth):
+/// OAuth plus `GET /me`.
+pub fn fake_lab(flavor: oauth::Flavor) -> Fake {
+    fn handle(st: &FakeState, seen: &Seen, flavor: oauth::Flavor) -> Response {
+        if let Some(r) = oauth::route(st, seen, flavor) {
+            return r;
+        }
+        let token = match flavor {
+            oauth::Flavor::Instagram => url::form_urlencoded::parse(seen.query.as_bytes())
+                .find(|(k, _)| k == "access_token")
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default(),
+            _ => seen
+                .headers
+                .get("authorization")
+                .and_then(|h| h.strip_prefix("Bearer "))
+                .unwrap_or("")
+                .to_string(),
+        };
+        if seen.path == "/me" && st.oauth.lock().unwrap().valid(&token) {
+            return json_response(200, &[], json!({"id": "t2_lab", "name": "lab_user"}));
+        }
+        json_response(401, &[], json!({"message": "Unauthorized", "error": 401}))
+    }
+    match flavor {
+        oauth::Flavor::Instagram => start(|st, seen| handle(st, seen, oauth::Flavor::Instagram)),
+        _ => start(|st, seen| handle(st, seen, oauth::Flavor::Reddit)),
+    }
 }
 
 /// A home with all three fakes wired in and one account on each.

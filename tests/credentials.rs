@@ -1,0 +1,647 @@
+//! The credentials lifecycle through the real binary against fake OAuth
+//! servers that behave like X, Reddit, Mastodon and Instagram: connect
+//! flows, refresh in every style, single-flight under concurrency, failure
+//! classification and notifications, disconnect, import, rekey, crashes.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::oauth::{CLIENT_ID, CLIENT_SECRET, Flavor};
+use support::*;
+
+const SECRET_VAR: &str = "OUTREACH_TEST_CLIENT_SECRET";
+
+/// A home whose `platform` uses the test OAuth client.
+fn with_client(home: &mut Home, platform: &str) {
+    home.extra_config.push_str(&format!(
+        "\n[platforms.{platform}]\nclient_id = \"{CLIENT_ID}\"\nclient_secret_env = \"{SECRET_VAR}\"\n"
+    ));
+    if !home.env.iter().any(|(k, _)| k == SECRET_VAR) {
+        home.env.push((SECRET_VAR.into(), CLIENT_SECRET.into()));
+    }
+}
+
+fn x_home(x: &Fake) -> Home {
+    let mut home = Home::new();
+    home.endpoint("x", "api", &x.url());
+    home.endpoint("x", "authorize", &format!("{}/i/oauth2/authorize", x.url()));
+    home.endpoint("x", "token", &format!("{}/2/oauth2/token", x.url()));
+    home.endpoint("x", "revoke", &format!("{}/2/oauth2/revoke", x.url()));
+    with_client(&mut home, "x");
+    home
+}
+
+/// Run `outreach connect …`, play the browser: follow the printed address
+/// through the fake's authorize redirect to outreach's loopback listener.
+fn connect(home: &Home, args: &[&str]) -> Run {
+    let mut full = vec!["connect"];
+    full.extend_from_slice(args);
+    full.push("--no-browser");
+    let mut child = home
+        .command(&full)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let url = loop {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "connect ended without printing an address:\n{seen}\n{}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        seen.push_str(&line);
+        if let Some(u) = line.trim().strip_prefix("http") {
+            break format!("http{u}");
+        }
+    };
+    let page = browse(&url);
+    assert!(page.contains("outreach is connected"), "{page}");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let run = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: format!("{seen}{rest}"),
+    };
+    run.assert_no_secrets();
+    run
+}
+
+/// GET `url`, following redirects, like a browser would.
+fn browse(url: &str) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        reqwest::Client::new()
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    })
+}
+
+fn status(home: &Home) -> Value {
+    let r = home.run(&["status", "--json"], None);
+    serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.all()))
+}
+
+fn account<'a>(status: &'a Value, id: &str) -> &'a Value {
+    let (p, a) = id.split_once('/').unwrap();
+    status["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["platform"] == p && h["account"] == a)
+        .unwrap_or_else(|| panic!("{id} not in {status}"))
+}
+
+#[test]
+fn x_connects_with_pkce_and_refresh_tokens_rotate() {
+    let x = fake_x();
+    let home = x_home(&x);
+    let r = connect(&home, &["x", "--account", "alice"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout
+            .contains("connected x/alice as X Dev (@xdevelopers)"),
+        "{}",
+        r.stdout
+    );
+
+    let s = status(&home);
+    let h = account(&s, "x/alice");
+    assert_eq!(h["state"], "healthy");
+    assert_eq!(h["is_valid"], true);
+    assert_eq!(h["refreshable"], true);
+    assert!(h["expires_in"].as_i64().unwrap() > 7000);
+    assert_eq!(h["needs_refresh"], false);
+
+    // Two refreshes: each returns a new single-use refresh token, which is
+    // stored before the new access token is used.
+    for _ in 0..2 {
+        let r = home.run(&["refresh", "x/alice"], None);
+        assert_eq!(r.code, 0, "{}", r.all());
+    }
+    let o = x.state.oauth.lock().unwrap();
+    assert_eq!(o.refresh_calls, 2);
+    assert_eq!(
+        o.spent.len(),
+        2,
+        "each refresh spent the previous refresh token"
+    );
+    drop(o);
+    // The account still works with what was stored last.
+    let post = home.post("p.toml", "text = \"after rotation\"\nto = [\"x/alice\"]\n");
+    let r = home.run(&["publish", post.to_str().unwrap()], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+
+    // Disconnect revokes at the platform, then forgets the account.
+    let r = home.run(&["disconnect", "x/alice"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(x.state.oauth.lock().unwrap().revoked.len(), 1);
+    assert!(!home.path().join("store/x/alice.age").exists());
+}
+
+#[test]
+fn connect_refuses_a_forged_state_and_missing_client_config() {
+    let x = fake_x();
+    let mut home = x_home(&x);
+    // No client secret in the environment: a clear error naming the variable.
+    home.env.clear();
+    let r = home.run(&["connect", "x", "--no-browser"], None);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains(SECRET_VAR), "{}", r.stderr);
+}
+
+#[test]
+fn fifty_concurrent_publishes_on_an_expired_token_share_one_refresh() {
+    let x = fake_x();
+    let home = x_home(&x);
+    x.state.oauth.lock().unwrap().lifetime = Duration::from_secs(2);
+    let r = connect(&home, &["x"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    x.state.oauth.lock().unwrap().lifetime = Duration::from_secs(7200);
+    // Warm the compile cache so 50 processes start quickly.
+    home.run(&["plugins"], None);
+    std::thread::sleep(Duration::from_millis(2100));
+    let s = status(&home);
+    assert_eq!(
+        account(&s, "x/default")["is_valid"],
+        false,
+        "the token should have expired"
+    );
+
+    let posts: Vec<_> = (0..50)
+        .map(|i| {
+            home.post(
+                &format!("p{i}.toml"),
+                &format!("text = \"post {i}\"\nto = [\"x\"]\n"),
+            )
+        })
+        .collect();
+    let children: Vec<_> = posts
+        .iter()
+        .map(|p| {
+            home.command(&["publish", p.to_str().unwrap()])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{all}");
+        assert!(
+            !all.contains("PLANTED") && !all.contains("invalid_grant"),
+            "{all}"
+        );
+    }
+    let o = x.state.oauth.lock().unwrap();
+    assert_eq!(o.refresh_calls, 1, "exactly one refresh for 50 publishes");
+    drop(o);
+    assert_eq!(x.posts().len(), 50);
+}
+
+#[test]
+fn only_an_invalid_grant_needs_reconnect_and_each_change_is_announced_once() {
+    let x = fake_x();
+    let mut home = x_home(&x);
+    let log = home.path().join("notifications.log");
+    home.extra_config.push_str(&format!(
+        "\n[notify]\ncommand = 'echo \"$OUTREACH_ACCOUNT $OUTREACH_PREVIOUS_STATE -> $OUTREACH_STATE\" >> {}'\n",
+        log.display()
+    ));
+    assert_eq!(connect(&home, &["x"]).code, 0);
+
+    for mode in [Mode::ServerError, Mode::RateLimited, Mode::ServerError] {
+        x.state.oauth.lock().unwrap().token_mode = mode;
+        let r = home.run(&["refresh", "x"], None);
+        assert_eq!(r.code, 1, "{}", r.all());
+        assert!(r.stdout.contains("failed for now"), "{}", r.stdout);
+        let s = status(&home);
+        let h = account(&s, "x/default");
+        assert_eq!(h["state"], "failing", "{h}");
+        assert!(h["next_refresh"].is_string(), "a retry is scheduled: {h}");
+    }
+    x.state.oauth.lock().unwrap().token_mode = Mode::Normal;
+    assert_eq!(home.run(&["refresh", "x"], None).code, 0);
+    assert_eq!(account(&status(&home), "x/default")["state"], "healthy");
+
+    // The platform forgets the grant: needs reconnect at once, announced once.
+    x.state.oauth.lock().unwrap().refresh.clear();
+    for _ in 0..3 {
+        let r = home.run(&["refresh", "x"], None);
+        assert_eq!(r.code, 1);
+        assert!(r.stdout.contains("needs to be reconnected"), "{}", r.stdout);
+    }
+    let s = status(&home);
+    let h = account(&s, "x/default");
+    assert_eq!(h["state"], "needs-reconnect");
+    assert_eq!(h["is_valid"], false);
+    assert!(
+        h["error"].as_str().unwrap().contains("invalid_grant"),
+        "{h}"
+    );
+
+    let lines: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "x/default healthy -> failing",
+            "x/default failing -> healthy",
+            "x/default healthy -> needs reconnect",
+        ]
+    );
+}
+
+#[test]
+fn reddit_style_basic_auth_and_errors_inside_http_200() {
+    let reddit = fake_lab(Flavor::Reddit);
+    let mut home = Home::new();
+    std::fs::copy(
+        test_plugin("outreach-oauth-lab", Some("reddit"), "reddit.wasm"),
+        home.plugins_dir().join("reddit.wasm"),
+    )
+    .unwrap();
+    for (name, path) in [
+        ("authorize", "/api/v1/authorize"),
+        ("token", "/api/v1/access_token"),
+        ("api", ""),
+    ] {
+        home.endpoint("reddit", name, &format!("{}{path}", reddit.url()));
+    }
+    with_client(&mut home, "reddit");
+    let r = connect(&home, &["reddit"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    // Reddit keeps the refresh token and leaves it out of refresh answers:
+    // the stored one must survive.
+    assert_eq!(home.run(&["refresh", "reddit"], None).code, 0);
+    assert_eq!(home.run(&["refresh", "reddit"], None).code, 0);
+    assert_eq!(reddit.state.oauth.lock().unwrap().refresh_calls, 2);
+    // An error arrives as HTTP 200 with an error body.
+    reddit.state.oauth.lock().unwrap().refresh.clear();
+    let r = home.run(&["refresh", "reddit"], None);
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        account(&status(&home), "reddit/default")["state"],
+        "needs-reconnect"
+    );
+}
+
+#[test]
+fn instagram_style_tokens_are_renewed_with_a_get_of_the_token_itself() {
+    let ig = fake_lab(Flavor::Instagram);
+    let mut home = Home::new();
+    std::fs::copy(
+        test_plugin("outreach-oauth-lab", Some("instagram"), "instagram.wasm"),
+        home.plugins_dir().join("instagram.wasm"),
+    )
+    .unwrap();
+    for (name, path) in [
+        ("authorize", "/oauth/authorize"),
+        ("token", "/oauth/access_token"),
+        ("refresh", "/refresh_access_token"),
+        ("api", ""),
+    ] {
+        home.endpoint("instagram", name, &format!("{}{path}", ig.url()));
+    }
+    with_client(&mut home, "instagram");
+    let r = connect(&home, &["instagram"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    for _ in 0..2 {
+        let r = home.run(&["refresh", "instagram"], None);
+        assert_eq!(r.code, 0, "{}", r.all());
+    }
+    let refreshes: Vec<_> = ig
+        .seen()
+        .into_iter()
+        .filter(|s| s.path == "/refresh_access_token")
+        .collect();
+    assert_eq!(refreshes.len(), 2);
+    for r in &refreshes {
+        assert_eq!(r.method, "GET");
+        assert!(
+            r.query
+                .starts_with("grant_type=ig_refresh_token&access_token="),
+            "{}",
+            r.query
+        );
+    }
+    // The second renewal presented the token the first one returned.
+    assert_ne!(refreshes[0].query, refreshes[1].query);
+    assert!(
+        refreshes[1].query.contains("ig-access-"),
+        "{}",
+        refreshes[1].query
+    );
+    assert_eq!(
+        account(&status(&home), "instagram/default")["state"],
+        "healthy"
+    );
+}
+
+#[test]
+fn mastodon_registers_once_per_instance_and_tokens_do_not_expire() {
+    let md = fake_mastodon();
+    let mut home = Home::new();
+    home.extra_config.push_str("\n[auth]\nredirect_port = 0\n");
+    let set = format!("instance={}", md.url());
+    for account in ["one", "two"] {
+        let r = connect(&home, &["mastodon", "--account", account, "--set", &set]);
+        assert_eq!(r.code, 0, "{}", r.all());
+    }
+    // The loopback port differs per run here (port 0), so each redirect URI
+    // is its own registration; with a fixed port one registration serves all.
+    let regs = md.state.oauth.lock().unwrap().registrations;
+    assert!((1..=2).contains(&regs), "{regs}");
+    home.extra_config = format!("\n[auth]\nredirect_port = {}\n", free_port());
+    for account in ["three", "four"] {
+        assert_eq!(
+            connect(&home, &["mastodon", "--account", account, "--set", &set]).code,
+            0
+        );
+    }
+    assert_eq!(
+        md.state.oauth.lock().unwrap().registrations,
+        regs + 1,
+        "cached per instance and redirect"
+    );
+    let s = status(&home);
+    let h = account(&s, "mastodon/three");
+    assert!(h["expires_in"].is_null());
+    assert_eq!(h["is_valid"], true);
+    assert_eq!(h["refreshable"], false);
+    let r = home.run(&["disconnect", "mastodon/three"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(md.state.oauth.lock().unwrap().revoked.len(), 1);
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn disconnect_keeps_the_account_when_revocation_fails_unless_forced() {
+    let w = World::new().with_accounts();
+    let mut home = w.home;
+    home.endpoint("mastodon", "revoke", "http://127.0.0.1:9/oauth/revoke");
+    let r = home.run(&["disconnect", "mastodon/social"], None);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stderr.contains("could not revoke"), "{}", r.stderr);
+    assert!(home.path().join("store/mastodon/social.age").exists());
+    let r = home.run(&["disconnect", "mastodon/social", "--force"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(!home.path().join("store/mastodon/social.age").exists());
+}
+
+#[test]
+fn import_reads_the_seed_tokens_file_and_never_deletes_it() {
+    let home = Home::new();
+    let seed = home.path().join(".tokens.json");
+    let text = r#"{
+      "linkedin": {"accessToken": "li-import-PLANTED-1", "expiresIn": 5184000, "scope": "openid profile w_member_social",
+                   "profile": {"sub": "abc", "name": "Ada"}, "createdAt": "2026-11-01T10:00:00Z"},
+      "twitter": {"accessToken": "x-import-PLANTED-2", "refreshToken": "x-import-refresh-PLANTED-3", "expiresIn": 7200,
+                  "scope": "tweet.read tweet.write", "profile": {"id": "42", "username": "ada"}, "createdAt": "2026-11-25T10:00:00Z",
+                  "lastRefreshed": "2026-11-26T06:00:00Z"},
+      "instagram": {"accessToken": "ig-import-PLANTED-4", "expiresIn": 5184000, "scope": "", "profile": {}, "createdAt": "2026-11-01T10:00:00Z"}
+    }"#;
+    std::fs::write(&seed, text).unwrap();
+    let r = home.run(&["import", seed.to_str().unwrap()], None);
+    assert_eq!(r.code, 1, "one platform was skipped: {}", r.all());
+    assert!(
+        r.stdout.contains("imported linkedin/default"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("imported x/default"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("skipped instagram: no `instagram` plugin is loaded"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("delete it"), "{}", r.stdout);
+    assert_eq!(std::fs::read_to_string(&seed).unwrap(), text);
+    let list: Value =
+        serde_json::from_str(&home.run(&["accounts", "--json"], None).stdout).unwrap();
+    let x = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == "x/default")
+        .unwrap();
+    assert_eq!(x["profile"]["handle"], "ada");
+    assert_eq!(x["has_refresh_token"], true);
+    assert_eq!(x["expires_at"], "2026-11-26T08:00:00Z");
+}
+
+#[test]
+fn rekey_moves_every_record_to_a_new_identity_and_can_add_recipients() {
+    let w = World::new().with_accounts();
+    let home = &w.home;
+    let old_identity = std::fs::read_to_string(home.path().join("identity.txt")).unwrap();
+    let r = home.run(&["store", "rekey"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("re-encrypted 3 records"), "{}", r.stdout);
+    let new_identity = std::fs::read_to_string(home.path().join("identity.txt")).unwrap();
+    assert_ne!(old_identity, new_identity);
+    let retired: Vec<_> = std::fs::read_dir(home.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("identity.txt.retired-")
+        })
+        .collect();
+    assert_eq!(retired.len(), 1);
+    // Records open with the new identity…
+    let r = home.run(&["accounts", "--json"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    // …and no longer with the old one.
+    std::fs::write(home.path().join("identity.txt"), &old_identity).unwrap();
+    let r = home.run(&["accounts"], None);
+    assert_eq!(r.code, 1);
+    assert!(r.stdout.contains("wrong key?"), "{}", r.stdout);
+    std::fs::write(home.path().join("identity.txt"), &new_identity).unwrap();
+
+    // A second recipient (a backup key) can read every record too.
+    let backup = age::x25519::Identity::generate();
+    let recipient = backup.to_public().to_string();
+    let r = home.run(&["store", "rekey", "--add-recipient", &recipient], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    use age::secrecy::ExposeSecret;
+    std::fs::write(
+        home.path().join("backup.txt"),
+        format!("{}\n", backup.to_string().expose_secret()),
+    )
+    .unwrap();
+    let ident = outreach::store::Identity::load_or_create(&home.path().join("backup.txt"), || None)
+        .unwrap();
+    let store = outreach::store::AgeDirStore::open(&home.path().join("store"), ident).unwrap();
+    use outreach::store::CredentialStore;
+    for id in store.list().unwrap() {
+        store.load(&id).unwrap();
+    }
+    // New writes keep the extra recipient.
+    let r = home.run(
+        &["accounts", "add", "x", "--account", "later"],
+        Some(X_TOKEN),
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    store
+        .load(&outreach::store::AccountId::new("x", "later").unwrap())
+        .unwrap();
+}
+
+/// SIGKILL at random points during 500 rotating-token refreshes: every
+/// record stays decryptable and every account ends in a state that says
+/// what to do. Against a strictly single-use refresh token (X), a kill that
+/// lands after the platform rotated the token but before the new one
+/// reached the disk loses the grant — no client can avoid that — and the
+/// account is then reported *needs reconnect* with the platform's reason,
+/// never left corrupt or silently failing.
+#[test]
+fn crashes_during_rotating_refreshes_never_corrupt_the_store() {
+    let x = fake_x();
+    let home = x_home(&x);
+    let accounts = ["a", "b", "c", "d"];
+    for a in accounts {
+        assert_eq!(connect(&home, &["x", "--account", a]).code, 0);
+    }
+    home.run(&["plugins"], None);
+    let mut kills = 0;
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    while x.state.oauth.lock().unwrap().refresh_calls < 500 {
+        let mut child = home
+            .command(&["refresh", "x"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_micros(seed % 60_000));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            kills += 1;
+        }
+        child.wait().unwrap();
+    }
+    assert!(
+        kills > 10,
+        "the test should really interrupt refreshes ({kills} kills)"
+    );
+    // Every record decrypts and parses.
+    let r = home.run(&["accounts", "--json"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    // Every account refreshes, or says it needs a reconnect and why.
+    let r = home.run(&["refresh", "x"], None);
+    let s = status(&home);
+    let mut lost = 0;
+    for a in accounts {
+        let h = account(&s, &format!("x/{a}"));
+        match h["state"].as_str().unwrap() {
+            "healthy" => assert_eq!(h["is_valid"], true),
+            "needs-reconnect" => {
+                lost += 1;
+                assert!(
+                    h["error"].as_str().unwrap().contains("invalid_grant"),
+                    "{h}"
+                );
+            }
+            other => panic!("x/{a} is {other}: {}", r.all()),
+        }
+    }
+    eprintln!(
+        "{kills} kills during {} refreshes; {lost} of {} accounts lost their grant to a kill inside the rotation window",
+        x.state.oauth.lock().unwrap().refresh_calls,
+        accounts.len()
+    );
+}
+
+/// `outreach refresh --watch` runs the scheduler: tokens are refreshed at
+/// `refresh_at` of their real lifetime, before they expire, and SIGTERM
+/// stops it cleanly.
+#[test]
+fn the_scheduler_refreshes_before_expiry_and_stops_on_sigterm() {
+    let x = fake_x();
+    let mut home = x_home(&x);
+    home.extra_config
+        .push_str("\n[auth]\nrefresh_at = 0.5\njitter = 0.0\n");
+    x.state.oauth.lock().unwrap().lifetime = Duration::from_secs(4);
+    for a in ["a", "b"] {
+        assert_eq!(connect(&home, &["x", "--account", a]).code, 0);
+    }
+    let child = home
+        .command(&["refresh", "--watch"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Over ~7 s, with 4 s tokens refreshed at 2 s, every access token the
+    // API sees must be live.
+    for _ in 0..14 {
+        std::thread::sleep(Duration::from_millis(500));
+        let s = status(&home);
+        for a in ["a", "b"] {
+            let h = account(&s, &format!("x/{a}"));
+            assert_eq!(
+                h["is_valid"], true,
+                "x/{a} expired under the scheduler: {h}"
+            );
+        }
+    }
+    let calls = x.state.oauth.lock().unwrap().refresh_calls;
+    assert!(
+        calls >= 4,
+        "two accounts, ~3 refreshes each expected; saw {calls}"
+    );
+    unsafe { libc_kill(child.id() as i32, 15) };
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("refresh scheduler stopped"), "{log}");
+    assert!(!log.contains("PLANTED"));
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}

@@ -1,0 +1,129 @@
+//! Auth-only stand-ins for Reddit and Instagram (pick one with a cargo
+//! feature). They publish nothing real; the credentials tests use them to
+//! drive the host's token machinery through these platforms' quirks.
+
+use outreach_sdk::prelude::*;
+
+struct Lab;
+
+#[cfg(feature = "instagram")]
+const ID: &str = "instagram";
+#[cfg(not(feature = "instagram"))]
+const ID: &str = "reddit";
+
+impl Platform for Lab {
+    fn manifest() -> Manifest {
+        let instagram = cfg!(feature = "instagram");
+        let shape = TokenShape::default();
+        Manifest {
+            id: ID.into(),
+            name: if instagram {
+                "Instagram (lab)"
+            } else {
+                "Reddit (lab)"
+            }
+            .into(),
+            version: "0.0.1".into(),
+            auth: AuthInfo {
+                kind: AuthKind::Oauth2,
+                scopes: if instagram {
+                    vec![
+                        "instagram_business_basic".into(),
+                        "instagram_business_content_publish".into(),
+                    ]
+                } else {
+                    vec!["identity".into(), "submit".into()]
+                },
+                scope_separator: if instagram { ",".into() } else { " ".into() },
+                client_auth: if instagram {
+                    ClientAuth::Body
+                } else {
+                    ClientAuth::Basic
+                },
+                authorize_params: if instagram {
+                    vec![]
+                } else {
+                    pairs(&[("duration", "permanent")])
+                },
+                token_params: vec![],
+                token_response: shape.clone(),
+                refresh: if instagram {
+                    RefreshStyle::Custom(CustomExchange {
+                        method: HttpMethod::Get,
+                        url: "refresh".into(),
+                        query: pairs(&[
+                            ("grant_type", "ig_refresh_token"),
+                            ("access_token", "{{access_token}}"),
+                        ]),
+                        headers: vec![],
+                        body: ExchangeBody::None,
+                        response: shape,
+                    })
+                } else {
+                    RefreshStyle::Standard
+                },
+                access_token_lifetime: if instagram { 60 * 86_400 } else { 3600 },
+                refresh_token_lifetime: 0,
+                placement: if instagram {
+                    CredentialPlacement::Query("access_token".into())
+                } else {
+                    CredentialPlacement::Bearer
+                },
+                dynamic_registration: false,
+                login: None,
+            },
+            endpoints: {
+                let mut e = vec![
+                    Endpoint {
+                        name: "authorize".into(),
+                        url: "https://lab.example/authorize".into(),
+                    },
+                    Endpoint {
+                        name: "token".into(),
+                        url: "https://lab.example/token".into(),
+                    },
+                    Endpoint {
+                        name: "api".into(),
+                        url: "https://lab.example".into(),
+                    },
+                ];
+                if instagram {
+                    e.push(Endpoint {
+                        name: "refresh".into(),
+                        url: "https://lab.example/refresh_access_token".into(),
+                    });
+                }
+                e
+            },
+            hosts: vec![],
+            rate_limits: vec![],
+            rate_limit_headers: None,
+            content: ContentRules {
+                max_length: 1000,
+                ..Default::default()
+            },
+            settings: vec![],
+            idempotent_publish: false,
+        }
+    }
+
+    fn publish(_ctx: &Context, _post: &Post) -> Result<Receipt, CallError> {
+        Err(CallError::Rejected("the lab plugins do not publish".into()))
+    }
+
+    fn profile(ctx: &Context) -> Result<Profile, CallError> {
+        let v = Request::get(ctx.url("api", "/me")?)
+            .authed()
+            .send()?
+            .json_ok()?;
+        Ok(Profile {
+            id: v["id"].as_str().unwrap_or_default().into(),
+            name: v["name"].as_str().unwrap_or_default().into(),
+            handle: None,
+            picture: None,
+            url: None,
+        })
+    }
+}
+
+outreach_sdk::export_platform!(Lab);

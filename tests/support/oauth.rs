@@ -1,0 +1,396 @@
+//! Fake OAuth servers that behave like the platforms' own, quirks included
+//! (shared/reference/platform-apis.md):
+//!
+//! - X: PKCE S256 required, codes valid 30 s, HTTP Basic client auth,
+//!   rotating single-use refresh tokens (reuse → `invalid_grant`).
+//! - Reddit: HTTP Basic, `duration=permanent` required, errors as HTTP 200
+//!   with an `error` body.
+//! - Mastodon: app registration per instance, no expiry, no refresh token,
+//!   revocation.
+//! - Instagram: no refresh token; the access token itself is renewed with
+//!   `GET /refresh_access_token?grant_type=ig_refresh_token`.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use axum::response::Response;
+use base64::Engine as _;
+use serde_json::json;
+use sha2::Digest;
+
+use super::{FakeState, Mode, Seen, json_response, respond};
+
+pub const CLIENT_ID: &str = "outreach-test-client";
+pub const CLIENT_SECRET: &str = "client-secret-PLANTED-51f0";
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Flavor {
+    X,
+    Reddit,
+    Mastodon,
+    Instagram,
+}
+
+struct Code {
+    challenge: Option<String>,
+    redirect_uri: String,
+    issued: Instant,
+    used: bool,
+}
+
+/// What an OAuth fake remembers.
+pub struct OAuth {
+    codes: HashMap<String, Code>,
+    pub access: HashMap<String, Instant>,
+    pub refresh: HashSet<String>,
+    /// Refresh tokens that were valid once (reuse is detected).
+    pub spent: HashSet<String>,
+    pub refresh_calls: u64,
+    pub code_calls: u64,
+    /// Lifetime of issued access tokens.
+    pub lifetime: Duration,
+    /// How the token endpoint answers (Normal, ServerError, RateLimited).
+    pub token_mode: Mode,
+    pub registrations: u64,
+    pub revoked: Vec<String>,
+    /// Registered clients (Mastodon): id → (secret, redirect uri).
+    pub apps: HashMap<String, (String, String)>,
+    counter: u64,
+}
+
+impl Default for OAuth {
+    fn default() -> Self {
+        OAuth {
+            codes: HashMap::new(),
+            access: HashMap::new(),
+            refresh: HashSet::new(),
+            spent: HashSet::new(),
+            refresh_calls: 0,
+            code_calls: 0,
+            lifetime: Duration::from_secs(7200),
+            token_mode: Mode::Normal,
+            registrations: 0,
+            revoked: Vec::new(),
+            apps: HashMap::new(),
+            counter: 0,
+        }
+    }
+}
+
+impl OAuth {
+    fn mint(&mut self, kind: &str) -> String {
+        self.counter += 1;
+        format!("{kind}-{}-PLANTED-{:08x}", self.counter, rand_u32())
+    }
+
+    /// Whether `token` is a live access token.
+    pub fn valid(&self, token: &str) -> bool {
+        self.access
+            .get(token)
+            .is_some_and(|exp| *exp > Instant::now())
+    }
+}
+
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    h.finish() as u32
+}
+
+fn form(body: &str) -> HashMap<String, String> {
+    url::form_urlencoded::parse(body.as_bytes())
+        .into_owned()
+        .collect()
+}
+
+fn s256(verifier: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha2::Sha256::digest(verifier.as_bytes()))
+}
+
+/// Client authentication as each platform expects it: `(id, secret)`.
+fn client_of(seen: &Seen, f: &HashMap<String, String>) -> Option<(String, String)> {
+    if let Some(b) = seen
+        .headers
+        .get("authorization")
+        .and_then(|h| h.strip_prefix("Basic "))
+    {
+        let raw =
+            String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b).ok()?).ok()?;
+        let (id, secret) = raw.split_once(':')?;
+        return Some((id.to_string(), secret.to_string()));
+    }
+    Some((
+        f.get("client_id")?.clone(),
+        f.get("client_secret").cloned().unwrap_or_default(),
+    ))
+}
+
+/// Answer an OAuth request, or `None` if `seen` is not one.
+pub fn route(st: &FakeState, seen: &Seen, flavor: Flavor) -> Option<Response> {
+    let (authorize, token, revoke, apps, ig_refresh) = match flavor {
+        Flavor::X => (
+            "/i/oauth2/authorize",
+            "/2/oauth2/token",
+            "/2/oauth2/revoke",
+            "",
+            "",
+        ),
+        Flavor::Reddit => (
+            "/api/v1/authorize",
+            "/api/v1/access_token",
+            "/api/v1/revoke_token",
+            "",
+            "",
+        ),
+        Flavor::Mastodon => (
+            "/oauth/authorize",
+            "/oauth/token",
+            "/oauth/revoke",
+            "/api/v1/apps",
+            "",
+        ),
+        Flavor::Instagram => (
+            "/oauth/authorize",
+            "/oauth/access_token",
+            "",
+            "",
+            "/refresh_access_token",
+        ),
+    };
+    let path = seen.path.as_str();
+    let mut o = st.oauth.lock().unwrap();
+    // An error in Reddit's style is HTTP 200; everyone else uses 400.
+    let error = |code: &str, desc: &str| {
+        let status = if flavor == Flavor::Reddit { 200 } else { 400 };
+        Some(json_response(
+            status,
+            &[],
+            json!({"error": code, "error_description": desc}),
+        ))
+    };
+    if !apps.is_empty() && path == apps && seen.method == "POST" {
+        let f = form(&seen.body);
+        let Some(redirect) = f.get("redirect_uris") else {
+            return Some(json_response(
+                422,
+                &[],
+                json!({"error": "Validation failed: Redirect URI can't be blank"}),
+            ));
+        };
+        o.registrations += 1;
+        let id = format!("app-{}", o.registrations);
+        let secret = o.mint("app-secret");
+        o.apps
+            .insert(id.clone(), (secret.clone(), redirect.clone()));
+        return Some(json_response(
+            200,
+            &[],
+            json!({
+                "id": "563419", "name": f.get("client_name"), "website": f.get("website"),
+                "scopes": f.get("scopes").map(|s| s.split(' ').collect::<Vec<_>>()),
+                "redirect_uris": [redirect], "redirect_uri": redirect, "client_id": id,
+                "client_secret": secret, "client_secret_expires_at": 0
+            }),
+        ));
+    }
+    if path == authorize && seen.method == "GET" {
+        let q: HashMap<String, String> = url::form_urlencoded::parse(seen.query.as_bytes())
+            .into_owned()
+            .collect();
+        let client_ok = match flavor {
+            Flavor::Mastodon => q
+                .get("client_id")
+                .and_then(|c| o.apps.get(c))
+                .is_some_and(|(_, r)| Some(r) == q.get("redirect_uri")),
+            _ => q.get("client_id").map(String::as_str) == Some(CLIENT_ID),
+        };
+        if !client_ok || q.get("response_type").map(String::as_str) != Some("code") {
+            return Some(respond(400, &[], "invalid client or response type"));
+        }
+        let challenge = q.get("code_challenge").cloned();
+        if flavor == Flavor::X
+            && (challenge.is_none()
+                || q.get("code_challenge_method").map(String::as_str) != Some("S256"))
+        {
+            return Some(respond(400, &[], "PKCE with S256 is required"));
+        }
+        if flavor == Flavor::Reddit && q.get("duration").map(String::as_str) != Some("permanent") {
+            return Some(respond(400, &[], "this test expects duration=permanent"));
+        }
+        let code = o.mint("code");
+        let redirect = q.get("redirect_uri").cloned().unwrap_or_default();
+        o.codes.insert(
+            code.clone(),
+            Code {
+                challenge,
+                redirect_uri: redirect.clone(),
+                issued: Instant::now(),
+                used: false,
+            },
+        );
+        let mut to = url::Url::parse(&redirect).unwrap();
+        to.query_pairs_mut()
+            .append_pair("state", q.get("state").map(String::as_str).unwrap_or(""))
+            .append_pair("code", &code);
+        let mut location = to.to_string();
+        if flavor == Flavor::Instagram {
+            location.push_str("#_");
+        }
+        return Some(respond(302, &[("location", location.as_str())], ""));
+    }
+    if !revoke.is_empty() && path == revoke && seen.method == "POST" {
+        let f = form(&seen.body);
+        let t = f.get("token").cloned().unwrap_or_default();
+        o.access.remove(&t);
+        o.refresh.remove(&t);
+        o.revoked.push(t);
+        return Some(json_response(200, &[], json!({})));
+    }
+    if !ig_refresh.is_empty() && path == ig_refresh && seen.method == "GET" {
+        let q: HashMap<String, String> = url::form_urlencoded::parse(seen.query.as_bytes())
+            .into_owned()
+            .collect();
+        o.refresh_calls += 1;
+        if q.get("grant_type").map(String::as_str) != Some("ig_refresh_token") {
+            return Some(json_response(
+                400,
+                &[],
+                json!({"error": {"message": "Unsupported grant_type", "type": "OAuthException", "code": 100}}),
+            ));
+        }
+        let old = q.get("access_token").cloned().unwrap_or_default();
+        if !o.valid(&old) {
+            return Some(json_response(
+                400,
+                &[],
+                json!({"error": {"message": "Error validating access token", "type": "OAuthException", "code": 190}}),
+            ));
+        }
+        let new = o.mint("ig-access");
+        let life = o.lifetime;
+        o.access.insert(new.clone(), Instant::now() + life);
+        return Some(json_response(
+            200,
+            &[],
+            json!({"access_token": new, "token_type": "bearer", "expires_in": life.as_secs()}),
+        ));
+    }
+    if path != token || seen.method != "POST" {
+        return None;
+    }
+    match o.token_mode {
+        Mode::ServerError => {
+            return Some(json_response(
+                503,
+                &[],
+                json!({"error": "temporarily down"}),
+            ));
+        }
+        Mode::RateLimited => {
+            return Some(json_response(
+                429,
+                &[("retry-after", "60")],
+                json!({"error": "Too Many Requests"}),
+            ));
+        }
+        _ => {}
+    }
+    let f = form(&seen.body);
+    let Some((client, secret)) = client_of(seen, &f) else {
+        return error("invalid_client", "no client authentication");
+    };
+    // X and Reddit want HTTP Basic; Mastodon and Instagram take the body.
+    let basic = seen
+        .headers
+        .get("authorization")
+        .is_some_and(|h| h.starts_with("Basic "));
+    let expected_secret = match flavor {
+        Flavor::Mastodon => o.apps.get(&client).map(|(s, _)| s.clone()),
+        _ => (client == CLIENT_ID).then(|| CLIENT_SECRET.to_string()),
+    };
+    if matches!(flavor, Flavor::X | Flavor::Reddit) && !basic
+        || expected_secret.as_deref() != Some(secret.as_str())
+    {
+        return Some(json_response(
+            401,
+            &[],
+            json!({"error": "invalid_client", "error_description": "Client authentication failed"}),
+        ));
+    }
+    let life = o.lifetime;
+    let issue = |o: &mut OAuth, with_refresh: bool| {
+        let access = o.mint(&format!("{flavor:?}-access").to_lowercase());
+        o.access.insert(access.clone(), Instant::now() + life);
+        let mut body = json!({"access_token": access, "token_type": "bearer", "scope": f.get("scope").cloned().unwrap_or_else(|| "tweet.read tweet.write users.read offline.access".into())});
+        match flavor {
+            Flavor::Mastodon => {
+                body["token_type"] = json!("Bearer");
+                body["created_at"] = json!(1_700_000_000);
+            }
+            _ => body["expires_in"] = json!(life.as_secs()),
+        }
+        if with_refresh {
+            let r = o.mint(&format!("{flavor:?}-refresh").to_lowercase());
+            o.refresh.insert(r.clone());
+            body["refresh_token"] = json!(r);
+        }
+        json_response(200, &[], body)
+    };
+    match f.get("grant_type").map(String::as_str) {
+        Some("authorization_code") => {
+            o.code_calls += 1;
+            let code = f.get("code").cloned().unwrap_or_default();
+            let verifier = f.get("code_verifier").cloned();
+            let Some(c) = o.codes.get_mut(&code) else {
+                return error(
+                    "invalid_grant",
+                    "Value passed for the authorization code was invalid.",
+                );
+            };
+            if c.used || c.issued.elapsed() > Duration::from_secs(30) {
+                return error(
+                    "invalid_grant",
+                    "Value passed for the authorization code was invalid.",
+                );
+            }
+            if Some(&c.redirect_uri) != f.get("redirect_uri") {
+                return error("invalid_grant", "redirect_uri does not match");
+            }
+            if let Some(ch) = &c.challenge
+                && verifier.as_deref().map(s256).as_deref() != Some(ch.as_str())
+            {
+                return error(
+                    "invalid_grant",
+                    "code_verifier does not match the challenge",
+                );
+            }
+            c.used = true;
+            let with_refresh = matches!(flavor, Flavor::X | Flavor::Reddit);
+            Some(issue(&mut o, with_refresh))
+        }
+        Some("refresh_token") if matches!(flavor, Flavor::X | Flavor::Reddit) => {
+            o.refresh_calls += 1;
+            let r = f.get("refresh_token").cloned().unwrap_or_default();
+            if !o.refresh.contains(&r) {
+                return error("invalid_grant", "Value passed for the token was invalid.");
+            }
+            if flavor == Flavor::X {
+                // Single use: the old refresh token dies now.
+                o.refresh.remove(&r);
+                o.spent.insert(r);
+                Some(issue(&mut o, true))
+            } else {
+                // Reddit keeps the refresh token and omits it from the answer.
+                Some(issue(&mut o, false))
+            }
+        }
+        _ => error("unsupported_grant_type", "unsupported grant type"),
+    }
+}
