@@ -645,3 +645,65 @@ unsafe extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
+
+/// LinkedIn: OpenID Connect, client secret in the body, no refresh token.
+/// The profile comes from the userinfo endpoint; outreach says the token
+/// cannot be refreshed and warns once, ahead of expiry.
+#[test]
+fn linkedin_connects_with_oidc_and_warns_before_an_unrefreshable_expiry() {
+    let li = fake_linkedin();
+    let mut home = Home::new();
+    for (name, path) in [
+        ("authorize", "/oauth/v2/authorization"),
+        ("token", "/oauth/v2/accessToken"),
+        ("userinfo", "/v2/userinfo"),
+        ("api", ""),
+    ] {
+        home.endpoint("linkedin", name, &format!("{}{path}", li.url()));
+    }
+    with_client(&mut home, "linkedin");
+    let log = home.path().join("notifications.log");
+    home.extra_config.push_str(&format!(
+        "\n[auth]\nwarn_before_secs = 8\n\n[notify]\ncommand = 'echo \"$OUTREACH_ACCOUNT $OUTREACH_STATE $OUTREACH_MESSAGE\" >> {}'\n",
+        log.display()
+    ));
+    li.state.oauth.lock().unwrap().lifetime = Duration::from_secs(10);
+    let r = connect(&home, &["linkedin"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.contains("connected linkedin/default as John Doe"),
+        "{}",
+        r.stdout
+    );
+    let seen = li.seen();
+    let token_req = seen
+        .iter()
+        .find(|s| s.path == "/oauth/v2/accessToken")
+        .unwrap();
+    assert!(token_req.body.contains("client_id=") && token_req.body.contains("client_secret="));
+    assert!(!token_req.headers.contains_key("authorization"));
+    assert!(seen.iter().any(|s| s.path == "/v2/userinfo"));
+
+    let h = account(&status(&home), "linkedin/default").clone();
+    assert_eq!(h["refreshable"], false);
+    let r = home.run(&["refresh", "linkedin"], None);
+    assert!(r.stdout.contains("cannot be refreshed"), "{}", r.stdout);
+
+    // The scheduler warns once when the token enters its last 8 seconds.
+    let child = home
+        .command(&["refresh", "--watch"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(4500));
+    unsafe { libc_kill(child.id() as i32, 15) };
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let notes = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(notes.lines().count(), 1, "{notes}");
+    assert!(
+        notes.contains("linkedin/default expiring") && notes.contains("cannot be refreshed"),
+        "{notes}"
+    );
+}

@@ -892,3 +892,99 @@ pub fn new_record(id: AccountId, t: Tokens, settings: BTreeMap<String, String>) 
     r.last_refreshed = None;
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape() -> TokenShape {
+        TokenShape {
+            access_token: "access_token".into(),
+            refresh_token: "refresh_token".into(),
+            expiry: "expires_in".into(),
+            expiry_format: ExpiryFormat::SecondsFromNow,
+            scope: "scope".into(),
+            error: "error".into(),
+        }
+    }
+
+    #[test]
+    fn standard_response() {
+        let t = parse_tokens(
+            200,
+            br#"{"access_token":"a","refresh_token":"r","expires_in":7200,"scope":"s"}"#,
+            &shape(),
+            0,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(t.access.expose(), "a");
+        assert_eq!(t.refresh.unwrap().expose(), "r");
+        assert_eq!(t.expires_in, Some(7200));
+        assert_eq!(t.scope.as_deref(), Some("s"));
+    }
+
+    #[test]
+    fn expires_at_and_missing_expiry() {
+        let mut s = shape();
+        s.expiry = "expires_at".into();
+        s.expiry_format = ExpiryFormat::UnixSeconds;
+        let at = Utc::now().timestamp() + 3600;
+        let body = format!(r#"{{"access_token":"a","expires_at":{at}}}"#);
+        let t = parse_tokens(200, body.as_bytes(), &s, 0, &[]).unwrap();
+        assert_eq!(t.expires_at.unwrap().timestamp(), at);
+        assert!((3590..=3600).contains(&t.expires_in.unwrap()));
+        // No expiry in the answer: the manifest's lifetime applies…
+        let t = parse_tokens(200, br#"{"access_token":"a"}"#, &shape(), 600, &[]).unwrap();
+        assert_eq!(t.expires_in, Some(600));
+        // …or none, for platforms whose tokens do not expire.
+        let t = parse_tokens(200, br#"{"access_token":"a"}"#, &shape(), 0, &[]).unwrap();
+        assert!(t.expires_at.is_none());
+    }
+
+    #[test]
+    fn errors_are_classified() {
+        let s = shape();
+        // HTTP 200 carrying an error (Reddit).
+        assert!(matches!(
+            parse_tokens(200, br#"{"error":"invalid_grant"}"#, &s, 0, &[]),
+            Err(TokenError::InvalidGrant(_))
+        ));
+        // X's answer for a spent refresh token.
+        let x = br#"{"error":"invalid_request","error_description":"Value passed for the token was invalid."}"#;
+        assert!(matches!(
+            parse_tokens(400, x, &s, 0, &[]),
+            Err(TokenError::InvalidGrant(_))
+        ));
+        assert!(matches!(
+            parse_tokens(503, b"<html>down</html>", &s, 0, &[]),
+            Err(TokenError::Transient(_))
+        ));
+        assert!(matches!(
+            parse_tokens(429, b"{}", &s, 0, &[]),
+            Err(TokenError::Transient(_))
+        ));
+        assert!(matches!(
+            parse_tokens(400, br#"{"error":"invalid_client"}"#, &s, 0, &[]),
+            Err(TokenError::Rejected(_))
+        ));
+        assert!(matches!(
+            parse_tokens(200, b"<html>", &s, 0, &[]),
+            Err(TokenError::Transient(_))
+        ));
+    }
+
+    #[test]
+    fn secrets_are_scrubbed_from_error_text() {
+        let secret = Secret::new("refresh-secret-123");
+        let e = parse_tokens(
+            400,
+            br#"{"error":"bad","error_description":"token refresh-secret-123 unknown"}"#,
+            &shape(),
+            0,
+            &[&secret],
+        )
+        .unwrap_err();
+        assert!(!e.to_string().contains("refresh-secret-123"), "{e}");
+    }
+}

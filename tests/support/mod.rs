@@ -515,6 +515,9 @@ pub const LINKEDIN_SUB: &str = "782bbtaQ";
 /// A fake of api.linkedin.com: `GET /v2/userinfo`, `POST /rest/posts`.
 pub fn fake_linkedin() -> Fake {
     start(|st, seen| {
+        if let Some(r) = oauth::route(st, seen, oauth::Flavor::LinkedIn) {
+            return r;
+        }
         if let Some(r) = common_failure(
             st,
             &[],

@@ -9,6 +9,8 @@
 //!   revocation.
 //! - Instagram: no refresh token; the access token itself is renewed with
 //!   `GET /refresh_access_token?grant_type=ig_refresh_token`.
+//! - LinkedIn: client credentials in the body, no PKCE, 60-day tokens and
+//!   no refresh token (refresh is for approved partners only).
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -29,6 +31,7 @@ pub enum Flavor {
     Reddit,
     Mastodon,
     Instagram,
+    LinkedIn,
 }
 
 struct Code {
@@ -162,6 +165,13 @@ pub fn route(st: &FakeState, seen: &Seen, flavor: Flavor) -> Option<Response> {
             "",
             "",
             "/refresh_access_token",
+        ),
+        Flavor::LinkedIn => (
+            "/oauth/v2/authorization",
+            "/oauth/v2/accessToken",
+            "",
+            "",
+            "",
         ),
     };
     let path = seen.path.as_str();
