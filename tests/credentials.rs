@@ -229,9 +229,11 @@ fn only_an_invalid_grant_needs_reconnect_and_each_change_is_announced_once() {
     let x = fake_x();
     let mut home = x_home(&x);
     let log = home.path().join("notifications.log");
+    let hook = start(|_, _| respond(204, &[], ""));
     home.extra_config.push_str(&format!(
-        "\n[notify]\ncommand = 'echo \"$OUTREACH_ACCOUNT $OUTREACH_PREVIOUS_STATE -> $OUTREACH_STATE\" >> {}'\n",
-        log.display()
+        "\n[notify]\ncommand = 'echo \"$OUTREACH_ACCOUNT $OUTREACH_PREVIOUS_STATE -> $OUTREACH_STATE\" >> {}'\nwebhook = \"{}/hook\"\n",
+        log.display(),
+        hook.url()
     ));
     assert_eq!(connect(&home, &["x"]).code, 0);
 
@@ -278,6 +280,18 @@ fn only_an_invalid_grant_needs_reconnect_and_each_change_is_announced_once() {
             "x/default healthy -> needs reconnect",
         ]
     );
+    // The webhook got the same three changes, as JSON.
+    let states: Vec<String> = hook
+        .seen()
+        .iter()
+        .map(|h| {
+            assert_eq!(h.method, "POST");
+            let v: Value = serde_json::from_str(&h.body).unwrap();
+            assert_eq!(v["account"], "x/default");
+            v["state"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(states, ["failing", "healthy", "needs reconnect"]);
 }
 
 #[test]
@@ -706,4 +720,96 @@ fn linkedin_connects_with_oidc_and_warns_before_an_unrefreshable_expiry() {
         notes.contains("linkedin/default expiring") && notes.contains("cannot be refreshed"),
         "{notes}"
     );
+}
+
+/// Bluesky-style: an app password (read from standard input, never the
+/// command line) is exchanged for JWTs with a JSON login; the refresh JWT
+/// is sent as a bearer token and rotates.
+#[test]
+fn app_passwords_log_in_and_session_tokens_rotate() {
+    let bsky = fake_lab(Flavor::Bluesky);
+    let mut home = Home::new();
+    std::fs::copy(
+        test_plugin("outreach-oauth-lab", Some("bluesky"), "bluesky.wasm"),
+        home.plugins_dir().join("bluesky.wasm"),
+    )
+    .unwrap();
+    for (name, path) in [
+        ("login", "/xrpc/com.atproto.server.createSession"),
+        ("refresh", "/xrpc/com.atproto.server.refreshSession"),
+        ("api", ""),
+    ] {
+        home.endpoint("bluesky", name, &format!("{}{path}", bsky.url()));
+    }
+    let r = home.run(
+        &["connect", "bluesky", "--username", "alice.test"],
+        Some("wrong"),
+    );
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("Invalid identifier or password"),
+        "{}",
+        r.stderr
+    );
+    assert!(!home.path().join("store/bluesky/default.age").exists());
+
+    let r = home.run(
+        &["connect", "bluesky", "--username", "alice.test"],
+        Some(support::oauth::APP_PASSWORD),
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    let h = account(&status(&home), "bluesky/default").clone();
+    assert_eq!(h["refreshable"], true);
+    assert!(h["expires_in"].as_i64().unwrap() > 7000, "{h}");
+    for _ in 0..2 {
+        assert_eq!(home.run(&["refresh", "bluesky"], None).code, 0);
+    }
+    assert_eq!(bsky.state.oauth.lock().unwrap().spent.len(), 2);
+    // A revoked session: 400 ExpiredToken means reconnect.
+    bsky.state.oauth.lock().unwrap().refresh.clear();
+    assert_eq!(home.run(&["refresh", "bluesky"], None).code, 1);
+    assert_eq!(
+        account(&status(&home), "bluesky/default")["state"],
+        "needs-reconnect"
+    );
+}
+
+/// A rekey interrupted half-way (some records already under the new
+/// identity) leaves every record readable, and running it again finishes.
+#[test]
+fn an_interrupted_rekey_is_resumed() {
+    use outreach::store::{AgeDirStore, CredentialStore, Identity};
+    let w = World::new().with_accounts();
+    let home = &w.home;
+    // Simulate the interruption: the next identity exists and one record
+    // was already rewritten to it alone.
+    let next = home.path().join("identity.txt.next");
+    let key = age::x25519::Identity::generate();
+    use age::secrecy::ExposeSecret;
+    std::fs::write(&next, format!("{}\n", key.to_string().expose_secret())).unwrap();
+    let old = Identity::load_or_create(&home.path().join("identity.txt"), || None).unwrap();
+    let old_store = AgeDirStore::open(&home.path().join("store"), old).unwrap();
+    let rec = old_store
+        .load(&outreach::store::AccountId::new("x", "default").unwrap())
+        .unwrap();
+    let next_only = Identity::load_or_create(&next, || None).unwrap();
+    AgeDirStore::open(&home.path().join("store"), next_only)
+        .unwrap()
+        .save(&rec)
+        .unwrap();
+    // Half-way, everything still opens.
+    let r = home.run(&["accounts", "--json"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    // Resuming finishes the move to the next identity.
+    let r = home.run(&["store", "rekey"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(!next.exists());
+    assert_eq!(
+        std::fs::read_to_string(home.path().join("identity.txt"))
+            .unwrap()
+            .trim(),
+        key.to_string().expose_secret().trim()
+    );
+    let r = home.run(&["accounts", "--json"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
 }

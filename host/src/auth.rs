@@ -137,12 +137,25 @@ pub fn parse_tokens(
     };
     // Some platforms (Reddit) answer 200 with an error body.
     if let Some(err) = field(&shape.error) {
-        let code = err
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| err.to_string());
+        // `{"error": "code", "error_description"|"message": …}` (OAuth,
+        // atproto) or `{"error": {"message", "type", "code"}}` (Meta).
+        let code = match err {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Object(o) => o
+                .get("type")
+                .or_else(|| o.get("code"))
+                .map(|c| {
+                    c.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| c.to_string())
+                })
+                .unwrap_or_default(),
+            other => other.to_string(),
+        };
         let desc = v
             .get("error_description")
+            .or_else(|| v.get("message"))
+            .or_else(|| err.get("message"))
             .and_then(|d| d.as_str())
             .unwrap_or("");
         let what = if desc.is_empty() {
@@ -151,8 +164,18 @@ pub fn parse_tokens(
             format!("{code}: {desc}")
         };
         let what = scrub(&what, secrets);
-        let token_gone = matches!(code.as_str(), "invalid_grant" | "invalid_token")
-            || (code == "invalid_request" && desc.to_ascii_lowercase().contains("token"));
+        // OAuth's `invalid_grant`/`invalid_token`, and atproto's
+        // `InvalidToken`/`ExpiredToken` (a refresh JWT that is spent).
+        let normal: String = code
+            .to_ascii_lowercase()
+            .chars()
+            .filter(|c| *c != '_')
+            .collect();
+        let token_gone = matches!(
+            normal.as_str(),
+            "invalidgrant" | "invalidtoken" | "expiredtoken"
+        ) || (code == "invalid_request"
+            && desc.to_ascii_lowercase().contains("token"));
         return Err(if token_gone {
             TokenError::InvalidGrant(what)
         } else if matches!(code.as_str(), "temporarily_unavailable" | "server_error") {

@@ -719,6 +719,7 @@ pub fn fake_lab(flavor: oauth::Flavor) -> Fake {
     }
     match flavor {
         oauth::Flavor::Instagram => start(|st, seen| handle(st, seen, oauth::Flavor::Instagram)),
+        oauth::Flavor::Bluesky => start(|st, seen| handle(st, seen, oauth::Flavor::Bluesky)),
         _ => start(|st, seen| handle(st, seen, oauth::Flavor::Reddit)),
     }
 }

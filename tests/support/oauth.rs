@@ -9,6 +9,9 @@
 //!   revocation.
 //! - Instagram: no refresh token; the access token itself is renewed with
 //!   `GET /refresh_access_token?grant_type=ig_refresh_token`.
+//! - Bluesky: an app password exchanged for JWTs (`createSession`, JSON);
+//!   `refreshSession` takes the refresh JWT as a bearer token and rotates
+//!   it; a spent one fails with HTTP 400 `ExpiredToken`.
 //! - LinkedIn: client credentials in the body, no PKCE, 60-day tokens and
 //!   no refresh token (refresh is for approved partners only).
 
@@ -32,6 +35,7 @@ pub enum Flavor {
     Mastodon,
     Instagram,
     LinkedIn,
+    Bluesky,
 }
 
 struct Code {
@@ -173,6 +177,7 @@ pub fn route(st: &FakeState, seen: &Seen, flavor: Flavor) -> Option<Response> {
             "",
             "",
         ),
+        Flavor::Bluesky => return bluesky(st, seen),
     };
     let path = seen.path.as_str();
     let mut o = st.oauth.lock().unwrap();
@@ -402,5 +407,77 @@ pub fn route(st: &FakeState, seen: &Seen, flavor: Flavor) -> Option<Response> {
             }
         }
         _ => error("unsupported_grant_type", "unsupported grant type"),
+    }
+}
+
+/// The app password the Bluesky fake accepts.
+pub const APP_PASSWORD: &str = "app-password-PLANTED-7c2e";
+
+fn bluesky(st: &FakeState, seen: &Seen) -> Option<Response> {
+    let mut o = st.oauth.lock().unwrap();
+    let life = o.lifetime;
+    let session = |o: &mut OAuth| {
+        let access = o.mint("bsky-access");
+        let refresh = o.mint("bsky-refresh");
+        o.access.insert(access.clone(), Instant::now() + life);
+        o.refresh.insert(refresh.clone());
+        json_response(
+            200,
+            &[],
+            json!({"accessJwt": access, "refreshJwt": refresh, "handle": "alice.test", "did": "did:plc:lab", "active": true}),
+        )
+    };
+    match (seen.method.as_str(), seen.path.as_str()) {
+        ("POST", "/xrpc/com.atproto.server.createSession") => {
+            let body: serde_json::Value = serde_json::from_str(&seen.body).unwrap_or_default();
+            if seen.headers.get("content-type").map(String::as_str) != Some("application/json") {
+                return Some(json_response(
+                    400,
+                    &[],
+                    json!({"error": "InvalidRequest", "message": "Expected application/json"}),
+                ));
+            }
+            if body["identifier"] != "alice.test" || body["password"] != APP_PASSWORD {
+                return Some(json_response(
+                    401,
+                    &[],
+                    json!({"error": "AuthenticationRequired", "message": "Invalid identifier or password"}),
+                ));
+            }
+            o.code_calls += 1;
+            Some(session(&mut o))
+        }
+        ("POST", "/xrpc/com.atproto.server.refreshSession") => {
+            o.refresh_calls += 1;
+            match o.token_mode {
+                Mode::ServerError => {
+                    return Some(json_response(502, &[], json!({"error": "UpstreamFailure"})));
+                }
+                Mode::RateLimited => {
+                    return Some(json_response(
+                        429,
+                        &[("ratelimit-reset", "60")],
+                        json!({"error": "RateLimitExceeded"}),
+                    ));
+                }
+                _ => {}
+            }
+            let presented = seen
+                .headers
+                .get("authorization")
+                .and_then(|h| h.strip_prefix("Bearer "))
+                .unwrap_or("")
+                .to_string();
+            if !o.refresh.remove(&presented) {
+                return Some(json_response(
+                    400,
+                    &[],
+                    json!({"error": "ExpiredToken", "message": "Token has been revoked"}),
+                ));
+            }
+            o.spent.insert(presented);
+            Some(session(&mut o))
+        }
+        _ => None,
     }
 }

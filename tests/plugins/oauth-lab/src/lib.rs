@@ -1,5 +1,5 @@
-//! Auth-only stand-ins for Reddit and Instagram (pick one with a cargo
-//! feature). They publish nothing real; the credentials tests use them to
+//! Auth-only stand-ins for Reddit, Instagram and Bluesky (pick one with a
+//! cargo feature). They publish nothing real; the credentials tests use them to
 //! drive the host's token machinery through these platforms' quirks.
 
 use outreach_sdk::prelude::*;
@@ -8,103 +8,73 @@ struct Lab;
 
 #[cfg(feature = "instagram")]
 const ID: &str = "instagram";
-#[cfg(not(feature = "instagram"))]
+#[cfg(feature = "bluesky")]
+const ID: &str = "bluesky";
+#[cfg(not(any(feature = "instagram", feature = "bluesky")))]
 const ID: &str = "reddit";
+
+/// Bluesky's session endpoints answer with JWTs under their own names.
+fn bluesky_shape() -> TokenShape {
+    TokenShape {
+        access_token: "accessJwt".into(),
+        refresh_token: "refreshJwt".into(),
+        expiry: String::new(),
+        expiry_format: ExpiryFormat::SecondsFromNow,
+        scope: String::new(),
+        error: "error".into(),
+    }
+}
+
+fn bluesky_manifest() -> Manifest {
+    let mut m = base_manifest(false);
+    m.id = "bluesky".into();
+    m.name = "Bluesky (lab)".into();
+    m.auth.kind = AuthKind::AppPassword;
+    m.auth.scopes = vec![];
+    m.auth.client_auth = ClientAuth::None;
+    m.auth.authorize_params = vec![];
+    m.auth.access_token_lifetime = 7200;
+    m.auth.login = Some(CustomExchange {
+        method: HttpMethod::Post,
+        url: "login".into(),
+        query: vec![],
+        headers: vec![],
+        body: ExchangeBody::Json(
+            r#"{"identifier":"{{username}}","password":"{{password}}"}"#.into(),
+        ),
+        response: bluesky_shape(),
+    });
+    m.auth.refresh = RefreshStyle::Custom(CustomExchange {
+        method: HttpMethod::Post,
+        url: "refresh".into(),
+        query: vec![],
+        headers: pairs(&[("authorization", "Bearer {{refresh_token}}")]),
+        body: ExchangeBody::None,
+        response: bluesky_shape(),
+    });
+    m.endpoints = vec![
+        Endpoint {
+            name: "login".into(),
+            url: "https://lab.example/xrpc/com.atproto.server.createSession".into(),
+        },
+        Endpoint {
+            name: "refresh".into(),
+            url: "https://lab.example/xrpc/com.atproto.server.refreshSession".into(),
+        },
+        Endpoint {
+            name: "api".into(),
+            url: "https://lab.example".into(),
+        },
+    ];
+    m
+}
 
 impl Platform for Lab {
     fn manifest() -> Manifest {
-        let instagram = cfg!(feature = "instagram");
-        let shape = TokenShape::default();
-        Manifest {
-            id: ID.into(),
-            name: if instagram {
-                "Instagram (lab)"
-            } else {
-                "Reddit (lab)"
-            }
-            .into(),
-            version: "0.0.1".into(),
-            auth: AuthInfo {
-                kind: AuthKind::Oauth2,
-                scopes: if instagram {
-                    vec![
-                        "instagram_business_basic".into(),
-                        "instagram_business_content_publish".into(),
-                    ]
-                } else {
-                    vec!["identity".into(), "submit".into()]
-                },
-                scope_separator: if instagram { ",".into() } else { " ".into() },
-                client_auth: if instagram {
-                    ClientAuth::Body
-                } else {
-                    ClientAuth::Basic
-                },
-                authorize_params: if instagram {
-                    vec![]
-                } else {
-                    pairs(&[("duration", "permanent")])
-                },
-                token_params: vec![],
-                token_response: shape.clone(),
-                refresh: if instagram {
-                    RefreshStyle::Custom(CustomExchange {
-                        method: HttpMethod::Get,
-                        url: "refresh".into(),
-                        query: pairs(&[
-                            ("grant_type", "ig_refresh_token"),
-                            ("access_token", "{{access_token}}"),
-                        ]),
-                        headers: vec![],
-                        body: ExchangeBody::None,
-                        response: shape,
-                    })
-                } else {
-                    RefreshStyle::Standard
-                },
-                access_token_lifetime: if instagram { 60 * 86_400 } else { 3600 },
-                refresh_token_lifetime: 0,
-                placement: if instagram {
-                    CredentialPlacement::Query("access_token".into())
-                } else {
-                    CredentialPlacement::Bearer
-                },
-                dynamic_registration: false,
-                login: None,
-            },
-            endpoints: {
-                let mut e = vec![
-                    Endpoint {
-                        name: "authorize".into(),
-                        url: "https://lab.example/authorize".into(),
-                    },
-                    Endpoint {
-                        name: "token".into(),
-                        url: "https://lab.example/token".into(),
-                    },
-                    Endpoint {
-                        name: "api".into(),
-                        url: "https://lab.example".into(),
-                    },
-                ];
-                if instagram {
-                    e.push(Endpoint {
-                        name: "refresh".into(),
-                        url: "https://lab.example/refresh_access_token".into(),
-                    });
-                }
-                e
-            },
-            hosts: vec![],
-            rate_limits: vec![],
-            rate_limit_headers: None,
-            content: ContentRules {
-                max_length: 1000,
-                ..Default::default()
-            },
-            settings: vec![],
-            idempotent_publish: false,
+        if cfg!(feature = "bluesky") {
+            return bluesky_manifest();
         }
+        base_manifest(cfg!(feature = "instagram"))
     }
 
     fn publish(_ctx: &Context, _post: &Post) -> Result<Receipt, CallError> {
@@ -123,6 +93,101 @@ impl Platform for Lab {
             picture: None,
             url: None,
         })
+    }
+}
+
+/// The Reddit-like manifest, or the Instagram-like one.
+fn base_manifest(instagram: bool) -> Manifest {
+    let shape = TokenShape::default();
+    Manifest {
+        id: ID.into(),
+        name: if instagram {
+            "Instagram (lab)"
+        } else {
+            "Reddit (lab)"
+        }
+        .into(),
+        version: "0.0.1".into(),
+        auth: AuthInfo {
+            kind: AuthKind::Oauth2,
+            scopes: if instagram {
+                vec![
+                    "instagram_business_basic".into(),
+                    "instagram_business_content_publish".into(),
+                ]
+            } else {
+                vec!["identity".into(), "submit".into()]
+            },
+            scope_separator: if instagram { ",".into() } else { " ".into() },
+            client_auth: if instagram {
+                ClientAuth::Body
+            } else {
+                ClientAuth::Basic
+            },
+            authorize_params: if instagram {
+                vec![]
+            } else {
+                pairs(&[("duration", "permanent")])
+            },
+            token_params: vec![],
+            token_response: shape.clone(),
+            refresh: if instagram {
+                RefreshStyle::Custom(CustomExchange {
+                    method: HttpMethod::Get,
+                    url: "refresh".into(),
+                    query: pairs(&[
+                        ("grant_type", "ig_refresh_token"),
+                        ("access_token", "{{access_token}}"),
+                    ]),
+                    headers: vec![],
+                    body: ExchangeBody::None,
+                    response: shape,
+                })
+            } else {
+                RefreshStyle::Standard
+            },
+            access_token_lifetime: if instagram { 60 * 86_400 } else { 3600 },
+            refresh_token_lifetime: 0,
+            placement: if instagram {
+                CredentialPlacement::Query("access_token".into())
+            } else {
+                CredentialPlacement::Bearer
+            },
+            dynamic_registration: false,
+            login: None,
+        },
+        endpoints: {
+            let mut e = vec![
+                Endpoint {
+                    name: "authorize".into(),
+                    url: "https://lab.example/authorize".into(),
+                },
+                Endpoint {
+                    name: "token".into(),
+                    url: "https://lab.example/token".into(),
+                },
+                Endpoint {
+                    name: "api".into(),
+                    url: "https://lab.example".into(),
+                },
+            ];
+            if instagram {
+                e.push(Endpoint {
+                    name: "refresh".into(),
+                    url: "https://lab.example/refresh_access_token".into(),
+                });
+            }
+            e
+        },
+        hosts: vec![],
+        rate_limits: vec![],
+        rate_limit_headers: None,
+        content: ContentRules {
+            max_length: 1000,
+            ..Default::default()
+        },
+        settings: vec![],
+        idempotent_publish: false,
     }
 }
 

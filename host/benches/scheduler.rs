@@ -1,0 +1,243 @@
+//! The refresh scheduler at scale: N accounts (default 10,000) on the X
+//! plugin whose tokens live 60 seconds, refreshed against a loopback fake
+//! token endpoint (rotating refresh tokens) for a while (default 300 s).
+//!
+//! Reports: refreshes done, refreshes that came after the token had already
+//! expired (must be 0: no token is used after its expiry), outreach's CPU
+//! time per refresh, peak resident memory, and bytes written to disk per
+//! refresh (must not grow with the number of accounts — run with a smaller
+//! SCHED_ACCOUNTS to compare).
+//!
+//! Run: `cargo bench --bench scheduler` (SCHED_ACCOUNTS, SCHED_SECS and
+//! SCHED_LIFETIME override the defaults). The fake runs in a child process
+//! so its CPU is not counted as outreach's.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use outreach::accounts::App;
+use outreach::config::Loaded;
+use outreach::schedule::{Refresher, run};
+use outreach::secret::Secret;
+use outreach::store::{AccountId, AgeDirStore, CredentialStore, Health, Identity, Profile, Record};
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// CPU seconds (user + system) of this process so far.
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+fn proc_field(file: &str, key: &str) -> u64 {
+    std::fs::read_to_string(file)
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[derive(Default)]
+struct FakeState {
+    /// Current refresh token → (account, expiry of its access token).
+    live: HashMap<String, (String, Instant)>,
+    refreshes: u64,
+    late: u64,
+}
+
+/// The fake token endpoint: any `r0-<account>` works once, then rotation.
+fn serve_fake(port_file: &Path, lifetime: Duration) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        use axum::routing::{get, post};
+        let st = Arc::new(Mutex::new(FakeState::default()));
+        let s1 = st.clone();
+        let s2 = st.clone();
+        let app = axum::Router::new()
+            .route(
+                "/2/oauth2/token",
+                post(move |body: String| {
+                    let st = s1.clone();
+                    async move {
+                        let form: HashMap<String, String> =
+                            url::form_urlencoded::parse(body.as_bytes()).into_owned().collect();
+                        let presented = form.get("refresh_token").cloned().unwrap_or_default();
+                        let mut s = st.lock().unwrap();
+                        let now = Instant::now();
+                        let account = match s.live.remove(&presented) {
+                            Some((acct, expiry)) => {
+                                if now > expiry {
+                                    s.late += 1;
+                                }
+                                acct
+                            }
+                            None => match presented.strip_prefix("r0-") {
+                                Some(acct) if !s.live.values().any(|(a, _)| a == acct) => acct.to_string(),
+                                _ => {
+                                    return (
+                                        axum::http::StatusCode::BAD_REQUEST,
+                                        r#"{"error":"invalid_grant","error_description":"Value passed for the token was invalid."}"#.to_string(),
+                                    );
+                                }
+                            },
+                        };
+                        s.refreshes += 1;
+                        let n = s.refreshes;
+                        let refresh = format!("r{n}-{account}");
+                        s.live.insert(refresh.clone(), (account, now + lifetime));
+                        (
+                            axum::http::StatusCode::OK,
+                            format!(
+                                r#"{{"token_type":"bearer","access_token":"a{n}","refresh_token":"{refresh}","expires_in":{},"scope":"tweet.read"}}"#,
+                                lifetime.as_secs()
+                            ),
+                        )
+                    }
+                }),
+            )
+            .route(
+                "/stats",
+                get(move || {
+                    let st = s2.clone();
+                    async move {
+                        let s = st.lock().unwrap();
+                        let now = Instant::now();
+                        let expired = s.live.values().filter(|(_, e)| *e < now).count();
+                        format!(r#"{{"refreshes":{},"late":{},"expired_now":{}}}"#, s.refreshes, s.late, expired)
+                    }
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        std::fs::write(port_file, listener.local_addr().unwrap().port().to_string()).unwrap();
+        axum::serve(listener, app).await.unwrap();
+    });
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let lifetime = Duration::from_secs(env_num("SCHED_LIFETIME", 60));
+    if let Some(i) = args.iter().position(|a| a == "--fake") {
+        serve_fake(Path::new(&args[i + 1]), lifetime);
+        return;
+    }
+    if args.iter().any(|a| a == "--list") {
+        return;
+    }
+    let accounts = env_num("SCHED_ACCOUNTS", 10_000) as usize;
+    let secs = env_num("SCHED_SECS", 300);
+    let dir = tempfile::tempdir().unwrap();
+    let port_file = dir.path().join("port");
+    let mut fake = std::process::Command::new(std::env::current_exe().unwrap())
+        .arg("--fake")
+        .arg(&port_file)
+        .spawn()
+        .unwrap();
+    let port = loop {
+        if let Ok(p) = std::fs::read_to_string(&port_file)
+            && !p.is_empty()
+        {
+            break p;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let fake_url = format!("http://127.0.0.1:{port}");
+    let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins");
+    let cfg_path = dir.path().join("bench.toml");
+    std::fs::write(
+        &cfg_path,
+        format!(
+            "[paths]\nplugins = {:?}\nstore = \"store\"\nidentity = \"id.txt\"\ncache = \"cache\"\n\n[auth]\njitter = 0.05\n\n[platforms.x]\nclient_id = \"bench\"\nclient_secret_env = \"SCHED_BENCH_SECRET\"\n[platforms.x.endpoints]\ntoken = \"{fake_url}/2/oauth2/token\"\n",
+            plugins.display().to_string()
+        ),
+    )
+    .unwrap();
+    // SAFETY: set before any other thread of this process exists.
+    unsafe { std::env::set_var("SCHED_BENCH_SECRET", "bench-secret") };
+
+    // N accounts whose tokens expire evenly over the next lifetime.
+    let ident = Identity::load_or_create(&dir.path().join("id.txt"), || None).unwrap();
+    let store = AgeDirStore::open(&dir.path().join("store"), ident).unwrap();
+    let now = chrono::Utc::now();
+    let t0 = Instant::now();
+    for i in 0..accounts {
+        let name = format!("a{i:05}");
+        let left = lifetime.as_millis() as i64 * (i as i64 + 1) / accounts as i64;
+        let expires_at = now + chrono::Duration::milliseconds(left);
+        store
+            .save(&Record {
+                version: Record::VERSION,
+                id: AccountId::new("x", &name).unwrap(),
+                access_token: Secret::new("a0"),
+                refresh_token: Some(Secret::new(format!("r0-{name}"))),
+                expires_in: Some(lifetime.as_secs()),
+                expires_at: Some(expires_at),
+                scope: String::new(),
+                profile: Profile::default(),
+                created_at: expires_at - chrono::Duration::from_std(lifetime).unwrap(),
+                last_refreshed: None,
+                settings: Default::default(),
+                health: Health::default(),
+            })
+            .unwrap();
+    }
+    eprintln!(
+        "created {accounts} accounts in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (cpu0, io0) = (cpu_secs(), proc_field("/proc/self/io", "write_bytes:"));
+    rt.block_on(async {
+        let cfg = Loaded::load(Some(&cfg_path)).unwrap();
+        let app = Arc::new(App::new(cfg).await.unwrap());
+        let refresher = Arc::new(Refresher::new(app).unwrap());
+        run(refresher, 32, tokio::time::sleep(Duration::from_secs(secs)))
+            .await
+            .unwrap();
+    });
+    let (cpu1, io1) = (cpu_secs(), proc_field("/proc/self/io", "write_bytes:"));
+    let stats: serde_json::Value = rt.block_on(async {
+        let body = reqwest::Client::new()
+            .get(format!("{fake_url}/stats"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        serde_json::from_str(&body).unwrap()
+    });
+    fake.kill().ok();
+    fake.wait().ok();
+    let refreshes = stats["refreshes"].as_u64().unwrap().max(1);
+    println!(
+        "scheduler: {accounts} accounts, {}-s tokens, {secs} s: {refreshes} refreshes ({:.1}/s); late refreshes (token already expired) {}; tokens expired at the end {}; CPU {:.0} µs per refresh; peak RSS {} MiB; {:.0} bytes written per refresh",
+        lifetime.as_secs(),
+        refreshes as f64 / secs as f64,
+        stats["late"],
+        stats["expired_now"],
+        (cpu1 - cpu0) * 1e6 / refreshes as f64,
+        proc_field("/proc/self/status", "VmHWM:") / 1024,
+        (io1 - io0) as f64 / refreshes as f64,
+    );
+}
