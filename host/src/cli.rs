@@ -195,7 +195,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         } => {
             let p = app.host.get(&id)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&wit_style(&p.manifest))?);
+                print_json(&wit_style(&p.manifest))?;
             } else {
                 print_manifest(&p.manifest, &p.path);
             }
@@ -208,7 +208,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 .map(|(id, r)| AccountSummary::new(id, r))
                 .collect();
             if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
+                print_json(&list)?;
             } else if list.is_empty() {
                 println!("no accounts; add one with `outreach accounts add PLATFORM`");
             } else {
@@ -290,12 +290,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             match outcome {
                 Err(problems) => {
                     if json {
-                        println!(
-                            "{}",
-                            serde_json::to_string_pretty(
-                                &serde_json::json!({ "problems": problems })
-                            )?
-                        );
+                        print_json(&serde_json::json!({ "problems": problems }))?;
                     } else {
                         eprintln!("{}: nothing was published:", file.display());
                         for p in &problems {
@@ -306,12 +301,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 }
                 Ok(results) => {
                     if json {
-                        println!(
-                            "{}",
-                            serde_json::to_string_pretty(
-                                &serde_json::json!({ "results": results })
-                            )?
-                        );
+                        print_json(&serde_json::json!({ "results": results }))?;
                     } else {
                         for r in &results {
                             if check {
@@ -418,12 +408,7 @@ fn plugins(app: &App, json: bool) -> anyhow::Result<i32> {
         .map(|(p, e)| serde_json::json!({ "path": p.display().to_string(), "error": e }))
         .collect();
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(
-                &serde_json::json!({ "plugins": rows, "rejected": rejected })
-            )?
-        );
+        print_json(&serde_json::json!({ "plugins": rows, "rejected": rejected }))?;
     } else {
         if rows.is_empty() {
             println!("no plugins loaded from {}", app.cfg.plugins_dir.display());
@@ -465,6 +450,12 @@ fn print_manifest(m: &Manifest, path: &std::path::Path) {
         .ok()
         .unwrap_or_default();
     println!("# {} ({}) from {}\n{pretty}", m.name, m.id, path.display());
+}
+
+/// Print `v` as pretty JSON on standard output.
+fn print_json(v: &impl Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
 }
 
 fn parse_settings(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {

@@ -340,6 +340,21 @@ fn is_age_file(raw: &[u8]) -> bool {
         || raw.starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----")
 }
 
+/// What a failed decryption of `id`'s file at `path` means for the user.
+fn decrypt_error(e: age::DecryptError, id: &AccountId, path: &Path, identity: &Path) -> StoreError {
+    match e {
+        age::DecryptError::NoMatchingKeys => StoreError::WrongKey {
+            id: id.clone(),
+            identity: identity.to_path_buf(),
+        },
+        other => StoreError::Corrupt {
+            id: id.clone(),
+            path: path.to_path_buf(),
+            detail: other.to_string(),
+        },
+    }
+}
+
 fn decrypt_bytes(raw: &[u8], ids: &[&dyn age::Identity]) -> Result<Vec<u8>, age::DecryptError> {
     let reader = age::armor::ArmoredReader::new(BufReader::new(raw));
     let dec = age::Decryptor::new(reader)?;
@@ -522,17 +537,8 @@ impl AgeDirStore {
                 None
             };
             let raw = fs::read(path).map_err(io("cannot read", path))?;
-            let plain = decrypt_bytes(&raw, &readers).map_err(|e| match e {
-                age::DecryptError::NoMatchingKeys => StoreError::WrongKey {
-                    id: id.clone(),
-                    identity: identity_path.to_path_buf(),
-                },
-                other => StoreError::Corrupt {
-                    id: id.clone(),
-                    path: path.clone(),
-                    detail: other.to_string(),
-                },
-            })?;
+            let plain = decrypt_bytes(&raw, &readers)
+                .map_err(|e| decrypt_error(e, id, path, identity_path))?;
             let sealed =
                 encrypt_to(&recipients, &plain).map_err(|detail| StoreError::Identity {
                     path: identity_path.to_path_buf(),
@@ -647,17 +653,8 @@ impl CredentialStore for AgeDirStore {
             .iter()
             .map(|i| i.as_ref() as &dyn age::Identity)
             .collect();
-        let plain = decrypt_bytes(&raw, &ids).map_err(|e| match e {
-            age::DecryptError::NoMatchingKeys => StoreError::WrongKey {
-                id: id.clone(),
-                identity: self.identity.path.clone(),
-            },
-            other => StoreError::Corrupt {
-                id: id.clone(),
-                path: path.clone(),
-                detail: other.to_string(),
-            },
-        })?;
+        let plain = decrypt_bytes(&raw, &ids)
+            .map_err(|e| decrypt_error(e, id, &path, &self.identity.path))?;
         let record: Record = serde_json::from_slice(&plain).map_err(|e| StoreError::Corrupt {
             id: id.clone(),
             path: path.clone(),
@@ -746,17 +743,9 @@ impl CredentialStore for AgeDirStore {
             platform: "_aux".into(),
             account: name.into(),
         };
-        decrypt_bytes(&raw, &ids).map(Some).map_err(|e| match e {
-            age::DecryptError::NoMatchingKeys => StoreError::WrongKey {
-                id,
-                identity: self.identity.path.clone(),
-            },
-            other => StoreError::Corrupt {
-                id,
-                path,
-                detail: other.to_string(),
-            },
-        })
+        decrypt_bytes(&raw, &ids)
+            .map(Some)
+            .map_err(|e| decrypt_error(e, &id, &path, &self.identity.path))
     }
 
     fn save_aux(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {

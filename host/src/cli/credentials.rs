@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::print_json;
 use crate::accounts::{App, bad};
 use crate::auth::{ConnectOptions, TokenClient, client_for, endpoint};
 use crate::plugin::manifest::effective_endpoints;
@@ -62,12 +63,7 @@ pub fn status(app: &App, json: bool) -> anyhow::Result<i32> {
         }
     }
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(
-                &serde_json::json!({ "accounts": rows, "unreadable": broken })
-            )?
-        );
+        print_json(&serde_json::json!({ "accounts": rows, "unreadable": broken }))?;
     } else {
         if rows.is_empty() && broken.is_empty() {
             println!("no accounts; connect one with `outreach connect PLATFORM`");
