@@ -374,6 +374,7 @@ async fn credentials_are_injected_where_the_platform_wants_them() {
         rate_limits: Arc::new(vec![]),
         rate_headers: None,
         dry_run: None,
+        dispatched: Default::default(),
     };
     let req = |url: String, body: &str, auth: bool| Request {
         method: HttpMethod::Post,

@@ -266,18 +266,25 @@ fn validation_stops_everything_before_sending() {
 #[test]
 fn one_failing_platform_does_not_stop_the_others() {
     let w = World::new().with_accounts();
-    let post = w.home.post("hello.toml", HELLO);
-    for (mode, kind, words) in [
-        (Mode::Expired, "auth-expired", "HTTP 401"),
-        (Mode::RateLimited, "rate-limited", "retry in"),
-        (Mode::ServerError, "transient", "HTTP 500"),
+    // A request that reached X and failed there may or may not have posted:
+    // it is recorded `unknown` and never silently re-sent; a refusal or a
+    // 429 means nothing was posted: `failed`, retried on the next run.
+    for (i, (mode, state, kind, words)) in [
+        (Mode::Expired, "failed", "auth-expired", "HTTP 401"),
+        (Mode::RateLimited, "failed", "rate-limited", "retry in"),
+        (Mode::ServerError, "unknown", "transient", "HTTP 500"),
         (
             Mode::Html,
+            "unknown",
             "transient",
             "an HTML page titled \"502 Bad Gateway\"",
         ),
-        (Mode::Truncated, "outcome-unknown", "cut off"),
-    ] {
+        (Mode::Truncated, "unknown", "outcome-unknown", "cut off"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let post = w.home.post(&format!("p{i}.toml"), HELLO);
         w.x.set_mode(mode.clone());
         let r = w
             .home
@@ -287,6 +294,7 @@ fn one_failing_platform_does_not_stop_the_others() {
         let results = v["results"].as_array().unwrap();
         let x = results.iter().find(|t| t["target"] == "x/default").unwrap();
         assert_eq!(x["ok"], false);
+        assert_eq!(x["state"], state, "{mode:?}: {x}");
         assert_eq!(x["error_kind"], kind, "{mode:?}: {x}");
         assert!(
             x["error"].as_str().unwrap().contains(words),
@@ -300,6 +308,28 @@ fn one_failing_platform_does_not_stop_the_others() {
             "{mode:?}: {results:?}"
         );
     }
+    // Failed targets are retried by the next run; published ones are not.
+    w.x.set_mode(Mode::Normal);
+    let before = (w.linkedin.posts().len(), w.mastodon.posts().len());
+    let r = w.home.run(
+        &[
+            "publish",
+            w.home.path().join("p1.toml").to_str().unwrap(),
+            "--json",
+        ],
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(before, (w.linkedin.posts().len(), w.mastodon.posts().len()));
+    // An unknown outcome is reported again, not re-sent, on X.
+    let x_before = w.x.posts().len();
+    let r = w.home.run(
+        &["publish", w.home.path().join("p2.toml").to_str().unwrap()],
+        None,
+    );
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stdout.contains("not re-sent"), "{}", r.stdout);
+    assert_eq!(w.x.posts().len(), x_before);
 }
 
 #[test]

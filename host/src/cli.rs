@@ -7,6 +7,7 @@
 //! Never: prints a secret — outputs are built from types that carry none.
 
 mod credentials;
+mod posts;
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Read};
@@ -111,6 +112,36 @@ pub enum Command {
         /// Only validate; print every problem.
         #[arg(long)]
         check: bool,
+        /// The file changed after it was published: publish the new text as
+        /// a new post.
+        #[arg(long)]
+        new: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Queued, published, failed and unknown posts; show, cancel, or
+    /// publish the ones that are due.
+    Posts {
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        cmd: Option<PostsCmd>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PostsCmd {
+    /// Every attempt of one post: targets, times, ids, URLs, errors.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a post from going out where it has not yet.
+    Cancel { id: String },
+    /// Publish every scheduled post whose time has come (for cron, when no
+    /// daemon runs).
+    Due {
         #[arg(long)]
         json: bool,
     },
@@ -281,70 +312,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             dry_run,
             check,
             json,
+            new,
         } => {
-            let outcome = if check {
-                crate::publish::check_file(&app, &file).await?
-            } else {
-                crate::publish::publish_file(&app, &file, dry_run).await?
-            };
-            match outcome {
-                Err(problems) => {
-                    if json {
-                        print_json(&serde_json::json!({ "problems": problems }))?;
-                    } else {
-                        eprintln!("{}: nothing was published:", file.display());
-                        for p in &problems {
-                            eprintln!("  {}: {}: {}", p.target, p.field, p.message);
-                        }
-                    }
-                    Ok(EXIT_BAD_INPUT)
-                }
-                Ok(results) => {
-                    if json {
-                        print_json(&serde_json::json!({ "results": results }))?;
-                    } else {
-                        for r in &results {
-                            if check {
+            if check {
+                return match crate::publish::check_file(&app, &file).await? {
+                    Err(problems) => print_problems(&file, &problems, json),
+                    Ok(rows) => {
+                        if json {
+                            print_json(&serde_json::json!({ "results": rows }))?;
+                        } else {
+                            for r in &rows {
                                 println!("{:<24} ok", r.target);
-                            } else if dry_run {
-                                println!("{} would send:", r.target);
-                                for q in &r.requests {
-                                    println!("  {} {}", q.method, q.url);
-                                    for (n, v) in &q.headers {
-                                        println!("    {n}: {v}");
-                                    }
-                                    if !q.body.is_empty() {
-                                        println!("    {}", q.body);
-                                    }
-                                }
-                                if let Some(e) = &r.error {
-                                    println!("  error: {e}");
-                                }
-                            } else if r.ok {
-                                println!(
-                                    "{:<24} published {} {}",
-                                    r.target,
-                                    r.post_id.as_deref().unwrap_or(""),
-                                    r.url.as_deref().unwrap_or("")
-                                );
-                            } else {
-                                println!(
-                                    "{:<24} FAILED ({}) {}",
-                                    r.target,
-                                    r.error_kind.as_deref().unwrap_or("error"),
-                                    r.error.as_deref().unwrap_or("")
-                                );
                             }
                         }
+                        Ok(0)
                     }
-                    Ok(if results.iter().all(|r| r.ok) {
-                        0
-                    } else {
-                        EXIT_FAILED
-                    })
-                }
+                };
+            }
+            let opts = crate::publish::Options { dry_run, new };
+            match crate::publish::publish_file(&app, &file, opts).await? {
+                Err(problems) => print_problems(&file, &problems, json),
+                Ok(report) => print_report(&report, dry_run, json),
             }
         }
+        Command::Posts { json, cmd } => posts::run(&app, cmd, json).await,
     }
 }
 
@@ -450,6 +441,101 @@ fn print_manifest(m: &Manifest, path: &std::path::Path) {
         .ok()
         .unwrap_or_default();
     println!("# {} ({}) from {}\n{pretty}", m.name, m.id, path.display());
+}
+
+fn print_problems(
+    file: &std::path::Path,
+    problems: &[crate::publish::TargetProblem],
+    json: bool,
+) -> anyhow::Result<i32> {
+    if json {
+        print_json(&serde_json::json!({ "problems": problems }))?;
+    } else {
+        eprintln!("{}: nothing was published:", file.display());
+        for p in problems {
+            eprintln!("  {}: {}: {}", p.target, p.field, p.message);
+        }
+    }
+    Ok(EXIT_BAD_INPUT)
+}
+
+/// Print what `publish` did; the exit code says whether every target is
+/// published (or queued).
+pub(crate) fn print_report(
+    report: &crate::publish::Report,
+    dry_run: bool,
+    json: bool,
+) -> anyhow::Result<i32> {
+    if json {
+        print_json(report)?;
+    } else {
+        if report.late {
+            println!(
+                "post `{}` was due at {} and is published late",
+                report.post,
+                report
+                    .scheduled_at
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_default()
+            );
+        }
+        for r in &report.results {
+            if dry_run {
+                println!("{} would send:", r.target);
+                for q in &r.requests {
+                    println!("  {} {}", q.method, q.url);
+                    for (n, v) in &q.headers {
+                        println!("    {n}: {v}");
+                    }
+                    if !q.body.is_empty() {
+                        println!("    {}", q.body);
+                    }
+                }
+                if let Some(e) = &r.error {
+                    println!("  error: {e}");
+                }
+            } else if r.state == "queued" {
+                println!(
+                    "{:<24} queued for {}",
+                    r.target,
+                    report
+                        .scheduled_at
+                        .map(|t| t.to_rfc3339())
+                        .unwrap_or_default()
+                );
+            } else if r.ok {
+                println!(
+                    "{:<24} {} {} {}{}",
+                    r.target,
+                    if r.already {
+                        "already published"
+                    } else {
+                        "published"
+                    },
+                    r.post_id.as_deref().unwrap_or(""),
+                    r.url.as_deref().unwrap_or(""),
+                    if r.thread.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (thread: {})", r.thread.join(", "))
+                    }
+                );
+            } else {
+                println!(
+                    "{:<24} {} ({}) {}",
+                    r.target,
+                    r.state.to_uppercase(),
+                    r.error_kind.as_deref().unwrap_or("error"),
+                    r.error.as_deref().unwrap_or("")
+                );
+            }
+        }
+    }
+    Ok(if report.results.iter().all(|r| r.ok) {
+        0
+    } else {
+        EXIT_FAILED
+    })
 }
 
 /// Print `v` as pretty JSON on standard output.

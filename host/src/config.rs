@@ -29,6 +29,35 @@ pub struct Config {
     pub auth: Auth,
     #[serde(default)]
     pub notify: Notify,
+    #[serde(default)]
+    pub publish: Publish,
+}
+
+/// Publishing and the outbox.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Publish {
+    /// Requests to one platform in flight at once.
+    pub per_platform: u32,
+    /// A 429 asking to wait up to this long is waited out (that target
+    /// only); a longer wait fails the target, to be retried later.
+    pub max_rate_limit_wait_secs: u64,
+    /// Sends that failed before reaching the platform are retried this many
+    /// times, with backoff.
+    pub retries: u32,
+    /// A scheduled post published this long after its time is reported late.
+    pub late_after_secs: u64,
+}
+
+impl Default for Publish {
+    fn default() -> Self {
+        Publish {
+            per_platform: 4,
+            max_rate_limit_wait_secs: 120,
+            retries: 3,
+            late_after_secs: 60,
+        }
+    }
 }
 
 /// Connect flows and the refresh scheduler.
@@ -89,6 +118,9 @@ pub struct Paths {
     pub identity: Option<PathBuf>,
     /// Compiled-plugin cache.
     pub cache: Option<PathBuf>,
+    /// The publishing journal (SQLite); defaults to `outbox.sqlite` beside
+    /// the store.
+    pub outbox: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -196,6 +228,7 @@ pub struct Loaded {
     pub store_dir: PathBuf,
     pub identity: PathBuf,
     pub cache_dir: PathBuf,
+    pub outbox: PathBuf,
 }
 
 impl Loaded {
@@ -211,10 +244,10 @@ impl Loaded {
                     path: p.to_path_buf(),
                     message,
                 })?;
-                let base = p
-                    .parent()
-                    .map(Path::to_path_buf)
-                    .unwrap_or_else(|| PathBuf::from("."));
+                let base = match p.parent() {
+                    Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                    _ => PathBuf::from("."),
+                };
                 (config, base, Some(p.to_path_buf()))
             }
             None => (Config::default(), PathBuf::from("."), None),
@@ -237,6 +270,12 @@ impl Loaded {
             store_dir: resolve(&config.paths.store, data.join("store")),
             identity: resolve(&config.paths.identity, conf.join("identity.txt")),
             cache_dir: resolve(&config.paths.cache, cache),
+            outbox: match &config.paths.outbox {
+                Some(p) => resolve_path(&base, p),
+                None => {
+                    resolve(&config.paths.store, data.join("store")).with_file_name("outbox.sqlite")
+                }
+            },
             file,
             config,
         })

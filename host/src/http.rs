@@ -143,6 +143,9 @@ pub struct Scope {
     pub rate_headers: Option<RateLimitHeaders>,
     /// Set for `--dry-run`: requests are recorded here, not sent.
     pub dry_run: Option<Arc<Mutex<Vec<RecordedRequest>>>>,
+    /// Requests that left the host: zero means nothing reached the
+    /// platform, so a failed publish is safe to retry.
+    pub dispatched: Arc<std::sync::atomic::AtomicU32>,
 }
 
 #[derive(Default)]
@@ -287,10 +290,18 @@ impl Broker {
             if let Some(b) = &body {
                 rb = rb.body(b.clone());
             }
-            let resp = rb
-                .send()
-                .await
-                .map_err(|e| classify_send_error(&e, &redact(&template)))?;
+            scope
+                .dispatched
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let resp = rb.send().await.map_err(|e| {
+                if e.is_connect() {
+                    // No connection, so nothing reached the platform.
+                    scope
+                        .dispatched
+                        .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                classify_send_error(&e, &redact(&template))
+            })?;
             let status = resp.status();
             if status.is_redirection()
                 && let Some(loc) = resp.headers().get(reqwest::header::LOCATION)

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod outbox;
 pub mod plugin;
 pub mod publish;
 pub mod schedule;

@@ -1,27 +1,35 @@
-//! Publishing a post file to its targets.
+//! Publishing post files: exactly once per platform.
 //!
-//! Owns: the post file format (TOML), turning it into each platform's
-//! variant, validating every target before anything is sent, and the
-//! concurrent fan-out with one classified result per target. `--dry-run`
-//! runs the same path with the broker recording requests instead of sending.
+//! Owns: the post file format (TOML: text, targets, per-platform overrides,
+//! media, a link, a schedule, a thread), turning it into each platform's
+//! variant, validating every target and thread item before anything is
+//! sent, and delivery through the [`crate::outbox`]: every target
+//! concurrently (bounded per platform), each thread item in order with
+//! explicit parent ids, a 429 waited out for that target only, sends that
+//! never left the host retried, and anything whose outcome is unknown
+//! reported — re-sent only where the platform honours an idempotency key.
+//! `--dry-run` runs the same path with the broker recording requests
+//! instead of sending them.
 //!
-//! Never: lets one failing platform stop the others, or prints a secret.
-//! The durable exactly-once outbox, media, threads and scheduling are the
-//! publishing issue (#4).
+//! Never: lets one failing platform stop the others, re-sends a post a
+//! platform has confirmed, or prints a secret.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::Context as _;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::accounts::{App, bad, call_error_kind, describe_call_error};
 use crate::http::RecordedRequest;
+use crate::outbox::{Outbox, PostRow, State};
 use crate::plugin::LoadedPlugin;
-use crate::plugin::wit::types::{CallError, RefreshStyle};
-use crate::plugin::wit::types::{Pair, Post};
+use crate::plugin::wit::types::{CallError, Media, MediaKind, Pair, Post, RefreshStyle};
 use crate::schedule::{Need, RefreshError, Refresher};
 use crate::secret::scrub;
 use crate::store::{AccountId, Record};
@@ -30,13 +38,21 @@ use crate::store::{AccountId, Record};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PostFile {
-    /// A stable id; defaults to a hash of the file's path.
+    /// A stable id; defaults to the file's path.
     pub id: Option<String>,
     pub text: String,
     pub title: Option<String>,
     pub link: Option<String>,
     /// Targets: `x`, `linkedin/company`, `mastodon/*`.
     pub to: Vec<String>,
+    /// When to publish, as an RFC 3339 instant (stored in UTC).
+    pub schedule: Option<String>,
+    /// Attachments by local path (relative to the post file).
+    #[serde(default)]
+    pub media: Vec<MediaEntry>,
+    /// Follow-up posts, published in order as replies.
+    #[serde(default)]
+    pub thread: Vec<ThreadItem>,
     /// Per-platform overrides: `[override.x] text = "…"`. Keys other than
     /// `text`, `title` and `link` are platform-specific fields (`subreddit`,
     /// `visibility`) handed to the plugin.
@@ -44,11 +60,43 @@ pub struct PostFile {
     pub overrides: BTreeMap<String, BTreeMap<String, toml::Value>>,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaEntry {
+    pub path: PathBuf,
+    pub alt: Option<String>,
+    /// Where platforms that fetch media themselves can find it.
+    pub public_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThreadItem {
+    pub text: String,
+    #[serde(default, rename = "override")]
+    pub overrides: BTreeMap<String, BTreeMap<String, toml::Value>>,
+}
+
+/// A post file, read and checked.
+pub struct Loaded {
+    pub file: PostFile,
+    pub source: String,
+    pub path: PathBuf,
+    pub schedule: Option<DateTime<Utc>>,
+    pub media: Vec<Media>,
+    pub media_paths: Vec<PathBuf>,
+}
+
 impl PostFile {
-    pub fn read(path: &Path) -> anyhow::Result<(Self, String)> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the post file {}", path.display()))?;
-        let post: PostFile = toml::from_str(&text).map_err(|e| {
+    /// Read and check a post file: syntax, targets, schedule, media files.
+    pub fn load(path: &Path) -> anyhow::Result<Loaded> {
+        let source = std::fs::read_to_string(path)
+            .map_err(|e| bad!("cannot read the post file {}: {e}", path.display()))?;
+        Self::parse(path, source)
+    }
+
+    pub fn parse(path: &Path, source: String) -> anyhow::Result<Loaded> {
+        let file: PostFile = toml::from_str(&source).map_err(|e| {
             bad!(
                 "the post file {} is not valid: {}",
                 path.display(),
@@ -60,28 +108,104 @@ impl PostFile {
                     .join(" ")
             )
         })?;
-        if post.to.is_empty() {
+        if file.to.is_empty() {
             return Err(bad!(
                 "the post file {} has no targets; add `to = [\"x\", …]`",
                 path.display()
             ));
         }
-        Ok((post, text))
+        let schedule = match &file.schedule {
+            None => None,
+            Some(s) => Some(
+                DateTime::parse_from_rfc3339(s)
+                    .map_err(|e| {
+                        bad!(
+                            "in {}, schedule = {s:?} is not an RFC 3339 instant such as 2026-12-01T09:00:00+01:00 ({e})",
+                            path.display()
+                        )
+                    })?
+                    .with_timezone(&Utc),
+            ),
+        };
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut media = Vec::new();
+        let mut media_paths = Vec::new();
+        for (i, m) in file.media.iter().enumerate() {
+            let full = if m.path.is_absolute() {
+                m.path.clone()
+            } else {
+                base.join(&m.path)
+            };
+            let meta = std::fs::metadata(&full)
+                .map_err(|e| bad!("in {}, media[{i}] {}: {e}", path.display(), full.display()))?;
+            if !meta.is_file() {
+                return Err(bad!(
+                    "in {}, media[{i}] {} is not a file",
+                    path.display(),
+                    full.display()
+                ));
+            }
+            let (kind, mime) = media_kind(&full).ok_or_else(|| {
+                bad!(
+                    "in {}, media[{i}] {}: unknown media type (use .jpg, .png, .gif, .webp, .mp4, .mov, .webm or .pdf)",
+                    path.display(),
+                    full.display()
+                )
+            })?;
+            media.push(Media {
+                handle: i as u32,
+                kind,
+                mime_type: mime.into(),
+                size: meta.len(),
+                alt_text: m.alt.clone(),
+                public_url: m.public_url.clone(),
+                file_name: full
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            });
+            media_paths.push(full);
+        }
+        Ok(Loaded {
+            file,
+            source,
+            path: path.to_path_buf(),
+            schedule,
+            media,
+            media_paths,
+        })
     }
 
-    /// This post as platform `platform` sees it.
-    pub fn variant(&self, platform: &str, key: &str) -> anyhow::Result<Post> {
+    /// Item `index` of this post (0 the post itself, 1… the thread) as
+    /// platform `platform` sees it.
+    pub fn variant(
+        &self,
+        platform: &str,
+        index: usize,
+        key: &str,
+        media: &[Media],
+    ) -> anyhow::Result<Post> {
+        let (text, overrides) = if index == 0 {
+            (&self.text, &self.overrides)
+        } else {
+            let t = &self.thread[index - 1];
+            (&t.text, &t.overrides)
+        };
         let mut post = Post {
-            text: self.text.clone(),
-            title: self.title.clone(),
-            link: self.link.clone(),
-            media: Vec::new(),
+            text: text.clone(),
+            title: if index == 0 { self.title.clone() } else { None },
+            link: if index == 0 { self.link.clone() } else { None },
+            media: if index == 0 {
+                media.to_vec()
+            } else {
+                Vec::new()
+            },
             reply_to: None,
             thread_root: None,
             extra: Vec::new(),
             idempotency_key: key.to_string(),
         };
-        if let Some(o) = self.overrides.get(platform) {
+        if let Some(o) = overrides.get(platform) {
             for (k, v) in o {
                 let s = match v {
                     toml::Value::String(s) => s.clone(),
@@ -109,20 +233,60 @@ impl PostFile {
     }
 }
 
+fn media_kind(p: &Path) -> Option<(MediaKind, &'static str)> {
+    let ext = p.extension()?.to_string_lossy().to_ascii_lowercase();
+    Some(match ext.as_str() {
+        "jpg" | "jpeg" => (MediaKind::Image, "image/jpeg"),
+        "png" => (MediaKind::Image, "image/png"),
+        "webp" => (MediaKind::Image, "image/webp"),
+        "gif" => (MediaKind::Gif, "image/gif"),
+        "mp4" => (MediaKind::Video, "video/mp4"),
+        "mov" => (MediaKind::Video, "video/quicktime"),
+        "webm" => (MediaKind::Video, "video/webm"),
+        "pdf" => (MediaKind::Document, "application/pdf"),
+        _ => return None,
+    })
+}
+
 /// One target's outcome.
 #[derive(Debug, Clone, Serialize)]
 pub struct TargetResult {
     pub target: String,
     pub ok: bool,
+    /// `published`, `queued`, `failed`, `unknown`, `cancelled`.
+    pub state: String,
     pub post_id: Option<String>,
     pub url: Option<String>,
-    /// `auth-expired`, `rate-limited`, `rejected`, …, or `plugin` for a
-    /// plugin that crashed.
+    /// Ids of the thread's follow-ups, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub thread: Vec<String>,
+    /// `auth-expired`, `rate-limited`, `rejected`, `outcome-unknown`, …, or
+    /// `plugin` for a plugin that crashed.
     pub error_kind: Option<String>,
     pub error: Option<String>,
+    /// Already published by an earlier run; nothing was sent now.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub already: bool,
     /// With `--dry-run`: the requests the plugin would send.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub requests: Vec<RecordedRequest>,
+}
+
+impl TargetResult {
+    fn new(target: &AccountId) -> Self {
+        TargetResult {
+            target: target.to_string(),
+            ok: false,
+            state: String::new(),
+            post_id: None,
+            url: None,
+            thread: Vec::new(),
+            error_kind: None,
+            error: None,
+            already: false,
+            requests: Vec::new(),
+        }
+    }
 }
 
 /// A problem found by validation, with where.
@@ -133,43 +297,35 @@ pub struct TargetProblem {
     pub message: String,
 }
 
-type Job = (AccountId, Arc<LoadedPlugin>, Record, Post);
-
-/// Only validate `file` against every target (`publish --check`).
-pub async fn check_file(
-    app: &App,
-    path: &Path,
-) -> anyhow::Result<Result<Vec<TargetResult>, Vec<TargetProblem>>> {
-    Ok(prepare(app, path).await?.map(|jobs| {
-        jobs.into_iter()
-            .map(|(id, ..)| TargetResult {
-                target: id.to_string(),
-                ok: true,
-                post_id: None,
-                url: None,
-                error_kind: None,
-                error: None,
-                requests: Vec::new(),
-            })
-            .collect()
-    }))
+/// What `publish` did with a file.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub post: String,
+    pub scheduled_at: Option<DateTime<Utc>>,
+    /// Published after its schedule by more than `publish.late_after_secs`.
+    pub late: bool,
+    pub results: Vec<TargetResult>,
 }
 
-/// Resolve and validate every target of `path`.
-async fn prepare(app: &App, path: &Path) -> anyhow::Result<Result<Vec<Job>, Vec<TargetProblem>>> {
-    let (post, raw) = PostFile::read(path)?;
-    let stable = post.id.clone().unwrap_or_else(|| {
-        std::fs::canonicalize(path)
-            .unwrap_or_else(|_| path.to_path_buf())
-            .display()
-            .to_string()
-    });
-    let content_hash = hex::encode(Sha256::digest(raw.as_bytes()));
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    pub dry_run: bool,
+    /// Publish changed content under the same file as a new post.
+    pub new: bool,
+}
 
-    // Resolve every target first: an unknown platform or missing account
-    // fails the whole file before anything is sent.
+/// A target resolved and validated.
+struct Job {
+    id: AccountId,
+    plugin: Arc<LoadedPlugin>,
+    record: Record,
+}
+
+/// Resolve every target and validate every item; nothing is sent.
+async fn prepare(app: &App, post: &Loaded) -> anyhow::Result<Result<Vec<Job>, Vec<TargetProblem>>> {
+    let path = &post.path;
     let mut targets: Vec<AccountId> = Vec::new();
-    for t in &post.to {
+    for t in &post.file.to {
         for id in app
             .resolve_target(t)
             .with_context(|| format!("in {}, target `{t}`", path.display()))?
@@ -179,135 +335,542 @@ async fn prepare(app: &App, path: &Path) -> anyhow::Result<Result<Vec<Job>, Vec<
             }
         }
     }
-
     let store = app.store()?;
     let mut jobs = Vec::new();
     let mut problems = Vec::new();
+    let items = 1 + post.file.thread.len();
     for id in targets {
         let plugin = app.host.get(&id.platform)?;
         let record = store.load(&id)?;
-        let key = idempotency_key(&stable, &content_hash, &id);
-        let variant = post.variant(&id.platform, &key)?;
         let account = App::account_view(&record);
-        match app.host.validate(&plugin, &variant, Some(&account)).await {
-            Ok(found) => problems.extend(found.into_iter().map(|p| TargetProblem {
-                target: id.to_string(),
-                field: p.field,
-                message: p.message,
-            })),
-            Err(e) => problems.push(TargetProblem {
-                target: id.to_string(),
-                field: "plugin".into(),
-                message: e.to_string(),
-            }),
+        for index in 0..items {
+            let mut variant = post
+                .file
+                .variant(&id.platform, index, "check", &post.media)?;
+            if index > 0 {
+                variant.reply_to = Some("(parent)".into());
+            }
+            let at = |field: String| {
+                if index == 0 {
+                    field
+                } else {
+                    format!("thread[{}].{field}", index - 1)
+                }
+            };
+            match app.host.validate(&plugin, &variant, Some(&account)).await {
+                Ok(found) => problems.extend(found.into_iter().map(|p| TargetProblem {
+                    target: id.to_string(),
+                    field: at(p.field),
+                    message: p.message,
+                })),
+                Err(e) => problems.push(TargetProblem {
+                    target: id.to_string(),
+                    field: "plugin".into(),
+                    message: e.to_string(),
+                }),
+            }
         }
-        jobs.push((id, plugin, record, variant));
+        jobs.push(Job { id, plugin, record });
     }
-    if !problems.is_empty() {
-        return Ok(Err(problems));
+    if problems.is_empty() {
+        Ok(Ok(jobs))
+    } else {
+        Ok(Err(problems))
     }
-    Ok(Ok(jobs))
 }
 
-/// Validate `file` against every target; publish only if all pass.
+/// Only validate a post file against every target (`publish --check`).
+pub async fn check_file(
+    app: &App,
+    path: &Path,
+) -> anyhow::Result<Result<Vec<TargetResult>, Vec<TargetProblem>>> {
+    let post = PostFile::load(path)?;
+    Ok(prepare(app, &post).await?.map(|jobs| {
+        jobs.iter()
+            .map(|j| {
+                let mut r = TargetResult::new(&j.id);
+                r.ok = true;
+                r.state = "valid".into();
+                r
+            })
+            .collect()
+    }))
+}
+
+/// Validate, register in the outbox, and — unless it is scheduled for
+/// later — deliver a post file.
 pub async fn publish_file(
     app: &Arc<App>,
     path: &Path,
-    dry_run: bool,
-) -> anyhow::Result<Result<Vec<TargetResult>, Vec<TargetProblem>>> {
-    let jobs = match prepare(app, path).await? {
+    opts: Options,
+) -> anyhow::Result<Result<Report, Vec<TargetProblem>>> {
+    let post = PostFile::load(path)?;
+    let jobs = match prepare(app, &post).await? {
         Ok(jobs) => jobs,
         Err(problems) => return Ok(Err(problems)),
     };
+    if opts.dry_run {
+        return Ok(Ok(dry_run(app, &post, jobs).await));
+    }
+    let mut outbox = Outbox::open(&app.cfg.outbox)?;
+    outbox.settle_interrupted()?;
+    let stable = post.file.id.clone().unwrap_or_else(|| {
+        std::fs::canonicalize(path)
+            .unwrap_or_else(|_| path.to_path_buf())
+            .display()
+            .to_string()
+    });
+    let hash = hex::encode(Sha256::digest(post.source.as_bytes()));
+    let mut key = stable.clone();
+    if let Some(existing) = outbox.post(&key)?
+        && existing.content_hash != hash
+    {
+        let sent = outbox
+            .deliveries(&key)?
+            .iter()
+            .any(|d| matches!(d.state, State::Published | State::Unknown | State::Sending));
+        if sent && !opts.new {
+            return Err(bad!(
+                "{} changed since it was published as post `{key}`; re-running it will not post again. To publish the new text as a new post, run with --new",
+                path.display()
+            ));
+        }
+        if sent {
+            key = format!("{stable}#{}", &hash[..12]);
+        }
+    }
+    let row = PostRow {
+        id: key.clone(),
+        path: path.display().to_string(),
+        content_hash: hash,
+        source: post.source.clone(),
+        scheduled_at: post.schedule,
+        created_at: Utc::now(),
+    };
+    let items = 1 + post.file.thread.len() as u32;
+    let deliveries: Vec<(String, u32)> = jobs
+        .iter()
+        .flat_map(|j| (0..items).map(move |i| (j.id.to_string(), i)))
+        .collect();
+    outbox.register(&row, &deliveries)?;
+    drop(outbox);
+    deliver(app, &row, &post, jobs).await.map(Ok)
+}
+
+/// Publish every scheduled post whose time has come (the daemon calls this
+/// on a timer; `outreach posts due` runs it once). Posts that fell due while
+/// nothing was running are published now, once, and reported late.
+pub async fn publish_due(app: &Arc<App>) -> anyhow::Result<Vec<Report>> {
+    let outbox = Outbox::open(&app.cfg.outbox)?;
+    outbox.settle_interrupted()?;
+    let due = outbox.due(Utc::now())?;
+    drop(outbox);
+    let mut reports = Vec::new();
+    for row in due {
+        let path = PathBuf::from(&row.path);
+        let post = PostFile::parse(&path, row.source.clone())?;
+        let jobs = match prepare(app, &post).await? {
+            Ok(j) => j,
+            Err(problems) => {
+                for p in problems {
+                    tracing::error!(post = %row.id, target = %p.target, field = %p.field, "{}", p.message);
+                }
+                continue;
+            }
+        };
+        Outbox::open(&app.cfg.outbox)?.release(&row.id)?;
+        reports.push(deliver(app, &row, &post, jobs).await?);
+    }
+    Ok(reports)
+}
+
+/// Send every pending delivery of `row`: targets concurrently (at most
+/// `publish.per_platform` per platform), each thread in order.
+async fn deliver(
+    app: &Arc<App>,
+    row: &PostRow,
+    post: &Loaded,
+    jobs: Vec<Job>,
+) -> anyhow::Result<Report> {
     let refresher = Refresher::new(app.clone())?;
-    let (app_ref, refresher) = (&**app, &refresher);
-    let futures = jobs
-        .into_iter()
-        .map(|(id, plugin, record, variant)| async move {
-            let mut r = TargetResult {
-                target: id.to_string(),
-                ok: false,
-                post_id: None,
-                url: None,
-                error_kind: None,
-                error: None,
-                requests: Vec::new(),
-            };
-            // A token that has expired is refreshed first (once, however
-            // many publishes want it).
-            let mut record = if dry_run {
-                record
-            } else {
-                match refresher.ensure(&id, Need::Usable).await {
-                    Ok(fresh) => fresh,
-                    Err(e) => {
-                        r.error_kind = Some(refresh_error_kind(&e).into());
-                        r.error = Some(scrub(&e.to_string(), &record.secrets()));
-                        return r;
-                    }
-                }
-            };
-            let mut retried = false;
-            let outcome = loop {
-                let (ctx, mut scope) = app_ref.call_env(&plugin, &record);
-                let recorder = dry_run.then(|| Arc::new(Mutex::new(Vec::new())));
-                scope.dry_run = recorder.clone();
-                let outcome = app_ref.host.publish(&plugin, scope, &ctx, &variant).await;
-                r.requests = recorder
-                    .map(|r| r.lock().expect("dry-run log").clone())
-                    .unwrap_or_default();
-                // The platform said the token is no longer good, so nothing
-                // was posted: refresh and try once more.
-                if let Ok(Err(CallError::AuthExpired(_))) = &outcome
-                    && !dry_run
-                    && !retried
-                    && !matches!(plugin.manifest.auth.refresh, RefreshStyle::None)
-                {
-                    retried = true;
-                    match refresher
-                        .ensure(&id, Need::Replace(record.access_token.clone()))
-                        .await
-                    {
-                        Ok(fresh) => {
-                            record = fresh;
-                            continue;
-                        }
-                        Err(e) => {
-                            tracing::warn!(account = %id, "{e}");
-                        }
-                    }
-                }
-                break outcome;
-            };
-            let secrets = record.secrets();
-            let clean = |s: String| scrub(&s, &secrets);
-            match outcome {
-                Ok(Ok(receipt)) => {
-                    r.ok = true;
-                    r.post_id = Some(receipt.id);
-                    r.url = receipt.url;
-                }
-                Ok(Err(e)) if dry_run => {
-                    // The broker refused to send; what matters is what would
-                    // have been sent.
-                    r.ok = !r.requests.is_empty();
-                    if !r.ok {
-                        r.error_kind = Some(call_error_kind(&e).into());
-                        r.error = Some(clean(describe_call_error(&e)));
-                    }
-                }
-                Ok(Err(e)) => {
-                    r.error_kind = Some(call_error_kind(&e).into());
-                    r.error = Some(clean(describe_call_error(&e)));
+    let outbox = Arc::new(Mutex::new(Outbox::open(&app.cfg.outbox)?));
+    let per_platform = app.cfg.config.publish.per_platform.max(1) as usize;
+    let mut limits: BTreeMap<String, Arc<tokio::sync::Semaphore>> = BTreeMap::new();
+    for j in &jobs {
+        limits
+            .entry(j.id.platform.clone())
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(per_platform)));
+    }
+    let now = Utc::now();
+    let due = row.scheduled_at.is_none_or(|t| t <= now);
+    let late = row
+        .scheduled_at
+        .is_some_and(|t| (now - t).num_seconds() > app.cfg.config.publish.late_after_secs as i64);
+    let media_paths = Arc::new(post.media_paths.clone());
+    let futures = jobs.into_iter().map(|job| {
+        let (refresher, outbox, media_paths) = (&refresher, outbox.clone(), media_paths.clone());
+        let slot = limits[&job.id.platform].clone();
+        async move {
+            let _permit = slot.acquire_owned().await.expect("semaphore open");
+            deliver_target(app, refresher, &outbox, row, post, job, media_paths).await
+        }
+    });
+    let results = if due {
+        futures::future::join_all(futures).await
+    } else {
+        Vec::new()
+    };
+    let results = if due {
+        results
+    } else {
+        let outbox = outbox.lock().expect("outbox");
+        let mut by_target: BTreeMap<String, TargetResult> = BTreeMap::new();
+        for d in outbox.deliveries(&row.id)? {
+            by_target.entry(d.target.clone()).or_insert_with(|| {
+                let mut r = TargetResult::new(&AccountId::parse(&d.target).unwrap_or(AccountId {
+                    platform: d.target.clone(),
+                    account: String::new(),
+                }));
+                r.ok = true;
+                r.state = d.state.to_string();
+                r
+            });
+        }
+        by_target.into_values().collect()
+    };
+    Ok(Report {
+        post: row.id.clone(),
+        scheduled_at: row.scheduled_at,
+        late: late && due,
+        results,
+    })
+}
+
+/// Deliver one target: the post, then its thread, each once.
+async fn deliver_target(
+    app: &App,
+    refresher: &Refresher,
+    outbox: &Mutex<Outbox>,
+    row: &PostRow,
+    post: &Loaded,
+    job: Job,
+    media_paths: Arc<Vec<PathBuf>>,
+) -> TargetResult {
+    let Job { id, plugin, record } = job;
+    let mut result = TargetResult::new(&id);
+    let target = id.to_string();
+    let items = 1 + post.file.thread.len();
+    let idempotent = plugin.manifest.idempotent_publish;
+    let mut parent: Option<String> = None;
+    let mut root: Option<String> = None;
+    let mut record = record;
+    let mut all_already = true;
+    let fail = |r: &mut TargetResult, state: &str, kind: &str, msg: String| {
+        r.state = state.into();
+        r.error_kind = Some(kind.into());
+        r.error = Some(msg);
+    };
+    for index in 0..items {
+        let current = {
+            let ob = outbox.lock().expect("outbox");
+            ob.deliveries(&row.id).ok().and_then(|d| {
+                d.into_iter()
+                    .find(|d| d.target == target && d.index == index as u32)
+            })
+        };
+        let Some(current) = current else {
+            fail(
+                &mut result,
+                "failed",
+                "outbox",
+                "the outbox has no record of this target".into(),
+            );
+            return result;
+        };
+        let from: &[State] = match current.state {
+            State::Published => {
+                let pid = current.platform_id.clone().unwrap_or_default();
+                record_success(&mut result, index, &pid, current.url.clone());
+                root.get_or_insert(pid.clone());
+                parent = Some(pid);
+                continue;
+            }
+            State::Cancelled => {
+                fail(
+                    &mut result,
+                    "cancelled",
+                    "cancelled",
+                    "the post was cancelled".into(),
+                );
+                return result;
+            }
+            State::Queued => {
+                result.ok = true;
+                result.state = "queued".into();
+                return result;
+            }
+            State::Sending => {
+                fail(
+                    &mut result,
+                    "sending",
+                    "in-progress",
+                    "another outreach process is sending this right now".into(),
+                );
+                return result;
+            }
+            State::Unknown if idempotent => &[State::Unknown],
+            State::Unknown => {
+                fail(
+                    &mut result,
+                    "unknown",
+                    "outcome-unknown",
+                    format!(
+                        "not re-sent: an earlier attempt may or may not have been published ({}) and {} honours no idempotency key; check the account, then `outreach posts cancel` or publish it again with --new",
+                        current.error.as_deref().unwrap_or("no details"),
+                        plugin.manifest.name
+                    ),
+                );
+                return result;
+            }
+            State::Pending | State::Failed => &[State::Pending, State::Failed],
+        };
+        all_already = false;
+        // A token that has expired is refreshed first (once, however many
+        // publishes want it).
+        match refresher.ensure(&id, Need::Usable).await {
+            Ok(fresh) => record = fresh,
+            Err(e) => {
+                fail(
+                    &mut result,
+                    "failed",
+                    refresh_error_kind(&e),
+                    scrub(&e.to_string(), &record.secrets()),
+                );
+                return result;
+            }
+        }
+        let key = idempotency_key(&row.id, &target, index);
+        let mut variant = match post.file.variant(&id.platform, index, &key, &post.media) {
+            Ok(v) => v,
+            Err(e) => {
+                fail(&mut result, "failed", "post", e.to_string());
+                return result;
+            }
+        };
+        variant.reply_to = parent.clone();
+        variant.thread_root = root.clone();
+        let attempt = {
+            let mut ob = outbox.lock().expect("outbox");
+            match ob.begin(&row.id, &target, index as u32, from) {
+                Ok(Some(a)) => a,
+                Ok(None) => {
+                    fail(
+                        &mut result,
+                        "sending",
+                        "in-progress",
+                        "another outreach process claimed this delivery".into(),
+                    );
+                    return result;
                 }
                 Err(e) => {
-                    r.error_kind = Some("plugin".into());
-                    r.error = Some(clean(e.to_string()));
+                    fail(&mut result, "failed", "outbox", format!("{e:#}"));
+                    return result;
                 }
+            }
+        };
+        let (state, outcome) = send_with_retries(
+            app,
+            refresher,
+            &plugin,
+            &id,
+            &mut record,
+            &variant,
+            media_paths.clone(),
+        )
+        .await;
+        let secrets = record.secrets();
+        let (pid, url, kind, error) = match &outcome {
+            Ok((pid, url)) => (Some(pid.clone()), url.clone(), None, None),
+            Err((kind, msg)) => (None, None, Some(kind.clone()), Some(scrub(msg, &secrets))),
+        };
+        let saved = outbox.lock().expect("outbox").finish(
+            attempt,
+            &row.id,
+            &target,
+            index as u32,
+            state,
+            pid.as_deref(),
+            url.as_deref(),
+            kind.as_deref(),
+            error.as_deref(),
+        );
+        if let Err(e) = saved {
+            tracing::error!(post = %row.id, %target, "cannot record the outcome in the outbox: {e:#}");
+        }
+        match (state, pid) {
+            (State::Published, Some(pid)) => {
+                record_success(&mut result, index, &pid, url);
+                root.get_or_insert(pid.clone());
+                parent = Some(pid);
+            }
+            _ => {
+                fail(
+                    &mut result,
+                    state.as_str_public(),
+                    kind.as_deref().unwrap_or("error"),
+                    error.unwrap_or_default(),
+                );
+                return result;
+            }
+        }
+    }
+    result.ok = true;
+    result.state = "published".into();
+    result.already = all_already;
+    result
+}
+
+fn record_success(r: &mut TargetResult, index: usize, pid: &str, url: Option<String>) {
+    if index == 0 {
+        r.post_id = Some(pid.to_string());
+        r.url = url;
+    } else {
+        r.thread.push(pid.to_string());
+    }
+}
+
+impl State {
+    fn as_str_public(self) -> &'static str {
+        match self {
+            State::Unknown => "unknown",
+            State::Published => "published",
+            _ => "failed",
+        }
+    }
+}
+
+/// Send one item: refresh and retry once on an expired token, wait out a
+/// short 429, retry sends that never left the host. Returns the state to
+/// record and the receipt or `(kind, message)`.
+async fn send_with_retries(
+    app: &App,
+    refresher: &Refresher,
+    plugin: &LoadedPlugin,
+    id: &AccountId,
+    record: &mut Record,
+    variant: &Post,
+    media_paths: Arc<Vec<PathBuf>>,
+) -> (State, Result<(String, Option<String>), (String, String)>) {
+    let cfg = &app.cfg.config.publish;
+    let mut refreshed = false;
+    let mut tries = 0;
+    let mut waited = Duration::ZERO;
+    loop {
+        tries += 1;
+        let (ctx, scope) = app.call_env(plugin, record);
+        let dispatched = scope.dispatched.clone();
+        let outcome = app
+            .host
+            .publish_with_media(plugin, scope, &ctx, variant, media_paths.clone())
+            .await;
+        let sent = dispatched.load(Ordering::SeqCst) > 0;
+        match outcome {
+            Ok(Ok(receipt)) => return (State::Published, Ok((receipt.id, receipt.url))),
+            Ok(Err(CallError::AuthExpired(m)))
+                if !refreshed && !matches!(plugin.manifest.auth.refresh, RefreshStyle::None) =>
+            {
+                // The platform refused the token, so nothing was posted.
+                refreshed = true;
+                match refresher
+                    .ensure(id, Need::Replace(record.access_token.clone()))
+                    .await
+                {
+                    Ok(fresh) => *record = fresh,
+                    Err(e) => {
+                        return (
+                            State::Failed,
+                            Err(("auth-expired".into(), format!("{m}; {e}"))),
+                        );
+                    }
+                }
+            }
+            Ok(Err(CallError::RateLimited(r)))
+                if r.retry_after_seconds.is_some_and(|s| {
+                    waited + Duration::from_secs(s)
+                        <= Duration::from_secs(cfg.max_rate_limit_wait_secs)
+                }) =>
+            {
+                // A 429 means not posted: wait for this target only.
+                let wait = Duration::from_secs(r.retry_after_seconds.unwrap_or(1).max(1));
+                tracing::info!(account = %id, wait_s = wait.as_secs(), "rate limited; waiting before retrying");
+                waited += wait;
+                tokio::time::sleep(wait).await;
+            }
+            Ok(Err(e))
+                if !sent
+                    && tries <= cfg.retries
+                    && matches!(e, CallError::Transient(_) | CallError::OutcomeUnknown(_)) =>
+            {
+                // Nothing left the host: safe to try again.
+                tokio::time::sleep(Duration::from_millis(200 * (1 << tries.min(6)))).await;
+            }
+            Ok(Err(e)) => {
+                let state = match &e {
+                    CallError::OutcomeUnknown(_) if sent => State::Unknown,
+                    CallError::Transient(_) if sent && !plugin.manifest.idempotent_publish => {
+                        State::Unknown
+                    }
+                    _ => State::Failed,
+                };
+                return (
+                    state,
+                    Err((call_error_kind(&e).into(), describe_call_error(&e))),
+                );
+            }
+            Err(e) => {
+                let state = if sent { State::Unknown } else { State::Failed };
+                return (state, Err(("plugin".into(), e.to_string())));
+            }
+        }
+    }
+}
+
+/// `--dry-run`: what each plugin would send for the post itself.
+async fn dry_run(app: &App, post: &Loaded, jobs: Vec<Job>) -> Report {
+    let futures = jobs
+        .into_iter()
+        .map(|Job { id, plugin, record }| async move {
+            let mut r = TargetResult::new(&id);
+            let variant = match post.file.variant(&id.platform, 0, "dry-run", &post.media) {
+                Ok(v) => v,
+                Err(e) => {
+                    r.error = Some(e.to_string());
+                    return r;
+                }
+            };
+            let (ctx, mut scope) = app.call_env(&plugin, &record);
+            let recorder = Arc::new(Mutex::new(Vec::new()));
+            scope.dry_run = Some(recorder.clone());
+            let outcome = app.host.publish(&plugin, scope, &ctx, &variant).await;
+            r.requests = recorder.lock().expect("dry-run log").clone();
+            r.ok = !r.requests.is_empty();
+            r.state = "dry-run".into();
+            if !r.ok {
+                let msg = match outcome {
+                    Ok(Err(e)) => describe_call_error(&e),
+                    Err(e) => e.to_string(),
+                    Ok(Ok(_)) => "the plugin sent nothing".into(),
+                };
+                r.error = Some(scrub(&msg, &record.secrets()));
             }
             r
         });
-    Ok(Ok(futures::future::join_all(futures).await))
+    Report {
+        post: "dry-run".into(),
+        scheduled_at: post.schedule,
+        late: false,
+        results: futures::future::join_all(futures).await,
+    }
 }
 
 fn refresh_error_kind(e: &RefreshError) -> &'static str {
@@ -318,9 +881,10 @@ fn refresh_error_kind(e: &RefreshError) -> &'static str {
     }
 }
 
-/// A stable per-post, per-target key in UUID form (Mastodon wants a UUID).
-fn idempotency_key(stable: &str, content: &str, id: &AccountId) -> String {
-    let h = Sha256::digest(format!("{stable}\n{content}\n{id}").as_bytes());
+/// A stable per-post, per-target, per-item key in UUID form (Mastodon wants
+/// one): the same delivery always sends the same key.
+fn idempotency_key(post: &str, target: &str, index: usize) -> String {
+    let h = Sha256::digest(format!("{post}\n{target}\n{index}").as_bytes());
     let x = hex::encode(&h[..16]);
     format!(
         "{}-{}-{}-{}-{}",

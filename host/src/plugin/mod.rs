@@ -402,7 +402,7 @@ impl Host {
                 hit: false,
             },
             deadline: Instant::now() + budget,
-            media: Arc::new(|_, _, _| Err("this call has no media attachments".into())),
+            media: no_media(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -432,6 +432,7 @@ impl Host {
             rate_limits: Arc::new(Vec::new()),
             rate_headers: None,
             dry_run: None,
+            dispatched: Default::default(),
         };
         let id = scope.plugin.clone();
         let (mut store, inst, _permit) = self.instance(plugin, scope, budget).await?;
@@ -461,8 +462,21 @@ impl Host {
         ctx: &Context,
         post: &Post,
     ) -> Result<Result<Receipt, CallError>, PluginError> {
+        self.publish_inner(plugin, scope, ctx, post, no_media())
+            .await
+    }
+
+    async fn publish_inner(
+        &self,
+        plugin: &LoadedPlugin,
+        scope: Scope,
+        ctx: &Context,
+        post: &Post,
+        media: MediaReader,
+    ) -> Result<Result<Receipt, CallError>, PluginError> {
         let budget = Duration::from_millis(self.limits.publish_timeout_ms);
         let (mut store, inst, _permit) = self.instance(plugin, scope, budget).await?;
+        store.data_mut().media = media;
         let r = tokio::time::timeout(budget, inst.call_publish(&mut store, ctx, post)).await;
         let out = finish(&plugin.manifest.id, &store, r, budget)?;
         if let Ok(receipt) = &out {
@@ -472,6 +486,40 @@ impl Host {
             })?;
         }
         Ok(out)
+    }
+
+    /// `publish`, with the post's media files readable by the plugin's
+    /// upload requests (by handle, in bounded slices).
+    pub async fn publish_with_media(
+        &self,
+        plugin: &LoadedPlugin,
+        scope: Scope,
+        ctx: &Context,
+        post: &Post,
+        files: Arc<Vec<PathBuf>>,
+    ) -> Result<Result<Receipt, CallError>, PluginError> {
+        let cap = self.limits.max_request_bytes;
+        let reader: MediaReader = Arc::new(move |handle, offset, len| {
+            use std::io::{Read, Seek, SeekFrom};
+            let path = files
+                .get(handle as usize)
+                .ok_or_else(|| format!("there is no media attachment {handle}"))?;
+            if len > cap {
+                return Err(format!(
+                    "a media slice of {len} bytes exceeds the host's cap of {cap}"
+                ));
+            }
+            let mut f =
+                std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            f.seek(SeekFrom::Start(offset))
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            let mut buf = Vec::with_capacity(len as usize);
+            f.take(len)
+                .read_to_end(&mut buf)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok(buf)
+        });
+        self.publish_inner(plugin, scope, ctx, post, reader).await
     }
 
     /// Run the plugin's `profile` for one account.
@@ -518,6 +566,7 @@ impl Host {
             rate_limits: Arc::new(m.rate_limits.clone()),
             rate_headers: m.rate_limit_headers.clone(),
             dry_run: None,
+            dispatched: Default::default(),
         }
     }
 }
@@ -568,6 +617,10 @@ fn placeholder_manifest() -> Manifest {
         settings: vec![],
         idempotent_publish: false,
     }
+}
+
+fn no_media() -> MediaReader {
+    Arc::new(|_, _, _| Err("this call has no media attachments".into()))
 }
 
 /// A receipt must name the post, and its URL must be a URL.

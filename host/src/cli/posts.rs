@@ -1,0 +1,138 @@
+//! `outreach posts`: the outbox, for people.
+
+use super::{EXIT_FAILED, PostsCmd, print_json, print_report};
+use crate::accounts::{App, bad};
+use crate::outbox::{Outbox, State};
+
+pub async fn run(
+    app: &std::sync::Arc<App>,
+    cmd: Option<PostsCmd>,
+    json: bool,
+) -> anyhow::Result<i32> {
+    match cmd {
+        None => list(app, json),
+        Some(PostsCmd::Show { id, json }) => show(app, &id, json),
+        Some(PostsCmd::Cancel { id }) => {
+            let outbox = Outbox::open(&app.cfg.outbox)?;
+            if outbox.post(&id)?.is_none() {
+                return Err(bad!("there is no post `{id}`; `outreach posts` lists them"));
+            }
+            let n = outbox.cancel(&id)?;
+            println!("cancelled {n} pending deliveries of `{id}`");
+            Ok(0)
+        }
+        Some(PostsCmd::Due { json }) => {
+            let reports = crate::publish::publish_due(app).await?;
+            if json {
+                print_json(&reports)?;
+                return Ok(if reports.iter().all(|r| r.results.iter().all(|t| t.ok)) {
+                    0
+                } else {
+                    EXIT_FAILED
+                });
+            }
+            if reports.is_empty() {
+                println!("no posts are due");
+            }
+            let mut code = 0;
+            for r in &reports {
+                println!("post `{}`:", r.post);
+                code = code.max(print_report(r, false, false)?);
+            }
+            Ok(code)
+        }
+    }
+}
+
+fn list(app: &App, json: bool) -> anyhow::Result<i32> {
+    let outbox = Outbox::open(&app.cfg.outbox)?;
+    outbox.settle_interrupted()?;
+    let all = outbox.all()?;
+    if json {
+        let v: Vec<serde_json::Value> = all
+            .iter()
+            .map(|(p, d)| serde_json::json!({ "post": p, "deliveries": d }))
+            .collect();
+        print_json(&v)?;
+        return Ok(0);
+    }
+    if all.is_empty() {
+        println!("no posts yet; publish one with `outreach publish FILE`");
+    }
+    for (p, deliveries) in &all {
+        let when = match p.scheduled_at {
+            Some(t) => format!("scheduled {}", t.to_rfc3339()),
+            None => format!("created {}", p.created_at.format("%Y-%m-%d %H:%M UTC")),
+        };
+        println!("{}  ({when})", p.id);
+        for d in deliveries.iter().filter(|d| d.index == 0) {
+            let thread = deliveries
+                .iter()
+                .filter(|t| t.target == d.target && t.index > 0)
+                .count();
+            println!(
+                "  {:<24} {:<10} {}{}",
+                d.target,
+                d.state.to_string(),
+                match d.state {
+                    State::Published => d.url.clone().or(d.platform_id.clone()).unwrap_or_default(),
+                    _ => d.error.clone().unwrap_or_default(),
+                },
+                if thread > 0 {
+                    format!(" (+{thread} in thread)")
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+    Ok(0)
+}
+
+fn show(app: &App, id: &str, json: bool) -> anyhow::Result<i32> {
+    let outbox = Outbox::open(&app.cfg.outbox)?;
+    let Some(post) = outbox.post(id)? else {
+        return Err(bad!("there is no post `{id}`; `outreach posts` lists them"));
+    };
+    let deliveries = outbox.deliveries(id)?;
+    let attempts = outbox.attempts(id)?;
+    if json {
+        print_json(
+            &serde_json::json!({ "post": post, "deliveries": deliveries, "attempts": attempts }),
+        )?;
+        return Ok(0);
+    }
+    println!("{} from {}", post.id, post.path);
+    for d in &deliveries {
+        println!(
+            "  {}{}: {} {}",
+            d.target,
+            if d.index > 0 {
+                format!(" thread[{}]", d.index - 1)
+            } else {
+                String::new()
+            },
+            d.state,
+            d.url
+                .clone()
+                .or(d.platform_id.clone())
+                .or(d.error.clone())
+                .unwrap_or_default()
+        );
+        for a in attempts
+            .iter()
+            .filter(|a| a.target == d.target && a.index == d.index)
+        {
+            println!(
+                "      attempt {} → {}: {} {}",
+                a.started_at.format("%Y-%m-%d %H:%M:%S%.3f"),
+                a.finished_at
+                    .map(|t| t.format("%H:%M:%S%.3f").to_string())
+                    .unwrap_or_else(|| "…".into()),
+                a.outcome.as_deref().unwrap_or("in flight"),
+                a.detail.as_deref().unwrap_or("")
+            );
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,472 @@
+//! The durable outbox: what was sent where, so a post goes out exactly once
+//! per platform.
+//!
+//! Owns: an SQLite journal (WAL, `synchronous=FULL`: every commit is
+//! fsynced) beside the credential store. A post is registered with one row
+//! per target and thread item; an attempt is written as `sending` *before*
+//! the request leaves and settled *after* it returns, so after a crash an
+//! attempt whose outcome is unknown is visible as such and never silently
+//! re-sent. Several processes may share the journal (SQLite's locking, with
+//! a busy timeout).
+//!
+//! Never: talks to a platform, or stores a secret (post text and ids only).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+/// Where one (post, target, thread item) stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    /// Waiting for its schedule.
+    Queued,
+    /// Due, not yet sent (or failed before sending and may be retried).
+    Pending,
+    /// A request is (or was, if the process died) in flight.
+    Sending,
+    Published,
+    /// The platform refused it, or it could not be sent; re-running retries.
+    Failed,
+    /// The request may or may not have taken effect.
+    Unknown,
+    Cancelled,
+}
+
+impl State {
+    fn as_str(self) -> &'static str {
+        match self {
+            State::Queued => "queued",
+            State::Pending => "pending",
+            State::Sending => "sending",
+            State::Published => "published",
+            State::Failed => "failed",
+            State::Unknown => "unknown",
+            State::Cancelled => "cancelled",
+        }
+    }
+    fn parse(s: &str) -> State {
+        match s {
+            "queued" => State::Queued,
+            "pending" => State::Pending,
+            "sending" => State::Sending,
+            "published" => State::Published,
+            "failed" => State::Failed,
+            "unknown" => State::Unknown,
+            _ => State::Cancelled,
+        }
+    }
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One row of the journal.
+#[derive(Clone, Debug, Serialize)]
+pub struct Delivery {
+    pub post: String,
+    pub target: String,
+    /// 0 for the post itself, 1… for the thread's follow-ups.
+    pub index: u32,
+    pub state: State,
+    pub platform_id: Option<String>,
+    pub url: Option<String>,
+    pub error_kind: Option<String>,
+    pub error: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A registered post.
+#[derive(Clone, Debug, Serialize)]
+pub struct PostRow {
+    pub id: String,
+    pub path: String,
+    pub content_hash: String,
+    #[serde(skip)]
+    pub source: String,
+    pub scheduled_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One attempt, for `posts show`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Attempt {
+    pub target: String,
+    pub index: u32,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub outcome: Option<String>,
+    pub detail: Option<String>,
+}
+
+pub struct Outbox {
+    conn: Connection,
+    path: PathBuf,
+}
+
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+fn parse_ts(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|d| d.with_timezone(&Utc))
+        .unwrap_or_default()
+}
+
+impl Outbox {
+    /// Open (creating if needed) the journal at `path`.
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let conn = Connection::open(path)
+            .with_context(|| format!("cannot open the outbox {}", path.display()))?;
+        conn.busy_timeout(Duration::from_secs(30))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS posts (
+                id TEXT PRIMARY KEY,
+                path TEXT NOT NULL,
+                content_hash TEXT NOT NULL,
+                source TEXT NOT NULL,
+                scheduled_at TEXT,
+                created_at TEXT NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS deliveries (
+                post TEXT NOT NULL REFERENCES posts(id),
+                target TEXT NOT NULL,
+                idx INTEGER NOT NULL,
+                state TEXT NOT NULL,
+                platform_id TEXT,
+                url TEXT,
+                error_kind TEXT,
+                error TEXT,
+                updated_at TEXT NOT NULL,
+                owner TEXT,
+                PRIMARY KEY (post, target, idx)
+             );
+             CREATE TABLE IF NOT EXISTS attempts (
+                id INTEGER PRIMARY KEY,
+                post TEXT NOT NULL,
+                target TEXT NOT NULL,
+                idx INTEGER NOT NULL,
+                started_at TEXT NOT NULL,
+                finished_at TEXT,
+                outcome TEXT,
+                detail TEXT
+             );
+             CREATE INDEX IF NOT EXISTS deliveries_state ON deliveries(state);",
+        )
+        .with_context(|| format!("the outbox {} cannot be used", path.display()))?;
+        Ok(Outbox {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn post(&self, id: &str) -> anyhow::Result<Option<PostRow>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT id, path, content_hash, source, scheduled_at, created_at FROM posts WHERE id = ?1",
+                [id],
+                |r| {
+                    Ok(PostRow {
+                        id: r.get(0)?,
+                        path: r.get(1)?,
+                        content_hash: r.get(2)?,
+                        source: r.get(3)?,
+                        scheduled_at: r.get::<_, Option<String>>(4)?.map(|s| parse_ts(&s)),
+                        created_at: parse_ts(&r.get::<_, String>(5)?),
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Register a post and its deliveries (existing rows are kept as they
+    /// are: what was published stays published). Returns the post row.
+    pub fn register(&mut self, post: &PostRow, deliveries: &[(String, u32)]) -> anyhow::Result<()> {
+        let now = Utc::now();
+        let due = post.scheduled_at.is_none_or(|t| t <= now);
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO posts (id, path, content_hash, source, scheduled_at, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT(id) DO UPDATE SET path = excluded.path, content_hash = excluded.content_hash,
+                source = excluded.source, scheduled_at = excluded.scheduled_at",
+            params![
+                post.id,
+                post.path,
+                post.content_hash,
+                post.source,
+                post.scheduled_at.map(ts),
+                ts(post.created_at)
+            ],
+        )?;
+        for (target, idx) in deliveries {
+            tx.execute(
+                "INSERT INTO deliveries (post, target, idx, state, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(post, target, idx) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at
+                 WHERE deliveries.state IN ('queued', 'pending', 'cancelled')",
+                params![
+                    post.id,
+                    target,
+                    idx,
+                    if due { State::Pending } else { State::Queued }.as_str(),
+                    ts(now)
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn deliveries(&self, post: &str) -> anyhow::Result<Vec<Delivery>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT post, target, idx, state, platform_id, url, error_kind, error, updated_at
+             FROM deliveries WHERE post = ?1 ORDER BY target, idx",
+        )?;
+        let rows = stmt
+            .query_map([post], row_to_delivery)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Every post, newest first, with its deliveries.
+    pub fn all(&self) -> anyhow::Result<Vec<(PostRow, Vec<Delivery>)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, path, content_hash, source, scheduled_at, created_at FROM posts ORDER BY created_at DESC",
+        )?;
+        let posts = stmt
+            .query_map([], |r| {
+                Ok(PostRow {
+                    id: r.get(0)?,
+                    path: r.get(1)?,
+                    content_hash: r.get(2)?,
+                    source: r.get(3)?,
+                    scheduled_at: r.get::<_, Option<String>>(4)?.map(|s| parse_ts(&s)),
+                    created_at: parse_ts(&r.get::<_, String>(5)?),
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        posts
+            .into_iter()
+            .map(|p| {
+                let d = self.deliveries(&p.id)?;
+                Ok((p, d))
+            })
+            .collect()
+    }
+
+    /// Posts whose schedule has come and that still have work to do.
+    pub fn due(&self, now: DateTime<Utc>) -> anyhow::Result<Vec<PostRow>> {
+        let mut out = Vec::new();
+        for (p, d) in self.all()? {
+            let waiting = d.iter().any(|d| d.state == State::Queued);
+            if waiting && p.scheduled_at.is_some_and(|t| t <= now) {
+                out.push(p);
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Move a due post's queued deliveries to pending.
+    pub fn release(&self, post: &str) -> anyhow::Result<()> {
+        self.conn.execute(
+            "UPDATE deliveries SET state = 'pending', updated_at = ?2 WHERE post = ?1 AND state = 'queued'",
+            params![post, ts(Utc::now())],
+        )?;
+        Ok(())
+    }
+
+    /// Cancel every delivery of `post` that has not gone out.
+    pub fn cancel(&self, post: &str) -> anyhow::Result<usize> {
+        Ok(self.conn.execute(
+            "UPDATE deliveries SET state = 'cancelled', updated_at = ?2
+             WHERE post = ?1 AND state IN ('queued', 'pending', 'failed')",
+            params![post, ts(Utc::now())],
+        )?)
+    }
+
+    /// Claim a delivery for sending: it moves to `sending` only if it is in
+    /// one of `from` (so two processes never send the same thing), and the
+    /// attempt is committed (fsynced) before the caller sends anything.
+    /// `None`: someone else has it, or it is not in a sendable state.
+    pub fn begin(
+        &mut self,
+        post: &str,
+        target: &str,
+        idx: u32,
+        from: &[State],
+    ) -> anyhow::Result<Option<i64>> {
+        let now = ts(Utc::now());
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let current: Option<String> = tx
+            .query_row(
+                "SELECT state FROM deliveries WHERE post = ?1 AND target = ?2 AND idx = ?3",
+                params![post, target, idx],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(current) = current.map(|s| State::parse(&s)) else {
+            return Ok(None);
+        };
+        if !from.contains(&current) {
+            return Ok(None);
+        }
+        tx.execute(
+            "UPDATE deliveries SET state = 'sending', owner = ?4, updated_at = ?5
+             WHERE post = ?1 AND target = ?2 AND idx = ?3",
+            params![post, target, idx, process_token(), now],
+        )?;
+        tx.execute(
+            "INSERT INTO attempts (post, target, idx, started_at) VALUES (?1, ?2, ?3, ?4)",
+            params![post, target, idx, now],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.commit()?;
+        Ok(Some(id))
+    }
+
+    /// Settle an attempt.
+    #[allow(clippy::too_many_arguments)]
+    pub fn finish(
+        &mut self,
+        attempt: i64,
+        post: &str,
+        target: &str,
+        idx: u32,
+        state: State,
+        platform_id: Option<&str>,
+        url: Option<&str>,
+        error_kind: Option<&str>,
+        error: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let now = ts(Utc::now());
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "UPDATE deliveries SET state = ?4, platform_id = COALESCE(?5, platform_id), url = COALESCE(?6, url),
+                error_kind = ?7, error = ?8, updated_at = ?9
+             WHERE post = ?1 AND target = ?2 AND idx = ?3",
+            params![post, target, idx, state.as_str(), platform_id, url, error_kind, error, now],
+        )?;
+        tx.execute(
+            "UPDATE attempts SET finished_at = ?2, outcome = ?3, detail = ?4 WHERE id = ?1",
+            params![attempt, now, state.as_str(), error.or(platform_id)],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// After a crash: attempts left `sending` by a process that no longer
+    /// runs become `unknown`. Returns how many.
+    pub fn settle_interrupted(&self) -> anyhow::Result<usize> {
+        let now = ts(Utc::now());
+        let mut stmt = self
+            .conn
+            .prepare("SELECT post, target, idx, owner FROM deliveries WHERE state = 'sending'")?;
+        let stale: Vec<(String, String, u32)> = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, u32>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                ))
+            })?
+            .filter_map(Result::ok)
+            .filter(|(.., owner)| !owner.as_deref().is_some_and(process_alive))
+            .map(|(p, t, i, _)| (p, t, i))
+            .collect();
+        for (post, target, idx) in &stale {
+            self.conn.execute(
+                "UPDATE deliveries SET state = 'unknown', error_kind = 'outcome-unknown',
+                    error = 'outreach stopped while this was being sent; it may or may not have been published',
+                    updated_at = ?4
+                 WHERE post = ?1 AND target = ?2 AND idx = ?3 AND state = 'sending'",
+                params![post, target, idx, now],
+            )?;
+            self.conn.execute(
+                "UPDATE attempts SET finished_at = ?4, outcome = 'unknown', detail = 'interrupted'
+                 WHERE post = ?1 AND target = ?2 AND idx = ?3 AND finished_at IS NULL",
+                params![post, target, idx, now],
+            )?;
+        }
+        Ok(stale.len())
+    }
+
+    pub fn attempts(&self, post: &str) -> anyhow::Result<Vec<Attempt>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT target, idx, started_at, finished_at, outcome, detail FROM attempts WHERE post = ?1 ORDER BY id",
+        )?;
+        let rows = stmt
+            .query_map([post], |r| {
+                Ok(Attempt {
+                    target: r.get(0)?,
+                    index: r.get(1)?,
+                    started_at: parse_ts(&r.get::<_, String>(2)?),
+                    finished_at: r.get::<_, Option<String>>(3)?.map(|s| parse_ts(&s)),
+                    outcome: r.get(4)?,
+                    detail: r.get(5)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+}
+
+fn row_to_delivery(r: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
+    Ok(Delivery {
+        post: r.get(0)?,
+        target: r.get(1)?,
+        index: r.get(2)?,
+        state: State::parse(&r.get::<_, String>(3)?),
+        platform_id: r.get(4)?,
+        url: r.get(5)?,
+        error_kind: r.get(6)?,
+        error: r.get(7)?,
+        updated_at: parse_ts(&r.get::<_, String>(8)?),
+    })
+}
+
+/// This process, as `pid:start-time` (the start time guards against a
+/// reused pid).
+fn process_token() -> String {
+    let pid = std::process::id();
+    format!("{pid}:{}", start_time(pid).unwrap_or_default())
+}
+
+fn start_time(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split_whitespace().nth(19).map(str::to_string)
+}
+
+/// Whether the process that wrote `token` still runs.
+fn process_alive(token: &str) -> bool {
+    let Some((pid, start)) = token.split_once(':') else {
+        return false;
+    };
+    let Ok(pid) = pid.parse::<u32>() else {
+        return false;
+    };
+    start_time(pid).is_some_and(|s| s == start)
+}
