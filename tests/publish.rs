@@ -418,3 +418,409 @@ fn malformed_config_is_reported_with_file_and_line() {
     );
     assert!(r.stderr.contains("user_agnt"), "{}", r.stderr);
 }
+
+fn results(stdout: &str) -> Vec<Value> {
+    let v: Value = serde_json::from_str(stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    v["results"].as_array().unwrap().clone()
+}
+
+#[test]
+fn threads_are_published_in_order_with_explicit_parents_and_only_once() {
+    let w = World::new().with_accounts();
+    let post = w.home.post(
+        "thread.toml",
+        r#"
+id = "thread-1"
+text = "1/3 the start"
+to = ["x", "mastodon/social"]
+[[thread]]
+text = "2/3 the middle"
+[[thread]]
+text = "3/3 the end"
+"#,
+    );
+    let r = w
+        .home
+        .run(&["publish", post.to_str().unwrap(), "--json"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    for (fake, parent_field) in [
+        (&w.x, "/reply/in_reply_to_tweet_id"),
+        (&w.mastodon, "/in_reply_to_id"),
+    ] {
+        let posts = fake.posts();
+        assert_eq!(posts.len(), 3);
+        assert!(posts[0].1.pointer(parent_field).is_none());
+        assert_eq!(
+            posts[1].1.pointer(parent_field).and_then(Value::as_str),
+            Some(posts[0].0.as_str())
+        );
+        assert_eq!(
+            posts[2].1.pointer(parent_field).and_then(Value::as_str),
+            Some(posts[1].0.as_str())
+        );
+        let texts: Vec<&str> = posts
+            .iter()
+            .map(|(_, b)| {
+                b.get("text")
+                    .or(b.get("status"))
+                    .and_then(Value::as_str)
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(texts, ["1/3 the start", "2/3 the middle", "3/3 the end"]);
+    }
+    let res = results(&r.stdout);
+    let x = res.iter().find(|t| t["target"] == "x/default").unwrap();
+    assert_eq!(x["thread"].as_array().unwrap().len(), 2);
+
+    // Running the file again sends nothing: every item is already out.
+    let again = w.home.run(&["publish", post.to_str().unwrap()], None);
+    assert_eq!(again.code, 0, "{}", again.all());
+    assert!(
+        again.stdout.contains("already published"),
+        "{}",
+        again.stdout
+    );
+    assert_eq!((w.x.posts().len(), w.mastodon.posts().len()), (3, 3));
+
+    // Changed content is a new post only when the user says so.
+    std::fs::write(
+        &post,
+        std::fs::read_to_string(&post)
+            .unwrap()
+            .replace("the end", "the real end"),
+    )
+    .unwrap();
+    let changed = w.home.run(&["publish", post.to_str().unwrap()], None);
+    assert_eq!(changed.code, 2, "{}", changed.all());
+    assert!(changed.stderr.contains("--new"), "{}", changed.stderr);
+    assert_eq!(w.x.posts().len(), 3);
+    let new = w
+        .home
+        .run(&["publish", post.to_str().unwrap(), "--new"], None);
+    assert_eq!(new.code, 0, "{}", new.all());
+    assert_eq!(w.x.posts().len(), 6);
+
+    // History: every attempt with its outcome.
+    let show = w.home.run(&["posts", "show", "thread-1", "--json"], None);
+    assert_eq!(show.code, 0, "{}", show.all());
+    let v: Value = serde_json::from_str(&show.stdout).unwrap();
+    assert_eq!(v["deliveries"].as_array().unwrap().len(), 6);
+    assert_eq!(v["attempts"].as_array().unwrap().len(), 6);
+    assert!(
+        v["attempts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["outcome"] == "published")
+    );
+
+    // LinkedIn has no threads: validation says so before anything is sent.
+    let li = w.home.post(
+        "li-thread.toml",
+        "text = \"a\"\nto = [\"linkedin\"]\n[[thread]]\ntext = \"b\"\n",
+    );
+    let r = w.home.run(&["publish", li.to_str().unwrap()], None);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("linkedin/default: thread[0].thread: this platform does not support threads"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn a_429_delays_only_that_platform() {
+    let w = World::new().with_accounts();
+    w.x.set_mode(Mode::RateLimitedOnce);
+    let post = w.home.post("rl.toml", HELLO);
+    let started = std::time::Instant::now();
+    let r = w
+        .home
+        .run(&["publish", post.to_str().unwrap(), "--json"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(results(&r.stdout).iter().all(|t| t["ok"] == true));
+    let x_seen: Vec<_> =
+        w.x.seen()
+            .into_iter()
+            .filter(|s| s.path == "/2/tweets")
+            .collect();
+    assert_eq!(x_seen.len(), 2, "one 429, then the post");
+    assert!(x_seen[1].at.duration_since(x_seen[0].at) >= std::time::Duration::from_millis(950));
+    // The others did not wait for X.
+    let li = w
+        .linkedin
+        .seen()
+        .into_iter()
+        .find(|s| s.path == "/rest/posts")
+        .unwrap();
+    let md = w
+        .mastodon
+        .seen()
+        .into_iter()
+        .find(|s| s.path == "/api/v1/statuses")
+        .unwrap();
+    assert!(li.at < x_seen[1].at && md.at < x_seen[1].at);
+    assert!(started.elapsed() >= std::time::Duration::from_secs(1));
+    assert_eq!(w.x.posts().len(), 1);
+}
+
+#[test]
+fn scheduled_posts_wait_publish_once_and_can_be_cancelled() {
+    let mut w = World::new().with_accounts();
+    w.home
+        .extra_config
+        .push_str("\n[publish]\nlate_after_secs = 1\n");
+    let at = |secs: i64| (chrono::Utc::now() + chrono::Duration::seconds(secs)).to_rfc3339();
+    let soon = w.home.post(
+        "soon.toml",
+        &format!(
+            "id = \"soon\"\ntext = \"later\"\nto = [\"mastodon/social\"]\nschedule = \"{}\"\n",
+            at(2)
+        ),
+    );
+    let r = w.home.run(&["publish", soon.to_str().unwrap()], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("queued for"), "{}", r.stdout);
+    let cancel_me = w.home.post(
+        "cancel.toml",
+        &format!(
+            "id = \"cancel-me\"\ntext = \"never\"\nto = [\"x\"]\nschedule = \"{}\"\n",
+            at(1)
+        ),
+    );
+    assert_eq!(
+        w.home
+            .run(&["publish", cancel_me.to_str().unwrap()], None)
+            .code,
+        0
+    );
+    assert_eq!(w.home.run(&["posts", "cancel", "cancel-me"], None).code, 0);
+
+    let list: Value = serde_json::from_str(&w.home.run(&["posts", "--json"], None).stdout).unwrap();
+    let states: Vec<(String, String)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["post"]["id"].as_str().unwrap().to_string(),
+                p["deliveries"][0]["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        states.contains(&("soon".into(), "queued".into())),
+        "{states:?}"
+    );
+    assert!(
+        states.contains(&("cancel-me".into(), "cancelled".into())),
+        "{states:?}"
+    );
+
+    // Not yet due: nothing happens.
+    let r = w.home.run(&["posts", "due"], None);
+    assert!(r.stdout.contains("no posts are due"), "{}", r.stdout);
+    assert!(w.mastodon.posts().is_empty());
+    // Due (and, with nothing running at the time, late): published once.
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    let r = w.home.run(&["posts", "due", "--json"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let reports: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(reports.as_array().unwrap().len(), 1, "{reports}");
+    assert_eq!(reports[0]["post"], "soon");
+    assert_eq!(reports[0]["late"], true, "{reports}");
+    assert_eq!(w.mastodon.posts().len(), 1);
+    let r = w.home.run(&["posts", "due"], None);
+    assert!(r.stdout.contains("no posts are due"), "{}", r.stdout);
+    assert_eq!(w.mastodon.posts().len(), 1);
+    assert!(w.x.posts().is_empty(), "the cancelled post never went out");
+}
+
+#[test]
+fn content_rules_are_checked_per_platform_before_anything_is_sent() {
+    let mut home = Home::new();
+    let reddit = fake_lab(support::oauth::Flavor::Reddit);
+    let ig = fake_lab(support::oauth::Flavor::Instagram);
+    for (platform, feature) in [("reddit", "reddit"), ("instagram", "instagram")] {
+        std::fs::copy(
+            test_plugin(
+                "outreach-oauth-lab",
+                Some(feature),
+                &format!("{platform}.wasm"),
+            ),
+            home.plugins_dir().join(format!("{platform}.wasm")),
+        )
+        .unwrap();
+    }
+    home.endpoint("reddit", "api", &reddit.url());
+    home.endpoint("instagram", "api", &ig.url());
+    for (fake, platform) in [(&reddit, "reddit"), (&ig, "instagram")] {
+        let token = format!("{platform}-lab-PLANTED-token");
+        fake.state.oauth.lock().unwrap().access.insert(
+            token.clone(),
+            std::time::Instant::now() + std::time::Duration::from_secs(600),
+        );
+        let r = home.run(&["accounts", "add", platform], Some(&token));
+        assert_eq!(r.code, 0, "{}", r.all());
+    }
+    std::fs::write(home.path().join("photo.png"), [0u8; 10]).unwrap();
+    std::fs::write(home.path().join("clip.mp4"), vec![0u8; 2 << 20]).unwrap();
+    let post = home.post(
+        "rules.toml",
+        r#"
+text = "look"
+to = ["reddit", "instagram"]
+[[media]]
+path = "photo.png"
+[[media]]
+path = "clip.mp4"
+public_url = "https://cdn.example/clip.mp4"
+"#,
+    );
+    let r = home.run(
+        &["publish", post.to_str().unwrap(), "--check", "--json"],
+        None,
+    );
+    assert_eq!(r.code, 2, "{}", r.all());
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    let got: Vec<String> = v["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {} {}",
+                p["target"].as_str().unwrap(),
+                p["field"].as_str().unwrap(),
+                p["message"].as_str().unwrap()
+            )
+        })
+        .collect();
+    let expect = [
+        "reddit/default title is required",
+        "reddit/default media[0] image attachments are not supported",
+        "instagram/default media[0] type image/png is not accepted",
+        "instagram/default media[0] this platform fetches media from a public URL",
+        "instagram/default media[1] clip.mp4 is 2097152 bytes; the limit is 1048576",
+    ];
+    for e in expect {
+        assert!(
+            got.iter().any(|g| g.starts_with(e)),
+            "missing {e:?} in {got:#?}"
+        );
+    }
+    // Text alone is not enough for Instagram.
+    let text_only = home.post(
+        "text.toml",
+        "text = \"hi\"\ntitle = \"t\"\nto = [\"instagram\"]\n",
+    );
+    let r = home.run(&["publish", text_only.to_str().unwrap(), "--check"], None);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("instagram/default: media: this platform cannot publish text alone"),
+        "{}",
+        r.stderr
+    );
+    // A missing media file: one clear error, nothing published.
+    let missing = home.post(
+        "missing.toml",
+        "text = \"hi\"\nto = [\"reddit\"]\n[[media]]\npath = \"nope.jpg\"\n",
+    );
+    let r = home.run(&["publish", missing.to_str().unwrap()], None);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("media[0]") && r.stderr.contains("nope.jpg"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        r.stderr.lines().filter(|l| l.starts_with("error")).count(),
+        1,
+        "{}",
+        r.stderr
+    );
+}
+
+/// SIGKILL in the middle of publishing 100 posts to three platforms, then
+/// the same command again: every post is on every platform exactly once,
+/// or — where the platform has no idempotency key and the kill fell while a
+/// request was in flight — reported `unknown`. Never twice.
+#[test]
+fn a_kill_during_a_fan_out_never_duplicates_a_post() {
+    let w = World::new().with_accounts();
+    let files: Vec<String> = (0..100)
+        .map(|i| {
+            w.home
+                .post(&format!("bulk{i:03}.toml"), &format!("text = \"bulk post {i}\"\nto = [\"x\", \"linkedin\", \"mastodon/social\"]\n"))
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    let mut args = vec!["publish"];
+    args.extend(files.iter().map(String::as_str));
+    w.home.run(&["plugins"], None);
+    let mut child = w
+        .home
+        .command(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill once a good part of the work is done.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while w.mastodon.posts().len() < 40 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut args_json = args.clone();
+    args_json.push("--json");
+    let r = w.home.run(&args_json, None);
+    // One JSON report per file on stdout.
+    let mut unknown = std::collections::HashSet::new();
+    for doc in serde_json::Deserializer::from_str(&r.stdout).into_iter::<Value>() {
+        let doc = doc.unwrap();
+        for t in doc["results"].as_array().unwrap() {
+            if t["state"] == "unknown" {
+                unknown.insert((
+                    doc["post"].as_str().unwrap().to_string(),
+                    t["target"].as_str().unwrap().to_string(),
+                ));
+            }
+        }
+    }
+    for (fake, target, text_field) in [
+        (&w.x, "x/default", "text"),
+        (&w.linkedin, "linkedin/default", "commentary"),
+        (&w.mastodon, "mastodon/social", "status"),
+    ] {
+        let posts = fake.posts();
+        for i in 0..100 {
+            let text = format!("bulk post {i}");
+            let n = posts
+                .iter()
+                .filter(|(_, b)| b[text_field].as_str() == Some(&text))
+                .count();
+            let post_id = std::fs::canonicalize(&files[i])
+                .unwrap()
+                .display()
+                .to_string();
+            assert!(n <= 1, "{target}: `{text}` was published {n} times");
+            if n == 0 {
+                assert!(
+                    unknown.contains(&(post_id, target.to_string())),
+                    "{target}: `{text}` is missing and not reported unknown"
+                );
+            }
+        }
+    }
+    // Mastodon honours idempotency keys: nothing there may stay unknown.
+    assert!(
+        unknown.iter().all(|(_, t)| t != "mastodon/social"),
+        "{unknown:?}"
+    );
+    assert_eq!(w.mastodon.posts().len(), 100);
+}

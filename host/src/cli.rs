@@ -103,8 +103,10 @@ pub enum Command {
     },
     /// Validate a post file against every target, then publish it.
     Publish {
-        /// The post file (TOML); see config/posts/ for an example.
-        file: PathBuf,
+        /// Post files (TOML); see config/posts/ for an example. Several are
+        /// published one after another.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
         /// Print the requests each plugin would send (secrets redacted)
         /// instead of sending them.
         #[arg(long)]
@@ -308,32 +310,47 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Publish {
-            file,
+            files,
             dry_run,
             check,
             json,
             new,
         } => {
-            if check {
-                return match crate::publish::check_file(&app, &file).await? {
-                    Err(problems) => print_problems(&file, &problems, json),
-                    Ok(rows) => {
-                        if json {
-                            print_json(&serde_json::json!({ "results": rows }))?;
-                        } else {
-                            for r in &rows {
-                                println!("{:<24} ok", r.target);
+            let mut code = 0;
+            for file in &files {
+                if files.len() > 1 && !json {
+                    println!("{}:", file.display());
+                }
+                let c = if check {
+                    match crate::publish::check_file(&app, file).await? {
+                        Err(problems) => print_problems(file, &problems, json)?,
+                        Ok(rows) => {
+                            if json {
+                                print_json(&serde_json::json!({ "results": rows }))?;
+                            } else {
+                                for r in &rows {
+                                    println!("{:<24} ok", r.target);
+                                }
                             }
+                            0
                         }
-                        Ok(0)
+                    }
+                } else {
+                    let opts = crate::publish::Options { dry_run, new };
+                    match crate::publish::publish_file(&app, file, opts).await {
+                        Ok(Err(problems)) => print_problems(file, &problems, json)?,
+                        Ok(Ok(report)) => print_report(&report, dry_run, json)?,
+                        // With several files, one bad file does not stop the rest.
+                        Err(e) if files.len() > 1 => {
+                            eprintln!("error: {e:#}");
+                            EXIT_BAD_INPUT
+                        }
+                        Err(e) => return Err(e),
                     }
                 };
+                code = code.max(c);
             }
-            let opts = crate::publish::Options { dry_run, new };
-            match crate::publish::publish_file(&app, &file, opts).await? {
-                Err(problems) => print_problems(&file, &problems, json),
-                Ok(report) => print_report(&report, dry_run, json),
-            }
+            Ok(code)
         }
         Command::Posts { json, cmd } => posts::run(&app, cmd, json).await,
     }

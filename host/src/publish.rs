@@ -503,9 +503,9 @@ async fn deliver(
     }
     let now = Utc::now();
     let due = row.scheduled_at.is_none_or(|t| t <= now);
-    let late = row
-        .scheduled_at
-        .is_some_and(|t| (now - t).num_seconds() > app.cfg.config.publish.late_after_secs as i64);
+    let late = row.scheduled_at.is_some_and(|t| {
+        now - t > chrono::Duration::seconds(app.cfg.config.publish.late_after_secs as i64)
+    });
     let media_paths = Arc::new(post.media_paths.clone());
     let futures = jobs.into_iter().map(|job| {
         let (refresher, outbox, media_paths) = (&refresher, outbox.clone(), media_paths.clone());

@@ -251,6 +251,8 @@ pub enum Mode {
     ServerError,
     /// The body is cut off mid-way.
     Truncated,
+    /// One 429 with `Retry-After: 1`, then back to normal.
+    RateLimitedOnce,
 }
 
 /// One request a fake received.
@@ -261,6 +263,7 @@ pub struct Seen {
     pub query: String,
     pub headers: HashMap<String, String>,
     pub body: String,
+    pub at: std::time::Instant,
 }
 
 pub struct FakeState {
@@ -334,6 +337,7 @@ pub fn start(handler: Handler) -> Fake {
                             })
                             .collect(),
                         body: String::from_utf8_lossy(&body).into_owned(),
+                        at: std::time::Instant::now(),
                     };
                     st.seen.lock().unwrap().push(seen.clone());
                     handler(&st, &seen)
@@ -390,6 +394,12 @@ fn common_failure(
                     .body(Body::from_stream(stream))
                     .unwrap(),
             )
+        }
+        Mode::RateLimitedOnce => {
+            *st.mode.lock().unwrap() = Mode::Normal;
+            let mut h = limit_headers.to_vec();
+            h.push(("retry-after", "1"));
+            Some(json_response(429, &h, limit_body))
         }
         Mode::Normal | Mode::Expired => None,
     }
@@ -484,6 +494,13 @@ pub fn fake_x() -> Fake {
                     return invalid(errors.join("; "));
                 }
                 let mut posts = st.posts.lock().unwrap();
+                if let Some(parent) = body["reply"]["in_reply_to_tweet_id"].as_str()
+                    && !posts.iter().any(|(id, _)| id == parent)
+                {
+                    return invalid(format!(
+                        "reply.in_reply_to_tweet_id {parent} is not a Post that exists"
+                    ));
+                }
                 let id = format!("18{:017}", posts.len() + 1);
                 posts.push((id.clone(), body.clone()));
                 json_response(
@@ -668,6 +685,11 @@ pub fn fake_mastodon() -> Fake {
                 }
                 let key = seen.headers.get("idempotency-key").cloned();
                 let mut posts = st.posts.lock().unwrap();
+                if let Some(parent) = body["in_reply_to_id"].as_str()
+                    && !posts.iter().any(|(id, _)| id == parent)
+                {
+                    return json_response(404, &[], json!({"error": "Record not found"}));
+                }
                 let existing = key
                     .as_ref()
                     .and_then(|k| st.idempotency.lock().unwrap().get(k).cloned());

@@ -119,3 +119,100 @@ pub fn check_content(rules: &ContentRules, post: &Post, account: Option<&Account
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{CountRule, Media, MediaRule};
+
+    fn post(text: &str) -> Post {
+        Post {
+            text: text.into(),
+            title: None,
+            link: None,
+            media: vec![],
+            reply_to: None,
+            thread_root: None,
+            extra: vec![],
+            idempotency_key: "k".into(),
+        }
+    }
+
+    fn media(kind: MediaKind, mime: &str, size: u64, public: bool) -> Media {
+        Media {
+            handle: 0,
+            kind,
+            mime_type: mime.into(),
+            size,
+            alt_text: None,
+            public_url: public.then(|| "https://cdn.example/x".into()),
+            file_name: "f".into(),
+        }
+    }
+
+    fn fields(p: &[Problem]) -> Vec<&str> {
+        p.iter().map(|p| p.field.as_str()).collect()
+    }
+
+    #[test]
+    fn every_rule_names_its_field() {
+        let rules = ContentRules {
+            max_length: 10,
+            counting: CountRule::Chars,
+            title_required: true,
+            max_title_length: 5,
+            media_required: true,
+            needs_public_media_url: true,
+            media: vec![MediaRule {
+                kind: MediaKind::Image,
+                max_count: 1,
+                max_bytes: 100,
+                mime_types: vec!["image/jpeg".into()],
+            }],
+            ..Default::default()
+        };
+        // Too long, no title, no media.
+        let p = check_content(&rules, &post("12345678901"), None);
+        assert_eq!(fields(&p), ["text", "title", "media"]);
+        // Title too long; media of the wrong type, too big, without a public
+        // URL, of an unsupported kind, and too many.
+        let mut q = post("ok");
+        q.title = Some("toolong".into());
+        q.media = vec![
+            media(MediaKind::Image, "image/png", 200, false),
+            media(MediaKind::Image, "image/jpeg", 50, true),
+            media(MediaKind::Video, "video/mp4", 50, true),
+        ];
+        let p = check_content(&rules, &q, None);
+        assert_eq!(
+            fields(&p),
+            [
+                "title", "media[0]", "media[0]", "media[0]", "media[2]", "media"
+            ],
+            "{p:?}"
+        );
+        // Threads on a platform without them.
+        let mut r = post("ok");
+        r.title = Some("t".into());
+        r.media = vec![media(MediaKind::Image, "image/jpeg", 1, true)];
+        r.reply_to = Some("1".into());
+        assert_eq!(fields(&check_content(&rules, &r, None)), ["thread"]);
+    }
+
+    #[test]
+    fn an_account_setting_can_raise_the_length_limit() {
+        let rules = ContentRules {
+            max_length: 5,
+            max_length_setting: Some("max_characters".into()),
+            ..Default::default()
+        };
+        let account = crate::Account {
+            name: "a".into(),
+            settings: vec![crate::pair("max_characters", "20")],
+            user_id: None,
+            handle: None,
+        };
+        assert!(check_content(&rules, &post("0123456789"), Some(&account)).is_empty());
+        assert_eq!(check_content(&rules, &post("0123456789"), None).len(), 1);
+    }
+}

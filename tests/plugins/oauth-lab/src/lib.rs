@@ -182,9 +182,37 @@ fn base_manifest(instagram: bool) -> Manifest {
         hosts: vec![],
         rate_limits: vec![],
         rate_limit_headers: None,
-        content: ContentRules {
-            max_length: 1000,
-            ..Default::default()
+        // Each platform's own content rules: Reddit needs a title;
+        // Instagram cannot post text alone and fetches media from a public
+        // URL (the lab's video cap is 1 MB so tests stay small).
+        content: if instagram {
+            ContentRules {
+                max_length: 2200,
+                media_required: true,
+                needs_public_media_url: true,
+                media: vec![
+                    MediaRule {
+                        kind: MediaKind::Image,
+                        max_count: 10,
+                        max_bytes: 8 << 20,
+                        mime_types: vec!["image/jpeg".into()],
+                    },
+                    MediaRule {
+                        kind: MediaKind::Video,
+                        max_count: 1,
+                        max_bytes: 1 << 20,
+                        mime_types: vec!["video/mp4".into(), "video/quicktime".into()],
+                    },
+                ],
+                ..Default::default()
+            }
+        } else {
+            ContentRules {
+                max_length: 40_000,
+                title_required: true,
+                max_title_length: 300,
+                ..Default::default()
+            }
         },
         settings: vec![],
         idempotent_publish: false,
