@@ -798,7 +798,7 @@ fn a_kill_during_a_fan_out_never_duplicates_a_post() {
         (&w.mastodon, "mastodon/social", "status"),
     ] {
         let posts = fake.posts();
-        for i in 0..100 {
+        for (i, file) in files.iter().enumerate() {
             let text = format!("bulk post {i}");
             let n = posts
                 .iter()
