@@ -804,10 +804,7 @@ fn a_kill_during_a_fan_out_never_duplicates_a_post() {
                 .iter()
                 .filter(|(_, b)| b[text_field].as_str() == Some(&text))
                 .count();
-            let post_id = std::fs::canonicalize(&files[i])
-                .unwrap()
-                .display()
-                .to_string();
+            let post_id = std::fs::canonicalize(file).unwrap().display().to_string();
             assert!(n <= 1, "{target}: `{text}` was published {n} times");
             if n == 0 {
                 assert!(
