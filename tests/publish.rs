@@ -821,3 +821,126 @@ fn a_kill_during_a_fan_out_never_duplicates_a_post() {
     );
     assert_eq!(w.mastodon.posts().len(), 100);
 }
+
+#[test]
+fn media_is_uploaded_the_way_each_platform_wants() {
+    let w = World::new().with_accounts();
+    // A tiny but real PNG header; the fakes only check the framing.
+    let png: Vec<u8> = [&b"\x89PNG\r\n\x1a\n"[..], &[7u8; 64]].concat();
+    std::fs::write(w.home.path().join("logo.png"), &png).unwrap();
+    std::fs::write(w.home.path().join("clip.mp4"), [1u8; 300]).unwrap();
+    let post = w.home.post(
+        "media.toml",
+        r#"
+text = "with a picture"
+to = ["x", "linkedin", "mastodon/social"]
+[[media]]
+path = "logo.png"
+alt = "The outreach logo"
+"#,
+    );
+    let r = w
+        .home
+        .run(&["publish", post.to_str().unwrap(), "--json"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        results(&r.stdout).iter().all(|t| t["ok"] == true),
+        "{}",
+        r.stdout
+    );
+
+    // X: the simple upload, then the media id on the post.
+    let up =
+        w.x.seen()
+            .into_iter()
+            .find(|s| s.path == "/2/media/upload")
+            .unwrap();
+    let parts = multipart(&up).unwrap();
+    assert!(
+        parts
+            .iter()
+            .any(|p| p.name == "media_category" && p.data == "tweet_image")
+    );
+    assert_eq!(
+        parts.iter().find(|p| p.name == "media").unwrap().data.len(),
+        String::from_utf8_lossy(&png).len()
+    );
+    assert_eq!(
+        w.x.posts()[0].1["media"]["media_ids"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // LinkedIn: initializeUpload, the bytes PUT to the upload URL, the URN
+    // and alt text on the post.
+    let li = w.linkedin.seen();
+    assert!(
+        li.iter()
+            .any(|s| s.method == "PUT" && s.path.starts_with("/dms-uploads/"))
+    );
+    let content = &w.linkedin.posts()[0].1["content"]["media"];
+    assert!(content["id"].as_str().unwrap().starts_with("urn:li:image:"));
+    assert_eq!(content["altText"], "The outreach logo");
+    // Mastodon: the description rides along with the file.
+    let up = w
+        .mastodon
+        .seen()
+        .into_iter()
+        .find(|s| s.path == "/api/v2/media")
+        .unwrap();
+    let parts = multipart(&up).unwrap();
+    assert_eq!(
+        parts.iter().find(|p| p.name == "description").unwrap().data,
+        "The outreach logo"
+    );
+    assert_eq!(
+        w.mastodon.posts()[0].1["media_ids"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Video on Mastodon is processed asynchronously: 202, poll, then post.
+    let video = w.home.post(
+        "video.toml",
+        "text = \"a clip\"\nto = [\"mastodon/social\"]\n[[media]]\npath = \"clip.mp4\"\n",
+    );
+    let r = w.home.run(&["publish", video.to_str().unwrap()], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let polls = w
+        .mastodon
+        .seen()
+        .into_iter()
+        .filter(|s| s.path.starts_with("/api/v1/media/"))
+        .count();
+    assert_eq!(polls, 2, "one 206, then 200");
+    assert_eq!(w.mastodon.posts().len(), 2);
+
+    // X cannot take video here, and an oversized video is refused before
+    // anything is sent.
+    let big = std::fs::File::create(w.home.path().join("big.mp4")).unwrap();
+    big.set_len(100 << 20).unwrap();
+    let too_big = w.home.post(
+        "big.toml",
+        "text = \"big\"\nto = [\"x\", \"mastodon/social\"]\n[[media]]\npath = \"big.mp4\"\n",
+    );
+    let before = (w.x.seen().len(), w.mastodon.seen().len());
+    let r = w.home.run(&["publish", too_big.to_str().unwrap()], None);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr
+            .contains("x/default: media[0]: video attachments are not supported"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains(
+            "mastodon/social: media[0]: big.mp4 is 104857600 bytes; the limit is 103809024"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(before, (w.x.seen().len(), w.mastodon.seen().len()));
+}

@@ -27,7 +27,7 @@ use serde::Serialize;
 use url::Url;
 
 use crate::config::{Http, Limits};
-use crate::plugin::wit::host::{Body, HttpError, Request, Response};
+use crate::plugin::wit::host::{Body, BodyPart, HttpError, Request, Response};
 use crate::plugin::wit::types::{
     CredentialPlacement, HttpMethod, LimitScope, Pair, RateLimit, RateLimitHeaders, ResetFormat,
 };
@@ -214,6 +214,21 @@ impl Broker {
                 _ => b.clone(),
             },
             Body::Media(m) => media(m.handle, m.offset, m.length).map_err(HttpError::NotSent)?,
+            Body::Parts(parts) => {
+                let mut out = Vec::new();
+                for p in parts {
+                    match p {
+                        BodyPart::Bytes(b) => out.extend_from_slice(b),
+                        BodyPart::Media(m) => out.extend(
+                            media(m.handle, m.offset, m.length).map_err(HttpError::NotSent)?,
+                        ),
+                    }
+                    if out.len() as u64 > self.limits.max_request_bytes {
+                        break;
+                    }
+                }
+                out
+            }
         };
         if body.len() as u64 > self.limits.max_request_bytes {
             return Err(HttpError::NotSent(format!(
@@ -254,7 +269,10 @@ impl Broker {
                     .iter()
                     .map(|(n, v)| (n.clone(), redact(v)))
                     .collect(),
-                body: redact(&String::from_utf8_lossy(&body)),
+                body: match std::str::from_utf8(&body) {
+                    Ok(text) => redact(text),
+                    Err(_) => format!("({} bytes, not text)", body.len()),
+                },
             });
             return Err(HttpError::NotSent("dry run: not sent".into()));
         }

@@ -275,6 +275,8 @@ pub struct FakeState {
     pub idempotency: Mutex<HashMap<String, String>>,
     pub base: Mutex<String>,
     pub oauth: Mutex<oauth::OAuth>,
+    /// Uploaded media: id → polls left before processing completes.
+    pub media: Mutex<HashMap<String, u32>>,
 }
 
 /// A running fake platform.
@@ -309,6 +311,7 @@ pub fn start(handler: Handler) -> Fake {
         idempotency: Mutex::new(HashMap::new()),
         base: Mutex::new(String::new()),
         oauth: Mutex::new(oauth::OAuth::default()),
+        media: Mutex::new(HashMap::new()),
     });
     let (tx, rx) = std::sync::mpsc::channel();
     let st = state.clone();
@@ -474,6 +477,48 @@ pub fn fake_x() -> Fake {
                 &[],
                 json!({"data": {"id": "2244994945", "name": "X Dev", "username": "xdevelopers", "profile_image_url": "https://pbs.twimg.com/profile_images/1/a_normal.jpg"}}),
             ),
+            ("POST", "/2/media/upload") => {
+                let Some(parts) = multipart(seen) else {
+                    return json_response(
+                        400,
+                        &[],
+                        json!({"title": "Invalid Request", "detail": "expected multipart/form-data", "type": "https://api.x.com/2/problems/invalid-request"}),
+                    );
+                };
+                let category = parts
+                    .iter()
+                    .find(|p| p.name == "media_category")
+                    .map(|p| p.data.clone());
+                let file = parts
+                    .iter()
+                    .find(|p| p.name == "media" && p.filename.is_some());
+                let allowed = [
+                    "tweet_image",
+                    "tweet_video",
+                    "tweet_gif",
+                    "dm_image",
+                    "dm_video",
+                    "dm_gif",
+                    "subtitles",
+                ];
+                if file.is_none_or(|f| f.data.is_empty())
+                    || !category.as_deref().is_some_and(|c| allowed.contains(&c))
+                {
+                    return json_response(
+                        400,
+                        &[],
+                        json!({"title": "Invalid Request", "detail": "media and media_category are required", "type": "https://api.x.com/2/problems/invalid-request"}),
+                    );
+                }
+                let mut media = st.media.lock().unwrap();
+                let id = format!("188{:016}", media.len() + 1);
+                media.insert(id.clone(), 0);
+                json_response(
+                    200,
+                    &[],
+                    json!({"data": {"id": id, "media_key": format!("3_{id}"), "size": file.unwrap().data.len(), "expires_after_secs": 86400}}),
+                )
+            }
             ("POST", "/2/tweets") => {
                 let invalid = |detail: String| {
                     json_response(
@@ -492,6 +537,15 @@ pub fn fake_x() -> Fake {
                 let errors = spec_errors("x-create-post-request.json", &body);
                 if !errors.is_empty() {
                     return invalid(errors.join("; "));
+                }
+                if let Some(ids) = body["media"]["media_ids"].as_array() {
+                    let media = st.media.lock().unwrap();
+                    if let Some(bad) = ids
+                        .iter()
+                        .find(|i| !i.as_str().is_some_and(|i| media.contains_key(i)))
+                    {
+                        return invalid(format!("media id {bad} was not uploaded"));
+                    }
                 }
                 let mut posts = st.posts.lock().unwrap();
                 if let Some(parent) = body["reply"]["in_reply_to_tweet_id"].as_str()
@@ -556,6 +610,36 @@ pub fn fake_linkedin() -> Fake {
                 &[],
                 json!({"sub": LINKEDIN_SUB, "name": "John Doe", "given_name": "John", "family_name": "Doe", "picture": "https://media.licdn.com/dms/image/x", "locale": {"country": "US", "language": "en"}}),
             ),
+            ("POST", "/rest/images") if seen.query == "action=initializeUpload" => {
+                let body: Value = serde_json::from_str(&seen.body).unwrap_or_default();
+                if body["initializeUploadRequest"]["owner"]
+                    != json!(format!("urn:li:person:{LINKEDIN_SUB}"))
+                {
+                    return json_response(
+                        422,
+                        &[],
+                        json!({"status": 422, "message": "/initializeUploadRequest/owner :: invalid owner"}),
+                    );
+                }
+                let mut media = st.media.lock().unwrap();
+                let n = media.len() + 1;
+                media.insert(format!("pending:{n}"), 0);
+                let base = st.base.lock().unwrap().clone();
+                json_response(
+                    200,
+                    &[],
+                    json!({"value": {"uploadUrlExpiresAt": 1_900_000_000_000u64, "uploadUrl": format!("{base}/dms-uploads/{n}"), "image": format!("urn:li:image:C4E10AQ{n:08}")}}),
+                )
+            }
+            ("PUT", p) if p.starts_with("/dms-uploads/") => {
+                let n: usize = p.trim_start_matches("/dms-uploads/").parse().unwrap_or(0);
+                let mut media = st.media.lock().unwrap();
+                if media.remove(&format!("pending:{n}")).is_none() || seen.body.is_empty() {
+                    return respond(400, &[], "");
+                }
+                media.insert(format!("urn:li:image:C4E10AQ{n:08}"), 0);
+                respond(201, &[], "")
+            }
             ("POST", "/rest/posts") => {
                 let version = seen
                     .headers
@@ -610,6 +694,17 @@ pub fn fake_linkedin() -> Fake {
                         );
                     }
                 }
+                if let Some(image) = body.pointer("/content/media/id")
+                    && !image
+                        .as_str()
+                        .is_some_and(|i| st.media.lock().unwrap().contains_key(i))
+                {
+                    return json_response(
+                        422,
+                        &[],
+                        json!({"status": 422, "message": format!("/content/media/id :: {image} has not been uploaded")}),
+                    );
+                }
                 if body["author"] != json!(format!("urn:li:person:{LINKEDIN_SUB}")) {
                     return json_response(
                         403,
@@ -659,6 +754,64 @@ pub fn fake_mastodon() -> Fake {
                 &[],
                 json!({"id": "14715", "username": "trwnh", "acct": "trwnh", "display_name": "infinite love ⴳ", "avatar": format!("{base}/avatars/original/missing.png"), "url": format!("{base}/@trwnh")}),
             ),
+            ("POST", "/api/v2/media") => {
+                let Some(parts) = multipart(seen) else {
+                    return json_response(
+                        422,
+                        &[],
+                        json!({"error": "Validation failed: File can't be blank"}),
+                    );
+                };
+                let Some(file) = parts
+                    .iter()
+                    .find(|p| p.name == "file" && p.filename.is_some())
+                else {
+                    return json_response(
+                        422,
+                        &[],
+                        json!({"error": "Validation failed: File can't be blank"}),
+                    );
+                };
+                let video = file
+                    .content_type
+                    .as_deref()
+                    .is_some_and(|t| t.starts_with("video/"));
+                let mut media = st.media.lock().unwrap();
+                let id = format!("22{:016}", media.len() + 1);
+                // Video is processed asynchronously: 202, then 206 on the
+                // first poll, then 200.
+                media.insert(id.clone(), if video { 1 } else { 0 });
+                let base = st.base.lock().unwrap().clone();
+                let description = parts
+                    .iter()
+                    .find(|p| p.name == "description")
+                    .map(|p| p.data.clone());
+                let url = (!video).then(|| format!("{base}/media/{id}"));
+                json_response(
+                    if video { 202 } else { 200 },
+                    &[],
+                    json!({"id": id, "type": if video { "video" } else { "image" }, "url": url, "description": description}),
+                )
+            }
+            ("GET", p) if p.starts_with("/api/v1/media/") => {
+                let id = p.trim_start_matches("/api/v1/media/").to_string();
+                let mut media = st.media.lock().unwrap();
+                match media.get_mut(&id) {
+                    None => json_response(404, &[], json!({"error": "Record not found"})),
+                    Some(left) if *left > 0 => {
+                        *left -= 1;
+                        json_response(206, &[], json!({"id": id, "type": "video", "url": null}))
+                    }
+                    Some(_) => {
+                        let base = st.base.lock().unwrap().clone();
+                        json_response(
+                            200,
+                            &[],
+                            json!({"id": id, "type": "video", "url": format!("{base}/media/{id}")}),
+                        )
+                    }
+                }
+            }
             ("POST", "/api/v1/statuses") => {
                 let Ok(body) = serde_json::from_str::<Value>(&seen.body) else {
                     return json_response(
@@ -674,6 +827,19 @@ pub fn fake_mastodon() -> Fake {
                         &[],
                         json!({"error": format!("Validation failed: {}", errors.join("; "))}),
                     );
+                }
+                if let Some(ids) = body["media_ids"].as_array() {
+                    let media = st.media.lock().unwrap();
+                    if let Some(bad) = ids
+                        .iter()
+                        .find(|i| i.as_str().is_none_or(|i| media.get(i) != Some(&0)))
+                    {
+                        return json_response(
+                            422,
+                            &[],
+                            json!({"error": format!("Validation failed: media {bad} is missing or still processing")}),
+                        );
+                    }
                 }
                 let text = body["status"].as_str().unwrap_or("");
                 if text.chars().count() > 500 {
@@ -797,4 +963,59 @@ impl World {
         assert_eq!(r.code, 0, "{}", r.all());
         self
     }
+}
+
+/// One part of a `multipart/form-data` body.
+pub struct Part {
+    pub name: String,
+    pub filename: Option<String>,
+    pub content_type: Option<String>,
+    pub data: String,
+}
+
+/// Parse a multipart body (lossily: file bytes become text, enough to
+/// check framing, fields and sizes).
+pub fn multipart(seen: &Seen) -> Option<Vec<Part>> {
+    let ct = seen.headers.get("content-type")?;
+    let boundary = ct.strip_prefix("multipart/form-data; boundary=")?;
+    let delimiter = format!("--{boundary}");
+    let body = &seen.body;
+    if !body.trim_end().ends_with(&format!("{delimiter}--")) {
+        return None;
+    }
+    let mut parts = Vec::new();
+    for chunk in body.split(&delimiter).skip(1) {
+        if chunk.starts_with("--") {
+            break;
+        }
+        let chunk = chunk.strip_prefix("\r\n")?;
+        let (head, data) = chunk.split_once("\r\n\r\n")?;
+        let data = data.strip_suffix("\r\n").unwrap_or(data);
+        let mut p = Part {
+            name: String::new(),
+            filename: None,
+            content_type: None,
+            data: data.to_string(),
+        };
+        for line in head.split("\r\n") {
+            let (k, v) = line.split_once(':')?;
+            match k.trim().to_ascii_lowercase().as_str() {
+                "content-disposition" => {
+                    for attr in v.split(';').skip(1) {
+                        let (ak, av) = attr.trim().split_once('=')?;
+                        let av = av.trim_matches('"').to_string();
+                        match ak {
+                            "name" => p.name = av,
+                            "filename" => p.filename = Some(av),
+                            _ => {}
+                        }
+                    }
+                }
+                "content-type" => p.content_type = Some(v.trim().to_string()),
+                _ => {}
+            }
+        }
+        parts.push(p);
+    }
+    Some(parts)
 }

@@ -73,6 +73,16 @@ impl Platform for LinkedIn {
             content: ContentRules {
                 max_length: 3000,
                 counting: CountRule::Chars,
+                // One image per post (`content.media`); multi-image and
+                // video uploads are not implemented yet.
+                media: vec![MediaRule {
+                    kind: MediaKind::Image,
+                    max_count: 1,
+                    max_bytes: 20 << 20,
+                    mime_types: ["image/jpeg", "image/png", "image/gif"]
+                        .map(String::from)
+                        .to_vec(),
+                }],
                 ..Default::default()
             },
             settings: vec![
@@ -101,24 +111,27 @@ impl Platform for LinkedIn {
             None => format!("urn:li:person:{}", ctx.user_id()?),
         };
         let visibility = post.extra("visibility").unwrap_or("PUBLIC");
+        let version = ctx.setting("api_version").unwrap_or(API_VERSION);
+        let mut body = json!({
+            "author": author,
+            "commentary": escape(&post.text),
+            "visibility": visibility,
+            "distribution": {
+                "feedDistribution": "MAIN_FEED",
+                "targetEntities": [],
+                "thirdPartyDistributionChannels": []
+            },
+            "lifecycleState": "PUBLISHED",
+            "isReshareDisabledByAuthor": false
+        });
+        if let Some(m) = post.media.first() {
+            let image = upload_image(ctx, &author, version, m)?;
+            body["content"] = json!({ "media": { "id": image, "altText": m.alt_text.clone().unwrap_or_default() } });
+        }
         let res = Request::post(ctx.url("api", "/rest/posts")?)
-            .header(
-                "LinkedIn-Version",
-                ctx.setting("api_version").unwrap_or(API_VERSION),
-            )
+            .header("LinkedIn-Version", version)
             .header("X-Restli-Protocol-Version", "2.0.0")
-            .json(&json!({
-                "author": author,
-                "commentary": escape(&post.text),
-                "visibility": visibility,
-                "distribution": {
-                    "feedDistribution": "MAIN_FEED",
-                    "targetEntities": [],
-                    "thirdPartyDistributionChannels": []
-                },
-                "lifecycleState": "PUBLISHED",
-                "isReshareDisabledByAuthor": false
-            }))
+            .json(&body)
             .authed()
             .class("publish")
             .send()?;
@@ -160,6 +173,38 @@ impl Platform for LinkedIn {
             url: None,
         })
     }
+}
+
+/// Upload one image: `initializeUpload`, then `PUT` the bytes to the URL
+/// LinkedIn hands out. Returns the image URN.
+fn upload_image(ctx: &Context, owner: &str, version: &str, m: &Media) -> Result<String, CallError> {
+    let res = Request::post(ctx.url("api", "/rest/images?action=initializeUpload")?)
+        .header("LinkedIn-Version", version)
+        .header("X-Restli-Protocol-Version", "2.0.0")
+        .json(&json!({ "initializeUploadRequest": { "owner": owner } }))
+        .authed()
+        .class("media")
+        .send()?;
+    let v = res.json_ok()?;
+    let (Some(url), Some(image)) = (
+        v["value"]["uploadUrl"].as_str(),
+        v["value"]["image"].as_str(),
+    ) else {
+        return Err(CallError::Rejected(format!(
+            "LinkedIn's initializeUpload answer lacks uploadUrl or image: {}",
+            res.snippet()
+        )));
+    };
+    let put = Request::put(url)
+        .header("content-type", m.mime_type.clone())
+        .media(m.handle, 0, m.size)
+        .authed()
+        .class("media")
+        .send()?;
+    if !put.is_success() {
+        return Err(put.error());
+    }
+    Ok(image.to_string())
 }
 
 outreach_sdk::export_platform!(LinkedIn);

@@ -72,6 +72,31 @@ impl Platform for Mastodon {
                 counting: CountRule::Chars,
                 max_length_setting: Some("max_characters".into()),
                 threads: true,
+                // Mastodon's defaults (instances can lower them).
+                media: vec![
+                    MediaRule {
+                        kind: MediaKind::Image,
+                        max_count: 4,
+                        max_bytes: 16 << 20,
+                        mime_types: ["image/jpeg", "image/png", "image/webp"]
+                            .map(String::from)
+                            .to_vec(),
+                    },
+                    MediaRule {
+                        kind: MediaKind::Gif,
+                        max_count: 4,
+                        max_bytes: 16 << 20,
+                        mime_types: vec!["image/gif".into()],
+                    },
+                    MediaRule {
+                        kind: MediaKind::Video,
+                        max_count: 1,
+                        max_bytes: 99 << 20,
+                        mime_types: ["video/mp4", "video/quicktime", "video/webm"]
+                            .map(String::from)
+                            .to_vec(),
+                    },
+                ],
                 ..Default::default()
             },
             settings: vec![
@@ -95,10 +120,18 @@ impl Platform for Mastodon {
     }
 
     fn publish(ctx: &Context, post: &Post) -> Result<Receipt, CallError> {
+        let media_ids = post
+            .media
+            .iter()
+            .map(|m| upload(ctx, m))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut body = json!({
             "status": post.text,
             "visibility": post.extra("visibility").unwrap_or("public"),
         });
+        if !media_ids.is_empty() {
+            body["media_ids"] = json!(media_ids);
+        }
         if let Some(parent) = &post.reply_to {
             body["in_reply_to_id"] = json!(parent);
         }
@@ -154,6 +187,43 @@ impl Platform for Mastodon {
             url: v["url"].as_str().map(String::from),
         })
     }
+}
+
+/// Upload one attachment: `POST /api/v2/media`; images usually come back
+/// processed (200), video and GIFs later (202, then poll until 200).
+fn upload(ctx: &Context, m: &Media) -> Result<String, CallError> {
+    let mut form = Multipart::new().file("file", m);
+    if let Some(alt) = &m.alt_text {
+        form = form.text("description", alt);
+    }
+    let res = Request::post(ctx.url("api", "/api/v2/media")?)
+        .multipart(form)
+        .authed()
+        .class("media")
+        .send()?;
+    let v = res.json_ok()?;
+    let id = v["id"]
+        .as_str()
+        .ok_or_else(|| CallError::Rejected(format!("no media id in: {}", res.snippet())))?
+        .to_string();
+    if res.status == 202 {
+        for _ in 0..120 {
+            sleep_millis(1000);
+            let poll = Request::get(ctx.url("api", &format!("/api/v1/media/{id}"))?)
+                .authed()
+                .class("media")
+                .send()?;
+            match poll.status {
+                200 => return Ok(id),
+                206 => continue,
+                _ => return Err(poll.error()),
+            }
+        }
+        return Err(CallError::Transient(format!(
+            "media {id} was still processing after two minutes"
+        )));
+    }
+    Ok(id)
 }
 
 outreach_sdk::export_platform!(Mastodon);

@@ -1,7 +1,7 @@
 //! Building requests and reading responses. Every request goes through the
 //! host broker (`host::send`); this module only shapes it.
 
-use crate::bindings::outreach::platform::host::{self, Body, HttpError};
+use crate::bindings::outreach::platform::host::{self, Body, BodyPart, HttpError};
 use crate::{CallError, HttpMethod, Pair, RateLimited};
 
 /// A request under construction.
@@ -66,6 +66,17 @@ impl Request {
             length,
         });
         self
+    }
+
+    /// A `multipart/form-data` body whose files the host streams from the
+    /// post's media.
+    pub fn multipart(mut self, form: Multipart) -> Self {
+        let boundary = form.boundary.clone();
+        self.inner.body = Body::Parts(form.finish());
+        self.header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
     }
 
     /// Ask the host to attach the account's credential (as the manifest's
@@ -230,4 +241,89 @@ pub fn query_url(base: &str, fields: &[(&str, &str)]) -> String {
     }
     let sep = if base.contains('?') { '&' } else { '?' };
     format!("{base}{sep}{}", form_encode(fields))
+}
+
+/// A `multipart/form-data` body. Text fields are framed here; file fields
+/// name a media attachment whose bytes the host reads at send time, so
+/// large files never pass through plugin memory.
+pub struct Multipart {
+    boundary: String,
+    parts: Vec<BodyPart>,
+}
+
+impl Default for Multipart {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Multipart {
+    pub fn new() -> Self {
+        Multipart {
+            boundary: format!(
+                "outreach-{:016x}",
+                crate::now_millis().wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ),
+            parts: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, bytes: String) {
+        self.parts.push(BodyPart::Bytes(bytes.into_bytes()));
+    }
+
+    /// A text field.
+    pub fn text(mut self, name: &str, value: &str) -> Self {
+        let head = format!(
+            "--{}\r\ncontent-disposition: form-data; name=\"{}\"\r\n\r\n{}\r\n",
+            self.boundary,
+            escape(name),
+            value
+        );
+        self.push(head);
+        self
+    }
+
+    /// A file field with the whole of `media`.
+    pub fn file(self, name: &str, media: &crate::Media) -> Self {
+        self.file_slice(name, media, 0, media.size)
+    }
+
+    /// A file field with bytes `[offset, offset+length)` of `media`
+    /// (chunked uploads).
+    pub fn file_slice(
+        mut self,
+        name: &str,
+        media: &crate::Media,
+        offset: u64,
+        length: u64,
+    ) -> Self {
+        let head = format!(
+            "--{}\r\ncontent-disposition: form-data; name=\"{}\"; filename=\"{}\"\r\ncontent-type: {}\r\n\r\n",
+            self.boundary,
+            escape(name),
+            escape(&media.file_name),
+            media.mime_type
+        );
+        self.push(head);
+        self.parts.push(BodyPart::Media(crate::MediaSlice {
+            handle: media.handle,
+            offset,
+            length,
+        }));
+        self.push("\r\n".into());
+        self
+    }
+
+    fn finish(mut self) -> Vec<BodyPart> {
+        let end = format!("--{}--\r\n", self.boundary);
+        self.push(end);
+        self.parts
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace(['\r', '\n'], " ")
 }

@@ -43,9 +43,9 @@ pub mod bindings {
     });
 }
 
-pub use bindings::outreach::platform::host::{Body, HttpError, Level, MediaSlice};
+pub use bindings::outreach::platform::host::{Body, BodyPart, HttpError, Level, MediaSlice};
 pub use bindings::outreach::platform::types::*;
-pub use http::{Request, Response, form_encode, query_url};
+pub use http::{Multipart, Request, Response, form_encode, query_url};
 pub use rules::check_content;
 
 /// Re-exported so plugins need no direct dependency on `serde_json`.
@@ -56,9 +56,9 @@ pub mod prelude {
     pub use crate::{
         Account, AuthInfo, AuthKind, CallError, ClientAuth, ContentRules, Context, CountRule,
         CredentialPlacement, CustomExchange, Endpoint, ExchangeBody, ExpiryFormat, HeaderPlacement,
-        HttpMethod, LimitScope, Manifest, Media, MediaKind, MediaRule, Pair, Platform, Post,
-        Problem, Profile, RateLimit, RateLimitHeaders, RateLimited, Receipt, RefreshStyle, Request,
-        ResetFormat, Response, Setting, TokenShape, log, pair, pairs,
+        HttpMethod, LimitScope, Manifest, Media, MediaKind, MediaRule, Multipart, Pair, Platform,
+        Post, Problem, Profile, RateLimit, RateLimitHeaders, RateLimited, Receipt, RefreshStyle,
+        Request, ResetFormat, Response, Setting, TokenShape, log, pair, pairs, sleep_millis,
     };
     pub use serde_json::json;
 }

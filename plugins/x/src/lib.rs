@@ -13,9 +13,15 @@ impl Platform for X {
             version: env!("CARGO_PKG_VERSION").into(),
             auth: AuthInfo {
                 kind: AuthKind::Oauth2Pkce,
-                scopes: ["tweet.read", "tweet.write", "users.read", "offline.access"]
-                    .map(String::from)
-                    .to_vec(),
+                scopes: [
+                    "tweet.read",
+                    "tweet.write",
+                    "users.read",
+                    "offline.access",
+                    "media.write",
+                ]
+                .map(String::from)
+                .to_vec(),
                 scope_separator: " ".into(),
                 client_auth: ClientAuth::Basic,
                 authorize_params: vec![],
@@ -49,6 +55,12 @@ impl Platform for X {
             hosts: vec!["api.x.com".into()],
             rate_limits: vec![
                 RateLimit {
+                    class: "media".into(),
+                    requests: 1875,
+                    window_seconds: 900,
+                    scope: LimitScope::Account,
+                },
+                RateLimit {
                     class: "publish".into(),
                     requests: 100,
                     window_seconds: 900,
@@ -77,6 +89,24 @@ impl Platform for X {
                 max_length: 280,
                 counting: CountRule::XWeighted,
                 threads: true,
+                // Images and GIFs through the simple upload; video needs
+                // the chunked upload, which this plugin does not do yet.
+                media: vec![
+                    MediaRule {
+                        kind: MediaKind::Image,
+                        max_count: 4,
+                        max_bytes: 5 << 20,
+                        mime_types: ["image/jpeg", "image/png", "image/webp"]
+                            .map(String::from)
+                            .to_vec(),
+                    },
+                    MediaRule {
+                        kind: MediaKind::Gif,
+                        max_count: 1,
+                        max_bytes: 15 << 20,
+                        mime_types: vec!["image/gif".into()],
+                    },
+                ],
                 ..Default::default()
             },
             settings: vec![],
@@ -86,6 +116,14 @@ impl Platform for X {
 
     fn publish(ctx: &Context, post: &Post) -> Result<Receipt, CallError> {
         let mut body = json!({ "text": post.text });
+        if !post.media.is_empty() {
+            let ids = post
+                .media
+                .iter()
+                .map(|m| upload(ctx, m))
+                .collect::<Result<Vec<_>, _>>()?;
+            body["media"] = json!({ "media_ids": ids });
+        }
         if let Some(parent) = &post.reply_to {
             body["reply"] = json!({ "in_reply_to_tweet_id": parent });
         }
@@ -128,6 +166,31 @@ impl Platform for X {
             picture: d["profile_image_url"].as_str().map(String::from),
         })
     }
+}
+
+/// Upload one image or GIF: `POST /2/media/upload` (multipart).
+fn upload(ctx: &Context, m: &Media) -> Result<String, CallError> {
+    let category = if m.kind == MediaKind::Gif {
+        "tweet_gif"
+    } else {
+        "tweet_image"
+    };
+    let res = Request::post(ctx.url("api", "/2/media/upload")?)
+        .multipart(
+            Multipart::new()
+                .file("media", m)
+                .text("media_category", category),
+        )
+        .authed()
+        .class("media")
+        .send()?;
+    let v = res.json_ok()?;
+    v["data"]["id"].as_str().map(String::from).ok_or_else(|| {
+        CallError::Rejected(format!(
+            "X answered the upload without a media id: {}",
+            res.snippet()
+        ))
+    })
 }
 
 outreach_sdk::export_platform!(X);
