@@ -42,6 +42,7 @@ pub struct App {
     pub cfg: Loaded,
     pub host: Host,
     store: OnceLock<Arc<AgeDirStore>>,
+    outbox: OnceLock<Arc<std::sync::Mutex<crate::outbox::Outbox>>>,
 }
 
 impl App {
@@ -53,6 +54,7 @@ impl App {
             cfg,
             host,
             store: OnceLock::new(),
+            outbox: OnceLock::new(),
         })
     }
 
@@ -60,6 +62,18 @@ impl App {
     /// run) if needed.
     pub fn store(&self) -> anyhow::Result<Arc<dyn CredentialStore>> {
         Ok(self.store_dir()?)
+    }
+
+    /// The publishing journal, opened once per process: opening SQLite
+    /// (and recreating its WAL) per post costs more than the post.
+    pub fn outbox(&self) -> anyhow::Result<Arc<std::sync::Mutex<crate::outbox::Outbox>>> {
+        if let Some(o) = self.outbox.get() {
+            return Ok(o.clone());
+        }
+        let o = Arc::new(std::sync::Mutex::new(crate::outbox::Outbox::open(
+            &self.cfg.outbox,
+        )?));
+        Ok(self.outbox.get_or_init(|| o).clone())
     }
 
     /// The default store backend itself (for operations only it has).
@@ -101,18 +115,21 @@ impl App {
     /// The context and network scope of a call for `record`'s account.
     pub fn call_env(&self, plugin: &LoadedPlugin, record: &Record) -> (Context, Scope) {
         let account = Self::account_view(record);
-        let overrides = self.cfg.platform(&plugin.manifest.id).endpoints;
-        let endpoints = effective_endpoints(&plugin.manifest, &overrides, Some(&account));
+        let settings = self.cfg.platform(&plugin.manifest.id);
+        let endpoints = effective_endpoints(&plugin.manifest, &settings.endpoints, Some(&account));
         let mut creds = Credentials::new().with("access_token", record.access_token.clone());
         if let Some(r) = &record.refresh_token {
             creds = creds.with("refresh_token", r.clone());
         }
-        let scope = self.host.scope(
+        let mut scope = self.host.scope(
             plugin,
             Some(&endpoints),
             Some(&account),
             Some(Arc::new(creds)),
         );
+        if !settings.declared_limits {
+            scope.rate_limits = Arc::new(Vec::new());
+        }
         (Context { account, endpoints }, scope)
     }
 

@@ -246,13 +246,13 @@ pub struct TokenClient {
 }
 
 impl TokenClient {
-    pub fn new(cfg: &Loaded) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(cfg.config.http.user_agent.clone())
-            .timeout(Duration::from_millis(cfg.config.limits.http_timeout_ms))
-            .build()?;
-        Ok(TokenClient { http })
+    /// Shares the broker's connection pool (no redirects, the configured
+    /// user agent and timeouts); building a client per use costs more than
+    /// the requests it sends.
+    pub fn new(app: &App) -> anyhow::Result<Self> {
+        Ok(TokenClient {
+            http: app.host.broker.client(),
+        })
     }
 
     /// Send one token request and classify what comes back.
@@ -718,7 +718,7 @@ pub async fn connect(app: &App, opts: ConnectOptions) -> anyhow::Result<Record> 
     let overrides = app.cfg.platform(&m.id).endpoints;
     let endpoints =
         crate::plugin::manifest::effective_endpoints(m, &overrides, Some(&account_view));
-    let tokens_client = TokenClient::new(&app.cfg)?;
+    let tokens_client = TokenClient::new(app)?;
 
     let tokens = match m.auth.kind {
         AuthKind::Oauth2 | AuthKind::Oauth2Pkce | AuthKind::Oidc => {

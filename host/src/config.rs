@@ -199,6 +199,11 @@ pub struct PlatformConfig {
     pub client_secret_env: Option<String>,
     /// Overrides `auth.refresh_at` for this platform.
     pub refresh_at: Option<f64>,
+    /// Whether to hold requests to the rate limits the plugin declares
+    /// (turn off when your API plan allows more). Limits the platform
+    /// reports in its responses always apply.
+    #[serde(default = "yes")]
+    pub declared_limits: bool,
 }
 
 fn yes() -> bool {
@@ -289,6 +294,7 @@ impl Loaded {
             .cloned()
             .unwrap_or(PlatformConfig {
                 enabled: true,
+                declared_limits: true,
                 ..Default::default()
             })
     }

@@ -178,6 +178,12 @@ impl Broker {
         })
     }
 
+    /// The underlying HTTP client, for host-side requests that are not a
+    /// plugin's (token endpoints, notifications). Cheap to clone.
+    pub fn client(&self) -> reqwest::Client {
+        self.client.clone()
+    }
+
     /// Send `req` for the plugin call `scope`. Every path out of the host
     /// goes through here.
     pub async fn send(

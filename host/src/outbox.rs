@@ -131,8 +131,15 @@ impl Outbox {
         let conn = Connection::open(path)
             .with_context(|| format!("cannot open the outbox {}", path.display()))?;
         conn.busy_timeout(Duration::from_secs(30))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version == 1 {
+            return Ok(Outbox {
+                conn,
+                path: path.to_path_buf(),
+            });
+        }
+        conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS posts (
                 id TEXT PRIMARY KEY,
@@ -165,7 +172,8 @@ impl Outbox {
                 outcome TEXT,
                 detail TEXT
              );
-             CREATE INDEX IF NOT EXISTS deliveries_state ON deliveries(state);",
+             CREATE INDEX IF NOT EXISTS deliveries_state ON deliveries(state);
+             PRAGMA user_version = 1;",
         )
         .with_context(|| format!("the outbox {} cannot be used", path.display()))?;
         Ok(Outbox {

@@ -412,59 +412,65 @@ pub async fn publish_file(
     if opts.dry_run {
         return Ok(Ok(dry_run(app, &post, jobs).await));
     }
-    let mut outbox = Outbox::open(&app.cfg.outbox)?;
-    outbox.settle_interrupted()?;
-    let stable = post.file.id.clone().unwrap_or_else(|| {
-        std::fs::canonicalize(path)
-            .unwrap_or_else(|_| path.to_path_buf())
-            .display()
-            .to_string()
-    });
-    let hash = hex::encode(Sha256::digest(post.source.as_bytes()));
-    let mut key = stable.clone();
-    if let Some(existing) = outbox.post(&key)?
-        && existing.content_hash != hash
-    {
-        let sent = outbox
-            .deliveries(&key)?
+    let shared = app.outbox()?;
+    // The journal is locked only while registering, never across a send.
+    let row = {
+        let mut outbox = shared.lock().expect("outbox");
+        outbox.settle_interrupted()?;
+        let stable = post.file.id.clone().unwrap_or_else(|| {
+            std::fs::canonicalize(path)
+                .unwrap_or_else(|_| path.to_path_buf())
+                .display()
+                .to_string()
+        });
+        let hash = hex::encode(Sha256::digest(post.source.as_bytes()));
+        let mut key = stable.clone();
+        if let Some(existing) = outbox.post(&key)?
+            && existing.content_hash != hash
+        {
+            let sent = outbox
+                .deliveries(&key)?
+                .iter()
+                .any(|d| matches!(d.state, State::Published | State::Unknown | State::Sending));
+            if sent && !opts.new {
+                return Err(bad!(
+                    "{} changed since it was published as post `{key}`; re-running it will not post again. To publish the new text as a new post, run with --new",
+                    path.display()
+                ));
+            }
+            if sent {
+                key = format!("{stable}#{}", &hash[..12]);
+            }
+        }
+        let row = PostRow {
+            id: key.clone(),
+            path: path.display().to_string(),
+            content_hash: hash,
+            source: post.source.clone(),
+            scheduled_at: post.schedule,
+            created_at: Utc::now(),
+        };
+        let items = 1 + post.file.thread.len() as u32;
+        let deliveries: Vec<(String, u32)> = jobs
             .iter()
-            .any(|d| matches!(d.state, State::Published | State::Unknown | State::Sending));
-        if sent && !opts.new {
-            return Err(bad!(
-                "{} changed since it was published as post `{key}`; re-running it will not post again. To publish the new text as a new post, run with --new",
-                path.display()
-            ));
-        }
-        if sent {
-            key = format!("{stable}#{}", &hash[..12]);
-        }
-    }
-    let row = PostRow {
-        id: key.clone(),
-        path: path.display().to_string(),
-        content_hash: hash,
-        source: post.source.clone(),
-        scheduled_at: post.schedule,
-        created_at: Utc::now(),
+            .flat_map(|j| (0..items).map(move |i| (j.id.to_string(), i)))
+            .collect();
+        outbox.register(&row, &deliveries)?;
+        row
     };
-    let items = 1 + post.file.thread.len() as u32;
-    let deliveries: Vec<(String, u32)> = jobs
-        .iter()
-        .flat_map(|j| (0..items).map(move |i| (j.id.to_string(), i)))
-        .collect();
-    outbox.register(&row, &deliveries)?;
-    drop(outbox);
-    deliver(app, &row, &post, jobs).await.map(Ok)
+    deliver(app, &row, &post, jobs, shared).await.map(Ok)
 }
 
 /// Publish every scheduled post whose time has come (the daemon calls this
 /// on a timer; `outreach posts due` runs it once). Posts that fell due while
 /// nothing was running are published now, once, and reported late.
 pub async fn publish_due(app: &Arc<App>) -> anyhow::Result<Vec<Report>> {
-    let outbox = Outbox::open(&app.cfg.outbox)?;
-    outbox.settle_interrupted()?;
-    let due = outbox.due(Utc::now())?;
-    drop(outbox);
+    let shared = app.outbox()?;
+    let due = {
+        let outbox = shared.lock().expect("outbox");
+        outbox.settle_interrupted()?;
+        outbox.due(Utc::now())?
+    };
     let mut reports = Vec::new();
     for row in due {
         let path = PathBuf::from(&row.path);
@@ -478,8 +484,8 @@ pub async fn publish_due(app: &Arc<App>) -> anyhow::Result<Vec<Report>> {
                 continue;
             }
         };
-        Outbox::open(&app.cfg.outbox)?.release(&row.id)?;
-        reports.push(deliver(app, &row, &post, jobs).await?);
+        shared.lock().expect("outbox").release(&row.id)?;
+        reports.push(deliver(app, &row, &post, jobs, shared.clone()).await?);
     }
     Ok(reports)
 }
@@ -491,9 +497,9 @@ async fn deliver(
     row: &PostRow,
     post: &Loaded,
     jobs: Vec<Job>,
+    outbox: Arc<Mutex<Outbox>>,
 ) -> anyhow::Result<Report> {
     let refresher = Refresher::new(app.clone())?;
-    let outbox = Arc::new(Mutex::new(Outbox::open(&app.cfg.outbox)?));
     let per_platform = app.cfg.config.publish.per_platform.max(1) as usize;
     let mut limits: BTreeMap<String, Arc<tokio::sync::Semaphore>> = BTreeMap::new();
     for j in &jobs {
@@ -635,18 +641,23 @@ async fn deliver_target(
             State::Pending | State::Failed => &[State::Pending, State::Failed],
         };
         all_already = false;
-        // A token that has expired is refreshed first (once, however many
-        // publishes want it).
-        match refresher.ensure(&id, Need::Usable).await {
-            Ok(fresh) => record = fresh,
-            Err(e) => {
-                fail(
-                    &mut result,
-                    "failed",
-                    refresh_error_kind(&e),
-                    scrub(&e.to_string(), &record.secrets()),
-                );
-                return result;
+        // A token that has expired (or is about to) is refreshed first,
+        // once, however many publishes want it.
+        if record
+            .expires_at
+            .is_some_and(|t| t <= Utc::now() + chrono::Duration::seconds(30))
+        {
+            match refresher.ensure(&id, Need::Usable).await {
+                Ok(fresh) => record = fresh,
+                Err(e) => {
+                    fail(
+                        &mut result,
+                        "failed",
+                        refresh_error_kind(&e),
+                        scrub(&e.to_string(), &record.secrets()),
+                    );
+                    return result;
+                }
             }
         }
         let key = idempotency_key(&row.id, &target, index);

@@ -192,10 +192,7 @@ impl Notifier {
         Notifier {
             command: app.cfg.config.notify.command.clone(),
             webhook: app.cfg.config.notify.webhook.clone(),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .unwrap_or_default(),
+            http: app.host.broker.client(),
         }
     }
 
@@ -300,7 +297,7 @@ pub struct Refresher {
 impl Refresher {
     pub fn new(app: Arc<App>) -> anyhow::Result<Self> {
         Ok(Refresher {
-            tokens: TokenClient::new(&app.cfg)?,
+            tokens: TokenClient::new(&app)?,
             notifier: Notifier::new(&app),
             app,
             locks: Mutex::new(HashMap::new()),

@@ -207,7 +207,7 @@ pub async fn disconnect(app: &App, target: &str, force: bool) -> anyhow::Result<
             .refresh_token
             .as_ref()
             .unwrap_or(&record.access_token);
-        match TokenClient::new(&app.cfg)?
+        match TokenClient::new(app)?
             .revoke(m, &url, client.as_ref(), token)
             .await
         {
