@@ -9,23 +9,18 @@
 //!
 //! Run: `cargo bench --bench publish` (PUBLISH_POSTS overrides N).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use outreach::accounts::App;
 use outreach::config::Loaded;
 use outreach::publish::{Options, publish_file};
 use outreach::secret::Secret;
 use outreach::store::{AccountId, AgeDirStore, CredentialStore, Health, Identity, Profile, Record};
-
-fn cpu_secs() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = after.split_whitespace().collect();
-    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
-}
 
 /// Minimal loopback stand-ins answering like each platform's publish call.
 fn serve_fakes(port_file: &Path) {
@@ -115,31 +110,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
     let dir = tempfile::tempdir().unwrap();
-    let port_file = dir.path().join("port");
-    let fake = std::process::Command::new(std::env::current_exe().unwrap())
-        .arg("--fake")
-        .arg(&port_file)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // The fake goes away with the benchmark, even if it panics.
-    struct Reap(std::process::Child);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            self.0.kill().ok();
-            self.0.wait().ok();
-        }
-    }
-    let _fake = Reap(fake);
-    let port = loop {
-        if let Ok(p) = std::fs::read_to_string(&port_file)
-            && !p.is_empty()
-        {
-            break p;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let url = format!("http://127.0.0.1:{port}");
+    let (_fake, url) = common::spawn_fake(dir.path());
     let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins");
     let cfg_path = dir.path().join("bench.toml");
     std::fs::write(
@@ -193,7 +164,7 @@ fn main() {
 
     // Baseline: the same three requests per post, straight from reqwest.
     let client = reqwest::Client::new();
-    let (c0, t0) = (cpu_secs(), Instant::now());
+    let (c0, t0) = (common::cpu_secs(), Instant::now());
     rt.block_on(async {
         for i in 0..n {
             let text = format!("bench post {i}");
@@ -224,9 +195,9 @@ fn main() {
             }
         }
     });
-    let (base_cpu, base_wall) = (cpu_secs() - c0, t0.elapsed());
+    let (base_cpu, base_wall) = (common::cpu_secs() - c0, t0.elapsed());
 
-    let (c0, t0) = (cpu_secs(), Instant::now());
+    let (c0, t0) = (common::cpu_secs(), Instant::now());
     rt.block_on(async {
         for p in &posts {
             let report = publish_file(&app, p, Options::default())
@@ -236,7 +207,7 @@ fn main() {
             assert!(report.results.iter().all(|r| r.ok), "{report:?}");
         }
     });
-    let (cpu, wall) = (cpu_secs() - c0, t0.elapsed());
+    let (cpu, wall) = (common::cpu_secs() - c0, t0.elapsed());
     println!(
         "publish fan-out, {n} posts x 3 platforms: outreach {:.0} posts/s, {:.0} µs CPU per post; direct reqwest {:.0} posts/s, {:.0} µs CPU per post; wall ratio {:.2}, CPU ratio {:.2}",
         n as f64 / wall.as_secs_f64(),

@@ -12,6 +12,8 @@
 //! SCHED_LIFETIME override the defaults). The fake runs in a child process
 //! so its CPU is not counted as outreach's.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -28,15 +30,6 @@ fn env_num(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// CPU seconds (user + system) of this process so far.
-fn cpu_secs() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
-    ticks / 100.0
 }
 
 fn proc_field(file: &str, key: &str) -> u64 {
@@ -142,21 +135,7 @@ fn main() {
     let accounts = env_num("SCHED_ACCOUNTS", 10_000) as usize;
     let secs = env_num("SCHED_SECS", 300);
     let dir = tempfile::tempdir().unwrap();
-    let port_file = dir.path().join("port");
-    let mut fake = std::process::Command::new(std::env::current_exe().unwrap())
-        .arg("--fake")
-        .arg(&port_file)
-        .spawn()
-        .unwrap();
-    let port = loop {
-        if let Ok(p) = std::fs::read_to_string(&port_file)
-            && !p.is_empty()
-        {
-            break p;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let fake_url = format!("http://127.0.0.1:{port}");
+    let (_fake, fake_url) = common::spawn_fake(dir.path());
     let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins");
     let cfg_path = dir.path().join("bench.toml");
     std::fs::write(
@@ -206,7 +185,10 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let (cpu0, io0) = (cpu_secs(), proc_field("/proc/self/io", "write_bytes:"));
+    let (cpu0, io0) = (
+        common::cpu_secs(),
+        proc_field("/proc/self/io", "write_bytes:"),
+    );
     rt.block_on(async {
         let cfg = Loaded::load(Some(&cfg_path)).unwrap();
         let app = Arc::new(App::new(cfg).await.unwrap());
@@ -215,7 +197,10 @@ fn main() {
             .await
             .unwrap();
     });
-    let (cpu1, io1) = (cpu_secs(), proc_field("/proc/self/io", "write_bytes:"));
+    let (cpu1, io1) = (
+        common::cpu_secs(),
+        proc_field("/proc/self/io", "write_bytes:"),
+    );
     let stats: serde_json::Value = rt.block_on(async {
         let body = reqwest::Client::new()
             .get(format!("{fake_url}/stats"))
@@ -227,8 +212,6 @@ fn main() {
             .unwrap();
         serde_json::from_str(&body).unwrap()
     });
-    fake.kill().ok();
-    fake.wait().ok();
     let refreshes = stats["refreshes"].as_u64().unwrap().max(1);
     println!(
         "scheduler: {accounts} accounts, {}-s tokens, {secs} s: {refreshes} refreshes ({:.1}/s); late refreshes (token already expired) {}; tokens expired at the end {}; CPU {:.0} µs per refresh; peak RSS {} MiB; {:.0} bytes written per refresh",

@@ -313,6 +313,14 @@ impl Identity {
         &self.path
     }
 
+    /// The identities that decrypt records.
+    fn readers(&self) -> Vec<&dyn age::Identity> {
+        self.identities
+            .iter()
+            .map(|i| i.as_ref() as &dyn age::Identity)
+            .collect()
+    }
+
     /// The public keys (`age1…`) records are encrypted to.
     pub fn public_keys(&self) -> &[String] {
         &self.public
@@ -497,18 +505,9 @@ impl AgeDirStore {
             .map(|r| r.as_ref() as &dyn age::Recipient)
             .chain(extra.iter().map(|r| r.as_ref() as &dyn age::Recipient))
             .collect();
-        let mut readers: Vec<&dyn age::Identity> = self
-            .identity
-            .identities
-            .iter()
-            .map(|i| i.as_ref() as &dyn age::Identity)
-            .collect();
+        let mut readers = self.identity.readers();
         if let Some(n) = &new_identity {
-            readers.extend(
-                n.identities
-                    .iter()
-                    .map(|i| i.as_ref() as &dyn age::Identity),
-            );
+            readers.extend(n.readers());
         }
         // Every record file and auxiliary secret.
         let mut files: Vec<(AccountId, PathBuf)> = self
@@ -650,12 +649,7 @@ impl CredentialStore for AgeDirStore {
             }
             Err(e) => return Err(io("cannot read the record", &path)(e)),
         };
-        let ids: Vec<&dyn age::Identity> = self
-            .identity
-            .identities
-            .iter()
-            .map(|i| i.as_ref() as &dyn age::Identity)
-            .collect();
+        let ids = self.identity.readers();
         let plain = decrypt_bytes(&raw, &ids)
             .map_err(|e| decrypt_error(e, id, &path, &self.identity.path))?;
         let record: Record = serde_json::from_slice(&plain).map_err(|e| StoreError::Corrupt {
@@ -736,12 +730,7 @@ impl CredentialStore for AgeDirStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io("cannot read", &path)(e)),
         };
-        let ids: Vec<&dyn age::Identity> = self
-            .identity
-            .identities
-            .iter()
-            .map(|i| i.as_ref() as &dyn age::Identity)
-            .collect();
+        let ids = self.identity.readers();
         let id = AccountId {
             platform: "_aux".into(),
             account: name.into(),
