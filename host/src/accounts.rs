@@ -7,7 +7,8 @@
 //! building the per-account call context and network scope.
 //!
 //! Never: stores a credential the platform has not accepted, or shows one.
-//! OAuth connect flows and refresh are the credentials issue (#3).
+//! Connect flows and token exchanges live in [`crate::auth`], refresh in
+//! [`crate::schedule`].
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};

@@ -5,8 +5,8 @@
 //! such as endpoint overrides. Unknown keys are errors that name the key and
 //! line, so a typo never silently does nothing.
 //!
-//! Never: reads secrets. Client secrets arrive with the credentials issue
-//! (#3) as names of environment variables, never as values in this file.
+//! Never: reads secrets. OAuth client secrets are named here only as
+//! environment variables (`client_secret_env`), never as values.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -3,9 +3,12 @@
 //! that owns everything dangerous or stateful.
 //!
 //! One module per capability: [`plugin`] (engine, loading, sandbox),
-//! [`http`] (the broker), [`store`] (encrypted credentials), [`accounts`]
-//! (adding, listing, removing accounts), [`publish`] (post files and
-//! fan-out), [`config`], [`cli`].
+//! [`http`] (the broker), [`store`] (encrypted credentials), [`auth`]
+//! (connect flows, token exchanges), [`schedule`] (single-flight refresh,
+//! health, the refresh scheduler), [`accounts`] (the app commands run
+//! against; adding, listing, removing accounts), [`publish`] (post files,
+//! validation, fan-out), [`outbox`] (the exactly-once journal), [`config`],
+//! [`cli`].
 
 pub mod accounts;
 pub mod auth;
