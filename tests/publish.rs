@@ -902,6 +902,21 @@ alt = "The outreach logo"
         1
     );
 
+    // Several images on LinkedIn go out as a multi-image post.
+    std::fs::write(w.home.path().join("two.png"), &png).unwrap();
+    let pair = w.home.post(
+        "pair.toml",
+        "text = \"two pictures\"\nto = [\"linkedin\"]\n[[media]]\npath = \"logo.png\"\n[[media]]\npath = \"two.png\"\nalt = \"Second\"\n",
+    );
+    let r = w.home.run(&["publish", pair.to_str().unwrap()], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let images = w.linkedin.posts()[1].1["content"]["multiImage"]["images"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(images.len(), 2);
+    assert_eq!(images[1]["altText"], "Second");
+
     // Video on Mastodon is processed asynchronously: 202, poll, then post.
     let video = w.home.post(
         "video.toml",

@@ -694,16 +694,34 @@ pub fn fake_linkedin() -> Fake {
                         );
                     }
                 }
-                if let Some(image) = body.pointer("/content/media/id")
-                    && !image
+                let images: Vec<Value> = match (
+                    body.pointer("/content/media/id"),
+                    body.pointer("/content/multiImage/images"),
+                ) {
+                    (Some(id), _) => vec![id.clone()],
+                    (None, Some(Value::Array(list))) => {
+                        if !(2..=20).contains(&list.len()) {
+                            return json_response(
+                                422,
+                                &[],
+                                json!({"status": 422, "message": "/content/multiImage/images :: between 2 and 20 images"}),
+                            );
+                        }
+                        list.iter().map(|i| i["id"].clone()).collect()
+                    }
+                    _ => vec![],
+                };
+                for image in images {
+                    if !image
                         .as_str()
                         .is_some_and(|i| st.media.lock().unwrap().contains_key(i))
-                {
-                    return json_response(
-                        422,
-                        &[],
-                        json!({"status": 422, "message": format!("/content/media/id :: {image} has not been uploaded")}),
-                    );
+                    {
+                        return json_response(
+                            422,
+                            &[],
+                            json!({"status": 422, "message": format!("/content/media/id :: {image} has not been uploaded")}),
+                        );
+                    }
                 }
                 if body["author"] != json!(format!("urn:li:person:{LINKEDIN_SUB}")) {
                     return json_response(

@@ -73,11 +73,12 @@ impl Platform for LinkedIn {
             content: ContentRules {
                 max_length: 3000,
                 counting: CountRule::Chars,
-                // One image per post (`content.media`); multi-image and
-                // video uploads are not implemented yet.
+                // Images: one as `content.media`, 2-20 as
+                // `content.multiImage`. Video uploads (multipart parts with
+                // ETags) are not implemented yet.
                 media: vec![MediaRule {
                     kind: MediaKind::Image,
-                    max_count: 1,
+                    max_count: 20,
                     max_bytes: 20 << 20,
                     mime_types: ["image/jpeg", "image/png", "image/gif"]
                         .map(String::from)
@@ -124,9 +125,15 @@ impl Platform for LinkedIn {
             "lifecycleState": "PUBLISHED",
             "isReshareDisabledByAuthor": false
         });
-        if let Some(m) = post.media.first() {
-            let image = upload_image(ctx, &author, version, m)?;
-            body["content"] = json!({ "media": { "id": image, "altText": m.alt_text.clone().unwrap_or_default() } });
+        let mut images = Vec::new();
+        for m in &post.media {
+            let id = upload_image(ctx, &author, version, m)?;
+            images.push(json!({ "id": id, "altText": m.alt_text.clone().unwrap_or_default() }));
+        }
+        match images.len() {
+            0 => {}
+            1 => body["content"] = json!({ "media": images.remove(0) }),
+            _ => body["content"] = json!({ "multiImage": { "images": images } }),
         }
         let res = Request::post(ctx.url("api", "/rest/posts")?)
             .header("LinkedIn-Version", version)
