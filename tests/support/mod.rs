@@ -277,6 +277,9 @@ pub struct FakeState {
     pub oauth: Mutex<oauth::OAuth>,
     /// Uploaded media: id → polls left before processing completes.
     pub media: Mutex<HashMap<String, u32>>,
+    /// Chunked uploads in progress: id → (total bytes, bytes received,
+    /// next segment index, finalized).
+    pub uploads: Mutex<HashMap<String, (u64, u64, u32, bool)>>,
 }
 
 /// A running fake platform.
@@ -312,6 +315,7 @@ pub fn start(handler: Handler) -> Fake {
         base: Mutex::new(String::new()),
         oauth: Mutex::new(oauth::OAuth::default()),
         media: Mutex::new(HashMap::new()),
+        uploads: Mutex::new(HashMap::new()),
     });
     let (tx, rx) = std::sync::mpsc::channel();
     let st = state.clone();
@@ -346,6 +350,7 @@ pub fn start(handler: Handler) -> Fake {
                     handler(&st, &seen)
                 },
             );
+            let app = app.layer(axum::extract::DefaultBodyLimit::disable());
             axum::serve(listener, app.with_state(st)).await.unwrap();
         });
     });
@@ -477,6 +482,113 @@ pub fn fake_x() -> Fake {
                 &[],
                 json!({"data": {"id": "2244994945", "name": "X Dev", "username": "xdevelopers", "profile_image_url": "https://pbs.twimg.com/profile_images/1/a_normal.jpg"}}),
             ),
+            ("POST", "/2/media/upload/initialize") => {
+                let body: Value = serde_json::from_str(&seen.body).unwrap_or_default();
+                let (Some(total), Some(_), Some("tweet_video")) = (
+                    body["total_bytes"].as_u64(),
+                    body["media_type"].as_str(),
+                    body["media_category"].as_str(),
+                ) else {
+                    return json_response(
+                        400,
+                        &[],
+                        json!({"title": "Invalid Request", "detail": "total_bytes, media_type and media_category are required", "type": "https://api.x.com/2/problems/invalid-request"}),
+                    );
+                };
+                let mut uploads = st.uploads.lock().unwrap();
+                let id = format!("189{:016}", uploads.len() + 1);
+                uploads.insert(id.clone(), (total, 0, 0, false));
+                json_response(
+                    200,
+                    &[],
+                    json!({"data": {"id": id, "media_key": format!("7_{id}"), "expires_after_secs": 86399}}),
+                )
+            }
+            ("POST", p) if p.starts_with("/2/media/upload/") && p.ends_with("/append") => {
+                let id = p
+                    .trim_start_matches("/2/media/upload/")
+                    .trim_end_matches("/append")
+                    .to_string();
+                let parts = multipart(seen).unwrap_or_default();
+                let segment = parts
+                    .iter()
+                    .find(|p| p.name == "segment_index")
+                    .and_then(|p| p.data.parse::<u32>().ok());
+                let chunk = parts
+                    .iter()
+                    .find(|p| p.name == "media")
+                    .map(|p| p.data.len() as u64);
+                let mut uploads = st.uploads.lock().unwrap();
+                match (uploads.get_mut(&id), segment, chunk) {
+                    (Some(u), Some(seg), Some(len)) if seg == u.2 && !u.3 => {
+                        u.1 += len;
+                        u.2 += 1;
+                        json_response(200, &[], json!({"data": {"expires_at": 1_900_000_000}}))
+                    }
+                    _ => json_response(
+                        400,
+                        &[],
+                        json!({"title": "Invalid Request", "detail": "unknown upload or out-of-order segment", "type": "https://api.x.com/2/problems/invalid-request"}),
+                    ),
+                }
+            }
+            ("POST", p) if p.starts_with("/2/media/upload/") && p.ends_with("/finalize") => {
+                let id = p
+                    .trim_start_matches("/2/media/upload/")
+                    .trim_end_matches("/finalize")
+                    .to_string();
+                let mut uploads = st.uploads.lock().unwrap();
+                match uploads.get_mut(&id) {
+                    Some(u) if u.0 == u.1 => {
+                        u.3 = true;
+                        st.media.lock().unwrap().insert(id.clone(), 1);
+                        json_response(
+                            200,
+                            &[],
+                            json!({"data": {"id": id, "media_key": format!("7_{id}"), "size": u.0, "processing_info": {"state": "pending", "check_after_secs": 1}}}),
+                        )
+                    }
+                    _ => json_response(
+                        400,
+                        &[],
+                        json!({"title": "Invalid Request", "detail": "the upload is incomplete", "type": "https://api.x.com/2/problems/invalid-request"}),
+                    ),
+                }
+            }
+            ("GET", "/2/media/upload") => {
+                let q: HashMap<String, String> = url::form_urlencoded::parse(seen.query.as_bytes())
+                    .into_owned()
+                    .collect();
+                let id = q.get("media_id").cloned().unwrap_or_default();
+                if q.get("command").map(String::as_str) != Some("STATUS") {
+                    return json_response(
+                        400,
+                        &[],
+                        json!({"title": "Invalid Request", "detail": "command must be STATUS", "type": "https://api.x.com/2/problems/invalid-request"}),
+                    );
+                }
+                let mut media = st.media.lock().unwrap();
+                match media.get_mut(&id) {
+                    None => json_response(
+                        404,
+                        &[],
+                        json!({"title": "Not Found Error", "type": "https://api.x.com/2/problems/resource-not-found"}),
+                    ),
+                    Some(left) if *left > 0 => {
+                        *left -= 1;
+                        json_response(
+                            200,
+                            &[],
+                            json!({"data": {"id": id, "processing_info": {"state": "in_progress", "check_after_secs": 1, "progress_percent": 50}}}),
+                        )
+                    }
+                    Some(_) => json_response(
+                        200,
+                        &[],
+                        json!({"data": {"id": id, "processing_info": {"state": "succeeded", "progress_percent": 100}}}),
+                    ),
+                }
+            }
             ("POST", "/2/media/upload") => {
                 let Some(parts) = multipart(seen) else {
                     return json_response(
@@ -542,7 +654,7 @@ pub fn fake_x() -> Fake {
                     let media = st.media.lock().unwrap();
                     if let Some(bad) = ids
                         .iter()
-                        .find(|i| !i.as_str().is_some_and(|i| media.contains_key(i)))
+                        .find(|i| i.as_str().is_none_or(|i| media.get(i) != Some(&0)))
                     {
                         return invalid(format!("media id {bad} was not uploaded"));
                     }

@@ -89,9 +89,15 @@ impl Platform for X {
                 max_length: 280,
                 counting: CountRule::XWeighted,
                 threads: true,
-                // Images and GIFs through the simple upload; video needs
-                // the chunked upload, which this plugin does not do yet.
+                // Images and GIFs through the simple upload, video through
+                // the chunked one (initialize, append, finalize, status).
                 media: vec![
+                    MediaRule {
+                        kind: MediaKind::Video,
+                        max_count: 1,
+                        max_bytes: 512 << 20,
+                        mime_types: ["video/mp4", "video/quicktime"].map(String::from).to_vec(),
+                    },
                     MediaRule {
                         kind: MediaKind::Image,
                         max_count: 4,
@@ -168,8 +174,80 @@ impl Platform for X {
     }
 }
 
-/// Upload one image or GIF: `POST /2/media/upload` (multipart).
+/// Bytes per `append` segment (X accepts up to 5 MB).
+const CHUNK: u64 = 4 << 20;
+
+/// Upload a video in chunks and wait until X has processed it.
+fn upload_video(ctx: &Context, m: &Media) -> Result<String, CallError> {
+    let res = Request::post(ctx.url("api", "/2/media/upload/initialize")?)
+        .json(&json!({ "media_type": m.mime_type, "total_bytes": m.size, "media_category": "tweet_video" }))
+        .authed()
+        .class("media")
+        .send()?;
+    let v = res.json_ok()?;
+    let id = v["data"]["id"]
+        .as_str()
+        .ok_or_else(|| {
+            CallError::Rejected(format!(
+                "X answered initialize without a media id: {}",
+                res.snippet()
+            ))
+        })?
+        .to_string();
+    let (mut offset, mut segment) = (0u64, 0u32);
+    while offset < m.size {
+        let len = CHUNK.min(m.size - offset);
+        let form = Multipart::new()
+            .file_slice("media", m, offset, len)
+            .text("segment_index", &segment.to_string());
+        let res = Request::post(ctx.url("api", &format!("/2/media/upload/{id}/append"))?)
+            .multipart(form)
+            .authed()
+            .class("media")
+            .send()?;
+        if !res.is_success() {
+            return Err(res.error());
+        }
+        offset += len;
+        segment += 1;
+    }
+    let res = Request::post(ctx.url("api", &format!("/2/media/upload/{id}/finalize"))?)
+        .authed()
+        .class("media")
+        .send()?;
+    let mut info = res.json_ok()?["data"]["processing_info"].clone();
+    for _ in 0..600 {
+        match info["state"].as_str() {
+            None | Some("succeeded") => return Ok(id),
+            Some("failed") => {
+                return Err(CallError::Rejected(format!(
+                    "X could not process the video: {}",
+                    info["error"]
+                )));
+            }
+            _ => {}
+        }
+        sleep_millis(info["check_after_secs"].as_u64().unwrap_or(1).max(1) * 1000);
+        let res = Request::get(ctx.url(
+            "api",
+            &format!("/2/media/upload?command=STATUS&media_id={id}"),
+        )?)
+        .authed()
+        .class("media")
+        .send()?;
+        info = res.json_ok()?["data"]["processing_info"].clone();
+    }
+    Err(CallError::Transient(format!(
+        "video {id} was still processing after ten minutes"
+    )))
+}
+
+/// Upload one image or GIF: `POST /2/media/upload` (multipart); videos go
+/// through the chunked upload.
 fn upload(ctx: &Context, m: &Media) -> Result<String, CallError> {
+    if m.kind == MediaKind::Video {
+        return upload_video(ctx, m);
+    }
     let category = if m.kind == MediaKind::Gif {
         "tweet_gif"
     } else {
