@@ -17,16 +17,7 @@ use support::*;
 const SECRET: &str = "hostile-PLANTED-token-33aa";
 
 fn post(text: &str) -> Post {
-    Post {
-        text: text.into(),
-        title: None,
-        link: None,
-        media: vec![],
-        reply_to: None,
-        thread_root: None,
-        extra: vec![],
-        idempotency_key: "k".into(),
-    }
+    Post::text(text, "k")
 }
 
 /// A host over a plugins folder holding the bundled plugins, the hostile

@@ -70,16 +70,7 @@ fn bench_plugin_call(rt: &tokio::runtime::Runtime, dir: &Path) {
     });
     let x = host.get("x").unwrap();
     let text = text_280();
-    let post = Post {
-        text: text.clone(),
-        title: None,
-        link: None,
-        media: vec![],
-        reply_to: None,
-        thread_root: None,
-        extra: vec![],
-        idempotency_key: "k".into(),
-    };
+    let post = Post::text(text.clone(), "k");
     let n = 3000;
     let mut sandboxed = Vec::with_capacity(n);
     rt.block_on(async {
@@ -181,16 +172,7 @@ fn bench_broker(rt: &tokio::runtime::Runtime, dir: &Path) {
         endpoints: endpoints.clone(),
     };
     let creds = Arc::new(Credentials::new().with("access_token", Secret::new("bench-token")));
-    let post = Post {
-        text: "hello".into(),
-        title: None,
-        link: None,
-        media: vec![],
-        reply_to: None,
-        thread_root: None,
-        extra: vec![],
-        idempotency_key: "k".into(),
-    };
+    let post = Post::text("hello", "k");
     // X declares 100 publishes per 15 minutes; the benchmark measures the
     // broker, not the limiter, so it uses a scope without declared limits.
     let scope = || {

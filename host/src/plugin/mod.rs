@@ -47,6 +47,23 @@ pub mod wit {
     pub use super::bindings::outreach::platform::{host, types};
 }
 
+impl wit::types::Post {
+    /// A text-only post (no title, link, media or thread), keyed by
+    /// `idempotency_key`.
+    pub fn text(text: impl Into<String>, idempotency_key: impl Into<String>) -> Self {
+        wit::types::Post {
+            text: text.into(),
+            title: None,
+            link: None,
+            media: Vec::new(),
+            reply_to: None,
+            thread_root: None,
+            extra: Vec::new(),
+            idempotency_key: idempotency_key.into(),
+        }
+    }
+}
+
 use wit::types::{Account, CallError, Context, Manifest, Post, Problem, Profile, Receipt};
 
 /// The contract version this host implements.

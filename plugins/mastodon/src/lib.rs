@@ -147,14 +147,7 @@ impl Platform for Mastodon {
             .authed()
             .class("default")
             .send()?;
-        if res.status == 401 {
-            // Mastodon tokens never expire: a 401 means the grant is gone.
-            return Err(CallError::NeedsReconnect(format!(
-                "HTTP 401: {}",
-                res.snippet()
-            )));
-        }
-        let v = res.json_ok()?;
+        let v = json(&res)?;
         let id = v["id"].as_str().ok_or_else(|| {
             CallError::OutcomeUnknown(format!("no status id in: {}", res.snippet()))
         })?;
@@ -168,13 +161,7 @@ impl Platform for Mastodon {
         let res = Request::get(ctx.url("api", "/api/v1/accounts/verify_credentials")?)
             .authed()
             .send()?;
-        if res.status == 401 {
-            return Err(CallError::NeedsReconnect(format!(
-                "HTTP 401: {}",
-                res.snippet()
-            )));
-        }
-        let v = res.json_ok()?;
+        let v = json(&res)?;
         let id = v["id"]
             .as_str()
             .ok_or_else(|| CallError::Rejected(format!("no account id in: {}", res.snippet())))?;
@@ -189,6 +176,18 @@ impl Platform for Mastodon {
     }
 }
 
+/// A successful response's JSON. Mastodon tokens never expire, so a 401
+/// means the grant is gone: the account needs reconnecting.
+fn json(res: &Response) -> Result<outreach_sdk::serde_json::Value, CallError> {
+    if res.status == 401 {
+        return Err(CallError::NeedsReconnect(format!(
+            "HTTP 401: {}",
+            res.snippet()
+        )));
+    }
+    res.json_ok()
+}
+
 /// Upload one attachment: `POST /api/v2/media`; images usually come back
 /// processed (200), video and GIFs later (202, then poll until 200).
 fn upload(ctx: &Context, m: &Media) -> Result<String, CallError> {
@@ -201,7 +200,7 @@ fn upload(ctx: &Context, m: &Media) -> Result<String, CallError> {
         .authed()
         .class("media")
         .send()?;
-    let v = res.json_ok()?;
+    let v = json(&res)?;
     let id = v["id"]
         .as_str()
         .ok_or_else(|| CallError::Rejected(format!("no media id in: {}", res.snippet())))?
