@@ -31,18 +31,18 @@ async fn host_with(extra: &[(&str, Vec<u8>)]) -> (Host, tempfile::TempDir) {
         std::fs::write(home.plugins_dir().join(name), bytes).unwrap();
     }
     let cfg = Loaded::load(Some(&home.config_path())).unwrap();
-    let mut host = Host::new(&cfg).unwrap();
+    let host = Host::new(&cfg).unwrap();
     host.load_dir(&cfg.plugins_dir).await.unwrap();
     let Home { dir, .. } = home;
     (host, dir)
 }
 
 fn rejected(host: &Host, file: &str) -> String {
-    host.rejected
-        .iter()
+    let all = host.rejected();
+    all.iter()
         .find(|(p, _)| p.file_name().unwrap() == file)
         .map(|(_, e)| e.clone())
-        .unwrap_or_else(|| panic!("{file} was not rejected: {:?}", host.rejected))
+        .unwrap_or_else(|| panic!("{file} was not rejected: {all:?}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -64,7 +64,7 @@ fn text_280() -> String {
 fn bench_plugin_call(rt: &tokio::runtime::Runtime, dir: &Path) {
     let cfg = Loaded::load(Some(&config(dir, "cache"))).unwrap();
     let host = rt.block_on(async {
-        let mut h = Host::new(&cfg).unwrap();
+        let h = Host::new(&cfg).unwrap();
         h.load_dir(&cfg.plugins_dir).await.unwrap();
         h
     });
@@ -152,7 +152,7 @@ fn bench_broker(rt: &tokio::runtime::Runtime, dir: &Path) {
     .unwrap();
     let cfg = Loaded::load(Some(&cfg_path)).unwrap();
     let host = rt.block_on(async {
-        let mut h = Host::new(&cfg).unwrap();
+        let h = Host::new(&cfg).unwrap();
         h.load_dir(&cfg.plugins_dir).await.unwrap();
         h
     });

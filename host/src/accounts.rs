@@ -14,8 +14,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 use anyhow::Context as _;
+use arc_swap::ArcSwap;
 use chrono::Utc;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::Loaded;
 use crate::http::{Credentials, Scope};
@@ -40,7 +41,7 @@ pub(crate) use bad;
 /// Everything a command needs. The store is opened on first use, so
 /// commands that do not need credentials never ask for the identity.
 pub struct App {
-    pub cfg: Loaded,
+    cfg: Arc<ArcSwap<Loaded>>,
     pub host: Host,
     store: OnceLock<Arc<AgeDirStore>>,
     outbox: OnceLock<Arc<std::sync::Mutex<crate::outbox::Outbox>>>,
@@ -49,14 +50,64 @@ pub struct App {
 impl App {
     /// Load the config's plugins.
     pub async fn new(cfg: Loaded) -> anyhow::Result<Self> {
-        let mut host = Host::new(&cfg)?;
+        let host = Host::new(&cfg)?;
         host.load_dir(&cfg.plugins_dir).await?;
         Ok(App {
-            cfg,
+            cfg: Arc::new(ArcSwap::from_pointee(cfg)),
             host,
             store: OnceLock::new(),
             outbox: OnceLock::new(),
         })
+    }
+
+    /// The configuration as it is now (the daemon swaps in a new one when
+    /// the file changes; a caller keeps the snapshot it took).
+    pub fn cfg(&self) -> Arc<Loaded> {
+        self.cfg.load_full()
+    }
+
+    /// A handle that always reads the current configuration.
+    pub fn cfg_handle(&self) -> Arc<ArcSwap<Loaded>> {
+        self.cfg.clone()
+    }
+
+    /// Apply a new configuration. Paths, limits and HTTP settings are fixed
+    /// for the life of the process; the returned list names those that
+    /// changed and need a restart.
+    pub fn reload_config(&self, mut new: Loaded) -> Vec<&'static str> {
+        let old = self.cfg();
+        let mut restart = Vec::new();
+        if old.plugins_dir != new.plugins_dir
+            || old.store_dir != new.store_dir
+            || old.identity != new.identity
+            || old.cache_dir != new.cache_dir
+            || old.outbox != new.outbox
+            || old.config.paths.posts != new.config.paths.posts
+        {
+            restart.push("paths");
+        }
+        if format!("{:?}", old.config.limits) != format!("{:?}", new.config.limits) {
+            restart.push("limits");
+        }
+        if format!("{:?}", old.config.http) != format!("{:?}", new.config.http) {
+            restart.push("http");
+        }
+        if format!("{:?}", old.config.daemon) != format!("{:?}", new.config.daemon) {
+            restart.push("daemon");
+        }
+        // What needs a restart keeps its running value until then.
+        new.plugins_dir = old.plugins_dir.clone();
+        new.store_dir = old.store_dir.clone();
+        new.identity = old.identity.clone();
+        new.cache_dir = old.cache_dir.clone();
+        new.outbox = old.outbox.clone();
+        new.posts_dir = old.posts_dir.clone();
+        new.config.paths = old.config.paths.clone();
+        new.config.limits = old.config.limits.clone();
+        new.config.http = old.config.http.clone();
+        new.config.daemon = old.config.daemon.clone();
+        self.cfg.store(Arc::new(new));
+        restart
     }
 
     /// The credential store, opening it (and creating the identity on first
@@ -72,7 +123,7 @@ impl App {
             return Ok(o.clone());
         }
         let o = Arc::new(std::sync::Mutex::new(crate::outbox::Outbox::open(
-            &self.cfg.outbox,
+            &self.cfg().outbox,
         )?));
         Ok(self.outbox.get_or_init(|| o).clone())
     }
@@ -82,18 +133,18 @@ impl App {
         if let Some(s) = self.store.get() {
             return Ok(s.clone());
         }
-        let identity = Identity::load_or_create(&self.cfg.identity, || {
+        let identity = Identity::load_or_create(&self.cfg().identity, || {
             std::env::var("OUTREACH_IDENTITY_PASSPHRASE")
                 .ok()
                 .or_else(|| {
                     rpassword::prompt_password(format!(
                         "passphrase for {}: ",
-                        self.cfg.identity.display()
+                        self.cfg().identity.display()
                     ))
                     .ok()
                 })
         })?;
-        let store = Arc::new(AgeDirStore::open(&self.cfg.store_dir, identity)?);
+        let store = Arc::new(AgeDirStore::open(&self.cfg().store_dir, identity)?);
         Ok(self.store.get_or_init(|| store).clone())
     }
 
@@ -105,7 +156,7 @@ impl App {
     /// The plugin for `platform`, if it is loaded and enabled in config.
     pub fn platform(&self, platform: &str) -> anyhow::Result<Arc<LoadedPlugin>> {
         let plugin = self.host.get(platform)?;
-        if !self.cfg.platform(platform).enabled {
+        if !self.cfg().platform(platform).enabled {
             return Err(bad!(
                 "platform `{platform}` is disabled in the config (platforms.{platform}.enabled = false)"
             ));
@@ -116,7 +167,7 @@ impl App {
     /// The context and network scope of a call for `record`'s account.
     pub fn call_env(&self, plugin: &LoadedPlugin, record: &Record) -> (Context, Scope) {
         let account = Self::account_view(record);
-        let settings = self.cfg.platform(&plugin.manifest.id);
+        let settings = self.cfg().platform(&plugin.manifest.id);
         let endpoints = effective_endpoints(&plugin.manifest, &settings.endpoints, Some(&account));
         let mut creds = Credentials::new().with("access_token", record.access_token.clone());
         if let Some(r) = &record.refresh_token {
@@ -339,7 +390,7 @@ impl App {
 }
 
 /// An account as `outreach accounts` shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AccountSummary {
     pub id: String,
     pub platform: String,

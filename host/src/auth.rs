@@ -715,7 +715,7 @@ pub async fn connect(app: &App, opts: ConnectOptions) -> anyhow::Result<Record> 
     let m = &plugin.manifest;
     let settings = app.check_settings(&plugin, opts.settings)?;
     let account_view = App::account_view_of(&id, &settings, &Profile::default());
-    let overrides = app.cfg.platform(&m.id).endpoints;
+    let overrides = app.cfg().platform(&m.id).endpoints;
     let endpoints =
         crate::plugin::manifest::effective_endpoints(m, &overrides, Some(&account_view));
     let tokens_client = TokenClient::new(app)?;
@@ -775,7 +775,7 @@ async fn browser_flow(
     id: &AccountId,
     open_browser: bool,
 ) -> anyhow::Result<Tokens> {
-    let auth_cfg = &app.cfg.config.auth;
+    let auth_cfg = &app.cfg().config.auth;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", auth_cfg.redirect_port))
         .await
         .with_context(|| {
@@ -791,7 +791,7 @@ async fn browser_flow(
     let client = if m.auth.dynamic_registration {
         registered_client(app, m, endpoints, tokens, &redirect_uri, &scopes).await?
     } else {
-        client_for(&app.cfg, &m.id).map_err(|e| bad!("{e}"))?
+        client_for(&app.cfg(), &m.id).map_err(|e| bad!("{e}"))?
     };
     let authorize = endpoint(endpoints, "authorize").map_err(|e| bad!("{e}"))?;
     let oauth = oauth2::basic::BasicClient::new(oauth2::ClientId::new(client.id.clone()))
@@ -867,7 +867,7 @@ async fn registered_client(
         return Ok(c);
     }
     let client = tokens
-        .register(&apps, redirect_uri, scopes, &app.cfg.config.http.user_agent)
+        .register(&apps, redirect_uri, scopes, &app.cfg().config.http.user_agent)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     store.save_aux(&name, &serde_json::to_vec(&client)?)?;

@@ -121,6 +121,22 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run in the background: keep tokens fresh, publish scheduled posts and
+    /// post files dropped into the posts folder, pick up new plugins, and
+    /// serve the control API. Stops cleanly on SIGTERM or SIGINT.
+    Daemon {
+        /// `human` or `json` (default from daemon.log_format in the config).
+        #[arg(long, value_parser = ["human", "json"])]
+        log_format: Option<String>,
+        /// Stop after this many seconds (for tests and benchmarks).
+        #[arg(long, hide = true)]
+        exit_after: Option<f64>,
+    },
+    /// Print a shell completion script: `outreach completions bash >
+    /// ~/.local/share/bash-completion/completions/outreach`.
+    Completions {
+        shell: clap_complete::Shell,
+    },
     /// Queued, published, failed and unknown posts; show, cancel, or
     /// publish the ones that are due.
     Posts {
@@ -199,9 +215,52 @@ pub const EXIT_BAD_INPUT: i32 = 2;
 
 /// Run the parsed command; returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    if let Command::Completions { shell } = cli.command {
+        use clap::CommandFactory;
+        clap_complete::generate(shell, &mut Cli::command(), "outreach", &mut std::io::stdout());
+        return Ok(0);
+    }
     let cfg = Loaded::load(cli.config.as_deref())?;
+    let daemon = matches!(cli.command, Command::Daemon { .. });
+    let format = match &cli.command {
+        Command::Daemon {
+            log_format: Some(f),
+            ..
+        } => f.clone(),
+        Command::Daemon { .. } => cfg.config.daemon.log_format.clone(),
+        _ => "human".into(),
+    };
+    init_logging(if daemon { &cfg.config.daemon.log_level } else { "warn" }, &format);
+    // Read-only commands ask a running daemon first: it holds the live
+    // state (and the store's identity is not needed here).
+    match &cli.command {
+        Command::Status { json } => {
+            if let Some(v) = from_daemon(&cfg, "/accounts").await {
+                return credentials::status_from_daemon(v, *json);
+            }
+        }
+        Command::Accounts { json, cmd: None } => {
+            if let Some(v) = from_daemon(&cfg, "/accounts").await {
+                let list: Vec<AccountSummary> = serde_json::from_value(v)?;
+                return print_accounts(&list, *json);
+            }
+        }
+        Command::Posts { json, cmd: None } => {
+            if let Some(v) = from_daemon(&cfg, "/posts").await {
+                return posts::print_list(v, *json);
+            }
+        }
+        _ => {}
+    }
     let app = std::sync::Arc::new(App::new(cfg).await?);
     match cli.command {
+        Command::Completions { .. } => unreachable!("handled above"),
+        Command::Daemon { exit_after, .. } => {
+            let opts = crate::daemon::Options {
+                exit_after: exit_after.map(std::time::Duration::from_secs_f64),
+            };
+            crate::daemon::run(app, opts).await
+        }
         Command::Connect {
             platform,
             account,
@@ -240,38 +299,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 .iter()
                 .map(|(id, r)| AccountSummary::new(id, r))
                 .collect();
-            if json {
-                print_json(&list)?;
-            } else if list.is_empty() {
-                println!("no accounts; add one with `outreach accounts add PLATFORM`");
-            } else {
-                for a in &list {
-                    match (&a.profile, &a.error) {
-                        (_, Some(e)) => println!("{:<24} ERROR {e}", a.id),
-                        (Some(p), None) => println!(
-                            "{:<24} {} {}{}",
-                            a.id,
-                            p.name,
-                            p.handle
-                                .as_deref()
-                                .map(|h| format!("(@{h}) "))
-                                .unwrap_or_default(),
-                            a.expires_at
-                                .map(|t| format!(
-                                    "token expires {}",
-                                    t.format("%Y-%m-%d %H:%M UTC")
-                                ))
-                                .unwrap_or_else(|| "token does not expire".into())
-                        ),
-                        _ => {}
-                    }
-                }
-            }
-            Ok(if list.iter().any(|a| a.error.is_some()) {
-                EXIT_FAILED
-            } else {
-                0
-            })
+            print_accounts(&list, json)
         }
         Command::Accounts {
             cmd:
@@ -296,7 +324,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     .as_deref()
                     .map(|h| format!(" (@{h})"))
                     .unwrap_or_default(),
-                app.cfg.store_dir.display()
+                app.cfg().store_dir.display()
             );
             Ok(0)
         }
@@ -356,70 +384,73 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
-#[derive(Serialize)]
-struct PluginRow<'a> {
-    id: &'a str,
-    name: &'a str,
-    version: &'a str,
-    auth: String,
-    hosts: Vec<String>,
-    rate_limits: Vec<String>,
-    max_length: u32,
-    counting: String,
-    path: String,
+/// Log to stderr: `RUST_LOG` if set, else `level`; human or JSON lines.
+fn init_logging(level: &str, format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let b = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    if format == "json" {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+/// `GET path` from the daemon running on this store, if one is; a daemon
+/// that does not answer is reported and the store is read directly.
+async fn from_daemon(cfg: &Loaded, path: &str) -> Option<serde_json::Value> {
+    let client = crate::daemon::client::Client::find(cfg)?;
+    match client.get(path).await {
+        Ok(v) => Some(v),
+        Err(e) => {
+            eprintln!("warning: {e:#}; reading the store directly");
+            None
+        }
+    }
+}
+
+fn print_accounts(list: &[AccountSummary], json: bool) -> anyhow::Result<i32> {
+    if json {
+        print_json(&list)?;
+    } else if list.is_empty() {
+        println!("no accounts; add one with `outreach accounts add PLATFORM`");
+    } else {
+        for a in list {
+            match (&a.profile, &a.error) {
+                (_, Some(e)) => println!("{:<24} ERROR {e}", a.id),
+                (Some(p), None) => println!(
+                    "{:<24} {} {}{}",
+                    a.id,
+                    p.name,
+                    p.handle
+                        .as_deref()
+                        .map(|h| format!("(@{h}) "))
+                        .unwrap_or_default(),
+                    a.expires_at
+                        .map(|t| format!("token expires {}", t.format("%Y-%m-%d %H:%M UTC")))
+                        .unwrap_or_else(|| "token does not expire".into())
+                ),
+                _ => {}
+            }
+        }
+    }
+    Ok(if list.iter().any(|a| a.error.is_some()) {
+        EXIT_FAILED
+    } else {
+        0
+    })
 }
 
 fn plugins(app: &App, json: bool) -> anyhow::Result<i32> {
-    let rows: Vec<PluginRow> = app
-        .host
-        .plugins()
-        .map(|p| {
-            let m = &p.manifest;
-            PluginRow {
-                id: &m.id,
-                name: &m.name,
-                version: &m.version,
-                auth: wit_name(&m.auth.kind),
-                hosts: crate::plugin::manifest::declared_hosts(m)
-                    .iter()
-                    .map(|h| format!("{}://{}:{}", h.scheme, h.host, h.port))
-                    .chain(
-                        m.settings
-                            .iter()
-                            .filter(|s| s.is_host)
-                            .map(|s| format!("the account's `{}` setting", s.name)),
-                    )
-                    .collect(),
-                rate_limits: m
-                    .rate_limits
-                    .iter()
-                    .map(|l| {
-                        format!(
-                            "{} {}/{}s per {}",
-                            l.class,
-                            l.requests,
-                            l.window_seconds,
-                            wit_name(&l.scope)
-                        )
-                    })
-                    .collect(),
-                max_length: m.content.max_length,
-                counting: wit_name(&m.content.counting),
-                path: p.path.display().to_string(),
-            }
-        })
-        .collect();
-    let rejected: Vec<serde_json::Value> = app
-        .host
-        .rejected
-        .iter()
-        .map(|(p, e)| serde_json::json!({ "path": p.display().to_string(), "error": e }))
-        .collect();
+    let crate::plugin::manifest::Platforms { plugins: rows, rejected } =
+        crate::plugin::manifest::Platforms::of(&app.host);
     if json {
         print_json(&serde_json::json!({ "plugins": rows, "rejected": rejected }))?;
     } else {
         if rows.is_empty() {
-            println!("no plugins loaded from {}", app.cfg.plugins_dir.display());
+            println!("no plugins loaded from {}", app.cfg().plugins_dir.display());
         }
         for r in &rows {
             println!("{} — {} {} ({})", r.id, r.name, r.version, r.auth);
@@ -429,16 +460,18 @@ fn plugins(app: &App, json: bool) -> anyhow::Result<i32> {
             }
             println!("    text:   {} characters ({})", r.max_length, r.counting);
         }
-        for (p, e) in &app.host.rejected {
-            println!("REJECTED {}: {e}", p.display());
+        for r in &rejected {
+            println!("REJECTED {}: {}", r.path, r.error);
         }
     }
-    Ok(if app.host.rejected.is_empty() {
+    Ok(if rejected.is_empty() {
         0
     } else {
         EXIT_FAILED
     })
 }
+
+use crate::plugin::manifest::wit_style;
 
 fn print_manifest(m: &Manifest, path: &std::path::Path) {
     fn drop_nulls(v: serde_json::Value) -> serde_json::Value {
@@ -589,68 +622,3 @@ pub fn read_secret(what: &str) -> anyhow::Result<Secret> {
     Ok(Secret::new(value.trim()))
 }
 
-/// A generated enum value as the WIT spells it: `Oauth2Pkce` → `oauth2-pkce`.
-fn wit_name(v: &impl Serialize) -> String {
-    match wit_style(v) {
-        serde_json::Value::String(s) => s,
-        other => other.to_string(),
-    }
-}
-
-/// Serialise a generated WIT type with its enum and variant names in WIT
-/// spelling (the generated Rust types carry Rust spelling).
-fn wit_style(v: &impl Serialize) -> serde_json::Value {
-    fn kebab(s: &str) -> String {
-        let mut out = String::new();
-        for (i, c) in s.chars().enumerate() {
-            if c.is_ascii_uppercase() {
-                if i > 0 {
-                    out.push('-');
-                }
-                out.push(c.to_ascii_lowercase());
-            } else {
-                out.push(c);
-            }
-        }
-        out
-    }
-    fn is_rust_name(s: &str) -> bool {
-        s.starts_with(|c: char| c.is_ascii_uppercase())
-            && s.chars().all(|c| c.is_ascii_alphanumeric())
-    }
-    /// Fields whose values are WIT enums or variants.
-    const ENUM_FIELDS: [&str; 9] = [
-        "kind",
-        "client_auth",
-        "expiry_format",
-        "reset_format",
-        "counting",
-        "placement",
-        "refresh",
-        "scope",
-        "method",
-    ];
-    fn walk(v: serde_json::Value, enum_field: bool) -> serde_json::Value {
-        use serde_json::Value;
-        match v {
-            Value::String(s) if enum_field && is_rust_name(&s) => Value::String(kebab(&s)),
-            Value::Array(a) => Value::Array(a.into_iter().map(|v| walk(v, false)).collect()),
-            Value::Object(o) => Value::Object(
-                o.into_iter()
-                    .map(|(k, v)| {
-                        // Struct fields are snake_case; a capitalised key is
-                        // a variant's case name.
-                        if is_rust_name(&k) {
-                            (kebab(&k), walk(v, false))
-                        } else {
-                            let e = ENUM_FIELDS.contains(&k.as_str());
-                            (k, walk(v, e))
-                        }
-                    })
-                    .collect(),
-            ),
-            other => other,
-        }
-    }
-    walk(serde_json::to_value(v).unwrap_or_default(), true)
-}

@@ -31,6 +31,49 @@ pub struct Config {
     pub notify: Notify,
     #[serde(default)]
     pub publish: Publish,
+    #[serde(default)]
+    pub daemon: Daemon,
+}
+
+/// `outreach daemon`: the control API, shutdown and logging.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Daemon {
+    /// Address of the control API. Loopback only unless `allow_remote`.
+    pub listen: String,
+    /// Bind `listen` even if it is not a loopback address (put TLS and a
+    /// firewall in front of it).
+    pub allow_remote: bool,
+    /// The control API's bearer token, generated on first start (0600);
+    /// default `daemon.token` beside the config file.
+    pub token_file: Option<PathBuf>,
+    /// On SIGTERM/SIGINT, how long in-flight publishes and refreshes may
+    /// take to finish.
+    pub grace_secs: u64,
+    /// Log level when RUST_LOG is not set (`error` … `trace`, or a filter
+    /// such as `outreach=debug`).
+    pub log_level: String,
+    /// `human` or `json`.
+    pub log_format: String,
+    /// Quiet period before a changed plugin, post or config file is read.
+    pub debounce_ms: u64,
+    /// How often due posts are checked when nothing wakes the daemon.
+    pub due_check_secs: u64,
+}
+
+impl Default for Daemon {
+    fn default() -> Self {
+        Daemon {
+            listen: "127.0.0.1:8717".into(),
+            allow_remote: false,
+            token_file: None,
+            grace_secs: 30,
+            log_level: "info".into(),
+            log_format: "human".into(),
+            debounce_ms: 50,
+            due_check_secs: 30,
+        }
+    }
 }
 
 /// Publishing and the outbox.
@@ -121,6 +164,8 @@ pub struct Paths {
     /// The publishing journal (SQLite); defaults to `outbox.sqlite` beside
     /// the store.
     pub outbox: Option<PathBuf>,
+    /// Folder the daemon watches for post files (`*.toml`).
+    pub posts: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -234,6 +279,10 @@ pub struct Loaded {
     pub identity: PathBuf,
     pub cache_dir: PathBuf,
     pub outbox: PathBuf,
+    /// Post files the daemon watches (none unless configured).
+    pub posts_dir: Option<PathBuf>,
+    /// The control API token file.
+    pub token_file: PathBuf,
 }
 
 impl Loaded {
@@ -280,6 +329,14 @@ impl Loaded {
                 None => {
                     resolve(&config.paths.store, data.join("store")).with_file_name("outbox.sqlite")
                 }
+            },
+            posts_dir: config.paths.posts.as_ref().map(|p| resolve_path(&base, p)),
+            token_file: match &config.daemon.token_file {
+                Some(p) => resolve_path(&base, p),
+                None => match &file {
+                    Some(_) => base.join("daemon.token"),
+                    None => conf.join("daemon.token"),
+                },
             },
             file,
             config,
@@ -337,6 +394,34 @@ pub fn parse(text: &str) -> Result<Config, String> {
         return Err(
             "auth.min_backoff_secs must be positive and at most auth.max_backoff_secs".into(),
         );
+    }
+    let d = &config.daemon;
+    let addr: std::net::SocketAddr = d.listen.parse().map_err(|_| {
+        format!(
+            "daemon.listen = {:?} is not an address such as 127.0.0.1:8717",
+            d.listen
+        )
+    })?;
+    if !addr.ip().is_loopback() && !d.allow_remote {
+        return Err(format!(
+            "daemon.listen = {:?} is not a loopback address; the control API publishes and refreshes on your behalf, so it binds to 127.0.0.1 unless you also set daemon.allow_remote = true",
+            d.listen
+        ));
+    }
+    if !matches!(d.log_format.as_str(), "human" | "json") {
+        return Err(format!(
+            "daemon.log_format = {:?} must be \"human\" or \"json\"",
+            d.log_format
+        ));
+    }
+    if tracing_subscriber::EnvFilter::try_new(&d.log_level).is_err() {
+        return Err(format!(
+            "daemon.log_level = {:?} is not a level (error, warn, info, debug, trace) or filter",
+            d.log_level
+        ));
+    }
+    if d.debounce_ms == 0 || d.due_check_secs == 0 {
+        return Err("daemon.debounce_ms and daemon.due_check_secs must be greater than zero".into());
     }
     if let Some(w) = &config.notify.webhook {
         url::Url::parse(w).map_err(|e| format!("notify.webhook = {w:?} is not a URL ({e})"))?;

@@ -3,14 +3,9 @@
 use clap::Parser;
 
 fn main() {
+    // Logging is set up by `cli::run` once the config (which may set the
+    // daemon's level and format) is read.
     let cli = outreach::cli::Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

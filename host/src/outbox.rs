@@ -17,10 +17,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Where one (post, target, thread item) stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum State {
     /// Waiting for its schedule.
@@ -69,7 +69,7 @@ impl std::fmt::Display for State {
 }
 
 /// One row of the journal.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Delivery {
     pub post: String,
     pub target: String,
@@ -84,19 +84,19 @@ pub struct Delivery {
 }
 
 /// A registered post.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PostRow {
     pub id: String,
     pub path: String,
     pub content_hash: String,
-    #[serde(skip)]
+    #[serde(skip, default)]
     pub source: String,
     pub scheduled_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
 }
 
 /// One attempt, for `posts show`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Attempt {
     pub target: String,
     pub index: u32,
@@ -240,6 +240,22 @@ impl Outbox {
                 ],
             )?;
         }
+        // An edited file that no longer names a target (or has a shorter
+        // thread): what had not gone out there is cancelled.
+        let waiting: Vec<(String, u32)> = tx
+            .prepare(
+                "SELECT target, idx FROM deliveries WHERE post = ?1 AND state IN ('queued', 'pending')",
+            )?
+            .query_map([&post.id], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        for (target, idx) in waiting {
+            if !deliveries.iter().any(|(t, i)| *t == target && *i == idx) {
+                tx.execute(
+                    "UPDATE deliveries SET state = 'cancelled', updated_at = ?4 WHERE post = ?1 AND target = ?2 AND idx = ?3",
+                    params![post.id, target, idx, ts(now)],
+                )?;
+            }
+        }
         tx.commit()?;
         Ok(())
     }
@@ -292,6 +308,39 @@ impl Outbox {
         }
         out.reverse();
         Ok(out)
+    }
+
+    /// The earliest schedule among posts still waiting for it.
+    pub fn next_due(&self) -> anyhow::Result<Option<DateTime<Utc>>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT DISTINCT p.scheduled_at FROM posts p JOIN deliveries d ON d.post = p.id
+             WHERE d.state = 'queued' AND p.scheduled_at IS NOT NULL",
+        )?;
+        let times = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(times.iter().map(|s| parse_ts(s)).min())
+    }
+
+    /// The most recent delivery of a post (not a thread reply) to `target`.
+    pub fn last_delivery(&self, target: &str) -> anyhow::Result<Option<Delivery>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT post, target, idx, state, platform_id, url, error_kind, error, updated_at
+                 FROM deliveries WHERE target = ?1 AND idx = 0 AND state NOT IN ('queued', 'pending', 'cancelled')
+                 ORDER BY updated_at DESC LIMIT 1",
+                [target],
+                row_to_delivery,
+            )
+            .optional()?)
+    }
+
+    /// Fold the write-ahead log into the database file (on shutdown).
+    pub fn checkpoint(&self) -> anyhow::Result<()> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
     }
 
     /// Move a due post's queued deliveries to pending.

@@ -384,8 +384,14 @@ pub async fn check_file(
     app: &App,
     path: &Path,
 ) -> anyhow::Result<Result<Vec<TargetResult>, Vec<TargetProblem>>> {
-    let post = PostFile::load(path)?;
-    Ok(prepare(app, &post).await?.map(|jobs| {
+    check_loaded(app, &PostFile::load(path)?).await
+}
+
+async fn check_loaded(
+    app: &App,
+    post: &Loaded,
+) -> anyhow::Result<Result<Vec<TargetResult>, Vec<TargetProblem>>> {
+    Ok(prepare(app, post).await?.map(|jobs| {
         jobs.iter()
             .map(|j| {
                 let mut r = TargetResult::new(&j.id);
@@ -405,6 +411,56 @@ pub async fn publish_file(
     opts: Options,
 ) -> anyhow::Result<Result<Report, Vec<TargetProblem>>> {
     let post = PostFile::load(path)?;
+    publish_loaded(app, post, opts).await
+}
+
+/// A post given as JSON (the control API's `POST /publish`): the same
+/// fields and rules as a post file. It is keyed by its `id`, or by its
+/// content when it has none, so sending the same post twice publishes it
+/// once. Relative media paths are relative to `base`.
+pub fn from_json(post: &serde_json::Value, base: &Path) -> anyhow::Result<Loaded> {
+    let source = toml::to_string(post).map_err(|e| {
+        bad!("the post is not valid: {e} (nulls are not allowed; leave the field out)")
+    })?;
+    let key = match post.get("id") {
+        Some(serde_json::Value::String(id)) => id.clone(),
+        _ => format!(
+            "api-{}",
+            &hex::encode(Sha256::digest(source.as_bytes()))[..16]
+        ),
+    };
+    let mut loaded = PostFile::parse(&base.join(format!("{key}.json")), source)?;
+    loaded.file.id.get_or_insert(key);
+    Ok(loaded)
+}
+
+/// [`from_json`], then publish.
+pub async fn publish_json(
+    app: &Arc<App>,
+    post: &serde_json::Value,
+    base: &Path,
+    opts: Options,
+) -> anyhow::Result<Result<Report, Vec<TargetProblem>>> {
+    publish_loaded(app, from_json(post, base)?, opts).await
+}
+
+/// [`from_json`], then only validate.
+pub async fn check_json(
+    app: &App,
+    post: &serde_json::Value,
+    base: &Path,
+) -> anyhow::Result<Result<Vec<TargetResult>, Vec<TargetProblem>>> {
+    check_loaded(app, &from_json(post, base)?).await
+}
+
+/// Validate, register and deliver a post that has been read.
+pub async fn publish_loaded(
+    app: &Arc<App>,
+    post: Loaded,
+    opts: Options,
+) -> anyhow::Result<Result<Report, Vec<TargetProblem>>> {
+    let path = post.path.clone();
+    let path = path.as_path();
     let jobs = match prepare(app, &post).await? {
         Ok(jobs) => jobs,
         Err(problems) => return Ok(Err(problems)),
@@ -465,6 +521,15 @@ pub async fn publish_file(
 /// on a timer; `outreach posts due` runs it once). Posts that fell due while
 /// nothing was running are published now, once, and reported late.
 pub async fn publish_due(app: &Arc<App>) -> anyhow::Result<Vec<Report>> {
+    publish_due_while(app, || true).await
+}
+
+/// [`publish_due`], checking `go_on` before each post (the daemon stops
+/// starting new posts when it is asked to shut down).
+pub async fn publish_due_while(
+    app: &Arc<App>,
+    go_on: impl Fn() -> bool,
+) -> anyhow::Result<Vec<Report>> {
     let shared = app.outbox()?;
     let due = {
         let outbox = shared.lock().expect("outbox");
@@ -473,6 +538,9 @@ pub async fn publish_due(app: &Arc<App>) -> anyhow::Result<Vec<Report>> {
     };
     let mut reports = Vec::new();
     for row in due {
+        if !go_on() {
+            break;
+        }
         let path = PathBuf::from(&row.path);
         let post = PostFile::parse(&path, row.source.clone())?;
         let jobs = match prepare(app, &post).await? {
@@ -500,7 +568,7 @@ async fn deliver(
     outbox: Arc<Mutex<Outbox>>,
 ) -> anyhow::Result<Report> {
     let refresher = Refresher::new(app.clone())?;
-    let per_platform = app.cfg.config.publish.per_platform.max(1) as usize;
+    let per_platform = app.cfg().config.publish.per_platform.max(1) as usize;
     let mut limits: BTreeMap<String, Arc<tokio::sync::Semaphore>> = BTreeMap::new();
     for j in &jobs {
         limits
@@ -510,7 +578,7 @@ async fn deliver(
     let now = Utc::now();
     let due = row.scheduled_at.is_none_or(|t| t <= now);
     let late = row.scheduled_at.is_some_and(|t| {
-        now - t > chrono::Duration::seconds(app.cfg.config.publish.late_after_secs as i64)
+        now - t > chrono::Duration::seconds(app.cfg().config.publish.late_after_secs as i64)
     });
     let media_paths = Arc::new(post.media_paths.clone());
     let futures = jobs.into_iter().map(|job| {
@@ -718,6 +786,18 @@ async fn deliver_target(
         if let Err(e) = saved {
             tracing::error!(post = %row.id, %target, "cannot record the outcome in the outbox: {e:#}");
         }
+        crate::metrics::publish(&id.platform, state.as_str_public());
+        if matches!(state, State::Failed | State::Unknown) {
+            refresher
+                .notifier
+                .publish_ended(
+                    &row.id,
+                    &id,
+                    state.as_str_public(),
+                    error.as_deref().unwrap_or_default(),
+                )
+                .await;
+        }
         match (state, pid) {
             (State::Published, Some(pid)) => {
                 record_success(&mut result, index, &pid, url);
@@ -772,7 +852,7 @@ async fn send_with_retries(
     variant: &Post,
     media_paths: Arc<Vec<PathBuf>>,
 ) -> (State, Result<(String, Option<String>), (String, String)>) {
-    let cfg = &app.cfg.config.publish;
+    let cfg = app.cfg().config.publish.clone();
     let mut refreshed = false;
     let mut tries = 0;
     let mut waited = Duration::ZERO;
@@ -815,6 +895,7 @@ async fn send_with_retries(
                 let wait = Duration::from_secs(r.retry_after_seconds.unwrap_or(1).max(1));
                 tracing::info!(account = %id, wait_s = wait.as_secs(), "rate limited; waiting before retrying");
                 waited += wait;
+                crate::metrics::rate_limit_wait(&id.platform, wait.as_secs_f64());
                 tokio::time::sleep(wait).await;
             }
             Ok(Err(e))

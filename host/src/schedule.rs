@@ -16,12 +16,12 @@
 //! response without a refresh token erase the stored one.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{HashSet, BinaryHeap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::accounts::App;
 use crate::auth::{TokenClient, TokenError, client_for};
@@ -47,7 +47,7 @@ pub enum RefreshError {
 }
 
 /// The seed's `TokenHealth`, plus the account's state and schedule.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TokenHealth {
     pub platform: String,
     pub account: String,
@@ -62,6 +62,11 @@ pub struct TokenHealth {
     pub refreshable: bool,
     pub next_refresh: Option<DateTime<Utc>>,
     pub error: Option<String>,
+    /// No loaded plugin provides the platform (its file was removed); the
+    /// credential is kept and nothing is refreshed or published until the
+    /// plugin is back.
+    #[serde(default)]
+    pub plugin_missing: bool,
 }
 
 /// When a token was issued and how long it lives, from its record.
@@ -98,10 +103,10 @@ pub struct Policy {
 
 impl Policy {
     pub fn for_platform(app: &App, platform: &str) -> Self {
-        let a = &app.cfg.config.auth;
+        let cfg = app.cfg();
+        let a = &cfg.config.auth;
         Policy {
-            refresh_at: app
-                .cfg
+            refresh_at: cfg
                 .platform(platform)
                 .refresh_at
                 .unwrap_or(a.refresh_at),
@@ -176,30 +181,51 @@ pub fn health(app: &App, r: &Record) -> TokenHealth {
         refreshable,
         next_refresh: Policy::for_platform(app, &r.id.platform).due(r, refreshable),
         error: r.health.last_error.clone(),
+        plugin_missing: app.host.get(&r.id.platform).is_err(),
     }
 }
 
-/// Announces account state changes: log, hook command, webhook.
+/// Announces account state changes and failed or unknown publishes: log,
+/// hook command, webhook. The hooks are read from the configuration at each
+/// event, so a changed config applies to the next one.
 #[derive(Clone)]
 pub struct Notifier {
-    command: Option<String>,
-    webhook: Option<String>,
+    cfg: Arc<arc_swap::ArcSwap<crate::config::Loaded>>,
     http: reqwest::Client,
+}
+
+/// One announcement, as the hook command (environment) and webhook (JSON)
+/// receive it.
+struct Event<'a> {
+    /// `account` or `publish`.
+    kind: &'static str,
+    account: &'a AccountId,
+    state: &'a str,
+    previous_state: &'a str,
+    message: &'a str,
+    post: Option<&'a str>,
 }
 
 impl Notifier {
     pub fn new(app: &App) -> Self {
         Notifier {
-            command: app.cfg.config.notify.command.clone(),
-            webhook: app.cfg.config.notify.webhook.clone(),
+            cfg: app.cfg_handle(),
             http: app.host.broker.client(),
         }
     }
 
     /// Warn that a token which cannot be refreshed will expire.
     pub async fn expiring(&self, id: &AccountId, message: &str) {
-        let s = AccountState::Healthy;
-        self.hooks(id, s, s, "expiring", message).await;
+        let s = AccountState::Healthy.to_string();
+        self.hooks(Event {
+            kind: "account",
+            account: id,
+            state: "expiring",
+            previous_state: &s,
+            message,
+            post: None,
+        })
+        .await;
     }
 
     /// Announce `id` moving from `from` to `to`. Failures of the hook are
@@ -222,41 +248,64 @@ impl Notifier {
                 tracing::error!(account = %id, %from, "account needs reconnect: {message}")
             }
         }
-        let state = to.to_string();
-        self.hooks(id, from, to, &state, message).await;
+        let (state, previous) = (to.to_string(), from.to_string());
+        self.hooks(Event {
+            kind: "account",
+            account: id,
+            state: &state,
+            previous_state: &previous,
+            message,
+            post: None,
+        })
+        .await;
     }
 
-    async fn hooks(
-        &self,
-        id: &AccountId,
-        from: AccountState,
-        _to: AccountState,
-        state: &str,
-        message: &str,
-    ) {
-        if let Some(cmd) = &self.command {
-            let status = tokio::process::Command::new("sh")
-                .arg("-c")
+    /// Announce that a delivery of `post` to `id` ended `failed` or
+    /// `unknown` (called once, when the delivery reaches that state).
+    pub async fn publish_ended(&self, post: &str, id: &AccountId, state: &str, message: &str) {
+        tracing::error!(post, account = %id, state, "publish {state}: {message}");
+        self.hooks(Event {
+            kind: "publish",
+            account: id,
+            state,
+            previous_state: "sending",
+            message,
+            post: Some(post),
+        })
+        .await;
+    }
+
+    async fn hooks(&self, e: Event<'_>) {
+        let notify = self.cfg.load().config.notify.clone();
+        if let Some(cmd) = &notify.command {
+            let mut c = tokio::process::Command::new("sh");
+            c.arg("-c")
                 .arg(cmd)
-                .env("OUTREACH_ACCOUNT", id.to_string())
-                .env("OUTREACH_STATE", state)
-                .env("OUTREACH_PREVIOUS_STATE", from.to_string())
-                .env("OUTREACH_MESSAGE", message)
-                .status()
-                .await;
+                .env("OUTREACH_EVENT", e.kind)
+                .env("OUTREACH_ACCOUNT", e.account.to_string())
+                .env("OUTREACH_STATE", e.state)
+                .env("OUTREACH_PREVIOUS_STATE", e.previous_state)
+                .env("OUTREACH_MESSAGE", e.message)
+                .stdin(std::process::Stdio::null());
+            if let Some(p) = e.post {
+                c.env("OUTREACH_POST", p);
+            }
+            let status = c.status().await;
             if !matches!(status, Ok(s) if s.success()) {
-                tracing::warn!(account = %id, "the notify command failed: {status:?}");
+                tracing::warn!(account = %e.account, "the notify command failed: {status:?}");
             }
         }
-        if let Some(url) = &self.webhook {
+        if let Some(url) = &notify.webhook {
             let body = serde_json::json!({
-                "account": id.to_string(),
-                "state": state,
-                "previous_state": from.to_string(),
-                "message": message,
+                "event": e.kind,
+                "account": e.account.to_string(),
+                "state": e.state,
+                "previous_state": e.previous_state,
+                "message": e.message,
+                "post": e.post,
                 "at": Utc::now(),
             });
-            if let Err(e) = self
+            if let Err(err) = self
                 .http
                 .post(url)
                 .header("content-type", "application/json")
@@ -264,7 +313,7 @@ impl Notifier {
                 .send()
                 .await
             {
-                tracing::warn!(account = %id, "the notify webhook failed: {e}");
+                tracing::warn!(account = %e.account, "the notify webhook failed: {err}");
             }
         }
     }
@@ -288,7 +337,7 @@ pub enum Need {
 pub struct Refresher {
     app: Arc<App>,
     tokens: TokenClient,
-    notifier: Notifier,
+    pub notifier: Notifier,
     locks: Mutex<HashMap<AccountId, Arc<tokio::sync::Mutex<()>>>>,
     /// Refresh requests actually sent to a platform (for tests and metrics).
     pub sent: std::sync::atomic::AtomicU64,
@@ -379,8 +428,8 @@ impl Refresher {
             }
             return Ok(record);
         }
-        let client = client_for(&self.app.cfg, &m.id).ok();
-        let overrides = self.app.cfg.platform(&m.id).endpoints;
+        let client = client_for(&self.app.cfg(), &m.id).ok();
+        let overrides = self.app.cfg().platform(&m.id).endpoints;
         let endpoints = effective_endpoints(m, &overrides, Some(&App::account_view(&record)));
         self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let result = self
@@ -391,6 +440,7 @@ impl Refresher {
         let policy = Policy::for_platform(&self.app, &id.platform);
         match result {
             Ok(tokens) => {
+                crate::metrics::refresh(&id.platform, "ok");
                 crate::auth::apply(&mut record, tokens);
                 // Stored before anyone uses the new token: a rotated refresh
                 // token must never exist only in memory.
@@ -403,6 +453,7 @@ impl Refresher {
                 Ok(record)
             }
             Err(TokenError::InvalidGrant(reason)) => {
+                crate::metrics::refresh(&id.platform, "needs_reconnect");
                 record.health.state = AccountState::NeedsReconnect;
                 record.health.last_error = Some(reason.clone());
                 record.health.retry_at = None;
@@ -418,6 +469,7 @@ impl Refresher {
                 })
             }
             Err(TokenError::Transient(reason)) | Err(TokenError::Rejected(reason)) => {
+                crate::metrics::refresh(&id.platform, "transient");
                 record.health.failures += 1;
                 let retry_at = Utc::now()
                     + chrono::Duration::from_std(policy.backoff(id, record.health.failures))
@@ -448,9 +500,26 @@ pub async fn run(
     parallel: usize,
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let (_tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    run_with(refresher, parallel, stop, rx).await
+}
+
+/// [`run`], also told of accounts written by someone else (`connect` in
+/// another process, the control API): each id received on `changed` that
+/// is not already scheduled is read again and scheduled from its record.
+/// When `stop` resolves, refreshes in flight are awaited (the caller bounds
+/// how long).
+pub async fn run_with(
+    refresher: Arc<Refresher>,
+    parallel: usize,
+    stop: impl std::future::Future<Output = ()>,
+    mut changed: tokio::sync::mpsc::UnboundedReceiver<AccountId>,
+) -> anyhow::Result<()> {
     let app = refresher.app.clone();
     let store = app.store()?;
     let mut queue: BinaryHeap<Reverse<(DateTime<Utc>, AccountId)>> = BinaryHeap::new();
+    // Accounts in the queue or being refreshed.
+    let mut scheduled: HashSet<AccountId> = HashSet::new();
     let mut warned: HashMap<AccountId, DateTime<Utc>> = HashMap::new();
     let schedule_of = |r: &Record| -> Option<DateTime<Utc>> {
         let refreshable = app
@@ -463,6 +532,7 @@ pub async fn run(
         match store.load(&id) {
             Ok(r) => {
                 if let Some(at) = schedule_of(&r) {
+                    scheduled.insert(id.clone());
                     queue.push(Reverse((at, id)));
                 }
             }
@@ -472,7 +542,8 @@ pub async fn run(
     tracing::info!(accounts = queue.len(), "refresh scheduler started");
     let (done_tx, mut done_rx) =
         tokio::sync::mpsc::unbounded_channel::<(AccountId, Option<DateTime<Utc>>)>();
-    let slots = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
+    let parallel = parallel.max(1);
+    let slots = Arc::new(tokio::sync::Semaphore::new(parallel));
     tokio::pin!(stop);
     loop {
         let next = queue.peek().map(|Reverse((at, _))| *at);
@@ -481,8 +552,25 @@ pub async fn run(
         tokio::select! {
             _ = &mut stop => break,
             Some((id, at)) = done_rx.recv() => {
-                if let Some(at) = at {
-                    queue.push(Reverse((at, id)));
+                match at {
+                    Some(at) => queue.push(Reverse((at, id))),
+                    None => { scheduled.remove(&id); }
+                }
+            }
+            Some(id) = changed.recv() => {
+                if scheduled.contains(&id) {
+                    continue;
+                }
+                match store.load(&id) {
+                    Ok(r) => {
+                        if let Some(at) = schedule_of(&r) {
+                            tracing::debug!(account = %id, %at, "account scheduled");
+                            scheduled.insert(id.clone());
+                            queue.push(Reverse((at, id)));
+                        }
+                    }
+                    Err(crate::store::StoreError::NotFound { .. }) => {}
+                    Err(e) => tracing::error!("{e}"),
                 }
             }
             _ = sleep, if next.is_some() => {
@@ -492,6 +580,7 @@ pub async fn run(
                     .get(&id.platform)
                     .is_ok_and(|p| !matches!(p.manifest.auth.refresh, RefreshStyle::None));
                 if !refreshable {
+                    scheduled.remove(&id);
                     // A token that cannot be refreshed: warn once, ahead of expiry.
                     if let Ok(r) = store.load(&id)
                         && let Some(exp) = r.expires_at
@@ -514,6 +603,7 @@ pub async fn run(
                         }
                         Err(RefreshError::Transient { retry_at, .. }) => Some(retry_at),
                         Err(RefreshError::NeedsReconnect { .. }) => None,
+                        Err(RefreshError::Store(crate::store::StoreError::NotFound { .. })) => None,
                         Err(e) => {
                             tracing::error!(account = %id, "{e}");
                             Some(Utc::now() + chrono::Duration::seconds(60))
@@ -525,6 +615,8 @@ pub async fn run(
             }
         }
     }
+    // Let refreshes in flight finish: a rotated token must reach the store.
+    let _all = slots.acquire_many(parallel as u32).await;
     tracing::info!("refresh scheduler stopped");
     Ok(())
 }

@@ -62,6 +62,28 @@ pub fn status(app: &App, json: bool) -> anyhow::Result<i32> {
                 .push(serde_json::json!({ "account": id.to_string(), "error": format!("{e:#}") })),
         }
     }
+    print_status(rows, broken, json)
+}
+
+/// `status` from a running daemon's `GET /accounts`.
+pub fn status_from_daemon(v: serde_json::Value, json: bool) -> anyhow::Result<i32> {
+    let list: Vec<crate::daemon::api::AccountStatus> = serde_json::from_value(v)?;
+    let mut rows = Vec::new();
+    let mut broken = Vec::new();
+    for a in list {
+        match (a.token_health, a.summary.error) {
+            (Some(h), _) => rows.push(h),
+            (None, e) => broken.push(serde_json::json!({ "account": a.summary.id, "error": e.unwrap_or_default() })),
+        }
+    }
+    print_status(rows, broken, json)
+}
+
+fn print_status(
+    rows: Vec<crate::schedule::TokenHealth>,
+    broken: Vec<serde_json::Value>,
+    json: bool,
+) -> anyhow::Result<i32> {
     if json {
         print_json(&serde_json::json!({ "accounts": rows, "unreadable": broken }))?;
     } else {
@@ -81,7 +103,11 @@ pub fn status(app: &App, json: bool) -> anyhow::Result<i32> {
             println!(
                 "{:<28} {:<16} {}{}{}{}",
                 format!("{}/{}", h.platform, h.account),
-                h.state.to_string(),
+                if h.plugin_missing {
+                    "plugin-missing".to_string()
+                } else {
+                    h.state.to_string()
+                },
                 expires,
                 if h.needs_refresh {
                     " (needs refresh)"
@@ -199,10 +225,10 @@ pub async fn disconnect(app: &App, target: &str, force: bool) -> anyhow::Result<
     let record = store.load(&id)?;
     let plugin = app.host.get(&id.platform)?;
     let m = &plugin.manifest;
-    let overrides = app.cfg.platform(&m.id).endpoints;
+    let overrides = app.cfg().platform(&m.id).endpoints;
     let endpoints = effective_endpoints(m, &overrides, Some(&App::account_view(&record)));
     if let Ok(url) = endpoint(&endpoints, "revoke") {
-        let client = client_for(&app.cfg, &m.id).ok();
+        let client = client_for(&app.cfg(), &m.id).ok();
         let token: &Secret = record
             .refresh_token
             .as_ref()
@@ -362,7 +388,7 @@ pub fn import(app: &App, file: &Path, account: &str) -> anyhow::Result<i32> {
 
 pub fn rekey(app: &App, add_recipients: &[String]) -> anyhow::Result<i32> {
     let store = app.store_dir()?;
-    let report = store.rekey(&app.cfg.identity, add_recipients)?;
+    let report = store.rekey(&app.cfg().identity, add_recipients)?;
     println!(
         "re-encrypted {} records to {}; the previous identity was kept at {}",
         report.records,

@@ -2,7 +2,7 @@
 
 use super::{EXIT_FAILED, PostsCmd, print_json, print_report};
 use crate::accounts::{App, bad};
-use crate::outbox::{Outbox, State};
+use crate::outbox::{Delivery, Outbox, PostRow, State};
 
 pub async fn run(
     app: &std::sync::Arc<App>,
@@ -13,7 +13,7 @@ pub async fn run(
         None => list(app, json),
         Some(PostsCmd::Show { id, json }) => show(app, &id, json),
         Some(PostsCmd::Cancel { id }) => {
-            let outbox = Outbox::open(&app.cfg.outbox)?;
+            let outbox = Outbox::open(&app.cfg().outbox)?;
             if outbox.post(&id)?.is_none() {
                 return Err(bad!("there is no post `{id}`; `outreach posts` lists them"));
             }
@@ -45,17 +45,25 @@ pub async fn run(
 }
 
 fn list(app: &App, json: bool) -> anyhow::Result<i32> {
-    let outbox = Outbox::open(&app.cfg.outbox)?;
-    outbox.settle_interrupted()?;
-    let all = outbox.all()?;
+    app.outbox()?.lock().expect("outbox").settle_interrupted()?;
+    print_list(crate::daemon::api::post_list(app)?, json)
+}
+
+/// Print the outbox as `GET /posts` returns it.
+pub fn print_list(v: serde_json::Value, json: bool) -> anyhow::Result<i32> {
     if json {
-        let v: Vec<serde_json::Value> = all
-            .iter()
-            .map(|(p, d)| serde_json::json!({ "post": p, "deliveries": d }))
-            .collect();
         print_json(&v)?;
         return Ok(0);
     }
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        post: PostRow,
+        deliveries: Vec<Delivery>,
+    }
+    let all: Vec<(PostRow, Vec<Delivery>)> = serde_json::from_value::<Vec<Entry>>(v)?
+        .into_iter()
+        .map(|e| (e.post, e.deliveries))
+        .collect();
     if all.is_empty() {
         println!("no posts yet; publish one with `outreach publish FILE`");
     }
@@ -90,7 +98,7 @@ fn list(app: &App, json: bool) -> anyhow::Result<i32> {
 }
 
 fn show(app: &App, id: &str, json: bool) -> anyhow::Result<i32> {
-    let outbox = Outbox::open(&app.cfg.outbox)?;
+    let outbox = Outbox::open(&app.cfg().outbox)?;
     let Some(post) = outbox.post(id)? else {
         return Err(bad!("there is no post `{id}`; `outreach posts` lists them"));
     };

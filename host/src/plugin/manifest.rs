@@ -5,6 +5,8 @@
 
 use std::collections::BTreeMap;
 
+use serde::Serialize;
+
 use crate::http::AllowedHost;
 use crate::plugin::wit::types::{Account, Endpoint, Manifest};
 
@@ -150,4 +152,157 @@ pub fn effective_endpoints(
         }
     }
     out
+}
+
+/// A loaded plugin as `outreach plugins` and `GET /platforms` show it.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub id: String,
+    pub name: String,
+    pub version: String,
+    pub auth: String,
+    pub hosts: Vec<String>,
+    pub rate_limits: Vec<String>,
+    pub max_length: u32,
+    pub counting: String,
+    pub path: String,
+    /// SHA-256 of the file that is serving.
+    pub sha256: String,
+    /// The full manifest, in WIT spelling.
+    pub manifest: serde_json::Value,
+}
+
+/// A plugin file that failed to load, and why.
+#[derive(Debug, Serialize)]
+pub struct Rejected {
+    pub path: String,
+    pub error: String,
+}
+
+/// Every loaded plugin and every rejected file.
+#[derive(Debug, Serialize)]
+pub struct Platforms {
+    pub plugins: Vec<Summary>,
+    pub rejected: Vec<Rejected>,
+}
+
+impl Platforms {
+    pub fn of(host: &crate::plugin::Host) -> Self {
+        let plugins = host
+            .plugins()
+            .iter()
+            .map(|p| {
+                let m = &p.manifest;
+                Summary {
+                    id: m.id.clone(),
+                    name: m.name.clone(),
+                    version: m.version.clone(),
+                    auth: wit_name(&m.auth.kind),
+                    hosts: declared_hosts(m)
+                        .iter()
+                        .map(|h| format!("{}://{}:{}", h.scheme, h.host, h.port))
+                        .chain(
+                            m.settings
+                                .iter()
+                                .filter(|s| s.is_host)
+                                .map(|s| format!("the account's `{}` setting", s.name)),
+                        )
+                        .collect(),
+                    rate_limits: m
+                        .rate_limits
+                        .iter()
+                        .map(|l| {
+                            format!(
+                                "{} {}/{}s per {}",
+                                l.class,
+                                l.requests,
+                                l.window_seconds,
+                                wit_name(&l.scope)
+                            )
+                        })
+                        .collect(),
+                    max_length: m.content.max_length,
+                    counting: wit_name(&m.content.counting),
+                    path: p.path.display().to_string(),
+                    sha256: p.sha256.clone(),
+                    manifest: wit_style(m),
+                }
+            })
+            .collect();
+        let rejected = host
+            .rejected()
+            .into_iter()
+            .map(|(p, e)| Rejected {
+                path: p.display().to_string(),
+                error: e,
+            })
+            .collect();
+        Platforms { plugins, rejected }
+    }
+}
+
+/// A generated enum value as the WIT spells it: `Oauth2Pkce` → `oauth2-pkce`.
+pub fn wit_name(v: &impl Serialize) -> String {
+    match wit_style(v) {
+        serde_json::Value::String(s) => s,
+        other => other.to_string(),
+    }
+}
+
+/// Serialise a generated WIT type with its enum and variant names in WIT
+/// spelling (the generated Rust types carry Rust spelling).
+pub fn wit_style(v: &impl Serialize) -> serde_json::Value {
+    fn kebab(s: &str) -> String {
+        let mut out = String::new();
+        for (i, c) in s.chars().enumerate() {
+            if c.is_ascii_uppercase() {
+                if i > 0 {
+                    out.push('-');
+                }
+                out.push(c.to_ascii_lowercase());
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+    fn is_rust_name(s: &str) -> bool {
+        s.starts_with(|c: char| c.is_ascii_uppercase())
+            && s.chars().all(|c| c.is_ascii_alphanumeric())
+    }
+    /// Fields whose values are WIT enums or variants.
+    const ENUM_FIELDS: [&str; 9] = [
+        "kind",
+        "client_auth",
+        "expiry_format",
+        "reset_format",
+        "counting",
+        "placement",
+        "refresh",
+        "scope",
+        "method",
+    ];
+    fn walk(v: serde_json::Value, enum_field: bool) -> serde_json::Value {
+        use serde_json::Value;
+        match v {
+            Value::String(s) if enum_field && is_rust_name(&s) => Value::String(kebab(&s)),
+            Value::Array(a) => Value::Array(a.into_iter().map(|v| walk(v, false)).collect()),
+            Value::Object(o) => Value::Object(
+                o.into_iter()
+                    .map(|(k, v)| {
+                        // Struct fields are snake_case; a capitalised key is
+                        // a variant's case name.
+                        if is_rust_name(&k) {
+                            (kebab(&k), walk(v, false))
+                        } else {
+                            let e = ENUM_FIELDS.contains(&k.as_str());
+                            (k, walk(v, e))
+                        }
+                    })
+                    .collect(),
+            ),
+            other => other,
+        }
+    }
+    walk(serde_json::to_value(v).unwrap_or_default(), true)
 }

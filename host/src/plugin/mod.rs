@@ -20,7 +20,7 @@ pub mod manifest;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -189,9 +189,11 @@ pub struct Host {
     limits: Limits,
     cache_dir: PathBuf,
     slots: Arc<Semaphore>,
-    plugins: BTreeMap<String, Arc<LoadedPlugin>>,
-    /// Files that failed to load, with why.
-    pub rejected: Vec<(PathBuf, String)>,
+    /// Loaded plugins by platform id. Swapped whole-entry on reload: a call
+    /// holds its own `Arc`, so it finishes on the version it started with.
+    plugins: RwLock<BTreeMap<String, Arc<LoadedPlugin>>>,
+    /// Files that failed to load, with why (cleared when a file loads).
+    rejected: RwLock<BTreeMap<PathBuf, String>>,
     pub broker: Broker,
 }
 
@@ -247,14 +249,16 @@ impl Host {
             slots: Arc::new(Semaphore::new(slots as usize)),
             limits,
             cache_dir: cfg.cache_dir.clone(),
-            plugins: BTreeMap::new(),
-            rejected: Vec::new(),
+            plugins: RwLock::new(BTreeMap::new()),
+            rejected: RwLock::new(BTreeMap::new()),
         })
     }
 
     /// Load every `*.wasm` in `dir`. A file that fails is recorded in
     /// `rejected` with the reason and the others still load.
-    pub async fn load_dir(&mut self, dir: &Path) -> anyhow::Result<()> {
+    pub async fn load_dir(&self, dir: &Path) -> anyhow::Result<()> {
+        // One spelling per file, so the watcher's events match loaded paths.
+        let dir = &std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
         let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
             Ok(entries) => entries
                 .flatten()
@@ -276,20 +280,79 @@ impl Host {
         for path in files {
             if let Err(e) = self.load_file(&path).await {
                 tracing::error!("{e}");
-                self.rejected.push((path, e.to_string()));
             }
         }
         Ok(())
     }
 
-    /// Load, check and register one plugin file.
-    pub async fn load_file(&mut self, path: &Path) -> Result<Arc<LoadedPlugin>, PluginError> {
+    /// Load, check and register one plugin file, replacing the version the
+    /// same file provided before. Compilation runs on a blocking thread, off
+    /// the async runtime. On failure the file is recorded in
+    /// [`Host::rejected`] and whatever was serving before keeps serving.
+    pub async fn load_file(&self, path: &Path) -> Result<Arc<LoadedPlugin>, PluginError> {
+        let r = self.prepare(path).await;
+        let mut rejected = self.rejected.write().expect("rejected table");
+        match r {
+            Ok(plugin) => {
+                rejected.remove(path);
+                let mut plugins = self.plugins.write().expect("plugin table");
+                if let Some(other) = plugins.get(&plugin.manifest.id)
+                    && other.path != path
+                {
+                    let e = PluginError::Load {
+                        path: path.to_path_buf(),
+                        message: format!(
+                            "declares platform id `{}`, which {} already provides; ids must be unique",
+                            plugin.manifest.id,
+                            other.path.display()
+                        ),
+                    };
+                    rejected.insert(path.to_path_buf(), e.to_string());
+                    return Err(e);
+                }
+                // The same file may now declare another id: retire the old one.
+                plugins.retain(|id, p| p.path != path || *id == plugin.manifest.id);
+                plugins.insert(plugin.manifest.id.clone(), plugin.clone());
+                crate::metrics::plugins_loaded(plugins.len());
+                tracing::info!(id = %plugin.manifest.id, version = %plugin.manifest.version, path = %path.display(), "plugin loaded");
+                Ok(plugin)
+            }
+            Err(e) => {
+                rejected.insert(path.to_path_buf(), e.to_string());
+                crate::metrics::plugin_rejected();
+                Err(e)
+            }
+        }
+    }
+
+    /// Forget the plugin loaded from `path` (its file was deleted). Calls in
+    /// flight finish; accounts of its platform show *plugin missing*.
+    pub fn unload_path(&self, path: &Path) -> Option<String> {
+        self.rejected.write().expect("rejected table").remove(path);
+        let mut plugins = self.plugins.write().expect("plugin table");
+        let id = plugins
+            .iter()
+            .find(|(_, p)| p.path == path)
+            .map(|(id, _)| id.clone())?;
+        plugins.remove(&id);
+        crate::metrics::plugins_loaded(plugins.len());
+        tracing::info!(id = %id, path = %path.display(), "plugin unloaded (its file was removed)");
+        Some(id)
+    }
+
+    /// Compile, link and check one file without registering it.
+    async fn prepare(&self, path: &Path) -> Result<Arc<LoadedPlugin>, PluginError> {
         let fail = |message: String| PluginError::Load {
             path: path.to_path_buf(),
             message,
         };
         let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot be read: {e}")))?;
-        let (component, sha256) = self.compile(&bytes).map_err(&fail)?;
+        let (engine, cache_dir) = (self.engine.clone(), self.cache_dir.clone());
+        let (component, sha256) =
+            tokio::task::spawn_blocking(move || compile(&engine, &cache_dir, &bytes))
+                .await
+                .map_err(|e| fail(format!("compilation panicked: {e}")))?
+                .map_err(&fail)?;
         check_imports(&self.engine, &component).map_err(&fail)?;
         let pre = self
             .linker
@@ -312,83 +375,38 @@ impl Host {
             .await
             .map_err(|e| fail(e.to_string()))?;
         manifest::check(&manifest).map_err(|m| fail(format!("has an invalid manifest: {m}")))?;
-        if let Some(other) = self.plugins.get(&manifest.id)
-            && other.path != path
-        {
-            return Err(fail(format!(
-                "declares platform id `{}`, which {} already provides; ids must be unique",
-                manifest.id,
-                other.path.display()
-            )));
-        }
         plugin.declared = manifest::declared_hosts(&manifest);
         plugin.manifest = manifest;
-        let plugin = Arc::new(plugin);
-        tracing::debug!(id = %plugin.manifest.id, path = %path.display(), "plugin loaded");
-        self.plugins
-            .insert(plugin.manifest.id.clone(), plugin.clone());
-        Ok(plugin)
-    }
-
-    /// Compile `bytes` (a component, or a core module with embedded WIT),
-    /// through the on-disk cache.
-    fn compile(&self, bytes: &[u8]) -> Result<(Component, String), String> {
-        let sha = hex::encode(Sha256::digest(bytes));
-        let engine_key = {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            self.engine.precompile_compatibility_hash().hash(&mut h);
-            format!("{:016x}", h.finish())
-        };
-        let cached = self.cache_dir.join(format!("{sha}-{engine_key}.cwasm"));
-        if cached.is_file() {
-            // SAFETY: files in the cache directory are written only by
-            // `precompile_component` below, under a name that binds them to
-            // the source's hash and this engine's compatibility hash.
-            match unsafe { Component::deserialize_file(&self.engine, &cached) } {
-                Ok(c) => return Ok((c, sha)),
-                Err(e) => {
-                    tracing::warn!(path = %cached.display(), "ignoring an unusable cache entry: {e}");
-                }
-            }
-        }
-        if !wasmparser::Parser::is_component(bytes) && !wasmparser::Parser::is_core_wasm(bytes) {
-            return Err("is not a WebAssembly file (bad magic number); rebuild it or remove it from the plugins folder".into());
-        }
-        let component_bytes = if wasmparser::Parser::is_core_wasm(bytes) {
-            wit_component::ComponentEncoder::default()
-                .module(bytes)
-                .and_then(|e| e.validate(true).encode())
-                .map_err(|e| {
-                    format!("is a core module that cannot be made into a component (was it built with outreach-sdk?): {e:#}")
-                })?
-        } else {
-            bytes.to_vec()
-        };
-        let compiled = self
-            .engine
-            .precompile_component(&component_bytes)
-            .map_err(|e| format!("is not a valid component: {e:#}"))?;
-        if std::fs::create_dir_all(&self.cache_dir).is_ok()
-            && let Err(e) = crate::store::write_atomic(&cached, &compiled)
-        {
-            tracing::warn!(dir = %self.cache_dir.display(), "cannot write the compile cache: {e}");
-        }
-        // SAFETY: `compiled` was produced by this engine just now.
-        let component = unsafe { Component::deserialize(&self.engine, &compiled) }
-            .map_err(|e| format!("cannot be loaded: {e:#}"))?;
-        Ok((component, sha))
+        Ok(Arc::new(plugin))
     }
 
     pub fn get(&self, id: &str) -> Result<Arc<LoadedPlugin>, PluginError> {
         self.plugins
+            .read()
+            .expect("plugin table")
             .get(id)
             .cloned()
             .ok_or_else(|| PluginError::Unknown(id.to_string()))
     }
 
-    pub fn plugins(&self) -> impl Iterator<Item = &Arc<LoadedPlugin>> {
-        self.plugins.values()
+    /// The loaded plugins, by id.
+    pub fn plugins(&self) -> Vec<Arc<LoadedPlugin>> {
+        self.plugins
+            .read()
+            .expect("plugin table")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Files that failed to load, with why.
+    pub fn rejected(&self) -> Vec<(PathBuf, String)> {
+        self.rejected
+            .read()
+            .expect("rejected table")
+            .iter()
+            .map(|(p, e)| (p.clone(), e.clone()))
+            .collect()
     }
 
     /// A fresh store and instance for one call.
@@ -452,8 +470,10 @@ impl Host {
             dispatched: Default::default(),
         };
         let id = scope.plugin.clone();
+        let start = Instant::now();
         let (mut store, inst, _permit) = self.instance(plugin, scope, budget).await?;
         let r = tokio::time::timeout(budget, inst.call_describe(&mut store)).await;
+        observe(&id, "describe", start);
         finish(&id, &store, r, budget)
     }
 
@@ -466,8 +486,10 @@ impl Host {
     ) -> Result<Vec<Problem>, PluginError> {
         let budget = Duration::from_millis(self.limits.call_timeout_ms);
         let scope = self.scope(plugin, None, None, None);
+        let start = Instant::now();
         let (mut store, inst, _permit) = self.instance(plugin, scope, budget).await?;
         let r = tokio::time::timeout(budget, inst.call_validate(&mut store, post, account)).await;
+        observe(&plugin.manifest.id, "validate", start);
         finish(&plugin.manifest.id, &store, r, budget)
     }
 
@@ -492,9 +514,11 @@ impl Host {
         media: MediaReader,
     ) -> Result<Result<Receipt, CallError>, PluginError> {
         let budget = Duration::from_millis(self.limits.publish_timeout_ms);
+        let start = Instant::now();
         let (mut store, inst, _permit) = self.instance(plugin, scope, budget).await?;
         store.data_mut().media = media;
         let r = tokio::time::timeout(budget, inst.call_publish(&mut store, ctx, post)).await;
+        observe(&plugin.manifest.id, "publish", start);
         let out = finish(&plugin.manifest.id, &store, r, budget)?;
         if let Ok(receipt) = &out {
             check_receipt(receipt).map_err(|message| PluginError::Call {
@@ -547,8 +571,10 @@ impl Host {
         ctx: &Context,
     ) -> Result<Result<Profile, CallError>, PluginError> {
         let budget = Duration::from_millis(self.limits.publish_timeout_ms);
+        let start = Instant::now();
         let (mut store, inst, _permit) = self.instance(plugin, scope, budget).await?;
         let r = tokio::time::timeout(budget, inst.call_profile(&mut store, ctx)).await;
+        observe(&plugin.manifest.id, "profile", start);
         finish(&plugin.manifest.id, &store, r, budget)
     }
 
@@ -586,6 +612,55 @@ impl Host {
             dispatched: Default::default(),
         }
     }
+}
+
+/// Compile `bytes` (a component, or a core module with embedded WIT),
+/// through the on-disk cache.
+fn compile(engine: &Engine, cache_dir: &Path, bytes: &[u8]) -> Result<(Component, String), String> {
+    let sha = hex::encode(Sha256::digest(bytes));
+    let engine_key = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut h);
+        format!("{:016x}", h.finish())
+    };
+    let cached = cache_dir.join(format!("{sha}-{engine_key}.cwasm"));
+    if cached.is_file() {
+        // SAFETY: files in the cache directory are written only by
+        // `precompile_component` below, under a name that binds them to
+        // the source's hash and this engine's compatibility hash.
+        match unsafe { Component::deserialize_file(&engine, &cached) } {
+            Ok(c) => return Ok((c, sha)),
+            Err(e) => {
+                tracing::warn!(path = %cached.display(), "ignoring an unusable cache entry: {e}");
+            }
+        }
+    }
+    if !wasmparser::Parser::is_component(bytes) && !wasmparser::Parser::is_core_wasm(bytes) {
+        return Err("is not a WebAssembly file (bad magic number); rebuild it or remove it from the plugins folder".into());
+    }
+    let component_bytes = if wasmparser::Parser::is_core_wasm(bytes) {
+        wit_component::ComponentEncoder::default()
+            .module(bytes)
+            .and_then(|e| e.validate(true).encode())
+            .map_err(|e| {
+                format!("is a core module that cannot be made into a component (was it built with outreach-sdk?): {e:#}")
+            })?
+    } else {
+        bytes.to_vec()
+    };
+    let compiled = engine
+        .precompile_component(&component_bytes)
+        .map_err(|e| format!("is not a valid component: {e:#}"))?;
+    if std::fs::create_dir_all(&cache_dir).is_ok()
+        && let Err(e) = crate::store::write_atomic(&cached, &compiled)
+    {
+        tracing::warn!(dir = %cache_dir.display(), "cannot write the compile cache: {e}");
+    }
+    // SAFETY: `compiled` was produced by this engine just now.
+    let component = unsafe { Component::deserialize(&engine, &compiled) }
+        .map_err(|e| format!("cannot be loaded: {e:#}"))?;
+    Ok((component, sha))
 }
 
 fn placeholder_manifest() -> Manifest {
@@ -634,6 +709,10 @@ fn placeholder_manifest() -> Manifest {
         settings: vec![],
         idempotent_publish: false,
     }
+}
+
+fn observe(plugin: &str, call: &'static str, start: Instant) {
+    crate::metrics::plugin_call(plugin, call, start.elapsed().as_secs_f64());
 }
 
 fn no_media() -> MediaReader {

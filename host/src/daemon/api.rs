@@ -1,0 +1,348 @@
+//! The control API: JSON over HTTP (axum) on the daemon's loopback address.
+//!
+//! Owns: the routes (`/health`, `/platforms`, `/accounts`,
+//! `/accounts/{id}/refresh`, `/publish`, `/posts`, `/posts/{id}`,
+//! `/problems`, `/metrics`), bearer-token authentication of every request,
+//! and mapping errors to status codes (400 bad input, 401 no or wrong
+//! token, 404 unknown, 503 shutting down, 500 anything else).
+//!
+//! Never: returns a secret (responses are built from types that carry
+//! none), or accepts a request without the token — `/health` included.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+
+use super::Daemon;
+use crate::accounts::{AccountSummary, BadInput};
+use crate::outbox::Delivery;
+use crate::schedule::{Need, TokenHealth};
+use crate::store::AccountId;
+
+#[derive(Clone)]
+struct Ctx {
+    d: Arc<Daemon>,
+    token: Arc<String>,
+}
+
+/// The control API's routes, behind the token check.
+pub fn router(d: Arc<Daemon>, token: Arc<String>) -> Router {
+    let ctx = Ctx { d, token };
+    Router::new()
+        .route("/health", get(health))
+        .route("/platforms", get(platforms))
+        .route("/accounts", get(accounts))
+        .route("/accounts/{id}/refresh", post(refresh_one))
+        .route("/accounts/{platform}/{account}/refresh", post(refresh_two))
+        .route("/publish", post(publish))
+        .route("/posts", get(posts))
+        .route("/posts/{id}", get(post_show))
+        .route("/problems", get(problems))
+        .route("/metrics", get(metrics))
+        .layer(axum::middleware::from_fn_with_state(ctx.clone(), auth))
+        .with_state(ctx)
+}
+
+/// An error as the API returns it: `{"error": "…"}` with a status.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> Self {
+        let bad = e.chain().any(|c| {
+            c.is::<BadInput>()
+                || c.is::<crate::config::ConfigError>()
+                || c.is::<crate::plugin::PluginError>()
+        });
+        let code = if bad {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        };
+        ApiError(code, format!("{e:#}"))
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+fn same(a: &[u8], b: &[u8]) -> bool {
+    // Length leaks nothing useful (tokens are fixed-length); the bytes are
+    // compared without an early exit.
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn auth(State(ctx): State<Ctx>, headers: HeaderMap, req: Request, next: Next) -> Response {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match given {
+        Some(t) if same(t.as_bytes(), ctx.token.as_bytes()) => next.run(req).await,
+        _ => {
+            let mut r = ApiError(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token; it is in the daemon's token file (daemon.token beside the config)".into(),
+            )
+            .into_response();
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            r
+        }
+    }
+}
+
+async fn health(State(ctx): State<Ctx>) -> Json<serde_json::Value> {
+    let d = &ctx.d;
+    Json(serde_json::json!({
+        "status": if d.shutting_down() { "shutting-down" } else { "ok" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "pid": std::process::id(),
+        "uptime_secs": d.uptime().as_secs(),
+        "plugins": d.app.host.plugins().len(),
+        "problems": d.problems().len(),
+    }))
+}
+
+async fn platforms(State(ctx): State<Ctx>) -> Json<crate::plugin::manifest::Platforms> {
+    Json(crate::plugin::manifest::Platforms::of(&ctx.d.app.host))
+}
+
+/// The seed's `PlatformStatus`, per account, with the account summary.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AccountStatus {
+    #[serde(flatten)]
+    pub summary: AccountSummary,
+    /// The token is valid and the platform's plugin is loaded.
+    pub connected: bool,
+    pub profile_name: Option<String>,
+    pub profile_image: Option<String>,
+    /// No loaded plugin provides this account's platform (its credential
+    /// is kept).
+    pub plugin_missing: bool,
+    pub token_health: Option<TokenHealth>,
+    pub last_post: Option<Delivery>,
+}
+
+/// Every account's status (also what `outreach status` and `outreach
+/// accounts` show when a daemon runs).
+pub fn account_statuses(d: &Daemon) -> anyhow::Result<Vec<AccountStatus>> {
+    let app = &d.app;
+    let outbox = app.outbox()?;
+    let mut out = Vec::new();
+    for (id, r) in app.accounts()? {
+        let summary = AccountSummary::new(&id, &r);
+        let plugin_missing = app.host.get(&id.platform).is_err();
+        let token_health = r.as_ref().ok().map(|rec| crate::schedule::health(app, rec));
+        let last_post = outbox
+            .lock()
+            .expect("outbox")
+            .last_delivery(&id.to_string())?;
+        out.push(AccountStatus {
+            connected: !plugin_missing && token_health.as_ref().is_some_and(|h| h.is_valid),
+            profile_name: summary.profile.as_ref().map(|p| p.name.clone()),
+            profile_image: summary.profile.as_ref().and_then(|p| p.picture.clone()),
+            plugin_missing,
+            token_health,
+            last_post,
+            summary,
+        });
+    }
+    Ok(out)
+}
+
+async fn accounts(State(ctx): State<Ctx>) -> ApiResult<Json<Vec<AccountStatus>>> {
+    let d = ctx.d.clone();
+    let list = tokio::task::spawn_blocking(move || account_statuses(&d))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))??;
+    Ok(Json(list))
+}
+
+async fn refresh_one(State(ctx): State<Ctx>, Path(id): Path<String>) -> ApiResult<Response> {
+    refresh(ctx, &id).await
+}
+
+async fn refresh_two(
+    State(ctx): State<Ctx>,
+    Path((platform, account)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    refresh(ctx, &format!("{platform}/{account}")).await
+}
+
+async fn refresh(ctx: Ctx, id: &str) -> ApiResult<Response> {
+    let id = AccountId::parse(id).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let d = ctx.d.clone();
+    let store = d.app.store()?;
+    if !store.list().map_err(anyhow::Error::from)?.contains(&id) {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("there is no account {id}"),
+        ));
+    }
+    let r = d.refresher.clone();
+    let id2 = id.clone();
+    let Some(job) = d.spawn(async move { r.ensure(&id2, Need::Now).await }) else {
+        return Err(shutting_down());
+    };
+    let outcome = job.await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let rec = store.load(&id).map_err(anyhow::Error::from)?;
+    let health = crate::schedule::health(&d.app, &rec);
+    let (code, error) = match outcome {
+        Ok(_) => (StatusCode::OK, None),
+        Err(e) => (StatusCode::BAD_GATEWAY, Some(e.to_string())),
+    };
+    Ok((
+        code,
+        Json(serde_json::json!({ "account": id.to_string(), "refreshed": error.is_none(), "error": error, "health": health })),
+    )
+        .into_response())
+}
+
+fn shutting_down() -> ApiError {
+    ApiError(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the daemon is shutting down; nothing was done, send it again after the restart".into(),
+    )
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct PublishQuery {
+    dry_run: bool,
+    check: bool,
+    new: bool,
+}
+
+async fn publish(
+    State(ctx): State<Ctx>,
+    Query(q): Query<PublishQuery>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let post: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("the body is not a JSON post: {e}"),
+        )
+    })?;
+    if !post.is_object() {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "the body must be a JSON object with the fields of a post file (text, to, …)".into(),
+        ));
+    }
+    let d = ctx.d.clone();
+    let base = d
+        .app
+        .cfg()
+        .posts_dir
+        .clone()
+        .unwrap_or_else(|| std::env::current_dir().unwrap_or_default());
+    let opts = crate::publish::Options {
+        dry_run: q.dry_run,
+        new: q.new,
+    };
+    let app = d.app.clone();
+    let d2 = d.clone();
+    let check = q.check;
+    let Some(job) = d.spawn(async move {
+        let r = if check {
+            crate::publish::check_json(&app, &post, &base)
+                .await
+                .map(|r| r.map(|rows| serde_json::json!({ "results": rows })))
+        } else {
+            crate::publish::publish_json(&app, &post, &base, opts)
+                .await
+                .map(|r| r.map(|rep| serde_json::to_value(rep).unwrap_or_default()))
+        };
+        d2.wake_due();
+        r
+    }) else {
+        return Err(shutting_down());
+    };
+    match job.await.map_err(|e| anyhow::anyhow!("{e}"))?? {
+        Ok(report) => {
+            let failed = report["results"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|t| t["ok"] == false));
+            let code = if failed {
+                StatusCode::BAD_GATEWAY
+            } else {
+                StatusCode::OK
+            };
+            Ok((code, Json(report)).into_response())
+        }
+        Err(problems) => Ok((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(serde_json::json!({ "error": "the post does not validate", "problems": problems })),
+        )
+            .into_response()),
+    }
+}
+
+/// Every post with its deliveries, newest first (as `outreach posts --json`).
+pub fn post_list(app: &crate::accounts::App) -> anyhow::Result<serde_json::Value> {
+    let outbox = app.outbox()?;
+    let outbox = outbox.lock().expect("outbox");
+    Ok(serde_json::Value::Array(
+        outbox
+            .all()?
+            .iter()
+            .map(|(p, d)| serde_json::json!({ "post": p, "deliveries": d }))
+            .collect(),
+    ))
+}
+
+async fn posts(State(ctx): State<Ctx>) -> ApiResult<Json<serde_json::Value>> {
+    let d = ctx.d.clone();
+    let v = tokio::task::spawn_blocking(move || post_list(&d.app))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))??;
+    Ok(Json(v))
+}
+
+async fn post_show(State(ctx): State<Ctx>, Path(id): Path<String>) -> ApiResult<Response> {
+    let outbox = ctx.d.app.outbox()?;
+    let outbox = outbox.lock().expect("outbox");
+    let Some(post) = outbox.post(&id)? else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("there is no post `{id}`"),
+        ));
+    };
+    let v = serde_json::json!({
+        "post": post,
+        "deliveries": outbox.deliveries(&id)?,
+        "attempts": outbox.attempts(&id)?,
+    });
+    Ok(Json(v).into_response())
+}
+
+async fn problems(State(ctx): State<Ctx>) -> Json<Vec<super::Problem>> {
+    Json(ctx.d.problems())
+}
+
+async fn metrics() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        crate::metrics::render(),
+    )
+        .into_response()
+}
