@@ -867,7 +867,12 @@ async fn registered_client(
         return Ok(c);
     }
     let client = tokens
-        .register(&apps, redirect_uri, scopes, &app.cfg().config.http.user_agent)
+        .register(
+            &apps,
+            redirect_uri,
+            scopes,
+            &app.cfg().config.http.user_agent,
+        )
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     store.save_aux(&name, &serde_json::to_vec(&client)?)?;

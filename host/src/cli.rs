@@ -134,9 +134,7 @@ pub enum Command {
     },
     /// Print a shell completion script: `outreach completions bash >
     /// ~/.local/share/bash-completion/completions/outreach`.
-    Completions {
-        shell: clap_complete::Shell,
-    },
+    Completions { shell: clap_complete::Shell },
     /// Queued, published, failed and unknown posts; show, cancel, or
     /// publish the ones that are due.
     Posts {
@@ -217,7 +215,12 @@ pub const EXIT_BAD_INPUT: i32 = 2;
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     if let Command::Completions { shell } = cli.command {
         use clap::CommandFactory;
-        clap_complete::generate(shell, &mut Cli::command(), "outreach", &mut std::io::stdout());
+        clap_complete::generate(
+            shell,
+            &mut Cli::command(),
+            "outreach",
+            &mut std::io::stdout(),
+        );
         return Ok(0);
     }
     let cfg = Loaded::load(cli.config.as_deref())?;
@@ -230,7 +233,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Daemon { .. } => cfg.config.daemon.log_format.clone(),
         _ => "human".into(),
     };
-    init_logging(if daemon { &cfg.config.daemon.log_level } else { "warn" }, &format);
+    init_logging(
+        if daemon {
+            &cfg.config.daemon.log_level
+        } else {
+            "warn"
+        },
+        &format,
+    );
     // Read-only commands ask a running daemon first: it holds the live
     // state (and the store's identity is not needed here).
     match &cli.command {
@@ -390,6 +400,7 @@ fn init_logging(level: &str, format: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let b = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(filter);
     if format == "json" {
         b.json().init();
@@ -444,8 +455,10 @@ fn print_accounts(list: &[AccountSummary], json: bool) -> anyhow::Result<i32> {
 }
 
 fn plugins(app: &App, json: bool) -> anyhow::Result<i32> {
-    let crate::plugin::manifest::Platforms { plugins: rows, rejected } =
-        crate::plugin::manifest::Platforms::of(&app.host);
+    let crate::plugin::manifest::Platforms {
+        plugins: rows,
+        rejected,
+    } = crate::plugin::manifest::Platforms::of(&app.host);
     if json {
         print_json(&serde_json::json!({ "plugins": rows, "rejected": rejected }))?;
     } else {
@@ -464,11 +477,7 @@ fn plugins(app: &App, json: bool) -> anyhow::Result<i32> {
             println!("REJECTED {}: {}", r.path, r.error);
         }
     }
-    Ok(if rejected.is_empty() {
-        0
-    } else {
-        EXIT_FAILED
-    })
+    Ok(if rejected.is_empty() { 0 } else { EXIT_FAILED })
 }
 
 use crate::plugin::manifest::wit_style;
@@ -621,4 +630,3 @@ pub fn read_secret(what: &str) -> anyhow::Result<Secret> {
     };
     Ok(Secret::new(value.trim()))
 }
-

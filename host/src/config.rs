@@ -421,7 +421,9 @@ pub fn parse(text: &str) -> Result<Config, String> {
         ));
     }
     if d.debounce_ms == 0 || d.due_check_secs == 0 {
-        return Err("daemon.debounce_ms and daemon.due_check_secs must be greater than zero".into());
+        return Err(
+            "daemon.debounce_ms and daemon.due_check_secs must be greater than zero".into(),
+        );
     }
     if let Some(w) = &config.notify.webhook {
         url::Url::parse(w).map_err(|e| format!("notify.webhook = {w:?} is not a URL ({e})"))?;
@@ -458,10 +460,16 @@ fn one_line(msg: &str) -> String {
         .collect();
     let location = lines.first().copied().unwrap_or("");
     let reason = lines.last().copied().unwrap_or("");
-    if location == reason {
-        reason.to_string()
-    } else {
-        format!("{location}: {reason}")
+    // The offending line as toml quotes it (`28 | per_platform = "many"`),
+    // so a type error names its key too.
+    let source = lines.iter().find_map(|l| {
+        let (n, text) = l.split_once(" | ")?;
+        n.trim().parse::<u32>().ok().map(|_| text.trim())
+    });
+    match source {
+        _ if location == reason => reason.to_string(),
+        Some(src) => format!("{location}: {reason} (in `{src}`)"),
+        None => format!("{location}: {reason}"),
     }
 }
 

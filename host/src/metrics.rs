@@ -96,14 +96,20 @@ fn metrics() -> &'static Metrics {
 pub fn refresh(platform: &str, outcome: &'static str) {
     metrics()
         .refreshes
-        .get_or_create(&[("platform", platform.to_string()), ("outcome", outcome.to_string())])
+        .get_or_create(&[
+            ("platform", platform.to_string()),
+            ("outcome", outcome.to_string()),
+        ])
         .inc();
 }
 
 pub fn publish(platform: &str, outcome: &str) {
     metrics()
         .publishes
-        .get_or_create(&[("platform", platform.to_string()), ("outcome", outcome.to_string())])
+        .get_or_create(&[
+            ("platform", platform.to_string()),
+            ("outcome", outcome.to_string()),
+        ])
         .inc();
 }
 

@@ -567,6 +567,20 @@ async fn deliver(
     jobs: Vec<Job>,
     outbox: Arc<Mutex<Outbox>>,
 ) -> anyhow::Result<Report> {
+    // One delivery of a post at a time in this process (the daemon's due
+    // loop and its post-file watcher may reach the same post together);
+    // the outbox's claims keep other processes out.
+    let lock = {
+        static POSTS: std::sync::OnceLock<Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>> =
+            std::sync::OnceLock::new();
+        let mut map = POSTS
+            .get_or_init(Default::default)
+            .lock()
+            .expect("post locks");
+        map.retain(|_, l| Arc::strong_count(l) > 1);
+        map.entry(row.id.clone()).or_default().clone()
+    };
+    let _one_at_a_time = lock.lock().await;
     let refresher = Refresher::new(app.clone())?;
     let per_platform = app.cfg().config.publish.per_platform.max(1) as usize;
     let mut limits: BTreeMap<String, Arc<tokio::sync::Semaphore>> = BTreeMap::new();

@@ -16,7 +16,7 @@
 //! response without a refresh token erase the stored one.
 
 use std::cmp::Reverse;
-use std::collections::{HashSet, BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -106,10 +106,7 @@ impl Policy {
         let cfg = app.cfg();
         let a = &cfg.config.auth;
         Policy {
-            refresh_at: cfg
-                .platform(platform)
-                .refresh_at
-                .unwrap_or(a.refresh_at),
+            refresh_at: cfg.platform(platform).refresh_at.unwrap_or(a.refresh_at),
             jitter: a.jitter,
             min_backoff: Duration::from_secs(a.min_backoff_secs),
             max_backoff: Duration::from_secs(a.max_backoff_secs),

@@ -161,7 +161,7 @@ impl Home {
 
     pub fn config_path(&self) -> PathBuf {
         let mut text = String::from(
-            "[paths]\nplugins = \"plugins\"\nstore = \"store\"\nidentity = \"identity.txt\"\ncache = \"cache\"\n\n[limits]\ncall_timeout_ms = 1000\npublish_timeout_ms = 5000\nhttp_timeout_ms = 2000\nmemory_mib = 32\nmax_response_bytes = 1048576\n\n",
+            "[paths]\nplugins = \"plugins\"\nstore = \"store\"\nidentity = \"identity.txt\"\ncache = \"cache\"\nposts = \"posts\"\n\n[limits]\ncall_timeout_ms = 1000\npublish_timeout_ms = 5000\nhttp_timeout_ms = 2000\nmemory_mib = 32\nmax_response_bytes = 1048576\n\n",
         );
         let mut by_platform: HashMap<&str, Vec<(&str, &str)>> = HashMap::new();
         for (p, n, u) in &self.endpoints {
@@ -280,6 +280,8 @@ pub struct FakeState {
     /// Chunked uploads in progress: id → (total bytes, bytes received,
     /// next segment index, finalized).
     pub uploads: Mutex<HashMap<String, (u64, u64, u32, bool)>>,
+    /// Added before every answer (requests stay concurrent).
+    pub delay: Mutex<std::time::Duration>,
 }
 
 /// A running fake platform.
@@ -316,6 +318,7 @@ pub fn start(handler: Handler) -> Fake {
         oauth: Mutex::new(oauth::OAuth::default()),
         media: Mutex::new(HashMap::new()),
         uploads: Mutex::new(HashMap::new()),
+        delay: Mutex::new(std::time::Duration::ZERO),
     });
     let (tx, rx) = std::sync::mpsc::channel();
     let st = state.clone();
@@ -347,6 +350,10 @@ pub fn start(handler: Handler) -> Fake {
                         at: std::time::Instant::now(),
                     };
                     st.seen.lock().unwrap().push(seen.clone());
+                    let delay = *st.delay.lock().unwrap();
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
                     handler(&st, &seen)
                 },
             );

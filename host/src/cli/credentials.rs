@@ -73,7 +73,9 @@ pub fn status_from_daemon(v: serde_json::Value, json: bool) -> anyhow::Result<i3
     for a in list {
         match (a.token_health, a.summary.error) {
             (Some(h), _) => rows.push(h),
-            (None, e) => broken.push(serde_json::json!({ "account": a.summary.id, "error": e.unwrap_or_default() })),
+            (None, e) => broken.push(
+                serde_json::json!({ "account": a.summary.id, "error": e.unwrap_or_default() }),
+            ),
         }
     }
     print_status(rows, broken, json)

@@ -84,6 +84,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn auth(State(ctx): State<Ctx>, headers: HeaderMap, req: Request, next: Next) -> Response {
+    tracing::debug!(method = %req.method(), path = %req.uri().path(), "control API request");
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -288,7 +289,9 @@ async fn publish(
         }
         Err(problems) => Ok((
             StatusCode::UNPROCESSABLE_ENTITY,
-            Json(serde_json::json!({ "error": "the post does not validate", "problems": problems })),
+            Json(
+                serde_json::json!({ "error": "the post does not validate", "problems": problems }),
+            ),
         )
             .into_response()),
     }

@@ -222,7 +222,12 @@ pub fn scan_posts(d: &Arc<Daemon>) {
 
 fn reload_config(d: &Arc<Daemon>, path: &Path) {
     // Read it as it was named at start, so its relative paths resolve alike.
-    let named = d.app.cfg().file.clone().unwrap_or_else(|| path.to_path_buf());
+    let named = d
+        .app
+        .cfg()
+        .file
+        .clone()
+        .unwrap_or_else(|| path.to_path_buf());
     match crate::config::Loaded::load(Some(&named)) {
         Ok(new) => {
             d.clear_problem(path);

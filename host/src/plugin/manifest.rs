@@ -4,6 +4,7 @@
 //! Never: trusts a manifest that has not passed [`check`].
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use serde::Serialize;
 
@@ -177,6 +178,9 @@ pub struct Summary {
 pub struct Rejected {
     pub path: String,
     pub error: String,
+    /// What keeps serving from this path (`id version sha256`), if an
+    /// earlier version of the file loaded.
+    pub serving: Option<String>,
 }
 
 /// Every loaded plugin and every rejected file.
@@ -188,7 +192,7 @@ pub struct Platforms {
 
 impl Platforms {
     pub fn of(host: &crate::plugin::Host) -> Self {
-        let plugins = host
+        let plugins: Vec<Summary> = host
             .plugins()
             .iter()
             .map(|p| {
@@ -233,6 +237,10 @@ impl Platforms {
             .rejected()
             .into_iter()
             .map(|(p, e)| Rejected {
+                serving: plugins
+                    .iter()
+                    .find(|s: &&Summary| Path::new(&s.path) == p)
+                    .map(|s| format!("{} {} {}", s.id, s.version, s.sha256)),
                 path: p.display().to_string(),
                 error: e,
             })

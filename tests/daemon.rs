@@ -1,0 +1,674 @@
+//! The daemon end to end: the real `outreach daemon` process, its control
+//! API, hot reload of plugins, post files and config, and shutdown —
+//! against the local fakes.
+
+mod support;
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::*;
+
+const DAEMON_CONFIG: &str =
+    "\n[daemon]\nlisten = \"127.0.0.1:0\"\ndebounce_ms = 50\ndue_check_secs = 1\ngrace_secs = 20\n";
+
+/// A running `outreach daemon`, its address, token and log.
+struct Daemon {
+    child: Child,
+    base: String,
+    token: String,
+    log: Arc<Mutex<String>>,
+    http: reqwest::Client,
+}
+
+fn start_daemon(home: &Home) -> Daemon {
+    let state = home.path().join("store.daemon.json");
+    let _ = std::fs::remove_file(&state);
+    let mut child = home
+        .command(&["daemon"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the daemon");
+    let log = Arc::new(Mutex::new(String::new()));
+    let mut stderr = child.stderr.take().unwrap();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let address = loop {
+        if let Ok(s) = std::fs::read_to_string(&state)
+            && let Ok(v) = serde_json::from_str::<Value>(&s)
+        {
+            break v["address"].as_str().unwrap().to_string();
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "the daemon exited with {status} before it was ready:\n{}",
+                log.lock().unwrap()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not start:\n{}",
+            log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let token = std::fs::read_to_string(home.path().join("daemon.token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    Daemon {
+        child,
+        base: format!("http://{address}"),
+        token,
+        log,
+        http: reqwest::Client::builder().no_proxy().build().unwrap(),
+    }
+}
+
+impl Daemon {
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let r = req.send().await.expect("the control API answers");
+        let code = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (
+            code,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let (code, v) = self.call("GET", path, None).await;
+        assert_eq!(code, 200, "GET {path}: {v}");
+        v
+    }
+
+    /// Poll `GET path` until `ok` holds (10 s at most).
+    async fn wait_for(&self, path: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let v = self.get(path).await;
+            if ok(&v) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; last {path}: {v}\nlog:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    fn stop(mut self) -> String {
+        self.signal("TERM");
+        let status = wait_exit(&mut self.child, Duration::from_secs(30));
+        let log = self.log();
+        assert_eq!(status, Some(0), "the daemon did not exit 0:\n{log}");
+        assert!(
+            !log.contains("PLANTED"),
+            "a secret leaked into the log:\n{log}"
+        );
+        log
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> Option<i32> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s.code();
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn daemon_world() -> World {
+    let mut w = World::new().with_accounts();
+    w.home.extra_config.push_str(DAEMON_CONFIG);
+    std::fs::create_dir_all(w.home.path().join("posts")).unwrap();
+    w
+}
+
+/// Put `bytes` into `dir/name` the way a careful user does: write a hidden
+/// temporary file, then rename it into place.
+fn drop_file(dir: &Path, name: &str, bytes: &[u8]) {
+    let tmp = dir.join(format!(".{name}.part"));
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, dir.join(name)).unwrap();
+}
+
+/// The same plugin with a custom section appended: a new file (new hash),
+/// the same behaviour — "a new version" as far as the host can tell.
+fn new_version(wasm: &[u8], tag: &str) -> Vec<u8> {
+    let name = b"outreach-test-version";
+    let mut payload = vec![name.len() as u8];
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(tag.as_bytes());
+    let mut out = wasm.to_vec();
+    out.push(0); // custom section
+    let mut n = payload.len();
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            break;
+        }
+        out.push(byte | 0x80);
+    }
+    out.extend_from_slice(&payload);
+    out
+}
+
+fn plugin_sha(platforms: &Value, id: &str) -> Option<String> {
+    platforms["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == id)
+        .map(|p| p["sha256"].as_str().unwrap().to_string())
+}
+
+fn toot(id: &str) -> Value {
+    json!({ "id": id, "text": format!("toot {id}"), "to": ["mastodon/social"] })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_api_needs_its_token_and_stays_on_loopback() {
+    let w = daemon_world();
+    let d = start_daemon(&w.home);
+    assert!(d.base.starts_with("http://127.0.0.1:"), "{}", d.base);
+    let mode = std::fs::metadata(w.home.path().join("daemon.token"))
+        .unwrap()
+        .permissions();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(mode.mode() & 0o777, 0o600);
+
+    for (path, token) in [
+        ("/health", None),
+        ("/accounts", None),
+        ("/health", Some("wrong")),
+    ] {
+        let mut req = d.http.get(format!("{}{path}", d.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 401, "{path} without the token");
+    }
+    let (code, _) = d.call("POST", "/publish", Some(toot("sneaky"))).await;
+    assert_eq!(code, 200);
+    let r = d
+        .http
+        .post(format!("{}/publish", d.base))
+        .body(toot("no-token").to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert_eq!(w.mastodon.posts().len(), 1, "only the authenticated post");
+
+    let health = d.get("/health").await;
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["plugins"], 3);
+    let platforms = d.get("/platforms").await;
+    for id in ["x", "linkedin", "mastodon"] {
+        assert!(plugin_sha(&platforms, id).is_some(), "{platforms}");
+    }
+    let accounts = d.get("/accounts").await;
+    let accounts = accounts.as_array().unwrap();
+    assert_eq!(accounts.len(), 3);
+    assert!(
+        accounts.iter().all(|a| a["connected"] == true),
+        "{accounts:?}"
+    );
+    let m = accounts
+        .iter()
+        .find(|a| a["id"] == "mastodon/social")
+        .unwrap();
+    assert_eq!(m["last_post"]["state"], "published");
+    assert!(m["token_health"]["is_valid"].as_bool().unwrap());
+    assert!(!accounts.iter().any(|a| a.to_string().contains("PLANTED")));
+
+    let (code, v) = d
+        .call("POST", "/accounts/nope%2Fnobody/refresh", None)
+        .await;
+    assert_eq!(code, 404, "{v}");
+    let (code, v) = d
+        .call(
+            "POST",
+            "/publish",
+            Some(json!({ "text": "hi", "to": ["x"], "colour": "red" })),
+        )
+        .await;
+    assert_eq!(code, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("colour"), "{v}");
+
+    let metrics = d
+        .http
+        .get(format!("{}/metrics", d.base))
+        .bearer_auth(&d.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for want in [
+        "outreach_plugins_loaded 3",
+        "outreach_publishes_total{platform=\"mastodon\",outcome=\"published\"} 1",
+        "outreach_plugin_call_seconds_bucket",
+    ] {
+        assert!(metrics.contains(want), "{want} missing from:\n{metrics}");
+    }
+
+    // The CLI's read commands go through the running daemon.
+    let r = w.home.run(&["status", "--json"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["accounts"].as_array().unwrap().len(), 3);
+    let r = w.home.run(&["posts"], None);
+    assert!(r.stdout.contains("sneaky"), "{}", r.all());
+    let r = w.home.run(&["accounts", "--json"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let log = d.log();
+    for path in ["/accounts", "/posts"] {
+        assert!(
+            log.contains(&format!("path={path}")) || log.contains(&format!("path: {path}")),
+            "the CLI did not ask the daemon for {path}:\n{log}"
+        );
+    }
+
+    // A second daemon on the same store is refused, clearly.
+    let r = w.home.run(&["daemon", "--exit-after", "5"], None);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("already running"), "{}", r.stderr);
+    assert!(r.stderr.contains(&d.child.id().to_string()), "{}", r.stderr);
+    d.stop();
+
+    // Not on a public address unless the config says so.
+    let mut home = Home::new();
+    home.extra_config
+        .push_str("\n[daemon]\nlisten = \"0.0.0.0:0\"\n");
+    let r = home.run(&["daemon", "--exit-after", "5"], None);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("not a loopback address"), "{}", r.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_dropped_replaced_broken_and_removed_while_running() {
+    let w = daemon_world();
+    let plugins = w.home.plugins_dir();
+    let mastodon = test_plugin("outreach-mastodon", None, "mastodon.wasm");
+    let v1 = std::fs::read(&mastodon).unwrap();
+    std::fs::remove_file(plugins.join("mastodon.wasm")).unwrap();
+    let d = start_daemon(&w.home);
+
+    // Without its plugin the account is shown, credential kept.
+    let accounts = d.get("/accounts").await;
+    let m = accounts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == "mastodon/social")
+        .unwrap()
+        .clone();
+    assert_eq!(m["plugin_missing"], true, "{m}");
+    assert_eq!(m["connected"], false);
+
+    // Dropped in: available without a restart.
+    drop_file(&plugins, "mastodon.wasm", &v1);
+    let p = d
+        .wait_for("/platforms", "the mastodon plugin", |v| {
+            plugin_sha(v, "mastodon").is_some()
+        })
+        .await;
+    let sha1 = plugin_sha(&p, "mastodon").unwrap();
+    let (code, v) = d.call("POST", "/publish", Some(toot("first"))).await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(w.mastodon.posts().len(), 1);
+
+    // Replaced during a stream of publishes: none fails.
+    *w.mastodon.state.delay.lock().unwrap() = Duration::from_millis(20);
+    let d = Arc::new(d);
+    let stream = {
+        let d = d.clone();
+        tokio::spawn(async move {
+            let mut failures = Vec::new();
+            for i in 0..40 {
+                let (code, v) = d
+                    .call("POST", "/publish", Some(toot(&format!("stream-{i}"))))
+                    .await;
+                if code != 200 {
+                    failures.push(format!("{i}: {code} {v}"));
+                }
+            }
+            failures
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop_file(&plugins, "mastodon.wasm", &new_version(&v1, "v2"));
+    let p = d
+        .wait_for("/platforms", "version 2", |v| {
+            plugin_sha(v, "mastodon").is_some_and(|s| s != sha1)
+        })
+        .await;
+    let sha2 = plugin_sha(&p, "mastodon").unwrap();
+    let failures = stream.await.unwrap();
+    assert!(
+        failures.is_empty(),
+        "publishes failed during the swap: {failures:?}"
+    );
+    assert_eq!(w.mastodon.posts().len(), 41);
+    *w.mastodon.state.delay.lock().unwrap() = Duration::ZERO;
+
+    // A corrupt replacement: rejected, visible, the old one keeps serving.
+    drop_file(
+        &plugins,
+        "mastodon.wasm",
+        b"\0asm\x01\0\0\0 this is not a plugin",
+    );
+    let p = d
+        .wait_for("/platforms", "the rejection", |v| {
+            !v["rejected"].as_array().unwrap().is_empty()
+        })
+        .await;
+    let rejected = &p["rejected"][0];
+    assert!(
+        rejected["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("mastodon.wasm"),
+        "{p}"
+    );
+    assert!(rejected["serving"].as_str().unwrap().contains(&sha2), "{p}");
+    assert_eq!(plugin_sha(&p, "mastodon").as_deref(), Some(sha2.as_str()));
+    let (code, v) = d
+        .call("POST", "/publish", Some(toot("after-corrupt")))
+        .await;
+    assert_eq!(code, 200, "{v}");
+    let problems = d
+        .wait_for("/problems", "the plugin problem", |v| {
+            v.to_string().contains("mastodon.wasm")
+        })
+        .await;
+    assert!(problems.to_string().contains("keeps serving"), "{problems}");
+
+    // Removed: unloaded, its account shows `plugin missing`, the
+    // credential stays.
+    std::fs::remove_file(plugins.join("mastodon.wasm")).unwrap();
+    d.wait_for("/platforms", "the unload", |v| {
+        plugin_sha(v, "mastodon").is_none()
+    })
+    .await;
+    let r = w.home.run(&["status"], None);
+    assert!(r.stdout.contains("plugin-missing"), "{}", r.all());
+    assert!(w.home.path().join("store/mastodon/social.age").exists());
+
+    let d = Arc::try_unwrap(d).ok().unwrap();
+    let log = d.stop();
+    assert!(log.contains("plugin loaded"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_files_and_config_changes_are_picked_up() {
+    let mut w = daemon_world();
+    let posts = w.home.path().join("posts");
+    let d = start_daemon(&w.home);
+
+    // A post scheduled two seconds ahead, dropped into the posts folder…
+    let at = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
+    drop_file(
+        &posts,
+        "soon.toml",
+        format!("text = \"soon from the daemon\"\nto = [\"x\", \"mastodon/social\"]\nschedule = \"{at}\"\n")
+            .as_bytes(),
+    );
+    d.wait_for("/posts", "the queued post", |v| {
+        v.to_string().contains("queued")
+    })
+    .await;
+    // …survives a restart in the middle, and goes out once.
+    d.stop();
+    assert!(w.x.posts().is_empty(), "published before its time");
+    let d = start_daemon(&w.home);
+    d.wait_for("/posts", "the published post", |v| {
+        let s = v.to_string();
+        s.contains("published") && !s.contains("queued")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(w.x.posts().len(), 1);
+    assert_eq!(w.mastodon.posts().len(), 1);
+
+    // An invalid post file is reported, not dropped silently.
+    drop_file(
+        &posts,
+        "broken.toml",
+        b"text = \"no targets\"\ncolour = 1\n",
+    );
+    let problems = d
+        .wait_for("/problems", "the broken post", |v| {
+            v.to_string().contains("broken.toml")
+        })
+        .await;
+    assert!(problems.to_string().contains("colour"), "{problems}");
+
+    // An edited file whose post has not gone out is re-read.
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    drop_file(
+        &posts,
+        "later.toml",
+        format!("text = \"first draft\"\nto = [\"x\"]\nschedule = \"{later}\"\n").as_bytes(),
+    );
+    d.wait_for("/posts", "the draft", |v| {
+        v.to_string().contains("later.toml")
+    })
+    .await;
+    drop_file(
+        &posts,
+        "later.toml",
+        format!("text = \"second draft\"\nto = [\"mastodon/social\"]\nschedule = \"{later}\"\n")
+            .as_bytes(),
+    );
+    d.wait_for("/posts", "the re-read draft", |v| {
+        v.as_array().unwrap().iter().any(|p| {
+            p["post"]["path"]
+                .as_str()
+                .unwrap_or("")
+                .ends_with("later.toml")
+                && p["deliveries"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|d| d["target"] == "mastodon/social" && d["state"] == "queued")
+                && p["deliveries"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|d| d["target"] == "x/default" && d["state"] == "cancelled")
+        })
+    })
+    .await;
+
+    // An invalid config change is reported and ignored…
+    let config = w.home.config_path();
+    let good = std::fs::read_to_string(&config).unwrap();
+    drop_file(
+        config.parent().unwrap(),
+        "outreach.toml",
+        format!("{good}\n[publish]\nper_platform = \"many\"\n").as_bytes(),
+    );
+    d.wait_for("/problems", "the config problem", |v| {
+        v.to_string().contains("per_platform")
+    })
+    .await;
+    let (code, v) = d
+        .call(
+            "POST",
+            "/publish",
+            Some(json!({"id": "still-works", "text": "still works", "to": ["x"]})),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(w.x.posts().len(), 2);
+
+    // …a valid one applies: X now goes to another endpoint.
+    let x2 = fake_x();
+    w.home
+        .endpoints
+        .retain(|(p, n, _)| !(p == "x" && n == "api"));
+    w.home.endpoint("x", "api", &x2.url());
+    w.home.config_path();
+    d.wait_for("/problems", "the config problem to clear", |v| {
+        !v.to_string().contains("per_platform")
+    })
+    .await;
+    let (code, v) = d
+        .call(
+            "POST",
+            "/publish",
+            Some(json!({"id": "moved", "text": "to the new endpoint", "to": ["x"]})),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(x2.posts().len(), 1);
+    assert_eq!(w.x.posts().len(), 2);
+    let log = d.stop();
+    assert!(log.contains("config reloaded"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_publishes_loses_and_duplicates_nothing() {
+    let w = daemon_world();
+    *w.x.state.delay.lock().unwrap() = Duration::from_millis(150);
+    let d = Arc::new(start_daemon(&w.home));
+    let post =
+        |i: usize| json!({ "id": format!("burst-{i}"), "text": format!("burst {i}"), "to": ["x"] });
+    let mut calls = Vec::new();
+    for i in 0..30 {
+        let d = d.clone();
+        calls.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20 * i as u64)).await;
+            let r = d
+                .http
+                .post(format!("{}/publish", d.base))
+                .bearer_auth(&d.token)
+                .header("content-type", "application/json")
+                .body(post(i).to_string())
+                .send()
+                .await;
+            match r {
+                Ok(r) => r.status().as_u16(),
+                Err(_) => 0, // refused: the daemon was already closing
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    d.signal("TERM");
+    let mut codes = Vec::new();
+    for c in calls {
+        codes.push(c.await.unwrap());
+    }
+    let mut d = Arc::try_unwrap(d).ok().unwrap();
+    assert_eq!(
+        wait_exit(&mut d.child, Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        d.log()
+    );
+    let texts = |fake: &Fake| -> Vec<String> {
+        fake.posts()
+            .iter()
+            .map(|(_, b)| b["text"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let published = texts(&w.x);
+    for (i, code) in codes.iter().enumerate() {
+        let n = published
+            .iter()
+            .filter(|t| **t == format!("burst {i}"))
+            .count();
+        match code {
+            200 => assert_eq!(n, 1, "post {i} was accepted: it must exist once"),
+            503 | 0 => assert_eq!(n, 0, "post {i} was refused: it must not exist"),
+            other => panic!("post {i}: unexpected status {other}\n{}", d.log()),
+        }
+    }
+    assert!(
+        codes.contains(&200),
+        "nothing went out before the signal: {codes:?}"
+    );
+    assert!(
+        codes.iter().any(|c| *c != 200),
+        "the signal came after everything: {codes:?}"
+    );
+    drop(d);
+
+    // After a restart, sending everything again publishes each post once.
+    *w.x.state.delay.lock().unwrap() = Duration::ZERO;
+    let d = start_daemon(&w.home);
+    for i in 0..30 {
+        let (code, v) = d.call("POST", "/publish", Some(post(i))).await;
+        assert_eq!(code, 200, "{v}");
+    }
+    let published = texts(&w.x);
+    for i in 0..30 {
+        let n = published
+            .iter()
+            .filter(|t| **t == format!("burst {i}"))
+            .count();
+        assert_eq!(n, 1, "burst {i} exists {n} times");
+    }
+    d.stop();
+}
