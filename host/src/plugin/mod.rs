@@ -629,7 +629,7 @@ fn compile(engine: &Engine, cache_dir: &Path, bytes: &[u8]) -> Result<(Component
         // SAFETY: files in the cache directory are written only by
         // `precompile_component` below, under a name that binds them to
         // the source's hash and this engine's compatibility hash.
-        match unsafe { Component::deserialize_file(&engine, &cached) } {
+        match unsafe { Component::deserialize_file(engine, &cached) } {
             Ok(c) => return Ok((c, sha)),
             Err(e) => {
                 tracing::warn!(path = %cached.display(), "ignoring an unusable cache entry: {e}");
@@ -652,13 +652,13 @@ fn compile(engine: &Engine, cache_dir: &Path, bytes: &[u8]) -> Result<(Component
     let compiled = engine
         .precompile_component(&component_bytes)
         .map_err(|e| format!("is not a valid component: {e:#}"))?;
-    if std::fs::create_dir_all(&cache_dir).is_ok()
+    if std::fs::create_dir_all(cache_dir).is_ok()
         && let Err(e) = crate::store::write_atomic(&cached, &compiled)
     {
         tracing::warn!(dir = %cache_dir.display(), "cannot write the compile cache: {e}");
     }
     // SAFETY: `compiled` was produced by this engine just now.
-    let component = unsafe { Component::deserialize(&engine, &compiled) }
+    let component = unsafe { Component::deserialize(engine, &compiled) }
         .map_err(|e| format!("cannot be loaded: {e:#}"))?;
     Ok((component, sha))
 }
