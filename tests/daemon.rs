@@ -225,7 +225,12 @@ fn toot(id: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_api_needs_its_token_and_stays_on_loopback() {
-    let w = daemon_world();
+    let mut w = daemon_world();
+    let events = w.home.path().join("events.log");
+    w.home.extra_config.push_str(&format!(
+        "\n[notify]\ncommand = \"echo $OUTREACH_EVENT $OUTREACH_STATE $OUTREACH_ACCOUNT $OUTREACH_POST >> {}\"\n",
+        events.display()
+    ));
     let d = start_daemon(&w.home);
     assert!(d.base.starts_with("http://127.0.0.1:"), "{}", d.base);
     let mode = std::fs::metadata(w.home.path().join("daemon.token"))
@@ -328,6 +333,32 @@ async fn control_api_needs_its_token_and_stays_on_loopback() {
             "the CLI did not ask the daemon for {path}:\n{log}"
         );
     }
+
+    // A publish that fails is announced once through the hook.
+    w.x.set_mode(Mode::ServerError);
+    let (code, v) = d
+        .call(
+            "POST",
+            "/publish",
+            Some(json!({"id": "doomed", "text": "doomed", "to": ["x"]})),
+        )
+        .await;
+    assert_eq!(code, 502, "{v}");
+    assert_eq!(v["results"][0]["ok"], false, "{v}");
+    w.x.set_mode(Mode::Normal);
+    let events = std::fs::read_to_string(&events).unwrap_or_default();
+    let lines: Vec<&str> = events.lines().filter(|l| l.contains("doomed")).collect();
+    assert_eq!(lines.len(), 1, "{events}");
+    assert!(
+        lines[0].starts_with("publish unknown x/default")
+            || lines[0].starts_with("publish failed x/default"),
+        "{events}"
+    );
+
+    // Shell completions.
+    let r = w.home.run(&["completions", "bash"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("outreach") && r.stdout.contains("daemon"));
 
     // A second daemon on the same store is refused, clearly.
     let r = w.home.run(&["daemon", "--exit-after", "5"], None);
@@ -454,6 +485,23 @@ async fn plugins_dropped_replaced_broken_and_removed_while_running() {
     let r = w.home.run(&["status"], None);
     assert!(r.stdout.contains("plugin-missing"), "{}", r.all());
     assert!(w.home.path().join("store/mastodon/social.age").exists());
+
+    // Copied in place slowly (no rename): the half-written file is never
+    // what serves; the whole one does, once it is complete.
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(plugins.join("mastodon.wasm")).unwrap();
+        f.write_all(&v1[..v1.len() / 2]).unwrap();
+        f.flush().unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        f.write_all(&v1[v1.len() / 2..]).unwrap();
+    }
+    let p = d
+        .wait_for("/platforms", "the completed copy", |v| {
+            plugin_sha(v, "mastodon").is_some() && v["rejected"].as_array().unwrap().is_empty()
+        })
+        .await;
+    assert_eq!(plugin_sha(&p, "mastodon").as_deref(), Some(sha1.as_str()));
 
     let d = Arc::try_unwrap(d).ok().unwrap();
     let log = d.stop();
@@ -671,4 +719,51 @@ async fn sigterm_during_publishes_loses_and_duplicates_nothing() {
         assert_eq!(n, 1, "burst {i} exists {n} times");
     }
     d.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_exits_at_once_and_corrupts_nothing() {
+    let w = daemon_world();
+    *w.x.state.delay.lock().unwrap() = Duration::from_secs(3);
+    let mut d = start_daemon(&w.home);
+    let (base, token) = (d.base.clone(), d.token.clone());
+    let call = tokio::spawn(async move {
+        reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
+            .post(format!("{base}/publish"))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(json!({"id": "cut-short", "text": "cut short", "to": ["x"]}).to_string())
+            .send()
+            .await
+    });
+    // Wait until the request is at the fake, then signal twice.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !w.x.seen().iter().any(|s| s.method == "POST") {
+        assert!(
+            Instant::now() < deadline,
+            "the publish never reached the fake"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    d.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    d.signal("TERM");
+    let code = wait_exit(&mut d.child, Duration::from_secs(10));
+    assert_eq!(code, Some(130), "{}", d.log());
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let _ = call.await;
+    drop(d);
+
+    // Everything still opens; the cut-short delivery is reported unknown.
+    *w.x.state.delay.lock().unwrap() = Duration::ZERO;
+    let r = w.home.run(&["posts", "--json"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v[0]["deliveries"][0]["state"], "unknown", "{v}");
+    let r = w.home.run(&["status"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
 }

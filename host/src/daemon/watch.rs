@@ -145,7 +145,7 @@ async fn plugin_changed(d: &Arc<Daemon>, path: PathBuf) {
         }
         Err(e) => {
             // Still being written? Another event follows; report nothing yet.
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(250)).await;
             if stamp(&path) != before {
                 tracing::debug!(path = %path.display(), "plugin file still changing; waiting");
                 return;
