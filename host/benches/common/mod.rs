@@ -13,7 +13,7 @@ pub fn cpu_secs() -> f64 {
 }
 
 /// A child process that goes away with the benchmark, even on a panic.
-pub struct Child(std::process::Child);
+pub struct Child(pub std::process::Child);
 
 impl Drop for Child {
     fn drop(&mut self) {
