@@ -962,6 +962,49 @@ alt = "The outreach logo"
             .starts_with("189")
     );
 
+    // Video on LinkedIn: initializeUpload, one PUT per 4 MiB part with the
+    // ETags collected, finalizeUpload, poll until AVAILABLE, then post.
+    let li = w.home.post(
+        "livideo.toml",
+        "text = \"a clip for LinkedIn\"\ntitle = \"Launch\"\nto = [\"linkedin\"]\n[[media]]\npath = \"long.mp4\"\n",
+    );
+    let r = w.home.run(&["publish", li.to_str().unwrap()], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let seen = w.linkedin.seen();
+    assert_eq!(
+        seen.iter()
+            .filter(|s| s.path.starts_with("/dms-uploads/video/"))
+            .count(),
+        3
+    );
+    assert_eq!(
+        seen.iter()
+            .filter(|s| s.path.starts_with("/rest/videos/urn%3Ali%3Avideo"))
+            .count(),
+        3,
+        "two PROCESSING, then AVAILABLE"
+    );
+    let last = w.linkedin.posts().last().unwrap().1.clone();
+    assert_eq!(
+        last["content"]["media"]["id"],
+        "urn:li:video:C5F10AQ00000001"
+    );
+    assert_eq!(last["content"]["media"]["title"], "Launch");
+    // Images and a video together are refused up front.
+    let mixed = w.home.post(
+        "mixed.toml",
+        "text = \"both\"\nto = [\"linkedin\"]\n[[media]]\npath = \"logo.png\"\n[[media]]\npath = \"clip.mp4\"\n",
+    );
+    let r = w
+        .home
+        .run(&["publish", mixed.to_str().unwrap(), "--check"], None);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.all().contains("either images or one video"),
+        "{}",
+        r.all()
+    );
+
     // An oversized video is refused before anything is sent.
     let big = std::fs::File::create(w.home.path().join("big.mp4")).unwrap();
     big.set_len(100 << 20).unwrap();

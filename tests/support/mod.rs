@@ -702,6 +702,43 @@ fn chrono_now() -> u64 {
 
 pub const LINKEDIN_SUB: &str = "782bbtaQ";
 
+/// LinkedIn's video part size (4 MiB).
+const LINKEDIN_PART: u64 = 4 << 20;
+
+/// `PUT` of one video part: the bytes LinkedIn asked for, answered with an
+/// ETag.
+fn linkedin_video_part(st: &FakeState, seen: &Seen) -> Response {
+    let rest = seen.path.trim_start_matches("/dms-uploads/video/");
+    let Some((n, i)) = rest.split_once("/part/") else {
+        return respond(404, &[], "");
+    };
+    let (n, i): (usize, u64) = (n.parse().unwrap_or(0), i.parse().unwrap_or(u64::MAX));
+    let mut uploads = st.uploads.lock().unwrap();
+    let Some(up) = uploads.get_mut(&format!("li-video:{n}")) else {
+        return respond(404, &[], "");
+    };
+    let first = i * LINKEDIN_PART;
+    let want = (first + LINKEDIN_PART).min(up.0).saturating_sub(first);
+    if seen.headers.contains_key("authorization") {
+        return respond(
+            400,
+            &[],
+            "pre-signed upload URLs take no Authorization header",
+        );
+    }
+    if want == 0 || seen.body.len() as u64 != want || up.2 as u64 != i {
+        return respond(
+            400,
+            &[],
+            format!("part {i}: {} bytes, expected {want}", seen.body.len()),
+        );
+    }
+    up.1 += want;
+    up.2 += 1;
+    let etag = format!("\"li-{n}-{i}\"");
+    respond(200, &[("etag", etag.as_str())], Body::empty())
+}
+
 /// A fake of api.linkedin.com: `GET /v2/userinfo`, `POST /rest/posts`.
 pub fn fake_linkedin() -> Fake {
     start(|st, seen| {
@@ -716,6 +753,10 @@ pub fn fake_linkedin() -> Fake {
         ) {
             return r;
         }
+        // Video parts go to pre-signed URLs: no bearer token there.
+        if seen.method == "PUT" && seen.path.starts_with("/dms-uploads/video/") {
+            return linkedin_video_part(st, seen);
+        }
         if !bearer_ok(st, seen, LINKEDIN_TOKEN) {
             return json_response(
                 401,
@@ -724,6 +765,108 @@ pub fn fake_linkedin() -> Fake {
             );
         }
         match (seen.method.as_str(), seen.path.as_str()) {
+            ("POST", "/rest/videos") if seen.query == "action=initializeUpload" => {
+                let body: Value = serde_json::from_str(&seen.body).unwrap_or_default();
+                let req = &body["initializeUploadRequest"];
+                let Some(size) = req["fileSizeBytes"].as_u64().filter(|s| *s > 0) else {
+                    return json_response(
+                        422,
+                        &[],
+                        json!({"status": 422, "message": "/initializeUploadRequest/fileSizeBytes :: field is required"}),
+                    );
+                };
+                if req["owner"] != json!(format!("urn:li:person:{LINKEDIN_SUB}")) {
+                    return json_response(
+                        422,
+                        &[],
+                        json!({"status": 422, "message": "/initializeUploadRequest/owner :: invalid owner"}),
+                    );
+                }
+                let mut uploads = st.uploads.lock().unwrap();
+                let n = uploads.len() + 1;
+                let parts = size.div_ceil(LINKEDIN_PART);
+                uploads.insert(format!("li-video:{n}"), (size, 0, 0, false));
+                let base = st.base.lock().unwrap().clone();
+                let instructions: Vec<Value> = (0..parts)
+                    .map(|i| {
+                        let first = i * LINKEDIN_PART;
+                        let last = (first + LINKEDIN_PART).min(size) - 1;
+                        json!({"uploadUrl": format!("{base}/dms-uploads/video/{n}/part/{i}"), "firstByte": first, "lastByte": last})
+                    })
+                    .collect();
+                json_response(
+                    200,
+                    &[],
+                    json!({"value": {"uploadUrlsExpireAt": 1_900_000_000_000u64, "video": format!("urn:li:video:C5F10AQ{n:08}"), "uploadInstructions": instructions, "uploadToken": ""}}),
+                )
+            }
+            ("POST", "/rest/videos") if seen.query == "action=finalizeUpload" => {
+                let body: Value = serde_json::from_str(&seen.body).unwrap_or_default();
+                let req = &body["finalizeUploadRequest"];
+                let urn = req["video"].as_str().unwrap_or("");
+                let n: usize = urn
+                    .trim_start_matches("urn:li:video:C5F10AQ")
+                    .parse()
+                    .unwrap_or(0);
+                let mut uploads = st.uploads.lock().unwrap();
+                let Some(up) = uploads.get_mut(&format!("li-video:{n}")) else {
+                    return json_response(
+                        404,
+                        &[],
+                        json!({"status": 404, "message": "no such video"}),
+                    );
+                };
+                let parts = up.0.div_ceil(LINKEDIN_PART);
+                let expected: Vec<Value> = (0..parts)
+                    .map(|i| json!(format!("\"li-{n}-{i}\"")))
+                    .collect();
+                if up.1 != up.0 || req["uploadedPartIds"] != json!(expected) {
+                    return json_response(
+                        400,
+                        &[],
+                        json!({"status": 400, "message": format!("uploadedPartIds do not match the uploaded parts ({} of {} bytes received)", up.1, up.0)}),
+                    );
+                }
+                up.3 = true;
+                st.media
+                    .lock()
+                    .unwrap()
+                    .insert(format!("processing:{urn}"), 2);
+                respond(200, &[], Body::empty())
+            }
+            ("GET", p) if p.starts_with("/rest/videos/") => {
+                let urn = p
+                    .trim_start_matches("/rest/videos/")
+                    .replace("%3A", ":")
+                    .replace("%3a", ":");
+                if !urn.starts_with("urn:li:video:") {
+                    return json_response(
+                        400,
+                        &[],
+                        json!({"status": 400, "message": "the video URN must be URL-encoded"}),
+                    );
+                }
+                let mut media = st.media.lock().unwrap();
+                let key = format!("processing:{urn}");
+                let status = match media.get(&key).copied() {
+                    Some(0) => {
+                        media.remove(&key);
+                        media.insert(urn.clone(), 0);
+                        "AVAILABLE"
+                    }
+                    Some(left) => {
+                        media.insert(key, left - 1);
+                        "PROCESSING"
+                    }
+                    None if media.contains_key(&urn) => "AVAILABLE",
+                    None => "WAITING_UPLOAD",
+                };
+                json_response(
+                    200,
+                    &[],
+                    json!({"id": urn, "status": status, "owner": format!("urn:li:person:{LINKEDIN_SUB}")}),
+                )
+            }
             ("GET", "/v2/userinfo") => json_response(
                 200,
                 &[],

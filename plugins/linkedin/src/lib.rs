@@ -1,5 +1,8 @@
 //! LinkedIn: OpenID Connect sign-in, `POST /rest/posts` with the versioned
-//! headers, "little text format" escaping, post URN from `x-restli-id`.
+//! headers, "little text format" escaping, post URN from `x-restli-id`;
+//! images (`initializeUpload` + one PUT) and video (`initializeUpload` →
+//! one PUT per part, collecting ETags → `finalizeUpload` → wait until
+//! AVAILABLE).
 
 use outreach_sdk::prelude::*;
 
@@ -74,16 +77,24 @@ impl Platform for LinkedIn {
                 max_length: 3000,
                 counting: CountRule::Chars,
                 // Images: one as `content.media`, 2-20 as
-                // `content.multiImage`. Video uploads (multipart parts with
-                // ETags) are not implemented yet.
-                media: vec![MediaRule {
-                    kind: MediaKind::Image,
-                    max_count: 20,
-                    max_bytes: 20 << 20,
-                    mime_types: ["image/jpeg", "image/png", "image/gif"]
-                        .map(String::from)
-                        .to_vec(),
-                }],
+                // `content.multiImage`. Or one video (MP4, up to 500 MB),
+                // alone.
+                media: vec![
+                    MediaRule {
+                        kind: MediaKind::Image,
+                        max_count: 20,
+                        max_bytes: 20 << 20,
+                        mime_types: ["image/jpeg", "image/png", "image/gif"]
+                            .map(String::from)
+                            .to_vec(),
+                    },
+                    MediaRule {
+                        kind: MediaKind::Video,
+                        max_count: 1,
+                        max_bytes: 500 << 20,
+                        mime_types: vec!["video/mp4".into()],
+                    },
+                ],
                 ..Default::default()
             },
             settings: vec![
@@ -104,6 +115,22 @@ impl Platform for LinkedIn {
             ],
             idempotent_publish: false,
         }
+    }
+
+    fn validate(post: &Post, account: Option<&Account>) -> Vec<Problem> {
+        let mut problems = check_content(&Self::manifest().content, post, account);
+        let videos = post
+            .media
+            .iter()
+            .filter(|m| m.kind == MediaKind::Video)
+            .count();
+        if videos > 0 && post.media.len() > videos {
+            problems.push(Problem {
+                field: "media".into(),
+                message: "LinkedIn posts carry either images or one video, not both".into(),
+            });
+        }
+        problems
     }
 
     fn publish(ctx: &Context, post: &Post) -> Result<Receipt, CallError> {
@@ -127,6 +154,11 @@ impl Platform for LinkedIn {
         });
         let mut images = Vec::new();
         for m in &post.media {
+            if m.kind == MediaKind::Video {
+                let id = upload_video(ctx, &author, version, m)?;
+                body["content"] = json!({ "media": { "id": id, "title": post.title.clone().unwrap_or_default() } });
+                continue;
+            }
             let id = upload_image(ctx, &author, version, m)?;
             images.push(json!({ "id": id, "altText": m.alt_text.clone().unwrap_or_default() }));
         }
@@ -212,6 +244,100 @@ fn upload_image(ctx: &Context, owner: &str, version: &str, m: &Media) -> Result<
         return Err(put.error());
     }
     Ok(image.to_string())
+}
+
+/// Upload one video: `initializeUpload` with its size, one `PUT` per part
+/// LinkedIn asks for (each part's `ETag` kept), `finalizeUpload` with the
+/// ETags in order, then poll until LinkedIn has processed it. Returns the
+/// video URN.
+fn upload_video(ctx: &Context, owner: &str, version: &str, m: &Media) -> Result<String, CallError> {
+    let rest = |r: Request| {
+        r.header("LinkedIn-Version", version)
+            .header("X-Restli-Protocol-Version", "2.0.0")
+            .authed()
+            .class("media")
+    };
+    let res = rest(Request::post(
+        ctx.url("api", "/rest/videos?action=initializeUpload")?,
+    ))
+    .json(&json!({ "initializeUploadRequest": {
+        "owner": owner,
+        "fileSizeBytes": m.size,
+        "uploadCaptions": false,
+        "uploadThumbnail": false
+    }}))
+    .send()?;
+    let v = res.json_ok()?;
+    let value = &v["value"];
+    let (Some(video), Some(parts)) = (
+        value["video"].as_str(),
+        value["uploadInstructions"].as_array(),
+    ) else {
+        return Err(CallError::Rejected(format!(
+            "LinkedIn's video initializeUpload answer lacks video or uploadInstructions: {}",
+            res.snippet()
+        )));
+    };
+    let mut etags = Vec::with_capacity(parts.len());
+    for part in parts {
+        let (Some(url), Some(first), Some(last)) = (
+            part["uploadUrl"].as_str(),
+            part["firstByte"].as_u64(),
+            part["lastByte"].as_u64(),
+        ) else {
+            return Err(CallError::Rejected(format!(
+                "a LinkedIn upload instruction lacks uploadUrl, firstByte or lastByte: {part}"
+            )));
+        };
+        if last < first || last >= m.size {
+            return Err(CallError::Rejected(format!(
+                "LinkedIn asked for bytes {first}-{last} of a {}-byte video",
+                m.size
+            )));
+        }
+        // Upload URLs are pre-signed: no bearer token on these.
+        let put = Request::put(url)
+            .header("content-type", "application/octet-stream")
+            .media(m.handle, first, last - first + 1)
+            .class("media")
+            .send()?;
+        if !put.is_success() {
+            return Err(put.error());
+        }
+        let etag = put.header("etag").ok_or_else(|| {
+            CallError::Rejected(format!("LinkedIn sent no ETag for bytes {first}-{last}"))
+        })?;
+        etags.push(etag.to_string());
+    }
+    let fin = rest(Request::post(
+        ctx.url("api", "/rest/videos?action=finalizeUpload")?,
+    ))
+    .json(&json!({ "finalizeUploadRequest": {
+        "video": video,
+        "uploadToken": value["uploadToken"].as_str().unwrap_or(""),
+        "uploadedPartIds": etags
+    }}))
+    .send()?;
+    if !fin.is_success() {
+        return Err(fin.error());
+    }
+    // Processing takes from seconds to minutes; the host's publish deadline
+    // bounds the wait.
+    let status_url = ctx.url("api", &format!("/rest/videos/{}", encode_component(video)))?;
+    loop {
+        let res = rest(Request::get(status_url.clone())).send()?;
+        let v = res.json_ok()?;
+        match v["status"].as_str() {
+            Some("AVAILABLE") => return Ok(video.to_string()),
+            Some("PROCESSING_FAILED") => {
+                return Err(CallError::Rejected(format!(
+                    "LinkedIn could not process the video: {}",
+                    res.snippet()
+                )));
+            }
+            _ => sleep_millis(1000),
+        }
+    }
 }
 
 outreach_sdk::export_platform!(LinkedIn);

@@ -234,6 +234,12 @@ pub fn form_encode(fields: &[(&str, &str)]) -> String {
         .finish()
 }
 
+/// `s` percent-encoded for use as one URL path segment or query value
+/// (`urn:li:video:1` → `urn%3Ali%3Avideo%3A1`).
+pub fn encode_component(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
 /// `base` with `fields` appended as a query string.
 pub fn query_url(base: &str, fields: &[(&str, &str)]) -> String {
     if fields.is_empty() {

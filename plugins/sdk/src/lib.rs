@@ -45,7 +45,7 @@ pub mod bindings {
 
 pub use bindings::outreach::platform::host::{Body, BodyPart, HttpError, Level, MediaSlice};
 pub use bindings::outreach::platform::types::*;
-pub use http::{Multipart, Request, Response, form_encode, query_url};
+pub use http::{Multipart, Request, Response, encode_component, form_encode, query_url};
 pub use rules::check_content;
 
 /// Re-exported so plugins need no direct dependency on `serde_json`.
@@ -58,7 +58,8 @@ pub mod prelude {
         CredentialPlacement, CustomExchange, Endpoint, ExchangeBody, ExpiryFormat, HeaderPlacement,
         HttpMethod, LimitScope, Manifest, Media, MediaKind, MediaRule, Multipart, Pair, Platform,
         Post, Problem, Profile, RateLimit, RateLimitHeaders, RateLimited, Receipt, RefreshStyle,
-        Request, ResetFormat, Response, Setting, TokenShape, log, pair, pairs, sleep_millis,
+        Request, ResetFormat, Response, Setting, TokenShape, check_content, encode_component, log,
+        pair, pairs, sleep_millis,
     };
     pub use serde_json::json;
 }
