@@ -1,12 +1,13 @@
 //! The durable outbox: what was sent where, so a post goes out exactly once
 //! per platform.
 //!
-//! Owns: an SQLite journal (WAL, `synchronous=FULL`: every commit is
-//! fsynced) beside the credential store. A post is registered with one row
-//! per target and thread item; an attempt is written as `sending` *before*
-//! the request leaves and settled *after* it returns, so after a crash an
-//! attempt whose outcome is unknown is visible as such and never silently
-//! re-sent. Several processes may share the journal (SQLite's locking, with
+//! Owns: an SQLite journal (WAL) beside the credential store. A post is
+//! registered with one row per target and thread item; an attempt is
+//! written as `sending` *before* the request leaves — committed and fsynced
+//! (`synchronous=FULL`), all targets of a fan-out in one transaction — and
+//! settled *after* it returns (committed to the log, made durable by the
+//! next fsync), so after a crash an attempt whose outcome is unknown is
+//! visible as such and never silently re-sent. Several processes may share the journal (SQLite's locking, with
 //! a busy timeout).
 //!
 //! Never: talks to a platform, or stores a secret (post text and ids only).
@@ -109,6 +110,8 @@ pub struct Attempt {
 pub struct Outbox {
     conn: Connection,
     path: PathBuf,
+    /// The connection's current `synchronous` setting (FULL = true).
+    full: std::cell::Cell<bool>,
 }
 
 fn ts(t: DateTime<Utc>) -> String {
@@ -137,6 +140,7 @@ impl Outbox {
             return Ok(Outbox {
                 conn,
                 path: path.to_path_buf(),
+                full: std::cell::Cell::new(true),
             });
         }
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -179,6 +183,7 @@ impl Outbox {
         Ok(Outbox {
             conn,
             path: path.to_path_buf(),
+            full: std::cell::Cell::new(true),
         })
     }
 
@@ -209,6 +214,7 @@ impl Outbox {
     /// Register a post and its deliveries (existing rows are kept as they
     /// are: what was published stays published). Returns the post row.
     pub fn register(&mut self, post: &PostRow, deliveries: &[(String, u32)]) -> anyhow::Result<()> {
+        self.durable(false)?;
         let now = Utc::now();
         let due = post.scheduled_at.is_none_or(|t| t <= now);
         let tx = self.conn.transaction()?;
@@ -354,6 +360,7 @@ impl Outbox {
 
     /// Cancel every delivery of `post` that has not gone out.
     pub fn cancel(&self, post: &str) -> anyhow::Result<usize> {
+        self.durable(true)?;
         Ok(self.conn.execute(
             "UPDATE deliveries SET state = 'cancelled', updated_at = ?2
              WHERE post = ?1 AND state IN ('queued', 'pending', 'failed')",
@@ -372,35 +379,67 @@ impl Outbox {
         idx: u32,
         from: &[State],
     ) -> anyhow::Result<Option<i64>> {
+        Ok(self
+            .begin_many(post, &[(target.to_string(), idx, from.to_vec())])?
+            .pop()
+            .flatten())
+    }
+
+    /// [`Outbox::begin`] for several deliveries of one post in one
+    /// transaction — one fsync for a whole fan-out.
+    pub fn begin_many(
+        &mut self,
+        post: &str,
+        items: &[(String, u32, Vec<State>)],
+    ) -> anyhow::Result<Vec<Option<i64>>> {
+        self.durable(true)?;
         let now = ts(Utc::now());
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let current: Option<String> = tx
-            .query_row(
-                "SELECT state FROM deliveries WHERE post = ?1 AND target = ?2 AND idx = ?3",
-                params![post, target, idx],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let Some(current) = current.map(|s| State::parse(&s)) else {
-            return Ok(None);
-        };
-        if !from.contains(&current) {
-            return Ok(None);
+        let mut out = Vec::with_capacity(items.len());
+        for (target, idx, from) in items {
+            let current: Option<String> = tx
+                .query_row(
+                    "SELECT state FROM deliveries WHERE post = ?1 AND target = ?2 AND idx = ?3",
+                    params![post, target, idx],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match current.map(|s| State::parse(&s)) {
+                Some(c) if from.contains(&c) => {}
+                _ => {
+                    out.push(None);
+                    continue;
+                }
+            }
+            tx.execute(
+                "UPDATE deliveries SET state = 'sending', owner = ?4, updated_at = ?5
+                 WHERE post = ?1 AND target = ?2 AND idx = ?3",
+                params![post, target, idx, process_token(), now],
+            )?;
+            tx.execute(
+                "INSERT INTO attempts (post, target, idx, started_at) VALUES (?1, ?2, ?3, ?4)",
+                params![post, target, idx, now],
+            )?;
+            out.push(Some(tx.last_insert_rowid()));
         }
-        tx.execute(
-            "UPDATE deliveries SET state = 'sending', owner = ?4, updated_at = ?5
-             WHERE post = ?1 AND target = ?2 AND idx = ?3",
-            params![post, target, idx, process_token(), now],
-        )?;
-        tx.execute(
-            "INSERT INTO attempts (post, target, idx, started_at) VALUES (?1, ?2, ?3, ?4)",
-            params![post, target, idx, now],
-        )?;
-        let id = tx.last_insert_rowid();
         tx.commit()?;
-        Ok(Some(id))
+        Ok(out)
+    }
+
+    /// Whether the next commits are fsynced (`synchronous = FULL`) or only
+    /// written to the log (`NORMAL`: safe against a crashed process, and
+    /// made durable by the next FULL commit or checkpoint). Claims before a
+    /// send are FULL; registering and settling are NORMAL — losing one to a
+    /// power cut can turn a result into `unknown`, never into a second post.
+    fn durable(&self, full: bool) -> anyhow::Result<()> {
+        if self.full.get() != full {
+            self.conn
+                .pragma_update(None, "synchronous", if full { "FULL" } else { "NORMAL" })?;
+            self.full.set(full);
+        }
+        Ok(())
     }
 
     /// Settle an attempt.
@@ -417,6 +456,7 @@ impl Outbox {
         error_kind: Option<&str>,
         error: Option<&str>,
     ) -> anyhow::Result<()> {
+        self.durable(false)?;
         let now = ts(Utc::now());
         let tx = self.conn.transaction()?;
         tx.execute(

@@ -595,12 +595,27 @@ async fn deliver(
         now - t > chrono::Duration::seconds(app.cfg().config.publish.late_after_secs as i64)
     });
     let media_paths = Arc::new(post.media_paths.clone());
-    let futures = jobs.into_iter().map(|job| {
+    let claimed = if due {
+        claim_first_items(&outbox, row, &jobs, per_platform)
+    } else {
+        vec![None; jobs.len()]
+    };
+    let futures = jobs.into_iter().zip(claimed).map(|(job, claimed)| {
         let (refresher, outbox, media_paths) = (&refresher, outbox.clone(), media_paths.clone());
         let slot = limits[&job.id.platform].clone();
         async move {
             let _permit = slot.acquire_owned().await.expect("semaphore open");
-            deliver_target(app, refresher, &outbox, row, post, job, media_paths).await
+            deliver_target(
+                app,
+                refresher,
+                &outbox,
+                row,
+                post,
+                job,
+                claimed,
+                media_paths,
+            )
+            .await
         }
     });
     let results = if due {
@@ -634,7 +649,58 @@ async fn deliver(
     })
 }
 
-/// Deliver one target: the post, then its thread, each once.
+/// Claim the first item of every target that can be sent right away (a
+/// free per-platform slot, a token that needs no refresh) in one outbox
+/// transaction: one fsync for the whole fan-out instead of one per target.
+/// The others are claimed one by one when their turn comes.
+fn claim_first_items(
+    outbox: &Mutex<Outbox>,
+    row: &PostRow,
+    jobs: &[Job],
+    per_platform: usize,
+) -> Vec<Option<i64>> {
+    let mut claimed = vec![None; jobs.len()];
+    let mut started: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut items = Vec::new();
+    let mut which = Vec::new();
+    for (k, j) in jobs.iter().enumerate() {
+        let n = started.entry(j.id.platform.as_str()).or_default();
+        if *n >= per_platform || needs_refresh(&j.record) {
+            continue;
+        }
+        *n += 1;
+        let mut from = vec![State::Pending, State::Failed];
+        if j.plugin.manifest.idempotent_publish {
+            from.push(State::Unknown);
+        }
+        items.push((j.id.to_string(), 0, from));
+        which.push(k);
+    }
+    if items.is_empty() {
+        return claimed;
+    }
+    match outbox.lock().expect("outbox").begin_many(&row.id, &items) {
+        Ok(ids) => {
+            for (k, id) in which.into_iter().zip(ids) {
+                claimed[k] = id;
+            }
+        }
+        Err(e) => {
+            tracing::warn!(post = %row.id, "claiming deliveries together failed ({e:#}); claiming one by one")
+        }
+    }
+    claimed
+}
+
+/// The token has expired or is about to: refresh before sending.
+fn needs_refresh(r: &Record) -> bool {
+    r.expires_at
+        .is_some_and(|t| t <= Utc::now() + chrono::Duration::seconds(30))
+}
+
+/// Deliver one target: the post, then its thread, each once. `claimed`:
+/// the first item's attempt, if [`claim_first_items`] already claimed it.
+#[allow(clippy::too_many_arguments)]
 async fn deliver_target(
     app: &App,
     refresher: &Refresher,
@@ -642,6 +708,7 @@ async fn deliver_target(
     row: &PostRow,
     post: &Loaded,
     job: Job,
+    mut claimed: Option<i64>,
     media_paths: Arc<Vec<PathBuf>>,
 ) -> TargetResult {
     let Job { id, plugin, record } = job;
@@ -658,86 +725,103 @@ async fn deliver_target(
         r.error_kind = Some(kind.into());
         r.error = Some(msg);
     };
+    // Settle a claimed attempt that never sent anything.
+    let abandon = |attempt: Option<i64>, index: usize, kind: &str, msg: &str| {
+        if let Some(a) = attempt
+            && let Err(e) = outbox.lock().expect("outbox").finish(
+                a,
+                &row.id,
+                &target,
+                index as u32,
+                State::Failed,
+                None,
+                None,
+                Some(kind),
+                Some(msg),
+            )
+        {
+            tracing::error!(post = %row.id, %target, "cannot record the outcome in the outbox: {e:#}");
+        }
+    };
     for index in 0..items {
-        let current = {
-            let ob = outbox.lock().expect("outbox");
-            ob.deliveries(&row.id).ok().and_then(|d| {
-                d.into_iter()
-                    .find(|d| d.target == target && d.index == index as u32)
-            })
-        };
-        let Some(current) = current else {
-            fail(
-                &mut result,
-                "failed",
-                "outbox",
-                "the outbox has no record of this target".into(),
-            );
-            return result;
-        };
-        let from: &[State] = match current.state {
-            State::Published => {
-                let pid = current.platform_id.clone().unwrap_or_default();
-                record_success(&mut result, index, &pid, current.url.clone());
-                root.get_or_insert(pid.clone());
-                parent = Some(pid);
-                continue;
-            }
-            State::Cancelled => {
+        let pre = if index == 0 { claimed.take() } else { None };
+        let from: &[State] = if pre.is_some() {
+            &[]
+        } else {
+            let current = {
+                let ob = outbox.lock().expect("outbox");
+                ob.deliveries(&row.id).ok().and_then(|d| {
+                    d.into_iter()
+                        .find(|d| d.target == target && d.index == index as u32)
+                })
+            };
+            let Some(current) = current else {
                 fail(
                     &mut result,
-                    "cancelled",
-                    "cancelled",
-                    "the post was cancelled".into(),
+                    "failed",
+                    "outbox",
+                    "the outbox has no record of this target".into(),
                 );
                 return result;
+            };
+            match current.state {
+                State::Published => {
+                    let pid = current.platform_id.clone().unwrap_or_default();
+                    record_success(&mut result, index, &pid, current.url.clone());
+                    root.get_or_insert(pid.clone());
+                    parent = Some(pid);
+                    continue;
+                }
+                State::Cancelled => {
+                    fail(
+                        &mut result,
+                        "cancelled",
+                        "cancelled",
+                        "the post was cancelled".into(),
+                    );
+                    return result;
+                }
+                State::Queued => {
+                    result.ok = true;
+                    result.state = "queued".into();
+                    return result;
+                }
+                State::Sending => {
+                    fail(
+                        &mut result,
+                        "sending",
+                        "in-progress",
+                        "another outreach process is sending this right now".into(),
+                    );
+                    return result;
+                }
+                State::Unknown if idempotent => &[State::Unknown],
+                State::Unknown => {
+                    fail(
+                        &mut result,
+                        "unknown",
+                        "outcome-unknown",
+                        format!(
+                            "not re-sent: an earlier attempt may or may not have been published ({}) and {} honours no idempotency key; check the account, then `outreach posts cancel` or publish it again with --new",
+                            current.error.as_deref().unwrap_or("no details"),
+                            plugin.manifest.name
+                        ),
+                    );
+                    return result;
+                }
+                State::Pending | State::Failed => &[State::Pending, State::Failed],
             }
-            State::Queued => {
-                result.ok = true;
-                result.state = "queued".into();
-                return result;
-            }
-            State::Sending => {
-                fail(
-                    &mut result,
-                    "sending",
-                    "in-progress",
-                    "another outreach process is sending this right now".into(),
-                );
-                return result;
-            }
-            State::Unknown if idempotent => &[State::Unknown],
-            State::Unknown => {
-                fail(
-                    &mut result,
-                    "unknown",
-                    "outcome-unknown",
-                    format!(
-                        "not re-sent: an earlier attempt may or may not have been published ({}) and {} honours no idempotency key; check the account, then `outreach posts cancel` or publish it again with --new",
-                        current.error.as_deref().unwrap_or("no details"),
-                        plugin.manifest.name
-                    ),
-                );
-                return result;
-            }
-            State::Pending | State::Failed => &[State::Pending, State::Failed],
         };
         all_already = false;
         // A token that has expired (or is about to) is refreshed first,
         // once, however many publishes want it.
-        if record
-            .expires_at
-            .is_some_and(|t| t <= Utc::now() + chrono::Duration::seconds(30))
-        {
+        if needs_refresh(&record) {
             match refresher.ensure(&id, Need::Usable).await {
                 Ok(fresh) => record = fresh,
                 Err(e) => {
-                    fail(
-                        &mut result,
-                        "failed",
-                        refresh_error_kind(&e),
-                        scrub(&e.to_string(), &record.secrets()),
-                    );
+                    let msg = scrub(&e.to_string(), &record.secrets());
+                    abandon(pre, index, refresh_error_kind(&e), &msg);
+                    fail(&mut result, "failed", refresh_error_kind(&e), msg);
                     return result;
                 }
             }
@@ -746,13 +830,16 @@ async fn deliver_target(
         let mut variant = match post.file.variant(&id.platform, index, &key, &post.media) {
             Ok(v) => v,
             Err(e) => {
+                abandon(pre, index, "post", &e.to_string());
                 fail(&mut result, "failed", "post", e.to_string());
                 return result;
             }
         };
         variant.reply_to = parent.clone();
         variant.thread_root = root.clone();
-        let attempt = {
+        let attempt = if let Some(a) = pre {
+            a
+        } else {
             let mut ob = outbox.lock().expect("outbox");
             match ob.begin(&row.id, &target, index as u32, from) {
                 Ok(Some(a)) => a,

@@ -142,6 +142,13 @@ async fn plugin_changed(d: &Arc<Daemon>, path: PathBuf) {
         Ok(p) => {
             d.clear_problem(&path);
             tracing::info!(platform = %p.manifest.id, version = %p.manifest.version, sha256 = %&p.sha256[..12], "plugin ready");
+            // Accounts that waited for this plugin get their refreshes
+            // scheduled again.
+            if let Ok(ids) = d.app.store().and_then(|s| Ok(s.list()?)) {
+                for id in ids.into_iter().filter(|i| i.platform == p.manifest.id) {
+                    let _ = d.accounts_changed.send(id);
+                }
+            }
         }
         Err(e) => {
             // Still being written? Another event follows; report nothing yet.
