@@ -338,16 +338,25 @@ impl App {
     /// Resolve a target such as `x`, `linkedin/company` or `mastodon/*`
     /// to stored accounts.
     pub fn resolve_target(&self, target: &str) -> anyhow::Result<Vec<AccountId>> {
+        self.resolve_target_in(target, &self.store()?.list()?)
+    }
+
+    /// [`App::resolve_target`] among `stored` (the store's accounts, listed
+    /// once for a whole post).
+    pub fn resolve_target_in(
+        &self,
+        target: &str,
+        stored: &[AccountId],
+    ) -> anyhow::Result<Vec<AccountId>> {
         let (platform, account) = match target.split_once('/') {
             Some((p, a)) => (p, Some(a)),
             None => (target, None),
         };
         self.platform(platform)?;
-        let all: Vec<AccountId> = self
-            .store()?
-            .list()?
-            .into_iter()
+        let all: Vec<AccountId> = stored
+            .iter()
             .filter(|id| id.platform == platform)
+            .cloned()
             .collect();
         match account {
             Some("*") => {

@@ -218,33 +218,27 @@ impl Outbox {
         let now = Utc::now();
         let due = post.scheduled_at.is_none_or(|t| t <= now);
         let tx = self.conn.transaction()?;
-        tx.execute(
-            "INSERT INTO posts (id, path, content_hash, source, scheduled_at, created_at)
+        tx.prepare_cached("INSERT INTO posts (id, path, content_hash, source, scheduled_at, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT(id) DO UPDATE SET path = excluded.path, content_hash = excluded.content_hash,
-                source = excluded.source, scheduled_at = excluded.scheduled_at",
-            params![
+                source = excluded.source, scheduled_at = excluded.scheduled_at")?.execute(params![
                 post.id,
                 post.path,
                 post.content_hash,
                 post.source,
                 post.scheduled_at.map(ts),
                 ts(post.created_at)
-            ],
-        )?;
+            ])?;
         for (target, idx) in deliveries {
-            tx.execute(
-                "INSERT INTO deliveries (post, target, idx, state, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+            tx.prepare_cached("INSERT INTO deliveries (post, target, idx, state, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT(post, target, idx) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at
-                 WHERE deliveries.state IN ('queued', 'pending', 'cancelled')",
-                params![
+                 WHERE deliveries.state IN ('queued', 'pending', 'cancelled')")?.execute(params![
                     post.id,
                     target,
                     idx,
                     if due { State::Pending } else { State::Queued }.as_str(),
                     ts(now)
-                ],
-            )?;
+                ])?;
         }
         // An edited file that no longer names a target (or has a shorter
         // thread): what had not gone out there is cancelled.
@@ -256,10 +250,7 @@ impl Outbox {
             .collect::<Result<_, _>>()?;
         for (target, idx) in waiting {
             if !deliveries.iter().any(|(t, i)| *t == target && *i == idx) {
-                tx.execute(
-                    "UPDATE deliveries SET state = 'cancelled', updated_at = ?4 WHERE post = ?1 AND target = ?2 AND idx = ?3",
-                    params![post.id, target, idx, ts(now)],
-                )?;
+                tx.prepare_cached("UPDATE deliveries SET state = 'cancelled', updated_at = ?4 WHERE post = ?1 AND target = ?2 AND idx = ?3")?.execute(params![post.id, target, idx, ts(now)])?;
             }
         }
         tx.commit()?;
@@ -267,7 +258,7 @@ impl Outbox {
     }
 
     pub fn deliveries(&self, post: &str) -> anyhow::Result<Vec<Delivery>> {
-        let mut stmt = self.conn.prepare(
+        let mut stmt = self.conn.prepare_cached(
             "SELECT post, target, idx, state, platform_id, url, error_kind, error, updated_at
              FROM deliveries WHERE post = ?1 ORDER BY target, idx",
         )?;
@@ -400,11 +391,10 @@ impl Outbox {
         let mut out = Vec::with_capacity(items.len());
         for (target, idx, from) in items {
             let current: Option<String> = tx
-                .query_row(
+                .prepare_cached(
                     "SELECT state FROM deliveries WHERE post = ?1 AND target = ?2 AND idx = ?3",
-                    params![post, target, idx],
-                    |r| r.get(0),
-                )
+                )?
+                .query_row(params![post, target, idx], |r| r.get(0))
                 .optional()?;
             match current.map(|s| State::parse(&s)) {
                 Some(c) if from.contains(&c) => {}
@@ -413,15 +403,15 @@ impl Outbox {
                     continue;
                 }
             }
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE deliveries SET state = 'sending', owner = ?4, updated_at = ?5
                  WHERE post = ?1 AND target = ?2 AND idx = ?3",
-                params![post, target, idx, process_token(), now],
-            )?;
-            tx.execute(
+            )?
+            .execute(params![post, target, idx, process_token(), now])?;
+            tx.prepare_cached(
                 "INSERT INTO attempts (post, target, idx, started_at) VALUES (?1, ?2, ?3, ?4)",
-                params![post, target, idx, now],
-            )?;
+            )?
+            .execute(params![post, target, idx, now])?;
             out.push(Some(tx.last_insert_rowid()));
         }
         tx.commit()?;
@@ -459,16 +449,13 @@ impl Outbox {
         self.durable(false)?;
         let now = ts(Utc::now());
         let tx = self.conn.transaction()?;
-        tx.execute(
-            "UPDATE deliveries SET state = ?4, platform_id = COALESCE(?5, platform_id), url = COALESCE(?6, url),
+        tx.prepare_cached("UPDATE deliveries SET state = ?4, platform_id = COALESCE(?5, platform_id), url = COALESCE(?6, url),
                 error_kind = ?7, error = ?8, updated_at = ?9
-             WHERE post = ?1 AND target = ?2 AND idx = ?3",
-            params![post, target, idx, state.as_str(), platform_id, url, error_kind, error, now],
-        )?;
-        tx.execute(
+             WHERE post = ?1 AND target = ?2 AND idx = ?3")?.execute(params![post, target, idx, state.as_str(), platform_id, url, error_kind, error, now])?;
+        tx.prepare_cached(
             "UPDATE attempts SET finished_at = ?2, outcome = ?3, detail = ?4 WHERE id = ?1",
-            params![attempt, now, state.as_str(), error.or(platform_id)],
-        )?;
+        )?
+        .execute(params![attempt, now, state.as_str(), error.or(platform_id)])?;
         tx.commit()?;
         Ok(())
     }
@@ -546,9 +533,13 @@ fn row_to_delivery(r: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
 
 /// This process, as `pid:start-time` (the start time guards against a
 /// reused pid).
-fn process_token() -> String {
-    let pid = std::process::id();
-    format!("{pid}:{}", start_time(pid).unwrap_or_default())
+/// This process as `pid:start-time` (read once).
+fn process_token() -> &'static str {
+    static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TOKEN.get_or_init(|| {
+        let pid = std::process::id();
+        format!("{pid}:{}", start_time(pid).unwrap_or_default())
+    })
 }
 
 fn start_time(pid: u32) -> Option<String> {

@@ -325,9 +325,10 @@ struct Job {
 async fn prepare(app: &App, post: &Loaded) -> anyhow::Result<Result<Vec<Job>, Vec<TargetProblem>>> {
     let path = &post.path;
     let mut targets: Vec<AccountId> = Vec::new();
+    let stored = app.store()?.list()?;
     for t in &post.file.to {
         for id in app
-            .resolve_target(t)
+            .resolve_target_in(t, &stored)
             .with_context(|| format!("in {}, target `{t}`", path.display()))?
         {
             if !targets.contains(&id) {
