@@ -187,29 +187,6 @@ fn drop_file(dir: &Path, name: &str, bytes: &[u8]) {
     std::fs::rename(&tmp, dir.join(name)).unwrap();
 }
 
-/// The same plugin with a custom section appended: a new file (new hash),
-/// the same behaviour — "a new version" as far as the host can tell.
-fn new_version(wasm: &[u8], tag: &str) -> Vec<u8> {
-    let name = b"outreach-test-version";
-    let mut payload = vec![name.len() as u8];
-    payload.extend_from_slice(name);
-    payload.extend_from_slice(tag.as_bytes());
-    let mut out = wasm.to_vec();
-    out.push(0); // custom section
-    let mut n = payload.len();
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(byte);
-            break;
-        }
-        out.push(byte | 0x80);
-    }
-    out.extend_from_slice(&payload);
-    out
-}
-
 fn plugin_sha(platforms: &Value, id: &str) -> Option<String> {
     platforms["plugins"]
         .as_array()
@@ -428,7 +405,7 @@ async fn plugins_dropped_replaced_broken_and_removed_while_running() {
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    drop_file(&plugins, "mastodon.wasm", &new_version(&v1, "v2"));
+    drop_file(&plugins, "mastodon.wasm", &tagged(&v1, "v2"));
     let p = d
         .wait_for("/platforms", "version 2", |v| {
             plugin_sha(v, "mastodon").is_some_and(|s| s != sha1)

@@ -24,6 +24,9 @@ use outreach::store::AccountId;
 
 #[allow(dead_code)]
 mod common;
+#[path = "../../tests/support/wasm_tag.rs"]
+mod wasm_tag;
+use wasm_tag::tagged;
 
 const EXE: &str = env!("CARGO_BIN_EXE_outreach");
 
@@ -138,29 +141,6 @@ impl Daemon {
         };
         (field("VmRSS:"), field("VmHWM:"))
     }
-}
-
-/// `wasm` with a custom section appended: a new file (new hash, so a
-/// compile-cache miss) with the same behaviour.
-fn tagged(wasm: &[u8], tag: &str) -> Vec<u8> {
-    let name = b"outreach-bench";
-    let mut payload = vec![name.len() as u8];
-    payload.extend_from_slice(name);
-    payload.extend_from_slice(tag.as_bytes());
-    let mut out = wasm.to_vec();
-    out.push(0);
-    let mut n = payload.len();
-    loop {
-        let b = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(b);
-            break;
-        }
-        out.push(b | 0x80);
-    }
-    out.extend_from_slice(&payload);
-    out
 }
 
 fn sha(bytes: &[u8]) -> String {

@@ -5,6 +5,9 @@
 #![allow(dead_code)]
 
 pub mod oauth;
+mod wasm_tag;
+
+pub use wasm_tag::tagged;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
