@@ -45,6 +45,9 @@ pub struct App {
     pub host: Host,
     store: OnceLock<Arc<AgeDirStore>>,
     outbox: OnceLock<Arc<std::sync::Mutex<crate::outbox::Outbox>>>,
+    /// One refresh per account in this process, whichever task (scheduler,
+    /// publish, API) asks: shared by every [`crate::schedule::Refresher`].
+    pub(crate) refresh_locks: crate::schedule::RefreshLocks,
 }
 
 impl App {
@@ -57,6 +60,7 @@ impl App {
             host,
             store: OnceLock::new(),
             outbox: OnceLock::new(),
+            refresh_locks: Default::default(),
         })
     }
 

@@ -330,12 +330,14 @@ pub enum Need {
     Usable,
 }
 
+/// Per-account locks that make refreshes single-flight within a process.
+pub type RefreshLocks = Mutex<HashMap<AccountId, Arc<tokio::sync::Mutex<()>>>>;
+
 /// Single-flight refreshes for every account.
 pub struct Refresher {
     app: Arc<App>,
     tokens: TokenClient,
     pub notifier: Notifier,
-    locks: Mutex<HashMap<AccountId, Arc<tokio::sync::Mutex<()>>>>,
     /// Refresh requests actually sent to a platform (for tests and metrics).
     pub sent: std::sync::atomic::AtomicU64,
 }
@@ -346,7 +348,6 @@ impl Refresher {
             tokens: TokenClient::new(&app)?,
             notifier: Notifier::new(&app),
             app,
-            locks: Mutex::new(HashMap::new()),
             sent: Default::default(),
         })
     }
@@ -388,7 +389,8 @@ impl Refresher {
         }
         // One refresh per account in this process…
         let lock = self
-            .locks
+            .app
+            .refresh_locks
             .lock()
             .expect("refresh lock table")
             .entry(id.clone())
