@@ -133,6 +133,11 @@ impl Outbox {
         }
         let conn = Connection::open(path)
             .with_context(|| format!("cannot open the outbox {}", path.display()))?;
+        // Post texts and ids are private too: owner only.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        }
         conn.busy_timeout(Duration::from_secs(30))?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
