@@ -9,10 +9,10 @@
 //! Writes are atomic (temp file, fsync, rename, fsync the directory), files
 //! are 0600, and a writer holds an exclusive lock on the record, so a second
 //! process writing the same record at the same time gets a clear error and
-//! changes nothing. A failed read never writes. A decrypted record is kept
-//! in memory beside its ciphertext, and reused while the file holds exactly
-//! those bytes (publishing reads every target's record per post; X25519 per
-//! read was a tenth of a publish's CPU).
+//! changes nothing. A failed read never writes. Up to 4,096 decrypted
+//! records are kept in memory beside their ciphertext, and reused while the
+//! file holds exactly those bytes (publishing reads every target's record
+//! per post; X25519 per read was a tenth of a publish's CPU).
 //!
 //! Never: prints a secret, or touches the network.
 
@@ -607,6 +607,20 @@ impl AgeDirStore {
         Ok(dir.join(format!("{name}.age")))
     }
 
+    /// Keep `record` with the ciphertext it is stored as (bounded: a full
+    /// cache drops an entry; the next read of that account decrypts).
+    fn remember(&self, id: &AccountId, sealed: Vec<u8>, record: &Record) {
+        const CAP: usize = 4096;
+        let mut cache = self.decrypted.lock().expect("record cache");
+        if cache.len() >= CAP
+            && !cache.contains_key(id)
+            && let Some(k) = cache.keys().next().cloned()
+        {
+            cache.remove(&k);
+        }
+        cache.insert(id.clone(), (sealed, record.clone()));
+    }
+
     /// Where the record for `id` lives.
     pub fn path_of(&self, id: &AccountId) -> PathBuf {
         self.dir
@@ -675,10 +689,7 @@ impl CredentialStore for AgeDirStore {
                 detail: format!("it holds the record of {}", record.id),
             });
         }
-        self.decrypted
-            .lock()
-            .expect("record cache")
-            .insert(id.clone(), (raw, record.clone()));
+        self.remember(id, raw, &record);
         Ok(record)
     }
 
@@ -692,7 +703,9 @@ impl CredentialStore for AgeDirStore {
                 detail: format!("cannot encrypt: {detail}"),
             })?;
         let path = self.path_of(&record.id);
-        write_atomic(&path, &sealed).map_err(io("cannot write the record", &path))
+        write_atomic(&path, &sealed).map_err(io("cannot write the record", &path))?;
+        self.remember(&record.id, sealed, record);
+        Ok(())
     }
 
     fn list(&self) -> Result<Vec<AccountId>, StoreError> {
@@ -766,6 +779,7 @@ impl CredentialStore for AgeDirStore {
 
     fn remove(&self, id: &AccountId) -> Result<(), StoreError> {
         let _lock = self.lock(id)?;
+        self.decrypted.lock().expect("record cache").remove(id);
         let path = self.path_of(id);
         match fs::remove_file(&path) {
             Ok(()) => {}
