@@ -9,7 +9,7 @@
 //! Writes are atomic (temp file, fsync, rename, fsync the directory), files
 //! are 0600, and a writer holds an exclusive lock on the record, so a second
 //! process writing the same record at the same time gets a clear error and
-//! changes nothing. A failed read never writes. Up to 4,096 decrypted
+//! changes nothing. A failed read never writes. Up to 256 decrypted
 //! records are kept in memory beside their ciphertext, and reused while the
 //! file holds exactly those bytes (publishing reads every target's record
 //! per post; X25519 per read was a tenth of a publish's CPU).
@@ -610,7 +610,7 @@ impl AgeDirStore {
     /// Keep `record` with the ciphertext it is stored as (bounded: a full
     /// cache drops an entry; the next read of that account decrypts).
     fn remember(&self, id: &AccountId, sealed: Vec<u8>, record: &Record) {
-        const CAP: usize = 4096;
+        const CAP: usize = 256;
         let mut cache = self.decrypted.lock().expect("record cache");
         if cache.len() >= CAP
             && !cache.contains_key(id)
