@@ -48,6 +48,9 @@ pub struct App {
     /// One refresh per account in this process, whichever task (scheduler,
     /// publish, API) asks: shared by every [`crate::schedule::Refresher`].
     pub(crate) refresh_locks: crate::schedule::RefreshLocks,
+    /// One delivery of a post at a time in this process (the daemon's due
+    /// loop and its post-file watcher may reach the same post together).
+    pub(crate) post_locks: std::sync::Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl App {
@@ -61,6 +64,7 @@ impl App {
             store: OnceLock::new(),
             outbox: OnceLock::new(),
             refresh_locks: Default::default(),
+            post_locks: Default::default(),
         })
     }
 
@@ -90,13 +94,13 @@ impl App {
         {
             restart.push("paths");
         }
-        if format!("{:?}", old.config.limits) != format!("{:?}", new.config.limits) {
+        if old.config.limits != new.config.limits {
             restart.push("limits");
         }
-        if format!("{:?}", old.config.http) != format!("{:?}", new.config.http) {
+        if old.config.http != new.config.http {
             restart.push("http");
         }
-        if format!("{:?}", old.config.daemon) != format!("{:?}", new.config.daemon) {
+        if old.config.daemon != new.config.daemon {
             restart.push("daemon");
         }
         // What needs a restart keeps its running value until then.

@@ -262,6 +262,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         _ => {}
     }
+    let lock = if daemon {
+        Some(crate::daemon::take_lock(&cfg)?)
+    } else {
+        None
+    };
     let app = std::sync::Arc::new(App::new(cfg).await?);
     match cli.command {
         Command::Completions { .. } => unreachable!("handled above"),
@@ -269,7 +274,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             let opts = crate::daemon::Options {
                 exit_after: exit_after.map(std::time::Duration::from_secs_f64),
             };
-            crate::daemon::run(app, opts).await
+            let lock = lock.expect("taken above for the daemon");
+            crate::daemon::run(app, opts, lock).await
         }
         Command::Connect {
             platform,

@@ -36,7 +36,7 @@ pub struct Config {
 }
 
 /// `outreach daemon`: the control API, shutdown and logging.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Daemon {
     /// Address of the control API. Loopback only unless `allow_remote`.
@@ -150,7 +150,7 @@ pub struct Notify {
     pub webhook: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Paths {
     /// Folder of platform plugins (`*.wasm`).
@@ -168,7 +168,7 @@ pub struct Paths {
     pub posts: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Wall-clock budget of one plugin call that does no network I/O
@@ -206,7 +206,7 @@ impl Default for Limits {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Http {
     /// Sent on every request: several platforms throttle generic agents.

@@ -572,12 +572,7 @@ async fn deliver(
     // loop and its post-file watcher may reach the same post together);
     // the outbox's claims keep other processes out.
     let lock = {
-        static POSTS: std::sync::OnceLock<Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>> =
-            std::sync::OnceLock::new();
-        let mut map = POSTS
-            .get_or_init(Default::default)
-            .lock()
-            .expect("post locks");
+        let mut map = app.post_locks.lock().expect("post locks");
         map.retain(|_, l| Arc::strong_count(l) > 1);
         map.entry(row.id.clone()).or_default().clone()
     };

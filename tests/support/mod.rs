@@ -7,6 +7,7 @@
 pub mod oauth;
 mod wasm_tag;
 
+#[allow(unused_imports)]
 pub use wasm_tag::tagged;
 
 use std::collections::HashMap;

@@ -147,8 +147,11 @@ fn sibling(dir: &Path, suffix: &str) -> PathBuf {
     dir.with_file_name(format!("{name}.{suffix}"))
 }
 
+/// The store's daemon lock, held for the daemon's life.
+pub struct Lock(#[allow(dead_code)] std::fs::File);
+
 /// Take the store's daemon lock, or say who holds it.
-fn take_lock(cfg: &Loaded) -> anyhow::Result<std::fs::File> {
+pub fn take_lock(cfg: &Loaded) -> anyhow::Result<Lock> {
     let path = lock_path(cfg);
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)
@@ -161,7 +164,7 @@ fn take_lock(cfg: &Loaded) -> anyhow::Result<std::fs::File> {
         .open(&path)
         .with_context(|| format!("cannot open the daemon lock {}", path.display()))?;
     match file.try_lock() {
-        Ok(()) => Ok(file),
+        Ok(()) => Ok(Lock(file)),
         Err(std::fs::TryLockError::WouldBlock) => {
             let who = std::fs::read_to_string(state_path(cfg))
                 .ok()
@@ -207,11 +210,11 @@ pub fn load_or_create_token(path: &Path) -> anyhow::Result<String> {
     Ok(token)
 }
 
-/// Run the daemon until a signal (or `opts.exit_after`). Returns the exit
-/// code.
-pub async fn run(app: Arc<App>, opts: Options) -> anyhow::Result<i32> {
+/// Run the daemon until a signal (or `opts.exit_after`), holding `_lock`
+/// (taken before the plugins load, so a second daemon is refused at once).
+/// Returns the exit code.
+pub async fn run(app: Arc<App>, opts: Options, _lock: Lock) -> anyhow::Result<i32> {
     let cfg = app.cfg();
-    let _lock = take_lock(&cfg)?;
     let token = load_or_create_token(&cfg.token_file)?;
     // Open the store and the journal now: a passphrase prompt or a broken
     // store stops the start, not a publish an hour later.
