@@ -2,13 +2,14 @@
 //! files. Each platform is a WebAssembly component; this crate is the host
 //! that owns everything dangerous or stateful.
 //!
-//! One module per capability: [`plugin`] (engine, loading, sandbox),
-//! [`http`] (the broker), [`store`] (encrypted credentials), [`auth`]
+//! One module per capability: [`plugin`] (engine, loading, sandbox, hot
+//! swap), [`http`] (the broker), [`store`] (encrypted credentials), [`auth`]
 //! (connect flows, token exchanges), [`schedule`] (single-flight refresh,
-//! health, the refresh scheduler), [`accounts`] (the app commands run
-//! against; adding, listing, removing accounts), [`publish`] (post files,
-//! validation, fan-out), [`outbox`] (the exactly-once journal), [`config`],
-//! [`cli`].
+//! health, the refresh scheduler, notifications), [`accounts`] (the app
+//! commands run against; adding, listing, removing accounts), [`publish`]
+//! (post files, validation, fan-out), [`outbox`] (the exactly-once
+//! journal), [`daemon`] (watchers, control API, shutdown), [`metrics`],
+//! [`config`], [`cli`].
 
 pub mod accounts;
 pub mod auth;
