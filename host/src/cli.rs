@@ -121,9 +121,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Run in the background: keep tokens fresh, publish scheduled posts and
-    /// post files dropped into the posts folder, pick up new plugins, and
-    /// serve the control API. Stops cleanly on SIGTERM or SIGINT.
+    /// Keep running (in the foreground; config/outreach.service runs it as a
+    /// service): keep tokens fresh, publish scheduled posts and post files
+    /// dropped into the posts folder, pick up new plugins, and serve the
+    /// control API. Stops cleanly on SIGTERM or SIGINT.
     Daemon {
         /// `human` or `json` (default from daemon.log_format in the config).
         #[arg(long, value_parser = ["human", "json"])]
