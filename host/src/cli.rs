@@ -333,14 +333,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 .add_account(&platform, &account, token, settings)
                 .await?;
             println!(
-                "added {} as {}{}; its credential is encrypted in {}",
+                "added {} as {}; its credential is encrypted in {}",
                 rec.id,
-                rec.profile.name,
-                rec.profile
-                    .handle
-                    .as_deref()
-                    .map(|h| format!(" (@{h})"))
-                    .unwrap_or_default(),
+                rec.profile.label(),
                 app.cfg().store_dir.display()
             );
             Ok(0)

@@ -114,6 +114,17 @@ pub struct Outbox {
     full: std::cell::Cell<bool>,
 }
 
+fn row_to_post(r: &rusqlite::Row) -> rusqlite::Result<PostRow> {
+    Ok(PostRow {
+        id: r.get(0)?,
+        path: r.get(1)?,
+        content_hash: r.get(2)?,
+        source: r.get(3)?,
+        scheduled_at: r.get::<_, Option<String>>(4)?.map(|s| parse_ts(&s)),
+        created_at: parse_ts(&r.get::<_, String>(5)?),
+    })
+}
+
 fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
@@ -202,16 +213,7 @@ impl Outbox {
             .query_row(
                 "SELECT id, path, content_hash, source, scheduled_at, created_at FROM posts WHERE id = ?1",
                 [id],
-                |r| {
-                    Ok(PostRow {
-                        id: r.get(0)?,
-                        path: r.get(1)?,
-                        content_hash: r.get(2)?,
-                        source: r.get(3)?,
-                        scheduled_at: r.get::<_, Option<String>>(4)?.map(|s| parse_ts(&s)),
-                        created_at: parse_ts(&r.get::<_, String>(5)?),
-                    })
-                },
+                row_to_post,
             )
             .optional()?)
     }
@@ -279,16 +281,7 @@ impl Outbox {
             "SELECT id, path, content_hash, source, scheduled_at, created_at FROM posts ORDER BY created_at DESC",
         )?;
         let posts = stmt
-            .query_map([], |r| {
-                Ok(PostRow {
-                    id: r.get(0)?,
-                    path: r.get(1)?,
-                    content_hash: r.get(2)?,
-                    source: r.get(3)?,
-                    scheduled_at: r.get::<_, Option<String>>(4)?.map(|s| parse_ts(&s)),
-                    created_at: parse_ts(&r.get::<_, String>(5)?),
-                })
-            })?
+            .query_map([], row_to_post)?
             .collect::<Result<Vec<_>, _>>()?;
         posts
             .into_iter()

@@ -82,6 +82,16 @@ pub struct Profile {
     pub url: Option<String>,
 }
 
+impl Profile {
+    /// `Name (@handle)`, or just the name.
+    pub fn label(&self) -> String {
+        match &self.handle {
+            Some(h) => format!("{} (@{h})", self.name),
+            None => self.name.clone(),
+        }
+    }
+}
+
 /// One account's credentials and settings. Lives only inside the encrypted
 /// envelope; the secrets are [`Secret`]s so they never print.
 #[derive(Clone, Debug, Serialize, Deserialize)]

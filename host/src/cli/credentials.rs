@@ -37,14 +37,9 @@ pub async fn connect(
     )
     .await?;
     println!(
-        "connected {} as {}{}{}",
+        "connected {} as {}{}",
         rec.id,
-        rec.profile.name,
-        rec.profile
-            .handle
-            .as_deref()
-            .map(|h| format!(" (@{h})"))
-            .unwrap_or_default(),
+        rec.profile.label(),
         rec.expires_at
             .map(|t| format!("; token valid until {}", t.format("%Y-%m-%d %H:%M UTC")))
             .unwrap_or_default()
