@@ -259,6 +259,8 @@ async fn control_api_needs_its_token_and_stays_on_loopback() {
         .find(|a| a["id"] == "mastodon/social")
         .unwrap();
     assert_eq!(m["last_post"]["state"], "published");
+    assert_eq!(m["last_post"]["success"], true);
+    assert_eq!(m["last_post"]["content"], "toot sneaky");
     assert!(m["token_health"]["is_valid"].as_bool().unwrap());
     assert!(!accounts.iter().any(|a| a.to_string().contains("PLANTED")));
 

@@ -136,7 +136,39 @@ pub struct AccountStatus {
     /// is kept).
     pub plugin_missing: bool,
     pub token_health: Option<TokenHealth>,
-    pub last_post: Option<Delivery>,
+    pub last_post: Option<LastPost>,
+}
+
+/// The seed's `lastPost`, with the outbox's details.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LastPost {
+    /// The post's id in the outbox.
+    pub post: String,
+    /// Its text (as this platform got it, before per-platform overrides).
+    pub content: String,
+    pub timestamp: chrono::DateTime<chrono::Utc>,
+    pub success: bool,
+    pub state: crate::outbox::State,
+    pub url: Option<String>,
+    pub error: Option<String>,
+}
+
+impl LastPost {
+    fn of(d: Delivery, source: Option<String>) -> Self {
+        let content = source
+            .and_then(|s| s.parse::<toml::Table>().ok())
+            .and_then(|t| t.get("text").and_then(|v| v.as_str()).map(str::to_string))
+            .unwrap_or_default();
+        LastPost {
+            post: d.post,
+            content,
+            timestamp: d.updated_at,
+            success: d.state == crate::outbox::State::Published,
+            state: d.state,
+            url: d.url,
+            error: d.error,
+        }
+    }
 }
 
 /// Every account's status (also what `outreach status` and `outreach
@@ -149,10 +181,16 @@ pub fn account_statuses(d: &Daemon) -> anyhow::Result<Vec<AccountStatus>> {
         let summary = AccountSummary::new(&id, &r);
         let plugin_missing = app.host.get(&id.platform).is_err();
         let token_health = r.as_ref().ok().map(|rec| crate::schedule::health(app, rec));
-        let last_post = outbox
-            .lock()
-            .expect("outbox")
-            .last_delivery(&id.to_string())?;
+        let last_post = {
+            let ob = outbox.lock().expect("outbox");
+            match ob.last_delivery(&id.to_string())? {
+                Some(d) => {
+                    let source = ob.post(&d.post)?.map(|p| p.source);
+                    Some(LastPost::of(d, source))
+                }
+                None => None,
+            }
+        };
         out.push(AccountStatus {
             connected: !plugin_missing && token_health.as_ref().is_some_and(|h| h.is_valid),
             profile_name: summary.profile.as_ref().map(|p| p.name.clone()),
