@@ -80,20 +80,13 @@ impl Platform for LinkedIn {
                 // `content.multiImage`. Or one video (MP4, up to 500 MB),
                 // alone.
                 media: vec![
-                    MediaRule {
-                        kind: MediaKind::Image,
-                        max_count: 20,
-                        max_bytes: 20 << 20,
-                        mime_types: ["image/jpeg", "image/png", "image/gif"]
-                            .map(String::from)
-                            .to_vec(),
-                    },
-                    MediaRule {
-                        kind: MediaKind::Video,
-                        max_count: 1,
-                        max_bytes: 500 << 20,
-                        mime_types: vec!["video/mp4".into()],
-                    },
+                    MediaRule::new(
+                        MediaKind::Image,
+                        20,
+                        20 << 20,
+                        &["image/jpeg", "image/png", "image/gif"],
+                    ),
+                    MediaRule::new(MediaKind::Video, 1, 500 << 20, &["video/mp4"]),
                 ],
                 ..Default::default()
             },

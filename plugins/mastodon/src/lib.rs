@@ -74,28 +74,19 @@ impl Platform for Mastodon {
                 threads: true,
                 // Mastodon's defaults (instances can lower them).
                 media: vec![
-                    MediaRule {
-                        kind: MediaKind::Image,
-                        max_count: 4,
-                        max_bytes: 16 << 20,
-                        mime_types: ["image/jpeg", "image/png", "image/webp"]
-                            .map(String::from)
-                            .to_vec(),
-                    },
-                    MediaRule {
-                        kind: MediaKind::Gif,
-                        max_count: 4,
-                        max_bytes: 16 << 20,
-                        mime_types: vec!["image/gif".into()],
-                    },
-                    MediaRule {
-                        kind: MediaKind::Video,
-                        max_count: 1,
-                        max_bytes: 99 << 20,
-                        mime_types: ["video/mp4", "video/quicktime", "video/webm"]
-                            .map(String::from)
-                            .to_vec(),
-                    },
+                    MediaRule::new(
+                        MediaKind::Image,
+                        4,
+                        16 << 20,
+                        &["image/jpeg", "image/png", "image/webp"],
+                    ),
+                    MediaRule::new(MediaKind::Gif, 4, 16 << 20, &["image/gif"]),
+                    MediaRule::new(
+                        MediaKind::Video,
+                        1,
+                        99 << 20,
+                        &["video/mp4", "video/quicktime", "video/webm"],
+                    ),
                 ],
                 ..Default::default()
             },

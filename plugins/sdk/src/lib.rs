@@ -131,6 +131,19 @@ macro_rules! export_platform {
     };
 }
 
+impl MediaRule {
+    /// Up to `max_count` attachments of `kind`, each at most `max_bytes`,
+    /// of these MIME types.
+    pub fn new(kind: MediaKind, max_count: u32, max_bytes: u64, mime_types: &[&str]) -> Self {
+        MediaRule {
+            kind,
+            max_count,
+            max_bytes,
+            mime_types: mime_types.iter().map(|m| m.to_string()).collect(),
+        }
+    }
+}
+
 /// A [`Pair`] from two string-likes.
 pub fn pair(name: impl Into<String>, value: impl Into<String>) -> Pair {
     Pair {

@@ -92,26 +92,19 @@ impl Platform for X {
                 // Images and GIFs through the simple upload, video through
                 // the chunked one (initialize, append, finalize, status).
                 media: vec![
-                    MediaRule {
-                        kind: MediaKind::Video,
-                        max_count: 1,
-                        max_bytes: 512 << 20,
-                        mime_types: ["video/mp4", "video/quicktime"].map(String::from).to_vec(),
-                    },
-                    MediaRule {
-                        kind: MediaKind::Image,
-                        max_count: 4,
-                        max_bytes: 5 << 20,
-                        mime_types: ["image/jpeg", "image/png", "image/webp"]
-                            .map(String::from)
-                            .to_vec(),
-                    },
-                    MediaRule {
-                        kind: MediaKind::Gif,
-                        max_count: 1,
-                        max_bytes: 15 << 20,
-                        mime_types: vec!["image/gif".into()],
-                    },
+                    MediaRule::new(
+                        MediaKind::Video,
+                        1,
+                        512 << 20,
+                        &["video/mp4", "video/quicktime"],
+                    ),
+                    MediaRule::new(
+                        MediaKind::Image,
+                        4,
+                        5 << 20,
+                        &["image/jpeg", "image/png", "image/webp"],
+                    ),
+                    MediaRule::new(MediaKind::Gif, 1, 15 << 20, &["image/gif"]),
                 ],
                 ..Default::default()
             },
