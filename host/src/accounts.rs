@@ -51,6 +51,8 @@ pub struct App {
     /// One delivery of a post at a time in this process (the daemon's due
     /// loop and its post-file watcher may reach the same post together).
     pub(crate) post_locks: std::sync::Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Sends token exchanges that must survive this process.
+    pub escrow: Arc<crate::escrow::Escrow>,
 }
 
 impl App {
@@ -58,7 +60,15 @@ impl App {
     pub async fn new(cfg: Loaded) -> anyhow::Result<Self> {
         let host = Host::new(&cfg)?;
         host.load_dir(&cfg.plugins_dir).await?;
+        let escrow = crate::escrow::Escrow::new(
+            crate::escrow::Escrow::own_binary(),
+            crate::escrow::HelperHttp {
+                user_agent: cfg.config.http.user_agent.clone(),
+                timeout_ms: cfg.config.limits.http_timeout_ms,
+            },
+        );
         Ok(App {
+            escrow: Arc::new(escrow),
             cfg: Arc::new(ArcSwap::from_pointee(cfg)),
             host,
             store: OnceLock::new(),

@@ -20,6 +20,7 @@
 //! 127.0.0.1.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -30,13 +31,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::accounts::{App, bad};
 use crate::config::Loaded;
+use crate::escrow::{Escrow, Exchange};
 use crate::http::{Credentials, substitute};
 use crate::plugin::wit::types::{
     AuthKind, ClientAuth, CustomExchange, Endpoint, ExchangeBody, ExpiryFormat, HttpMethod,
     Manifest, Pair, RefreshStyle, TokenShape,
 };
 use crate::secret::{Secret, scrub};
-use crate::store::{AccountId, Health, Profile, Record};
+use crate::store::{AccountId, EscrowSlot, Health, Profile, Record};
 
 /// An OAuth client: the app registered with the platform.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -243,6 +245,7 @@ pub fn parse_tokens(
 #[derive(Clone)]
 pub struct TokenClient {
     http: reqwest::Client,
+    escrow: Arc<Escrow>,
 }
 
 impl TokenClient {
@@ -252,10 +255,12 @@ impl TokenClient {
     pub fn new(app: &App) -> anyhow::Result<Self> {
         Ok(TokenClient {
             http: app.host.broker.client(),
+            escrow: app.escrow.clone(),
         })
     }
 
-    /// Send one token request and classify what comes back.
+    /// Send one token request and classify what comes back. With `slot`,
+    /// the request goes through the escrow helper (see [`crate::escrow`]).
     #[allow(clippy::too_many_arguments)]
     async fn request(
         &self,
@@ -268,21 +273,20 @@ impl TokenClient {
         shape: &TokenShape,
         lifetime: u64,
         secrets: &[&Secret],
+        slot: Option<&EscrowSlot>,
     ) -> Result<Tokens, TokenError> {
         let mut u = url::Url::parse(url)
             .map_err(|e| TokenError::Rejected(format!("invalid token URL {url}: {e}")))?;
         if !query.is_empty() {
             u.query_pairs_mut().extend_pairs(query);
         }
-        let m = match method {
-            HttpMethod::Get => reqwest::Method::GET,
-            HttpMethod::Put => reqwest::Method::PUT,
-            _ => reqwest::Method::POST,
+        let method = match method {
+            HttpMethod::Get => "GET",
+            HttpMethod::Put => "PUT",
+            _ => "POST",
         };
-        let mut rb = self.http.request(m, u).header("accept", "application/json");
-        for (n, v) in headers {
-            rb = rb.header(n.as_str(), v.as_str());
-        }
+        let mut all = vec![("accept".to_string(), "application/json".to_string())];
+        all.extend(headers.iter().cloned());
         if let Some(client) = basic {
             let raw = format!(
                 "{}:{}",
@@ -290,21 +294,27 @@ impl TokenClient {
                 form_escape(client.secret.as_ref().map(Secret::expose).unwrap_or(""))
             );
             let b64 = base64::engine::general_purpose::STANDARD.encode(raw);
-            rb = rb.header("authorization", format!("Basic {b64}"));
+            all.push(("authorization".into(), format!("Basic {b64}")));
         }
-        if let Some((content_type, b)) = body {
-            rb = rb.header("content-type", content_type).body(b);
+        let body = body.map(|(content_type, b)| {
+            all.push(("content-type".into(), content_type.to_string()));
+            base64::engine::general_purpose::STANDARD.encode(b)
+        });
+        let exchange = Exchange {
+            method: method.into(),
+            url: u.to_string(),
+            headers: all,
+            body,
+        };
+        let escrowed = match slot {
+            Some(slot) => self.escrow.send(slot, &exchange).await,
+            None => None,
+        };
+        let (status, bytes) = match escrowed {
+            Some(r) => r,
+            None => exchange.send(&self.http).await,
         }
-        let resp = rb.send().await.map_err(|e| {
-            TokenError::Transient(format!(
-                "cannot reach {url}: {}",
-                scrub(&e.to_string(), secrets)
-            ))
-        })?;
-        let status = resp.status().as_u16();
-        let bytes = resp.bytes().await.map_err(|e| {
-            TokenError::Transient(format!("the answer from {url} was cut off: {e}"))
-        })?;
+        .map_err(|e| TokenError::Transient(scrub(&e, secrets)))?;
         parse_tokens(status, &bytes, shape, lifetime, secrets)
     }
 
@@ -317,6 +327,7 @@ impl TokenClient {
         client: &Client,
         m: &Manifest,
         secrets: &[&Secret],
+        slot: Option<&EscrowSlot>,
     ) -> Result<Tokens, TokenError> {
         let basic = match m.auth.client_auth {
             ClientAuth::Basic => Some(client),
@@ -348,6 +359,7 @@ impl TokenClient {
             &m.auth.token_response,
             m.auth.access_token_lifetime,
             secrets,
+            slot,
         )
         .await
     }
@@ -372,17 +384,22 @@ impl TokenClient {
             form.push(("code_verifier".into(), v.into()));
         }
         let secret = Secret::new(code);
-        self.token_form(&url, form, client, m, &[&secret]).await
+        self.token_form(&url, form, client, m, &[&secret], None)
+            .await
     }
 
-    /// Renew `record`'s tokens as the manifest's refresh style says.
+    /// Renew `record`'s tokens as the manifest's refresh style says. A
+    /// refresh that may spend its refresh token (rotating or custom) goes
+    /// through the escrow helper when `slot` is given.
     pub async fn refresh(
         &self,
         m: &Manifest,
         endpoints: &[Endpoint],
         client: Option<&Client>,
         record: &Record,
+        slot: Option<&EscrowSlot>,
     ) -> Result<Tokens, TokenError> {
+        let slot = slot.filter(|_| !matches!(m.auth.refresh, RefreshStyle::Standard));
         let mut secrets = record.secrets();
         if let Some(s) = client.and_then(|c| c.secret.as_ref()) {
             secrets.push(s);
@@ -406,7 +423,7 @@ impl TokenClient {
                     ("grant_type".to_string(), "refresh_token".to_string()),
                     ("refresh_token".to_string(), refresh.expose().to_string()),
                 ];
-                self.token_form(&url, form, client, m, &secrets).await
+                self.token_form(&url, form, client, m, &secrets, slot).await
             }
             RefreshStyle::Custom(x) => {
                 let mut creds =
@@ -420,8 +437,15 @@ impl TokenClient {
                         creds = creds.with("client_secret", s.clone());
                     }
                 }
-                self.exchange(x, endpoints, &creds, m.auth.access_token_lifetime, &secrets)
-                    .await
+                self.exchange_via(
+                    x,
+                    endpoints,
+                    &creds,
+                    m.auth.access_token_lifetime,
+                    &secrets,
+                    slot,
+                )
+                .await
             }
         }
     }
@@ -434,6 +458,19 @@ impl TokenClient {
         creds: &Credentials,
         lifetime: u64,
         secrets: &[&Secret],
+    ) -> Result<Tokens, TokenError> {
+        self.exchange_via(x, endpoints, creds, lifetime, secrets, None)
+            .await
+    }
+
+    async fn exchange_via(
+        &self,
+        x: &CustomExchange,
+        endpoints: &[Endpoint],
+        creds: &Credentials,
+        lifetime: u64,
+        secrets: &[&Secret],
+        slot: Option<&EscrowSlot>,
     ) -> Result<Tokens, TokenError> {
         let url = if x.url.contains("://") {
             x.url.clone()
@@ -473,6 +510,7 @@ impl TokenClient {
             &x.response,
             lifetime,
             secrets,
+            slot,
         )
         .await
     }

@@ -136,6 +136,15 @@ pub enum Command {
     /// Print a shell completion script: `outreach completions bash >
     /// ~/.local/share/bash-completion/completions/outreach`.
     Completions { shell: clap_complete::Shell },
+    /// The escrow helper outreach starts for itself (see the `escrow`
+    /// module); not for people.
+    #[command(hide = true)]
+    Escrow {
+        #[arg(long)]
+        user_agent: String,
+        #[arg(long)]
+        timeout_ms: u64,
+    },
     /// Queued, published, failed and unknown posts; show, cancel, or
     /// publish the ones that are due.
     Posts {
@@ -224,6 +233,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         );
         return Ok(0);
     }
+    if let Command::Escrow {
+        user_agent,
+        timeout_ms,
+    } = cli.command
+    {
+        let http = crate::escrow::HelperHttp {
+            user_agent,
+            timeout_ms,
+        };
+        return Ok(crate::escrow::serve(http).await);
+    }
     let cfg = Loaded::load(cli.config.as_deref())?;
     let daemon = matches!(cli.command, Command::Daemon { .. });
     let format = match &cli.command {
@@ -270,7 +290,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     };
     let app = std::sync::Arc::new(App::new(cfg).await?);
     match cli.command {
-        Command::Completions { .. } => unreachable!("handled above"),
+        Command::Completions { .. } | Command::Escrow { .. } => unreachable!("handled above"),
         Command::Daemon { exit_after, .. } => {
             let opts = crate::daemon::Options {
                 exit_after: exit_after.map(std::time::Duration::from_secs_f64),

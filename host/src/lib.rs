@@ -4,7 +4,8 @@
 //!
 //! One module per capability: [`plugin`] (engine, loading, sandbox, hot
 //! swap), [`http`] (the broker), [`store`] (encrypted credentials), [`auth`]
-//! (connect flows, token exchanges), [`schedule`] (single-flight refresh,
+//! (connect flows, token exchanges), [`escrow`] (exchanges that survive
+//! a kill), [`schedule`] (single-flight refresh,
 //! health, the refresh scheduler, notifications), [`accounts`] (the app
 //! commands run against; adding, listing, removing accounts), [`publish`]
 //! (post files, validation, fan-out), [`outbox`] (the exactly-once
@@ -16,6 +17,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod escrow;
 pub mod http;
 pub mod metrics;
 pub mod outbox;

@@ -4,8 +4,9 @@
 //!
 //! Owns: [`Refresher`] — at most one refresh per account in flight, across
 //! tasks (an async mutex) and across processes (the store's refresh lease);
-//! the record is re-read inside the lease and stored before anyone uses the
-//! new token. Failures are classified: an invalid grant marks the account
+//! the record is re-read inside the lease (after applying any answer an
+//! interrupted exchange left, see [`crate::escrow`]) and stored before
+//! anyone uses the new token. Failures are classified: an invalid grant marks the account
 //! *needs reconnect* at once; network errors, 5xx and 429 back off
 //! exponentially with jitter, capped, and never disconnect. A state change
 //! is announced once (log, hook command, webhook), never once per attempt.
@@ -26,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::accounts::App;
 use crate::auth::{TokenClient, TokenError, client_for};
 use crate::plugin::manifest::effective_endpoints;
-use crate::plugin::wit::types::RefreshStyle;
+use crate::plugin::wit::types::{ExpiryFormat, RefreshStyle};
 use crate::store::{AccountId, AccountState, Record, StoreError};
 
 /// Why a refresh did not produce a usable token.
@@ -370,6 +371,68 @@ impl Refresher {
         }
     }
 
+    /// Apply an answer an earlier exchange sealed for `id` (see
+    /// [`crate::escrow`]); the record as stored afterwards, if there was
+    /// one with tokens. The caller holds the lease.
+    async fn settle(
+        &self,
+        store: &Arc<dyn crate::store::CredentialStore>,
+        id: &AccountId,
+        m: &crate::plugin::wit::types::Manifest,
+    ) -> Result<Option<Record>, RefreshError> {
+        let (s2, id2) = (store.clone(), id.clone());
+        let answer = tokio::task::spawn_blocking(move || crate::escrow::settle(&*s2, &id2))
+            .await
+            .map_err(|e| RefreshError::Other(e.to_string()))??;
+        let Some(answer) = answer else {
+            return Ok(None);
+        };
+        let shape = match &m.auth.refresh {
+            RefreshStyle::Custom(x) => &x.response,
+            _ => &m.auth.token_response,
+        };
+        let mut record = store.load(id)?;
+        let parsed = crate::auth::parse_tokens(
+            answer.status,
+            &answer.body(),
+            shape,
+            m.auth.access_token_lifetime,
+            &record.secrets(),
+        );
+        let applied = match parsed {
+            Ok(mut tokens) => {
+                // "Expires in" counts from when the platform answered.
+                if !matches!(
+                    shape.expiry_format,
+                    ExpiryFormat::UnixSeconds | ExpiryFormat::UnixMillis
+                ) {
+                    let late = Utc::now() - answer.at;
+                    tokens.expires_at = tokens.expires_at.map(|t| t - late);
+                }
+                if record.access_token != tokens.access {
+                    let before = record.health.state;
+                    crate::auth::apply(&mut record, tokens);
+                    record.last_refreshed = Some(answer.at);
+                    store.save(&record)?;
+                    tracing::info!(
+                        account = %id,
+                        "applied the answer of a token refresh whose sender stopped before storing it"
+                    );
+                    if before != AccountState::Healthy {
+                        self.notifier
+                            .changed(id, before, AccountState::Healthy, "token refreshed")
+                            .await;
+                    }
+                }
+                Some(record)
+            }
+            // An answer without usable tokens issued nothing.
+            Err(_) => None,
+        };
+        store.clear_answer(id)?;
+        Ok(applied)
+    }
+
     /// A record for `id` whose token satisfies `need`, refreshing it if it
     /// does not. Concurrent callers for one account share one refresh.
     pub async fn ensure(&self, id: &AccountId, need: Need) -> Result<Record, RefreshError> {
@@ -403,6 +466,10 @@ impl Refresher {
         let _lease = tokio::task::spawn_blocking(move || store2.lease(&id2))
             .await
             .map_err(|e| RefreshError::Other(e.to_string()))??;
+        // An exchange for this account may have outlived the process that
+        // sent it: its answer holds the only live refresh token.
+        let m = &plugin.manifest;
+        self.settle(&store, id, m).await?;
         // Someone may have refreshed while we waited: read again.
         let mut record = store.load(id)?;
         if need != Need::Now && self.is_satisfied(&record, &need, refreshable) {
@@ -414,7 +481,6 @@ impl Refresher {
                 reason: record.health.last_error.clone().unwrap_or_default(),
             });
         }
-        let m = &plugin.manifest;
         if matches!(m.auth.refresh, RefreshStyle::None) {
             if need == Need::Usable && record.expires_at.is_some_and(|t| t <= Utc::now()) {
                 return Err(RefreshError::NeedsReconnect {
@@ -431,10 +497,18 @@ impl Refresher {
         let overrides = self.app.cfg().platform(&m.id).endpoints;
         let endpoints = effective_endpoints(m, &overrides, Some(&App::account_view(&record)));
         self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let slot = store.escrow_slot(id);
         let result = self
             .tokens
-            .refresh(m, &endpoints, client.as_ref(), &record)
+            .refresh(m, &endpoints, client.as_ref(), &record, slot.as_ref())
             .await;
+        // The helper may have sealed an answer it could not hand over.
+        if matches!(result, Err(TokenError::Transient(_)))
+            && slot.is_some()
+            && let Some(settled) = self.settle(&store, id, m).await?
+        {
+            return Ok(settled);
+        }
         let before = record.health.state;
         let policy = Policy::for_platform(&self.app, &id.platform);
         match result {
@@ -444,6 +518,11 @@ impl Refresher {
                 // Stored before anyone uses the new token: a rotated refresh
                 // token must never exist only in memory.
                 store.save(&record)?;
+                if slot.is_some()
+                    && let Err(e) = store.clear_answer(id)
+                {
+                    tracing::warn!(account = %id, "{e}");
+                }
                 if before != AccountState::Healthy {
                     self.notifier
                         .changed(id, before, AccountState::Healthy, "token refreshed")

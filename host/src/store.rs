@@ -12,7 +12,10 @@
 //! changes nothing. A failed read never writes. Up to 256 decrypted
 //! records are kept in memory beside their ciphertext, and reused while the
 //! file holds exactly those bytes (publishing reads every target's record
-//! per post; X25519 per read was a tenth of a publish's CPU).
+//! per post; X25519 per read was a tenth of a publish's CPU). Beside a
+//! record may sit the sealed answer of a token exchange whose sender died
+//! (`.<account>.answer`, see [`crate::escrow`]); it is encrypted like a
+//! record, re-encrypted by a rekey and removed with the account.
 //!
 //! Never: prints a secret, or touches the network.
 
@@ -215,6 +218,31 @@ pub trait CredentialStore: Send + Sync {
     /// by a name of a-z, 0-9, `-`, `_`, `.`.
     fn load_aux(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
     fn save_aux(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError>;
+    /// Where a single-use token exchange for `id` leaves its answer, for
+    /// when the process that asked dies before storing it (see
+    /// [`crate::escrow`]). `None`: this backend keeps no such answers and
+    /// exchanges run in-process.
+    fn escrow_slot(&self, _id: &AccountId) -> Option<EscrowSlot> {
+        None
+    }
+    /// The sealed answer waiting for `id`, decrypted.
+    fn read_answer(&self, _id: &AccountId) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(None)
+    }
+    /// Forget the answer for `id` (it has been applied, or is useless).
+    fn clear_answer(&self, _id: &AccountId) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// Where an escrowed exchange for one account is coordinated: the lock its
+/// sender holds, the file its answer is sealed into, and the public keys
+/// it is sealed to.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EscrowSlot {
+    pub lock: PathBuf,
+    pub answer: PathBuf,
+    pub recipients: Vec<String>,
 }
 
 /// A held refresh lease; dropping it releases the lease.
@@ -396,6 +424,19 @@ fn encrypt_to(recipients: &[&dyn age::Recipient], plain: &[u8]) -> Result<Vec<u8
     Ok(out)
 }
 
+/// Encrypt `plain` to age X25519 public keys (`age1…`).
+pub fn seal_to(recipients: &[String], plain: &[u8]) -> Result<Vec<u8>, String> {
+    let parsed = recipients
+        .iter()
+        .map(|r| parse_recipient(r))
+        .collect::<Result<Vec<_>, _>>()?;
+    let refs: Vec<&dyn age::Recipient> = parsed
+        .iter()
+        .map(|r| r.as_ref() as &dyn age::Recipient)
+        .collect();
+    encrypt_to(&refs, plain)
+}
+
 /// Write `bytes` to `path` atomically with mode 0600: a temp file beside it,
 /// fsync, rename over, fsync the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -548,6 +589,15 @@ impl AgeDirStore {
                 }
             }
         }
+        let records = files.len();
+        // Token answers waiting to be applied (see `crate::escrow`).
+        let answers: Vec<(AccountId, PathBuf)> = files
+            .iter()
+            .filter(|(id, _)| id.platform != "_aux")
+            .map(|(id, _)| (id.clone(), self.answer_path(id)))
+            .filter(|(_, p)| p.exists())
+            .collect();
+        files.extend(answers);
         for (id, path) in &files {
             let _lock = if id.platform != "_aux" {
                 Some(self.lock(id)?)
@@ -590,7 +640,7 @@ impl AgeDirStore {
         let mut shown = target.public.clone();
         shown.extend(keys);
         Ok(RekeyReport {
-            records: files.len(),
+            records,
             recipients: shown,
             retired,
         })
@@ -629,6 +679,12 @@ impl AgeDirStore {
             cache.remove(&k);
         }
         cache.insert(id.clone(), (sealed, record.clone()));
+    }
+
+    fn answer_path(&self, id: &AccountId) -> PathBuf {
+        self.dir
+            .join(&id.platform)
+            .join(format!(".{}.answer", id.account))
     }
 
     /// Where the record for `id` lives.
@@ -787,9 +843,47 @@ impl CredentialStore for AgeDirStore {
         write_atomic(&path, &sealed).map_err(io("cannot write", &path))
     }
 
+    fn escrow_slot(&self, id: &AccountId) -> Option<EscrowSlot> {
+        let dir = self.dir.join(&id.platform);
+        Some(EscrowSlot {
+            lock: dir.join(format!(".{}.exchange", id.account)),
+            answer: self.answer_path(id),
+            recipients: self
+                .identity
+                .public
+                .iter()
+                .chain(self.extra_keys.iter())
+                .cloned()
+                .collect(),
+        })
+    }
+
+    fn read_answer(&self, id: &AccountId) -> Result<Option<Vec<u8>>, StoreError> {
+        let path = self.answer_path(id);
+        let raw = match fs::read(&path) {
+            Ok(r) => r,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io("cannot read the escrowed answer", &path)(e)),
+        };
+        let ids = self.identity.readers();
+        decrypt_bytes(&raw, &ids)
+            .map(Some)
+            .map_err(|e| decrypt_error(e, id, &path, &self.identity.path))
+    }
+
+    fn clear_answer(&self, id: &AccountId) -> Result<(), StoreError> {
+        let path = self.answer_path(id);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io("cannot remove the escrowed answer", &path)(e)),
+        }
+    }
+
     fn remove(&self, id: &AccountId) -> Result<(), StoreError> {
         let _lock = self.lock(id)?;
         self.decrypted.lock().expect("record cache").remove(id);
+        self.clear_answer(id)?;
         let path = self.path_of(id);
         match fs::remove_file(&path) {
             Ok(()) => {}

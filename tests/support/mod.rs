@@ -286,6 +286,9 @@ pub struct FakeState {
     pub uploads: Mutex<HashMap<String, (u64, u64, u32, bool)>>,
     /// Added before every answer (requests stay concurrent).
     pub delay: Mutex<std::time::Duration>,
+    /// Added after the platform acted, before its answer leaves (a token
+    /// already rotated whose answer is still on the way).
+    pub answer_delay: Mutex<std::time::Duration>,
 }
 
 /// A running fake platform.
@@ -323,6 +326,7 @@ pub fn start(handler: Handler) -> Fake {
         media: Mutex::new(HashMap::new()),
         uploads: Mutex::new(HashMap::new()),
         delay: Mutex::new(std::time::Duration::ZERO),
+        answer_delay: Mutex::new(std::time::Duration::ZERO),
     });
     let (tx, rx) = std::sync::mpsc::channel();
     let st = state.clone();
@@ -358,7 +362,12 @@ pub fn start(handler: Handler) -> Fake {
                     if !delay.is_zero() {
                         tokio::time::sleep(delay).await;
                     }
-                    handler(&st, &seen)
+                    let answer = handler(&st, &seen);
+                    let late = *st.answer_delay.lock().unwrap();
+                    if !late.is_zero() {
+                        tokio::time::sleep(late).await;
+                    }
+                    answer
                 },
             );
             let app = app.layer(axum::extract::DefaultBodyLimit::disable());

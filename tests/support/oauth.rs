@@ -52,6 +52,8 @@ pub struct OAuth {
     pub refresh: HashSet<String>,
     /// Refresh tokens that were valid once (reuse is detected).
     pub spent: HashSet<String>,
+    /// Refresh requests that presented a spent refresh token.
+    pub reused: u64,
     pub refresh_calls: u64,
     pub code_calls: u64,
     /// Lifetime of issued access tokens.
@@ -72,6 +74,7 @@ impl Default for OAuth {
             access: HashMap::new(),
             refresh: HashSet::new(),
             spent: HashSet::new(),
+            reused: 0,
             refresh_calls: 0,
             code_calls: 0,
             lifetime: Duration::from_secs(7200),
@@ -394,6 +397,9 @@ pub fn route(st: &FakeState, seen: &Seen, flavor: Flavor) -> Option<Response> {
             o.refresh_calls += 1;
             let r = f.get("refresh_token").cloned().unwrap_or_default();
             if !o.refresh.contains(&r) {
+                if o.spent.contains(&r) {
+                    o.reused += 1;
+                }
                 return error("invalid_grant", "Value passed for the token was invalid.");
             }
             if flavor == Flavor::X {

@@ -12,6 +12,51 @@ pub fn cpu_secs() -> f64 {
     (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
 }
 
+#[allow(dead_code)]
+/// What this process's escrow helpers (`outreach escrow` children) have
+/// used so far.
+#[derive(Default)]
+pub struct Helpers {
+    pub cpu_secs: f64,
+    pub write_bytes: u64,
+    pub peak_rss_kib: u64,
+}
+
+#[allow(dead_code)]
+pub fn escrow_helpers() -> Helpers {
+    let me = std::process::id().to_string();
+    let mut out = Helpers::default();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let p = e.path();
+        let Ok(stat) = std::fs::read_to_string(p.join("stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let f: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        let cmdline = std::fs::read(p.join("cmdline")).unwrap_or_default();
+        let is_helper = cmdline.split(|b| *b == 0).any(|a| a == b"escrow");
+        if f.get(1) != Some(&me.as_str()) || !is_helper {
+            continue;
+        }
+        out.cpu_secs +=
+            (f[11].parse::<f64>().unwrap_or(0.0) + f[12].parse::<f64>().unwrap_or(0.0)) / 100.0;
+        let field = |file: &str, key: &str| -> u64 {
+            std::fs::read_to_string(p.join(file))
+                .unwrap_or_default()
+                .lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        out.write_bytes += field("io", "write_bytes:");
+        out.peak_rss_kib += field("status", "VmHWM:");
+    }
+    out
+}
+
 /// A child process that goes away with the benchmark, even on a panic.
 pub struct Child(pub std::process::Child);
 

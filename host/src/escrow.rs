@@ -1,0 +1,513 @@
+//! Token exchanges that outlive the process that starts them.
+//!
+//! A rotating (single-use) refresh token is spent the moment the platform
+//! answers the exchange. If outreach is killed between that answer and the
+//! write of the new token (SIGKILL, the OOM killer, a crash, a second
+//! Ctrl-C), the grant is gone and the account needs a reconnect. So those
+//! exchanges are not sent by the process that wants them but by an escrow
+//! helper: a small child process (`outreach escrow`, hidden) that survives
+//! its parent, sends the exchange, and seals the answer in the store
+//! (encrypted to the store's public keys) before it tells anyone. The next
+//! process that refreshes the account applies a sealed answer first
+//! ([`settle`]), so a kill at any point loses nothing.
+//!
+//! Ordering across processes: the parent holds the account's refresh lease
+//! (see [`crate::store::CredentialStore::lease`]); the helper holds the
+//! account's exchange lock from before it is told to send until the answer
+//! is on disk, and sends only after the parent has seen it take that lock.
+//! A process that takes over the lease waits for the exchange lock before
+//! reading a sealed answer, so it never sends a refresh token an earlier
+//! exchange may already have spent.
+//!
+//! One helper serves every exchange of a process (started on first use;
+//! it exits once its parent is gone and its exchanges are done). If it
+//! cannot be started the exchange runs in-process, as it would without
+//! escrow, with a warning.
+//!
+//! Owns: the helper process and its line protocol, sealed answers' format.
+//! Never: reads the identity (the helper encrypts to public keys only),
+//! logs a request or an answer (both carry secrets), or decides what an
+//! answer means (the parent parses it with the plugin's token shape).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+
+use crate::store::{CredentialStore, EscrowSlot, StoreError};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// One HTTP exchange, as plain data (it crosses a pipe).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Exchange {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    /// Base64 of the body.
+    pub body: Option<String>,
+}
+
+impl Exchange {
+    /// Send it with `client`; the status and the whole body.
+    pub async fn send(&self, client: &reqwest::Client) -> Result<(u16, Vec<u8>), String> {
+        let method = reqwest::Method::from_bytes(self.method.as_bytes())
+            .map_err(|_| format!("invalid method {}", self.method))?;
+        let mut rb = client.request(method, &self.url);
+        for (n, v) in &self.headers {
+            rb = rb.header(n.as_str(), v.as_str());
+        }
+        if let Some(b) = &self.body {
+            rb = rb.body(B64.decode(b).map_err(|e| e.to_string())?);
+        }
+        let resp = rb.send().await.map_err(|e| describe(&e, &self.url))?;
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| format!("the answer from {} was cut off: {e}", origin(&self.url)))?;
+        Ok((status, bytes.to_vec()))
+    }
+}
+
+/// A transport error without the URL's query (it may carry a token).
+fn describe(e: &reqwest::Error, url: &str) -> String {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    format!("cannot reach {}: {what}", origin(url))
+}
+
+fn origin(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) => format!("{}{}", u.origin().ascii_serialization(), u.path()),
+        Err(_) => "the token endpoint".into(),
+    }
+}
+
+/// What an answer looks like on disk (sealed) and on the pipe.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Answer {
+    pub status: u16,
+    /// Base64 of the body.
+    pub body: String,
+    /// When the platform answered: expiries relative to "now" in the
+    /// answer are relative to this.
+    pub at: DateTime<Utc>,
+}
+
+impl Answer {
+    pub fn body(&self) -> Vec<u8> {
+        B64.decode(&self.body).unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+enum ToHelper {
+    /// Take the exchange lock for an account.
+    Lock { n: u64, slot: EscrowSlot },
+    /// Send the exchange whose lock is held; seal a 2xx answer.
+    Send { n: u64, exchange: Exchange },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+enum FromHelper {
+    Locked { n: u64 },
+    Answer { n: u64, answer: Answer },
+    Failed { n: u64, error: String },
+}
+
+impl FromHelper {
+    fn n(&self) -> u64 {
+        match self {
+            FromHelper::Locked { n }
+            | FromHelper::Answer { n, .. }
+            | FromHelper::Failed { n, .. } => *n,
+        }
+    }
+}
+
+/// How the helper sends requests (the parent's broker settings).
+#[derive(Clone, Debug)]
+pub struct HelperHttp {
+    pub user_agent: String,
+    pub timeout_ms: u64,
+}
+
+impl HelperHttp {
+    fn client(&self) -> anyhow::Result<reqwest::Client> {
+        Ok(reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(self.user_agent.clone())
+            .timeout(Duration::from_millis(self.timeout_ms))
+            .connect_timeout(Duration::from_millis(self.timeout_ms.min(10_000)))
+            .build()?)
+    }
+}
+
+/// A running helper: requests go in through its stdin, replies are routed
+/// back by number.
+struct Conn {
+    to: mpsc::UnboundedSender<String>,
+    waiting: Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<FromHelper>>>>,
+    alive: Arc<std::sync::atomic::AtomicBool>,
+    _child: tokio::process::Child,
+}
+
+/// The parent's side: starts the helper on first use and routes exchanges
+/// through it.
+pub struct Escrow {
+    program: Mutex<Option<PathBuf>>,
+    http: HelperHttp,
+    conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
+    next: std::sync::atomic::AtomicU64,
+    warned: std::sync::atomic::AtomicBool,
+}
+
+impl Escrow {
+    /// `program` is an `outreach` binary (None: exchanges run in-process).
+    pub fn new(program: Option<PathBuf>, http: HelperHttp) -> Self {
+        Escrow {
+            program: Mutex::new(program),
+            http,
+            conn: tokio::sync::Mutex::new(None),
+            next: Default::default(),
+            warned: Default::default(),
+        }
+    }
+
+    /// This process's own binary when it is `outreach` (a library user —
+    /// a benchmark — sets one with [`Escrow::set_program`]).
+    pub fn own_binary() -> Option<PathBuf> {
+        let exe = std::env::current_exe().ok()?;
+        (exe.file_stem()? == "outreach").then_some(exe)
+    }
+
+    pub fn set_program(&self, program: Option<PathBuf>) {
+        *self.program.lock().expect("escrow program") = program;
+    }
+
+    async fn conn(&self) -> Option<Arc<Conn>> {
+        let mut guard = self.conn.lock().await;
+        if let Some(c) = guard.as_ref()
+            && c.alive.load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Some(c.clone());
+        }
+        let program = self.program.lock().expect("escrow program").clone()?;
+        match spawn(&program, &self.http) {
+            Ok(c) => {
+                let c = Arc::new(c);
+                *guard = Some(c.clone());
+                Some(c)
+            }
+            Err(e) => {
+                if !self.warned.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    tracing::warn!(
+                        "cannot start the escrow helper ({}): {e:#}; token exchanges run in this process, and a kill mid-exchange can lose a rotating refresh token",
+                        program.display()
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    /// Send `exchange` through the helper, holding `slot`'s exchange lock
+    /// until a 2xx answer is sealed. `None` when there is no helper (the
+    /// caller sends it itself).
+    pub async fn send(
+        &self,
+        slot: &EscrowSlot,
+        exchange: &Exchange,
+    ) -> Option<Result<(u16, Vec<u8>), String>> {
+        let conn = self.conn().await?;
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        conn.waiting.lock().expect("escrow table").insert(n, tx);
+        let result = async {
+            let stopped = || "the escrow helper stopped before answering".to_string();
+            let line = |m: &ToHelper| serde_json::to_string(m).expect("messages serialise");
+            conn.to
+                .send(line(&ToHelper::Lock {
+                    n,
+                    slot: slot.clone(),
+                }))
+                .map_err(|_| stopped())?;
+            match rx.recv().await {
+                Some(FromHelper::Locked { .. }) => {}
+                Some(FromHelper::Failed { error, .. }) => return Err(error),
+                _ => return Err(stopped()),
+            }
+            conn.to
+                .send(line(&ToHelper::Send {
+                    n,
+                    exchange: exchange.clone(),
+                }))
+                .map_err(|_| stopped())?;
+            match rx.recv().await {
+                Some(FromHelper::Answer { answer, .. }) => Ok((answer.status, answer.body())),
+                Some(FromHelper::Failed { error, .. }) => Err(error),
+                _ => Err(stopped()),
+            }
+        }
+        .await;
+        conn.waiting.lock().expect("escrow table").remove(&n);
+        Some(result)
+    }
+}
+
+fn spawn(program: &Path, http: &HelperHttp) -> anyhow::Result<Conn> {
+    let mut child = tokio::process::Command::new(program)
+        .arg("escrow")
+        .arg("--user-agent")
+        .arg(&http.user_agent)
+        .arg("--timeout-ms")
+        .arg(http.timeout_ms.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        // Not in the terminal's process group: a Ctrl-C meant for outreach
+        // must not cut an exchange short.
+        .process_group(0)
+        .kill_on_drop(false)
+        .spawn()?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let stdout = child.stdout.take().expect("piped");
+    let (to, mut rx) = mpsc::unbounded_channel::<String>();
+    let waiting: Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<FromHelper>>>> = Arc::default();
+    let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    {
+        let alive = alive.clone();
+        tokio::spawn(async move {
+            while let Some(mut line) = rx.recv().await {
+                line.push('\n');
+                if stdin.write_all(line.as_bytes()).await.is_err() || stdin.flush().await.is_err() {
+                    alive.store(false, std::sync::atomic::Ordering::SeqCst);
+                    break;
+                }
+            }
+        });
+    }
+    {
+        let waiting = waiting.clone();
+        let alive = alive.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let Ok(msg) = serde_json::from_str::<FromHelper>(&line) else {
+                    continue;
+                };
+                let tx = waiting.lock().expect("escrow table").get(&msg.n()).cloned();
+                if let Some(tx) = tx {
+                    let _ = tx.send(msg);
+                }
+            }
+            alive.store(false, std::sync::atomic::Ordering::SeqCst);
+            // Everyone still waiting learns that the helper is gone.
+            waiting.lock().expect("escrow table").clear();
+        });
+    }
+    Ok(Conn {
+        to,
+        waiting,
+        alive,
+        _child: child,
+    })
+}
+
+/// Wait for any exchange on `slot` to finish (another process's helper may
+/// still be sending one for an account whose lease we now hold).
+fn wait_for_exchange(slot: &EscrowSlot) -> Result<(), StoreError> {
+    let f = open_lock(&slot.lock)?;
+    f.lock().map_err(|source| StoreError::Io {
+        what: "cannot lock",
+        path: slot.lock.clone(),
+        source,
+    })?;
+    Ok(())
+}
+
+fn open_lock(path: &Path) -> Result<std::fs::File, StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|source| StoreError::Io {
+            what: "cannot open the exchange lock",
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// A sealed answer left for `id` by an exchange whose requester did not
+/// live to store it, once no exchange for `id` is in flight. The caller
+/// holds the account's lease, applies the answer, stores the record, then
+/// calls [`CredentialStore::clear_answer`]. Blocking.
+pub fn settle(
+    store: &dyn CredentialStore,
+    id: &crate::store::AccountId,
+) -> Result<Option<Answer>, StoreError> {
+    let Some(slot) = store.escrow_slot(id) else {
+        return Ok(None);
+    };
+    if !slot.answer.exists() && !slot.lock.exists() {
+        return Ok(None);
+    }
+    wait_for_exchange(&slot)?;
+    let Some(plain) = store.read_answer(id)? else {
+        return Ok(None);
+    };
+    match serde_json::from_slice::<Answer>(&plain) {
+        Ok(a) => Ok(Some(a)),
+        Err(e) => Err(StoreError::Corrupt {
+            id: id.clone(),
+            path: slot.answer,
+            detail: format!("the escrowed token answer does not parse: {e}"),
+        }),
+    }
+}
+
+/// The helper process: `outreach escrow`. Reads [`ToHelper`] lines until its
+/// parent is gone, then finishes the exchanges it was told to send and
+/// exits. Returns the exit code.
+pub async fn serve(http: HelperHttp) -> i32 {
+    // Signals meant for outreach (a service manager stopping the group)
+    // must not cut a spent token's answer short; the exchange is bounded
+    // by the HTTP timeout.
+    let _hold: Vec<_> = [
+        tokio::signal::unix::SignalKind::terminate(),
+        tokio::signal::unix::SignalKind::interrupt(),
+        tokio::signal::unix::SignalKind::hangup(),
+    ]
+    .into_iter()
+    .filter_map(|k| tokio::signal::unix::signal(k).ok())
+    .collect();
+    let client = match http.client() {
+        Ok(c) => c,
+        Err(_) => return 1,
+    };
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<FromHelper>();
+    let writer = tokio::spawn(async move {
+        let mut stdout = tokio::io::stdout();
+        while let Some(m) = out_rx.recv().await {
+            let mut line = serde_json::to_string(&m).expect("messages serialise");
+            line.push('\n');
+            // The parent may be gone; the answer is sealed either way.
+            let _ = stdout.write_all(line.as_bytes()).await;
+            let _ = stdout.flush().await;
+        }
+    });
+    let held: Arc<Mutex<HashMap<u64, (EscrowSlot, std::fs::File)>>> = Arc::default();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        match serde_json::from_str::<ToHelper>(&line) {
+            Ok(ToHelper::Lock { n, slot }) => {
+                let held = held.clone();
+                let out = out_tx.clone();
+                tasks.spawn(async move {
+                    let path = slot.lock.clone();
+                    let got = tokio::task::spawn_blocking(move || {
+                        let f = open_lock(&path)?;
+                        f.lock().map_err(|source| StoreError::Io {
+                            what: "cannot lock",
+                            path,
+                            source,
+                        })?;
+                        Ok::<_, StoreError>(f)
+                    })
+                    .await;
+                    match got {
+                        Ok(Ok(f)) => {
+                            held.lock().expect("held locks").insert(n, (slot, f));
+                            let _ = out.send(FromHelper::Locked { n });
+                        }
+                        Ok(Err(e)) => {
+                            let _ = out.send(FromHelper::Failed {
+                                n,
+                                error: e.to_string(),
+                            });
+                        }
+                        Err(e) => {
+                            let _ = out.send(FromHelper::Failed {
+                                n,
+                                error: e.to_string(),
+                            });
+                        }
+                    }
+                });
+            }
+            Ok(ToHelper::Send { n, exchange }) => {
+                let Some((slot, lock)) = held.lock().expect("held locks").remove(&n) else {
+                    let _ = out_tx.send(FromHelper::Failed {
+                        n,
+                        error: "the escrow helper holds no lock for this exchange".into(),
+                    });
+                    continue;
+                };
+                let client = client.clone();
+                let out = out_tx.clone();
+                tasks.spawn(async move {
+                    let msg = match exchange.send(&client).await {
+                        Ok((status, body)) => {
+                            let answer = Answer {
+                                status,
+                                body: B64.encode(&body),
+                                at: Utc::now(),
+                            };
+                            let sealed = if (200..300).contains(&status) {
+                                seal(&slot, &answer)
+                            } else {
+                                Ok(())
+                            };
+                            match sealed {
+                                Ok(()) => FromHelper::Answer { n, answer },
+                                // The platform answered but the answer could
+                                // not be kept: the parent still gets it.
+                                Err(_) => FromHelper::Answer { n, answer },
+                            }
+                        }
+                        Err(error) => FromHelper::Failed { n, error },
+                    };
+                    drop(lock);
+                    let _ = out.send(msg);
+                });
+            }
+            Err(_) => {}
+        }
+        // Reap finished tasks as we go.
+        while tasks.try_join_next().is_some() {}
+    }
+    // The parent is gone (or done): locks taken for exchanges it never
+    // confirmed are released; exchanges already sent finish.
+    held.lock().expect("held locks").clear();
+    while tasks.join_next().await.is_some() {
+        held.lock().expect("held locks").clear();
+    }
+    drop(out_tx);
+    let _ = writer.await;
+    0
+}
+
+fn seal(slot: &EscrowSlot, answer: &Answer) -> Result<(), String> {
+    let plain = serde_json::to_vec(answer).expect("answers serialise");
+    let sealed = crate::store::seal_to(&slot.recipients, &plain)?;
+    crate::store::write_atomic(&slot.answer, &sealed).map_err(|e| e.to_string())
+}
