@@ -8,6 +8,11 @@
 //! refresh (must not grow with the number of accounts — run with a smaller
 //! SCHED_ACCOUNTS to compare).
 //!
+//! A baseline phase (default 60 s, SCHED_BASELINE_SECS; 0 skips it) runs
+//! the same scheduler with every token exchange sent in-process, before
+//! the measured phase where rotating refreshes go through the escrow
+//! helper; the ratio of CPU per refresh is printed.
+//!
 //! Run: `cargo bench --bench scheduler` (SCHED_ACCOUNTS, SCHED_SECS and
 //! SCHED_LIFETIME override the defaults). The fake runs in a child process
 //! so its CPU is not counted as outreach's.
@@ -134,6 +139,7 @@ fn main() {
     }
     let accounts = env_num("SCHED_ACCOUNTS", 10_000) as usize;
     let secs = env_num("SCHED_SECS", 300);
+    let base_secs = env_num("SCHED_BASELINE_SECS", 60);
     let dir = tempfile::tempdir().unwrap();
     let (_fake, fake_url) = common::spawn_fake(dir.path());
     let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins");
@@ -185,50 +191,77 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let (cpu0, io0) = (
-        common::cpu_secs(),
-        proc_field("/proc/self/io", "write_bytes:"),
-    );
-    // Rotating refreshes go through the escrow helper, a child process:
-    // its CPU, writes and memory are counted too (read before it exits).
-    let helper = rt.block_on(async {
-        let cfg = Loaded::load(Some(&cfg_path)).unwrap();
-        let app = Arc::new(App::new(cfg).await.unwrap());
-        app.escrow
-            .set_program(Some(env!("CARGO_BIN_EXE_outreach").into()));
-        let refresher = Arc::new(Refresher::new(app.clone()).unwrap());
-        run(refresher, 32, tokio::time::sleep(Duration::from_secs(secs)))
-            .await
-            .unwrap();
-        common::escrow_helpers()
-    });
-    let (cpu1, io1) = (
-        common::cpu_secs() + helper.cpu_secs,
-        proc_field("/proc/self/io", "write_bytes:") + helper.write_bytes,
-    );
-    let stats: serde_json::Value = rt.block_on(async {
-        let body = reqwest::Client::new()
-            .get(format!("{fake_url}/stats"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        serde_json::from_str(&body).unwrap()
-    });
-    let refreshes = stats["refreshes"].as_u64().unwrap().max(1);
-    println!(
-        "scheduler: {accounts} accounts, {}-s tokens, {secs} s: {refreshes} refreshes ({:.1}/s); late refreshes (token already expired) {}; tokens expired at the end {}; CPU {:.0} µs per refresh (of which the escrow helper {:.0}); peak RSS {} MiB (+ helper {} MiB); {:.0} bytes written per refresh (of which the helper {:.0})",
-        lifetime.as_secs(),
-        refreshes as f64 / secs as f64,
-        stats["late"],
-        stats["expired_now"],
-        (cpu1 - cpu0) * 1e6 / refreshes as f64,
-        helper.cpu_secs * 1e6 / refreshes as f64,
-        proc_field("/proc/self/status", "VmHWM:") / 1024,
-        helper.peak_rss_kib / 1024,
-        (io1 - io0) as f64 / refreshes as f64,
-        helper.write_bytes as f64 / refreshes as f64,
-    );
+    let stats = || -> serde_json::Value {
+        rt.block_on(async {
+            let body = reqwest::Client::new()
+                .get(format!("{fake_url}/stats"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            serde_json::from_str(&body).unwrap()
+        })
+    };
+    // Baseline first: the same scheduler with every exchange sent from
+    // this process (no escrow helper); then the real thing, where rotating
+    // refreshes go through the helper, a child process whose CPU, writes
+    // and memory are counted too (read before it exits).
+    let phases = [
+        ("baseline, exchanges in-process", None, base_secs),
+        (
+            "escrow helper",
+            Some(std::path::PathBuf::from(env!("CARGO_BIN_EXE_outreach"))),
+            secs,
+        ),
+    ];
+    let mut cpu_per = Vec::new();
+    for (name, program, secs) in phases {
+        if secs == 0 {
+            continue;
+        }
+        let before = stats();
+        let (cpu0, io0) = (
+            common::cpu_secs(),
+            proc_field("/proc/self/io", "write_bytes:"),
+        );
+        let helper = rt.block_on(async {
+            let cfg = Loaded::load(Some(&cfg_path)).unwrap();
+            let app = Arc::new(App::new(cfg).await.unwrap());
+            app.escrow.set_program(program);
+            let refresher = Arc::new(Refresher::new(app.clone()).unwrap());
+            run(refresher, 32, tokio::time::sleep(Duration::from_secs(secs)))
+                .await
+                .unwrap();
+            common::escrow_helpers()
+        });
+        let (cpu1, io1) = (
+            common::cpu_secs() + helper.cpu_secs,
+            proc_field("/proc/self/io", "write_bytes:") + helper.write_bytes,
+        );
+        let after = stats();
+        let delta = |k: &str| after[k].as_u64().unwrap() - before[k].as_u64().unwrap();
+        let refreshes = delta("refreshes").max(1);
+        let cpu = (cpu1 - cpu0) * 1e6 / refreshes as f64;
+        cpu_per.push(cpu);
+        println!(
+            "scheduler ({name}): {accounts} accounts, {}-s tokens, {secs} s: {refreshes} refreshes ({:.1}/s); late refreshes (token already expired) {}; tokens expired at the end {}; CPU {cpu:.0} µs per refresh (of which the escrow helper {:.0}); peak RSS {} MiB (+ helper {} MiB); {:.0} bytes written per refresh (of which the helper {:.0})",
+            lifetime.as_secs(),
+            refreshes as f64 / secs as f64,
+            delta("late"),
+            after["expired_now"],
+            helper.cpu_secs * 1e6 / refreshes as f64,
+            proc_field("/proc/self/status", "VmHWM:") / 1024,
+            helper.peak_rss_kib / 1024,
+            (io1 - io0) as f64 / refreshes as f64,
+            helper.write_bytes as f64 / refreshes as f64,
+        );
+    }
+    if let [base, escrow] = cpu_per[..] {
+        println!(
+            "scheduler: CPU per refresh with the escrow helper / baseline = {:.2}",
+            escrow / base
+        );
+    }
 }

@@ -424,16 +424,22 @@ pub async fn serve(http: HelperHttp) -> i32 {
                 let out = out_tx.clone();
                 tasks.spawn(async move {
                     let path = slot.lock.clone();
-                    let got = tokio::task::spawn_blocking(move || {
-                        let f = open_lock(&path)?;
-                        f.lock().map_err(|source| StoreError::Io {
-                            what: "cannot lock",
-                            path,
-                            source,
-                        })?;
-                        Ok::<_, StoreError>(f)
-                    })
-                    .await;
+                    // Almost always free: only wait on a thread when not.
+                    let got = match open_lock(&path).map(|f| (f.try_lock(), f)) {
+                        Ok((Ok(()), f)) => Ok(Ok(f)),
+                        _ => {
+                            tokio::task::spawn_blocking(move || {
+                                let f = open_lock(&path)?;
+                                f.lock().map_err(|source| StoreError::Io {
+                                    what: "cannot lock",
+                                    path,
+                                    source,
+                                })?;
+                                Ok::<_, StoreError>(f)
+                            })
+                            .await
+                        }
+                    };
                     match got {
                         Ok(Ok(f)) => {
                             held.lock().expect("held locks").insert(n, (slot, f));
@@ -473,7 +479,7 @@ pub async fn serve(http: HelperHttp) -> i32 {
                                 at: Utc::now(),
                             };
                             let sealed = if (200..300).contains(&status) {
-                                seal(&slot, &answer)
+                                tokio::task::block_in_place(|| seal(&slot, &answer))
                             } else {
                                 Ok(())
                             };
