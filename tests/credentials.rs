@@ -597,7 +597,7 @@ fn crashes_during_rotating_refreshes_lose_no_account() {
 /// The worst moment, made certain: X has rotated the token and its answer
 /// is still on the way when outreach is killed. The answer is sealed in
 /// the store (encrypted, never in the clear) and the next run applies it
-/// instead of presenting the spent token.
+/// instead of presenting the spent token — also after a store rekey.
 #[test]
 fn a_kill_after_the_platform_rotated_the_token_loses_nothing() {
     let x = fake_x();
@@ -631,6 +631,10 @@ fn a_kill_after_the_platform_rotated_the_token_loses_nothing() {
     let sealed = std::fs::read(&answer).unwrap();
     assert!(sealed.starts_with(b"age-encryption.org/"));
     assert!(!String::from_utf8_lossy(&sealed).contains("PLANTED"));
+    // A new identity while the answer waits: the answer moves with it.
+    let r = home.run(&["store", "rekey"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_ne!(std::fs::read(&answer).unwrap(), sealed);
     let r = home.run(&["refresh", "x/a"], None);
     assert_eq!(r.code, 0, "{}", r.all());
     let h = account(&status(&home), "x/a").clone();
