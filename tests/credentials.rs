@@ -603,7 +603,7 @@ fn a_kill_after_the_platform_rotated_the_token_loses_nothing() {
     let x = fake_x();
     let home = x_home(&x);
     assert_eq!(connect(&home, &["x", "--account", "a"]).code, 0);
-    *x.state.answer_delay.lock().unwrap() = Duration::from_millis(700);
+    *x.state.answer_delay.lock().unwrap() = Duration::from_millis(1000);
     let mut child = home
         .command(&["refresh", "x/a"])
         .stdout(Stdio::null())
@@ -648,7 +648,8 @@ fn a_kill_after_the_platform_rotated_the_token_loses_nothing() {
 }
 
 /// The escrow helper on its own (`outreach escrow`, driven as outreach
-/// drives it): an exchange whose sender never confirmed it is never sent;
+/// drives it): an exchange whose sender gave up frees its lock; one whose
+/// sender never confirmed it is never sent;
 /// a confirmed one is sent and its answer sealed even when the sender is
 /// already gone.
 #[test]
@@ -679,8 +680,8 @@ fn the_escrow_helper_sends_only_confirmed_exchanges_and_outlives_its_sender() {
             .spawn()
             .unwrap()
     };
-    let lock = |h: &mut std::process::Child| {
-        let line = serde_json::json!({"t": "lock", "n": 7, "slot": slot});
+    let lock = |h: &mut std::process::Child, n: u64| {
+        let line = serde_json::json!({"t": "lock", "n": n, "slot": slot});
         writeln!(h.stdin.as_mut().unwrap(), "{line}").unwrap();
         let mut reply = String::new();
         BufReader::new(h.stdout.as_mut().unwrap())
@@ -688,10 +689,14 @@ fn the_escrow_helper_sends_only_confirmed_exchanges_and_outlives_its_sender() {
             .unwrap();
         let v: Value = serde_json::from_str(&reply).unwrap();
         assert_eq!(v["t"], "locked", "{reply}");
+        assert_eq!(v["n"], n, "{reply}");
     };
-    // Locked, then the sender is gone: nothing is sent.
+    // Locked, then released by a sender that gave up: the lock is free
+    // again; locked, then the sender is gone: nothing is sent.
     let mut h = helper();
-    lock(&mut h);
+    lock(&mut h, 6);
+    writeln!(h.stdin.as_mut().unwrap(), r#"{{"t":"release","n":6}}"#).unwrap();
+    lock(&mut h, 7);
     drop(h.stdin.take());
     assert!(h.wait().unwrap().success());
     assert_eq!(x.state.oauth.lock().unwrap().refresh_calls, 0);
@@ -717,7 +722,7 @@ fn the_escrow_helper_sends_only_confirmed_exchanges_and_outlives_its_sender() {
         "body": b64.encode(format!("grant_type=refresh_token&refresh_token={refresh}")),
     }});
     let mut h = helper();
-    lock(&mut h);
+    lock(&mut h, 7);
     writeln!(h.stdin.as_mut().unwrap(), "{send}").unwrap();
     drop(h.stdin.take());
     drop(h.stdout.take());

@@ -131,15 +131,11 @@ impl Daemon {
     }
 
     fn rss_kib(&self) -> (u64, u64) {
-        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap();
-        let field = |name: &str| {
-            s.lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
-        (field("VmRSS:"), field("VmHWM:"))
+        let status = format!("/proc/{}/status", self.pid);
+        (
+            common::proc_field(&status, "VmRSS:"),
+            common::proc_field(&status, "VmHWM:"),
+        )
     }
 }
 

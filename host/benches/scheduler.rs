@@ -37,16 +37,6 @@ fn env_num(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn proc_field(file: &str, key: &str) -> u64 {
-    std::fs::read_to_string(file)
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 #[derive(Default)]
 struct FakeState {
     /// Current refresh token → (account, expiry of its access token).
@@ -224,7 +214,7 @@ fn main() {
         let before = stats();
         let (cpu0, io0) = (
             common::cpu_secs(),
-            proc_field("/proc/self/io", "write_bytes:"),
+            common::proc_field("/proc/self/io", "write_bytes:"),
         );
         let helper = rt.block_on(async {
             let cfg = Loaded::load(Some(&cfg_path)).unwrap();
@@ -238,7 +228,7 @@ fn main() {
         });
         let (cpu1, io1) = (
             common::cpu_secs() + helper.cpu_secs,
-            proc_field("/proc/self/io", "write_bytes:") + helper.write_bytes,
+            common::proc_field("/proc/self/io", "write_bytes:") + helper.write_bytes,
         );
         let after = stats();
         let delta = |k: &str| after[k].as_u64().unwrap() - before[k].as_u64().unwrap();
@@ -252,7 +242,7 @@ fn main() {
             delta("late"),
             after["expired_now"],
             helper.cpu_secs * 1e6 / refreshes as f64,
-            proc_field("/proc/self/status", "VmHWM:") / 1024,
+            common::proc_field("/proc/self/status", "VmHWM:") / 1024,
             helper.peak_rss_kib / 1024,
             (io1 - io0) as f64 / refreshes as f64,
             helper.write_bytes as f64 / refreshes as f64,

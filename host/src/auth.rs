@@ -437,7 +437,7 @@ impl TokenClient {
                         creds = creds.with("client_secret", s.clone());
                     }
                 }
-                self.exchange_via(
+                self.exchange(
                     x,
                     endpoints,
                     &creds,
@@ -450,20 +450,9 @@ impl TokenClient {
         }
     }
 
-    /// A declared exchange (custom refresh or login).
+    /// A declared exchange (custom refresh or login); through the escrow
+    /// helper with `slot`.
     pub async fn exchange(
-        &self,
-        x: &CustomExchange,
-        endpoints: &[Endpoint],
-        creds: &Credentials,
-        lifetime: u64,
-        secrets: &[&Secret],
-    ) -> Result<Tokens, TokenError> {
-        self.exchange_via(x, endpoints, creds, lifetime, secrets, None)
-            .await
-    }
-
-    async fn exchange_via(
         &self,
         x: &CustomExchange,
         endpoints: &[Endpoint],
@@ -784,6 +773,7 @@ pub async fn connect(app: &App, opts: ConnectOptions) -> anyhow::Result<Record> 
                     &creds,
                     m.auth.access_token_lifetime,
                     &[&password],
+                    None,
                 )
                 .await
                 .map_err(|e| anyhow::anyhow!("logging in to {} failed: {e}", m.name))?

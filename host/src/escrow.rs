@@ -120,14 +120,45 @@ enum ToHelper {
     Lock { n: u64, slot: EscrowSlot },
     /// Send the exchange whose lock is held; seal a 2xx answer.
     Send { n: u64, exchange: Exchange },
+    /// The sender gave up before confirming: release (or never take) the
+    /// lock.
+    Release { n: u64 },
+}
+
+/// Releases a helper's lock for an exchange the caller stopped waiting
+/// for (its future was dropped) before confirming it.
+struct Unconfirmed<'a> {
+    to: &'a mpsc::UnboundedSender<String>,
+    n: u64,
+    armed: bool,
+}
+
+impl Drop for Unconfirmed<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let line = serde_json::to_string(&ToHelper::Release { n: self.n })
+                .expect("messages serialise");
+            let _ = self.to.send(line);
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
 enum FromHelper {
-    Locked { n: u64 },
-    Answer { n: u64, answer: Answer },
-    Failed { n: u64, error: String },
+    Locked {
+        n: u64,
+    },
+    /// `unkept`: why a 2xx answer could not be sealed.
+    Answer {
+        n: u64,
+        answer: Answer,
+        unkept: Option<String>,
+    },
+    Failed {
+        n: u64,
+        error: String,
+    },
 }
 
 impl FromHelper {
@@ -247,6 +278,11 @@ impl Escrow {
                     slot: slot.clone(),
                 }))
                 .map_err(|_| stopped())?;
+            let mut unconfirmed = Unconfirmed {
+                to: &conn.to,
+                n,
+                armed: true,
+            };
             match rx.recv().await {
                 Some(FromHelper::Locked { .. }) => {}
                 Some(FromHelper::Failed { error, .. }) => return Err(error),
@@ -258,8 +294,17 @@ impl Escrow {
                     exchange: exchange.clone(),
                 }))
                 .map_err(|_| stopped())?;
+            unconfirmed.armed = false;
             match rx.recv().await {
-                Some(FromHelper::Answer { answer, .. }) => Ok((answer.status, answer.body())),
+                Some(FromHelper::Answer { answer, unkept, .. }) => {
+                    if let Some(why) = unkept {
+                        tracing::warn!(
+                            "could not keep a token answer in {} ({why}); it is stored now, but a kill before that would have lost it",
+                            slot.answer.display()
+                        );
+                    }
+                    Ok((answer.status, answer.body()))
+                }
                 Some(FromHelper::Failed { error, .. }) => Err(error),
                 _ => Err(stopped()),
             }
@@ -386,7 +431,8 @@ pub fn settle(
 
 /// The helper process: `outreach escrow`. Reads [`ToHelper`] lines until its
 /// parent is gone, then finishes the exchanges it was told to send and
-/// exits. Returns the exit code.
+/// exits. Returns the exit code. Needs the multi-threaded runtime (sealing
+/// blocks in place).
 pub async fn serve(http: HelperHttp) -> i32 {
     // Signals meant for outreach (a service manager stopping the group)
     // must not cut a spent token's answer short; the exchange is bounded
@@ -414,13 +460,19 @@ pub async fn serve(http: HelperHttp) -> i32 {
             let _ = stdout.flush().await;
         }
     });
-    let held: Arc<Mutex<HashMap<u64, (EscrowSlot, std::fs::File)>>> = Arc::default();
+    let locks: Arc<Mutex<Locks>> = Arc::default();
     let mut tasks = tokio::task::JoinSet::new();
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         match serde_json::from_str::<ToHelper>(&line) {
+            Ok(ToHelper::Release { n }) => {
+                let mut l = locks.lock().expect("escrow locks");
+                if l.held.remove(&n).is_none() {
+                    l.released.insert(n);
+                }
+            }
             Ok(ToHelper::Lock { n, slot }) => {
-                let held = held.clone();
+                let locks = locks.clone();
                 let out = out_tx.clone();
                 tasks.spawn(async move {
                     let path = slot.lock.clone();
@@ -442,7 +494,12 @@ pub async fn serve(http: HelperHttp) -> i32 {
                     };
                     match got {
                         Ok(Ok(f)) => {
-                            held.lock().expect("held locks").insert(n, (slot, f));
+                            let mut l = locks.lock().expect("escrow locks");
+                            if l.released.remove(&n) {
+                                return;
+                            }
+                            l.held.insert(n, (slot, f));
+                            drop(l);
                             let _ = out.send(FromHelper::Locked { n });
                         }
                         Ok(Err(e)) => {
@@ -461,7 +518,7 @@ pub async fn serve(http: HelperHttp) -> i32 {
                 });
             }
             Ok(ToHelper::Send { n, exchange }) => {
-                let Some((slot, lock)) = held.lock().expect("held locks").remove(&n) else {
+                let Some((slot, lock)) = locks.lock().expect("escrow locks").held.remove(&n) else {
                     let _ = out_tx.send(FromHelper::Failed {
                         n,
                         error: "the escrow helper holds no lock for this exchange".into(),
@@ -478,17 +535,14 @@ pub async fn serve(http: HelperHttp) -> i32 {
                                 body: B64.encode(&body),
                                 at: Utc::now(),
                             };
-                            let sealed = if (200..300).contains(&status) {
-                                tokio::task::block_in_place(|| seal(&slot, &answer))
+                            // The parent gets the answer even if it could
+                            // not be kept, and is told why.
+                            let unkept = if (200..300).contains(&status) {
+                                tokio::task::block_in_place(|| seal(&slot, &answer)).err()
                             } else {
-                                Ok(())
+                                None
                             };
-                            match sealed {
-                                Ok(()) => FromHelper::Answer { n, answer },
-                                // The platform answered but the answer could
-                                // not be kept: the parent still gets it.
-                                Err(_) => FromHelper::Answer { n, answer },
-                            }
+                            FromHelper::Answer { n, answer, unkept }
                         }
                         Err(error) => FromHelper::Failed { n, error },
                     };
@@ -503,13 +557,21 @@ pub async fn serve(http: HelperHttp) -> i32 {
     }
     // The parent is gone (or done): locks taken for exchanges it never
     // confirmed are released; exchanges already sent finish.
-    held.lock().expect("held locks").clear();
+    locks.lock().expect("escrow locks").held.clear();
     while tasks.join_next().await.is_some() {
-        held.lock().expect("held locks").clear();
+        locks.lock().expect("escrow locks").held.clear();
     }
     drop(out_tx);
     let _ = writer.await;
     0
+}
+
+/// The helper's exchange locks: held until confirmed or released, and
+/// releases that came before their lock was taken.
+#[derive(Default)]
+struct Locks {
+    held: HashMap<u64, (EscrowSlot, std::fs::File)>,
+    released: std::collections::HashSet<u64>,
 }
 
 fn seal(slot: &EscrowSlot, answer: &Answer) -> Result<(), String> {

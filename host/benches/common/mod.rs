@@ -12,6 +12,19 @@ pub fn cpu_secs() -> f64 {
     (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
 }
 
+/// The number after `key` in a /proc file such as `status` or `io` (0 if
+/// absent or unreadable).
+#[allow(dead_code)]
+pub fn proc_field(file: impl AsRef<Path>, key: &str) -> u64 {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 #[allow(dead_code)]
 /// What this process's escrow helpers (`outreach escrow` children) have
 /// used so far.
@@ -42,17 +55,8 @@ pub fn escrow_helpers() -> Helpers {
         }
         out.cpu_secs +=
             (f[11].parse::<f64>().unwrap_or(0.0) + f[12].parse::<f64>().unwrap_or(0.0)) / 100.0;
-        let field = |file: &str, key: &str| -> u64 {
-            std::fs::read_to_string(p.join(file))
-                .unwrap_or_default()
-                .lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
-        out.write_bytes += field("io", "write_bytes:");
-        out.peak_rss_kib += field("status", "VmHWM:");
+        out.write_bytes += proc_field(p.join("io"), "write_bytes:");
+        out.peak_rss_kib += proc_field(p.join("status"), "VmHWM:");
     }
     out
 }
