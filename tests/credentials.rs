@@ -852,18 +852,13 @@ fn linkedin_connects_with_oidc_and_warns_before_an_unrefreshable_expiry() {
     );
 }
 
-/// Bluesky-style: an app password (read from standard input, never the
-/// command line) is exchanged for JWTs with a JSON login; the refresh JWT
-/// is sent as a bearer token and rotates.
+/// Bluesky (the bundled plugin): an app password (read from standard
+/// input, never the command line) is exchanged for JWTs with a JSON login;
+/// the refresh JWT is sent as a bearer token and rotates.
 #[test]
 fn app_passwords_log_in_and_session_tokens_rotate() {
-    let bsky = fake_lab(Flavor::Bluesky);
+    let bsky = fake_bluesky();
     let mut home = Home::new();
-    std::fs::copy(
-        test_plugin("outreach-oauth-lab", Some("bluesky"), "bluesky.wasm"),
-        home.plugins_dir().join("bluesky.wasm"),
-    )
-    .unwrap();
     for (name, path) in [
         ("login", "/xrpc/com.atproto.server.createSession"),
         ("refresh", "/xrpc/com.atproto.server.refreshSession"),

@@ -1,5 +1,6 @@
 //! Publishing end to end: the real `outreach` binary and the real built X,
-//! LinkedIn and Mastodon plugins against local fakes of each platform.
+//! LinkedIn, Mastodon and Bluesky plugins against local fakes of each
+//! platform.
 
 mod support;
 
@@ -1023,4 +1024,132 @@ alt = "The outreach logo"
         r.stderr
     );
     assert_eq!(before, (w.x.seen().len(), w.mastodon.seen().len()));
+}
+
+/// A home with the Bluesky fake wired in and one account connected with an
+/// app password read from standard input.
+fn bluesky_home() -> (Fake, Home) {
+    let bsky = fake_bluesky();
+    let mut home = Home::new();
+    for (name, path) in [
+        ("api", ""),
+        ("login", "/xrpc/com.atproto.server.createSession"),
+        ("refresh", "/xrpc/com.atproto.server.refreshSession"),
+    ] {
+        home.endpoint("bluesky", name, &format!("{}{path}", bsky.url()));
+    }
+    let r = home.run(
+        &["connect", "bluesky", "--username", "alice.test"],
+        Some(support::oauth::APP_PASSWORD),
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    (bsky, home)
+}
+
+/// Bluesky through the real plugin: a thread whose replies reference the
+/// root and parent records by uri and cid; links and hashtags become
+/// facets at UTF-8 byte offsets (an emoji before them is 4 bytes, 1
+/// grapheme); an image is uploaded as a blob and embedded with its alt
+/// text; receipts link to bsky.app.
+#[test]
+fn bluesky_threads_carry_facets_images_and_strong_reply_refs() {
+    let (bsky, home) = bluesky_home();
+    let r = home.run(&["accounts", "--json"], None);
+    assert!(r.stdout.contains("Alice Lab"), "{}", r.stdout);
+    assert!(r.stdout.contains("alice.test"), "{}", r.stdout);
+    let png: Vec<u8> = [&b"\x89PNG\r\n\x1a\n"[..], &[7u8; 64]].concat();
+    std::fs::write(home.path().join("logo.png"), &png).unwrap();
+    let first = "Launch day 🚀 https://example.org/launch?ref=bsky. Thanks #rustlang!";
+    let post = home.post(
+        "bsky.toml",
+        &format!(
+            r#"
+text = "{first}"
+to = ["bluesky"]
+[[media]]
+path = "logo.png"
+alt = "The outreach logo"
+[[thread]]
+text = "2/3 details"
+[[thread]]
+text = "3/3 the end"
+"#
+        ),
+    );
+    let r = home.run(&["publish", post.to_str().unwrap(), "--json"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let out: Vec<Value> = results(&r.stdout);
+    assert!(out.iter().all(|t| t["ok"] == true), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("https://bsky.app/profile/alice.test/post/3lab0001"),
+        "{}",
+        r.stdout
+    );
+    let posts = bsky.posts();
+    assert_eq!(posts.len(), 3);
+    let (root_uri, root) = &posts[0];
+    assert_eq!(root["text"], first);
+    let facets = root["facets"].as_array().unwrap();
+    let link_at = first.find("https://").unwrap();
+    let link = "https://example.org/launch?ref=bsky";
+    assert_eq!(facets[0]["index"]["byteStart"], link_at);
+    assert_eq!(facets[0]["index"]["byteEnd"], link_at + link.len());
+    assert_eq!(facets[0]["features"][0]["uri"], link);
+    assert_eq!(facets[1]["features"][0]["tag"], "rustlang");
+    assert_eq!(root["embed"]["images"][0]["alt"], "The outreach logo");
+    assert!(root["reply"].is_null());
+    for (i, (_, reply)) in posts.iter().enumerate().skip(1) {
+        assert_eq!(reply["reply"]["root"]["uri"], root_uri.as_str());
+        assert_eq!(reply["reply"]["parent"]["uri"], posts[i - 1].0.as_str());
+        assert!(reply["reply"]["parent"]["cid"].is_string());
+    }
+    let upload = bsky
+        .seen()
+        .into_iter()
+        .find(|s| s.path == "/xrpc/com.atproto.repo.uploadBlob")
+        .unwrap();
+    assert_eq!(upload.headers["content-type"], "image/png");
+    assert_eq!(upload.headers["content-length"], png.len().to_string());
+}
+
+/// Bluesky's quirks: an expired access token is HTTP 400 `ExpiredToken`
+/// (not 401) — the session is refreshed (the refresh JWT rotates) and the
+/// post goes out once; 301 graphemes are refused before anything is sent,
+/// while 300 emoji (1,200 bytes) are fine.
+#[test]
+fn bluesky_refreshes_an_expired_session_and_counts_graphemes() {
+    let (bsky, home) = bluesky_home();
+    {
+        let mut o = bsky.state.oauth.lock().unwrap();
+        let past = std::time::Instant::now() - std::time::Duration::from_secs(1);
+        for exp in o.access.values_mut() {
+            *exp = past;
+        }
+    }
+    let post = home.post("one.toml", "text = \"still here\"\nto = [\"bluesky\"]\n");
+    let r = home.run(&["publish", post.to_str().unwrap(), "--json"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(bsky.posts().len(), 1);
+    let o = bsky.state.oauth.lock().unwrap();
+    assert_eq!(o.refresh_calls, 1);
+    assert_eq!(o.spent.len(), 1, "the refresh JWT rotated");
+    drop(o);
+
+    let seen_before = bsky.seen().len();
+    let long = home.post(
+        "long.toml",
+        &format!("text = \"{}\"\nto = [\"bluesky\"]\n", "a".repeat(301)),
+    );
+    let r = home.run(&["publish", long.to_str().unwrap()], None);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("300"), "{}", r.stderr);
+    assert_eq!(bsky.seen().len(), seen_before, "nothing was sent");
+    let emoji = home.post(
+        "emoji.toml",
+        &format!("text = \"{}\"\nto = [\"bluesky\"]\n", "🦋".repeat(300)),
+    );
+    let r = home.run(&["publish", emoji.to_str().unwrap()], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(bsky.posts().len(), 2);
 }

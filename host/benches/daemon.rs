@@ -278,7 +278,8 @@ fn main() {
     }
     let (bare, ready) = (median(bare), median(ready));
     println!(
-        "start to ready (3 plugins, cache warm), median of 10: {}  |  bare `outreach --version`: {}  |  ratio {:.1}",
+        "start to ready ({} plugins, cache warm), median of 10: {}  |  bare `outreach --version`: {}  |  ratio {:.1}",
+        bundled(),
         ms(ready),
         ms(bare),
         ready.as_secs_f64() / bare.as_secs_f64()
@@ -295,8 +296,9 @@ fn main() {
     let (rss0, _) = e.rss_kib();
     drop(e);
     println!(
-        "idle resident memory: {:.1} MiB with 3 plugins (peak {:.1} MiB)  |  {:.1} MiB with none  |  ratio {:.2}",
+        "idle resident memory: {:.1} MiB with {} plugins (peak {:.1} MiB)  |  {:.1} MiB with none  |  ratio {:.2}",
         rss as f64 / 1024.0,
+        bundled(),
         hwm as f64 / 1024.0,
         rss0 as f64 / 1024.0,
         rss as f64 / rss0 as f64
@@ -357,4 +359,15 @@ fn main() {
         ms(big_cold.mul_f64(1024.0 * 1024.0 / big.len() as f64))
     );
     drop(d);
+}
+
+/// How many bundled plugins the measurement loads.
+fn bundled() -> usize {
+    std::fs::read_dir(repo().join("target/plugins"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "wasm"))
+                .count()
+        })
+        .unwrap_or(0)
 }

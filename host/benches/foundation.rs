@@ -305,7 +305,8 @@ fn bench_startup(dir: &Path) {
     let bare: Vec<Duration> = (0..10).map(|_| run(&config_path, &["--version"])).collect();
     let (c, w, b) = (median(cold), median(warm), median(bare));
     println!(
-        "startup `outreach plugins` (3 plugins): cold cache median {:.0} ms, warm cache {:.1} ms, process alone (`--version`) {:.1} ms; cold/warm {:.1}x, warm/bare {:.1}x",
+        "startup `outreach plugins` ({} plugins): cold cache median {:.0} ms, warm cache {:.1} ms, process alone (`--version`) {:.1} ms; cold/warm {:.1}x, warm/bare {:.1}x",
+        bundled(),
         c.as_secs_f64() * 1e3,
         w.as_secs_f64() * 1e3,
         b.as_secs_f64() * 1e3,
@@ -338,4 +339,15 @@ fn main() {
     if run("startup") {
         bench_startup(dir.path());
     }
+}
+
+/// How many bundled plugins the measurement loads.
+fn bundled() -> usize {
+    std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "wasm"))
+                .count()
+        })
+        .unwrap_or(0)
 }

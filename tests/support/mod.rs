@@ -1,5 +1,5 @@
 //! Shared test support: a throwaway outreach home, the real binary, the
-//! built plugins, and local fakes of X, LinkedIn and Mastodon that follow
+//! built plugins, and local fakes of X, LinkedIn, Mastodon and Bluesky that follow
 //! the wire formats in shared/reference/platform-apis.md (and, for X and
 //! Mastodon, reject any request body the official spec does not allow).
 #![allow(dead_code)]
@@ -1174,6 +1174,219 @@ pub fn fake_mastodon() -> Fake {
     })
 }
 
+/// The DID and handle of the Bluesky fake's one account.
+pub const BSKY_DID: &str = "did:plc:lab";
+
+/// A fake Bluesky PDS: app-password sessions (see `oauth`), and the repo
+/// API as the lexicons define it — an expired access token is HTTP 400
+/// `ExpiredToken`, facets must use UTF-8 byte offsets that land on the
+/// text they describe, replies need `{uri, cid}` of a real root and
+/// parent, images must be blobs uploaded first (≤ 2,000,000 bytes) with
+/// `alt` text, and `createdAt` is required.
+pub fn fake_bluesky() -> Fake {
+    start(|st, seen| {
+        if let Some(r) = oauth::route(st, seen, oauth::Flavor::Bluesky) {
+            return r;
+        }
+        let limits = [
+            ("ratelimit-limit", "5000"),
+            ("ratelimit-remaining", "0"),
+            ("ratelimit-reset", "1900000000"),
+            ("ratelimit-policy", "5000;w=3600"),
+        ];
+        if let Some(r) = common_failure(
+            st,
+            &limits,
+            json!({"error": "RateLimitExceeded", "message": "Rate Limit Exceeded"}),
+            json!({"error": "InternalServerError", "message": "Internal Server Error"}),
+        ) {
+            return r;
+        }
+        let invalid = |name: &str, message: &str| {
+            json_response(400, &[], json!({"error": name, "message": message}))
+        };
+        let token = seen
+            .headers
+            .get("authorization")
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .unwrap_or("");
+        {
+            let o = st.oauth.lock().unwrap();
+            match o.access.get(token) {
+                Some(exp) if *exp > std::time::Instant::now() => {}
+                Some(_) => return invalid("ExpiredToken", "Token has expired"),
+                None => return invalid("InvalidToken", "Token could not be verified"),
+            }
+        }
+        let query: HashMap<String, String> = url::form_urlencoded::parse(seen.query.as_bytes())
+            .into_owned()
+            .collect();
+        let body: Value = serde_json::from_str(&seen.body).unwrap_or_default();
+        let cids = |uri: &str| st.idempotency.lock().unwrap().get(uri).cloned();
+        match (seen.method.as_str(), seen.path.as_str()) {
+            ("GET", "/xrpc/com.atproto.server.getSession") => json_response(
+                200,
+                &[],
+                json!({"did": BSKY_DID, "handle": "alice.test", "active": true}),
+            ),
+            ("GET", "/xrpc/app.bsky.actor.getProfile") => {
+                if query.get("actor").map(String::as_str) != Some(BSKY_DID) {
+                    return invalid("InvalidRequest", "Profile not found");
+                }
+                json_response(
+                    200,
+                    &[],
+                    json!({"did": BSKY_DID, "handle": "alice.test", "displayName": "Alice Lab",
+                           "avatar": "https://cdn.bsky.example/alice.jpg"}),
+                )
+            }
+            ("POST", "/xrpc/com.atproto.repo.uploadBlob") => {
+                let mime = seen
+                    .headers
+                    .get("content-type")
+                    .cloned()
+                    .unwrap_or_default();
+                let size: u64 = seen
+                    .headers
+                    .get("content-length")
+                    .and_then(|l| l.parse().ok())
+                    .unwrap_or(0);
+                if !mime.starts_with("image/") || size == 0 {
+                    return invalid("InvalidRequest", "expected an image body with its type");
+                }
+                if size > 2_000_000 {
+                    return invalid("BlobTooLarge", "This file is too large");
+                }
+                let mut media = st.media.lock().unwrap();
+                let link = format!("bafkreiblob{}", media.len() + 1);
+                media.insert(link.clone(), 0);
+                json_response(
+                    200,
+                    &[],
+                    json!({"blob": {"$type": "blob", "ref": {"$link": link}, "mimeType": mime, "size": size}}),
+                )
+            }
+            ("POST", "/xrpc/com.atproto.repo.createRecord") => {
+                if seen.headers.get("content-type").map(String::as_str) != Some("application/json")
+                {
+                    return invalid("InvalidRequest", "Expected application/json");
+                }
+                if body["repo"] != BSKY_DID || body["collection"] != "app.bsky.feed.post" {
+                    return invalid("InvalidRequest", "wrong repo or collection");
+                }
+                let record = &body["record"];
+                let text = record["text"].as_str().unwrap_or_default();
+                let created = record["createdAt"].as_str().unwrap_or_default();
+                if record["$type"] != "app.bsky.feed.post"
+                    || chrono::DateTime::parse_from_rfc3339(created).is_err()
+                {
+                    return invalid("InvalidRecord", "Record/createdAt must be a valid datetime");
+                }
+                if text.chars().count() > 300 || text.len() > 3000 {
+                    return invalid(
+                        "InvalidRecord",
+                        "Record/text must not be longer than 300 graphemes",
+                    );
+                }
+                for f in record["facets"].as_array().into_iter().flatten() {
+                    let (a, b) = (
+                        f["index"]["byteStart"].as_u64().unwrap_or(u64::MAX) as usize,
+                        f["index"]["byteEnd"].as_u64().unwrap_or(0) as usize,
+                    );
+                    let Some(span) = text.get(a..b) else {
+                        return invalid("InvalidRecord", "facet index out of the text");
+                    };
+                    let feature = &f["features"][0];
+                    let ok = match feature["$type"].as_str() {
+                        Some("app.bsky.richtext.facet#link") => feature["uri"] == span,
+                        Some("app.bsky.richtext.facet#tag") => {
+                            span.strip_prefix('#') == feature["tag"].as_str()
+                        }
+                        _ => false,
+                    };
+                    if !ok {
+                        return invalid(
+                            "InvalidRecord",
+                            &format!("facet {a}..{b} does not match {span:?}"),
+                        );
+                    }
+                }
+                if !record["reply"].is_null() {
+                    for which in ["root", "parent"] {
+                        let r = &record["reply"][which];
+                        let uri = r["uri"].as_str().unwrap_or_default();
+                        if cids(uri).is_none() || r["cid"].as_str() != cids(uri).as_deref() {
+                            return invalid(
+                                "InvalidRecord",
+                                &format!("reply {which} is not a record"),
+                            );
+                        }
+                    }
+                }
+                if let Some(images) = record["embed"]["images"].as_array() {
+                    let media = st.media.lock().unwrap();
+                    for i in images {
+                        let link = i["image"]["ref"]["$link"].as_str().unwrap_or_default();
+                        if !media.contains_key(link) || !i["alt"].is_string() || images.len() > 4 {
+                            return invalid(
+                                "InvalidRecord",
+                                "embed images must be uploaded blobs with alt",
+                            );
+                        }
+                    }
+                }
+                let mut posts = st.posts.lock().unwrap();
+                let n = posts.len() + 1;
+                let uri = format!("at://{BSKY_DID}/app.bsky.feed.post/3lab{n:04}");
+                let cid = format!("bafyreipost{n}");
+                posts.push((uri.clone(), record.clone()));
+                st.idempotency
+                    .lock()
+                    .unwrap()
+                    .insert(uri.clone(), cid.clone());
+                json_response(
+                    200,
+                    &[("ratelimit-limit", "5000"), ("ratelimit-remaining", "4997")],
+                    json!({"uri": uri, "cid": cid, "validationStatus": "valid",
+                           "commit": {"cid": "bafyreicommit", "rev": "3lab"}}),
+                )
+            }
+            ("GET", "/xrpc/com.atproto.repo.getRecord") => {
+                let uri = format!(
+                    "at://{}/{}/{}",
+                    query.get("repo").cloned().unwrap_or_default(),
+                    query.get("collection").cloned().unwrap_or_default(),
+                    query.get("rkey").cloned().unwrap_or_default()
+                );
+                let posts = st.posts.lock().unwrap();
+                match posts.iter().find(|(u, _)| *u == uri) {
+                    Some((_, value)) => json_response(
+                        200,
+                        &[],
+                        json!({"uri": uri, "cid": cids(&uri), "value": value}),
+                    ),
+                    None => invalid("RecordNotFound", &format!("Could not locate record: {uri}")),
+                }
+            }
+            ("GET", "/xrpc/com.atproto.repo.listRecords") => {
+                let posts = st.posts.lock().unwrap();
+                let records: Vec<Value> = posts
+                    .iter()
+                    .rev()
+                    .take(25)
+                    .map(|(uri, value)| json!({"uri": uri, "cid": cids(uri), "value": value}))
+                    .collect();
+                json_response(200, &[], json!({"records": records}))
+            }
+            _ => json_response(
+                501,
+                &[],
+                json!({"error": "MethodNotImplemented", "message": "Method Not Implemented"}),
+            ),
+        }
+    })
+}
+
 /// A fake of the lab plugins' platform (Reddit- or Instagram-like auth):
 /// OAuth plus `GET /me`.
 pub fn fake_lab(flavor: oauth::Flavor) -> Fake {
@@ -1200,7 +1413,6 @@ pub fn fake_lab(flavor: oauth::Flavor) -> Fake {
     }
     match flavor {
         oauth::Flavor::Instagram => start(|st, seen| handle(st, seen, oauth::Flavor::Instagram)),
-        oauth::Flavor::Bluesky => start(|st, seen| handle(st, seen, oauth::Flavor::Bluesky)),
         _ => start(|st, seen| handle(st, seen, oauth::Flavor::Reddit)),
     }
 }

@@ -59,7 +59,7 @@ pub mod prelude {
         HttpMethod, LimitScope, Manifest, Media, MediaKind, MediaRule, Multipart, Pair, Platform,
         Post, Problem, Profile, RateLimit, RateLimitHeaders, RateLimited, Receipt, RefreshStyle,
         Request, ResetFormat, Response, Setting, TokenShape, check_content, encode_component, log,
-        pair, pairs, sleep_millis,
+        now_millis, pair, pairs, query_url, rfc3339_millis, sleep_millis,
     };
     pub use serde_json::json;
 }
@@ -167,6 +167,30 @@ pub fn now_millis() -> u64 {
     bindings::outreach::platform::host::now_millis()
 }
 
+/// `millis` since the Unix epoch as RFC 3339 UTC with milliseconds
+/// (`2026-11-26T12:00:00.000Z`). Hand-rolled (days → civil date) because a
+/// date crate would add more to every plugin than this whole function.
+pub fn rfc3339_millis(millis: u64) -> String {
+    let (secs, ms) = (millis / 1000, millis % 1000);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil_from_days, for days since 1970-01-01 >= 0.
+    let z = days as i64 + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 /// Sleep in the host (bounded by the call's deadline).
 pub fn sleep_millis(millis: u64) {
     bindings::outreach::platform::host::sleep_millis(millis)
@@ -262,6 +286,22 @@ impl Default for ContentRules {
             media: Vec::new(),
             threads: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_from_epoch_millis() {
+        assert_eq!(super::rfc3339_millis(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            super::rfc3339_millis(951_782_400_123),
+            "2000-02-29T00:00:00.123Z"
+        );
+        assert_eq!(
+            super::rfc3339_millis(1_795_694_461_999),
+            "2026-11-26T12:01:01.999Z"
+        );
     }
 }
 

@@ -1,5 +1,5 @@
-//! Auth-only stand-ins for Reddit, Instagram and Bluesky (pick one with a
-//! cargo feature). They publish nothing real; the credentials tests use them to
+//! Auth-only stand-ins for Reddit and Instagram (pick one with a cargo
+//! feature). They publish nothing real; the credentials tests use them to
 //! drive the host's token machinery through these platforms' quirks.
 
 use outreach_sdk::prelude::*;
@@ -8,72 +8,11 @@ struct Lab;
 
 #[cfg(feature = "instagram")]
 const ID: &str = "instagram";
-#[cfg(feature = "bluesky")]
-const ID: &str = "bluesky";
-#[cfg(not(any(feature = "instagram", feature = "bluesky")))]
+#[cfg(not(feature = "instagram"))]
 const ID: &str = "reddit";
-
-/// Bluesky's session endpoints answer with JWTs under their own names.
-fn bluesky_shape() -> TokenShape {
-    TokenShape {
-        access_token: "accessJwt".into(),
-        refresh_token: "refreshJwt".into(),
-        expiry: String::new(),
-        expiry_format: ExpiryFormat::SecondsFromNow,
-        scope: String::new(),
-        error: "error".into(),
-    }
-}
-
-fn bluesky_manifest() -> Manifest {
-    let mut m = base_manifest(false);
-    m.id = "bluesky".into();
-    m.name = "Bluesky (lab)".into();
-    m.auth.kind = AuthKind::AppPassword;
-    m.auth.scopes = vec![];
-    m.auth.client_auth = ClientAuth::None;
-    m.auth.authorize_params = vec![];
-    m.auth.access_token_lifetime = 7200;
-    m.auth.login = Some(CustomExchange {
-        method: HttpMethod::Post,
-        url: "login".into(),
-        query: vec![],
-        headers: vec![],
-        body: ExchangeBody::Json(
-            r#"{"identifier":"{{username}}","password":"{{password}}"}"#.into(),
-        ),
-        response: bluesky_shape(),
-    });
-    m.auth.refresh = RefreshStyle::Custom(CustomExchange {
-        method: HttpMethod::Post,
-        url: "refresh".into(),
-        query: vec![],
-        headers: pairs(&[("authorization", "Bearer {{refresh_token}}")]),
-        body: ExchangeBody::None,
-        response: bluesky_shape(),
-    });
-    m.endpoints = vec![
-        Endpoint {
-            name: "login".into(),
-            url: "https://lab.example/xrpc/com.atproto.server.createSession".into(),
-        },
-        Endpoint {
-            name: "refresh".into(),
-            url: "https://lab.example/xrpc/com.atproto.server.refreshSession".into(),
-        },
-        Endpoint {
-            name: "api".into(),
-            url: "https://lab.example".into(),
-        },
-    ];
-    m
-}
 
 impl Platform for Lab {
     fn manifest() -> Manifest {
-        if cfg!(feature = "bluesky") {
-            return bluesky_manifest();
-        }
         base_manifest(cfg!(feature = "instagram"))
     }
 
