@@ -859,13 +859,7 @@ fn linkedin_connects_with_oidc_and_warns_before_an_unrefreshable_expiry() {
 fn app_passwords_log_in_and_session_tokens_rotate() {
     let bsky = fake_bluesky();
     let mut home = Home::new();
-    for (name, path) in [
-        ("login", "/xrpc/com.atproto.server.createSession"),
-        ("refresh", "/xrpc/com.atproto.server.refreshSession"),
-        ("api", ""),
-    ] {
-        home.endpoint("bluesky", name, &format!("{}{path}", bsky.url()));
-    }
+    home.bluesky(&bsky);
     let r = home.run(
         &["connect", "bluesky", "--username", "alice.test"],
         Some("wrong"),

@@ -1031,13 +1031,7 @@ alt = "The outreach logo"
 fn bluesky_home() -> (Fake, Home) {
     let bsky = fake_bluesky();
     let mut home = Home::new();
-    for (name, path) in [
-        ("api", ""),
-        ("login", "/xrpc/com.atproto.server.createSession"),
-        ("refresh", "/xrpc/com.atproto.server.refreshSession"),
-    ] {
-        home.endpoint("bluesky", name, &format!("{}{path}", bsky.url()));
-    }
+    home.bluesky(&bsky);
     let r = home.run(
         &["connect", "bluesky", "--username", "alice.test"],
         Some(support::oauth::APP_PASSWORD),

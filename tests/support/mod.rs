@@ -163,6 +163,18 @@ impl Home {
         self
     }
 
+    /// Point the Bluesky plugin's endpoints at `fake`.
+    pub fn bluesky(&mut self, fake: &Fake) -> &mut Self {
+        for (name, path) in [
+            ("api", ""),
+            ("login", "/xrpc/com.atproto.server.createSession"),
+            ("refresh", "/xrpc/com.atproto.server.refreshSession"),
+        ] {
+            self.endpoint("bluesky", name, &format!("{}{path}", fake.url()));
+        }
+        self
+    }
+
     pub fn config_path(&self) -> PathBuf {
         let mut text = String::from(
             "[paths]\nplugins = \"plugins\"\nstore = \"store\"\nidentity = \"identity.txt\"\ncache = \"cache\"\nposts = \"posts\"\n\n[limits]\ncall_timeout_ms = 1000\npublish_timeout_ms = 5000\nhttp_timeout_ms = 2000\nmemory_mib = 32\nmax_response_bytes = 1048576\n\n",
