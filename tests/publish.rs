@@ -1,6 +1,6 @@
 //! Publishing end to end: the real `outreach` binary and the real built X,
-//! LinkedIn, Mastodon and Bluesky plugins against local fakes of each
-//! platform.
+//! LinkedIn, Mastodon, Bluesky and Discord plugins against local fakes of
+//! each platform.
 
 mod support;
 
@@ -1146,4 +1146,83 @@ fn bluesky_refreshes_an_expired_session_and_counts_graphemes() {
     let r = home.run(&["publish", emoji.to_str().unwrap()], None);
     assert_eq!(r.code, 0, "{}", r.all());
     assert_eq!(bsky.posts().len(), 2);
+}
+
+/// Discord through a webhook: the URL is read from standard input, checked
+/// with the webhook's own GET and stored encrypted (a wrong one is refused
+/// and nothing is stored); a post with a title, a link and an image goes
+/// out as multipart with `payload_json`, mentions off, `?wait=true` (else
+/// Discord returns no message id) and a `DiscordBot` user agent; the
+/// receipt links to the message; the webhook URL appears in no output, not
+/// even a dry run's; a deleted webhook asks for the account to be added
+/// again.
+#[test]
+fn discord_webhooks_post_attachments_and_never_show_the_url() {
+    let discord = fake_discord();
+    let mut home = Home::new();
+    home.endpoint("discord", "api", &format!("{}/api/v10", discord.url()));
+    let base = format!("{}/api/webhooks/{DISCORD_WEBHOOK_ID}", discord.url());
+    let add = ["accounts", "add", "discord", "--account", "team"];
+    let r = home.run(&add, Some(&format!("{base}/not-the-token")));
+    assert_ne!(r.code, 0);
+    assert!(r.all().contains("Invalid Webhook Token"), "{}", r.all());
+    assert!(!home.path().join("store/discord/team.age").exists());
+    let r = home.run(&add, Some(&format!("{base}/{DISCORD_WEBHOOK_TOKEN}")));
+    assert_eq!(r.code, 0, "{}", r.all());
+    let r = home.run(&["accounts", "--json"], None);
+    assert!(r.stdout.contains("Release bot"), "{}", r.stdout);
+
+    let png: Vec<u8> = [&b"\x89PNG\r\n\x1a\n"[..], &[7u8; 64]].concat();
+    std::fs::write(home.path().join("logo.png"), &png).unwrap();
+    let post = home.post(
+        "release.toml",
+        r#"
+title = "v1.2 is out"
+text = "Changelog below, @everyone"
+link = "https://example.org/v1.2"
+to = ["discord/team"]
+[[media]]
+path = "logo.png"
+alt = "The outreach logo"
+"#,
+    );
+    let dry = home.run(&["publish", post.to_str().unwrap(), "--dry-run"], None);
+    assert_eq!(dry.code, 0, "{}", dry.all());
+    assert!(discord.posts().is_empty());
+    let r = home.run(&["publish", post.to_str().unwrap(), "--json"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout
+            .contains("https://discord.com/channels/777/555/900001"),
+        "{}",
+        r.stdout
+    );
+    for out in [&dry, &r] {
+        assert!(!out.all().contains(DISCORD_WEBHOOK_TOKEN), "{}", out.all());
+    }
+    let posts = discord.posts();
+    assert_eq!(posts.len(), 1);
+    let sent = &posts[0].1;
+    assert_eq!(
+        sent["content"],
+        "**v1.2 is out**\nChangelog below, @everyone\nhttps://example.org/v1.2"
+    );
+    assert_eq!(sent["allowed_mentions"]["parse"], serde_json::json!([]));
+    assert_eq!(sent["attachments"][0]["description"], "The outreach logo");
+    assert_eq!(sent["files"][0]["filename"], "logo.png");
+    assert_eq!(sent["query"]["wait"], "true");
+
+    discord.set_mode(Mode::Expired);
+    let again = home.post(
+        "gone.toml",
+        "text = \"anyone there?\"\nto = [\"discord/team\"]\n",
+    );
+    let r = home.run(&["publish", again.to_str().unwrap()], None);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.all().contains("no longer knows this webhook"),
+        "{}",
+        r.all()
+    );
+    assert!(!r.all().contains(DISCORD_WEBHOOK_TOKEN), "{}", r.all());
 }

@@ -1026,9 +1026,12 @@ async fn send_with_retries(
 
 /// `--dry-run`: what each plugin would send for the post itself.
 async fn dry_run(app: &App, post: &Loaded, jobs: Vec<Job>) -> Report {
-    let futures = jobs
-        .into_iter()
-        .map(|Job { id, plugin, record }| async move {
+    // Media is read as for a real publish (a recorded request shows its
+    // size), but nothing leaves.
+    let media_paths = Arc::new(post.media_paths.clone());
+    let futures = jobs.into_iter().map(|Job { id, plugin, record }| {
+        let media_paths = media_paths.clone();
+        async move {
             let mut r = TargetResult::new(&id);
             let variant = match post.file.variant(&id.platform, 0, "dry-run", &post.media) {
                 Ok(v) => v,
@@ -1040,7 +1043,10 @@ async fn dry_run(app: &App, post: &Loaded, jobs: Vec<Job>) -> Report {
             let (ctx, mut scope) = app.call_env(&plugin, &record);
             let recorder = Arc::new(Mutex::new(Vec::new()));
             scope.dry_run = Some(recorder.clone());
-            let outcome = app.host.publish(&plugin, scope, &ctx, &variant).await;
+            let outcome = app
+                .host
+                .publish_with_media(&plugin, scope, &ctx, &variant, media_paths)
+                .await;
             r.requests = recorder.lock().expect("dry-run log").clone();
             r.ok = !r.requests.is_empty();
             r.state = "dry-run".into();
@@ -1053,7 +1059,8 @@ async fn dry_run(app: &App, post: &Loaded, jobs: Vec<Job>) -> Report {
                 r.error = Some(scrub(&msg, &record.secrets()));
             }
             r
-        });
+        }
+    });
     Report {
         post: "dry-run".into(),
         scheduled_at: post.schedule,

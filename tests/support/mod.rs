@@ -1,5 +1,5 @@
 //! Shared test support: a throwaway outreach home, the real binary, the
-//! built plugins, and local fakes of X, LinkedIn, Mastodon and Bluesky that follow
+//! built plugins, and local fakes of X, LinkedIn, Mastodon, Bluesky and Discord that follow
 //! the wire formats in shared/reference/platform-apis.md (and, for X and
 //! Mastodon, reject any request body the official spec does not allow).
 #![allow(dead_code)]
@@ -1394,6 +1394,159 @@ pub fn fake_bluesky() -> Fake {
                 501,
                 &[],
                 json!({"error": "MethodNotImplemented", "message": "Method Not Implemented"}),
+            ),
+        }
+    })
+}
+
+/// The Discord fake's webhook: `{fake}/api/webhooks/{DISCORD_WEBHOOK_ID}/{DISCORD_WEBHOOK_TOKEN}`.
+pub const DISCORD_WEBHOOK_ID: &str = "1187";
+pub const DISCORD_WEBHOOK_TOKEN: &str = "whtok-PLANTED-d15c0";
+
+/// A fake Discord webhook (channel 555 of guild 777). As the real one: a
+/// user agent other than `DiscordBot (…)` gets Cloudflare's HTML page;
+/// `GET` the webhook describes it; `POST` answers 204 with no body unless
+/// `?wait=true`; JSON needs its content type (else 50035); attachments come
+/// as `multipart/form-data` with `payload_json` and `files[n]`; content is
+/// at most 2000 characters; a bad token is 401 and, in [`Mode::Expired`],
+/// the webhook is gone (404, code 10015).
+pub fn fake_discord() -> Fake {
+    start(|st, seen| {
+        let limits = [
+            ("x-ratelimit-limit", "5"),
+            ("x-ratelimit-remaining", "0"),
+            ("x-ratelimit-reset-after", "2"),
+            ("retry-after", "2"),
+        ];
+        if *st.mode.lock().unwrap() == Mode::Expired {
+            return json_response(
+                404,
+                &[],
+                json!({"message": "Unknown Webhook", "code": 10015}),
+            );
+        }
+        if let Some(r) = common_failure(
+            st,
+            &limits,
+            json!({"message": "You are being rate limited.", "retry_after": 1.5, "global": false}),
+            json!({"message": "500: Internal Server Error", "code": 0}),
+        ) {
+            return r;
+        }
+        if !seen
+            .headers
+            .get("user-agent")
+            .is_some_and(|u| u.starts_with("DiscordBot ("))
+        {
+            return respond(
+                403,
+                &[("content-type", "text/html")],
+                "<html><head><title>Access denied | discord.com used Cloudflare to restrict access</title></head></html>",
+            );
+        }
+        let bad_body = |what: &str| {
+            json_response(
+                400,
+                &[],
+                json!({"code": 50035, "message": "Invalid Form Body", "errors": {"content": {"_errors": [{"code": "BASE_TYPE_BAD", "message": what}]}}}),
+            )
+        };
+        let parts: Vec<&str> = seen.path.trim_start_matches('/').split('/').collect();
+        let ["api", "webhooks", id, token] = parts[..] else {
+            return json_response(404, &[], json!({"message": "404: Not Found", "code": 0}));
+        };
+        if id != DISCORD_WEBHOOK_ID {
+            return json_response(
+                404,
+                &[],
+                json!({"message": "Unknown Webhook", "code": 10015}),
+            );
+        }
+        if token != DISCORD_WEBHOOK_TOKEN {
+            return json_response(
+                401,
+                &[],
+                json!({"message": "Invalid Webhook Token", "code": 50027}),
+            );
+        }
+        let query: HashMap<String, String> = url::form_urlencoded::parse(seen.query.as_bytes())
+            .into_owned()
+            .collect();
+        match seen.method.as_str() {
+            "GET" => json_response(
+                200,
+                &[],
+                json!({"id": DISCORD_WEBHOOK_ID, "type": 1, "name": "Release bot", "avatar": "a1b2c3",
+                       "channel_id": "555", "guild_id": "777", "token": DISCORD_WEBHOOK_TOKEN}),
+            ),
+            "POST" => {
+                let ct = seen
+                    .headers
+                    .get("content-type")
+                    .cloned()
+                    .unwrap_or_default();
+                let (payload, files): (Value, Vec<Part>) = if ct == "application/json" {
+                    (serde_json::from_str(&seen.body).unwrap_or_default(), vec![])
+                } else if let Some(parts) = multipart(seen) {
+                    let Some(json_part) = parts.iter().find(|p| p.name == "payload_json") else {
+                        return bad_body("payload_json is required with files");
+                    };
+                    let payload = serde_json::from_str(&json_part.data).unwrap_or_default();
+                    (
+                        payload,
+                        parts
+                            .into_iter()
+                            .filter(|p| p.name.starts_with("files["))
+                            .collect(),
+                    )
+                } else {
+                    return bad_body(
+                        "Content-Type must be application/json or multipart/form-data",
+                    );
+                };
+                let content = payload["content"].as_str().unwrap_or_default();
+                if content.chars().count() > 2000 {
+                    return bad_body("Must be 2000 or fewer in length.");
+                }
+                if content.is_empty() && files.is_empty() {
+                    return json_response(
+                        400,
+                        &[],
+                        json!({"code": 50006, "message": "Cannot send an empty message"}),
+                    );
+                }
+                let mut posts = st.posts.lock().unwrap();
+                let id = format!("90000{}", posts.len() + 1);
+                let mut recorded = payload.clone();
+                recorded["files"] = json!(files
+                    .iter()
+                    .map(|f| json!({"name": f.name, "filename": f.filename, "content_type": f.content_type, "size": f.data.len()}))
+                    .collect::<Vec<_>>());
+                recorded["query"] = json!(query);
+                posts.push((id.clone(), recorded));
+                let headers = [
+                    ("x-ratelimit-limit", "5"),
+                    ("x-ratelimit-remaining", "4"),
+                    ("x-ratelimit-reset-after", "0.4"),
+                ];
+                if query.get("wait").map(String::as_str) != Some("true") {
+                    return respond(204, &headers, "");
+                }
+                let channel = query
+                    .get("thread_id")
+                    .cloned()
+                    .unwrap_or_else(|| "555".into());
+                json_response(
+                    200,
+                    &headers,
+                    json!({"id": id, "type": 0, "channel_id": channel, "content": content,
+                           "webhook_id": DISCORD_WEBHOOK_ID, "attachments": [], "embeds": []}),
+                )
+            }
+            _ => json_response(
+                405,
+                &[],
+                json!({"message": "405: Method Not Allowed", "code": 0}),
             ),
         }
     })

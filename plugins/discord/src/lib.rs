@@ -1,0 +1,246 @@
+//! Discord through a channel webhook: the webhook URL is the credential
+//! (the host substitutes it; the plugin only names it), messages go to
+//! `POST {webhook}?wait=true` (without `wait` Discord answers 204 and no
+//! message id), attachments as `multipart/form-data` with `payload_json`,
+//! mentions off unless the post asks for them, and a `DiscordBot` user
+//! agent (Discord's edge refuses others).
+
+use outreach_sdk::prelude::*;
+use outreach_sdk::serde_json::Value;
+
+struct Discord;
+
+/// The whole webhook URL, substituted by the host.
+const WEBHOOK: &str = "{{access_token}}";
+
+/// The longest message Discord takes.
+const MAX_CONTENT: usize = 2000;
+
+fn user_agent() -> String {
+    format!("DiscordBot (outreach, {})", env!("CARGO_PKG_VERSION"))
+}
+
+impl Platform for Discord {
+    fn manifest() -> Manifest {
+        Manifest {
+            id: "discord".into(),
+            name: "Discord".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            auth: AuthInfo {
+                kind: AuthKind::WebhookUrl,
+                scopes: vec![],
+                scope_separator: " ".into(),
+                client_auth: ClientAuth::None,
+                authorize_params: vec![],
+                token_params: vec![],
+                token_response: TokenShape {
+                    expiry_format: ExpiryFormat::Never,
+                    ..Default::default()
+                },
+                refresh: RefreshStyle::None,
+                access_token_lifetime: 0,
+                refresh_token_lifetime: 0,
+                placement: CredentialPlacement::Bearer,
+                dynamic_registration: false,
+                login: None,
+            },
+            endpoints: vec![Endpoint {
+                name: "api".into(),
+                url: "https://discord.com/api/v10".into(),
+            }],
+            hosts: [
+                "discord.com",
+                "discordapp.com",
+                "canary.discord.com",
+                "ptb.discord.com",
+            ]
+            .map(String::from)
+            .to_vec(),
+            // A webhook takes about 30 messages a minute.
+            rate_limits: vec![RateLimit {
+                class: "webhook".into(),
+                requests: 30,
+                window_seconds: 60,
+                scope: LimitScope::Account,
+            }],
+            rate_limit_headers: Some(RateLimitHeaders {
+                limit: Some("x-ratelimit-limit".into()),
+                remaining: Some("x-ratelimit-remaining".into()),
+                reset: Some("x-ratelimit-reset-after".into()),
+                reset_format: ResetFormat::SecondsUntil,
+            }),
+            content: ContentRules {
+                max_length: MAX_CONTENT as u32,
+                counting: CountRule::Chars,
+                media: vec![
+                    MediaRule::new(
+                        MediaKind::Image,
+                        10,
+                        10 << 20,
+                        &["image/jpeg", "image/png", "image/webp"],
+                    ),
+                    MediaRule::new(MediaKind::Gif, 10, 10 << 20, &["image/gif"]),
+                    MediaRule::new(
+                        MediaKind::Video,
+                        10,
+                        10 << 20,
+                        &["video/mp4", "video/webm", "video/quicktime"],
+                    ),
+                ],
+                ..Default::default()
+            },
+            settings: vec![
+                Setting {
+                    name: "thread_id".into(),
+                    description:
+                        "post into this thread of the webhook's channel (forum channels need one)"
+                            .into(),
+                    required: false,
+                    default_value: None,
+                    is_host: false,
+                },
+                Setting {
+                    name: "username".into(),
+                    description: "the name messages are posted under, instead of the webhook's"
+                        .into(),
+                    required: false,
+                    default_value: None,
+                    is_host: false,
+                },
+            ],
+            idempotent_publish: false,
+        }
+    }
+
+    fn publish(ctx: &Context, post: &Post) -> Result<Receipt, CallError> {
+        let mut payload = json!({
+            "content": content(post),
+            "allowed_mentions": {"parse": mentions(post.extra("mentions"))},
+        });
+        if let Some(name) = post.extra("username").or(ctx.setting("username")) {
+            payload["username"] = json!(name);
+        }
+        let mut query = vec![("wait", "true")];
+        if let Some(thread) = post.extra("thread_id").or(ctx.setting("thread_id")) {
+            query.push(("thread_id", thread));
+        }
+        let url = query_url(WEBHOOK, &query);
+        let request = if post.media.is_empty() {
+            Request::post(url).json(&payload)
+        } else {
+            payload["attachments"] = Value::Array(
+                post.media
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| {
+                        json!({"id": i, "filename": m.file_name, "description": m.alt_text})
+                    })
+                    .collect(),
+            );
+            let mut form = Multipart::new().text("payload_json", &payload.to_string());
+            for (i, m) in post.media.iter().enumerate() {
+                form = form.file(&format!("files[{i}]"), m);
+            }
+            Request::post(url).multipart(form)
+        };
+        let res = request
+            .header("user-agent", user_agent())
+            .class("webhook")
+            .send()?;
+        let message = check(&res)?;
+        let id = message["id"].as_str().ok_or_else(|| {
+            CallError::OutcomeUnknown(format!("no message id in: {}", res.snippet()))
+        })?;
+        // The message's address needs the guild, which only the webhook knows.
+        let url = webhook().ok().and_then(|w| {
+            let guild = w["guild_id"].as_str()?;
+            let channel = message["channel_id"]
+                .as_str()
+                .or(w["channel_id"].as_str())?;
+            Some(format!(
+                "https://discord.com/channels/{guild}/{channel}/{id}"
+            ))
+        });
+        Ok(Receipt { id: id.into(), url })
+    }
+
+    fn profile(_ctx: &Context) -> Result<Profile, CallError> {
+        let w = webhook()?;
+        let id = w["id"]
+            .as_str()
+            .ok_or_else(|| CallError::Rejected(format!("no webhook id in: {w}")))?;
+        let channel = w["channel_id"].as_str().unwrap_or_default();
+        Ok(Profile {
+            id: id.into(),
+            name: w["name"].as_str().unwrap_or(id).into(),
+            handle: Some(format!("#{channel}")),
+            picture: w["avatar"]
+                .as_str()
+                .map(|a| format!("https://cdn.discordapp.com/avatars/{id}/{a}.png")),
+            url: w["guild_id"]
+                .as_str()
+                .map(|g| format!("https://discord.com/channels/{g}/{channel}")),
+        })
+    }
+}
+
+/// The message text: the title in bold above it, and a link that is not
+/// in the text below it (Discord embeds it), while it fits.
+fn content(post: &Post) -> String {
+    let mut text = post.text.clone();
+    if let Some(title) = post.title.as_deref().filter(|t| !t.is_empty()) {
+        let with = format!("**{title}**\n{text}");
+        if with.chars().count() <= MAX_CONTENT {
+            text = with;
+        }
+    }
+    if let Some(link) = post.link.as_deref().filter(|l| !text.contains(l)) {
+        let with = format!("{text}\n{link}");
+        if with.chars().count() <= MAX_CONTENT {
+            text = with;
+        }
+    }
+    text
+}
+
+/// Which mentions may ping: none unless the post says `mentions = "users"`,
+/// `"roles"`, `"everyone"` or `"all"`.
+fn mentions(asked: Option<&str>) -> Value {
+    match asked {
+        Some("all") => json!(["users", "roles", "everyone"]),
+        Some(kind @ ("users" | "roles" | "everyone")) => json!([kind]),
+        _ => json!([]),
+    }
+}
+
+/// The webhook object (`GET {webhook}`): name, channel, guild.
+fn webhook() -> Result<Value, CallError> {
+    let res = Request::get(WEBHOOK)
+        .header("user-agent", user_agent())
+        .class("webhook")
+        .send()?;
+    check(&res)
+}
+
+/// A successful answer's JSON, or what went wrong. A webhook that is gone
+/// (deleted, or its token reset) cannot be refreshed: it must be added
+/// again.
+fn check(res: &Response) -> Result<Value, CallError> {
+    if res.is_success() {
+        return res.json();
+    }
+    let v = res.json().unwrap_or(Value::Null);
+    let message = v["message"].as_str().unwrap_or_default();
+    match (res.status, v["code"].as_u64()) {
+        (401, _) | (404, Some(10015)) => Err(CallError::NeedsReconnect(format!(
+            "Discord no longer knows this webhook ({message}); create a new one and add it with `outreach accounts add discord`"
+        ))),
+        (400, Some(code)) => Err(CallError::Rejected(format!(
+            "HTTP 400 (code {code}) {message}: {}",
+            v["errors"]
+        ))),
+        _ => Err(res.error()),
+    }
+}
+
+outreach_sdk::export_platform!(Discord);
