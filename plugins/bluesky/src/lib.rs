@@ -76,18 +76,11 @@ impl Platform for Bluesky {
             ],
             hosts: vec![],
             // Repo writes cost 3 points of 5,000 an hour per account.
-            rate_limits: vec![RateLimit {
-                class: "write".into(),
-                requests: 1666,
-                window_seconds: 3600,
-                scope: LimitScope::Account,
-            }],
-            rate_limit_headers: Some(RateLimitHeaders {
-                limit: Some("ratelimit-limit".into()),
-                remaining: Some("ratelimit-remaining".into()),
-                reset: Some("ratelimit-reset".into()),
-                reset_format: ResetFormat::UnixSeconds,
-            }),
+            rate_limits: vec![RateLimit::per_account("write", 1666, 3600)],
+            rate_limit_headers: Some(RateLimitHeaders::prefixed(
+                "ratelimit-",
+                ResetFormat::UnixSeconds,
+            )),
             content: ContentRules {
                 max_length: 300,
                 counting: CountRule::Graphemes,

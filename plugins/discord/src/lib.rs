@@ -57,12 +57,7 @@ impl Platform for Discord {
             .map(String::from)
             .to_vec(),
             // A webhook takes about 30 messages a minute.
-            rate_limits: vec![RateLimit {
-                class: "webhook".into(),
-                requests: 30,
-                window_seconds: 60,
-                scope: LimitScope::Account,
-            }],
+            rate_limits: vec![RateLimit::per_account("webhook", 30, 60)],
             rate_limit_headers: Some(RateLimitHeaders {
                 limit: Some("x-ratelimit-limit".into()),
                 remaining: Some("x-ratelimit-remaining".into()),

@@ -55,18 +55,11 @@ impl Platform for Mastodon {
                 },
             ],
             hosts: vec![],
-            rate_limits: vec![RateLimit {
-                class: "default".into(),
-                requests: 300,
-                window_seconds: 300,
-                scope: LimitScope::Account,
-            }],
-            rate_limit_headers: Some(RateLimitHeaders {
-                limit: Some("x-ratelimit-limit".into()),
-                remaining: Some("x-ratelimit-remaining".into()),
-                reset: Some("x-ratelimit-reset".into()),
-                reset_format: ResetFormat::Timestamp,
-            }),
+            rate_limits: vec![RateLimit::per_account("default", 300, 300)],
+            rate_limit_headers: Some(RateLimitHeaders::prefixed(
+                "x-ratelimit-",
+                ResetFormat::Timestamp,
+            )),
             content: ContentRules {
                 max_length: 500,
                 counting: CountRule::Chars,

@@ -144,6 +144,40 @@ impl MediaRule {
     }
 }
 
+impl RateLimit {
+    /// `requests` of `class` per `window_seconds` for each account.
+    pub fn per_account(class: &str, requests: u32, window_seconds: u32) -> Self {
+        RateLimit {
+            class: class.into(),
+            requests,
+            window_seconds,
+            scope: LimitScope::Account,
+        }
+    }
+
+    /// `requests` of `class` per `window_seconds` for the whole app (all
+    /// accounts together).
+    pub fn per_app(class: &str, requests: u32, window_seconds: u32) -> Self {
+        RateLimit {
+            scope: LimitScope::App,
+            ..Self::per_account(class, requests, window_seconds)
+        }
+    }
+}
+
+impl RateLimitHeaders {
+    /// The usual trio `{prefix}limit`, `{prefix}remaining`, `{prefix}reset`
+    /// (`x-ratelimit-`, `x-rate-limit-`, `ratelimit-`).
+    pub fn prefixed(prefix: &str, reset_format: ResetFormat) -> Self {
+        RateLimitHeaders {
+            limit: Some(format!("{prefix}limit")),
+            remaining: Some(format!("{prefix}remaining")),
+            reset: Some(format!("{prefix}reset")),
+            reset_format,
+        }
+    }
+}
+
 /// A [`Pair`] from two string-likes.
 pub fn pair(name: impl Into<String>, value: impl Into<String>) -> Pair {
     Pair {

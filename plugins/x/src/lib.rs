@@ -54,37 +54,15 @@ impl Platform for X {
             ],
             hosts: vec!["api.x.com".into()],
             rate_limits: vec![
-                RateLimit {
-                    class: "media".into(),
-                    requests: 1875,
-                    window_seconds: 900,
-                    scope: LimitScope::Account,
-                },
-                RateLimit {
-                    class: "publish".into(),
-                    requests: 100,
-                    window_seconds: 900,
-                    scope: LimitScope::Account,
-                },
-                RateLimit {
-                    class: "publish".into(),
-                    requests: 10_000,
-                    window_seconds: 86_400,
-                    scope: LimitScope::App,
-                },
-                RateLimit {
-                    class: "profile".into(),
-                    requests: 75,
-                    window_seconds: 900,
-                    scope: LimitScope::Account,
-                },
+                RateLimit::per_account("media", 1875, 900),
+                RateLimit::per_account("publish", 100, 900),
+                RateLimit::per_app("publish", 10_000, 86_400),
+                RateLimit::per_account("profile", 75, 900),
             ],
-            rate_limit_headers: Some(RateLimitHeaders {
-                limit: Some("x-rate-limit-limit".into()),
-                remaining: Some("x-rate-limit-remaining".into()),
-                reset: Some("x-rate-limit-reset".into()),
-                reset_format: ResetFormat::UnixSeconds,
-            }),
+            rate_limit_headers: Some(RateLimitHeaders::prefixed(
+                "x-rate-limit-",
+                ResetFormat::UnixSeconds,
+            )),
             content: ContentRules {
                 max_length: 280,
                 counting: CountRule::XWeighted,
