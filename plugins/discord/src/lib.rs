@@ -26,24 +26,9 @@ impl Platform for Discord {
             id: "discord".into(),
             name: "Discord".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            auth: AuthInfo {
-                kind: AuthKind::WebhookUrl,
-                scopes: vec![],
-                scope_separator: " ".into(),
-                client_auth: ClientAuth::None,
-                authorize_params: vec![],
-                token_params: vec![],
-                token_response: TokenShape {
-                    expiry_format: ExpiryFormat::Never,
-                    ..Default::default()
-                },
-                refresh: RefreshStyle::None,
-                access_token_lifetime: 0,
-                refresh_token_lifetime: 0,
-                placement: CredentialPlacement::Bearer,
-                dynamic_registration: false,
-                login: None,
-            },
+            // The webhook URL is the whole credential; requests name it
+            // (`{{access_token}}`) instead of carrying it in a header.
+            auth: AuthInfo::static_credential(AuthKind::WebhookUrl, CredentialPlacement::Bearer),
             endpoints: vec![Endpoint {
                 name: "api".into(),
                 url: "https://discord.com/api/v10".into(),

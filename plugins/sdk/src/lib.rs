@@ -144,6 +144,31 @@ impl MediaRule {
     }
 }
 
+impl AuthInfo {
+    /// A credential the user pastes once and that never expires or
+    /// refreshes (API key, bot token, webhook URL), attached as `placement`.
+    pub fn static_credential(kind: AuthKind, placement: CredentialPlacement) -> Self {
+        AuthInfo {
+            kind,
+            scopes: vec![],
+            scope_separator: " ".into(),
+            client_auth: ClientAuth::None,
+            authorize_params: vec![],
+            token_params: vec![],
+            token_response: TokenShape {
+                expiry_format: ExpiryFormat::Never,
+                ..Default::default()
+            },
+            refresh: RefreshStyle::None,
+            access_token_lifetime: 0,
+            refresh_token_lifetime: 0,
+            placement,
+            dynamic_registration: false,
+            login: None,
+        }
+    }
+}
+
 impl RateLimit {
     /// `requests` of `class` per `window_seconds` for each account.
     pub fn per_account(class: &str, requests: u32, window_seconds: u32) -> Self {
