@@ -242,9 +242,9 @@ async fn control_api_needs_its_token_and_stays_on_loopback() {
 
     let health = d.get("/health").await;
     assert_eq!(health["status"], "ok");
-    assert_eq!(health["plugins"], 5);
+    assert_eq!(health["plugins"], 6);
     let platforms = d.get("/platforms").await;
-    for id in ["x", "linkedin", "mastodon", "bluesky", "discord"] {
+    for id in ["x", "linkedin", "mastodon", "bluesky", "discord", "devto"] {
         assert!(plugin_sha(&platforms, id).is_some(), "{platforms}");
     }
     let accounts = d.get("/accounts").await;
@@ -289,7 +289,7 @@ async fn control_api_needs_its_token_and_stays_on_loopback() {
         .await
         .unwrap();
     for want in [
-        "outreach_plugins_loaded 5",
+        "outreach_plugins_loaded 6",
         "outreach_publishes_total{platform=\"mastodon\",outcome=\"published\"} 1",
         "outreach_plugin_call_seconds_bucket",
     ] {

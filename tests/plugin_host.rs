@@ -289,8 +289,11 @@ fn plugins_command_lists_manifests_and_rejections_and_uses_the_cache() {
         .iter()
         .map(|p| p["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["bluesky", "discord", "linkedin", "mastodon", "x"]);
-    let x = &v["plugins"][4];
+    assert_eq!(
+        ids,
+        ["bluesky", "devto", "discord", "linkedin", "mastodon", "x"]
+    );
+    let x = &v["plugins"][5];
     assert_eq!(x["max_length"], 280);
     assert!(
         x["hosts"]
@@ -308,7 +311,7 @@ fn plugins_command_lists_manifests_and_rejections_and_uses_the_cache() {
     let cached = std::fs::read_dir(home.path().join("cache"))
         .unwrap()
         .count();
-    assert_eq!(cached, 5, "one compiled artifact per plugin");
+    assert_eq!(cached, 6, "one compiled artifact per plugin");
 
     let warm = home.run(&["plugins", "show", "linkedin", "--json"], None);
     assert_eq!(warm.code, 0, "{}", warm.all());
@@ -319,7 +322,7 @@ fn plugins_command_lists_manifests_and_rejections_and_uses_the_cache() {
         std::fs::read_dir(home.path().join("cache"))
             .unwrap()
             .count(),
-        5
+        6
     );
 }
 

@@ -1,6 +1,6 @@
 //! Publishing end to end: the real `outreach` binary and the real built X,
-//! LinkedIn, Mastodon, Bluesky and Discord plugins against local fakes of
-//! each platform.
+//! LinkedIn, Mastodon, Bluesky, Discord and DEV plugins against local
+//! fakes of each platform.
 
 mod support;
 
@@ -1225,4 +1225,77 @@ alt = "The outreach logo"
         r.all()
     );
     assert!(!r.all().contains(DISCORD_WEBHOOK_TOKEN), "{}", r.all());
+}
+
+/// DEV (Forem): the API key from standard input is checked with
+/// `/api/users/me` before it is stored; an article goes out with the v1
+/// `Accept` header, the title, the text as Markdown, the link as the
+/// canonical URL and the post's tags; a second article with the same
+/// canonical URL is refused with DEV's reason and not retried; a post
+/// without a title never leaves; the key appears in no output.
+#[test]
+fn devto_articles_carry_title_markdown_canonical_url_and_tags() {
+    let devto = fake_devto();
+    let mut home = Home::new();
+    home.endpoint("devto", "api", &devto.url());
+    let add = ["accounts", "add", "devto"];
+    let r = home.run(&add, Some("not-the-key"));
+    assert_ne!(r.code, 0);
+    assert!(r.all().contains("unauthorized"), "{}", r.all());
+    let r = home.run(&add, Some(DEVTO_KEY));
+    assert_eq!(r.code, 0, "{}", r.all());
+    let r = home.run(&["accounts", "--json"], None);
+    assert!(r.stdout.contains("Alice Dev"), "{}", r.stdout);
+
+    let article = r##"
+title = "Self-hosting outreach"
+text = "# Why\n\nBecause **files** beat dashboards."
+link = "https://blog.example/self-hosting"
+to = ["devto"]
+[override.devto]
+tags = "rust, selfhosted"
+published = "false"
+"##;
+    let post = home.post("article.toml", article);
+    let r = home.run(&["publish", post.to_str().unwrap(), "--json"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.contains("/alice/self-hosting-outreach-1001"),
+        "{}",
+        r.stdout
+    );
+    let sent = &devto.posts()[0].1;
+    assert_eq!(sent["title"], "Self-hosting outreach");
+    assert_eq!(
+        sent["body_markdown"],
+        "# Why\n\nBecause **files** beat dashboards."
+    );
+    assert_eq!(sent["canonical_url"], "https://blog.example/self-hosting");
+    assert_eq!(sent["tags"], "rust, selfhosted");
+    assert_eq!(sent["published"], false);
+
+    let again = home.post(
+        "again.toml",
+        &article.replace("Self-hosting outreach", "Take two"),
+    );
+    let r = home.run(&["publish", again.to_str().unwrap(), "--json"], None);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stdout.contains("Canonical url has already been taken"),
+        "{}",
+        r.stdout
+    );
+    let tries = devto
+        .seen()
+        .iter()
+        .filter(|s| s.method == "POST" && s.path == "/api/articles")
+        .count();
+    assert_eq!(tries, 2, "a refused article is not retried");
+
+    let untitled = home.post("untitled.toml", "text = \"no title\"\nto = [\"devto\"]\n");
+    let r = home.run(&["publish", untitled.to_str().unwrap()], None);
+    assert_ne!(r.code, 0);
+    assert!(r.all().contains("title"), "{}", r.all());
+    assert_eq!(devto.posts().len(), 1);
+    assert!(!r.all().contains(DEVTO_KEY));
 }

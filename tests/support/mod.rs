@@ -1,5 +1,5 @@
 //! Shared test support: a throwaway outreach home, the real binary, the
-//! built plugins, and local fakes of X, LinkedIn, Mastodon, Bluesky and Discord that follow
+//! built plugins, and local fakes of X, LinkedIn, Mastodon, Bluesky, Discord and DEV that follow
 //! the wire formats in shared/reference/platform-apis.md (and, for X and
 //! Mastodon, reject any request body the official spec does not allow).
 #![allow(dead_code)]
@@ -1548,6 +1548,92 @@ pub fn fake_discord() -> Fake {
                 &[],
                 json!({"message": "405: Method Not Allowed", "code": 0}),
             ),
+        }
+    })
+}
+
+/// The API key the DEV fake accepts.
+pub const DEVTO_KEY: &str = "devkey-PLANTED-f0e1";
+
+/// A fake DEV (Forem) API: the `api-key` header (every bad key is 401
+/// `unauthorized`), the v1 `Accept` header, articles as
+/// `{"article": {…}}` answered 201, a title of at most 128 characters, at
+/// most four tags (a string or a list), and a canonical URL used once
+/// (422 "Canonical url has already been taken").
+pub fn fake_devto() -> Fake {
+    start(|st, seen| {
+        if let Some(r) = common_failure(
+            st,
+            &[("retry-after", "30")],
+            json!({"error": "Rate limit reached, try again in 30 seconds", "status": 429}),
+            json!({"error": "Internal Server Error", "status": 500}),
+        ) {
+            return r;
+        }
+        if seen.headers.get("api-key").map(String::as_str) != Some(DEVTO_KEY) {
+            return json_response(401, &[], json!({"error": "unauthorized", "status": 401}));
+        }
+        if seen.headers.get("accept").map(String::as_str)
+            != Some("application/vnd.forem.api-v1+json")
+        {
+            return json_response(
+                400,
+                &[],
+                json!({"error": "the v1 API needs its Accept header", "status": 400}),
+            );
+        }
+        let unprocessable =
+            |error: &str| json_response(422, &[], json!({"error": error, "status": 422}));
+        let base = st.base.lock().unwrap().clone();
+        match (seen.method.as_str(), seen.path.as_str()) {
+            ("GET", "/api/users/me") => json_response(
+                200,
+                &[],
+                json!({"type_of": "user", "id": 4242, "username": "alice", "name": "Alice Dev",
+                       "profile_image": "https://media.dev.example/alice.png"}),
+            ),
+            ("POST", "/api/articles") => {
+                let body: Value = serde_json::from_str(&seen.body).unwrap_or_default();
+                let a = &body["article"];
+                let title = a["title"].as_str().unwrap_or_default();
+                if title.is_empty() || title.chars().count() > 128 {
+                    return unprocessable("Title can't be blank or longer than 128 characters");
+                }
+                let tags = match &a["tags"] {
+                    Value::String(s) => s.split(',').filter(|t| !t.trim().is_empty()).count(),
+                    Value::Array(list) => list.len(),
+                    _ => 0,
+                };
+                if tags > 4 {
+                    return unprocessable("Tag list exceed the maximum of 4 tags");
+                }
+                let mut posts = st.posts.lock().unwrap();
+                if let Some(c) = a["canonical_url"].as_str()
+                    && posts.iter().any(|(_, p)| p["canonical_url"] == c)
+                {
+                    return unprocessable("Canonical url has already been taken");
+                }
+                let id = 1000 + posts.len() as u64 + 1;
+                let slug = format!("{}-{id}", title.to_lowercase().replace(' ', "-"));
+                posts.push((id.to_string(), a.clone()));
+                json_response(
+                    201,
+                    &[],
+                    json!({"type_of": "article", "id": id, "title": title, "slug": slug,
+                           "url": format!("{base}/alice/{slug}"), "published": a["published"],
+                           "canonical_url": a["canonical_url"]}),
+                )
+            }
+            ("GET", "/api/articles/me/all") => {
+                let posts = st.posts.lock().unwrap();
+                let list: Vec<Value> = posts
+                    .iter()
+                    .rev()
+                    .map(|(id, a)| json!({"id": id.parse::<u64>().unwrap(), "title": a["title"], "url": format!("{base}/alice/{id}")}))
+                    .collect();
+                json_response(200, &[], json!(list))
+            }
+            _ => json_response(404, &[], json!({"error": "not found", "status": 404})),
         }
     })
 }

@@ -56,10 +56,10 @@ pub mod prelude {
     pub use crate::{
         Account, AuthInfo, AuthKind, CallError, ClientAuth, ContentRules, Context, CountRule,
         CredentialPlacement, CustomExchange, Endpoint, ExchangeBody, ExpiryFormat, HeaderPlacement,
-        HttpMethod, LimitScope, Manifest, Media, MediaKind, MediaRule, Multipart, Pair, Platform,
-        Post, Problem, Profile, RateLimit, RateLimitHeaders, RateLimited, Receipt, RefreshStyle,
-        Request, ResetFormat, Response, Setting, TokenShape, check_content, encode_component, log,
-        now_millis, pair, pairs, query_url, rfc3339_millis, sleep_millis,
+        HttpMethod, Level, LimitScope, Manifest, Media, MediaKind, MediaRule, Multipart, Pair,
+        Platform, Post, Problem, Profile, RateLimit, RateLimitHeaders, RateLimited, Receipt,
+        RefreshStyle, Request, ResetFormat, Response, Setting, TokenShape, check_content,
+        encode_component, log, now_millis, pair, pairs, query_url, rfc3339_millis, sleep_millis,
     };
     pub use serde_json::json;
 }

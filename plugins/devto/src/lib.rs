@@ -1,0 +1,197 @@
+//! DEV (dev.to, or any Forem instance): an API key in the `api-key`
+//! header, articles by `POST /api/articles` with the v1 `Accept` header,
+//! the post's text as the Markdown body, its title as the article title
+//! and its link as the canonical URL. Articles cannot carry uploaded
+//! media (the API has no upload), so media is refused by validation.
+
+use outreach_sdk::prelude::*;
+use outreach_sdk::serde_json::Value;
+
+struct Devto;
+
+/// Forem's API version 1 is chosen by this media type.
+const V1: &str = "application/vnd.forem.api-v1+json";
+
+impl Platform for Devto {
+    fn manifest() -> Manifest {
+        Manifest {
+            id: "devto".into(),
+            name: "DEV".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            auth: AuthInfo::static_credential(
+                AuthKind::ApiKey,
+                CredentialPlacement::Header(HeaderPlacement {
+                    name: "api-key".into(),
+                    prefix: String::new(),
+                }),
+            ),
+            endpoints: vec![Endpoint {
+                name: "api".into(),
+                url: "{instance}".into(),
+            }],
+            hosts: vec![],
+            // Forem's default: 9 published articles per 30 seconds.
+            rate_limits: vec![RateLimit::per_account("publish", 9, 30)],
+            rate_limit_headers: None,
+            content: ContentRules {
+                max_length: 100_000,
+                title_required: true,
+                max_title_length: 128,
+                ..Default::default()
+            },
+            settings: vec![
+                Setting {
+                    name: "instance".into(),
+                    description: "the Forem instance (https://dev.to unless you use another)"
+                        .into(),
+                    required: true,
+                    default_value: Some("https://dev.to".into()),
+                    is_host: true,
+                },
+                Setting {
+                    name: "organization_id".into(),
+                    description: "publish under this organization (its numeric id)".into(),
+                    required: false,
+                    default_value: None,
+                    is_host: false,
+                },
+            ],
+            idempotent_publish: false,
+        }
+    }
+
+    fn publish(ctx: &Context, post: &Post) -> Result<Receipt, CallError> {
+        let published = post.extra("published") != Some("false");
+        let mut article = json!({
+            "title": post.title.clone().unwrap_or_default(),
+            "body_markdown": post.text,
+            "published": published,
+        });
+        if let Some(link) = &post.link {
+            article["canonical_url"] = json!(link);
+        }
+        for field in ["tags", "description", "series", "main_image"] {
+            if let Some(v) = post.extra(field) {
+                article[field] = json!(v);
+            }
+        }
+        if let Some(org) = post
+            .extra("organization_id")
+            .or(ctx.setting("organization_id"))
+        {
+            let id: u64 = org.trim().parse().map_err(|_| {
+                CallError::Rejected(format!("organization_id `{org}` is not a number"))
+            })?;
+            article["organization_id"] = json!(id);
+        }
+        let res = Request::post(ctx.url("api", "/api/articles")?)
+            .header("accept", V1)
+            .json(&json!({ "article": article }))
+            .authed()
+            .class("publish")
+            .send()?;
+        let v = check(&res)?;
+        if v["published"].as_bool() == Some(false) && published {
+            log(
+                Level::Warn,
+                "DEV saved the article as a draft although it was asked to publish it",
+            );
+        }
+        receipt(&v).ok_or_else(|| {
+            CallError::OutcomeUnknown(format!("no article id in: {}", res.snippet()))
+        })
+    }
+
+    fn profile(ctx: &Context) -> Result<Profile, CallError> {
+        let res = Request::get(ctx.url("api", "/api/users/me")?)
+            .header("accept", V1)
+            .authed()
+            .send()?;
+        let v = check(&res)?;
+        let id = match &v["id"] {
+            Value::Number(n) => n.to_string(),
+            Value::String(s) => s.clone(),
+            _ => {
+                return Err(CallError::Rejected(format!(
+                    "no user id in: {}",
+                    res.snippet()
+                )));
+            }
+        };
+        let username = v["username"].as_str().map(String::from);
+        Ok(Profile {
+            name: v["name"]
+                .as_str()
+                .or(username.as_deref())
+                .unwrap_or(&id)
+                .into(),
+            url: username
+                .as_ref()
+                .and_then(|u| Some(format!("{}/{u}", ctx.setting("instance")?))),
+            picture: v["profile_image"].as_str().map(String::from),
+            handle: username,
+            id,
+        })
+    }
+
+    /// A publish whose outcome is unknown: the account's latest articles
+    /// (drafts included) with the same title.
+    fn find_post(ctx: &Context, post: &Post) -> Result<Option<Receipt>, CallError> {
+        let Some(title) = post.title.as_deref() else {
+            return Ok(None);
+        };
+        let url = query_url(
+            &ctx.url("api", "/api/articles/me/all")?,
+            &[("per_page", "30")],
+        );
+        let res = Request::get(url).header("accept", V1).authed().send()?;
+        let v = check(&res)?;
+        Ok(v.as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a["title"] == title)
+            .and_then(receipt))
+    }
+}
+
+fn receipt(article: &Value) -> Option<Receipt> {
+    let id = match &article["id"] {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.clone(),
+        _ => return None,
+    };
+    Some(Receipt {
+        id,
+        url: article["url"].as_str().map(String::from),
+    })
+}
+
+/// A successful answer's JSON, or what went wrong. Forem answers every
+/// bad key with 401 (a key does not expire: it was revoked); 422 says what
+/// it refused ("Canonical url has already been taken").
+fn check(res: &Response) -> Result<Value, CallError> {
+    if res.is_success() {
+        return res.json();
+    }
+    let v = res.json().unwrap_or(Value::Null);
+    let message = v["error"].as_str().unwrap_or_default();
+    match res.status {
+        401 => Err(CallError::NeedsReconnect(format!(
+            "the API key was refused ({message}); make a new one in your DEV settings (Extensions) and add it again"
+        ))),
+        422 => Err(CallError::Rejected(format!("HTTP 422: {message}"))),
+        429 => Err(CallError::RateLimited(RateLimited {
+            retry_after_seconds: res.retry_after().or_else(|| seconds_in(message)),
+            message: format!("HTTP 429: {message}"),
+        })),
+        _ => Err(res.error()),
+    }
+}
+
+/// N from "Rate limit reached, try again in N seconds".
+fn seconds_in(message: &str) -> Option<u64> {
+    let rest = &message[message.find("try again in ")? + "try again in ".len()..];
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+outreach_sdk::export_platform!(Devto);
