@@ -388,9 +388,9 @@ impl TokenClient {
             .await
     }
 
-    /// Renew `record`'s tokens as the manifest's refresh style says. A
-    /// refresh that may spend its refresh token (rotating or custom) goes
-    /// through the escrow helper when `slot` is given.
+    /// Renew `record`'s tokens as the manifest's refresh style says; through
+    /// the escrow helper when `slot` is given (callers give one when
+    /// [`spends_refresh_token`]).
     pub async fn refresh(
         &self,
         m: &Manifest,
@@ -399,7 +399,6 @@ impl TokenClient {
         record: &Record,
         slot: Option<&EscrowSlot>,
     ) -> Result<Tokens, TokenError> {
-        let slot = slot.filter(|_| !matches!(m.auth.refresh, RefreshStyle::Standard));
         let mut secrets = record.secrets();
         if let Some(s) = client.and_then(|c| c.secret.as_ref()) {
             secrets.push(s);
@@ -629,6 +628,15 @@ pub fn endpoint(endpoints: &[Endpoint], name: &str) -> Result<String, String> {
         .find(|e| e.name == name)
         .map(|e| e.url.clone())
         .ok_or_else(|| format!("the plugin declares no `{name}` endpoint"))
+}
+
+/// Whether `m`'s refresh may spend the refresh token it sends (rotating
+/// or a declared exchange): such refreshes go through [`crate::escrow`].
+pub fn spends_refresh_token(m: &Manifest) -> bool {
+    matches!(
+        m.auth.refresh,
+        RefreshStyle::Rotating | RefreshStyle::Custom(_)
+    )
 }
 
 /// Apply fresh tokens to a record. A response without a refresh token

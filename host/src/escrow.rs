@@ -41,7 +41,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
-use crate::store::{CredentialStore, EscrowSlot, StoreError};
+use crate::store::{CredentialStore, EscrowSlot, StoreError, lock_file};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -374,33 +374,6 @@ fn spawn(program: &Path, http: &HelperHttp) -> anyhow::Result<Conn> {
     })
 }
 
-/// Wait for any exchange on `slot` to finish (another process's helper may
-/// still be sending one for an account whose lease we now hold).
-fn wait_for_exchange(slot: &EscrowSlot) -> Result<(), StoreError> {
-    let f = open_lock(&slot.lock)?;
-    f.lock().map_err(|source| StoreError::Io {
-        what: "cannot lock",
-        path: slot.lock.clone(),
-        source,
-    })?;
-    Ok(())
-}
-
-fn open_lock(path: &Path) -> Result<std::fs::File, StoreError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)
-        .map_err(|source| StoreError::Io {
-            what: "cannot open the exchange lock",
-            path: path.to_path_buf(),
-            source,
-        })
-}
-
 /// A sealed answer left for `id` by an exchange whose requester did not
 /// live to store it, once no exchange for `id` is in flight. The caller
 /// holds the account's lease, applies the answer, stores the record, then
@@ -415,7 +388,9 @@ pub fn settle(
     if !slot.answer.exists() && !slot.lock.exists() {
         return Ok(None);
     }
-    wait_for_exchange(&slot)?;
+    // Another process's helper may still be sending an exchange for this
+    // account: wait until it is done.
+    drop(lock_file(&slot.lock)?);
     let Some(plain) = store.read_answer(id)? else {
         return Ok(None);
     };
@@ -477,20 +452,14 @@ pub async fn serve(http: HelperHttp) -> i32 {
                 tasks.spawn(async move {
                     let path = slot.lock.clone();
                     // Almost always free: only wait on a thread when not.
-                    let got = match open_lock(&path).map(|f| (f.try_lock(), f)) {
-                        Ok((Ok(()), f)) => Ok(Ok(f)),
-                        _ => {
-                            tokio::task::spawn_blocking(move || {
-                                let f = open_lock(&path)?;
-                                f.lock().map_err(|source| StoreError::Io {
-                                    what: "cannot lock",
-                                    path,
-                                    source,
-                                })?;
-                                Ok::<_, StoreError>(f)
-                            })
-                            .await
-                        }
+                    let free = std::fs::File::options()
+                        .write(true)
+                        .open(&path)
+                        .ok()
+                        .filter(|f| f.try_lock().is_ok());
+                    let got = match free {
+                        Some(f) => Ok(Ok(f)),
+                        None => tokio::task::spawn_blocking(move || lock_file(&path)).await,
                     };
                     match got {
                         Ok(Ok(f)) => {

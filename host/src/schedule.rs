@@ -469,7 +469,9 @@ impl Refresher {
         // An exchange for this account may have outlived the process that
         // sent it: its answer holds the only live refresh token.
         let m = &plugin.manifest;
-        self.settle(&store, id, m).await?;
+        if crate::auth::spends_refresh_token(m) {
+            self.settle(&store, id, m).await?;
+        }
         // Someone may have refreshed while we waited: read again.
         let mut record = store.load(id)?;
         if need != Need::Now && self.is_satisfied(&record, &need, refreshable) {
@@ -497,7 +499,9 @@ impl Refresher {
         let overrides = self.app.cfg().platform(&m.id).endpoints;
         let endpoints = effective_endpoints(m, &overrides, Some(&App::account_view(&record)));
         self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let slot = store.escrow_slot(id);
+        let slot = store
+            .escrow_slot(id)
+            .filter(|_| crate::auth::spends_refresh_token(m));
         let result = self
             .tokens
             .refresh(m, &endpoints, client.as_ref(), &record, slot.as_ref())

@@ -424,6 +424,20 @@ fn encrypt_to(recipients: &[&dyn age::Recipient], plain: &[u8]) -> Result<Vec<u8
     Ok(out)
 }
 
+/// Open (creating, 0600) and exclusively lock the lock file at `path`,
+/// waiting for whoever holds it. Blocking; released when the file drops.
+pub fn lock_file(path: &Path) -> Result<File, StoreError> {
+    let f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(io("cannot open the lock file", path))?;
+    f.lock().map_err(io("cannot lock", path))?;
+    Ok(f)
+}
+
 /// Encrypt `plain` to age X25519 public keys (`age1…`).
 pub fn seal_to(recipients: &[String], plain: &[u8]) -> Result<Vec<u8>, String> {
     let parsed = recipients
@@ -806,15 +820,7 @@ impl CredentialStore for AgeDirStore {
         let dir = self.dir.join(&id.platform);
         fs::create_dir_all(&dir).map_err(io("cannot create the store directory", &dir))?;
         let path = dir.join(format!(".{}.refresh", id.account));
-        let f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io("cannot open the lease file", &path))?;
-        f.lock().map_err(io("cannot lock", &path))?;
-        Ok(Lease(Box::new(f)))
+        Ok(Lease(Box::new(lock_file(&path)?)))
     }
 
     fn load_aux(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
