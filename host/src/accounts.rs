@@ -151,17 +151,18 @@ impl App {
         if let Some(s) = self.store.get() {
             return Ok(s.clone());
         }
-        let identity = Identity::load_or_create(&self.cfg().identity, || {
-            std::env::var("OUTREACH_IDENTITY_PASSPHRASE")
-                .ok()
-                .or_else(|| {
-                    rpassword::prompt_password(format!(
-                        "passphrase for {}: ",
-                        self.cfg().identity.display()
-                    ))
+        let identity =
+            Identity::open_for_store(&self.cfg().identity, &self.cfg().store_dir, || {
+                std::env::var("OUTREACH_IDENTITY_PASSPHRASE")
                     .ok()
-                })
-        })?;
+                    .or_else(|| {
+                        rpassword::prompt_password(format!(
+                            "passphrase for {}: ",
+                            self.cfg().identity.display()
+                        ))
+                        .ok()
+                    })
+            })?;
         let store = Arc::new(AgeDirStore::open(&self.cfg().store_dir, identity)?);
         Ok(self.store.get_or_init(|| store).clone())
     }

@@ -24,10 +24,12 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use age::secrecy::{ExposeSecret, SecretString};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
 
 use crate::secret::Secret;
 
@@ -189,6 +191,19 @@ pub enum StoreError {
     Busy { id: AccountId },
     #[error("the identity file {path}: {detail}")]
     Identity { path: PathBuf, detail: String },
+    #[error(
+        "the identity file {path} is missing, but the store {store} holds {records} encrypted file(s) (such as {example}) that only that identity can decrypt; no new identity was made and the records were left untouched — restore the identity file from your backup to {path} (then `chmod 600` it) and run the command again. If it is lost for good, the records cannot be read: move {store} aside and the next run starts an empty store with a new identity"
+    )]
+    MissingIdentity {
+        path: PathBuf,
+        store: PathBuf,
+        records: usize,
+        example: PathBuf,
+    },
+    #[error(
+        "another `outreach store rekey` is running on the store {dir}; nothing was changed — let it finish (if it was killed, run `outreach store rekey` again to finish its work)"
+    )]
+    Rekeying { dir: PathBuf },
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,
@@ -248,12 +263,211 @@ pub struct EscrowSlot {
 /// A held refresh lease; dropping it releases the lease.
 pub struct Lease(#[allow(dead_code)] Box<dyn Send + Sync>);
 
-/// The user's age identity: decrypts records; its recipient encrypts them.
+/// The user's age identity: decrypts records; its current keys' recipients
+/// encrypt them.
+///
+/// An identity file may hold several keys. While `store rekey` moves the
+/// store to a new key, the file holds the new key first and, below a
+/// marker line (`# outreach-rekey-retiring: …`), the key being retired:
+/// both decrypt, only the keys above the marker encrypt. The standard
+/// `age` tool ignores the comments and tries every key, so
+/// `age -d -i identity.txt` opens every record at every instant of a rekey.
 pub struct Identity {
     path: PathBuf,
+    /// Every key that decrypts: the current keys first, then the keys an
+    /// unfinished rekey is retiring (and those of a `.next` file an older
+    /// version's interrupted rekey left).
     identities: Vec<Box<dyn age::Identity + Send + Sync>>,
+    /// How many of `identities` are current keys.
+    current: usize,
     recipients: Vec<Box<dyn age::Recipient + Send + Sync>>,
     public: Vec<String>,
+    /// The file names an unfinished rekey (the marker line is there).
+    rekey_pending: bool,
+    /// Where that rekey copied the previous identity file.
+    retired_copy: Option<PathBuf>,
+    /// How the file is sealed when it is passphrase-protected (`age -p`),
+    /// so a rekey writes it back sealed and a changed file can be re-read.
+    sealing: Option<Sealing>,
+    /// The file as it was when read: a different one is read again.
+    stamp: Option<Stamp>,
+}
+
+/// A passphrase-protected identity file's passphrase and format.
+#[derive(Clone)]
+struct Sealing {
+    passphrase: SecretString,
+    armored: bool,
+    /// The scrypt work factor (log2 N) it was sealed with, kept when it is
+    /// sealed again.
+    work_factor: Option<u8>,
+}
+
+/// The scrypt work factor in the header of a passphrase-sealed age file.
+fn scrypt_work_factor(raw: &[u8]) -> Option<u8> {
+    let mut binary = Vec::new();
+    age::armor::ArmoredReader::new(BufReader::new(raw))
+        .take(4096)
+        .read_to_end(&mut binary)
+        .ok()?;
+    let header = String::from_utf8_lossy(&binary);
+    header
+        .lines()
+        .find_map(|l| l.strip_prefix("-> scrypt "))
+        .and_then(|args| args.split(' ').nth(1))
+        .and_then(|n| n.trim().parse().ok())
+        .filter(|n| (1..64).contains(n))
+}
+
+/// Which version of a file was read: a rename over it or a write changes
+/// one of these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+}
+
+impl Stamp {
+    fn of(m: &fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime: m.mtime(),
+            mtime_nsec: m.mtime_nsec(),
+        }
+    }
+}
+
+/// The line in an identity file above which are the keys a rekey moves
+/// the store to, and below which the keys it retires.
+const REKEY_MARKER: &str = "# outreach-rekey-retiring:";
+
+/// Split an identity file's text into its current part and, when a rekey
+/// is unfinished, the retiring part and where the previous file was kept.
+fn split_rekey(text: &str) -> (&str, Option<(&str, Option<PathBuf>)>) {
+    let mut off = 0;
+    for line in text.split_inclusive('\n') {
+        if let Some(rest) = line.trim_start().strip_prefix(REKEY_MARKER) {
+            let kept = rest.trim();
+            let kept = (!kept.is_empty()).then(|| PathBuf::from(kept));
+            return (&text[..off], Some((&text[off + line.len()..], kept)));
+        }
+        off += line.len();
+    }
+    (text, None)
+}
+
+/// An identity file holding `new` (current) and `old` (retiring).
+fn compose_rekey(new: &str, retired_copy: &Path, old: &str) -> Zeroizing<String> {
+    let mut s = Zeroizing::new(String::with_capacity(new.len() + old.len() + 400));
+    s.push_str(new);
+    if !s.ends_with('\n') {
+        s.push('\n');
+    }
+    s.push_str(REKEY_MARKER);
+    s.push(' ');
+    s.push_str(&retired_copy.display().to_string());
+    s.push_str(
+        "\n# `outreach store rekey` is moving every record to the key above; the key\n\
+         # below is removed when it has finished. If it was interrupted, run\n\
+         # `outreach store rekey` again to finish. Both keys open every record.\n",
+    );
+    s.push_str(old);
+    if !s.ends_with('\n') {
+        s.push('\n');
+    }
+    s
+}
+
+/// The identity file at `path`: its text (decrypted when it is
+/// passphrase-protected), its sealing and its stamp.
+fn read_identity(
+    path: &Path,
+    passphrase: &mut dyn FnMut() -> Option<SecretString>,
+) -> Result<(Zeroizing<String>, Option<Sealing>, Stamp), StoreError> {
+    let mut f = File::open(path).map_err(io("cannot read the identity file", path))?;
+    let meta = f
+        .metadata()
+        .map_err(io("cannot read the identity file", path))?;
+    let mut raw = Zeroizing::new(Vec::new());
+    f.read_to_end(&mut raw)
+        .map_err(io("cannot read the identity file", path))?;
+    warn_if_exposed_meta(path, &meta, "the age identity file");
+    let bad = |detail: &str| StoreError::Identity {
+        path: path.to_path_buf(),
+        detail: detail.into(),
+    };
+    if is_age_file(&raw) {
+        let pass = passphrase().ok_or_else(|| {
+            bad("is passphrase-protected; set OUTREACH_IDENTITY_PASSPHRASE or run in a terminal to be asked")
+        })?;
+        let ident = age::scrypt::Identity::new(pass.clone());
+        let plain = decrypt_bytes(&raw, &[&ident as &dyn age::Identity]).map_err(|e| {
+            StoreError::Identity {
+                path: path.to_path_buf(),
+                detail: format!("cannot be unlocked with that passphrase ({e})"),
+            }
+        })?;
+        let text = String::from_utf8(plain)
+            .map_err(|_| bad("decrypts to something that is not an identity file"))?;
+        let sealing = Sealing {
+            passphrase: pass,
+            armored: raw.starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----"),
+            work_factor: scrypt_work_factor(&raw),
+        };
+        Ok((Zeroizing::new(text), Some(sealing), Stamp::of(&meta)))
+    } else {
+        let text = std::str::from_utf8(&raw)
+            .map_err(|_| bad("is not a text age identity file"))?
+            .to_string();
+        Ok((Zeroizing::new(text), None, Stamp::of(&meta)))
+    }
+}
+
+/// Write an identity file atomically (0600), sealed with the passphrase
+/// it had when it was passphrase-protected.
+fn write_identity(path: &Path, text: &str, sealing: Option<&Sealing>) -> Result<(), StoreError> {
+    let bytes = match sealing {
+        None => Zeroizing::new(text.as_bytes().to_vec()),
+        Some(s) => {
+            let sealed = (|| -> std::io::Result<Vec<u8>> {
+                let mut scrypt = age::scrypt::Recipient::new(s.passphrase.clone());
+                if let Some(n) = s.work_factor {
+                    scrypt.set_work_factor(n);
+                }
+                let enc = age::Encryptor::with_recipients(std::iter::once(
+                    &scrypt as &dyn age::Recipient,
+                ))
+                .map_err(std::io::Error::other)?;
+                let mut out = Vec::new();
+                if s.armored {
+                    let armor = age::armor::ArmoredWriter::wrap_output(
+                        &mut out,
+                        age::armor::Format::AsciiArmor,
+                    )?;
+                    let mut w = enc.wrap_output(armor)?;
+                    w.write_all(text.as_bytes())?;
+                    w.finish()?.finish()?;
+                } else {
+                    let mut w = enc.wrap_output(&mut out)?;
+                    w.write_all(text.as_bytes())?;
+                    w.finish()?;
+                }
+                Ok(out)
+            })()
+            .map_err(|e| StoreError::Identity {
+                path: path.to_path_buf(),
+                detail: format!("cannot be sealed with its passphrase again ({e})"),
+            })?;
+            Zeroizing::new(sealed)
+        }
+    };
+    write_atomic(path, &bytes).map_err(io("cannot write the identity file", path))
 }
 
 impl Identity {
@@ -261,6 +475,9 @@ impl Identity {
     /// if there is none. An identity file that is itself age-encrypted with
     /// a passphrase is decrypted with `passphrase` (from
     /// `OUTREACH_IDENTITY_PASSPHRASE` or a prompt, chosen by the caller).
+    ///
+    /// Creates without looking at any store: for a store that holds
+    /// records use [`Identity::open_for_store`], which refuses to.
     pub fn load_or_create(
         path: &Path,
         passphrase: impl FnOnce() -> Option<String>,
@@ -268,42 +485,84 @@ impl Identity {
         if !path.exists() {
             Self::create(path)?;
         }
-        let raw = fs::read(path).map_err(io("cannot read the identity file", path))?;
-        let text = if is_age_file(&raw) {
-            let pass = passphrase().ok_or_else(|| StoreError::Identity {
-                path: path.to_path_buf(),
-                detail: "is passphrase-protected; set OUTREACH_IDENTITY_PASSPHRASE or run in a terminal to be asked".into(),
-            })?;
-            let ident = age::scrypt::Identity::new(SecretString::from(pass));
-            let plain = decrypt_bytes(&raw, &[&ident as &dyn age::Identity]).map_err(|e| {
-                StoreError::Identity {
-                    path: path.to_path_buf(),
-                    detail: format!("cannot be unlocked with that passphrase ({e})"),
+        Self::load(path, passphrase)
+    }
+
+    /// Load the identity that decrypts the store at `store`. When the file
+    /// is missing, a new identity is created only if the store holds no
+    /// encrypted file (no `*.age`, no escrowed `.ACCOUNT.answer`): records
+    /// without their identity are an error that changes nothing, never a
+    /// reason to make a key that cannot read them.
+    pub fn open_for_store(
+        path: &Path,
+        store: &Path,
+        passphrase: impl FnOnce() -> Option<String>,
+    ) -> Result<Self, StoreError> {
+        match fs::metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let (records, example) = encrypted_files(store);
+                if let Some(example) = example {
+                    return Err(StoreError::MissingIdentity {
+                        path: path.to_path_buf(),
+                        store: store.to_path_buf(),
+                        records,
+                        example,
+                    });
                 }
-            })?;
-            String::from_utf8(plain).map_err(|_| StoreError::Identity {
-                path: path.to_path_buf(),
-                detail: "decrypts to something that is not an identity file".into(),
-            })?
-        } else {
-            String::from_utf8(raw).map_err(|_| StoreError::Identity {
-                path: path.to_path_buf(),
-                detail: "is not a text age identity file".into(),
-            })?
-        };
+                Self::create(path)?;
+            }
+            _ => {}
+        }
+        Self::load(path, passphrase)
+    }
+
+    /// Load the identity at `path`, which must exist.
+    pub fn load(
+        path: &Path,
+        passphrase: impl FnOnce() -> Option<String>,
+    ) -> Result<Self, StoreError> {
+        let mut ask = Some(passphrase);
+        Self::load_with(path, &mut || {
+            ask.take().and_then(|f| f()).map(SecretString::from)
+        })
+    }
+
+    fn load_with(
+        path: &Path,
+        passphrase: &mut dyn FnMut() -> Option<SecretString>,
+    ) -> Result<Self, StoreError> {
+        let (text, sealing, stamp) = read_identity(path, passphrase)?;
         let mut ident = Self::from_text(path, &text)?;
-        // An interrupted `store rekey` leaves the next identity beside this
-        // one; records it already rewrote must stay readable.
+        ident.sealing = sealing;
+        ident.stamp = Some(stamp);
+        // An older version's interrupted `store rekey` left the next
+        // identity beside this one; records it already rewrote must stay
+        // readable (the next rekey moves that key into this file).
         let next = next_path(path);
         if let Ok(t) = fs::read_to_string(&next) {
+            let t = Zeroizing::new(t);
             ident
                 .identities
-                .extend(Self::from_text(&next, &t)?.identities);
+                .extend(Self::from_section(&next, &t)?.identities);
         }
         Ok(ident)
     }
 
+    /// The identity a file's text holds, with a rekey's retiring keys.
     fn from_text(path: &Path, text: &str) -> Result<Self, StoreError> {
+        let (current, retiring) = split_rekey(text);
+        let mut ident = Self::from_section(path, current)?;
+        if let Some((old, kept)) = retiring {
+            let old = Self::from_section(path, old)?;
+            ident.identities.extend(old.identities);
+            ident.rekey_pending = true;
+            ident.retired_copy = kept;
+        }
+        Ok(ident)
+    }
+
+    /// The keys in one part of an identity file; every key encrypts.
+    fn from_section(path: &Path, text: &str) -> Result<Self, StoreError> {
         let bad = |detail: String| StoreError::Identity {
             path: path.to_path_buf(),
             detail,
@@ -328,24 +587,33 @@ impl Identity {
         }
         Ok(Identity {
             path: path.to_path_buf(),
+            current: identities.len(),
             identities,
             recipients,
             public,
+            rekey_pending: false,
+            retired_copy: None,
+            sealing: None,
+            stamp: None,
         })
+    }
+
+    /// The text of a new identity file with a fresh X25519 key.
+    fn new_key_text() -> Zeroizing<String> {
+        let key = age::x25519::Identity::generate();
+        Zeroizing::new(format!(
+            "# outreach credential store identity, created {}\n# public key: {}\n{}\n",
+            Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            key.to_public(),
+            key.to_string().expose_secret()
+        ))
     }
 
     fn create(path: &Path) -> Result<(), StoreError> {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).map_err(io("cannot create the directory", dir))?;
         }
-        let key = age::x25519::Identity::generate();
-        let body = format!(
-            "# outreach credential store identity, created {}\n# public key: {}\n{}\n",
-            Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            key.to_public(),
-            key.to_string().expose_secret()
-        );
-        write_atomic(path, body.as_bytes()).map_err(io("cannot write the identity file", path))?;
+        write_identity(path, &Self::new_key_text(), None)?;
         tracing::info!(path = %path.display(), "created a new age identity; back it up — without it the store cannot be read");
         Ok(())
     }
@@ -362,17 +630,109 @@ impl Identity {
             .collect()
     }
 
+    /// The current keys only (not those a rekey is retiring).
+    fn current_readers(&self) -> Vec<&dyn age::Identity> {
+        self.identities[..self.current]
+            .iter()
+            .map(|i| i.as_ref() as &dyn age::Identity)
+            .collect()
+    }
+
     /// The public keys (`age1…`) records are encrypted to.
     pub fn public_keys(&self) -> &[String] {
         &self.public
     }
+
+    /// Whether a `store rekey` was interrupted (run it again to finish).
+    pub fn rekey_pending(&self) -> bool {
+        self.rekey_pending
+    }
 }
 
-/// Where `store rekey` keeps the identity it is moving to.
+/// How many encrypted files (`*.age`, escrowed `.ACCOUNT.answer`) the
+/// store folder holds, and one of them.
+fn encrypted_files(store: &Path) -> (usize, Option<PathBuf>) {
+    fn walk(dir: &Path, depth: u32, n: &mut usize, first: &mut Option<PathBuf>) {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let Ok(kind) = e.file_type() else { continue };
+            let name = e.file_name().to_string_lossy().into_owned();
+            if kind.is_dir() {
+                if depth < 3 {
+                    walk(&e.path(), depth + 1, n, first);
+                }
+            } else if name.ends_with(".age") || (name.starts_with('.') && name.ends_with(".answer"))
+            {
+                *n += 1;
+                if first.is_none() {
+                    *first = Some(e.path());
+                }
+            }
+        }
+    }
+    let (mut n, mut first) = (0, None);
+    walk(store, 0, &mut n, &mut first);
+    (n, first)
+}
+
+/// Where an older version's `store rekey` kept the identity it was moving to.
 fn next_path(identity: &Path) -> PathBuf {
     let mut p = identity.as_os_str().to_owned();
     p.push(".next");
     PathBuf::from(p)
+}
+
+/// A name beside `identity` for a copy of it: `….retired-DATE` (with a
+/// suffix when that name is taken).
+fn retired_path(identity: &Path) -> PathBuf {
+    let stamp = Utc::now().format("%Y%m%dT%H%M%SZ");
+    for n in 1.. {
+        let mut p = identity.as_os_str().to_owned();
+        p.push(format!(".retired-{stamp}"));
+        if n > 1 {
+            p.push(format!("-{n}"));
+        }
+        let p = PathBuf::from(p);
+        if fs::symlink_metadata(&p).is_err() {
+            return p;
+        }
+    }
+    unreachable!("some suffix is free")
+}
+
+/// Warn, once per process and file, when `path` is open to group or others.
+pub fn warn_if_exposed(path: &Path, what: &str) {
+    if let Ok(meta) = fs::metadata(path) {
+        warn_if_exposed_meta(path, &meta, what);
+    }
+}
+
+/// Whether a file's mode lets group or others read or write it.
+fn exposed(meta: &fs::Metadata) -> bool {
+    meta.permissions().mode() & 0o077 != 0
+}
+
+fn warn_if_exposed_meta(path: &Path, meta: &fs::Metadata, what: &str) {
+    if exposed(meta) && first_warning(path) {
+        tracing::warn!(
+            "{what} {} is open to other users (mode {:04o}); only you should be able to read it — fix it with `chmod 600 {}`",
+            path.display(),
+            meta.permissions().mode() & 0o7777,
+            path.display()
+        );
+    }
+}
+
+/// True the first time this process asks about `path`.
+fn first_warning(path: &Path) -> bool {
+    static WARNED: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<PathBuf>>> =
+        std::sync::LazyLock::new(Default::default);
+    WARNED
+        .lock()
+        .map(|mut w| w.insert(path.to_path_buf()))
+        .unwrap_or(false)
 }
 
 /// What `rekey` did.
@@ -485,7 +845,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// The default backend: one age file per account in a directory.
 pub struct AgeDirStore {
     dir: PathBuf,
-    identity: Identity,
+    /// The identity as last read; read again when its file changes (a
+    /// `store rekey` in another process moved the store to a new key).
+    identity: std::sync::RwLock<Arc<Identity>>,
+    /// A changed identity file that could not be read: not retried until
+    /// it changes again.
+    unreadable: std::sync::Mutex<Option<Stamp>>,
     /// Extra recipients every record is also encrypted to (`.recipients`).
     extra: Vec<Box<dyn age::Recipient + Send + Sync>>,
     extra_keys: Vec<String>,
@@ -500,10 +865,122 @@ fn parse_recipient(s: &str) -> Result<Box<dyn age::Recipient + Send + Sync>, Str
         .map_err(|e| format!("`{}` is not an age X25519 recipient (age1…): {e}", s.trim()))
 }
 
+/// One encrypted file of the store, as a rekey rewrites it.
+enum Sealed {
+    Record(AccountId),
+    /// A secret of no account (`.aux/NAME.age`).
+    Aux(String),
+    /// An escrowed token answer (`.ACCOUNT.answer`).
+    Answer(AccountId),
+}
+
+/// The process that wrote a temp file `.NAME.tmp-PID`, if `name` is one.
+fn temp_writer(name: &str) -> Option<u32> {
+    let (_, pid) = name.strip_prefix('.')?.rsplit_once(".tmp-")?;
+    pid.parse().ok()
+}
+
+/// Whether the temp file `name` was left by a writer that is gone: its
+/// process no longer runs, or it is older than any write takes.
+fn stale_temp(name: &str, meta: &fs::Metadata) -> bool {
+    let Some(pid) = temp_writer(name) else {
+        return false;
+    };
+    if pid == std::process::id() {
+        return false;
+    }
+    let dead = Path::new("/proc/self").exists() && !Path::new(&format!("/proc/{pid}")).exists();
+    let old = meta
+        .modified()
+        .ok()
+        .and_then(|m| m.elapsed().ok())
+        .is_some_and(|age| age > std::time::Duration::from_secs(3600));
+    dead || old
+}
+
+/// Remove the temp files dead writers left in the store and beside the
+/// identity file (a write killed before its rename), and warn about
+/// encrypted files that other users can read.
+fn sweep(dir: &Path, identity: &Path) {
+    let mut exposed_files = Vec::new();
+    let mut visit = |d: &Path, keep: &dyn Fn(&str) -> bool, check: bool| {
+        let Ok(entries) = fs::read_dir(d) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Ok(meta) = e.metadata() else { continue };
+            if !meta.is_file() || !keep(&name) {
+                continue;
+            }
+            if stale_temp(&name, &meta) {
+                match fs::remove_file(e.path()) {
+                    Ok(()) => {
+                        tracing::debug!(path = %e.path().display(), "removed a temp file a killed writer left")
+                    }
+                    Err(err) => tracing::warn!(
+                        "cannot remove {}, a temp file a killed writer left ({err}); remove it by hand",
+                        e.path().display()
+                    ),
+                }
+            } else if check
+                && (name.ends_with(".age") || (name.starts_with('.') && name.ends_with(".answer")))
+                && exposed(&meta)
+            {
+                exposed_files.push((e.path(), meta));
+            }
+        }
+    };
+    visit(dir, &|_| true, true);
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                visit(&e.path(), &|_| true, true);
+            }
+        }
+    }
+    if let (Some(parent), Some(name)) = (identity.parent(), identity.file_name()) {
+        let prefix = format!(".{}", name.to_string_lossy());
+        let parent = if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        };
+        visit(parent, &|n| n.starts_with(&prefix), false);
+    }
+    const NAMED: usize = 5;
+    for (path, meta) in exposed_files.iter().take(NAMED) {
+        warn_if_exposed_meta(path, meta, "the encrypted store file");
+    }
+    if exposed_files.len() > NAMED && first_warning(&dir.join("*")) {
+        tracing::warn!(
+            "{} more encrypted files in {} are open to other users; `chmod -R go-rwx {}` fixes them all",
+            exposed_files.len() - NAMED,
+            dir.display(),
+            dir.display()
+        );
+    }
+}
+
 impl AgeDirStore {
+    /// Open the store at `dir` (created if missing). Removes the temp files
+    /// of writers that were killed, and warns about files other users can
+    /// read.
     pub fn open(dir: &Path, identity: Identity) -> Result<Self, StoreError> {
         fs::create_dir_all(dir).map_err(io("cannot create the store directory", dir))?;
         let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
+        sweep(dir, identity.path());
+        if identity.rekey_pending && first_warning(&identity.path.join("rekey")) {
+            tracing::warn!(
+                "an `outreach store rekey` was interrupted: {} holds the new key and the one it replaces (both open every record{}); run `outreach store rekey` to finish",
+                identity.path.display(),
+                identity
+                    .retired_copy
+                    .as_ref()
+                    .map(|p| format!("; a copy of the file as it was is at {}", p.display()))
+                    .unwrap_or_default()
+            );
+        }
         let list = dir.join(".recipients");
         let mut extra = Vec::new();
         let mut extra_keys = Vec::new();
@@ -524,23 +1001,98 @@ impl AgeDirStore {
         }
         Ok(AgeDirStore {
             dir: dir.to_path_buf(),
-            identity,
+            identity: std::sync::RwLock::new(Arc::new(identity)),
+            unreadable: Default::default(),
             extra,
             extra_keys,
             decrypted: Default::default(),
         })
     }
 
-    /// Re-encrypt every record: to a new identity (created beside the
-    /// current one, which is kept as `…retired-DATE`), or, with
-    /// `add_recipients`, to the current identity plus those recipients.
-    /// Each record is rewritten atomically; an interrupted run is resumed by
-    /// running it again.
+    /// The identity, read again if its file changed since it was read.
+    fn ident(&self) -> Arc<Identity> {
+        let cur = self.identity.read().expect("identity").clone();
+        let Ok(meta) = fs::metadata(&cur.path) else {
+            return cur;
+        };
+        let now = Stamp::of(&meta);
+        if cur.stamp.is_none_or(|s| s == now) {
+            return cur;
+        }
+        let mut failed = self.unreadable.lock().expect("identity");
+        if *failed == Some(now) {
+            return cur;
+        }
+        let mut pass = cur.sealing.as_ref().map(|s| s.passphrase.clone());
+        match Identity::load_with(&cur.path, &mut || pass.take()) {
+            Ok(new) => {
+                let new = Arc::new(new);
+                *self.identity.write().expect("identity") = new.clone();
+                *failed = None;
+                new
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "the identity file changed and cannot be read again ({e}); the keys read before stay in use — restart outreach once the file is right"
+                );
+                *failed = Some(now);
+                cur
+            }
+        }
+    }
+
+    /// The store's identity gate: writers hold it shared while they encrypt
+    /// and write, a rekey holds it alone while it changes the identity
+    /// file. So once a rekey has put its new key in, every write that
+    /// follows sees it, and every write before has landed where the rekey
+    /// looks.
+    fn gate(&self, alone: bool) -> Result<File, StoreError> {
+        let path = self.dir.join(".identity.lock");
+        let f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io("cannot open the lock file", &path))?;
+        if alone { f.lock() } else { f.lock_shared() }.map_err(io("cannot lock", &path))?;
+        Ok(f)
+    }
+
+    /// Re-encrypt every record (and escrowed answer and auxiliary secret):
+    /// to a new identity, or, with `add_recipients`, to the current
+    /// identity plus those recipients.
+    ///
+    /// The identity file opens every record at every instant: the new key
+    /// is first added to it (above the current key, which is copied to
+    /// `…retired-DATE` before), each file is rewritten atomically, and only
+    /// when every file opens with the new key alone is the old key taken
+    /// out of the identity file. A passphrase-protected identity file stays
+    /// sealed with its passphrase. An interrupted run is finished by the
+    /// next one, which goes on with the key the interrupted run added.
     pub fn rekey(
         &self,
         identity_path: &Path,
         add_recipients: &[String],
     ) -> Result<RekeyReport, StoreError> {
+        // One rekey at a time.
+        let run_path = self.dir.join(".rekey.lock");
+        let run = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&run_path)
+            .map_err(io("cannot open the lock file", &run_path))?;
+        match run.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Rekeying {
+                    dir: self.dir.clone(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io("cannot lock", &run_path)(e)),
+        }
         let list = self.dir.join(".recipients");
         let mut extra: Vec<Box<dyn age::Recipient + Send + Sync>> = Vec::new();
         let mut keys = self.extra_keys.clone();
@@ -559,75 +1111,58 @@ impl AgeDirStore {
                 detail,
             })?);
         }
-        let next = next_path(identity_path);
-        let new_identity = if add_recipients.is_empty() {
-            if !next.exists() {
-                Identity::create(&next)?;
+        // The identity file as it is now (it may have changed since this
+        // store read it).
+        let known = self.ident();
+        let mut pass = known.sealing.as_ref().map(|s| s.passphrase.clone());
+        let (text, sealing, _) = read_identity(identity_path, &mut || pass.take())?;
+        let (moving, retired, target_text) = if let Some((_, kept)) = split_rekey(&text).1 {
+            // An interrupted rekey: finish moving to the key it added.
+            (true, kept, text.clone())
+        } else if add_recipients.is_empty() {
+            // The new key goes into the identity file first, beside the
+            // current one, after a copy of the file as it is. A `.next`
+            // file (an older version's interrupted rekey) has the key to
+            // move to.
+            let next = next_path(identity_path);
+            let new_text = match fs::read_to_string(&next) {
+                Ok(t) => {
+                    let t = Zeroizing::new(t);
+                    Identity::from_section(&next, &t)?;
+                    t
+                }
+                Err(_) => Identity::new_key_text(),
+            };
+            let copy = retired_path(identity_path);
+            let original = Zeroizing::new(
+                fs::read(identity_path)
+                    .map_err(io("cannot read the identity file", identity_path))?,
+            );
+            write_atomic(&copy, &original)
+                .map_err(io("cannot keep a copy of the identity file at", &copy))?;
+            let both = compose_rekey(&new_text, &copy, &text);
+            {
+                let _gate = self.gate(true)?;
+                write_identity(identity_path, &both, sealing.as_ref())?;
             }
-            let text = fs::read_to_string(&next).map_err(io("cannot read", &next))?;
-            Some(Identity::from_text(&next, &text)?)
+            if next.exists() {
+                // Its key is in the identity file now.
+                fs::remove_file(&next).map_err(io("cannot remove", &next))?;
+            }
+            (true, Some(copy), both)
         } else {
-            None
+            (false, None, text.clone())
         };
-        let target = new_identity.as_ref().unwrap_or(&self.identity);
+        let target = Identity::from_text(identity_path, &target_text)?;
         let recipients: Vec<&dyn age::Recipient> = target
             .recipients
             .iter()
             .map(|r| r.as_ref() as &dyn age::Recipient)
             .chain(extra.iter().map(|r| r.as_ref() as &dyn age::Recipient))
             .collect();
-        let mut readers = self.identity.readers();
-        if let Some(n) = &new_identity {
-            readers.extend(n.readers());
-        }
-        // Every record file and auxiliary secret.
-        let mut files: Vec<(AccountId, PathBuf)> = self
-            .list()?
-            .into_iter()
-            .map(|id| {
-                let p = self.path_of(&id);
-                (id, p)
-            })
-            .collect();
-        if let Ok(entries) = fs::read_dir(self.dir.join(".aux")) {
-            for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if name.ends_with(".age") && !name.starts_with('.') {
-                    files.push((
-                        AccountId {
-                            platform: "_aux".into(),
-                            account: name,
-                        },
-                        e.path(),
-                    ));
-                }
-            }
-        }
-        let records = files.len();
-        // Token answers waiting to be applied (see `crate::escrow`).
-        let answers: Vec<(AccountId, PathBuf)> = files
-            .iter()
-            .filter(|(id, _)| id.platform != "_aux")
-            .map(|(id, _)| (id.clone(), self.answer_path(id)))
-            .filter(|(_, p)| p.exists())
-            .collect();
-        files.extend(answers);
-        for (id, path) in &files {
-            let _lock = if id.platform != "_aux" {
-                Some(self.lock(id)?)
-            } else {
-                None
-            };
-            let raw = fs::read(path).map_err(io("cannot read", path))?;
-            let plain = decrypt_bytes(&raw, &readers)
-                .map_err(|e| decrypt_error(e, id, path, identity_path))?;
-            let sealed =
-                encrypt_to(&recipients, &plain).map_err(|detail| StoreError::Identity {
-                    path: identity_path.to_path_buf(),
-                    detail,
-                })?;
-            write_atomic(path, &sealed).map_err(io("cannot write", path))?;
-        }
+        let mut readers = target.readers();
+        readers.extend(known.readers());
+        let current = target.current_readers();
         if !add_recipients.is_empty() {
             let body = format!(
                 "# extra recipients of every record (outreach store rekey --add-recipient)\n{}\n",
@@ -635,22 +1170,43 @@ impl AgeDirStore {
             );
             write_atomic(&list, body.as_bytes()).map_err(io("cannot write", &list))?;
         }
-        let retired = if new_identity.is_some() {
-            let stamp = Utc::now().format("%Y%m%dT%H%M%SZ");
-            let mut old = identity_path.as_os_str().to_owned();
-            old.push(format!(".retired-{stamp}"));
-            let old = PathBuf::from(old);
-            fs::rename(identity_path, &old)
-                .map_err(io("cannot retire the identity", identity_path))?;
-            fs::rename(&next, identity_path)
-                .map_err(io("cannot install the new identity", &next))?;
-            if let Some(dir) = identity_path.parent() {
-                let _ = File::open(dir).and_then(|d| d.sync_all());
+        // A move skips files the new key already opens alone (rewritten
+        // before an interruption); a second look finds none left, or
+        // catches a file written meanwhile by a process that had not read
+        // the new identity yet.
+        let skip_current = moving && add_recipients.is_empty();
+        let mut records = 0;
+        for pass in 0.. {
+            let files = self.sealed_files()?;
+            if pass == 0 {
+                records = files
+                    .iter()
+                    .filter(|(k, _)| !matches!(k, Sealed::Answer(_)))
+                    .count();
             }
-            Some(old)
-        } else {
-            None
-        };
+            let mut rewritten = 0;
+            for (kind, path) in &files {
+                let only = skip_current.then_some(&current[..]);
+                if self.rekey_file(kind, path, &readers, only, &recipients, identity_path)? {
+                    rewritten += 1;
+                }
+            }
+            if !skip_current || rewritten == 0 {
+                break;
+            }
+            if pass >= 5 {
+                return Err(StoreError::Identity {
+                    path: identity_path.to_path_buf(),
+                    detail: "keeps getting records written with the previous key while `store rekey` runs; both keys stay in it — run `outreach store rekey` again".into(),
+                });
+            }
+        }
+        // Every file opens with the new key alone: take the old one out.
+        if moving {
+            let (new_only, _) = split_rekey(&target_text);
+            let _gate = self.gate(true)?;
+            write_identity(identity_path, new_only, sealing.as_ref())?;
+        }
         let mut shown = target.public.clone();
         shown.extend(keys);
         Ok(RekeyReport {
@@ -660,8 +1216,117 @@ impl AgeDirStore {
         })
     }
 
-    pub fn identity(&self) -> &Identity {
-        &self.identity
+    /// Every encrypted file in the store: records, auxiliary secrets and
+    /// escrowed answers.
+    fn sealed_files(&self) -> Result<Vec<(Sealed, PathBuf)>, StoreError> {
+        let mut files: Vec<(Sealed, PathBuf)> = self
+            .list()?
+            .into_iter()
+            .map(|id| {
+                let p = self.path_of(&id);
+                (Sealed::Record(id), p)
+            })
+            .collect();
+        if let Ok(entries) = fs::read_dir(self.dir.join(".aux")) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.ends_with(".age") && !name.starts_with('.') {
+                    files.push((Sealed::Aux(name), e.path()));
+                }
+            }
+        }
+        if let Ok(platforms) = fs::read_dir(&self.dir) {
+            for platform in platforms.flatten() {
+                let pname = platform.file_name().to_string_lossy().into_owned();
+                if pname.starts_with('.') || !platform.path().is_dir() {
+                    continue;
+                }
+                let Ok(entries) = fs::read_dir(platform.path()) else {
+                    continue;
+                };
+                for e in entries.flatten() {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if let Some(account) = name
+                        .strip_prefix('.')
+                        .and_then(|n| n.strip_suffix(".answer"))
+                        && let Ok(id) = AccountId::new(&pname, account)
+                    {
+                        files.push((Sealed::Answer(id), e.path()));
+                    }
+                }
+            }
+        }
+        Ok(files)
+    }
+
+    /// Rewrite one file of a rekey to `recipients`, unless `current` (the
+    /// keys moved to) already opens it. Whether it was rewritten.
+    fn rekey_file(
+        &self,
+        kind: &Sealed,
+        path: &Path,
+        readers: &[&dyn age::Identity],
+        current: Option<&[&dyn age::Identity]>,
+        recipients: &[&dyn age::Recipient],
+        identity_path: &Path,
+    ) -> Result<bool, StoreError> {
+        let (id, _held) = match kind {
+            Sealed::Record(id) => (id.clone(), vec![self.lock_patiently(id)?]),
+            // An answer is sealed by the escrow helper under the exchange
+            // lock and applied under the refresh lease: hold both, so a
+            // rewrite never puts back a stale copy.
+            Sealed::Answer(id) => {
+                let dir = self.dir.join(&id.platform);
+                let lease = lock_file(&dir.join(format!(".{}.refresh", id.account)))?;
+                let exchange = lock_file(&dir.join(format!(".{}.exchange", id.account)))?;
+                (id.clone(), vec![lease, exchange])
+            }
+            Sealed::Aux(name) => (
+                AccountId {
+                    platform: "_aux".into(),
+                    account: name.clone(),
+                },
+                Vec::new(),
+            ),
+        };
+        let raw = match fs::read(path) {
+            Ok(r) => r,
+            // Removed meanwhile (an account removed, an answer applied).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io("cannot read", path)(e)),
+        };
+        if let Some(current) = current
+            && decrypt_bytes(&raw, current).is_ok()
+        {
+            return Ok(false);
+        }
+        let plain = Zeroizing::new(
+            decrypt_bytes(&raw, readers).map_err(|e| decrypt_error(e, &id, path, identity_path))?,
+        );
+        let sealed = encrypt_to(recipients, &plain).map_err(|detail| StoreError::Identity {
+            path: identity_path.to_path_buf(),
+            detail,
+        })?;
+        write_atomic(path, &sealed).map_err(io("cannot write", path))?;
+        Ok(true)
+    }
+
+    /// The record lock for `id`, waiting a little for another writer.
+    fn lock_patiently(&self, id: &AccountId) -> Result<File, StoreError> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match self.lock(id) {
+                Err(StoreError::Busy { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// The identity in use (read again when its file changed).
+    pub fn identity(&self) -> Arc<Identity> {
+        self.ident()
     }
 
     fn aux_path(&self, name: &str) -> Result<PathBuf, StoreError> {
@@ -727,15 +1392,23 @@ impl AgeDirStore {
         }
     }
 
-    fn encrypt(&self, plain: &[u8]) -> Result<Vec<u8>, String> {
-        let recipients: Vec<&dyn age::Recipient> = self
-            .identity
+    /// Encrypt `plain` to the identity's current keys and the extra
+    /// recipients. Returns the identity gate, held shared: keep it until
+    /// the sealed bytes are written.
+    fn encrypt(&self, plain: &[u8]) -> Result<(Vec<u8>, File), StoreError> {
+        let gate = self.gate(false)?;
+        let ident = self.ident();
+        let recipients: Vec<&dyn age::Recipient> = ident
             .recipients
             .iter()
             .chain(self.extra.iter())
             .map(|r| r.as_ref() as &dyn age::Recipient)
             .collect();
-        encrypt_to(&recipients, plain)
+        let sealed = encrypt_to(&recipients, plain).map_err(|detail| StoreError::Identity {
+            path: ident.path.clone(),
+            detail: format!("cannot encrypt: {detail}"),
+        })?;
+        Ok((sealed, gate))
     }
 }
 
@@ -754,9 +1427,9 @@ impl CredentialStore for AgeDirStore {
         {
             return Ok(record.clone());
         }
-        let ids = self.identity.readers();
-        let plain = decrypt_bytes(&raw, &ids)
-            .map_err(|e| decrypt_error(e, id, &path, &self.identity.path))?;
+        let ident = self.ident();
+        let plain = decrypt_bytes(&raw, &ident.readers())
+            .map_err(|e| decrypt_error(e, id, &path, &ident.path))?;
         let record: Record = serde_json::from_slice(&plain).map_err(|e| StoreError::Corrupt {
             id: id.clone(),
             path: path.clone(),
@@ -776,12 +1449,7 @@ impl CredentialStore for AgeDirStore {
     fn save(&self, record: &Record) -> Result<(), StoreError> {
         let _lock = self.lock(&record.id)?;
         let plain = serde_json::to_vec(record).expect("records always serialise");
-        let sealed = self
-            .encrypt(&plain)
-            .map_err(|detail| StoreError::Identity {
-                path: self.identity.path.clone(),
-                detail: format!("cannot encrypt: {detail}"),
-            })?;
+        let (sealed, _gate) = self.encrypt(&plain)?;
         let path = self.path_of(&record.id);
         write_atomic(&path, &sealed).map_err(io("cannot write the record", &path))?;
         self.remember(&record.id, sealed, record);
@@ -830,22 +1498,19 @@ impl CredentialStore for AgeDirStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io("cannot read", &path)(e)),
         };
-        let ids = self.identity.readers();
+        let ident = self.ident();
         let id = AccountId {
             platform: "_aux".into(),
             account: name.into(),
         };
-        decrypt_bytes(&raw, &ids)
+        decrypt_bytes(&raw, &ident.readers())
             .map(Some)
-            .map_err(|e| decrypt_error(e, &id, &path, &self.identity.path))
+            .map_err(|e| decrypt_error(e, &id, &path, &ident.path))
     }
 
     fn save_aux(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
         let path = self.aux_path(name)?;
-        let sealed = self.encrypt(bytes).map_err(|detail| StoreError::Identity {
-            path: self.identity.path.clone(),
-            detail: format!("cannot encrypt: {detail}"),
-        })?;
+        let (sealed, _gate) = self.encrypt(bytes)?;
         write_atomic(&path, &sealed).map_err(io("cannot write", &path))
     }
 
@@ -855,7 +1520,7 @@ impl CredentialStore for AgeDirStore {
             lock: dir.join(format!(".{}.exchange", id.account)),
             answer: self.answer_path(id),
             recipients: self
-                .identity
+                .ident()
                 .public
                 .iter()
                 .chain(self.extra_keys.iter())
@@ -871,10 +1536,10 @@ impl CredentialStore for AgeDirStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io("cannot read the escrowed answer", &path)(e)),
         };
-        let ids = self.identity.readers();
-        decrypt_bytes(&raw, &ids)
+        let ident = self.ident();
+        decrypt_bytes(&raw, &ident.readers())
             .map(Some)
-            .map_err(|e| decrypt_error(e, id, &path, &self.identity.path))
+            .map_err(|e| decrypt_error(e, id, &path, &ident.path))
     }
 
     fn clear_answer(&self, id: &AccountId) -> Result<(), StoreError> {

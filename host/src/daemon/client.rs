@@ -32,6 +32,7 @@ impl Client {
             return None;
         }
         let token = std::fs::read_to_string(&state.token_file).ok()?;
+        crate::store::warn_if_exposed(&state.token_file, "the control API token file");
         let http = reqwest::Client::builder()
             .no_proxy()
             .timeout(std::time::Duration::from_secs(30))

@@ -185,7 +185,10 @@ pub fn take_lock(cfg: &Loaded) -> anyhow::Result<Lock> {
 /// Read the control API token, creating it (0600) on first start.
 pub fn load_or_create_token(path: &Path) -> anyhow::Result<String> {
     match std::fs::read_to_string(path) {
-        Ok(t) if t.trim().len() >= 32 => return Ok(t.trim().to_string()),
+        Ok(t) if t.trim().len() >= 32 => {
+            crate::store::warn_if_exposed(path, "the control API token file");
+            return Ok(t.trim().to_string());
+        }
         Ok(_) => {
             return Err(bad!(
                 "the control API token file {} is too short; delete it and a new one is made on the next start",
