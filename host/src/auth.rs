@@ -32,7 +32,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::accounts::{App, bad};
 use crate::config::Loaded;
 use crate::escrow::{Escrow, Exchange};
-use crate::http::{Credentials, substitute};
+use crate::http::{Credentials, fill_exchange_template};
 use crate::plugin::wit::types::{
     AuthKind, ClientAuth, CustomExchange, Endpoint, ExchangeBody, ExpiryFormat, HttpMethod,
     Manifest, Pair, RefreshStyle, TokenShape,
@@ -345,7 +345,8 @@ impl TokenClient {
         };
         let creds = client_credentials(client);
         for p in &m.auth.token_params {
-            let v = substitute(&p.value, Some(&creds)).map_err(TokenError::Rejected)?;
+            let v = fill_exchange_template(&p.value, Some(&creds), false)
+                .map_err(TokenError::Rejected)?;
             form.push((p.name.clone(), v));
         }
         let body = serde_urlencoded(&form);
@@ -470,7 +471,8 @@ impl TokenClient {
                 .map(|p| {
                     Ok((
                         p.name.clone(),
-                        substitute(&p.value, Some(creds)).map_err(TokenError::Rejected)?,
+                        fill_exchange_template(&p.value, Some(creds), false)
+                            .map_err(TokenError::Rejected)?,
                     ))
                 })
                 .collect()
@@ -485,7 +487,7 @@ impl TokenClient {
             )),
             ExchangeBody::Json(t) => Some((
                 "application/json",
-                substitute(t, Some(creds)).map_err(TokenError::Rejected)?,
+                fill_exchange_template(t, Some(creds), true).map_err(TokenError::Rejected)?,
             )),
         };
         self.request(

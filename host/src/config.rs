@@ -166,6 +166,9 @@ pub struct Paths {
     pub outbox: Option<PathBuf>,
     /// Folder the daemon watches for post files (`*.toml`).
     pub posts: Option<PathBuf>,
+    /// A folder media may also come from, besides the post file's own
+    /// folder (and, for the control API, the posts folder).
+    pub media: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -281,6 +284,8 @@ pub struct Loaded {
     pub outbox: PathBuf,
     /// Post files the daemon watches (none unless configured).
     pub posts_dir: Option<PathBuf>,
+    /// An extra folder media may come from (none unless configured).
+    pub media_dir: Option<PathBuf>,
     /// The control API token file.
     pub token_file: PathBuf,
 }
@@ -331,6 +336,7 @@ impl Loaded {
                 }
             },
             posts_dir: config.paths.posts.as_ref().map(|p| resolve_path(&base, p)),
+            media_dir: config.paths.media.as_ref().map(|p| resolve_path(&base, p)),
             token_file: match &config.daemon.token_file {
                 Some(p) => resolve_path(&base, p),
                 None => match &file {
@@ -359,7 +365,7 @@ impl Loaded {
 
 /// Parse config text, checking values a type cannot.
 pub fn parse(text: &str) -> Result<Config, String> {
-    let config: Config = toml::from_str(text).map_err(|e| one_line(&e.to_string()))?;
+    let config: Config = toml::from_str(text).map_err(|e| describe_toml_error(text, &e))?;
     let l = &config.limits;
     for (name, v) in [
         ("limits.call_timeout_ms", l.call_timeout_ms),
@@ -425,8 +431,9 @@ pub fn parse(text: &str) -> Result<Config, String> {
             "daemon.debounce_ms and daemon.due_check_secs must be greater than zero".into(),
         );
     }
+    // A webhook address often holds its own secret: never echoed.
     if let Some(w) = &config.notify.webhook {
-        url::Url::parse(w).map_err(|e| format!("notify.webhook = {w:?} is not a URL ({e})"))?;
+        url::Url::parse(w).map_err(|e| format!("notify.webhook is not a URL ({e})"))?;
     }
     for (id, p) in &config.platforms {
         if let Some(r) = p.refresh_at
@@ -437,12 +444,16 @@ pub fn parse(text: &str) -> Result<Config, String> {
             ));
         }
         for (name, url) in &p.endpoints {
-            let parsed = url::Url::parse(url).map_err(|e| {
-                format!("platforms.{id}.endpoints.{name} = {url:?} is not a URL ({e})")
-            })?;
+            let parsed = url::Url::parse(url)
+                .map_err(|e| format!("platforms.{id}.endpoints.{name} is not a URL ({e})"))?;
             if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
                 return Err(format!(
-                    "platforms.{id}.endpoints.{name} = {url:?} must be an http(s) URL with a host"
+                    "platforms.{id}.endpoints.{name} must be an http(s) URL with a host"
+                ));
+            }
+            if !parsed.username().is_empty() || parsed.password().is_some() {
+                return Err(format!(
+                    "platforms.{id}.endpoints.{name} carries a user name or password; endpoints are addresses, and credentials come from the store"
                 ));
             }
         }
@@ -450,26 +461,111 @@ pub fn parse(text: &str) -> Result<Config, String> {
     Ok(config)
 }
 
-/// toml's messages span several lines (with a source excerpt); keep the
-/// location and the reason on one line.
-fn one_line(msg: &str) -> String {
-    let lines: Vec<&str> = msg
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    let location = lines.first().copied().unwrap_or("");
-    let reason = lines.last().copied().unwrap_or("");
-    // The offending line as toml quotes it (`28 | per_platform = "many"`),
-    // so a type error names its key too.
-    let source = lines.iter().find_map(|l| {
-        let (n, text) = l.split_once(" | ")?;
-        n.trim().parse::<u32>().ok().map(|_| text.trim())
-    });
-    match source {
-        _ if location == reason => reason.to_string(),
-        Some(src) => format!("{location}: {reason} (in `{src}`)"),
-        None => format!("{location}: {reason}"),
+/// A TOML or schema error as one line that names the line and the key,
+/// and never quotes the file: toml's own message shows the offending source
+/// line and serde's shows the offending value, either of which may be a
+/// secret pasted into the wrong place.
+pub fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let line_no = e
+        .span()
+        .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+    let key = line_no.and_then(|n| key_at_line(text, n));
+    let reason = without_quoted_values(e.message().lines().next().unwrap_or("").trim());
+    let secretish = |k: &str| {
+        let last = k.rsplit('.').next().unwrap_or(k).to_ascii_lowercase();
+        last.contains("secret")
+            || last.contains("password")
+            || last.contains("token")
+            || last == "api_key"
+            || last == "apikey"
+    };
+    let location = match (line_no, &key) {
+        (Some(n), Some(k)) => format!("line {n}, {k}: "),
+        (Some(n), None) => format!("line {n}: "),
+        _ => String::new(),
+    };
+    if reason.starts_with("unknown field")
+        && let Some(k) = key.as_deref().filter(|k| secretish(k))
+    {
+        let platform = k
+            .strip_prefix("platforms.")
+            .and_then(|r| r.split('.').next())
+            .unwrap_or("PLATFORM");
+        return format!(
+            "{location}secrets are never read from the config file (it is shown in errors, backed up and shared); remove `{}` and put the value in an environment variable named here instead, e.g. client_secret_env = \"OUTREACH_{}_CLIENT_SECRET\"",
+            k.rsplit('.').next().unwrap_or(k),
+            platform.to_ascii_uppercase().replace('-', "_")
+        );
+    }
+    format!("{location}{reason}")
+}
+
+/// The dotted key defined on line `n` (1-based), with the table header in
+/// effect there: `platforms.x.client_secret`. `None` when the line holds no
+/// `key = value`.
+fn key_at_line(text: &str, n: usize) -> Option<String> {
+    let mut table = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if let Some(h) = t.strip_prefix('[') {
+            let h = h.trim_start_matches('[');
+            if let Some(end) = h.find(']') {
+                table = h[..end].trim().replace(['"', '\''], "");
+            }
+            if i + 1 == n {
+                return Some(table.clone());
+            }
+            continue;
+        }
+        if i + 1 == n {
+            let (k, _) = t.split_once('=')?;
+            let k = k.trim().replace(['"', '\''], "");
+            let plain = k
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+            if k.is_empty() || !plain {
+                return None;
+            }
+            return Some(if table.is_empty() {
+                k
+            } else {
+                format!("{table}.{k}")
+            });
+        }
+    }
+    None
+}
+
+/// serde's messages quote the value they choke on (`invalid type: string
+/// "…", expected u32`); drop every double-quoted part.
+pub fn without_quoted_values(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut in_quote = false;
+    let mut escaped = false;
+    for c in msg.chars() {
+        if in_quote {
+            match (escaped, c) {
+                (false, '\\') => escaped = true,
+                (false, '"') => in_quote = false,
+                _ => escaped = false,
+            }
+            continue;
+        }
+        if c == '"' {
+            in_quote = true;
+            out.push('…');
+            continue;
+        }
+        out.push(c);
+    }
+    let out = out.replace(" …,", ",").replace(" …", "");
+    // `unknown variant `…``: the user's text, in backticks.
+    match out.strip_prefix("unknown variant `") {
+        Some(rest) => match rest.find('`') {
+            Some(end) => format!("unknown value{}", &rest[end + 1..]),
+            None => out,
+        },
+        None => out,
     }
 }
 
@@ -497,6 +593,31 @@ mod tests {
         let err = parse("[limits]\nmemory_mib = 3\nbogus = 1\n").unwrap_err();
         assert!(err.contains("line 3"), "{err}");
         assert!(err.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn errors_never_quote_the_file() {
+        let secret = "sk-PLANTED-config-secret-51c2";
+        let text = format!("[platforms.x]\nclient_id = \"abc\"\nclient_secret = \"{secret}\"\n");
+        let err = parse(&text).unwrap_err();
+        assert!(!err.contains(secret), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("client_secret_env"), "{err}");
+        assert!(err.contains("OUTREACH_X_CLIENT_SECRET"), "{err}");
+
+        // A type error next to a secret names the key, not the value.
+        let text = format!(
+            "[platforms.x]\nclient_id = \"5\"\n# {secret}\n[publish]\nretries = \"{secret}\"\n"
+        );
+        let err = parse(&text).unwrap_err();
+        assert!(!err.contains(secret), "{err}");
+        assert!(err.contains("line 5, publish.retries"), "{err}");
+
+        // A syntax error: no source excerpt.
+        let text = format!("[daemon]\nlisten = \"{secret}\nx = 1\n");
+        let err = parse(&text).unwrap_err();
+        assert!(!err.contains(secret), "{err}");
+        assert!(err.contains("line 2"), "{err}");
     }
 
     #[test]

@@ -3,10 +3,23 @@
 //! Owns, in this order for every request: the allow-list check (scheme,
 //! host, port — from the plugin's manifest, the user's endpoint overrides
 //! and the account's host settings), credential substitution and injection
-//! (placeholders such as `{{access_token}}`, or the manifest's placement),
-//! declared and learned rate limits, timeouts, request and response size
-//! caps, redirects (followed here, each hop re-checked), and scrubbing every
-//! stored secret out of the response before a plugin sees it.
+//! (the manifest's placement, or a `{{access_token}}`-style placeholder in
+//! the two places a contract 0.1.0 request template may name a credential —
+//! see [`fill_url`] and [`fill_header`]), declared and learned rate limits,
+//! timeouts, request and response size caps, redirects (followed here, each
+//! hop re-checked), and scrubbing every form of every stored secret out of
+//! the response before a plugin sees it.
+//!
+//! Placeholders and post content: a plugin builds its requests from post
+//! text, file names and platform answers, so a `{{access_token}}` inside
+//! any of them must stay text. The broker therefore fills a placeholder
+//! only where a template puts a credential — at the very start of the URL
+//! (a credential that is a whole URL, such as a Discord webhook) or as a
+//! whole header value (`Bearer {{access_token}}`) — never inside a body or
+//! in the middle of a URL, where it goes out as the literal text. And when
+//! the placeholder's own text appears in the call's content or in an
+//! answer the call received ([`Taint`]), the request is refused before it
+//! is sent.
 //!
 //! Never: retries a request (a publish is not idempotent; the caller
 //! decides), lets a plugin pick a target through a header, or puts a secret
@@ -31,7 +44,7 @@ use crate::plugin::wit::host::{Body, BodyPart, HttpError, Request, Response};
 use crate::plugin::wit::types::{
     CredentialPlacement, HttpMethod, LimitScope, Pair, RateLimit, RateLimitHeaders, ResetFormat,
 };
-use crate::secret::{Secret, scrub};
+use crate::secret::{Scrubber, Secret};
 
 /// One allowed origin pattern.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -102,6 +115,7 @@ impl AllowedHost {
 #[derive(Clone, Debug, Default)]
 pub struct Credentials {
     values: Vec<(String, Secret)>,
+    scrubber: std::sync::OnceLock<Scrubber>,
 }
 
 impl Credentials {
@@ -120,6 +134,63 @@ impl Credentials {
     fn all(&self) -> Vec<&Secret> {
         self.values.iter().map(|(_, v)| v).collect()
     }
+    /// What removes every form of these credentials from text or bytes.
+    pub fn scrubber(&self) -> &Scrubber {
+        self.scrubber.get_or_init(|| Scrubber::new(&self.all()))
+    }
+}
+
+/// Placeholder names (`access_token` in `{{access_token}}`) that appeared
+/// in what a plugin call was given (the post, the account) or received
+/// (platform answers). A placeholder whose text is tainted is never filled:
+/// that text may have come from someone other than the plugin's author.
+#[derive(Debug, Default)]
+pub struct Taint {
+    names: Mutex<Vec<String>>,
+}
+
+impl Taint {
+    /// Remember every `{{name}}` in `text`.
+    pub fn mark(&self, text: &str) {
+        if !text.contains("{{") {
+            return;
+        }
+        let mut names = self.names.lock().expect("taint");
+        for name in placeholder_names(text) {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    pub fn mark_bytes(&self, bytes: &[u8]) {
+        if memchr_pair(bytes) {
+            self.mark(&String::from_utf8_lossy(bytes));
+        }
+    }
+    fn holds(&self, name: &str) -> bool {
+        self.names.lock().expect("taint").iter().any(|n| n == name)
+    }
+}
+
+fn memchr_pair(bytes: &[u8]) -> bool {
+    bytes.windows(2).any(|w| w == b"{{")
+}
+
+/// The trimmed names of every `{{…}}` in `text`.
+fn placeholder_names(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        match after.find("}}") {
+            Some(end) => {
+                out.push(after[..end].trim().to_string());
+                rest = &after[end + 2..];
+            }
+            None => break,
+        }
+    }
+    out
 }
 
 /// A request as `--dry-run` shows it: secrets replaced by `[redacted]`.
@@ -146,6 +217,8 @@ pub struct Scope {
     /// Requests that left the host: zero means nothing reached the
     /// platform, so a failed publish is safe to retry.
     pub dispatched: Arc<std::sync::atomic::AtomicU32>,
+    /// Placeholder texts seen in this call's content and answers.
+    pub taint: Arc<Taint>,
 }
 
 #[derive(Default)]
@@ -192,47 +265,72 @@ impl Broker {
         req: Request,
         media: &(dyn Fn(u32, u64, u64) -> Result<Vec<u8>, String> + Send + Sync),
     ) -> Result<Response, HttpError> {
-        let template = req.url.clone();
-        let secrets: Vec<&Secret> = scope
+        let no_secrets = Scrubber::default();
+        let scrubber = scope
             .credentials
             .as_ref()
-            .map(|c| c.all())
-            .unwrap_or_default();
-        let redact = |s: &str| scrub(s, &secrets);
+            .map(|c| c.scrubber())
+            .unwrap_or(&no_secrets);
+        let redact = |s: &str| scrubber.text(s);
 
-        // Build the real request: placeholders substituted, auth attached.
+        // Build the real request: placeholders filled where a template may
+        // name a credential, auth attached.
         let creds = scope.credentials.as_deref();
-        let mut url_text = substitute(&req.url, creds).map_err(HttpError::NotSent)?;
+        let fill = Fill {
+            creds,
+            taint: &scope.taint,
+            plugin: &scope.plugin,
+        };
+        let mut url_text = fill.url(&req.url).map_err(HttpError::NotSent)?;
+        // What messages show for this request: the real URL, scrubbed (a
+        // template's placeholder tells a reader nothing).
+        let template = redact(&url_text);
         let mut headers: Vec<(String, String)> = Vec::new();
         for Pair { name, value } in &req.headers {
             check_header_name(name).map_err(HttpError::NotSent)?;
             headers.push((
                 name.clone(),
-                substitute(value, creds).map_err(HttpError::NotSent)?,
+                fill.header(value).map_err(HttpError::NotSent)?,
             ));
         }
+        // What a dry run shows of the body: media as its size, never its
+        // bytes.
+        let mut shown_body: Option<String> = None;
         let body: Vec<u8> = match &req.body {
             Body::Empty => Vec::new(),
-            Body::Bytes(b) => match std::str::from_utf8(b) {
-                Ok(text) if text.contains("{{") => substitute(text, creds)
-                    .map_err(HttpError::NotSent)?
-                    .into_bytes(),
-                _ => b.clone(),
-            },
-            Body::Media(m) => media(m.handle, m.offset, m.length).map_err(HttpError::NotSent)?,
+            Body::Bytes(b) => b.clone(),
+            Body::Media(m) => {
+                shown_body = Some(format!(
+                    "(media attachment {}: {} bytes from offset {})",
+                    m.handle, m.length, m.offset
+                ));
+                media(m.handle, m.offset, m.length).map_err(HttpError::NotSent)?
+            }
             Body::Parts(parts) => {
                 let mut out = Vec::new();
+                let mut shown = String::new();
                 for p in parts {
                     match p {
-                        BodyPart::Bytes(b) => out.extend_from_slice(b),
-                        BodyPart::Media(m) => out.extend(
-                            media(m.handle, m.offset, m.length).map_err(HttpError::NotSent)?,
-                        ),
+                        BodyPart::Bytes(b) => {
+                            out.extend_from_slice(b);
+                            shown.push_str(&String::from_utf8_lossy(b));
+                        }
+                        BodyPart::Media(m) => {
+                            let bytes =
+                                media(m.handle, m.offset, m.length).map_err(HttpError::NotSent)?;
+                            shown.push_str(&format!(
+                                "(media attachment {}: {} bytes)",
+                                m.handle,
+                                bytes.len()
+                            ));
+                            out.extend(bytes);
+                        }
                     }
                     if out.len() as u64 > self.limits.max_request_bytes {
                         break;
                     }
                 }
+                shown_body = Some(shown);
                 out
             }
         };
@@ -275,9 +373,10 @@ impl Broker {
                     .iter()
                     .map(|(n, v)| (n.clone(), redact(v)))
                     .collect(),
-                body: match std::str::from_utf8(&body) {
-                    Ok(text) => redact(text),
-                    Err(_) => format!("({} bytes, not text)", body.len()),
+                body: match (&shown_body, std::str::from_utf8(&body)) {
+                    (Some(shown), _) => redact(shown),
+                    (None, Ok(text)) => redact(text),
+                    (None, Err(_)) => format!("({} bytes, not text)", body.len()),
                 },
             });
             return Err(HttpError::NotSent("dry run: not sent".into()));
@@ -345,8 +444,7 @@ impl Broker {
                 // Credentials go only to the origin the plugin addressed.
                 if next.origin() != url.origin() {
                     headers.retain(|(n, v)| {
-                        !n.eq_ignore_ascii_case("authorization")
-                            && !secrets.iter().any(|s| v.contains(s.expose()))
+                        !n.eq_ignore_ascii_case("authorization") && !scrubber.finds(v.as_bytes())
                     });
                 }
                 if status == reqwest::StatusCode::SEE_OTHER
@@ -358,9 +456,11 @@ impl Broker {
                 url = next;
                 continue;
             }
-            let out = self
-                .read_response(resp, &secrets, &redact(&template))
-                .await?;
+            let out = self.read_response(resp, scrubber, &template).await?;
+            scope.taint.mark_bytes(&out.body);
+            for h in &out.headers {
+                scope.taint.mark(&h.value);
+            }
             self.learn(scope, class, &out);
             return Ok(out);
         }
@@ -389,7 +489,7 @@ impl Broker {
     async fn read_response(
         &self,
         mut resp: reqwest::Response,
-        secrets: &[&Secret],
+        scrubber: &Scrubber,
         shown: &str,
     ) -> Result<Response, HttpError> {
         let cap = self.limits.max_response_bytes;
@@ -404,7 +504,7 @@ impl Broker {
             .iter()
             .map(|(n, v)| Pair {
                 name: n.as_str().to_string(),
-                value: scrub(&String::from_utf8_lossy(v.as_bytes()), secrets),
+                value: scrubber.text(&String::from_utf8_lossy(v.as_bytes())),
             })
             .collect();
         let mut body = Vec::new();
@@ -427,12 +527,7 @@ impl Broker {
                 }
             }
         }
-        let body = match std::str::from_utf8(&body) {
-            Ok(text) if secrets.iter().any(|s| text.contains(s.expose())) => {
-                scrub(text, secrets).into_bytes()
-            }
-            _ => body,
-        };
+        let body = scrubber.bytes(body);
         Ok(Response {
             status,
             headers,
@@ -557,8 +652,81 @@ pub fn reset_delay(value: &str, format: ResetFormat) -> Option<Duration> {
     }
 }
 
-/// Replace `{{name}}` placeholders with credential values.
-pub fn substitute(text: &str, creds: Option<&Credentials>) -> Result<String, String> {
+/// Fills a contract 0.1.0 request template's placeholders, in the two
+/// places a template may name a credential.
+struct Fill<'a> {
+    creds: Option<&'a Credentials>,
+    taint: &'a Taint,
+    plugin: &'a str,
+}
+
+impl Fill<'_> {
+    /// A URL that starts with `{{name}}` (the credential is the URL's
+    /// base, as a Discord webhook's is) has that placeholder filled; any
+    /// other `{{…}}` in a URL is text.
+    fn url(&self, url: &str) -> Result<String, String> {
+        let Some(after) = url.strip_prefix("{{") else {
+            return Ok(url.to_string());
+        };
+        let Some(end) = after.find("}}") else {
+            return Ok(url.to_string());
+        };
+        let name = after[..end].trim();
+        let value = self.value(name)?;
+        Ok(format!("{}{}", value.expose(), &after[end + 2..]))
+    }
+
+    /// A header value that is exactly `{{name}}` or `Scheme {{name}}` has
+    /// it filled; any other `{{…}}` in a header is text.
+    fn header(&self, value: &str) -> Result<String, String> {
+        let (prefix, rest) = match value.find("{{") {
+            Some(i) => value.split_at(i),
+            None => return Ok(value.to_string()),
+        };
+        let scheme = prefix.strip_suffix(' ').unwrap_or(prefix);
+        let scheme_ok = prefix.is_empty()
+            || (prefix.ends_with(' ')
+                && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')));
+        let inner = rest
+            .strip_prefix("{{")
+            .and_then(|r| r.strip_suffix("}}"))
+            .filter(|n| !n.contains("{{") && !n.contains("}}"));
+        match inner {
+            Some(name) if scheme_ok => Ok(format!("{prefix}{}", self.value(name.trim())?.expose())),
+            _ => Ok(value.to_string()),
+        }
+    }
+
+    fn value(&self, name: &str) -> Result<&Secret, String> {
+        if self.taint.holds(name) {
+            return Err(format!(
+                "`{{{{{name}}}}}` appears in this post or in an answer from the platform, and plugin `{}` (contract 0.1.0) uses the same text to mark where its credential goes; outreach does not send such a request, so the credential cannot end up in the content. Remove the `{{{{{name}}}}}` text from the post",
+                self.plugin
+            ));
+        }
+        self.creds.and_then(|c| c.get(name)).ok_or_else(|| {
+            format!(
+                "plugin `{}` asked for a credential named `{name}`, which this account does not have",
+                self.plugin
+            )
+        })
+    }
+}
+
+/// Fill `{{name}}` placeholders in a manifest's token-exchange template
+/// (a login body, a custom refresh's headers or query). Those requests are
+/// built by the host from the manifest and the user's own input, never
+/// from post content, so every placeholder is filled; in a JSON template
+/// (`json`) values are JSON-escaped, so a password with a quote stays one
+/// string.
+pub fn fill_exchange_template(
+    text: &str,
+    creds: Option<&Credentials>,
+    json: bool,
+) -> Result<String, String> {
     if !text.contains("{{") {
         return Ok(text.to_string());
     }
@@ -571,10 +739,15 @@ pub fn substitute(text: &str, creds: Option<&Credentials>) -> Result<String, Str
             .find("}}")
             .ok_or_else(|| "an unclosed `{{` placeholder".to_string())?;
         let name = after[..end].trim();
-        let value = creds.and_then(|c| c.get(name)).ok_or_else(|| {
-            format!("unknown or unavailable credential placeholder `{{{{{name}}}}}`")
-        })?;
-        out.push_str(value.expose());
+        let value = creds
+            .and_then(|c| c.get(name))
+            .ok_or_else(|| format!("the exchange needs `{name}`, which is not available"))?;
+        if json {
+            let quoted = serde_json::to_string(value.expose()).unwrap_or_default();
+            out.push_str(&quoted[1..quoted.len() - 1]);
+        } else {
+            out.push_str(value.expose());
+        }
         rest = &after[end + 2..];
     }
     out.push_str(rest);
@@ -660,13 +833,46 @@ mod tests {
     }
 
     #[test]
-    fn placeholders() {
-        let c = Credentials::new().with("access_token", Secret::new("tok"));
+    fn placeholders_only_where_a_template_names_a_credential() {
+        let c = Credentials::new()
+            .with("access_token", Secret::new("tok-123456"))
+            .with("refresh_token", Secret::new("https://hooks.example/1/abc"));
+        let taint = Taint::default();
+        let f = Fill {
+            creds: Some(&c),
+            taint: &taint,
+            plugin: "p",
+        };
         assert_eq!(
-            substitute("a={{access_token}}&b", Some(&c)).unwrap(),
-            "a=tok&b"
+            f.url("{{refresh_token}}?wait=true").unwrap(),
+            "https://hooks.example/1/abc?wait=true"
         );
-        assert!(substitute("{{client_secret}}", Some(&c)).is_err());
-        assert!(substitute("{{access_token", Some(&c)).is_err());
+        assert_eq!(
+            f.url("https://a/?t={{access_token}}").unwrap(),
+            "https://a/?t={{access_token}}"
+        );
+        assert_eq!(
+            f.header("Bearer {{access_token}}").unwrap(),
+            "Bearer tok-123456"
+        );
+        assert_eq!(f.header("{{ access_token }}").unwrap(), "tok-123456");
+        assert_eq!(
+            f.header("say {{access_token}} now").unwrap(),
+            "say {{access_token}} now"
+        );
+        assert_eq!(
+            f.header("a b {{access_token}}").unwrap(),
+            "a b {{access_token}}"
+        );
+        assert!(
+            f.url("{{client_secret}}/x")
+                .unwrap_err()
+                .contains("client_secret")
+        );
+
+        taint.mark("post text with {{ refresh_token }} in it");
+        let err = f.url("{{refresh_token}}?wait=true").unwrap_err();
+        assert!(err.contains("appears in this post"), "{err}");
+        assert!(f.header("Bearer {{access_token}}").is_ok());
     }
 }

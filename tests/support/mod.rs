@@ -103,6 +103,8 @@ pub struct Home {
     pub extra_config: String,
     /// Environment for every run (client secrets by variable name).
     pub env: Vec<(String, String)>,
+    /// More `[paths]` keys (`media = "…"`).
+    pub paths_extra: String,
 }
 
 pub struct Run {
@@ -145,6 +147,7 @@ impl Home {
             endpoints: Vec::new(),
             extra_config: String::new(),
             env: Vec::new(),
+            paths_extra: String::new(),
         }
     }
 
@@ -176,8 +179,9 @@ impl Home {
     }
 
     pub fn config_path(&self) -> PathBuf {
-        let mut text = String::from(
-            "[paths]\nplugins = \"plugins\"\nstore = \"store\"\nidentity = \"identity.txt\"\ncache = \"cache\"\nposts = \"posts\"\n\n[limits]\ncall_timeout_ms = 1000\npublish_timeout_ms = 5000\nhttp_timeout_ms = 2000\nmemory_mib = 32\nmax_response_bytes = 1048576\n\n",
+        let paths_extra = &self.paths_extra;
+        let mut text = format!(
+            "[paths]\nplugins = \"plugins\"\nstore = \"store\"\nidentity = \"identity.txt\"\ncache = \"cache\"\nposts = \"posts\"\n{paths_extra}\n[limits]\ncall_timeout_ms = 1000\npublish_timeout_ms = 5000\nhttp_timeout_ms = 2000\nmemory_mib = 32\nmax_response_bytes = 1048576\n\n",
         );
         let mut by_platform: HashMap<&str, Vec<(&str, &str)>> = HashMap::new();
         for (p, n, u) in &self.endpoints {
@@ -1400,7 +1404,7 @@ pub fn fake_bluesky() -> Fake {
 }
 
 /// The Discord fake's webhook: `{fake}/api/webhooks/{DISCORD_WEBHOOK_ID}/{DISCORD_WEBHOOK_TOKEN}`.
-pub const DISCORD_WEBHOOK_ID: &str = "1187";
+pub const DISCORD_WEBHOOK_ID: &str = "1187223344556677889";
 pub const DISCORD_WEBHOOK_TOKEN: &str = "whtok-PLANTED-d15c0";
 
 /// A fake Discord webhook (channel 555 of guild 777). As the real one: a
