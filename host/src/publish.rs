@@ -89,30 +89,51 @@ pub struct Loaded {
 
 impl PostFile {
     /// Read and check a post file: syntax, targets, schedule, media files.
-    pub fn load(path: &Path) -> anyhow::Result<Loaded> {
-        let source = std::fs::read_to_string(path)
-            .map_err(|e| bad!("cannot read the post file {}: {e}", path.display()))?;
-        Self::parse(path, source)
+    /// Media may live in the post file's folder or in `media_root`.
+    pub fn load(path: &Path, media_root: Option<&Path>) -> anyhow::Result<Loaded> {
+        let source = match std::fs::read(path) {
+            Ok(bytes) => String::from_utf8(bytes).map_err(|e| {
+                bad!(
+                    "the post file {} is not UTF-8 text (byte {} is not); save it as UTF-8",
+                    path.display(),
+                    e.utf8_error().valid_up_to()
+                )
+            })?,
+            Err(e) => {
+                return Err(bad!(
+                    "cannot read the post file {}: {}",
+                    path.display(),
+                    io_reason(&e)
+                ));
+            }
+        };
+        Self::parse(path, source, media_root)
     }
 
-    pub fn parse(path: &Path, source: String) -> anyhow::Result<Loaded> {
+    /// Check a post given as text. `path` is where it came from (a post
+    /// file, or an API post's place in the posts folder): relative media
+    /// paths are relative to its folder, and media must be inside that
+    /// folder or `media_root`.
+    pub fn parse(path: &Path, source: String, media_root: Option<&Path>) -> anyhow::Result<Loaded> {
+        let label = format!("the post file {}", path.display());
+        Self::parse_as(path, &label, source, media_root)
+    }
+
+    /// [`PostFile::parse`], with messages that call the post `label`.
+    fn parse_as(
+        path: &Path,
+        label: &str,
+        source: String,
+        media_root: Option<&Path>,
+    ) -> anyhow::Result<Loaded> {
         let file: PostFile = toml::from_str(&source).map_err(|e| {
             bad!(
-                "the post file {} is not valid: {}",
-                path.display(),
-                e.to_string()
-                    .lines()
-                    .filter(|l| !l.trim().is_empty())
-                    .map(str::trim)
-                    .collect::<Vec<_>>()
-                    .join(" ")
+                "{label} is not valid: {}",
+                crate::config::describe_toml_error(&source, &e)
             )
         })?;
         if file.to.is_empty() {
-            return Err(bad!(
-                "the post file {} has no targets; add `to = [\"x\", …]`",
-                path.display()
-            ));
+            return Err(bad!("{label} has no targets; add `to = [\"x\", …]`"));
         }
         let schedule = match &file.schedule {
             None => None,
@@ -120,14 +141,20 @@ impl PostFile {
                 DateTime::parse_from_rfc3339(s)
                     .map_err(|e| {
                         bad!(
-                            "in {}, schedule = {s:?} is not an RFC 3339 instant such as 2026-12-01T09:00:00+01:00 ({e})",
-                            path.display()
+                            "in {label}, schedule = {s:?} is not an RFC 3339 instant such as 2026-12-01T09:00:00+01:00 ({e})"
                         )
                     })?
                     .with_timezone(&Utc),
             ),
         };
-        let base = path.parent().unwrap_or(Path::new("."));
+        let base = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let roots: Vec<PathBuf> = std::iter::once(base)
+            .chain(media_root)
+            .filter_map(|r| std::fs::canonicalize(r).ok())
+            .collect();
         let mut media = Vec::new();
         let mut media_paths = Vec::new();
         for (i, m) in file.media.iter().enumerate() {
@@ -136,27 +163,13 @@ impl PostFile {
             } else {
                 base.join(&m.path)
             };
-            let meta = std::fs::metadata(&full)
-                .map_err(|e| bad!("in {}, media[{i}] {}: {e}", path.display(), full.display()))?;
-            if !meta.is_file() {
-                return Err(bad!(
-                    "in {}, media[{i}] {} is not a file",
-                    path.display(),
-                    full.display()
-                ));
-            }
-            let (kind, mime) = media_kind(&full).ok_or_else(|| {
-                bad!(
-                    "in {}, media[{i}] {}: unknown media type (use .jpg, .png, .gif, .webp, .mp4, .mov, .webm or .pdf)",
-                    path.display(),
-                    full.display()
-                )
-            })?;
+            let at = || format!("in {label}, media[{i}] {}", m.path.display());
+            let (real, size, kind, mime) = check_media(&full, &roots).map_err(|e| bad!("{}: {e}", at()))?;
             media.push(Media {
                 handle: i as u32,
                 kind,
                 mime_type: mime.into(),
-                size: meta.len(),
+                size,
                 alt_text: m.alt.clone(),
                 public_url: m.public_url.clone(),
                 file_name: full
@@ -164,7 +177,7 @@ impl PostFile {
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default(),
             });
-            media_paths.push(full);
+            media_paths.push(real);
         }
         Ok(Loaded {
             file,
@@ -233,17 +246,96 @@ impl PostFile {
     }
 }
 
-fn media_kind(p: &Path) -> Option<(MediaKind, &'static str)> {
-    let ext = p.extension()?.to_string_lossy().to_ascii_lowercase();
-    Some(match ext.as_str() {
-        "jpg" | "jpeg" => (MediaKind::Image, "image/jpeg"),
-        "png" => (MediaKind::Image, "image/png"),
-        "webp" => (MediaKind::Image, "image/webp"),
-        "gif" => (MediaKind::Gif, "image/gif"),
-        "mp4" => (MediaKind::Video, "video/mp4"),
-        "mov" => (MediaKind::Video, "video/quicktime"),
-        "webm" => (MediaKind::Video, "video/webm"),
-        "pdf" => (MediaKind::Document, "application/pdf"),
+/// Check one attachment: after resolving symlinks it must be a regular,
+/// non-empty file inside one of `roots`, and its bytes must be a kind of
+/// media outreach knows. Returns its real path, size, kind and MIME type.
+/// The type comes from the file's first bytes (its magic number), never
+/// from its name: a text file named `.png` is not an image.
+fn check_media(
+    full: &Path,
+    roots: &[PathBuf],
+) -> Result<(PathBuf, u64, MediaKind, &'static str), String> {
+    let real = std::fs::canonicalize(full).map_err(|e| io_reason(&e))?;
+    if !roots.iter().any(|r| real.starts_with(r)) {
+        return Err(format!(
+            "is outside the folders media may come from ({}){}; move it there or set paths.media in the config",
+            roots
+                .iter()
+                .map(|r| r.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            if std::fs::symlink_metadata(full).is_ok_and(|m| m.file_type().is_symlink()) {
+                " (it is a symlink that leads out of them)"
+            } else {
+                ""
+            }
+        ));
+    }
+    // `canonicalize` resolved every link, so this is the file itself; a
+    // FIFO or device is refused here, before anything opens it.
+    let meta = std::fs::metadata(&real).map_err(|e| io_reason(&e))?;
+    if !meta.is_file() {
+        return Err("is not a regular file".into());
+    }
+    if meta.len() == 0 {
+        return Err("is empty".into());
+    }
+    let mut head = [0u8; 8192];
+    let n = {
+        use std::io::Read;
+        let f = std::fs::File::open(&real).map_err(|e| io_reason(&e))?;
+        let mut n = 0;
+        let mut f = f.take(head.len() as u64);
+        loop {
+            match f.read(&mut head[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_reason(&e)),
+            }
+        }
+        n
+    };
+    let (kind, mime) = media_kind(&head[..n]).ok_or_else(|| {
+        format!(
+            "is not an image, video or document outreach can post (its contents are {}; supported: JPEG, PNG, WebP, GIF, MP4, QuickTime, WebM, PDF — recognised by their contents, not their names)",
+            infer::get(&head[..n])
+                .map(|t| t.mime_type().to_string())
+                .unwrap_or_else(|| if head[..n].iter().all(|b| b.is_ascii() && *b != 0) { "text".into() } else { "unrecognised".into() })
+        )
+    })?;
+    Ok((real, meta.len(), kind, mime))
+}
+
+/// What went wrong with a file, in words, without the OS error's code
+/// (callers say which file).
+fn io_reason(e: &std::io::Error) -> String {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::NotFound => "does not exist".into(),
+        K::PermissionDenied => "cannot be read (permission denied)".into(),
+        K::IsADirectory => "is a folder, not a file".into(),
+        _ => {
+            let text = e.to_string();
+            match text.find(" (os error") {
+                Some(i) => text[..i].to_string(),
+                None => text,
+            }
+        }
+    }
+}
+
+/// A media kind and MIME type from a file's first bytes.
+fn media_kind(head: &[u8]) -> Option<(MediaKind, &'static str)> {
+    Some(match infer::get(head)?.mime_type() {
+        "image/jpeg" => (MediaKind::Image, "image/jpeg"),
+        "image/png" => (MediaKind::Image, "image/png"),
+        "image/webp" => (MediaKind::Image, "image/webp"),
+        "image/gif" => (MediaKind::Gif, "image/gif"),
+        "video/mp4" | "video/x-m4v" => (MediaKind::Video, "video/mp4"),
+        "video/quicktime" => (MediaKind::Video, "video/quicktime"),
+        "video/webm" => (MediaKind::Video, "video/webm"),
+        "application/pdf" => (MediaKind::Document, "application/pdf"),
         _ => return None,
     })
 }
@@ -385,7 +477,7 @@ pub async fn check_file(
     app: &App,
     path: &Path,
 ) -> anyhow::Result<Result<Vec<TargetResult>, Vec<TargetProblem>>> {
-    check_loaded(app, &PostFile::load(path)?).await
+    check_loaded(app, &PostFile::load(path, app.cfg().media_dir.as_deref())?).await
 }
 
 async fn check_loaded(
@@ -411,15 +503,29 @@ pub async fn publish_file(
     path: &Path,
     opts: Options,
 ) -> anyhow::Result<Result<Report, Vec<TargetProblem>>> {
-    let post = PostFile::load(path)?;
+    let post = PostFile::load(path, app.cfg().media_dir.as_deref())?;
     publish_loaded(app, post, opts).await
 }
 
 /// A post given as JSON (the control API's `POST /publish`): the same
 /// fields and rules as a post file. It is keyed by its `id`, or by its
 /// content when it has none, so sending the same post twice publishes it
-/// once. Relative media paths are relative to `base`.
-pub fn from_json(post: &serde_json::Value, base: &Path) -> anyhow::Result<Loaded> {
+/// once. Relative media paths are relative to `base` (the posts folder),
+/// and media must be inside it or `media_root`; with neither, a post with
+/// media is refused.
+pub fn from_json(
+    post: &serde_json::Value,
+    base: Option<&Path>,
+    media_root: Option<&Path>,
+) -> anyhow::Result<Loaded> {
+    // Checked as JSON first, so that problems are named by field, not by
+    // the line of a TOML text the sender never wrote.
+    serde_json::from_value::<PostFile>(post.clone()).map_err(|e| {
+        bad!(
+            "the post is not valid: {}",
+            crate::config::without_quoted_values(&e.to_string())
+        )
+    })?;
     let source = toml::to_string(post).map_err(|e| {
         bad!("the post is not valid: {e} (nulls are not allowed; leave the field out)")
     })?;
@@ -430,7 +536,28 @@ pub fn from_json(post: &serde_json::Value, base: &Path) -> anyhow::Result<Loaded
             &hex::encode(Sha256::digest(source.as_bytes()))[..16]
         ),
     };
-    let mut loaded = PostFile::parse(&base.join(format!("{key}.json")), source)?;
+    let has_media = post
+        .get("media")
+        .and_then(|m| m.as_array())
+        .is_some_and(|m| !m.is_empty());
+    let folder = match base.or(media_root) {
+        Some(b) => b.to_path_buf(),
+        None if has_media => {
+            return Err(bad!(
+                "the post has media, but the daemon has no folder to take media from; set paths.posts or paths.media in the config and put the files there"
+            ));
+        }
+        None => PathBuf::from("api"),
+    };
+    // The post's place in that folder, for relative media paths and the
+    // journal; its name never comes unfiltered from the sender.
+    let name: String = key
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_') { c } else { '_' })
+        .take(100)
+        .collect();
+    let mut loaded =
+        PostFile::parse_as(&folder.join(format!("{name}.json")), "the post", source, media_root)?;
     loaded.file.id.get_or_insert(key);
     Ok(loaded)
 }
@@ -439,19 +566,20 @@ pub fn from_json(post: &serde_json::Value, base: &Path) -> anyhow::Result<Loaded
 pub async fn publish_json(
     app: &Arc<App>,
     post: &serde_json::Value,
-    base: &Path,
+    base: Option<&Path>,
     opts: Options,
 ) -> anyhow::Result<Result<Report, Vec<TargetProblem>>> {
-    publish_loaded(app, from_json(post, base)?, opts).await
+    let loaded = from_json(post, base, app.cfg().media_dir.as_deref())?;
+    publish_loaded(app, loaded, opts).await
 }
 
 /// [`from_json`], then only validate.
 pub async fn check_json(
     app: &App,
     post: &serde_json::Value,
-    base: &Path,
+    base: Option<&Path>,
 ) -> anyhow::Result<Result<Vec<TargetResult>, Vec<TargetProblem>>> {
-    check_loaded(app, &from_json(post, base)?).await
+    check_loaded(app, &from_json(post, base, app.cfg().media_dir.as_deref())?).await
 }
 
 /// Validate, register and deliver a post that has been read.
@@ -543,7 +671,7 @@ pub async fn publish_due_while(
             break;
         }
         let path = PathBuf::from(&row.path);
-        let post = PostFile::parse(&path, row.source.clone())?;
+        let post = PostFile::parse(&path, row.source.clone(), app.cfg().media_dir.as_deref())?;
         let jobs = match prepare(app, &post).await? {
             Ok(j) => j,
             Err(problems) => {

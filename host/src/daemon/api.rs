@@ -285,12 +285,7 @@ async fn publish(
         ));
     }
     let d = ctx.d.clone();
-    let base = d
-        .app
-        .cfg()
-        .posts_dir
-        .clone()
-        .unwrap_or_else(|| std::env::current_dir().unwrap_or_default());
+    let base = d.app.cfg().posts_dir.clone();
     let opts = crate::publish::Options {
         dry_run: q.dry_run,
         new: q.new,
@@ -300,11 +295,11 @@ async fn publish(
     let check = q.check;
     let Some(job) = d.spawn(async move {
         let r = if check {
-            crate::publish::check_json(&app, &post, &base)
+            crate::publish::check_json(&app, &post, base.as_deref())
                 .await
                 .map(|r| r.map(|rows| serde_json::json!({ "results": rows })))
         } else {
-            crate::publish::publish_json(&app, &post, &base, opts)
+            crate::publish::publish_json(&app, &post, base.as_deref(), opts)
                 .await
                 .map(|r| r.map(|rep| serde_json::to_value(rep).unwrap_or_default()))
         };
