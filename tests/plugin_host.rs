@@ -369,6 +369,7 @@ async fn credentials_are_injected_where_the_platform_wants_them() {
         rate_headers: None,
         dry_run: None,
         dispatched: Default::default(),
+        taint: Default::default(),
     };
     let req = |url: String, body: &str, auth: bool| Request {
         method: HttpMethod::Post,
@@ -404,7 +405,7 @@ async fn credentials_are_injected_where_the_platform_wants_them() {
         req(format!("{}/me/feed?fields=id", fake.url()), "{}", true),
     )
     .await;
-    // Bluesky-style: a token inside a JSON body.
+    // A placeholder inside a body is text (it may be post content).
     send(
         CredentialPlacement::Bearer,
         req(
@@ -424,7 +425,7 @@ async fn credentials_are_injected_where_the_platform_wants_them() {
     let seen = fake.seen();
     assert_eq!(seen[0].headers["authorization"], format!("Bot {token}"));
     assert_eq!(seen[1].query, format!("fields=id&access_token={token}"));
-    assert_eq!(seen[2].body, format!(r#"{{"t":"{token}"}}"#));
+    assert_eq!(seen[2].body, r#"{"t":"{{access_token}}"}"#);
     assert_eq!(seen[3].path, format!("/api/webhooks/123/{token}"));
     assert_eq!(seen[3].query, "wait=true");
 
@@ -450,7 +451,7 @@ async fn credentials_are_injected_where_the_platform_wants_them() {
         .send(
             &s,
             req(
-                format!("{}/x?s={{{{client_secret}}}}", fake.url()),
+                "{{client_secret}}/x".into(),
                 "{}",
                 false,
             ),

@@ -666,8 +666,10 @@ fn content_rules_are_checked_per_platform_before_anything_is_sent() {
         let r = home.run(&["accounts", "add", platform], Some(&token));
         assert_eq!(r.code, 0, "{}", r.all());
     }
-    std::fs::write(home.path().join("photo.png"), [0u8; 10]).unwrap();
-    std::fs::write(home.path().join("clip.mp4"), vec![0u8; 2 << 20]).unwrap();
+    std::fs::write(home.path().join("photo.png"), png_bytes()).unwrap();
+    let mut clip = vec![0u8; 2 << 20];
+    clip[..MP4.len()].copy_from_slice(MP4);
+    std::fs::write(home.path().join("clip.mp4"), clip).unwrap();
     let post = home.post(
         "rules.toml",
         r#"
@@ -829,7 +831,7 @@ fn media_is_uploaded_the_way_each_platform_wants() {
     // A tiny but real PNG header; the fakes only check the framing.
     let png: Vec<u8> = [&b"\x89PNG\r\n\x1a\n"[..], &[7u8; 64]].concat();
     std::fs::write(w.home.path().join("logo.png"), &png).unwrap();
-    std::fs::write(w.home.path().join("clip.mp4"), [1u8; 300]).unwrap();
+    std::fs::write(w.home.path().join("clip.mp4"), [MP4, &[1u8; 276]].concat()).unwrap();
     let post = w.home.post(
         "media.toml",
         r#"
@@ -936,7 +938,8 @@ alt = "The outreach logo"
 
     // Video on X: initialize, append in 4 MiB segments, finalize, poll
     // STATUS until processed, then post.
-    let long = std::fs::File::create(w.home.path().join("long.mp4")).unwrap();
+    let mut long = std::fs::File::create(w.home.path().join("long.mp4")).unwrap();
+    std::io::Write::write_all(&mut long, MP4).unwrap();
     long.set_len(9 << 20).unwrap();
     let xv = w.home.post(
         "xvideo.toml",
@@ -1007,7 +1010,8 @@ alt = "The outreach logo"
     );
 
     // An oversized video is refused before anything is sent.
-    let big = std::fs::File::create(w.home.path().join("big.mp4")).unwrap();
+    let mut big = std::fs::File::create(w.home.path().join("big.mp4")).unwrap();
+    std::io::Write::write_all(&mut big, MP4).unwrap();
     big.set_len(100 << 20).unwrap();
     let too_big = w.home.post(
         "big.toml",
