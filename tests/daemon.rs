@@ -746,3 +746,245 @@ async fn a_second_signal_exits_at_once_and_corrupts_nothing() {
     let r = w.home.run(&["status"], None);
     assert_eq!(r.code, 0, "{}", r.all());
 }
+
+// --------------------------- final deliveries across re-reads, and retry
+
+/// A fake X that refuses every post (403 with a reason) until its mode is
+/// `Mode::Normal`.
+fn x_refusing_posts() -> Fake {
+    let fake = start(
+        |st, seen| match (seen.method.as_str(), seen.path.as_str()) {
+            ("GET", "/2/users/me") => json_response(
+                200,
+                &[],
+                json!({"data": {"id": "2244994945", "name": "X Dev", "username": "xdevelopers"}}),
+            ),
+            ("POST", "/2/tweets") if *st.mode.lock().unwrap() == Mode::Normal => {
+                let body: Value = serde_json::from_str(&seen.body).unwrap_or_default();
+                let mut posts = st.posts.lock().unwrap();
+                let id = format!("18{:017}", posts.len() + 1);
+                posts.push((id.clone(), body.clone()));
+                json_response(201, &[], json!({"data": {"id": id, "text": body["text"]}}))
+            }
+            ("POST", "/2/tweets") => json_response(
+                403,
+                &[],
+                json!({"title": "Forbidden", "type": "about:blank", "status": 403, "detail": "You are not allowed to create a Tweet with duplicate content."}),
+            ),
+            _ => json_response(404, &[], json!({"title": "Not Found Error"})),
+        },
+    );
+    fake.set_mode(Mode::ServerError);
+    fake
+}
+
+/// Requests to create a post with `text` that `fake` received.
+fn tweets_with(fake: &Fake, text: &str) -> usize {
+    fake.seen()
+        .iter()
+        .filter(|s| s.method == "POST" && s.path == "/2/tweets" && s.body.contains(text))
+        .count()
+}
+
+/// One post in `GET /posts`.
+fn listed<'a>(posts: &'a Value, id: &str) -> Option<&'a Value> {
+    posts.as_array()?.iter().find(|p| p["post"]["id"] == id)
+}
+
+/// Wait until the daemon has read the post file `name` (registering a post
+/// records the file it came from): a count, not a timer.
+async fn wait_read(d: &Daemon, id: &str, name: &str) {
+    d.wait_for("/posts", &format!("{name} to be read"), |v| {
+        listed(v, id).is_some_and(|p| {
+            p["post"]["path"]
+                .as_str()
+                .unwrap_or("")
+                .ends_with(&format!("/{name}"))
+                && p["deliveries"][0]["state"] != "sending"
+                && p["deliveries"][0]["state"] != "pending"
+        })
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_post_is_sent_once_however_often_the_daemon_reads_it() {
+    let mut w = daemon_world();
+    let x = x_refusing_posts();
+    w.home
+        .endpoints
+        .retain(|(p, n, _)| !(p == "x" && n == "api"));
+    w.home.endpoint("x", "api", &x.url());
+    let posts = w.home.path().join("posts");
+    let d = start_daemon(&w.home);
+
+    let text = "id = \"refused\"\ntext = \"file words again\"\nto = [\"x\"]\n";
+    drop_file(&posts, "refused.toml", text.as_bytes());
+    wait_read(&d, "refused", "refused.toml").await;
+    assert_eq!(tweets_with(&x, "file words again"), 1);
+
+    // The same post read again and again — copies under other names, the
+    // file touched — is never sent again.
+    for i in 1..=3 {
+        let name = format!("refused-{i}.toml");
+        drop_file(&posts, &name, text.as_bytes());
+        wait_read(&d, "refused", &name).await;
+        let f = std::fs::File::options()
+            .write(true)
+            .open(posts.join("refused.toml"))
+            .unwrap();
+        f.set_modified(std::time::SystemTime::now()).unwrap();
+    }
+    // Edited, it is refused until it is published as a new post.
+    drop_file(
+        &posts,
+        "refused.toml",
+        format!("{text}# edited\n").as_bytes(),
+    );
+    let problems = d
+        .wait_for("/problems", "the edited file to be refused", |v| {
+            v.to_string().contains("--new")
+        })
+        .await;
+    assert!(problems.to_string().contains("rejected"), "{problems}");
+    assert_eq!(tweets_with(&x, "file words again"), 1, "{}", d.log());
+
+    // The same post sent to the API again and again: sent once.
+    let api_post = json!({"id": "api-refused", "text": "api words again", "to": ["x"]});
+    for i in 0..3 {
+        let (code, v) = d.call("POST", "/publish", Some(api_post.clone())).await;
+        assert_eq!(code, 502, "{v}");
+        assert_eq!(v["results"][0]["error_kind"], "rejected", "{v}");
+        if i > 0 {
+            assert!(
+                v["results"][0]["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("not sent again"),
+                "{v}"
+            );
+        }
+    }
+    assert_eq!(tweets_with(&x, "api words again"), 1);
+    let v = d.get("/posts/refused").await;
+    assert_eq!(v["deliveries"][0]["final"], true, "{v}");
+
+    // The user asks: through the API, with its token.
+    let r = d
+        .http
+        .post(format!("{}/posts/refused/retry", d.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let (code, v) = d
+        .call("POST", "/posts/refused/retry/x%2Fdefault", None)
+        .await;
+    assert_eq!(code, 502, "{v}");
+    assert_eq!(v["reopened"][0]["from"], "failed", "{v}");
+    assert_eq!(v["results"][0]["error_kind"], "rejected", "{v}");
+    assert_eq!(tweets_with(&x, "file words again"), 2);
+    x.set_mode(Mode::Normal);
+    let (code, v) = d.call("POST", "/posts/refused/retry/x/default", None).await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["results"][0]["state"], "published", "{v}");
+    assert_eq!(tweets_with(&x, "file words again"), 3);
+    let (code, v) = d.call("POST", "/posts/api-refused/retry", None).await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(tweets_with(&x, "api words again"), 2);
+
+    // Nothing more to retry; unknown posts and targets are 404s.
+    let (code, v) = d.call("POST", "/posts/refused/retry", None).await;
+    assert_eq!(code, 409, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("already published"),
+        "{v}"
+    );
+    let (code, v) = d.call("POST", "/posts/no-such-post/retry", None).await;
+    assert_eq!(code, 404, "{v}");
+    let (code, v) = d.call("POST", "/posts/refused/retry/mastodon", None).await;
+    assert_eq!(code, 404, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("x/default"), "{v}");
+
+    // The history shows the user's retries.
+    let v = d.get("/posts/refused").await;
+    let asked: Vec<Option<&str>> = v["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["user_retry"].as_str())
+        .collect();
+    assert_eq!(asked, [None, Some("failed"), Some("failed")], "{v}");
+    assert_eq!(v["deliveries"][0]["user_retries"], 2, "{v}");
+
+    // Published now: reading it again sends nothing.
+    drop_file(&posts, "refused-4.toml", text.as_bytes());
+    wait_read(&d, "refused", "refused-4.toml").await;
+    assert_eq!(tweets_with(&x, "file words again"), 3);
+    d.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_post_stays_cancelled_when_read_or_sent_again() {
+    let w = daemon_world();
+    let posts = w.home.path().join("posts");
+    let d = start_daemon(&w.home);
+
+    // Scheduled through the API, cancelled, sent again: still cancelled.
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let api_post =
+        json!({"id": "cancel-api", "text": "not tomorrow", "to": ["x"], "schedule": later});
+    let (code, v) = d.call("POST", "/publish", Some(api_post.clone())).await;
+    assert_eq!(code, 200, "{v}");
+    let r = w.home.run(&["posts", "cancel", "cancel-api"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    for _ in 0..2 {
+        let (code, v) = d.call("POST", "/publish", Some(api_post.clone())).await;
+        assert_eq!(code, 200, "{v}");
+        assert_eq!(v["results"][0]["state"], "cancelled", "{v}");
+    }
+    let v = d.get("/posts/cancel-api").await;
+    assert_eq!(v["deliveries"][0]["state"], "cancelled", "{v}");
+
+    // Due now, failed on a server error (nothing posted), cancelled:
+    // reading the file again once Mastodon is back does not send it.
+    w.mastodon.set_mode(Mode::ServerError);
+    let text = "id = \"cancel-file\"\ntext = \"never mind\"\nto = [\"mastodon/social\"]\n";
+    drop_file(&posts, "cancel.toml", text.as_bytes());
+    d.wait_for("/posts", "the rate-limited post", |v| {
+        listed(v, "cancel-file").is_some_and(|p| p["deliveries"][0]["state"] == "failed")
+    })
+    .await;
+    let r = w.home.run(&["posts", "cancel", "cancel-file"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    w.mastodon.set_mode(Mode::Normal);
+    for i in 1..=2 {
+        let name = format!("cancel-{i}.toml");
+        drop_file(&posts, &name, text.as_bytes());
+        wait_read(&d, "cancel-file", &name).await;
+    }
+    let v = d.get("/posts/cancel-file").await;
+    assert_eq!(v["deliveries"][0]["state"], "cancelled", "{v}");
+    assert!(w.mastodon.posts().is_empty(), "a cancelled post went out");
+    assert!(w.x.posts().is_empty(), "a cancelled post went out");
+
+    // A retry brings them back: the scheduled one queued for its time,
+    // the other sent now, once.
+    let (code, v) = d.call("POST", "/posts/cancel-api/retry", None).await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["results"][0]["state"], "queued", "{v}");
+    let (code, v) = d
+        .call("POST", "/posts/cancel-file/retry/mastodon", None)
+        .await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["results"][0]["state"], "published", "{v}");
+    assert_eq!(w.mastodon.posts().len(), 1);
+    assert!(w.x.posts().is_empty());
+    let v = d.get("/posts/cancel-file").await;
+    assert_eq!(
+        v["attempts"].as_array().unwrap().last().unwrap()["user_retry"],
+        "cancelled",
+        "{v}"
+    );
+    d.stop();
+}

@@ -1303,3 +1303,330 @@ published = "false"
     assert_eq!(devto.posts().len(), 1);
     assert!(!r.all().contains(DEVTO_KEY));
 }
+
+// ------------------------------------------------- final deliveries, retry
+
+/// A fake X that refuses every post (403 with a reason, as X does for
+/// duplicate content) until its mode is set to `Mode::Normal`; any other
+/// mode means "refuse".
+fn refusing_x() -> Fake {
+    let fake = start(
+        |st, seen| match (seen.method.as_str(), seen.path.as_str()) {
+            ("GET", "/2/users/me") => json_response(
+                200,
+                &[],
+                serde_json::json!({"data": {"id": "2244994945", "name": "X Dev", "username": "xdevelopers"}}),
+            ),
+            ("POST", "/2/tweets") if *st.mode.lock().unwrap() == Mode::Normal => {
+                let body: Value = serde_json::from_str(&seen.body).unwrap_or_default();
+                let mut posts = st.posts.lock().unwrap();
+                let id = format!("18{:017}", posts.len() + 1);
+                posts.push((id.clone(), body.clone()));
+                json_response(
+                    201,
+                    &[],
+                    serde_json::json!({"data": {"id": id, "text": body["text"], "edit_history_post_ids": [id]}}),
+                )
+            }
+            ("POST", "/2/tweets") => json_response(
+                403,
+                &[],
+                serde_json::json!({"title": "Forbidden", "type": "about:blank", "status": 403, "detail": "You are not allowed to create a Tweet with duplicate content."}),
+            ),
+            _ => json_response(404, &[], serde_json::json!({"title": "Not Found Error"})),
+        },
+    );
+    fake.set_mode(Mode::ServerError);
+    fake
+}
+
+/// How many times a fake was asked to create a post.
+fn post_requests(fake: &Fake) -> usize {
+    fake.seen()
+        .iter()
+        .filter(|s| s.method == "POST" && s.path == "/2/tweets")
+        .count()
+}
+
+/// A home whose X account talks to `x`.
+fn home_with_x(x: &Fake) -> Home {
+    let mut home = Home::new();
+    home.endpoint("x", "api", &x.url());
+    let r = home.run(&["accounts", "add", "x"], Some(X_TOKEN));
+    assert_eq!(r.code, 0, "{}", r.all());
+    home
+}
+
+fn show(home: &Home, id: &str) -> Value {
+    let r = home.run(&["posts", "show", id, "--json"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    serde_json::from_str(&r.stdout).unwrap()
+}
+
+#[test]
+fn a_rejected_post_is_sent_once_until_the_user_retries_it() {
+    let x = refusing_x();
+    let home = home_with_x(&x);
+    let text = "id = \"refused\"\ntext = \"the same words again\"\nto = [\"x\"]\n";
+    let post = home.post("refused.toml", text);
+    let file = post.to_str().unwrap();
+
+    let r = home.run(&["publish", file, "--json"], None);
+    assert_eq!(r.code, 1, "{}", r.all());
+    let res = results(&r.stdout);
+    assert_eq!(res[0]["state"], "failed", "{res:?}");
+    assert_eq!(res[0]["error_kind"], "rejected", "{res:?}");
+    assert!(
+        res[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("duplicate content"),
+        "{res:?}"
+    );
+    assert_eq!(post_requests(&x), 1);
+
+    // Re-running it, rewriting it unchanged, `posts due`: nothing is sent,
+    // and the answer says how to send it again.
+    for _ in 0..3 {
+        let r = home.run(&["publish", file, "--json"], None);
+        assert_eq!(r.code, 1, "{}", r.all());
+        let res = results(&r.stdout);
+        assert_eq!(res[0]["state"], "failed", "{res:?}");
+        assert_eq!(res[0]["error_kind"], "rejected", "{res:?}");
+        let error = res[0]["error"].as_str().unwrap();
+        assert!(error.contains("not sent again"), "{error}");
+        assert!(
+            error.contains("outreach posts retry refused/x/default"),
+            "{error}"
+        );
+        std::fs::write(&post, text).unwrap();
+    }
+    let r = home.run(&["publish", file], None);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stdout.contains("posts retry refused/x/default"),
+        "{}",
+        r.stdout
+    );
+    let r = home.run(&["posts", "due"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(post_requests(&x), 1, "a rejected post was sent again");
+    let v = show(&home, "refused");
+    assert_eq!(v["deliveries"][0]["final"], true, "{v}");
+    assert_eq!(v["attempts"].as_array().unwrap().len(), 1, "{v}");
+
+    // Edited, it is a new post only with --new.
+    std::fs::write(&post, text.replace("same words", "new words")).unwrap();
+    let r = home.run(&["publish", file], None);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr.contains("--new") && r.stderr.contains("rejected"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(post_requests(&x), 1);
+
+    // The user asks: sent again, exactly once (and refused again).
+    let r = home.run(&["posts", "retry", "refused", "--json"], None);
+    assert_eq!(r.code, 1, "{}", r.all());
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["reopened"][0]["from"], "failed", "{v}");
+    assert_eq!(v["results"][0]["error_kind"], "rejected", "{v}");
+    assert_eq!(post_requests(&x), 2);
+    std::fs::write(&post, text).unwrap();
+    let r = home.run(&["publish", file], None);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert_eq!(post_requests(&x), 2);
+
+    // `publish --new` still publishes an edited post as a new one.
+    x.set_mode(Mode::Normal);
+    std::fs::write(&post, text.replace("same words", "new words")).unwrap();
+    let r = home.run(&["publish", file, "--new", "--json"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(results(&r.stdout)[0]["state"], "published");
+    assert_eq!(post_requests(&x), 3);
+    assert_eq!(x.posts().len(), 1);
+    assert_eq!(x.posts()[0].1["text"], "the new words again");
+
+    // A retry of one target (by platform) goes out once; then there is
+    // nothing left to retry, and re-running sends nothing.
+    let r = home.run(&["posts", "retry", "refused/x"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.contains("retrying x/default (was failed)"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("published"), "{}", r.stdout);
+    assert_eq!(post_requests(&x), 4);
+    assert_eq!(x.posts()[1].1["text"], "the same words again");
+    let r = home.run(&["posts", "retry", "refused/x/default"], None);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("already published"), "{}", r.stderr);
+    std::fs::write(&post, text).unwrap();
+    let r = home.run(&["publish", file], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("already published"), "{}", r.stdout);
+    assert_eq!(post_requests(&x), 4);
+
+    // The history shows what the user asked for.
+    let v = show(&home, "refused");
+    let attempts = v["attempts"].as_array().unwrap();
+    let outcomes: Vec<(&str, Option<&str>)> = attempts
+        .iter()
+        .map(|a| (a["outcome"].as_str().unwrap(), a["user_retry"].as_str()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("failed", None),
+            ("failed", Some("failed")),
+            ("published", Some("failed"))
+        ],
+        "{v}"
+    );
+    assert_eq!(v["deliveries"][0]["user_retries"], 2, "{v}");
+    let r = home.run(&["posts", "show", "refused"], None);
+    assert!(r.stdout.contains("retried by the user"), "{}", r.stdout);
+
+    // Clear errors for what does not exist.
+    let r = home.run(&["posts", "retry", "no-such-post"], None);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr.contains("there is no post `no-such-post`"),
+        "{}",
+        r.stderr
+    );
+    let r = home.run(&["posts", "retry", "refused/mastodon/social"], None);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr.contains("has no target `mastodon/social`") && r.stderr.contains("x/default"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn a_cancelled_post_stays_cancelled_when_published_again() {
+    let w = World::new().with_accounts();
+    // Due now, but X is rate limited for 15 minutes: failed, not posted…
+    let text = "id = \"stop-it\"\ntext = \"never mind\"\nto = [\"x\"]\n";
+    let post = w.home.post("stop.toml", text);
+    let file = post.to_str().unwrap();
+    w.x.set_mode(Mode::RateLimited);
+    let r = w.home.run(&["publish", file], None);
+    assert_eq!(r.code, 1, "{}", r.all());
+    // …and cancelled by the user before X would take it.
+    let r = w.home.run(&["posts", "cancel", "stop-it"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    w.x.set_mode(Mode::Normal);
+    for _ in 0..3 {
+        std::fs::write(&post, text).unwrap();
+        let r = w.home.run(&["publish", file, "--json"], None);
+        assert_eq!(r.code, 1, "{}", r.all());
+        let res = results(&r.stdout);
+        assert_eq!(res[0]["state"], "cancelled", "{res:?}");
+        assert!(
+            res[0]["error"]
+                .as_str()
+                .unwrap()
+                .contains("posts retry stop-it/x/default"),
+            "{res:?}"
+        );
+        let r = w.home.run(&["posts", "due"], None);
+        assert_eq!(r.code, 0, "{}", r.all());
+    }
+    assert!(w.x.posts().is_empty(), "a cancelled post went out");
+    let v = show(&w.home, "stop-it");
+    assert_eq!(v["deliveries"][0]["state"], "cancelled", "{v}");
+
+    // A scheduled post cancelled stays cancelled too, and a retry queues
+    // it again for its time.
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let text = format!(
+        "id = \"later\"\ntext = \"tomorrow\"\nto = [\"mastodon/social\"]\nschedule = \"{later}\"\n"
+    );
+    let post = w.home.post("later.toml", &text);
+    let file = post.to_str().unwrap();
+    assert_eq!(w.home.run(&["publish", file], None).code, 0);
+    assert_eq!(w.home.run(&["posts", "cancel", "later"], None).code, 0);
+    let r = w.home.run(&["publish", file], None);
+    assert_eq!(
+        show(&w.home, "later")["deliveries"][0]["state"],
+        "cancelled",
+        "{}",
+        r.all()
+    );
+    let r = w.home.run(&["posts", "retry", "later", "--json"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["reopened"][0]["from"], "cancelled", "{v}");
+    assert_eq!(v["reopened"][0]["to"], "queued", "{v}");
+    assert_eq!(v["results"][0]["state"], "queued", "{v}");
+    assert_eq!(show(&w.home, "later")["deliveries"][0]["state"], "queued");
+    assert!(w.mastodon.posts().is_empty());
+
+    // The user's retry sends the cancelled one, once.
+    let r = w.home.run(&["posts", "retry", "stop-it/x/default"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.contains("retrying x/default (was cancelled)"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(w.x.posts().len(), 1);
+    let r = w.home.run(
+        &["publish", w.home.path().join("stop.toml").to_str().unwrap()],
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(w.x.posts().len(), 1);
+}
+
+#[test]
+fn a_send_that_never_reaches_the_platform_is_tried_a_bounded_number_of_times() {
+    // Nothing listens on X's address: every send fails before reaching it.
+    let x = refusing_x();
+    let mut home = home_with_x(&x);
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    home.endpoints.clear();
+    home.endpoint("x", "api", &format!("http://{closed}"));
+    home.extra_config.push_str("\n[publish]\nretries = 0\n");
+    let post = home.post(
+        "unreachable.toml",
+        "id = \"unreachable\"\ntext = \"hello\"\nto = [\"x\"]\n",
+    );
+    let file = post.to_str().unwrap();
+    for run in 1..=5 {
+        let r = home.run(&["publish", file, "--json"], None);
+        assert_eq!(r.code, 1, "{}", r.all());
+        let res = results(&r.stdout);
+        assert_eq!(res[0]["state"], "failed", "run {run}: {res:?}");
+        if run > 3 {
+            assert!(
+                res[0]["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("automatic attempts are used up"),
+                "run {run}: {res:?}"
+            );
+        }
+    }
+    let v = show(&home, "unreachable");
+    assert_eq!(v["attempts"].as_array().unwrap().len(), 3, "{v}");
+    assert_eq!(v["deliveries"][0]["final"], true, "{v}");
+
+    // Back online: only the user's retry sends it.
+    home.endpoints.clear();
+    home.endpoint("x", "api", &x.url());
+    x.set_mode(Mode::Normal);
+    let r = home.run(&["publish", file], None);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert_eq!(post_requests(&x), 0);
+    let r = home.run(&["posts", "retry", "unreachable"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(x.posts().len(), 1);
+}

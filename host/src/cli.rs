@@ -145,8 +145,8 @@ pub enum Command {
         #[arg(long)]
         timeout_ms: u64,
     },
-    /// Queued, published, failed and unknown posts; show, cancel, or
-    /// publish the ones that are due.
+    /// Queued, published, failed and unknown posts; show, cancel, retry,
+    /// or publish the ones that are due.
     Posts {
         #[arg(long)]
         json: bool,
@@ -163,8 +163,25 @@ pub enum PostsCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Stop a post from going out where it has not yet.
+    /// Stop a post from going out where it has not yet. It stays cancelled
+    /// when its file is re-read or published again; `posts retry` sends it.
     Cancel { id: String },
+    /// Send a post again where it failed, was rejected or was cancelled
+    /// (outreach never does that on its own): `ID` for every such target,
+    /// `ID/TARGET` (`ID/x/default`, or `ID/x`) for one. Sent now, or queued
+    /// if the post is scheduled for later. Never re-sends a published post.
+    Retry {
+        /// `ID` or `ID/TARGET`, as `outreach posts` shows them.
+        #[arg(value_name = "ID[/TARGET]")]
+        spec: String,
+        /// Also re-send deliveries whose outcome is unknown. Check the
+        /// account first: if the earlier attempt did go out, the platform
+        /// will show the post twice.
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Publish every scheduled post whose time has come (for cron, when no
     /// daemon runs).
     Due {
@@ -524,7 +541,7 @@ fn print_manifest(m: &Manifest, path: &std::path::Path) {
     println!("# {} ({}) from {}\n{pretty}", m.name, m.id, path.display());
 }
 
-fn print_problems(
+pub(crate) fn print_problems(
     file: &std::path::Path,
     problems: &[crate::publish::TargetProblem],
     json: bool,

@@ -10,6 +10,13 @@
 //! visible as such and never silently re-sent. Several processes may share the journal (SQLite's locking, with
 //! a busy timeout).
 //!
+//! Also owns which deliveries are *final* — never sent again unless the
+//! user asks ([`Outbox::reopen`], `outreach posts retry`): published ones,
+//! ones the platform rejected, failures whose automatic attempts
+//! ([`AUTOMATIC_ATTEMPTS`]) have run out, ones the user cancelled, and
+//! unknown outcomes. Re-registering a post (a re-run, the daemon re-reading
+//! its file) never reopens them; claiming one for sending is refused.
+//!
 //! Never: talks to a platform, or stores a secret (post text and ids only).
 
 use std::path::{Path, PathBuf};
@@ -31,7 +38,9 @@ pub enum State {
     /// A request is (or was, if the process died) in flight.
     Sending,
     Published,
-    /// The platform refused it, or it could not be sent; re-running retries.
+    /// The platform refused it, or it could not be sent. A re-run tries
+    /// again only while automatic attempts remain and the platform did not
+    /// reject it (see [`Delivery::final_`]).
     Failed,
     /// The request may or may not have taken effect.
     Unknown,
@@ -82,6 +91,68 @@ pub struct Delivery {
     pub error_kind: Option<String>,
     pub error: Option<String>,
     pub updated_at: DateTime<Utc>,
+    /// How many times the user re-opened it (`outreach posts retry`).
+    #[serde(default)]
+    pub user_retries: u32,
+    /// Settled for good: outreach does not send it again on its own —
+    /// re-running the post or the daemon re-reading its file leaves it as
+    /// it is; only `outreach posts retry` (or `publish --new`) sends it.
+    /// Published, rejected, failed with no automatic attempts left,
+    /// cancelled by the user, or unknown (re-sent automatically only where
+    /// the platform de-duplicates by idempotency key).
+    #[serde(default, rename = "final")]
+    pub final_: bool,
+}
+
+/// Automatic attempts per delivery: a failure that the platform did not
+/// reject is tried again when the post is re-run (or its file re-read),
+/// until this many attempts have been made since the post was registered
+/// or the user last asked for a retry. Each attempt itself retries a send
+/// that never left the host `publish.retries` times, with backoff.
+pub const AUTOMATIC_ATTEMPTS: u32 = 3;
+
+/// `error_kind` of a delivery cancelled because an edited post file no
+/// longer names its target (or thread item): the file naming it again
+/// brings it back, unlike a cancel by the user.
+pub const DROPPED: &str = "dropped";
+
+/// Whether a delivery in `state` is settled for good (see
+/// [`Delivery::final_`]), given the automatic attempts made since the user
+/// last asked.
+fn is_final(state: State, error_kind: Option<&str>, attempts: u32) -> bool {
+    match state {
+        State::Published | State::Unknown => true,
+        State::Cancelled => error_kind != Some(DROPPED),
+        State::Failed => error_kind == Some("rejected") || attempts >= AUTOMATIC_ATTEMPTS,
+        State::Queued | State::Pending | State::Sending => false,
+    }
+}
+
+/// Attempts at one delivery since the user last re-opened it (that
+/// attempt included), or since the start.
+fn attempts_since_request(
+    conn: &Connection,
+    post: &str,
+    target: &str,
+    idx: u32,
+) -> rusqlite::Result<u32> {
+    conn.prepare_cached(
+        "SELECT COUNT(*) FROM attempts WHERE post = ?1 AND target = ?2 AND idx = ?3
+         AND id >= COALESCE((SELECT MAX(id) FROM attempts
+                             WHERE post = ?1 AND target = ?2 AND idx = ?3 AND user_retry IS NOT NULL), 0)",
+    )?
+    .query_row(params![post, target, idx], |r| r.get(0))
+}
+
+/// A delivery the user re-opened ([`Outbox::reopen`]).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Reopened {
+    pub target: String,
+    pub index: u32,
+    /// The state it was in.
+    pub from: State,
+    /// What it is now: `pending` (sent now) or `queued` (for its schedule).
+    pub to: State,
 }
 
 /// A registered post.
@@ -105,6 +176,11 @@ pub struct Attempt {
     pub finished_at: Option<DateTime<Utc>>,
     pub outcome: Option<String>,
     pub detail: Option<String>,
+    /// Set when the user asked for this attempt (`outreach posts retry`):
+    /// the state the delivery was re-opened from (`failed`, `cancelled`,
+    /// or `unknown` with `--force`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_retry: Option<String>,
 }
 
 pub struct Outbox {
@@ -152,7 +228,7 @@ impl Outbox {
         conn.busy_timeout(Duration::from_secs(30))?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        if version == 1 {
+        if version >= 2 {
             return Ok(Outbox {
                 conn,
                 path: path.to_path_buf(),
@@ -192,10 +268,10 @@ impl Outbox {
                 outcome TEXT,
                 detail TEXT
              );
-             CREATE INDEX IF NOT EXISTS deliveries_state ON deliveries(state);
-             PRAGMA user_version = 1;",
+             CREATE INDEX IF NOT EXISTS deliveries_state ON deliveries(state);",
         )
         .with_context(|| format!("the outbox {} cannot be used", path.display()))?;
+        migrate(&conn).with_context(|| format!("the outbox {} cannot be used", path.display()))?;
         Ok(Outbox {
             conn,
             path: path.to_path_buf(),
@@ -219,7 +295,9 @@ impl Outbox {
     }
 
     /// Register a post and its deliveries (existing rows are kept as they
-    /// are: what was published stays published). Returns the post row.
+    /// are: what was published stays published, what failed or was
+    /// cancelled stays so — only a delivery dropped by an earlier edit of
+    /// the file comes back when the file names it again).
     pub fn register(&mut self, post: &PostRow, deliveries: &[(String, u32)]) -> anyhow::Result<()> {
         self.durable(false)?;
         let now = Utc::now();
@@ -238,8 +316,11 @@ impl Outbox {
             ])?;
         for (target, idx) in deliveries {
             tx.prepare_cached("INSERT INTO deliveries (post, target, idx, state, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT(post, target, idx) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at
-                 WHERE deliveries.state IN ('queued', 'pending', 'cancelled')")?.execute(params![
+                 ON CONFLICT(post, target, idx) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at,
+                    error_kind = CASE WHEN deliveries.state = 'cancelled' THEN NULL ELSE deliveries.error_kind END,
+                    error = CASE WHEN deliveries.state = 'cancelled' THEN NULL ELSE deliveries.error END
+                 WHERE deliveries.state IN ('queued', 'pending')
+                    OR (deliveries.state = 'cancelled' AND deliveries.error_kind = 'dropped')")?.execute(params![
                     post.id,
                     target,
                     idx,
@@ -257,7 +338,12 @@ impl Outbox {
             .collect::<Result<_, _>>()?;
         for (target, idx) in waiting {
             if !deliveries.iter().any(|(t, i)| *t == target && *i == idx) {
-                tx.prepare_cached("UPDATE deliveries SET state = 'cancelled', updated_at = ?4 WHERE post = ?1 AND target = ?2 AND idx = ?3")?.execute(params![post.id, target, idx, ts(now)])?;
+                tx.prepare_cached(
+                    "UPDATE deliveries SET state = 'cancelled', updated_at = ?4, error_kind = ?5,
+                        error = 'the post file no longer names this target (or thread item)'
+                     WHERE post = ?1 AND target = ?2 AND idx = ?3",
+                )?
+                .execute(params![post.id, target, idx, ts(now), DROPPED])?;
             }
         }
         tx.commit()?;
@@ -265,14 +351,24 @@ impl Outbox {
     }
 
     pub fn deliveries(&self, post: &str) -> anyhow::Result<Vec<Delivery>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT post, target, idx, state, platform_id, url, error_kind, error, updated_at
-             FROM deliveries WHERE post = ?1 ORDER BY target, idx",
-        )?;
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE post = ?1 ORDER BY target, idx"
+        ))?;
         let rows = stmt
             .query_map([post], row_to_delivery)?
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        rows.into_iter().map(|d| self.with_finality(d)).collect()
+    }
+
+    /// Fill in [`Delivery::final_`].
+    fn with_finality(&self, mut d: Delivery) -> anyhow::Result<Delivery> {
+        let attempts = if d.state == State::Failed {
+            attempts_since_request(&self.conn, &d.post, &d.target, d.index)?
+        } else {
+            0
+        };
+        d.final_ = is_final(d.state, d.error_kind.as_deref(), attempts);
+        Ok(d)
     }
 
     /// Every post, newest first, with its deliveries.
@@ -319,16 +415,19 @@ impl Outbox {
 
     /// The most recent delivery of a post (not a thread reply) to `target`.
     pub fn last_delivery(&self, target: &str) -> anyhow::Result<Option<Delivery>> {
-        Ok(self
-            .conn
+        self.conn
             .query_row(
-                "SELECT post, target, idx, state, platform_id, url, error_kind, error, updated_at
-                 FROM deliveries WHERE target = ?1 AND idx = 0 AND state NOT IN ('queued', 'pending', 'cancelled')
-                 ORDER BY updated_at DESC LIMIT 1",
+                &format!(
+                    "SELECT {DELIVERY_COLUMNS}
+                     FROM deliveries WHERE target = ?1 AND idx = 0 AND state NOT IN ('queued', 'pending', 'cancelled')
+                     ORDER BY updated_at DESC LIMIT 1"
+                ),
                 [target],
                 row_to_delivery,
             )
-            .optional()?)
+            .optional()?
+            .map(|d| self.with_finality(d))
+            .transpose()
     }
 
     /// Fold the write-ahead log into the database file (on shutdown).
@@ -347,20 +446,78 @@ impl Outbox {
         Ok(())
     }
 
-    /// Cancel every delivery of `post` that has not gone out.
+    /// Cancel every delivery of `post` that has not gone out. It stays
+    /// cancelled — re-running the post or re-reading its file does not
+    /// bring it back; [`Outbox::reopen`] does.
     pub fn cancel(&self, post: &str) -> anyhow::Result<usize> {
         self.durable(true)?;
         Ok(self.conn.execute(
-            "UPDATE deliveries SET state = 'cancelled', updated_at = ?2
+            "UPDATE deliveries SET state = 'cancelled', updated_at = ?2, reopened = NULL,
+                error_kind = 'cancelled', error = 'cancelled by the user'
              WHERE post = ?1 AND state IN ('queued', 'pending', 'failed')",
             params![post, ts(Utc::now())],
         )?)
     }
 
+    /// The user asks for these deliveries of `post` to be sent again
+    /// (`outreach posts retry`): each `(target, index, from)` still in state
+    /// `from` — `failed`, `cancelled` or `unknown`, never `published` —
+    /// moves to `pending` if the post is due, or `queued` for its schedule,
+    /// and its next attempt is marked as asked for by the user (which also
+    /// gives it [`AUTOMATIC_ATTEMPTS`] again). Returns what was re-opened.
+    pub fn reopen(
+        &mut self,
+        post: &PostRow,
+        items: &[(String, u32, State)],
+    ) -> anyhow::Result<Vec<Reopened>> {
+        self.durable(true)?;
+        let now = Utc::now();
+        let to = if post.scheduled_at.is_none_or(|t| t <= now) {
+            State::Pending
+        } else {
+            State::Queued
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut out = Vec::new();
+        for (target, idx, from) in items {
+            if !matches!(from, State::Failed | State::Cancelled | State::Unknown) {
+                continue;
+            }
+            let n = tx
+                .prepare_cached(
+                    "UPDATE deliveries SET state = ?5, reopened = ?4, user_retries = user_retries + 1,
+                        error_kind = NULL, error = NULL, updated_at = ?6
+                     WHERE post = ?1 AND target = ?2 AND idx = ?3 AND state = ?4",
+                )?
+                .execute(params![
+                    post.id,
+                    target,
+                    idx,
+                    from.as_str(),
+                    to.as_str(),
+                    ts(now)
+                ])?;
+            if n == 1 {
+                out.push(Reopened {
+                    target: target.clone(),
+                    index: *idx,
+                    from: *from,
+                    to,
+                });
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
     /// Claim a delivery for sending: it moves to `sending` only if it is in
-    /// one of `from` (so two processes never send the same thing), and the
-    /// attempt is committed (fsynced) before the caller sends anything.
-    /// `None`: someone else has it, or it is not in a sendable state.
+    /// one of `from` (so two processes never send the same thing) and is
+    /// not final (a `failed` one the platform rejected, or with no
+    /// automatic attempts left, is never claimed), and the attempt is
+    /// committed (fsynced) before the caller sends anything. `None`:
+    /// someone else has it, or it is not in a sendable state.
     pub fn begin(
         &mut self,
         post: &str,
@@ -388,28 +545,38 @@ impl Outbox {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut out = Vec::with_capacity(items.len());
         for (target, idx, from) in items {
-            let current: Option<String> = tx
+            let current: Option<(String, Option<String>, Option<String>)> = tx
                 .prepare_cached(
-                    "SELECT state FROM deliveries WHERE post = ?1 AND target = ?2 AND idx = ?3",
+                    "SELECT state, error_kind, reopened FROM deliveries WHERE post = ?1 AND target = ?2 AND idx = ?3",
                 )?
-                .query_row(params![post, target, idx], |r| r.get(0))
+                .query_row(params![post, target, idx], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
                 .optional()?;
-            match current.map(|s| State::parse(&s)) {
-                Some(c) if from.contains(&c) => {}
-                _ => {
-                    out.push(None);
-                    continue;
-                }
+            let Some((state, kind, reopened)) = current else {
+                out.push(None);
+                continue;
+            };
+            let state = State::parse(&state);
+            let settled = state == State::Failed
+                && is_final(
+                    state,
+                    kind.as_deref(),
+                    attempts_since_request(&tx, post, target, *idx)?,
+                );
+            if !from.contains(&state) || settled {
+                out.push(None);
+                continue;
             }
             tx.prepare_cached(
-                "UPDATE deliveries SET state = 'sending', owner = ?4, updated_at = ?5
+                "UPDATE deliveries SET state = 'sending', owner = ?4, updated_at = ?5, reopened = NULL
                  WHERE post = ?1 AND target = ?2 AND idx = ?3",
             )?
             .execute(params![post, target, idx, process_token(), now])?;
             tx.prepare_cached(
-                "INSERT INTO attempts (post, target, idx, started_at) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO attempts (post, target, idx, started_at, user_retry) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
-            .execute(params![post, target, idx, now])?;
+            .execute(params![post, target, idx, now, reopened])?;
             out.push(Some(tx.last_insert_rowid()));
         }
         tx.commit()?;
@@ -497,7 +664,7 @@ impl Outbox {
 
     pub fn attempts(&self, post: &str) -> anyhow::Result<Vec<Attempt>> {
         let mut stmt = self.conn.prepare(
-            "SELECT target, idx, started_at, finished_at, outcome, detail FROM attempts WHERE post = ?1 ORDER BY id",
+            "SELECT target, idx, started_at, finished_at, outcome, detail, user_retry FROM attempts WHERE post = ?1 ORDER BY id",
         )?;
         let rows = stmt
             .query_map([post], |r| {
@@ -508,12 +675,50 @@ impl Outbox {
                     finished_at: r.get::<_, Option<String>>(3)?.map(|s| parse_ts(&s)),
                     outcome: r.get(4)?,
                     detail: r.get(5)?,
+                    user_retry: r.get(6)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
 }
+
+/// Version 2: user retries (`deliveries.user_retries`, the pending
+/// `deliveries.reopened` marker, `attempts.user_retry`). Columns are added
+/// only where missing, in one immediate transaction, so processes opening
+/// the journal together (or an older version having reset `user_version`)
+/// do no harm.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let result = (|| {
+        for (table, column, decl) in [
+            ("deliveries", "user_retries", "INTEGER NOT NULL DEFAULT 0"),
+            ("deliveries", "reopened", "TEXT"),
+            ("attempts", "user_retry", "TEXT"),
+        ] {
+            let present: bool = conn.query_row(
+                &format!("SELECT COUNT(*) > 0 FROM pragma_table_info('{table}') WHERE name = ?1"),
+                [column],
+                |r| r.get(0),
+            )?;
+            if !present {
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+            }
+        }
+        conn.execute_batch("PRAGMA user_version = 2")
+    })();
+    match result {
+        Ok(()) => conn.execute_batch("COMMIT"),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// The columns [`row_to_delivery`] reads, in order.
+const DELIVERY_COLUMNS: &str =
+    "post, target, idx, state, platform_id, url, error_kind, error, updated_at, user_retries";
 
 fn row_to_delivery(r: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
     Ok(Delivery {
@@ -526,6 +731,8 @@ fn row_to_delivery(r: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
         error_kind: r.get(6)?,
         error: r.get(7)?,
         updated_at: parse_ts(&r.get::<_, String>(8)?),
+        user_retries: r.get(9)?,
+        final_: false,
     })
 }
 

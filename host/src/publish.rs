@@ -613,14 +613,22 @@ pub async fn publish_loaded(
         if let Some(existing) = outbox.post(&key)?
             && existing.content_hash != hash
         {
-            let sent = outbox
-                .deliveries(&key)?
-                .iter()
-                .any(|d| matches!(d.state, State::Published | State::Unknown | State::Sending));
+            // Settled deliveries (published, unknown, rejected, out of
+            // attempts, cancelled by the user) are never sent again with
+            // other content under the same post.
+            let mut settled: Vec<String> = Vec::new();
+            for d in outbox.deliveries(&key)? {
+                let word = format!("{} {}", d.target, settled_word(&d));
+                if (d.final_ || d.state == State::Sending) && !settled.contains(&word) {
+                    settled.push(word);
+                }
+            }
+            let sent = !settled.is_empty();
             if sent && !opts.new {
                 return Err(bad!(
-                    "{} changed since it was published as post `{key}`; re-running it will not post again. To publish the new text as a new post, run with --new",
-                    path.display()
+                    "{} changed since it went out as post `{key}` ({}); re-running it will not send it again. To publish the new text as a new post, run with --new",
+                    path.display(),
+                    settled.join(", ")
                 ));
             }
             if sent {
@@ -644,6 +652,18 @@ pub async fn publish_loaded(
         row
     };
     deliver(app, &row, &post, jobs, shared).await.map(Ok)
+}
+
+/// How a settled delivery ended, for messages.
+fn settled_word(d: &crate::outbox::Delivery) -> &'static str {
+    match (d.state, d.error_kind.as_deref()) {
+        (State::Failed, Some("rejected")) => "rejected",
+        (State::Cancelled, _) => "cancelled",
+        (State::Published, _) => "published",
+        (State::Unknown, _) => "unknown",
+        (State::Sending, _) => "being sent",
+        _ => "failed",
+    }
 }
 
 /// Publish every scheduled post whose time has come (the daemon calls this
@@ -685,6 +705,239 @@ pub async fn publish_due_while(
         reports.push(deliver(app, &row, &post, jobs, shared.clone()).await?);
     }
     Ok(reports)
+}
+
+/// Why `outreach posts retry` (or `POST /posts/{id}/retry`) did nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum RetryRefused {
+    /// No such post, or no such target in it.
+    #[error("{0}")]
+    NotFound(String),
+    /// Nothing in it can be retried (published, queued, being sent, or an
+    /// unknown outcome without `force`).
+    #[error("{0}")]
+    Nothing(String),
+}
+
+/// A delivery a retry left as it was, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Skipped {
+    pub target: String,
+    pub index: u32,
+    pub state: State,
+    pub reason: String,
+}
+
+/// What `outreach posts retry` did: the publish report for the targets it
+/// retried, what it re-opened, and what it left alone.
+#[derive(Debug, Serialize)]
+pub struct RetryReport {
+    #[serde(flatten)]
+    pub report: Report,
+    pub reopened: Vec<crate::outbox::Reopened>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<Skipped>,
+}
+
+/// The target of post `post` that `t` names: `platform/account` exactly,
+/// or `platform` when the post has one account there.
+pub fn retry_target(
+    outbox: &Outbox,
+    post: &str,
+    t: &str,
+) -> anyhow::Result<Result<String, RetryRefused>> {
+    let mut targets: Vec<String> = outbox
+        .deliveries(post)?
+        .into_iter()
+        .map(|d| d.target)
+        .collect();
+    targets.dedup();
+    let matching: Vec<&String> = targets
+        .iter()
+        .filter(|x| {
+            *x == t
+                || (!t.contains('/')
+                    && x.split_once('/').is_some_and(|(platform, _)| platform == t))
+        })
+        .collect();
+    Ok(match matching.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(RetryRefused::NotFound(format!(
+            "post `{post}` has no target `{t}`; its targets are {}",
+            targets.join(", ")
+        ))),
+        several => Err(RetryRefused::NotFound(format!(
+            "post `{post}` has several `{t}` accounts ({}); name one as {t}/ACCOUNT",
+            several
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    })
+}
+
+/// Split `ID[/TARGET]` (as `outreach posts retry` takes it) into a post id
+/// and a target. Post ids may contain `/` (by default a post is keyed by
+/// its file's path), so the whole text is tried as an id first, then
+/// without a trailing `platform/account`, then without a trailing
+/// `platform`.
+pub fn parse_retry_spec(
+    outbox: &Outbox,
+    spec: &str,
+) -> anyhow::Result<Result<(String, Option<String>), RetryRefused>> {
+    if outbox.post(spec)?.is_some() {
+        return Ok(Ok((spec.to_string(), None)));
+    }
+    let segments: Vec<&str> = spec.split('/').collect();
+    let mut refused = None;
+    for take in [2, 1] {
+        if segments.len() <= take {
+            continue;
+        }
+        let (id, target) = segments.split_at(segments.len() - take);
+        let (id, target) = (id.join("/"), target.join("/"));
+        if id.is_empty() || outbox.post(&id)?.is_none() {
+            continue;
+        }
+        match retry_target(outbox, &id, &target)? {
+            Ok(target) => return Ok(Ok((id, Some(target)))),
+            Err(e) => {
+                refused.get_or_insert(e);
+            }
+        }
+    }
+    Ok(Err(refused.unwrap_or_else(|| {
+        RetryRefused::NotFound(format!(
+            "there is no post `{spec}`; `outreach posts` lists them"
+        ))
+    })))
+}
+
+/// The user asks to send post `id` again (`outreach posts retry ID[/TARGET]`,
+/// `POST /posts/{id}/retry`): its `failed` and `cancelled` deliveries —
+/// on `target` only, if given — are re-opened and sent now, or queued if
+/// the post is scheduled for later. A `published` delivery is never sent
+/// again; an `unknown` one only with `force` (the platform may then show
+/// the post twice). The post is validated again first; nothing is re-opened
+/// if that fails.
+pub async fn retry(
+    app: &Arc<App>,
+    id: &str,
+    target: Option<&str>,
+    force: bool,
+) -> anyhow::Result<Result<RetryReport, Vec<TargetProblem>>> {
+    let shared = app.outbox()?;
+    let (row, deliveries) = {
+        let outbox = shared.lock().expect("outbox");
+        outbox.settle_interrupted()?;
+        let Some(row) = outbox.post(id)? else {
+            return Err(RetryRefused::NotFound(format!(
+                "there is no post `{id}`; `outreach posts` lists them"
+            ))
+            .into());
+        };
+        let target = match target {
+            Some(t) => Some(retry_target(&outbox, id, t)??),
+            None => None,
+        };
+        let deliveries: Vec<_> = outbox
+            .deliveries(id)?
+            .into_iter()
+            .filter(|d| target.as_ref().is_none_or(|t| *t == d.target))
+            .collect();
+        (row, deliveries)
+    };
+    let due = row.scheduled_at.is_none_or(|t| t <= Utc::now());
+    let mut reopen = Vec::new();
+    let mut skipped = Vec::new();
+    let mut targets: Vec<String> = Vec::new();
+    for d in &deliveries {
+        let skip = |reason: String| Skipped {
+            target: d.target.clone(),
+            index: d.index,
+            state: d.state,
+            reason,
+        };
+        let dropped =
+            d.state == State::Cancelled && d.error_kind.as_deref() == Some(crate::outbox::DROPPED);
+        match d.state {
+            _ if dropped => {
+                skipped.push(skip("the post file no longer names it".into()));
+                continue;
+            }
+            State::Unknown if !force => {
+                skipped.push(skip(format!(
+                    "an earlier attempt may or may not have been published ({}); check the account, and if the post is not there, retry with --force (if it was published after all, it will then show twice)",
+                    d.error.as_deref().unwrap_or("outcome unknown")
+                )));
+                continue;
+            }
+            State::Failed | State::Cancelled | State::Unknown => {
+                reopen.push((d.target.clone(), d.index, d.state));
+            }
+            State::Published => {
+                skipped.push(skip(format!(
+                    "already published{}",
+                    d.url
+                        .as_deref()
+                        .or(d.platform_id.as_deref())
+                        .map(|u| format!(" ({u})"))
+                        .unwrap_or_default()
+                )));
+                continue;
+            }
+            // Not sent yet: a due post's pending items go out with the rest.
+            State::Pending if due => {}
+            State::Pending | State::Queued => {
+                skipped.push(skip("queued for its schedule; nothing to retry yet".into()));
+                continue;
+            }
+            State::Sending => {
+                skipped.push(skip("being sent right now".into()));
+                continue;
+            }
+        }
+        if !targets.contains(&d.target) {
+            targets.push(d.target.clone());
+        }
+    }
+    if reopen.is_empty() && targets.is_empty() {
+        let why = skipped
+            .iter()
+            .map(|s| {
+                let item = if s.index > 0 {
+                    format!(" thread[{}]", s.index - 1)
+                } else {
+                    String::new()
+                };
+                format!("{}{item}: {}", s.target, s.reason)
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Err(
+            RetryRefused::Nothing(format!("nothing to retry in post `{id}`: {why}")).into(),
+        );
+    }
+    let mut post = PostFile::parse(
+        &PathBuf::from(&row.path),
+        row.source.clone(),
+        app.cfg().media_dir.as_deref(),
+    )?;
+    post.file.to = targets.clone();
+    let jobs = match prepare(app, &post).await? {
+        Ok(jobs) => jobs,
+        Err(problems) => return Ok(Err(problems)),
+    };
+    let reopened = shared.lock().expect("outbox").reopen(&row, &reopen)?;
+    let mut report = deliver(app, &row, &post, jobs, shared).await?;
+    report.results.retain(|r| targets.contains(&r.target));
+    report.late = false;
+    Ok(Ok(RetryReport {
+        report,
+        reopened,
+        skipped,
+    }))
 }
 
 /// Send every pending delivery of `row`: targets concurrently (at most
@@ -901,7 +1154,39 @@ async fn deliver_target(
                         &mut result,
                         "cancelled",
                         "cancelled",
-                        "the post was cancelled".into(),
+                        format!(
+                            "not sent: {}; `outreach posts retry {}/{target}` sends it after all",
+                            current.error.as_deref().unwrap_or("the post was cancelled"),
+                            row.id
+                        ),
+                    );
+                    return result;
+                }
+                // Settled for good: never sent again unless the user asks.
+                State::Failed if current.final_ => {
+                    let rejected = current.error_kind.as_deref() == Some("rejected");
+                    let why = if rejected {
+                        format!("{} rejected it", plugin.manifest.name)
+                    } else {
+                        format!(
+                            "it failed and its {} automatic attempts are used up",
+                            crate::outbox::AUTOMATIC_ATTEMPTS
+                        )
+                    };
+                    fail(
+                        &mut result,
+                        "failed",
+                        current.error_kind.as_deref().unwrap_or("error"),
+                        format!(
+                            "not sent again: {why} ({}). To send it again as it is: `outreach posts retry {}/{target}`{}",
+                            current.error.as_deref().unwrap_or("no details"),
+                            row.id,
+                            if rejected {
+                                "; or change the post and publish it with --new"
+                            } else {
+                                ""
+                            }
+                        ),
                     );
                     return result;
                 }

@@ -1,8 +1,9 @@
 //! `outreach posts`: the outbox, for people.
 
-use super::{EXIT_FAILED, PostsCmd, print_json, print_report};
+use super::{EXIT_FAILED, PostsCmd, print_json, print_problems, print_report};
 use crate::accounts::{App, bad};
 use crate::outbox::{Delivery, Outbox, PostRow, State};
+use crate::publish::RetryRefused;
 
 pub async fn run(
     app: &std::sync::Arc<App>,
@@ -21,6 +22,7 @@ pub async fn run(
             println!("cancelled {n} pending deliveries of `{id}`");
             Ok(0)
         }
+        Some(PostsCmd::Retry { spec, force, json }) => retry(app, &spec, force, json).await,
         Some(PostsCmd::Due { json }) => {
             let reports = crate::publish::publish_due(app).await?;
             if json {
@@ -42,6 +44,60 @@ pub async fn run(
             Ok(code)
         }
     }
+}
+
+/// `outreach posts retry ID[/TARGET]`.
+async fn retry(
+    app: &std::sync::Arc<App>,
+    spec: &str,
+    force: bool,
+    json: bool,
+) -> anyhow::Result<i32> {
+    let parsed = {
+        let shared = app.outbox()?;
+        let outbox = shared.lock().expect("outbox");
+        crate::publish::parse_retry_spec(&outbox, spec)?
+    };
+    let (id, target) = parsed.map_err(|e| bad!("{e}"))?;
+    let done = match crate::publish::retry(app, &id, target.as_deref(), force).await {
+        Ok(Ok(done)) => done,
+        Ok(Err(problems)) => {
+            return print_problems(std::path::Path::new(&id), &problems, json);
+        }
+        Err(e) if e.is::<RetryRefused>() => return Err(bad!("{e}")),
+        Err(e) => return Err(e),
+    };
+    if json {
+        print_json(&done)?;
+        return Ok(if done.report.results.iter().all(|t| t.ok) {
+            0
+        } else {
+            EXIT_FAILED
+        });
+    }
+    let item = |target: &str, index: u32| {
+        if index > 0 {
+            format!("{target} thread[{}]", index - 1)
+        } else {
+            target.to_string()
+        }
+    };
+    println!("post `{id}`:");
+    for r in &done.reopened {
+        println!(
+            "  retrying {} (was {}), as you asked",
+            item(&r.target, r.index),
+            r.from
+        );
+    }
+    for s in &done.skipped {
+        println!(
+            "  left as it is: {}: {}",
+            item(&s.target, s.index),
+            s.reason
+        );
+    }
+    print_report(&done.report, false, false)
 }
 
 fn list(app: &App, json: bool) -> anyhow::Result<i32> {
@@ -113,7 +169,7 @@ fn show(app: &App, id: &str, json: bool) -> anyhow::Result<i32> {
     println!("{} from {}", post.id, post.path);
     for d in &deliveries {
         println!(
-            "  {}{}: {} {}",
+            "  {}{}: {} {}{}",
             d.target,
             if d.index > 0 {
                 format!(" thread[{}]", d.index - 1)
@@ -125,20 +181,38 @@ fn show(app: &App, id: &str, json: bool) -> anyhow::Result<i32> {
                 .clone()
                 .or(d.platform_id.clone())
                 .or(d.error.clone())
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            match d.user_retries {
+                0 => String::new(),
+                1 => " (retried by the user once)".into(),
+                n => format!(" (retried by the user {n} times)"),
+            }
         );
         for a in attempts
             .iter()
             .filter(|a| a.target == d.target && a.index == d.index)
         {
             println!(
-                "      attempt {} → {}: {} {}",
+                "      attempt {} → {}: {} {}{}",
                 a.started_at.format("%Y-%m-%d %H:%M:%S%.3f"),
                 a.finished_at
                     .map(|t| t.format("%H:%M:%S%.3f").to_string())
                     .unwrap_or_else(|| "…".into()),
                 a.outcome.as_deref().unwrap_or("in flight"),
-                a.detail.as_deref().unwrap_or("")
+                a.detail.as_deref().unwrap_or(""),
+                a.user_retry
+                    .as_deref()
+                    .map(|from| format!(" (retried by the user; it was {from})"))
+                    .unwrap_or_default()
+            );
+        }
+        if d.user_retries > 0 && matches!(d.state, State::Queued | State::Pending) {
+            println!("      re-opened by the user; waiting to be sent");
+        }
+        if d.final_ && matches!(d.state, State::Failed | State::Cancelled) {
+            println!(
+                "      not sent again unless you ask: `outreach posts retry {}/{}`",
+                post.id, d.target
             );
         }
     }

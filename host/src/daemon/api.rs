@@ -2,9 +2,10 @@
 //!
 //! Owns: the routes (`/health`, `/platforms`, `/accounts`,
 //! `/accounts/{id}/refresh`, `/publish`, `/posts`, `/posts/{id}`,
-//! `/problems`, `/metrics`), bearer-token authentication of every request,
-//! and mapping errors to status codes (400 bad input, 401 no or wrong
-//! token, 404 unknown, 503 shutting down, 500 anything else).
+//! `/posts/{id}/retry[/{target}]`, `/problems`, `/metrics`), bearer-token
+//! authentication of every request, and mapping errors to status codes
+//! (400 bad input, 401 no or wrong token, 404 unknown, 409 nothing to
+//! retry, 503 shutting down, 500 anything else).
 //!
 //! Never: returns a secret (responses are built from types that carry
 //! none), or accepts a request without the token — `/health` included.
@@ -44,6 +45,12 @@ pub fn router(d: Arc<Daemon>, token: Arc<String>) -> Router {
         .route("/publish", post(publish))
         .route("/posts", get(posts))
         .route("/posts/{id}", get(post_show))
+        .route("/posts/{id}/retry", post(retry_post))
+        .route("/posts/{id}/retry/{target}", post(retry_target))
+        .route(
+            "/posts/{id}/retry/{platform}/{account}",
+            post(retry_account),
+        )
         .route("/problems", get(problems))
         .route("/metrics", get(metrics))
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), auth))
@@ -366,6 +373,83 @@ async fn post_show(State(ctx): State<Ctx>, Path(id): Path<String>) -> ApiResult<
         "attempts": outbox.attempts(&id)?,
     });
     Ok(Json(v).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RetryQuery {
+    /// Also re-send deliveries whose outcome is unknown (the platform may
+    /// then show the post twice).
+    force: bool,
+}
+
+async fn retry_post(
+    State(ctx): State<Ctx>,
+    Path(id): Path<String>,
+    Query(q): Query<RetryQuery>,
+) -> ApiResult<Response> {
+    retry(ctx, id, None, q.force).await
+}
+
+async fn retry_target(
+    State(ctx): State<Ctx>,
+    Path((id, target)): Path<(String, String)>,
+    Query(q): Query<RetryQuery>,
+) -> ApiResult<Response> {
+    retry(ctx, id, Some(target), q.force).await
+}
+
+async fn retry_account(
+    State(ctx): State<Ctx>,
+    Path((id, platform, account)): Path<(String, String, String)>,
+    Query(q): Query<RetryQuery>,
+) -> ApiResult<Response> {
+    retry(ctx, id, Some(format!("{platform}/{account}")), q.force).await
+}
+
+/// `outreach posts retry`: re-open a post's failed, rejected and cancelled
+/// deliveries (unknown ones with `force`) and send them now, or queue them
+/// for the post's schedule. 200 with the results, 502 if a platform failed
+/// again, 404 for an unknown post or target, 409 when there is nothing to
+/// retry (published, queued, or unknown without `force`), 422 if the post
+/// no longer validates.
+async fn retry(ctx: Ctx, id: String, target: Option<String>, force: bool) -> ApiResult<Response> {
+    let d = ctx.d.clone();
+    let app = d.app.clone();
+    let d2 = d.clone();
+    let Some(job) = d.spawn(async move {
+        let r = crate::publish::retry(&app, &id, target.as_deref(), force).await;
+        d2.wake_due();
+        r
+    }) else {
+        return Err(shutting_down());
+    };
+    match job.await.map_err(|e| anyhow::anyhow!("{e}"))? {
+        Ok(Ok(done)) => {
+            let code = if done.report.results.iter().all(|t| t.ok) {
+                StatusCode::OK
+            } else {
+                StatusCode::BAD_GATEWAY
+            };
+            Ok((code, Json(done)).into_response())
+        }
+        Ok(Err(problems)) => Ok((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(
+                serde_json::json!({ "error": "the post does not validate", "problems": problems }),
+            ),
+        )
+            .into_response()),
+        Err(e) => match e.downcast_ref::<crate::publish::RetryRefused>() {
+            Some(crate::publish::RetryRefused::NotFound(m)) => {
+                Err(ApiError(StatusCode::NOT_FOUND, m.clone()))
+            }
+            Some(crate::publish::RetryRefused::Nothing(m)) => {
+                Err(ApiError(StatusCode::CONFLICT, m.clone()))
+            }
+            None => Err(e.into()),
+        },
+    }
 }
 
 async fn problems(State(ctx): State<Ctx>) -> Json<Vec<super::Problem>> {
