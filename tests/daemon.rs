@@ -988,3 +988,458 @@ async fn a_cancelled_post_stays_cancelled_when_read_or_sent_again() {
     );
     d.stop();
 }
+
+// ------------------------------------------------ the watcher, by counts
+
+/// The daemon's `GET /metrics`, as `name{labels}` → value.
+async fn metrics(d: &Daemon) -> std::collections::HashMap<String, f64> {
+    let text = d
+        .http
+        .get(format!("{}/metrics", d.base))
+        .bearer_auth(&d.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// One counter from [`metrics`]; a series not (yet) exported reads 0.
+fn count(m: &std::collections::HashMap<String, f64>, name: &str) -> f64 {
+    m.get(name).copied().unwrap_or(0.0)
+}
+
+const PLUGIN_LOADS: &str = "outreach_plugin_loads_total";
+const READS_IGNORED: &str = "outreach_watch_events_total{action=\"ignored\"}";
+
+fn reloads(kind: &str) -> String {
+    format!("outreach_reloads_total{{kind=\"{kind}\"}}")
+}
+
+fn unchanged(kind: &str) -> String {
+    format!("outreach_reloads_unchanged_total{{kind=\"{kind}\"}}")
+}
+
+/// Poll `GET /metrics` until `ok` holds (10 s at most).
+async fn wait_metrics(
+    d: &Daemon,
+    what: &str,
+    ok: impl Fn(&std::collections::HashMap<String, f64>) -> bool,
+) -> std::collections::HashMap<String, f64> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = metrics(d).await;
+        if ok(&m) {
+            return m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; metrics: {m:?}\nlog:\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Drop a post file the daemon must act on, written after everything
+/// before it, and wait until it has: file events reach the daemon in the
+/// order they happened, so by then it has seen every earlier one.
+async fn sentinel(d: &Daemon, posts: &Path, n: usize) {
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    drop_file(
+        posts,
+        &format!("sentinel-{n}.toml"),
+        format!(
+            "id = \"sentinel-{n}\"\ntext = \"sentinel {n}\"\nto = [\"x\"]\nschedule = \"{later}\"\n"
+        )
+        .as_bytes(),
+    );
+    let id = format!("sentinel-{n}");
+    d.wait_for("/posts", &format!("{id} to be queued"), |v| {
+        v.as_array().unwrap().iter().any(|p| p["post"]["id"] == id)
+    })
+    .await;
+}
+
+/// Log lines (after `from`) that say the watcher did something, other than
+/// about the sentinel post files.
+fn watcher_lines(log: &str, from: usize) -> Vec<String> {
+    log[from..]
+        .lines()
+        .filter(|l| !l.contains("sentinel"))
+        .filter(|l| {
+            [
+                "config reloaded",
+                "plugin loaded",
+                "plugin ready",
+                "plugin unloaded",
+                "plugin file",
+                "post file",
+                "post queued",
+                "previous configuration",
+                "still changing",
+            ]
+            .iter()
+            .any(|w| l.contains(w))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// Item 7: reading what the daemon watches — every read-only command, a
+/// `cat` of the config, the post files and the plugins, the daemon's own
+/// reads of a plugin it loads — makes it reload nothing, load no plugin
+/// and log nothing about it; a write that leaves a file as it was does
+/// nothing either; a real change is acted on once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_watched_files_reloads_nothing() {
+    let w = daemon_world();
+    let posts = w.home.path().join("posts");
+    let plugins = w.home.plugins_dir();
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let post = format!(
+        "id = \"later\"\ntext = \"later on\"\nto = [\"x\", \"mastodon/social\"]\nschedule = \"{later}\"\n"
+    );
+    drop_file(&posts, "later.toml", post.as_bytes());
+    let d = start_daemon(&w.home);
+    d.wait_for("/posts", "the queued post", |v| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["post"]["id"] == "later")
+    })
+    .await;
+    sentinel(&d, &posts, 0).await;
+    let before = metrics(&d).await;
+    let from = d.log().len();
+
+    // Every read-only command, against the live daemon.
+    for args in [
+        &["status"][..],
+        &["status", "--json"],
+        &["accounts"],
+        &["accounts", "--json"],
+        &["plugins"],
+        &["plugins", "--json"],
+        &["plugins", "show", "mastodon", "--json"],
+        &["plugins", "show", "x"],
+        &["posts"],
+        &["posts", "--json"],
+        &["posts", "show", "later"],
+    ] {
+        let r = run_as_is(&w.home, args);
+        assert_eq!(r.code, 0, "{args:?}: {}", r.all());
+    }
+    // A `cat` of every watched file.
+    let config = w.home.path().join("outreach.toml");
+    let mut files = vec![config.clone(), posts.join("later.toml")];
+    for e in std::fs::read_dir(&plugins).unwrap() {
+        files.push(e.unwrap().path());
+    }
+    for f in &files {
+        let ok = std::process::Command::new("cat")
+            .arg(f)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "cat {}", f.display());
+    }
+    sentinel(&d, &posts, 1).await;
+    let lines = watcher_lines(&d.log(), from);
+    assert!(
+        lines.is_empty(),
+        "the reads were acted on:\n{}",
+        lines.join("\n")
+    );
+    // The reads reached the daemon, and it let them be.
+    let after = metrics(&d).await;
+    assert!(
+        count(&after, READS_IGNORED) > count(&before, READS_IGNORED),
+        "{after:?}"
+    );
+    assert_eq!(
+        count(&after, PLUGIN_LOADS),
+        count(&before, PLUGIN_LOADS),
+        "plugins were loaded\n{}",
+        d.log()
+    );
+    for kind in ["config", "plugin"] {
+        assert_eq!(
+            count(&after, &reloads(kind)),
+            count(&before, &reloads(kind)),
+            "{kind} reloaded\n{}",
+            d.log()
+        );
+        assert_eq!(
+            count(&after, &unchanged(kind)),
+            count(&before, &unchanged(kind)),
+            "{kind}"
+        );
+    }
+    assert_eq!(
+        count(&after, &reloads("post")),
+        count(&before, &reloads("post")) + 1.0,
+        "only the sentinel\n{}",
+        d.log()
+    );
+
+    // Written again with the same bytes: nothing is reloaded or logged.
+    let from = d.log().len();
+    let same_config = std::fs::read(&config).unwrap();
+    drop_file(config.parent().unwrap(), "outreach.toml", &same_config);
+    drop_file(&posts, "later.toml", post.as_bytes());
+    let mastodon = std::fs::read(plugins.join("mastodon.wasm")).unwrap();
+    drop_file(&plugins, "mastodon.wasm", &mastodon);
+    let m = wait_metrics(&d, "the unchanged writes", |m| {
+        ["config", "post", "plugin"]
+            .iter()
+            .all(|k| count(m, &unchanged(k)) > count(&after, &unchanged(k)))
+    })
+    .await;
+    assert_eq!(count(&m, PLUGIN_LOADS), count(&before, PLUGIN_LOADS));
+    for kind in ["config", "plugin", "post"] {
+        assert_eq!(
+            count(&m, &reloads(kind)),
+            count(&after, &reloads(kind)),
+            "{kind}"
+        );
+    }
+    let lines = watcher_lines(&d.log(), from);
+    assert!(
+        lines.is_empty(),
+        "unchanged files were acted on:\n{}",
+        lines.join("\n")
+    );
+
+    // A real change is loaded once; the daemon's own reads of the file it
+    // loads start nothing more.
+    let from = d.log().len();
+    drop_file(&plugins, "mastodon.wasm", &tagged(&mastodon, "v2"));
+    d.wait_for("/platforms", "version 2 serving", |v| {
+        plugin_sha(v, "mastodon").is_some_and(|s| s == sha256_hex(&tagged(&mastodon, "v2")))
+    })
+    .await;
+    sentinel(&d, &posts, 2).await;
+    let end = metrics(&d).await;
+    assert_eq!(
+        count(&end, PLUGIN_LOADS),
+        count(&before, PLUGIN_LOADS) + 1.0,
+        "{}",
+        d.log()
+    );
+    assert_eq!(
+        count(&end, &reloads("plugin")),
+        count(&before, &reloads("plugin")) + 1.0,
+        "{}",
+        d.log()
+    );
+    assert_eq!(
+        count(&end, &reloads("config")),
+        count(&before, &reloads("config")),
+        "{}",
+        d.log()
+    );
+    let loaded = d.log()[from..].matches("plugin loaded").count();
+    assert_eq!(loaded, 1, "{}", &d.log()[from..]);
+    // The counters count: the six bundled plugins were loaded at start.
+    assert_eq!(count(&before, PLUGIN_LOADS), 6.0, "{before:?}");
+    d.stop();
+}
+
+/// The real binary with `home`'s config as it is on disk (`Home::run`
+/// rewrites the config when its rendering differs, and it renders endpoint
+/// sections in no fixed order).
+fn run_as_is(home: &Home, args: &[&str]) -> Run {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_outreach"))
+        .arg("--config")
+        .arg(home.path().join("outreach.toml"))
+        .args(args)
+        .env("RUST_LOG", "debug")
+        .env_remove("OUTREACH_CONFIG")
+        .envs(home.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let run = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    run.assert_no_secrets();
+    run
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn mkfifo(path: &Path) {
+    let ok = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mkfifo {}", path.display());
+}
+
+/// Item 8: a FIFO named like a plugin or a post file — there at start or
+/// made while running, or a link to one — is skipped with a warning and
+/// never opened; the daemon starts, answers and keeps loading real files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifos_in_watched_folders_block_nothing() {
+    let w = daemon_world();
+    let plugins = w.home.plugins_dir();
+    let posts = w.home.path().join("posts");
+    let mastodon = std::fs::read(plugins.join("mastodon.wasm")).unwrap();
+    std::fs::remove_file(plugins.join("mastodon.wasm")).unwrap();
+    mkfifo(&plugins.join("early.wasm"));
+    mkfifo(&posts.join("early.toml"));
+    let d = start_daemon(&w.home);
+    let health = d.get("/health").await;
+    assert_eq!(health["plugins"], 5, "{health}");
+    let log = d.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("early.wasm") && l.contains("is a FIFO") && l.contains("skipped")),
+        "{log}"
+    );
+
+    // Made while it runs, as a plugin, a link to a FIFO and a post file.
+    mkfifo(&plugins.join("late.wasm"));
+    std::os::unix::fs::symlink(plugins.join("late.wasm"), plugins.join("link.wasm")).unwrap();
+    mkfifo(&posts.join("late.toml"));
+    // A real plugin dropped after them is served: nothing waits on a FIFO.
+    drop_file(&plugins, "mastodon.wasm", &mastodon);
+    d.wait_for("/platforms", "mastodon", |v| {
+        plugin_sha(v, "mastodon").is_some()
+    })
+    .await;
+    let problems = d
+        .wait_for("/problems", "the FIFOs", |v| {
+            ["late.wasm", "link.wasm", "late.toml", "early.toml"]
+                .iter()
+                .all(|f| v.to_string().contains(f))
+        })
+        .await;
+    assert!(problems.to_string().contains("FIFO"), "{problems}");
+    let platforms = d.get("/platforms").await;
+    assert_eq!(
+        platforms["plugins"].as_array().unwrap().len(),
+        6,
+        "{platforms}"
+    );
+    // And a post written now goes through.
+    let (code, v) = d.call("POST", "/publish", Some(toot("after-fifos"))).await;
+    assert_eq!(code, 200, "{v}");
+    let r = w.home.run(&["status"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    d.stop();
+}
+
+/// A component that passes every check made from its bytes — it imports
+/// nothing and exports the world's function names — but whose core module
+/// has `funcs` functions of real code, so compiling it takes a while; its
+/// functions have the wrong types, so it is refused after compiling.
+fn slow_component(funcs: usize) -> Vec<u8> {
+    let mut body = String::new();
+    for i in 0..funcs {
+        body.push_str(&format!(
+            "(func (export \"f{i}\") (param i32 i32) (result i32)"
+        ));
+        for k in 0..60 {
+            body.push_str(&format!(
+                " local.get 0 local.get 1 i32.const {k} i32.mul i32.add i32.const {i} i32.xor local.set 0 (if (i32.eqz (local.get 0)) (then (local.set 1 (i32.const {k}))))"
+            ));
+        }
+        body.push_str(" local.get 0)\n");
+    }
+    let exports: String = ["describe", "validate", "publish", "profile", "find-post"]
+        .iter()
+        .map(|e| format!("(export \"{e}\" (func $f))\n"))
+        .collect();
+    wat::parse_str(format!(
+        r#"(component
+             (core module $m
+               (func (export "main") (result i32) i32.const 7)
+               {body})
+             (core instance $i (instantiate $m))
+             (func $f (result u32) (canon lift (core func $i "main")))
+             {exports})"#
+    ))
+    .unwrap()
+}
+
+/// Item 9: a plugin that takes long to compile delays no other file: one
+/// dropped right after it is serving while it still compiles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_plugin_delays_no_other_file() {
+    let w = daemon_world();
+    let plugins = w.home.plugins_dir();
+    let mastodon = std::fs::read(plugins.join("mastodon.wasm")).unwrap();
+    std::fs::remove_file(plugins.join("mastodon.wasm")).unwrap();
+    let slow = slow_component(SLOW_FUNCS);
+    let d = start_daemon(&w.home);
+    let t0 = Instant::now();
+    drop_file(&plugins, "slow.wasm", &slow);
+    // Let the daemon take up slow.wasm first (a few debounce periods; its
+    // compile takes seconds), then give it another file.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop_file(&plugins, "mastodon.wasm", &mastodon);
+    let p = d
+        .wait_for("/platforms", "mastodon", |v| {
+            plugin_sha(v, "mastodon").is_some()
+        })
+        .await;
+    let served = t0.elapsed();
+    assert_eq!(
+        p["rejected"],
+        json!([]),
+        "mastodon waited for slow.wasm to compile ({served:?})\n{}",
+        d.log()
+    );
+    // The slow one is refused once compiled (no sooner: nothing in its
+    // bytes says it will be).
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let p = loop {
+        let p = d.get("/platforms").await;
+        if !p["rejected"].as_array().unwrap().is_empty() {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "slow.wasm never finished\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!(
+        "mastodon served after {served:?}, slow.wasm refused after {:?}",
+        t0.elapsed()
+    );
+    let why = p["rejected"][0]["error"].as_str().unwrap();
+    assert!(
+        p["rejected"][0]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("/slow.wasm"),
+        "{p}"
+    );
+    assert!(why.contains("plugin` world"), "{why}");
+    d.stop();
+}
+
+/// About two seconds of compiling on a small machine.
+const SLOW_FUNCS: usize = 600;

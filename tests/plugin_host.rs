@@ -462,3 +462,283 @@ async fn credentials_are_injected_where_the_platform_wants_them() {
     assert!(format!("{err:?}").contains("client_secret"), "{err:?}");
     assert_eq!(fake.seen().len(), before);
 }
+
+/// A component that imports what outreach refuses (a file system, sockets,
+/// the environment) next to the one interface it grants, and exports the
+/// world's function names, over a core module with enough code that
+/// compiling it is real work.
+fn doomed_component() -> Vec<u8> {
+    let mut funcs = String::new();
+    for i in 0..400 {
+        funcs.push_str(&format!("(func (export \"f{i}\") (param i32) (result i32)"));
+        for k in 0..40 {
+            funcs.push_str(&format!(
+                " local.get 0 i32.const {k} i32.mul i32.const {i} i32.add local.set 0"
+            ));
+        }
+        funcs.push_str(" local.get 0)\n");
+    }
+    let exports: String = ["describe", "validate", "publish", "profile", "find-post"]
+        .iter()
+        .map(|e| format!("(export \"{e}\" (func $f))\n"))
+        .collect();
+    wat_component(&format!(
+        r#"(component
+             (import "wasi:filesystem/preopens@0.2.0" (instance
+               (export "get-directories" (func (result (list u32))))))
+             (import "outreach:platform/host@0.1.0" (instance
+               (export "now-millis" (func (result u64)))))
+             (import "wasi:sockets/tcp@0.2.0" (instance
+               (export "start-connect" (func (param "port" u16)))))
+             (import "wasi:cli/environment@0.2.0" (instance
+               (export "get-arguments" (func (result (list string))))))
+             (core module $m
+               (func (export "main") (result i32) i32.const 7)
+               {funcs})
+             (core instance $i (instantiate $m))
+             (func $f (result u32) (canon lift (core func $i "main")))
+             {exports})"#
+    ))
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Item 9: a plugin the host will refuse is refused from its bytes — every
+/// refused import named — before anything is compiled or cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doomed_plugins_are_refused_before_compiling() {
+    let doomed = doomed_component();
+    let future_contract = wat_component(
+        r#"(component
+             (import "outreach:platform/host@9.0.0" (instance
+               (export "now-millis" (func (result u64)))))
+             (import "outreach:platform/types@9.0.0" (instance)))"#,
+    );
+    let no_exports = wat_component("(component (core module $m (func (export \"f\"))))");
+    let (host, dir) = host_with(&[
+        ("doomed.wasm", doomed.clone()),
+        ("future.wasm", future_contract.clone()),
+        ("silent.wasm", no_exports.clone()),
+    ])
+    .await;
+
+    let why = rejected(&host, "doomed.wasm");
+    for import in [
+        "wasi:filesystem/preopens@0.2.0",
+        "wasi:sockets/tcp@0.2.0",
+        "wasi:cli/environment@0.2.0",
+    ] {
+        assert!(why.contains(&format!("`{import}`")), "{import}: {why}");
+    }
+    assert!(why.contains("which outreach does not grant"), "{why}");
+    assert!(!why.contains("outreach:platform/host@0.1.0`"), "{why}");
+    let why = rejected(&host, "future.wasm");
+    assert!(
+        why.contains("`outreach:platform/host@9.0.0`")
+            && why.contains("`outreach:platform/types@9.0.0`")
+            && why.contains("this outreach implements outreach:platform@0.1.0"),
+        "{why}"
+    );
+    assert!(why.contains("does not export"), "{why}");
+    let why = rejected(&host, "silent.wasm");
+    assert!(
+        why.contains("does not export the outreach:platform@0.1.0 `plugin` world")
+            && why.contains("`describe`")
+            && why.contains("`find-post`"),
+        "{why}"
+    );
+    for why in host.rejected().iter().map(|(_, e)| e) {
+        assert!(!why.contains('\n'), "one line: {why}");
+    }
+
+    // Nothing refused was compiled: the compile cache holds the plugins
+    // that loaded and the one whose manifest was refused after its call.
+    let cached: Vec<String> = std::fs::read_dir(dir.path().join("cache"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    for (name, bytes) in [
+        ("doomed.wasm", &doomed),
+        ("future.wasm", &future_contract),
+        ("silent.wasm", &no_exports),
+    ] {
+        let sha = sha256_hex(bytes);
+        assert!(
+            !cached.iter().any(|c| c.starts_with(&sha)),
+            "{name} was compiled before it was refused: {cached:?}"
+        );
+    }
+    assert_eq!(cached.len(), 8, "{cached:?}");
+    for id in [
+        "x", "linkedin", "mastodon", "bluesky", "discord", "devto", "hostile",
+    ] {
+        assert!(host.get(id).is_ok(), "{id}");
+    }
+}
+
+/// Item 9: truncated, empty and garbled files are refused with one line
+/// each, never a panic or a backtrace, and the rest load.
+#[test]
+fn truncated_and_empty_plugins_get_a_one_line_error() {
+    let mut home = Home::new();
+    home.env.push(("RUST_BACKTRACE".into(), "1".into()));
+    let mastodon = std::fs::read(bundled_plugins().join("mastodon.wasm")).unwrap();
+    let doomed = doomed_component();
+    let files: [(&str, &[u8]); 6] = [
+        ("half.wasm", &mastodon[..mastodon.len() / 2]),
+        ("one-short.wasm", &mastodon[..mastodon.len() - 1]),
+        ("cut-component.wasm", &doomed[..doomed.len() * 2 / 3]),
+        ("empty.wasm", b""),
+        ("header-only.wasm", b"\0asm\x01\0\0\0"),
+        (
+            "garbled.wasm",
+            b"\0asm\x01\0\0\0\x01\xff\xff\xff\xff\x0f\x60",
+        ),
+    ];
+    for (name, bytes) in files {
+        std::fs::write(home.plugins_dir().join(name), bytes).unwrap();
+    }
+    let r = home.run(&["plugins", "--json"], None);
+    assert_eq!(r.code, 1, "{}", r.all());
+    for bad in ["panicked", "backtrace", "RUST_BACKTRACE"] {
+        assert!(!r.stderr.contains(bad), "{bad}:\n{}", r.stderr);
+    }
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["plugins"].as_array().unwrap().len(), 6, "{v}");
+    let rejected = v["rejected"].as_array().unwrap();
+    assert_eq!(rejected.len(), files.len(), "{v}");
+    let error = |file: &str| -> String {
+        rejected
+            .iter()
+            .find(|r| r["path"].as_str().unwrap().ends_with(&format!("/{file}")))
+            .unwrap_or_else(|| panic!("{file} was not rejected: {v}"))["error"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    for (name, _) in files {
+        let e = error(name);
+        assert!(!e.contains('\n'), "{name}: more than one line: {e}");
+        assert!(e.len() < 400, "{name}: {e}");
+    }
+    for name in ["half.wasm", "one-short.wasm", "cut-component.wasm"] {
+        assert!(error(name).contains("truncated"), "{name}: {}", error(name));
+    }
+    assert!(
+        error("empty.wasm").contains("is empty"),
+        "{}",
+        error("empty.wasm")
+    );
+}
+
+/// Item 8: a `*.wasm` that is not a regular file — a FIFO, a link to one, a
+/// link to nothing, a folder — is skipped with a warning and never opened;
+/// a link to a real plugin loads.
+#[test]
+fn plugins_that_are_not_regular_files_are_skipped_without_hanging() {
+    let home = Home::new();
+    let dir = home.plugins_dir();
+    let (hostile, _) = hostile_plugins();
+    let elsewhere = home.path().join("elsewhere.wasm");
+    std::fs::copy(&hostile, &elsewhere).unwrap();
+    mkfifo(&dir.join("fifo.wasm"));
+    std::os::unix::fs::symlink(dir.join("fifo.wasm"), dir.join("to-fifo.wasm")).unwrap();
+    std::os::unix::fs::symlink(home.path().join("nowhere"), dir.join("dangling.wasm")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, dir.join("linked.wasm")).unwrap();
+    std::fs::create_dir(dir.join("folder.wasm")).unwrap();
+
+    for args in [
+        &["plugins", "--json"][..],
+        &["plugins", "show", "hostile", "--json"],
+    ] {
+        let r = run_with_deadline(&home, args, std::time::Duration::from_secs(60));
+        assert_eq!(r.code, 0, "{}", r.all());
+        for (file, what) in [
+            ("fifo.wasm", "is a FIFO"),
+            ("to-fifo.wasm", "is a FIFO"),
+            ("dangling.wasm", "is a symbolic link to nothing"),
+            ("folder.wasm", "is a folder"),
+        ] {
+            assert!(
+                r.stderr
+                    .lines()
+                    .any(|l| l.contains(file) && l.contains(what) && l.contains("skipped")),
+                "{file}: {}",
+                r.stderr
+            );
+        }
+        if args.len() == 2 {
+            let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+            assert_eq!(v["rejected"], serde_json::json!([]), "{v}");
+            assert!(
+                v["plugins"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|p| p["id"] == "hostile"),
+                "{v}"
+            );
+        }
+    }
+}
+
+fn mkfifo(path: &std::path::Path) {
+    let ok = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mkfifo {}", path.display());
+}
+
+/// `home.run`, but killed (and failed) if it takes longer than `limit`.
+fn run_with_deadline(home: &Home, args: &[&str], limit: std::time::Duration) -> Run {
+    use std::io::Read;
+    let mut child = home
+        .command(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "`outreach {}` hung for {limit:?}:\n{}",
+                args.join(" "),
+                err.join().unwrap()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let run = Run {
+        code: status.code().unwrap_or(-1),
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    };
+    run.assert_no_secrets();
+    run
+}

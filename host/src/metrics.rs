@@ -3,7 +3,9 @@
 //! Owns: one Prometheus registry (prometheus-client) with what operators ask
 //! a publisher about — refreshes by outcome, publishes by platform and
 //! outcome, rate-limit waits, plugin call latency, plugins loaded and
-//! rejected — and its text encoding.
+//! rejected, plugin files loaded, and what the daemon's file watcher did
+//! (events it ignored or acted on, reloads, changes that changed nothing) —
+//! and its text encoding.
 //!
 //! Never: labels anything with a secret, a post's text or an account's
 //! profile; labels are platform ids, call names and fixed outcome words.
@@ -28,7 +30,14 @@ struct Metrics {
     plugin_calls: Family<Labels<2>, Histogram>,
     plugins_loaded: Gauge,
     plugins_rejected: Counter,
+    plugin_loads: Counter,
+    watch_events: Family<Labels<1>, Counter>,
+    reloads: Family<Labels<1>, Counter>,
+    reloads_unchanged: Family<Labels<1>, Counter>,
 }
+
+/// What the watcher reloads, for the `kind` label.
+pub const RELOAD_KINDS: [&str; 3] = ["config", "plugin", "post"];
 
 fn metrics() -> &'static Metrics {
     static M: OnceLock<Metrics> = OnceLock::new();
@@ -80,6 +89,38 @@ fn metrics() -> &'static Metrics {
             "Plugin files that failed validation or compilation",
             plugins_rejected.clone(),
         );
+        let plugin_loads = Counter::default();
+        registry.register(
+            "plugin_loads",
+            "Plugin files read, checked and compiled (or taken from the compile cache), successfully or not",
+            plugin_loads.clone(),
+        );
+        let watch_events = Family::<Labels<1>, Counter>::default();
+        registry.register(
+            "watch_events",
+            "File events seen by the daemon's watcher, by action: ignored (a read, open or close without writing; a metadata change) or queued (a write, create, rename or removal)",
+            watch_events.clone(),
+        );
+        let reloads = Family::<Labels<1>, Counter>::default();
+        registry.register(
+            "reloads",
+            "Watched files the daemon acted on because their content changed (or they appeared or went away), by kind (config, plugin, post)",
+            reloads.clone(),
+        );
+        let reloads_unchanged = Family::<Labels<1>, Counter>::default();
+        registry.register(
+            "reloads_unchanged",
+            "Watched files written with the content they already had: nothing was done, by kind (config, plugin, post)",
+            reloads_unchanged.clone(),
+        );
+        // Every series exists from the start, so a reader sees 0, not nothing.
+        for kind in RELOAD_KINDS {
+            let _ = reloads.get_or_create(&[("kind", kind.to_string())]);
+            let _ = reloads_unchanged.get_or_create(&[("kind", kind.to_string())]);
+        }
+        for action in ["ignored", "queued"] {
+            let _ = watch_events.get_or_create(&[("action", action.to_string())]);
+        }
         Metrics {
             registry,
             refreshes,
@@ -89,6 +130,10 @@ fn metrics() -> &'static Metrics {
             plugin_calls,
             plugins_loaded,
             plugins_rejected,
+            plugin_loads,
+            watch_events,
+            reloads,
+            reloads_unchanged,
         }
     })
 }
@@ -133,6 +178,37 @@ pub fn plugins_loaded(n: usize) {
 
 pub fn plugin_rejected() {
     metrics().plugins_rejected.inc();
+}
+
+/// A plugin file was read, checked and compiled (or taken from the cache).
+pub fn plugin_load() {
+    metrics().plugin_loads.inc();
+}
+
+/// The watcher saw a file event: `queued` when it may mean a change,
+/// `ignored` when it cannot (a read, an open, a close without writing).
+pub fn watch_event(queued: bool) {
+    let action = if queued { "queued" } else { "ignored" };
+    metrics()
+        .watch_events
+        .get_or_create(&[("action", action.to_string())])
+        .inc();
+}
+
+/// The watcher acted on a changed file of `kind` (one of [`RELOAD_KINDS`]).
+pub fn reload(kind: &'static str) {
+    metrics()
+        .reloads
+        .get_or_create(&[("kind", kind.to_string())])
+        .inc();
+}
+
+/// The watcher saw a write that left a file of `kind` as it was.
+pub fn reload_unchanged(kind: &'static str) {
+    metrics()
+        .reloads_unchanged
+        .get_or_create(&[("kind", kind.to_string())])
+        .inc();
 }
 
 /// Every metric in the Prometheus text exposition format.

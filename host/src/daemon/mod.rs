@@ -264,7 +264,7 @@ pub async fn run(app: Arc<App>, opts: Options, _lock: Lock) -> anyhow::Result<i3
         ))
     };
     let due_loop = tokio::spawn(due_loop(daemon.clone()));
-    let _watchers = watch::start(daemon.clone())?;
+    let watchers = watch::start(daemon.clone())?;
     let api = {
         let stop = daemon.shutdown.clone();
         let router = api::router(daemon.clone(), Arc::new(token));
@@ -286,7 +286,7 @@ pub async fn run(app: Arc<App>, opts: Options, _lock: Lock) -> anyhow::Result<i3
         .as_bytes(),
     )?;
     // Post files that arrived while nothing was running.
-    watch::scan_posts(&daemon);
+    watchers.scan_posts(&daemon);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!(
         %address,

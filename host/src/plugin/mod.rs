@@ -3,16 +3,22 @@
 //!
 //! Owns: loading `*.wasm` from the plugins folder (a component, or a core
 //! module with embedded WIT which is wrapped into a component here), the
-//! checks before first use (contract version, imports limited to what the
-//! host grants, exports, manifest), the on-disk compile cache (keyed by the
-//! file's SHA-256 and the engine's compatibility hash), and every call into
+//! checks before first use — the file is a regular file (never opened if it
+//! is a FIFO, a device or a folder; skipped with a warning), it parses
+//! whole, and its contract version, imports (limited to what the host
+//! grants, every refused one named) and exports are right, all before
+//! anything is compiled; the manifest after — the on-disk compile cache
+//! (keyed by the file's SHA-256 and the engine's compatibility hash),
+//! knowing which content each file last had (a file written with the same
+//! bytes is not loaded again), and every call into
 //! a plugin: a fresh store per call from a pre-instantiated component on the
 //! pooling allocator, with a memory cap, a wall-clock deadline (epoch
 //! interruption plus a timeout around host calls) and a bounded number of
 //! calls in flight.
 //!
 //! Never: gives a plugin WASI, a socket, a file, an environment variable or
-//! a secret. The only imports granted are `outreach:platform/host` (HTTP
+//! a secret; compiles a file it can already tell it will refuse; blocks on
+//! opening a file. The only imports granted are `outreach:platform/host` (HTTP
 //! through [`crate::http::Broker`], logging, a clock) and the types
 //! interface.
 
@@ -86,6 +92,102 @@ pub enum PluginError {
     Call { plugin: String, message: String },
     #[error("no plugin provides platform `{0}`; run `outreach plugins` to see what is loaded")]
     Unknown(String),
+    /// A `*.wasm` that is not a regular file (a FIFO, a socket, a device, a
+    /// folder, a symbolic link to nothing): skipped, never opened for reading.
+    #[error("plugin {path}: is {what}, not a regular file; skipped")]
+    NotAFile { path: PathBuf, what: &'static str },
+}
+
+/// The outcome of [`Host::reload`].
+pub enum Reload {
+    /// The file's content changed and it loaded.
+    Loaded(Arc<LoadedPlugin>),
+    /// The file has the content it had when it was last loaded, rejected
+    /// or skipped: nothing was done.
+    Unchanged,
+    /// The file is no longer a regular file (see [`PluginError::NotAFile`]).
+    Skipped(PluginError),
+}
+
+/// Why [`read_regular`] returned no bytes.
+#[derive(Debug)]
+pub enum ReadError {
+    /// What the path is instead of a regular file.
+    NotRegular(&'static str),
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::NotRegular(what) => write!(f, "is {what}, not a regular file"),
+            ReadError::Io(e) => write!(f, "cannot be read: {e}"),
+        }
+    }
+}
+
+impl From<std::io::Error> for ReadError {
+    fn from(e: std::io::Error) -> Self {
+        ReadError::Io(e)
+    }
+}
+
+/// What a file type is, unless it is a regular file.
+fn not_regular(t: &std::fs::FileType) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_file() {
+        None
+    } else if t.is_fifo() {
+        Some("a FIFO (named pipe)")
+    } else if t.is_socket() {
+        Some("a socket")
+    } else if t.is_char_device() {
+        Some("a character device")
+    } else if t.is_block_device() {
+        Some("a block device")
+    } else if t.is_dir() {
+        Some("a folder")
+    } else {
+        Some("a special file")
+    }
+}
+
+/// What `path` is if it is not a regular file, following symbolic links
+/// and opening nothing. `Ok(None)`: a regular file (or a link to one).
+pub fn file_kind(path: &Path) -> std::io::Result<Option<&'static str>> {
+    match std::fs::metadata(path) {
+        Ok(m) => Ok(not_regular(&m.file_type())),
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                && std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) =>
+        {
+            Ok(Some("a symbolic link to nothing"))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Read a regular file (or what a symbolic link points to) without ever
+/// blocking on the open: the type is checked before opening, the open is
+/// non-blocking (a FIFO swapped in meanwhile opens at once) and the opened
+/// file is checked again before it is read.
+pub fn read_regular(path: &Path) -> Result<Vec<u8>, ReadError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(what) = file_kind(path)? {
+        return Err(ReadError::NotRegular(what));
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let m = f.metadata()?;
+    if let Some(what) = not_regular(&m.file_type()) {
+        return Err(ReadError::NotRegular(what));
+    }
+    let mut bytes = Vec::with_capacity(m.len() as usize);
+    f.read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// Reads bytes `[offset, offset+len)` of media attachment `handle`.
@@ -194,6 +296,10 @@ pub struct Host {
     plugins: RwLock<BTreeMap<String, Arc<LoadedPlugin>>>,
     /// Files that failed to load, with why (cleared when a file loads).
     rejected: RwLock<BTreeMap<PathBuf, String>>,
+    /// The content each file had when it was last loaded, rejected or
+    /// skipped (its SHA-256, or what it was instead of a regular file):
+    /// [`Host::reload`] does nothing for a file that still has it.
+    seen: std::sync::Mutex<BTreeMap<PathBuf, String>>,
     pub broker: Broker,
 }
 
@@ -251,11 +357,15 @@ impl Host {
             cache_dir: cfg.cache_dir.clone(),
             plugins: RwLock::new(BTreeMap::new()),
             rejected: RwLock::new(BTreeMap::new()),
+            seen: Default::default(),
         })
     }
 
     /// Load every `*.wasm` in `dir`. A file that fails is recorded in
-    /// `rejected` with the reason and the others still load.
+    /// `rejected` with the reason and the others still load; one that is
+    /// not a regular file (a FIFO, a device, a folder) is skipped with a
+    /// warning. Files are checked and compiled concurrently and registered
+    /// in name order (so the first of two files claiming an id wins).
     pub async fn load_dir(&self, dir: &Path) -> anyhow::Result<()> {
         // One spelling per file, so the watcher's events match loaded paths.
         let dir = &std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
@@ -277,8 +387,17 @@ impl Host {
             }
         };
         files.sort();
-        for path in files {
-            if let Err(e) = self.load_file(&path).await {
+        let prepared =
+            futures::future::join_all(files.iter().map(|path| self.read_and_prepare(path))).await;
+        for (path, r) in files.iter().zip(prepared) {
+            let r = match r {
+                Err(e @ PluginError::NotAFile { .. }) => {
+                    tracing::warn!("{e}");
+                    continue;
+                }
+                r => r,
+            };
+            if let Err(e) = self.register(path, r) {
                 tracing::error!("{e}");
             }
         }
@@ -286,11 +405,98 @@ impl Host {
     }
 
     /// Load, check and register one plugin file, replacing the version the
-    /// same file provided before. Compilation runs on a blocking thread, off
-    /// the async runtime. On failure the file is recorded in
-    /// [`Host::rejected`] and whatever was serving before keeps serving.
+    /// same file provided before. Checks and compilation run on a blocking
+    /// thread, off the async runtime. On failure the file is recorded in
+    /// [`Host::rejected`] and whatever was serving before keeps serving; a
+    /// file that is not a regular file is [`PluginError::NotAFile`] and
+    /// changes nothing.
     pub async fn load_file(&self, path: &Path) -> Result<Arc<LoadedPlugin>, PluginError> {
-        let r = self.prepare(path).await;
+        match self.read_and_prepare(path).await {
+            Err(e @ PluginError::NotAFile { .. }) => Err(e),
+            r => self.register(path, r),
+        }
+    }
+
+    /// [`Host::load_file`] if the file's content differs from what it was
+    /// when it was last loaded, rejected or skipped; otherwise nothing at
+    /// all (no compile, no log line). For the daemon's watcher, which sees
+    /// a write with the same bytes as often as a real change.
+    pub async fn reload(&self, path: &Path) -> Result<Reload, PluginError> {
+        let (bytes, sha) = match self.read(path) {
+            Ok(read) => read,
+            Err(e @ PluginError::NotAFile { .. }) => {
+                return Ok(match self.note_seen(path, &e.to_string()) {
+                    true => Reload::Skipped(e),
+                    false => Reload::Unchanged,
+                });
+            }
+            Err(e) => {
+                self.forget_seen(path);
+                return self.register(path, Err(e)).map(Reload::Loaded);
+            }
+        };
+        if !self.note_seen(path, &sha) {
+            return Ok(Reload::Unchanged);
+        }
+        let r = self.prepare(path, bytes, sha).await;
+        self.register(path, r).map(Reload::Loaded)
+    }
+
+    /// Record what `path` holds now; `false` if it held that already.
+    fn note_seen(&self, path: &Path, what: &str) -> bool {
+        let mut seen = self.seen.lock().expect("seen table");
+        if seen.get(path).is_some_and(|s| s == what) {
+            return false;
+        }
+        seen.insert(path.to_path_buf(), what.to_string());
+        true
+    }
+
+    fn forget_seen(&self, path: &Path) {
+        self.seen.lock().expect("seen table").remove(path);
+    }
+
+    /// Read a plugin file (never blocking on one that is not a regular
+    /// file) and hash it.
+    fn read(&self, path: &Path) -> Result<(Vec<u8>, String), PluginError> {
+        match read_regular(path) {
+            Ok(bytes) => {
+                let sha = hex::encode(Sha256::digest(&bytes));
+                Ok((bytes, sha))
+            }
+            Err(ReadError::NotRegular(what)) => Err(PluginError::NotAFile {
+                path: path.to_path_buf(),
+                what,
+            }),
+            Err(e) => Err(PluginError::Load {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    async fn read_and_prepare(&self, path: &Path) -> Result<Arc<LoadedPlugin>, PluginError> {
+        let (bytes, sha) = match self.read(path) {
+            Ok(read) => read,
+            Err(e) => {
+                match &e {
+                    PluginError::NotAFile { .. } => _ = self.note_seen(path, &e.to_string()),
+                    _ => self.forget_seen(path),
+                }
+                return Err(e);
+            }
+        };
+        self.note_seen(path, &sha);
+        self.prepare(path, bytes, sha).await
+    }
+
+    /// Make a prepared plugin the one `path` provides, or record why it
+    /// cannot be.
+    fn register(
+        &self,
+        path: &Path,
+        r: Result<Arc<LoadedPlugin>, PluginError>,
+    ) -> Result<Arc<LoadedPlugin>, PluginError> {
         let mut rejected = self.rejected.write().expect("rejected table");
         match r {
             Ok(plugin) => {
@@ -328,6 +534,7 @@ impl Host {
     /// Forget the plugin loaded from `path` (its file was deleted). Calls in
     /// flight finish; accounts of its platform show *plugin missing*.
     pub fn unload_path(&self, path: &Path) -> Option<String> {
+        self.forget_seen(path);
         self.rejected.write().expect("rejected table").remove(path);
         let mut plugins = self.plugins.write().expect("plugin table");
         let id = plugins
@@ -340,18 +547,27 @@ impl Host {
         Some(id)
     }
 
-    /// Compile, link and check one file without registering it.
-    async fn prepare(&self, path: &Path) -> Result<Arc<LoadedPlugin>, PluginError> {
+    /// Check, compile, link and describe one file's bytes without
+    /// registering it. Everything that can be told from the bytes (a
+    /// truncated file, refused imports, missing exports, another contract
+    /// version) is checked before compiling.
+    async fn prepare(
+        &self,
+        path: &Path,
+        bytes: Vec<u8>,
+        sha256: String,
+    ) -> Result<Arc<LoadedPlugin>, PluginError> {
         let fail = |message: String| PluginError::Load {
             path: path.to_path_buf(),
             message,
         };
-        let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot be read: {e}")))?;
+        crate::metrics::plugin_load();
         let (engine, cache_dir) = (self.engine.clone(), self.cache_dir.clone());
-        let (component, sha256) =
-            tokio::task::spawn_blocking(move || compile(&engine, &cache_dir, &bytes))
+        let key = sha256.clone();
+        let component =
+            tokio::task::spawn_blocking(move || compile(&engine, &cache_dir, &bytes, &key))
                 .await
-                .map_err(|e| fail(format!("compilation panicked: {e}")))?
+                .map_err(|e| fail(format!("could not be compiled: {e}")))?
                 .map_err(&fail)?;
         check_imports(&self.engine, &component).map_err(&fail)?;
         let pre = self
@@ -468,6 +684,7 @@ impl Host {
             rate_headers: None,
             dry_run: None,
             dispatched: Default::default(),
+            taint: Default::default(),
         };
         let id = scope.plugin.clone();
         let start = Instant::now();
@@ -515,6 +732,7 @@ impl Host {
     ) -> Result<Result<Receipt, CallError>, PluginError> {
         let budget = Duration::from_millis(self.limits.publish_timeout_ms);
         let start = Instant::now();
+        taint_with_post(&scope.taint, ctx, post);
         let (mut store, inst, _permit) = self.instance(plugin, scope, budget).await?;
         store.data_mut().media = media;
         let r = tokio::time::timeout(budget, inst.call_publish(&mut store, ctx, post)).await;
@@ -548,6 +766,17 @@ impl Host {
             if len > cap {
                 return Err(format!(
                     "a media slice of {len} bytes exceeds the host's cap of {cap}"
+                ));
+            }
+            // The path was checked and resolved when the post was read; a
+            // link or special file put in its place since is refused
+            // before it is opened.
+            let meta = std::fs::symlink_metadata(path)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            if !meta.file_type().is_file() {
+                return Err(format!(
+                    "{} is no longer a regular file; nothing was read",
+                    path.display()
                 ));
             }
             let mut f =
@@ -610,14 +839,194 @@ impl Host {
             rate_headers: m.rate_limit_headers.clone(),
             dry_run: None,
             dispatched: Default::default(),
+            taint: Default::default(),
         }
     }
 }
 
-/// Compile `bytes` (a component, or a core module with embedded WIT),
-/// through the on-disk cache.
-fn compile(engine: &Engine, cache_dir: &Path, bytes: &[u8]) -> Result<(Component, String), String> {
-    let sha = hex::encode(Sha256::digest(bytes));
+/// Mark every placeholder-like text a publish call is given, so that the
+/// broker never fills a credential into it (see `http::Taint`).
+fn taint_with_post(taint: &crate::http::Taint, ctx: &Context, post: &Post) {
+    let mark = |s: &str| taint.mark(s);
+    mark(&post.text);
+    for s in [&post.title, &post.link, &post.reply_to, &post.thread_root]
+        .into_iter()
+        .flatten()
+    {
+        mark(s);
+    }
+    for p in &post.extra {
+        mark(&p.name);
+        mark(&p.value);
+    }
+    for m in &post.media {
+        mark(&m.file_name);
+        for s in [&m.alt_text, &m.public_url].into_iter().flatten() {
+            mark(s);
+        }
+    }
+    for p in &ctx.account.settings {
+        mark(&p.value);
+    }
+}
+
+/// The functions the `plugin` world exports.
+const EXPORTS: [&str; 5] = ["describe", "validate", "publish", "profile", "find-post"];
+
+/// What a plugin file holds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Component,
+    CoreModule,
+}
+
+/// Tell a component from a core module and walk every section of it
+/// (nested modules and components included), so that a truncated or
+/// garbled file is refused in one line before any tool that might choke on
+/// it sees it.
+fn shape(bytes: &[u8]) -> Result<Shape, String> {
+    if bytes.is_empty() {
+        return Err("is empty (0 bytes); rebuild it or remove it from the plugins folder".into());
+    }
+    let shape = if wasmparser::Parser::is_component(bytes) {
+        Shape::Component
+    } else if wasmparser::Parser::is_core_wasm(bytes) {
+        Shape::CoreModule
+    } else {
+        return Err("is not a WebAssembly file (bad magic number); rebuild it or remove it from the plugins folder".into());
+    };
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        if let Err(e) = payload {
+            let what = match shape {
+                Shape::Component => "component",
+                Shape::CoreModule => "module",
+            };
+            let truncated = e.message().contains("end-of-file") || e.offset() >= bytes.len();
+            return Err(format!(
+                "is not a well-formed WebAssembly {what} ({} at byte {} of {}){}; rebuild it",
+                e.message(),
+                e.offset(),
+                bytes.len(),
+                if truncated {
+                    ": it looks truncated"
+                } else {
+                    ""
+                }
+            ));
+        }
+    }
+    Ok(shape)
+}
+
+/// Refuse a component, from its bytes alone, whose top-level imports
+/// exceed what the host grants (naming every refused one), that was built
+/// against another contract version, or that lacks the world's exports.
+fn check_component(bytes: &[u8]) -> Result<(), String> {
+    use wasmparser::{ComponentExternalKind, ComponentTypeRef, Payload};
+    let malformed =
+        |e: wasmparser::BinaryReaderError| format!("is not a well-formed component: {e}");
+    let (mut imports, mut exports) = (Vec::new(), Vec::new());
+    let mut depth = 0usize;
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        match payload.map_err(malformed)? {
+            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
+            Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::ComponentImportSection(r) if depth == 0 => {
+                for import in r {
+                    let import = import.map_err(malformed)?;
+                    // A type import equal to a known type (the contract's
+                    // records, as wit-component encodes them) asks nothing
+                    // of the host; anything else does.
+                    if !matches!(
+                        import.ty,
+                        ComponentTypeRef::Type(wasmparser::TypeBounds::Eq(_))
+                    ) {
+                        imports.push(import.name.name.to_string());
+                    }
+                }
+            }
+            Payload::ComponentExportSection(r) if depth == 0 => {
+                for export in r {
+                    let export = export.map_err(malformed)?;
+                    if export.kind == ComponentExternalKind::Func {
+                        exports.push(export.name.name.to_string());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let refused = refused_imports(imports.iter().map(String::as_str));
+    let missing: Vec<String> = EXPORTS
+        .iter()
+        .filter(|e| !exports.iter().any(|x| x == *e))
+        .map(|e| format!("`{e}`"))
+        .collect();
+    let mut problems = refused.into_iter().collect::<Vec<_>>();
+    if !missing.is_empty() {
+        problems.push(format!(
+            "does not export the {CONTRACT} `plugin` world (no {} function)",
+            list(&missing, "or")
+        ));
+    }
+    match problems.is_empty() {
+        true => Ok(()),
+        false => Err(problems.join("; ")),
+    }
+}
+
+/// Why imports `names` are refused (every one of them), if any is.
+fn refused_imports<'a>(names: impl Iterator<Item = &'a str>) -> Option<String> {
+    let (mut other_contract, mut refused) = (Vec::new(), Vec::new());
+    for name in names {
+        if GRANTED_IMPORTS.contains(&name) {
+            continue;
+        }
+        if name.starts_with("outreach:platform/") {
+            other_contract.push(format!("`{name}`"));
+        } else {
+            refused.push(format!("`{name}`"));
+        }
+    }
+    let mut why = Vec::new();
+    if !other_contract.is_empty() {
+        why.push(format!(
+            "was built against {}; this outreach implements {CONTRACT} — rebuild it with a matching outreach-sdk",
+            list(&other_contract, "and")
+        ));
+    }
+    if !refused.is_empty() {
+        why.push(format!(
+            "imports {}, which outreach does not grant (plugins may import only {}); build it for wasm32-unknown-unknown with outreach-sdk, without WASI",
+            list(&refused, "and"),
+            GRANTED_IMPORTS.join(" and ")
+        ));
+    }
+    (!why.is_empty()).then(|| why.join("; "))
+}
+
+/// `a`, `a and b`, `a, b and c`.
+fn list(items: &[String], and: &str) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} {and} {last}", init.join(", ")),
+    }
+}
+
+/// Check and compile `bytes` (a component, or a core module with embedded
+/// WIT), through the on-disk cache. Nothing that [`shape`] or
+/// [`check_component`] refuses is compiled or cached.
+fn compile(
+    engine: &Engine,
+    cache_dir: &Path,
+    bytes: &[u8],
+    sha: &str,
+) -> Result<Component, String> {
+    let shape = shape(bytes)?;
+    if shape == Shape::Component {
+        check_component(bytes)?;
+    }
     let engine_key = {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -630,27 +1039,28 @@ fn compile(engine: &Engine, cache_dir: &Path, bytes: &[u8]) -> Result<(Component
         // `precompile_component` below, under a name that binds them to
         // the source's hash and this engine's compatibility hash.
         match unsafe { Component::deserialize_file(engine, &cached) } {
-            Ok(c) => return Ok((c, sha)),
+            Ok(c) => return Ok(c),
             Err(e) => {
                 tracing::warn!(path = %cached.display(), "ignoring an unusable cache entry: {e}");
             }
         }
     }
-    if !wasmparser::Parser::is_component(bytes) && !wasmparser::Parser::is_core_wasm(bytes) {
-        return Err("is not a WebAssembly file (bad magic number); rebuild it or remove it from the plugins folder".into());
-    }
-    let component_bytes = if wasmparser::Parser::is_core_wasm(bytes) {
-        wit_component::ComponentEncoder::default()
-            .module(bytes)
-            .and_then(|e| e.validate(true).encode())
-            .map_err(|e| {
-                format!("is a core module that cannot be made into a component (was it built with outreach-sdk?): {e:#}")
-            })?
-    } else {
-        bytes.to_vec()
+    let encoded;
+    let component_bytes = match shape {
+        Shape::Component => bytes,
+        Shape::CoreModule => {
+            encoded = wit_component::ComponentEncoder::default()
+                .module(bytes)
+                .and_then(|e| e.validate(true).encode())
+                .map_err(|e| {
+                    format!("is a core module that cannot be made into a component (was it built with outreach-sdk?): {e:#}")
+                })?;
+            check_component(&encoded)?;
+            &encoded[..]
+        }
     };
     let compiled = engine
-        .precompile_component(&component_bytes)
+        .precompile_component(component_bytes)
         .map_err(|e| format!("is not a valid component: {e:#}"))?;
     if std::fs::create_dir_all(cache_dir).is_ok()
         && let Err(e) = crate::store::write_atomic(&cached, &compiled)
@@ -660,7 +1070,7 @@ fn compile(engine: &Engine, cache_dir: &Path, bytes: &[u8]) -> Result<(Component
     // SAFETY: `compiled` was produced by this engine just now.
     let component = unsafe { Component::deserialize(engine, &compiled) }
         .map_err(|e| format!("cannot be loaded: {e:#}"))?;
-    Ok((component, sha))
+    Ok(component)
 }
 
 fn placeholder_manifest() -> Manifest {
@@ -732,23 +1142,16 @@ fn check_receipt(r: &Receipt) -> Result<(), String> {
     Ok(())
 }
 
-/// Refuse a component whose imports exceed what the host grants.
+/// Refuse a compiled component whose imports exceed what the host grants
+/// (the same rule as [`check_component`], from wasmtime's view of its
+/// types; a cached artifact is checked here).
 fn check_imports(engine: &Engine, component: &Component) -> Result<(), String> {
-    for (name, _) in component.component_type().imports(engine) {
-        if GRANTED_IMPORTS.contains(&name) {
-            continue;
-        }
-        if let Some(rest) = name.strip_prefix("outreach:platform/") {
-            return Err(format!(
-                "was built against `outreach:platform/{rest}`; this outreach implements {CONTRACT} — rebuild it with a matching outreach-sdk"
-            ));
-        }
-        return Err(format!(
-            "imports `{name}`, which outreach does not grant (plugins may import only {}); build it for wasm32-unknown-unknown with outreach-sdk, without WASI",
-            GRANTED_IMPORTS.join(" and ")
-        ));
+    let ty = component.component_type();
+    let names: Vec<&str> = ty.imports(engine).map(|(name, _)| name).collect();
+    match refused_imports(names.into_iter()) {
+        Some(why) => Err(why),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Map the outcome of a call (timeout, trap or value) to a clear result.
