@@ -747,6 +747,96 @@ async fn a_second_signal_exits_at_once_and_corrupts_nothing() {
     assert_eq!(r.code, 0, "{}", r.all());
 }
 
+/// Through the control API: a post whose fields hold credential
+/// placeholders reaches each platform as text or is refused (Discord,
+/// whose webhook URL its plugin names with the same placeholder), no
+/// answer, journal entry or log line shows a credential or a webhook's id,
+/// and a client secret pasted into the config is refused without being
+/// echoed in `GET /problems` or the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_posts_and_config_never_carry_or_echo_credentials() {
+    let mut w = daemon_world();
+    let discord = fake_discord();
+    w.home
+        .endpoint("discord", "api", &format!("{}/api/v10", discord.url()));
+    let hook = format!(
+        "{}/api/webhooks/{DISCORD_WEBHOOK_ID}/{DISCORD_WEBHOOK_TOKEN}",
+        discord.url()
+    );
+    let r = w.home.run(&["accounts", "add", "discord"], Some(&hook));
+    assert_eq!(r.code, 0, "{}", r.all());
+    let d = start_daemon(&w.home);
+
+    let post = json!({
+        "id": "hostile-api",
+        "title": "{{access_token}}",
+        "text": "a {{access_token}} b {{ refresh_token }}",
+        "link": "https://example.org/{{access_token}}",
+        "to": ["mastodon/social", "x", "discord"],
+        "override": {"mastodon": {"spoiler_text": "{{access_token}}"}},
+    });
+    let (code, answer) = d.call("POST", "/publish", Some(post)).await;
+    assert_eq!(code, 502, "{answer}");
+    let results = answer["results"].as_array().unwrap();
+    let by = |t: &str| results.iter().find(|r| r["target"] == t).unwrap().clone();
+    assert_eq!(by("mastodon/social")["ok"], true, "{answer}");
+    assert_eq!(by("x/default")["ok"], true, "{answer}");
+    assert_eq!(by("discord/default")["ok"], false, "{answer}");
+    assert!(
+        by("discord/default")["error"]
+            .as_str()
+            .unwrap()
+            .contains("appears in this post"),
+        "{answer}"
+    );
+    let shown = d.get("/posts/hostile-api").await;
+    for v in [&answer, &shown] {
+        let text = v.to_string();
+        assert!(!text.contains("PLANTED"), "{text}");
+        assert!(!text.contains(DISCORD_WEBHOOK_ID), "{text}");
+    }
+    assert!(discord.posts().is_empty());
+    let toot = &w.mastodon.posts()[0].1;
+    assert!(toot.to_string().contains("a {{access_token}} b"), "{toot}");
+    for (fake, name) in [(&w.mastodon, "mastodon"), (&w.x, "x")] {
+        for s in fake.seen() {
+            let outside = format!("{} {} {}", s.path, s.query, s.body);
+            assert!(!outside.contains("PLANTED"), "{name}: {outside}");
+        }
+    }
+    // A media path in an API post stays inside the posts folder.
+    let (code, v) = d
+        .call(
+            "POST",
+            "/publish",
+            Some(json!({"text": "t", "to": ["x"], "media": [{"path": "../outreach.toml"}]})),
+        )
+        .await;
+    assert_eq!(code, 400, "{v}");
+    assert!(v.to_string().contains("outside the folders"), "{v}");
+    assert!(
+        !v.to_string().contains(".json"),
+        "no invented file name: {v}"
+    );
+
+    // A client secret pasted into the config: refused, never echoed.
+    let config = w.home.config_path();
+    let good = std::fs::read_to_string(&config).unwrap();
+    drop_file(
+        config.parent().unwrap(),
+        "outreach.toml",
+        format!("{good}\n[platforms.x]\nclient_id = \"abc\"\nclient_secret = \"sk-PLANTED-pasted-9a1f\"\n")
+            .as_bytes(),
+    );
+    let problems = d
+        .wait_for("/problems", "the config problem", |v| {
+            v.to_string().contains("client_secret_env")
+        })
+        .await;
+    assert!(!problems.to_string().contains("PLANTED"), "{problems}");
+    d.stop();
+}
+
 // --------------------------- final deliveries across re-reads, and retry
 
 /// A fake X that refuses every post (403 with a reason) until its mode is

@@ -1304,6 +1304,385 @@ published = "false"
     assert!(!r.all().contains(DEVTO_KEY));
 }
 
+/// The start of an MP4 file (an `ftyp` box): outreach reads a file's type
+/// from its contents, never its name.
+const MP4: &[u8] = b"\0\0\0\x18ftypisom\0\0\x02\0isommp41";
+
+/// The smallest bytes a PNG is recognised by.
+fn png_bytes() -> Vec<u8> {
+    [&b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR"[..], &[7u8; 64]].concat()
+}
+
+/// Every post field, a thread item, a media file's name and alt text and
+/// the platform fields hold credential placeholders; each bundled plugin
+/// either sends them as text or refuses the post before anything leaves,
+/// and no credential ever reaches a platform outside the place its plugin
+/// puts it (the auth header, or Discord's webhook URL path).
+#[test]
+fn a_post_never_carries_a_credential_into_content() {
+    let w = World::new().with_accounts();
+    let bsky = fake_bluesky();
+    let (discord, devto) = (fake_discord(), fake_devto());
+    let mut home = w.home;
+    home.bluesky(&bsky)
+        .endpoint("discord", "api", &format!("{}/api/v10", discord.url()))
+        .endpoint("devto", "api", &devto.url());
+    let r = home.run(
+        &["connect", "bluesky", "--username", "alice.test"],
+        Some(support::oauth::APP_PASSWORD),
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    let hook = format!(
+        "{}/api/webhooks/{DISCORD_WEBHOOK_ID}/{DISCORD_WEBHOOK_TOKEN}",
+        discord.url()
+    );
+    let r = home.run(&["accounts", "add", "discord"], Some(&hook));
+    assert_eq!(r.code, 0, "{}", r.all());
+    let r = home.run(&["accounts", "add", "devto"], Some(DEVTO_KEY));
+    assert_eq!(r.code, 0, "{}", r.all());
+
+    let named = home.path().join("{{access_token}}.png");
+    std::fs::write(&named, png_bytes()).unwrap();
+    let media = "[[media]]\npath = \"{{access_token}}.png\"\nalt = \"{{access_token}}\"\n";
+    let thread = "[[thread]]\ntext = \"{{access_token}} again\"\n";
+    let posts = [
+        ("x", format!("[override.x]\ntext = \"{{{{access_token}}}} for X\"\n{media}{thread}")),
+        ("linkedin", format!("[override.linkedin]\nvisibility = \"PUBLIC\"\n{media}")),
+        (
+            "mastodon/social",
+            format!("[override.mastodon]\nspoiler_text = \"{{{{access_token}}}}\"\n{media}{thread}"),
+        ),
+        ("bluesky", format!("{media}{thread}")),
+        (
+            "discord",
+            format!(
+                "[override.discord]\nusername = \"{{{{refresh_token}}}}\"\nthread_id = \"{{{{access_token}}}}\"\n{media}"
+            ),
+        ),
+        (
+            "devto",
+            "[override.devto]\ndescription = \"{{access_token}}\"\nseries = \"{{ access_token }}\"\n"
+                .to_string(),
+        ),
+    ];
+    for (i, (to, rest)) in posts.iter().enumerate() {
+        let text = format!(
+            "id = \"hostile-{i}\"\ntitle = \"{{{{access_token}}}}\"\ntext = \"a {{{{access_token}}}} b {{{{ refresh_token }}}}\"\nlink = \"https://example.org/{{{{access_token}}}}\"\nto = [\"{to}\"]\n{rest}"
+        );
+        let post = home.post(&format!("hostile-{i}.toml"), &text);
+        let check = home.run(&["publish", post.to_str().unwrap(), "--check"], None);
+        let dry = home.run(
+            &["publish", post.to_str().unwrap(), "--dry-run", "--json"],
+            None,
+        );
+        let real = home.run(&["publish", post.to_str().unwrap(), "--json"], None);
+        for out in [&check, &dry, &real] {
+            assert!(
+                !out.all().contains(DISCORD_WEBHOOK_ID),
+                "{to}: {}",
+                out.all()
+            );
+        }
+        if *to == "discord" {
+            // The webhook URL is named by a placeholder the post also holds:
+            // refused, saying why, and nothing sent.
+            assert_ne!(real.code, 0, "{}", real.all());
+            assert!(
+                real.all().contains("appears in this post"),
+                "{}",
+                real.all()
+            );
+            assert!(dry.all().contains("appears in this post"), "{}", dry.all());
+        } else {
+            assert_eq!(real.code, 0, "{to}: {}", real.all());
+        }
+    }
+
+    // What each platform received: the placeholders as text where content
+    // goes, and no credential outside its own place.
+    let platforms = [
+        ("x", &w.x, "authorization"),
+        ("linkedin", &w.linkedin, "authorization"),
+        ("mastodon", &w.mastodon, "authorization"),
+        ("bluesky", &bsky, "authorization"),
+        ("discord", &discord, ""),
+        ("devto", &devto, "api-key"),
+    ];
+    for (name, fake, auth_header) in platforms {
+        let seen = fake.seen();
+        // The host's own session exchange carries the app password by
+        // design; every request a plugin built is checked.
+        for s in seen.iter().filter(|s| !s.path.contains("Session")) {
+            let mut outside = format!("{}\n{}", s.query, s.body);
+            if name != "discord" {
+                outside.push_str(&s.path);
+            }
+            for (h, v) in &s.headers {
+                if h != auth_header {
+                    outside.push_str(&format!("\n{h}: {v}"));
+                }
+            }
+            let leaked = outside.contains("PLANTED")
+                || (name != "discord" && outside.contains(DISCORD_WEBHOOK_ID));
+            assert!(
+                !leaked,
+                "{name} received a credential outside its place: {} {}\n{outside}",
+                s.method, s.path
+            );
+        }
+        if name != "discord" {
+            assert!(
+                seen.iter().any(|s| s.body.contains("{{access_token}}")
+                    || s.body.contains("%7B%7Baccess_token")),
+                "{name} never received the placeholder as text"
+            );
+        }
+    }
+    assert!(
+        discord.posts().is_empty(),
+        "the Discord post holding the webhook's placeholder was sent"
+    );
+
+    // A template's braces that name no credential go out as text, to
+    // Discord too.
+    let jinja = home.post(
+        "jinja.toml",
+        "text = \"Use {{ name }} in templates\"\nto = [\"discord\"]\n",
+    );
+    let r = home.run(&["publish", jinja.to_str().unwrap(), "--json"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(
+        discord.posts()[0].1["content"],
+        "Use {{ name }} in templates"
+    );
+}
+
+/// A platform that echoes the request path back (raw, JSON-escaped,
+/// percent-encoded, with its scheme and host in capitals) and, once, a
+/// body that is not UTF-8: a webhook's id and token are scrubbed from every
+/// form, in every output (`publish --json`, `posts show`, the journal, the
+/// log, dry runs), also when the URL was pasted in capitals.
+#[test]
+fn a_url_credential_is_scrubbed_by_its_parts_in_every_form() {
+    fn echo(_st: &FakeState, seen: &Seen) -> axum::response::Response {
+        let path = seen.path.clone();
+        if seen.method == "GET" {
+            if seen.query.contains("fail") || path.ends_with("-nonutf8") {
+                let mut body = b"\xff\xfe upstream said: ".to_vec();
+                body.extend_from_slice(path.as_bytes());
+                body.extend_from_slice(b" \xff");
+                return respond(502, &[("content-type", "application/octet-stream")], body);
+            }
+            return json_response(
+                200,
+                &[],
+                serde_json::json!({"id": DISCORD_WEBHOOK_ID, "type": 1, "name": "Echo", "channel_id": "555", "guild_id": "777"}),
+            );
+        }
+        let encoded: String = url::form_urlencoded::byte_serialize(path.as_bytes()).collect();
+        json_response(
+            400,
+            &[],
+            serde_json::json!({"code": 50035, "message": "Invalid Form Body", "errors": {
+                "raw": path,
+                "escaped": path.replace('/', "\\/"),
+                "encoded": encoded,
+                "shouting": format!("HTTP://LOCALHOST{path}"),
+            }}),
+        )
+    }
+    let fake = support::start(echo);
+    let mut home = Home::new();
+    home.endpoint("discord", "api", &format!("{}/api/v10", fake.url()));
+    let addr = fake.url().trim_start_matches("http://").to_string();
+    let hook = format!("HTTP://{addr}/api/webhooks/{DISCORD_WEBHOOK_ID}/{DISCORD_WEBHOOK_TOKEN}");
+    let r = home.run(
+        &["accounts", "add", "discord", "--account", "loud"],
+        Some(&hook),
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    let bad =
+        format!("http://{addr}/api/webhooks/{DISCORD_WEBHOOK_ID}/{DISCORD_WEBHOOK_TOKEN}-nonutf8");
+    let r = home.run(
+        &["accounts", "add", "discord", "--account", "broken"],
+        Some(&bad),
+    );
+    assert_ne!(r.code, 0, "{}", r.all());
+    assert!(!r.all().contains(DISCORD_WEBHOOK_ID), "{}", r.all());
+
+    let png: Vec<u8> = png_bytes();
+    std::fs::write(home.path().join("a.png"), png).unwrap();
+    let post = home.post(
+        "echo.toml",
+        "id = \"echo\"\ntext = \"hello\"\nto = [\"discord/loud\"]\n[[media]]\npath = \"a.png\"\n",
+    );
+    let dry = home.run(
+        &["publish", post.to_str().unwrap(), "--dry-run", "--json"],
+        None,
+    );
+    assert_eq!(dry.code, 0, "{}", dry.all());
+    assert!(dry.stdout.contains("[redacted]"), "{}", dry.stdout);
+    let r = home.run(&["publish", post.to_str().unwrap(), "--json"], None);
+    assert_ne!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("Invalid Form Body"), "{}", r.stdout);
+    let show = home.run(&["posts", "show", "echo", "--json"], None);
+    let list = home.run(&["posts", "--json"], None);
+    for out in [&dry, &r, &show, &list] {
+        assert!(!out.all().contains(DISCORD_WEBHOOK_ID), "{}", out.all());
+        assert!(
+            !out.all().to_ascii_uppercase().contains("PLANTED"),
+            "{}",
+            out.all()
+        );
+    }
+    for entry in std::fs::read_dir(home.path().join("store"))
+        .unwrap()
+        .flatten()
+    {
+        let p = entry.path();
+        if p.is_file() {
+            let bytes = std::fs::read(&p).unwrap();
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(
+                !text.contains(DISCORD_WEBHOOK_ID),
+                "{} holds the webhook id",
+                p.display()
+            );
+            assert!(
+                !text.contains(DISCORD_WEBHOOK_TOKEN),
+                "{} holds the webhook token",
+                p.display()
+            );
+        }
+    }
+}
+
+/// Media must be a regular, non-empty file inside the post file's folder
+/// (or `paths.media`) once links are followed, and its type is read from
+/// its bytes; a dry run shows a media body's size, never its bytes.
+#[test]
+fn media_is_confined_to_its_folder_and_known_by_its_bytes() {
+    let discord = fake_discord();
+    let mut home = Home::new();
+    home.endpoint("discord", "api", &format!("{}/api/v10", discord.url()));
+    let hook = format!(
+        "{}/api/webhooks/{DISCORD_WEBHOOK_ID}/{DISCORD_WEBHOOK_TOKEN}",
+        discord.url()
+    );
+    let r = home.run(&["accounts", "add", "discord"], Some(&hook));
+    assert_eq!(r.code, 0, "{}", r.all());
+    let posts = home.path().join("drafts");
+    std::fs::create_dir_all(&posts).unwrap();
+    let outside = home.path().join("outside-secret.txt");
+    std::fs::write(&outside, "OUTSIDE-FILE-CONTENTS").unwrap();
+    let outside_png = home.path().join("outside.png");
+    std::fs::write(&outside_png, png_bytes()).unwrap();
+    std::os::unix::fs::symlink(&outside, posts.join("x.png")).unwrap();
+    std::os::unix::fs::symlink(&outside_png, posts.join("y.png")).unwrap();
+    std::fs::write(posts.join("empty.png"), b"").unwrap();
+    std::fs::write(posts.join("text.png"), b"just some words, not a picture").unwrap();
+    std::fs::write(posts.join("real.png"), png_bytes()).unwrap();
+    std::os::unix::fs::symlink(posts.join("real.png"), posts.join("link-inside.png")).unwrap();
+    let fifo = posts.join("pipe.png");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let gif = [
+        &b"GIF89a"[..],
+        b"MEDIA-BYTES-MARKER plain ascii after the header",
+    ]
+    .concat();
+    std::fs::write(posts.join("anim.gif"), gif).unwrap();
+    // A JPEG named .png is a JPEG.
+    std::fs::write(
+        posts.join("photo.png"),
+        [&b"\xff\xd8\xff\xe0\0\x10JFIF\0"[..], &[1u8; 40]].concat(),
+    )
+    .unwrap();
+
+    let post = |name: &str, media: &str| {
+        let p = posts.join(format!("{name}.toml"));
+        std::fs::write(
+            &p,
+            format!("text = \"with media\"\nto = [\"discord\"]\n[[media]]\npath = \"{media}\"\n"),
+        )
+        .unwrap();
+        p
+    };
+    for (media, expect) in [
+        ("x.png", "outside the folders"),
+        ("y.png", "outside the folders"),
+        ("../outside.png", "outside the folders"),
+        (outside_png.to_str().unwrap(), "outside the folders"),
+        ("empty.png", "is empty"),
+        ("text.png", "its contents are text"),
+        ("pipe.png", "not a regular file"),
+        ("missing.png", "does not exist"),
+    ] {
+        let p = post("bad", media);
+        for mode in ["--check", "--dry-run"] {
+            let r = home.run(&["publish", p.to_str().unwrap(), mode], None);
+            assert_eq!(r.code, 2, "{media} {mode}: {}", r.all());
+            assert!(r.all().contains(expect), "{media} {mode}: {}", r.all());
+            assert!(!r.all().contains("OUTSIDE-FILE-CONTENTS"), "{}", r.all());
+            assert!(!r.all().contains("os error"), "{}", r.all());
+        }
+    }
+    assert!(
+        discord.seen().iter().all(|s| s.method == "GET"),
+        "nothing was posted"
+    );
+
+    // A link that stays inside the folder is fine, and so is a folder
+    // named in paths.media.
+    let r = home.run(
+        &[
+            "publish",
+            post("ok", "link-inside.png").to_str().unwrap(),
+            "--check",
+        ],
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    let r = home.run(
+        &[
+            "publish",
+            post("jpeg", "photo.png").to_str().unwrap(),
+            "--check",
+            "--json",
+        ],
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    let shared = home.path().join("shared-media");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::fs::write(shared.join("team.png"), png_bytes()).unwrap();
+    let p = post("shared", shared.join("team.png").to_str().unwrap());
+    let r = home.run(&["publish", p.to_str().unwrap(), "--check"], None);
+    assert_eq!(r.code, 2, "{}", r.all());
+    home.paths_extra = "media = \"shared-media\"\n".into();
+    let r = home.run(&["publish", p.to_str().unwrap(), "--check"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+
+    // A dry run of a GIF whose bytes happen to be text shows its size.
+    let r = home.run(
+        &[
+            "publish",
+            post("gif", "anim.gif").to_str().unwrap(),
+            "--dry-run",
+            "--json",
+        ],
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(!r.all().contains("MEDIA-BYTES-MARKER"), "{}", r.all());
+    assert!(r.stdout.contains("media attachment 0"), "{}", r.stdout);
+}
+
 // ------------------------------------------------- final deliveries, retry
 
 /// A fake X that refuses every post (403 with a reason, as X does for

@@ -295,7 +295,7 @@ impl Loaded {
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         let (config, base, file) = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                let text = read_regular_text(p).map_err(|source| ConfigError::Read {
                     path: p.to_path_buf(),
                     source,
                 })?;
@@ -361,6 +361,29 @@ impl Loaded {
                 ..Default::default()
             })
     }
+}
+
+/// Read a text file, refusing (without opening it, so a FIFO never
+/// blocks) anything that is not a regular file.
+pub fn read_regular_text(p: &Path) -> std::io::Result<String> {
+    let meta = std::fs::metadata(p)?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other(if meta.is_dir() {
+            "it is a folder, not a file"
+        } else {
+            "it is not a regular file (a FIFO, socket or device?)"
+        }));
+    }
+    let bytes = std::fs::read(p)?;
+    String::from_utf8(bytes).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "it is not UTF-8 text (byte {} is not); save it as UTF-8",
+                e.utf8_error().valid_up_to()
+            ),
+        )
+    })
 }
 
 /// Parse config text, checking values a type cannot.

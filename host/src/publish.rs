@@ -91,22 +91,13 @@ impl PostFile {
     /// Read and check a post file: syntax, targets, schedule, media files.
     /// Media may live in the post file's folder or in `media_root`.
     pub fn load(path: &Path, media_root: Option<&Path>) -> anyhow::Result<Loaded> {
-        let source = match std::fs::read(path) {
-            Ok(bytes) => String::from_utf8(bytes).map_err(|e| {
-                bad!(
-                    "the post file {} is not UTF-8 text (byte {} is not); save it as UTF-8",
-                    path.display(),
-                    e.utf8_error().valid_up_to()
-                )
-            })?,
-            Err(e) => {
-                return Err(bad!(
-                    "cannot read the post file {}: {}",
-                    path.display(),
-                    io_reason(&e)
-                ));
-            }
-        };
+        let source = crate::config::read_regular_text(path).map_err(|e| {
+            bad!(
+                "cannot read the post file {}: {}",
+                path.display(),
+                io_reason(&e)
+            )
+        })?;
         Self::parse(path, source, media_root)
     }
 
@@ -164,7 +155,8 @@ impl PostFile {
                 base.join(&m.path)
             };
             let at = || format!("in {label}, media[{i}] {}", m.path.display());
-            let (real, size, kind, mime) = check_media(&full, &roots).map_err(|e| bad!("{}: {e}", at()))?;
+            let (real, size, kind, mime) =
+                check_media(&full, &roots).map_err(|e| bad!("{}: {e}", at()))?;
             media.push(Media {
                 handle: i as u32,
                 kind,
@@ -553,11 +545,21 @@ pub fn from_json(
     // journal; its name never comes unfiltered from the sender.
     let name: String = key
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_') { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(100)
         .collect();
-    let mut loaded =
-        PostFile::parse_as(&folder.join(format!("{name}.json")), "the post", source, media_root)?;
+    let mut loaded = PostFile::parse_as(
+        &folder.join(format!("{name}.json")),
+        "the post",
+        source,
+        media_root,
+    )?;
     loaded.file.id.get_or_insert(key);
     Ok(loaded)
 }

@@ -183,7 +183,9 @@ impl Home {
         let mut text = format!(
             "[paths]\nplugins = \"plugins\"\nstore = \"store\"\nidentity = \"identity.txt\"\ncache = \"cache\"\nposts = \"posts\"\n{paths_extra}\n[limits]\ncall_timeout_ms = 1000\npublish_timeout_ms = 5000\nhttp_timeout_ms = 2000\nmemory_mib = 32\nmax_response_bytes = 1048576\n\n",
         );
-        let mut by_platform: HashMap<&str, Vec<(&str, &str)>> = HashMap::new();
+        // Ordered, so the same home always writes the same bytes.
+        let mut by_platform: std::collections::BTreeMap<&str, Vec<(&str, &str)>> =
+            Default::default();
         for (p, n, u) in &self.endpoints {
             by_platform.entry(p).or_default().push((n, u));
         }
