@@ -2009,3 +2009,39 @@ fn a_send_that_never_reaches_the_platform_is_tried_a_bounded_number_of_times() {
     assert_eq!(r.code, 0, "{}", r.all());
     assert_eq!(x.posts().len(), 1);
 }
+
+#[test]
+fn an_unknown_outcome_is_sent_again_only_when_forced() {
+    let w = World::new().with_accounts();
+    let post = w.home.post(
+        "maybe.toml",
+        "id = \"maybe\"\ntext = \"did it?\"\nto = [\"x\"]\n",
+    );
+    w.x.set_mode(Mode::ServerError);
+    let r = w.home.run(&["publish", post.to_str().unwrap()], None);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert_eq!(show(&w.home, "maybe")["deliveries"][0]["state"], "unknown");
+    w.x.set_mode(Mode::Normal);
+
+    // Without --force: refused, with what to check and what --force risks.
+    let r = w.home.run(&["posts", "retry", "maybe"], None);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr.contains("--force") && r.stderr.contains("twice"),
+        "{}",
+        r.stderr
+    );
+    assert!(w.x.posts().is_empty());
+
+    let r = w.home.run(
+        &["posts", "retry", "maybe/x/default", "--force", "--json"],
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["reopened"][0]["from"], "unknown", "{v}");
+    assert_eq!(v["results"][0]["state"], "published", "{v}");
+    assert_eq!(w.x.posts().len(), 1);
+    let attempts = show(&w.home, "maybe")["attempts"].clone();
+    assert_eq!(attempts[1]["user_retry"], "unknown", "{attempts}");
+}
