@@ -27,6 +27,7 @@
 //! host wraps the module into a component when it loads it (see README).
 
 pub mod count;
+pub mod fields;
 mod http;
 mod rules;
 
@@ -45,6 +46,7 @@ pub mod bindings {
 
 pub use bindings::outreach::platform::host::{Body, BodyPart, HttpError, Level, MediaSlice};
 pub use bindings::outreach::platform::types::*;
+pub use fields::Fields;
 pub use http::{Multipart, Request, Response, encode_component, form_encode, query_url};
 pub use rules::check_content;
 
@@ -53,13 +55,15 @@ pub use serde_json;
 
 /// Everything a plugin usually needs, in one import.
 pub mod prelude {
+    pub use crate::fields;
     pub use crate::{
         Account, AuthInfo, AuthKind, CallError, ClientAuth, ContentRules, Context, CountRule,
-        CredentialPlacement, CustomExchange, Endpoint, ExchangeBody, ExpiryFormat, HeaderPlacement,
-        HttpMethod, Level, LimitScope, Manifest, Media, MediaKind, MediaRule, Multipart, Pair,
-        Platform, Post, Problem, Profile, RateLimit, RateLimitHeaders, RateLimited, Receipt,
-        RefreshStyle, Request, ResetFormat, Response, Setting, TokenShape, check_content,
-        encode_component, log, now_millis, pair, pairs, query_url, rfc3339_millis, sleep_millis,
+        CredentialPlacement, CustomExchange, Endpoint, ExchangeBody, ExpiryFormat, Fields,
+        HeaderPlacement, HttpMethod, Level, LimitScope, Manifest, Media, MediaKind, MediaRule,
+        Multipart, Pair, Platform, Post, Problem, Profile, RateLimit, RateLimitHeaders,
+        RateLimited, Receipt, RefreshStyle, Request, ResetFormat, Response, Setting, TokenShape,
+        check_content, encode_component, log, now_millis, pair, pairs, query_url, rfc3339_millis,
+        sleep_millis,
     };
     pub use serde_json::json;
 }
@@ -72,7 +76,9 @@ pub trait Platform {
 
     /// Problems with a post, before anything is sent. The default checks
     /// the manifest's content rules (length by the platform's counting
-    /// rule, title, media kinds, counts and sizes).
+    /// rule, title, media kinds, counts and sizes). A plugin that reads
+    /// platform fields (`post.extra`) or account settings checks their
+    /// values here too, with [`Fields`].
     fn validate(post: &Post, account: Option<&Account>) -> Vec<Problem> {
         check_content(&Self::manifest().content, post, account)
     }
