@@ -1356,7 +1356,7 @@ fn a_post_never_carries_a_credential_into_content() {
         (
             "discord",
             format!(
-                "[override.discord]\nusername = \"{{{{refresh_token}}}}\"\nthread_id = \"{{{{access_token}}}}\"\n{media}"
+                "[override.discord]\nusername = \"{{{{refresh_token}}}}\"\n{media}"
             ),
         ),
         (
@@ -2044,4 +2044,291 @@ fn an_unknown_outcome_is_sent_again_only_when_forced() {
     assert_eq!(w.x.posts().len(), 1);
     let attempts = show(&w.home, "maybe")["attempts"].clone();
     assert_eq!(attempts[1]["user_retry"], "unknown", "{attempts}");
+}
+
+/// Requests a fake got that would create something (a post, an upload),
+/// leaving out Bluesky's session exchanges.
+fn writes(fake: &Fake) -> usize {
+    fake.seen()
+        .iter()
+        .filter(|s| s.method == "POST" && !s.path.contains("Session"))
+        .count()
+}
+
+/// Every platform field a bundled plugin reads from `[override.PLATFORM]`,
+/// and the account settings with a fixed shape, are checked by `--check`
+/// and before a publish: each bad value is one problem naming the field,
+/// the value and what is allowed (exit 2, nothing sent); a typo of a field
+/// is caught with the fields the platform knows; good values go out.
+#[test]
+fn platform_fields_with_fixed_values_are_checked_before_anything_is_sent() {
+    let w = World::new().with_accounts();
+    let bsky = fake_bluesky();
+    let (discord, devto) = (fake_discord(), fake_devto());
+    let mut home = w.home;
+    home.bluesky(&bsky)
+        .endpoint("discord", "api", &format!("{}/api/v10", discord.url()))
+        .endpoint("devto", "api", &devto.url());
+    let r = home.run(
+        &["connect", "bluesky", "--username", "alice.test"],
+        Some(support::oauth::APP_PASSWORD),
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    let hook = format!(
+        "{}/api/webhooks/{DISCORD_WEBHOOK_ID}/{DISCORD_WEBHOOK_TOKEN}",
+        discord.url()
+    );
+    for (account, set) in [
+        ("team", "username=Release notes"),
+        ("bad", "thread_id=general"),
+    ] {
+        let add = [
+            "accounts",
+            "add",
+            "discord",
+            "--account",
+            account,
+            "--set",
+            set,
+        ];
+        let r = home.run(&add, Some(&hook));
+        assert_eq!(r.code, 0, "{}", r.all());
+    }
+    let r = home.run(&["accounts", "add", "devto"], Some(DEVTO_KEY));
+    assert_eq!(r.code, 0, "{}", r.all());
+    let fakes = [
+        ("x", &w.x),
+        ("linkedin", &w.linkedin),
+        ("mastodon", &w.mastodon),
+        ("bluesky", &bsky),
+        ("discord", &discord),
+        ("devto", &devto),
+    ];
+
+    let warning = "w".repeat(490);
+    let bad = home.post(
+        "bad-fields.toml",
+        &format!(
+            r#"
+title = "Fields"
+text = "Checking fields"
+to = ["x", "linkedin", "mastodon/social", "bluesky", "discord/team", "discord/bad", "devto"]
+[override.x]
+visibility = "public"
+[override.linkedin]
+visibility = "FRIENDS"
+[override.mastodon]
+visiblity = "unlisted"
+visibility = "friends-only"
+language = "english"
+spoiler_text = "{warning}"
+[override.bluesky]
+language = "en_GB"
+[override.discord]
+mentions = "here"
+username = "Discord Release Bot"
+[override.devto]
+published = "yes"
+tags = "rust, web-dev"
+organization_id = "acme"
+main_image = "http://cdn.example/cover.png"
+"#
+        ),
+    );
+    // (target, field, what the message says)
+    let expected = [
+        (
+            "x/default",
+            "override.x.visibility",
+            "is unknown; [override.x] takes only text, title and link",
+        ),
+        (
+            "linkedin/default",
+            "override.linkedin.visibility",
+            r#"is "FRIENDS"; allowed: PUBLIC, CONNECTIONS, LOGGED_IN"#,
+        ),
+        (
+            "mastodon/social",
+            "override.mastodon.visiblity",
+            "is unknown (did you mean visibility?); [override.mastodon] takes visibility, spoiler_text, language",
+        ),
+        (
+            "mastodon/social",
+            "override.mastodon.visibility",
+            r#"is "friends-only"; allowed: public, unlisted, private, direct"#,
+        ),
+        (
+            "mastodon/social",
+            "override.mastodon.language",
+            r#"is "english"; expected an ISO 639 language code"#,
+        ),
+        (
+            "mastodon/social",
+            "override.mastodon.spoiler_text",
+            "is 490 characters long; Mastodon counts it with the text (15), 505 in all, and the limit is 500",
+        ),
+        (
+            "bluesky/default",
+            "override.bluesky.language",
+            r#"is "en_GB"; expected a BCP 47 language tag"#,
+        ),
+        (
+            "discord/team",
+            "override.discord.mentions",
+            r#"is "here"; allowed: none, users, roles, everyone, all"#,
+        ),
+        (
+            "discord/team",
+            "override.discord.username",
+            r#"is "Discord Release Bot"; Discord refuses webhook names that contain "discord""#,
+        ),
+        ("discord/bad", "override.discord.mentions", r#"is "here""#),
+        (
+            "discord/bad",
+            "override.discord.username",
+            r#"is "Discord Release Bot""#,
+        ),
+        (
+            "discord/bad",
+            "account setting thread_id",
+            r#"is "general"; expected a Discord thread id, digits only"#,
+        ),
+        (
+            "devto/default",
+            "override.devto.published",
+            r#"is "yes"; allowed: true, false"#,
+        ),
+        (
+            "devto/default",
+            "override.devto.tags",
+            r#"is "rust, web-dev"; the tag "web-dev" is not letters and digits only"#,
+        ),
+        (
+            "devto/default",
+            "override.devto.organization_id",
+            r#"is "acme"; expected the organization's numeric id"#,
+        ),
+        (
+            "devto/default",
+            "override.devto.main_image",
+            r#"is "http://cdn.example/cover.png"; expected the cover image's https:// URL"#,
+        ),
+    ];
+    let file = bad.to_str().unwrap();
+    let check = home.run(&["publish", file, "--check", "--json"], None);
+    assert_eq!(check.code, 2, "{}", check.all());
+    let v: Value = serde_json::from_str(&check.stdout).unwrap();
+    let problems = v["problems"].as_array().unwrap();
+    for (target, field, says) in expected {
+        assert!(
+            problems.iter().any(|p| p["target"] == target
+                && p["field"] == field
+                && p["message"].as_str().unwrap().starts_with(says)),
+            "no problem {target} {field}: {says}…\n{v:#}"
+        );
+    }
+    assert_eq!(problems.len(), expected.len(), "{v:#}");
+    // For people: one line per problem, field then what is wrong.
+    let human = home.run(&["publish", file, "--check"], None);
+    assert_eq!(human.code, 2, "{}", human.all());
+    assert!(
+        human.stderr.contains(
+            r#"mastodon/social: override.mastodon.visibility: is "friends-only"; allowed: public, unlisted, private, direct"#
+        ),
+        "{}",
+        human.stderr
+    );
+    // A real publish (and a dry run) of the same file stops at the same
+    // problems.
+    for args in [&["publish", file][..], &["publish", file, "--dry-run"]] {
+        let r = home.run(args, None);
+        assert_eq!(r.code, 2, "{args:?}: {}", r.all());
+        assert!(
+            r.stderr.contains("override.devto.main_image"),
+            "{}",
+            r.all()
+        );
+    }
+    // A thread item's fields are checked too, under its own name; a value
+    // the plugin would have to send in a URL can never be a placeholder.
+    let thread = home.post(
+        "thread-fields.toml",
+        "text = \"1/2\"\nto = [\"mastodon/social\", \"discord/team\"]\n[[thread]]\ntext = \"2/2\"\n[thread.override.mastodon]\nvisibility = \"secret\"\n",
+    );
+    let r = home.run(&["publish", thread.to_str().unwrap(), "--check"], None);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr
+            .contains(r#"thread[0].override.mastodon.visibility: is "secret""#),
+        "{}",
+        r.stderr
+    );
+    let hostile = home.post(
+        "placeholder-thread.toml",
+        "text = \"hi\"\nto = [\"discord/team\"]\n[override.discord]\nthread_id = \"{{access_token}}\"\n",
+    );
+    let r = home.run(&["publish", hostile.to_str().unwrap()], None);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr.contains("override.discord.thread_id"),
+        "{}",
+        r.stderr
+    );
+    for (name, fake) in fakes {
+        assert_eq!(writes(fake), 0, "{name} was sent something");
+    }
+
+    // Good values, in every form the user may write them, go out as given.
+    let good = home.post(
+        "good-fields.toml",
+        r#"
+title = "Fields"
+text = "Checking fields"
+to = ["x", "linkedin", "mastodon/social", "bluesky", "discord/team", "devto"]
+[override.linkedin]
+visibility = "CONNECTIONS"
+[override.mastodon]
+visibility = "unlisted"
+language = "de"
+spoiler_text = "cw"
+[override.bluesky]
+language = "pt-BR"
+[override.discord]
+mentions = "users"
+thread_id = 1187223344556677000
+[override.devto]
+published = false
+tags = "rust, webdev"
+organization_id = 42
+main_image = "https://cdn.example/cover.png"
+description = "Why fields are checked"
+series = "outreach"
+"#,
+    );
+    let r = home.run(&["publish", good.to_str().unwrap(), "--check"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let r = home.run(&["publish", good.to_str().unwrap(), "--json"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(w.linkedin.posts()[0].1["visibility"], "CONNECTIONS");
+    let toot = &w.mastodon.posts()[0].1;
+    assert_eq!(toot["visibility"], "unlisted");
+    assert_eq!(toot["language"], "de");
+    assert_eq!(toot["spoiler_text"], "cw");
+    let record = &bsky.posts()[0].1;
+    assert_eq!(record["langs"], serde_json::json!(["pt-BR"]), "{record}");
+    let message = &discord.posts()[0].1;
+    assert_eq!(
+        message["allowed_mentions"]["parse"],
+        serde_json::json!(["users"])
+    );
+    assert_eq!(message["query"]["thread_id"], "1187223344556677000");
+    assert_eq!(
+        message["username"], "Release notes",
+        "the account's setting"
+    );
+    let article = &devto.posts()[0].1;
+    assert_eq!(article["published"], false);
+    assert_eq!(article["organization_id"], 42);
+    assert_eq!(article["main_image"], "https://cdn.example/cover.png");
+    assert_eq!(article["series"], "outreach");
 }

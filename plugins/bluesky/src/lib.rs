@@ -105,6 +105,21 @@ impl Platform for Bluesky {
         }
     }
 
+    fn validate(post: &Post, account: Option<&Account>) -> Vec<Problem> {
+        let m = Self::manifest();
+        let mut problems = check_content(&m.content, post, account);
+        let mut f = Fields::new(&m.id, post, account, &["language"]);
+        f.check(
+            "language",
+            fields::shape(
+                "a BCP 47 language tag such as en, pt-BR or zh-Hant",
+                fields::is_bcp47,
+            ),
+        );
+        problems.extend(f.finish());
+        problems
+    }
+
     fn publish(ctx: &Context, post: &Post) -> Result<Receipt, CallError> {
         let did = ctx.user_id()?;
         let mut record = json!({

@@ -9,6 +9,53 @@ use outreach_sdk::serde_json::Value;
 
 struct Devto;
 
+/// The platform fields (`[override.devto]`) this plugin reads.
+const FIELDS: &[&str] = &[
+    "published",
+    "tags",
+    "description",
+    "series",
+    "main_image",
+    "organization_id",
+];
+
+/// An article takes at most this many tags.
+const MAX_TAGS: usize = 4;
+
+/// A tag is letters and digits, at most this long.
+const MAX_TAG_LENGTH: usize = 30;
+
+/// `tags = "rust, webdev"`: at most four, comma-separated, each letters
+/// and digits only (Forem refuses others: no spaces, `-` or `#`).
+fn check_tags(tags: &str) -> Result<(), String> {
+    let list: Vec<&str> = tags
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .collect();
+    if list.len() > MAX_TAGS {
+        return Err(format!(
+            "that is {} tags; DEV takes at most {MAX_TAGS}, separated by commas",
+            list.len()
+        ));
+    }
+    for tag in list {
+        if !tag.chars().all(char::is_alphanumeric) {
+            return Err(format!(
+                "the tag {} is not letters and digits only; DEV tags are like \"rust, webdev\" (no spaces, - or #)",
+                fields::quote(tag)
+            ));
+        }
+        if tag.chars().count() > MAX_TAG_LENGTH {
+            return Err(format!(
+                "the tag {} is longer than {MAX_TAG_LENGTH} characters",
+                fields::quote(tag)
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Forem's API version 1 is chosen by this media type.
 const V1: &str = "application/vnd.forem.api-v1+json";
 
@@ -58,6 +105,30 @@ impl Platform for Devto {
             ],
             idempotent_publish: false,
         }
+    }
+
+    fn validate(post: &Post, account: Option<&Account>) -> Vec<Problem> {
+        let m = Self::manifest();
+        let mut problems = check_content(&m.content, post, account);
+        let mut f = Fields::new(&m.id, post, account, FIELDS);
+        f.check("published", fields::one_of(&["true", "false"]));
+        f.check("tags", Box::new(check_tags));
+        f.check(
+            "main_image",
+            fields::shape(
+                "the cover image's https:// URL (DEV has no upload)",
+                fields::is_https_url,
+            ),
+        );
+        f.check_or_setting(
+            "organization_id",
+            fields::shape(
+                "the organization's numeric id, such as 1234",
+                fields::is_digits,
+            ),
+        );
+        problems.extend(f.finish());
+        problems
     }
 
     fn publish(ctx: &Context, post: &Post) -> Result<Receipt, CallError> {
@@ -195,3 +266,31 @@ fn seconds_in(message: &str) -> Option<u64> {
 }
 
 outreach_sdk::export_platform!(Devto);
+
+#[cfg(test)]
+mod tests {
+    use super::check_tags;
+
+    #[test]
+    fn tags_are_at_most_four_words_of_letters_and_digits() {
+        assert!(check_tags("rust, webdev,selfhosted ,a").is_ok());
+        assert!(check_tags("rust,, webdev,").is_ok());
+        assert!(check_tags("café, 日本語").is_ok());
+        let five = check_tags("a, b, c, d, e").unwrap_err();
+        assert!(
+            five.contains("5 tags") && five.contains("at most 4"),
+            "{five}"
+        );
+        for bad in ["web dev", "#rust", "web-dev", "c++"] {
+            assert!(
+                check_tags(bad).unwrap_err().contains("letters and digits"),
+                "{bad}"
+            );
+        }
+        assert!(
+            check_tags(&"a".repeat(31))
+                .unwrap_err()
+                .contains("longer than 30")
+        );
+    }
+}

@@ -16,6 +16,31 @@ const WEBHOOK: &str = "{{access_token}}";
 /// The longest message Discord takes.
 const MAX_CONTENT: usize = 2000;
 
+/// The platform fields (`[override.discord]`) this plugin reads.
+const FIELDS: &[&str] = &["mentions", "thread_id", "username"];
+
+/// Which mentions may ping (see [`mentions`]).
+const MENTIONS: &[&str] = &["none", "users", "roles", "everyone", "all"];
+
+/// A name a webhook message may be posted under: 1 to 80 characters, and
+/// Discord refuses webhook names that contain "clyde" or "discord" in any
+/// case.
+fn check_username(name: &str) -> Result<(), String> {
+    let length = name.trim().chars().count();
+    if !(1..=80).contains(&length) {
+        return Err(format!(
+            "a name is 1 to 80 characters long (this one is {length})"
+        ));
+    }
+    let lower = name.to_lowercase();
+    match ["clyde", "discord"].into_iter().find(|w| lower.contains(w)) {
+        Some(word) => Err(format!(
+            "Discord refuses webhook names that contain \"{word}\" (in any case)"
+        )),
+        None => Ok(()),
+    }
+}
+
 fn user_agent() -> String {
     format!("DiscordBot (outreach, {})", env!("CARGO_PKG_VERSION"))
 }
@@ -90,6 +115,23 @@ impl Platform for Discord {
             ],
             idempotent_publish: false,
         }
+    }
+
+    fn validate(post: &Post, account: Option<&Account>) -> Vec<Problem> {
+        let m = Self::manifest();
+        let mut problems = check_content(&m.content, post, account);
+        let mut f = Fields::new(&m.id, post, account, FIELDS);
+        f.check("mentions", fields::one_of(MENTIONS));
+        f.check_or_setting(
+            "thread_id",
+            fields::shape(
+                "a Discord thread id, digits only (in Discord: right-click the thread, Copy Thread ID)",
+                fields::is_digits,
+            ),
+        );
+        f.check_or_setting("username", Box::new(check_username));
+        problems.extend(f.finish());
+        problems
     }
 
     fn publish(ctx: &Context, post: &Post) -> Result<Receipt, CallError> {
@@ -184,7 +226,8 @@ fn content(post: &Post) -> String {
 }
 
 /// Which mentions may ping: none unless the post says `mentions = "users"`,
-/// `"roles"`, `"everyone"` or `"all"`.
+/// `"roles"`, `"everyone"` or `"all"` (`validate` refuses anything else but
+/// `"none"`).
 fn mentions(asked: Option<&str>) -> Value {
     match asked {
         Some("all") => json!(["users", "roles", "everyone"]),
@@ -224,3 +267,26 @@ fn check(res: &Response) -> Result<Value, CallError> {
 }
 
 outreach_sdk::export_platform!(Discord);
+
+#[cfg(test)]
+mod tests {
+    use super::check_username;
+
+    #[test]
+    fn webhook_names() {
+        assert!(check_username("Release notes").is_ok());
+        assert!(check_username(&"n".repeat(80)).is_ok());
+        assert!(
+            check_username(&"n".repeat(81))
+                .unwrap_err()
+                .contains("1 to 80")
+        );
+        assert!(check_username("  ").unwrap_err().contains("1 to 80"));
+        assert!(
+            check_username("My DISCORD bot")
+                .unwrap_err()
+                .contains("\"discord\"")
+        );
+        assert!(check_username("Clyde").unwrap_err().contains("\"clyde\""));
+    }
+}

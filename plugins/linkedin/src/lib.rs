@@ -12,6 +12,20 @@ struct LinkedIn;
 /// says otherwise (each version lives about a year, then HTTP 426).
 const API_VERSION: &str = "202601";
 
+/// Who sees a post (`[override.linkedin] visibility`): anyone, the
+/// member's connections, or signed-in members.
+const VISIBILITY: &[&str] = &["PUBLIC", "CONNECTIONS", "LOGGED_IN"];
+
+/// A `LinkedIn-Version`: `YYYYMM`, or `YYYYMM.RR` for a revision.
+fn is_api_version(v: &str) -> bool {
+    let (month, revision) = v.split_once('.').unwrap_or((v, "00"));
+    month.len() == 6
+        && revision.len() == 2
+        && fields::is_digits(month)
+        && fields::is_digits(revision)
+        && (1..=12).contains(&month[4..].parse::<u32>().unwrap_or(0))
+}
+
 /// Characters the commentary's "little text format" reserves.
 const RESERVED: &[char] = &[
     '\\', '<', '>', '#', '~', '_', '|', '[', ']', '*', '(', ')', '{', '}', '@',
@@ -111,7 +125,25 @@ impl Platform for LinkedIn {
     }
 
     fn validate(post: &Post, account: Option<&Account>) -> Vec<Problem> {
-        let mut problems = check_content(&Self::manifest().content, post, account);
+        let m = Self::manifest();
+        let mut problems = check_content(&m.content, post, account);
+        let mut f = Fields::new(&m.id, post, account, &["visibility"]);
+        f.check("visibility", fields::one_of(VISIBILITY));
+        f.check_setting(
+            "organization",
+            fields::shape(
+                "the organization's numeric id (the digits of urn:li:organization:…)",
+                fields::is_digits,
+            ),
+        );
+        f.check_setting(
+            "api_version",
+            fields::shape(
+                "a LinkedIn API version such as 202601 (YYYYMM)",
+                is_api_version,
+            ),
+        );
+        problems.extend(f.finish());
         let videos = post
             .media
             .iter()
@@ -340,5 +372,15 @@ mod tests {
     #[test]
     fn escapes_reserved() {
         assert_eq!(super::escape("a_b (c) #d @e"), "a\\_b \\(c\\) \\#d \\@e");
+    }
+
+    #[test]
+    fn api_versions() {
+        for good in ["202601", "202412", "202601.01"] {
+            assert!(super::is_api_version(good), "{good}");
+        }
+        for bad in ["2026-01", "202613", "202600", "2026", "202601.1", "v202601"] {
+            assert!(!super::is_api_version(bad), "{bad}");
+        }
     }
 }

@@ -2,9 +2,20 @@
 //! `Idempotency-Key`, `verify_credentials` profile, the instance's own
 //! character limit (500 unless the account says otherwise).
 
+use outreach_sdk::count::count;
 use outreach_sdk::prelude::*;
 
 struct Mastodon;
+
+/// The platform fields (`[override.mastodon]`) this plugin reads.
+const FIELDS: &[&str] = &["visibility", "spoiler_text", "language"];
+
+/// Who sees a status.
+const VISIBILITY: &[&str] = &["public", "unlisted", "private", "direct"];
+
+/// A post's length limit unless the account's `max_characters` says
+/// otherwise.
+const MAX_CHARACTERS: u32 = 500;
 
 impl Platform for Mastodon {
     fn manifest() -> Manifest {
@@ -61,7 +72,7 @@ impl Platform for Mastodon {
                 ResetFormat::Timestamp,
             )),
             content: ContentRules {
-                max_length: 500,
+                max_length: MAX_CHARACTERS,
                 counting: CountRule::Chars,
                 max_length_setting: Some("max_characters".into()),
                 threads: true,
@@ -101,6 +112,48 @@ impl Platform for Mastodon {
             ],
             idempotent_publish: true,
         }
+    }
+
+    fn validate(post: &Post, account: Option<&Account>) -> Vec<Problem> {
+        let m = Self::manifest();
+        let mut problems = check_content(&m.content, post, account);
+        let mut f = Fields::new(&m.id, post, account, FIELDS);
+        f.check("visibility", fields::one_of(VISIBILITY));
+        f.check(
+            "language",
+            fields::shape(
+                "an ISO 639 language code of two or three lowercase letters, such as en, de or ast",
+                fields::is_iso639,
+            ),
+        );
+        f.check_setting(
+            "max_characters",
+            fields::shape(
+                "the instance's character limit as a whole number, such as 500",
+                fields::is_positive_number,
+            ),
+        );
+        // Mastodon counts the content warning and the text together.
+        if let Some(warning) = f.value("spoiler_text") {
+            let max = account
+                .and_then(|a| a.setting("max_characters"))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(MAX_CHARACTERS) as usize;
+            let text = count(&post.text, CountRule::Chars);
+            let cw = count(warning, CountRule::Chars);
+            // A text that is too long on its own is reported as such.
+            if text <= max && text + cw > max {
+                f.problem(
+                    "spoiler_text",
+                    format!(
+                        "is {cw} characters long; Mastodon counts it with the text ({text}), {} in all, and the limit is {max}",
+                        text + cw
+                    ),
+                );
+            }
+        }
+        problems.extend(f.finish());
+        problems
     }
 
     fn publish(ctx: &Context, post: &Post) -> Result<Receipt, CallError> {

@@ -91,6 +91,15 @@ impl Platform for X {
         }
     }
 
+    /// X reads no platform fields: any `[override.x]` key besides text,
+    /// title and link is a mistake.
+    fn validate(post: &Post, account: Option<&Account>) -> Vec<Problem> {
+        let m = Self::manifest();
+        let mut problems = check_content(&m.content, post, account);
+        problems.extend(Fields::new(&m.id, post, account, &[]).finish());
+        problems
+    }
+
     fn publish(ctx: &Context, post: &Post) -> Result<Receipt, CallError> {
         let mut body = json!({ "text": post.text });
         if !post.media.is_empty() {
