@@ -932,3 +932,151 @@ fn an_interrupted_rekey_is_resumed() {
     let r = home.run(&["accounts", "--json"], None);
     assert_eq!(r.code, 0, "{}", r.all());
 }
+
+/// Send account announcements of `home` to a file (the `[notify]` command)
+/// and to a fake webhook; the file's path and the webhook.
+fn announce_to_file_and_hook(home: &mut Home) -> (std::path::PathBuf, Fake) {
+    let log = home.path().join("announcements.log");
+    let hook = start(|_, _| respond(204, &[], ""));
+    home.extra_config.push_str(&format!(
+        "\n[notify]\ncommand = 'echo \"$OUTREACH_ACCOUNT $OUTREACH_PREVIOUS_STATE -> $OUTREACH_STATE\" >> {}'\nwebhook = \"{}/hook\"\n",
+        log.display(),
+        hook.url()
+    ));
+    (log, hook)
+}
+
+fn announced(log: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn hook_states(hook: &Fake) -> Vec<String> {
+    hook.seen()
+        .iter()
+        .map(|h| {
+            let v: Value = serde_json::from_str(&h.body).unwrap();
+            assert!(!h.body.contains("PLANTED"), "{}", h.body);
+            v["state"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+/// `accounts add` over an existing account is refused, naming it, since
+/// when it exists and `--replace`, without asking the platform anything;
+/// with `--replace`, a credential the platform refuses changes nothing, and
+/// an accepted one replaces the record.
+#[test]
+fn accounts_add_replaces_an_existing_account_only_with_replace() {
+    let x = fake_x();
+    let home = x_home(&x);
+    assert_eq!(connect(&home, &["x"]).code, 0);
+    let file = home.path().join("store/x/default.age");
+    let stored = std::fs::read(&file).unwrap();
+    let profile_calls = || x.seen().iter().filter(|s| s.path == "/2/users/me").count();
+    let has_refresh_token = || {
+        let r = home.run(&["accounts", "--json"], None);
+        let v: Value = serde_json::from_str(&r.stdout).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["id"] == "x/default")
+            .unwrap()["has_refresh_token"]
+            .as_bool()
+            .unwrap()
+    };
+    let asked = profile_calls();
+
+    let r = home.run(&["accounts", "add", "x"], Some(X_TOKEN));
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr
+            .contains("x/default already exists as X Dev (@xdevelopers), since 20"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("--replace"), "{}", r.stderr);
+    assert!(r.stderr.contains("nothing was changed"), "{}", r.stderr);
+    assert_eq!(profile_calls(), asked, "nothing is verified for a refusal");
+    assert_eq!(std::fs::read(&file).unwrap(), stored);
+
+    // The platform refuses the new credential: the old record stays.
+    let r = home.run(
+        &["accounts", "add", "x", "--replace"],
+        Some("wrong-PLANTED-token-0b1e"),
+    );
+    assert_ne!(r.code, 0, "{}", r.all());
+    assert!(r.stderr.contains("nothing was stored"), "{}", r.stderr);
+    assert_eq!(std::fs::read(&file).unwrap(), stored);
+    assert!(has_refresh_token());
+
+    let r = home.run(&["accounts", "add", "x", "--replace"], Some(X_TOKEN));
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("replaced x/default"), "{}", r.stdout);
+    assert_ne!(std::fs::read(&file).unwrap(), stored);
+    assert!(
+        !has_refresh_token(),
+        "the pasted token replaced the OAuth one"
+    );
+    // A new account needs no flag.
+    let r = home.run(&["accounts", "add", "x", "--account", "two"], Some(X_TOKEN));
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("added x/two"), "{}", r.stdout);
+}
+
+/// An account that comes back — reconnected in the browser, or replaced by
+/// `accounts add --replace` — is announced healthy once, like the way
+/// down; a reconnect of a healthy account announces nothing.
+#[test]
+fn a_reconnected_account_is_announced_healthy_once() {
+    let x = fake_x();
+    let mut home = x_home(&x);
+    let (log, hook) = announce_to_file_and_hook(&mut home);
+    assert_eq!(connect(&home, &["x"]).code, 0);
+    x.state.oauth.lock().unwrap().refresh.clear();
+    assert_eq!(home.run(&["refresh", "x"], None).code, 1);
+    assert_eq!(
+        account(&status(&home), "x/default")["state"],
+        "needs-reconnect"
+    );
+
+    let r = connect(&home, &["x"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stderr.contains("account recovered: reconnected"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(account(&status(&home), "x/default")["state"], "healthy");
+    // Healthy to healthy is no change.
+    assert_eq!(connect(&home, &["x"]).code, 0);
+
+    x.state.oauth.lock().unwrap().token_mode = Mode::ServerError;
+    assert_eq!(home.run(&["refresh", "x"], None).code, 1);
+    x.state.oauth.lock().unwrap().token_mode = Mode::Normal;
+    let r = home.run(&["accounts", "add", "x", "--replace"], Some(X_TOKEN));
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stderr.contains("account recovered: reconnected"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(account(&status(&home), "x/default")["state"], "healthy");
+
+    assert_eq!(
+        announced(&log),
+        [
+            "x/default healthy -> needs reconnect",
+            "x/default needs reconnect -> healthy",
+            "x/default healthy -> failing",
+            "x/default failing -> healthy",
+        ]
+    );
+    assert_eq!(
+        hook_states(&hook),
+        ["needs reconnect", "healthy", "failing", "healthy"]
+    );
+}

@@ -3,7 +3,9 @@
 //!
 //! Owns: the [`App`] that commands run against (config, plugin host, store),
 //! adding an account from a pasted credential (verified with one profile
-//! request before anything is stored), listing and removing accounts, and
+//! request before anything is stored; an existing account is replaced only
+//! when asked, atomically, and one that comes back from *failing* or *needs
+//! reconnect* is announced), listing and removing accounts, and
 //! building the per-account call context and network scope.
 //!
 //! Never: stores a credential the platform has not accepted, or shows one.
@@ -24,7 +26,9 @@ use crate::plugin::manifest::effective_endpoints;
 use crate::plugin::wit::types::{Account, CallError, Context, Pair};
 use crate::plugin::{Host, LoadedPlugin};
 use crate::secret::Secret;
-use crate::store::{AccountId, AgeDirStore, CredentialStore, Identity, Profile, Record};
+use crate::store::{
+    AccountId, AccountState, AgeDirStore, CredentialStore, Identity, Profile, Record,
+};
 
 /// A mistake in what the user gave (arguments, settings, post files):
 /// reported with exit code 2.
@@ -277,7 +281,8 @@ impl App {
     }
 
     /// Ask the platform who a new credential belongs to; store the account
-    /// only if it answers.
+    /// only if it answers. An account stored before is replaced (a
+    /// reconnect); see [`App::store_verified_as`].
     pub async fn store_verified(
         &self,
         plugin: &LoadedPlugin,
@@ -285,6 +290,28 @@ impl App {
         tokens: crate::auth::Tokens,
         settings: BTreeMap<String, String>,
     ) -> anyhow::Result<Record> {
+        self.store_verified_as(plugin, id, tokens, settings, Existing::Replace)
+            .await
+    }
+
+    /// [`App::store_verified`], doing with an account that exists already
+    /// what `existing` says. The platform is asked first; only then, under
+    /// the account's refresh lease (so no refresh of the old credential
+    /// lands on top), is the old record replaced, in one atomic write. An
+    /// account that comes back from *failing* or *needs reconnect* is
+    /// announced healthy again.
+    pub async fn store_verified_as(
+        &self,
+        plugin: &LoadedPlugin,
+        id: AccountId,
+        tokens: crate::auth::Tokens,
+        settings: BTreeMap<String, String>,
+        existing: Existing,
+    ) -> anyhow::Result<Record> {
+        let store = self.store()?;
+        if existing == Existing::Refuse {
+            refuse_existing(&*store, &id)?;
+        }
         let mut record = crate::auth::new_record(id.clone(), tokens, settings);
         if record.scope.is_empty() {
             let m = &plugin.manifest;
@@ -308,7 +335,31 @@ impl App {
             picture: profile.picture,
             url: profile.url,
         };
-        self.store()?.save(&record)?;
+        let (store2, new) = (store.clone(), record.clone());
+        let before = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let _lease = store2.lease(&new.id)?;
+            // Someone may have added it while the platform was asked.
+            if existing == Existing::Refuse {
+                refuse_existing(&*store2, &new.id)?;
+            }
+            let before = store2.load(&new.id).ok().map(|r| r.health.state);
+            // A token exchange of the credential being replaced may still
+            // be in flight: wait for it, and drop its answer, so it never
+            // lands on the new credential.
+            if crate::escrow::settle(&*store2, &new.id)?.is_some() {
+                store2.clear_answer(&new.id)?;
+            }
+            store2.save(&new)?;
+            Ok(before)
+        })
+        .await??;
+        if let Some(from) = before
+            && from != AccountState::Healthy
+        {
+            crate::schedule::Notifier::new(self)
+                .changed(&id, from, AccountState::Healthy, "reconnected")
+                .await;
+        }
         Ok(record)
     }
 
@@ -320,6 +371,20 @@ impl App {
         account: &str,
         token: Secret,
         settings: BTreeMap<String, String>,
+    ) -> anyhow::Result<Record> {
+        self.add_account_as(platform, account, token, settings, Existing::Replace)
+            .await
+    }
+
+    /// [`App::add_account`], doing with an account that exists already
+    /// what `existing` says.
+    pub async fn add_account_as(
+        &self,
+        platform: &str,
+        account: &str,
+        token: Secret,
+        settings: BTreeMap<String, String>,
+        existing: Existing,
     ) -> anyhow::Result<Record> {
         let id = AccountId::new(platform, account)?;
         let plugin = self.platform(platform)?;
@@ -338,7 +403,8 @@ impl App {
             expires_at: (lifetime > 0).then(|| now + chrono::Duration::seconds(lifetime as i64)),
             scope: None,
         };
-        self.store_verified(&plugin, id, tokens, settings).await
+        self.store_verified_as(&plugin, id, tokens, settings, existing)
+            .await
     }
 
     /// Every stored account, each with its record or why it cannot be read.
@@ -415,6 +481,33 @@ impl App {
             },
         }
     }
+}
+
+/// What storing an account does when one of that name exists already.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Existing {
+    /// Refuse, naming the account, since when it exists, and `--replace`.
+    Refuse,
+    /// Replace it (a reconnect, or `accounts add --replace`).
+    Replace,
+}
+
+/// A [`BadInput`] if `id` is stored already.
+fn refuse_existing(store: &dyn CredentialStore, id: &AccountId) -> anyhow::Result<()> {
+    if !store.list()?.contains(id) {
+        return Ok(());
+    }
+    let what = match store.load(id) {
+        Ok(r) => format!(
+            " as {}, since {}",
+            r.profile.label(),
+            r.created_at.format("%Y-%m-%d %H:%M UTC")
+        ),
+        Err(_) => " (its record cannot be read)".to_string(),
+    };
+    Err(bad!(
+        "{id} already exists{what}; nothing was changed. To replace it with this credential, run the same command with --replace"
+    ))
 }
 
 /// An account as `outreach accounts` shows it.

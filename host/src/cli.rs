@@ -225,6 +225,10 @@ pub enum AccountsCmd {
         /// A per-account setting, e.g. `--set instance=https://mastodon.social`.
         #[arg(long = "set", value_name = "NAME=VALUE")]
         settings: Vec<String>,
+        /// Replace the account if it exists already (only once the platform
+        /// accepted the new credential).
+        #[arg(long)]
+        replace: bool,
     },
     /// Remove an account and its stored credential.
     Remove {
@@ -361,16 +365,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     platform,
                     account,
                     settings,
+                    replace,
                 }),
             ..
         } => {
             let settings = parse_settings(&settings)?;
             let token = read_secret(&format!("the {platform} access token"))?;
+            let existing = if replace {
+                crate::accounts::Existing::Replace
+            } else {
+                crate::accounts::Existing::Refuse
+            };
+            let id = AccountId::new(&platform, &account)?;
+            let replaced = replace && app.store()?.list()?.contains(&id);
             let rec = app
-                .add_account(&platform, &account, token, settings)
+                .add_account_as(&platform, &account, token, settings, existing)
                 .await?;
             println!(
-                "added {} as {}; its credential is encrypted in {}",
+                "{} {} as {}; its credential is encrypted in {}",
+                if replaced { "replaced" } else { "added" },
                 rec.id,
                 rec.profile.label(),
                 app.cfg().store_dir.display()
