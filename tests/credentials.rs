@@ -965,6 +965,89 @@ fn hook_states(hook: &Fake) -> Vec<String> {
         .collect()
 }
 
+/// Move `id`'s token expiry into the past, in the store itself.
+fn expire_in_store(home: &Home, id: &str) {
+    use outreach::store::{AccountId, AgeDirStore, CredentialStore, Identity};
+    let identity = Identity::load_or_create(&home.path().join("identity.txt"), || None).unwrap();
+    let store = AgeDirStore::open(&home.path().join("store"), identity).unwrap();
+    let id = AccountId::parse(id).unwrap();
+    let mut r = store.load(&id).unwrap();
+    r.expires_at = Some(chrono::Utc::now() - chrono::Duration::seconds(60));
+    store.save(&r).unwrap();
+}
+
+/// A pasted X token comes without a refresh token. `refresh` says it
+/// cannot be refreshed and until when it is valid, and the account stays
+/// healthy (no "next refresh" either); once the token has expired the
+/// account needs reconnecting — in `status` (never "healthy … EXPIRED"),
+/// in `refresh`, announced once.
+#[test]
+fn a_pasted_token_is_not_refreshed_and_stays_healthy_until_it_expires() {
+    let x = fake_x();
+    let mut home = x_home(&x);
+    let (log, hook) = announce_to_file_and_hook(&mut home);
+    let r = home.run(&["accounts", "add", "x"], Some(X_TOKEN));
+    assert_eq!(r.code, 0, "{}", r.all());
+    for _ in 0..2 {
+        let r = home.run(&["refresh", "x"], None);
+        assert_eq!(r.code, 0, "{}", r.all());
+        assert!(r.stdout.contains("x/default"), "{}", r.stdout);
+        assert!(r.stdout.contains("cannot be refreshed"), "{}", r.stdout);
+        assert!(r.stdout.contains("no refresh token"), "{}", r.stdout);
+        assert!(r.stdout.contains("stays valid until 20"), "{}", r.stdout);
+        assert!(!r.stdout.contains("FAILED"), "{}", r.stdout);
+    }
+    assert_eq!(x.state.oauth.lock().unwrap().refresh_calls, 0);
+    let s = status(&home);
+    let h = account(&s, "x/default");
+    assert_eq!(h["state"], "healthy", "{h}");
+    assert_eq!(h["is_valid"], true, "{h}");
+    assert_eq!(h["refreshable"], false, "{h}");
+    assert!(h["next_refresh"].is_null(), "{h}");
+    assert!(h["error"].is_null(), "{h}");
+    let r = home.run(&["status"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("healthy"), "{}", r.stdout);
+    assert!(!r.stdout.contains("next refresh"), "{}", r.stdout);
+    assert!(r.stdout.contains("cannot be refreshed"), "{}", r.stdout);
+    // It publishes as it is.
+    let post = home.post("p.toml", "text = \"pasted\"\nto = [\"x\"]\n");
+    let r = home.run(&["publish", post.to_str().unwrap()], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(announced(&log).is_empty(), "{:?}", announced(&log));
+
+    // Its lifetime is over: it needs reconnecting, and says so everywhere.
+    expire_in_store(&home, "x/default");
+    let r = home.run(&["status"], None);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stdout.contains("needs reconnect") && r.stdout.contains("EXPIRED"),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("healthy"), "{}", r.stdout);
+    assert!(!r.stdout.contains("next refresh"), "{}", r.stdout);
+    let s = status(&home);
+    let h = account(&s, "x/default");
+    assert_eq!(h["state"], "needs-reconnect", "{h}");
+    assert_eq!(h["is_valid"], false, "{h}");
+    assert!(h["next_refresh"].is_null(), "{h}");
+    assert!(h["error"].as_str().unwrap().contains("expired"), "{h}");
+    for _ in 0..2 {
+        let r = home.run(&["refresh", "x"], None);
+        assert_eq!(r.code, 1, "{}", r.all());
+        assert!(r.stdout.contains("needs to be reconnected"), "{}", r.stdout);
+        assert!(r.stdout.contains("expired"), "{}", r.stdout);
+    }
+    let post = home.post("q.toml", "text = \"too late\"\nto = [\"x\"]\n");
+    let r = home.run(&["publish", post.to_str().unwrap()], None);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert_eq!(x.state.oauth.lock().unwrap().refresh_calls, 0);
+    assert_eq!(x.posts().len(), 1);
+    assert_eq!(announced(&log), ["x/default healthy -> needs reconnect"]);
+    assert_eq!(hook_states(&hook), ["needs reconnect"]);
+}
+
 /// `accounts add` over an existing account is refused, naming it, since
 /// when it exists and `--replace`, without asking the platform anything;
 /// with `--replace`, a credential the platform refuses changes nothing, and
@@ -1079,4 +1162,117 @@ fn a_reconnected_account_is_announced_healthy_once() {
         hook_states(&hook),
         ["needs reconnect", "healthy", "failing", "healthy"]
     );
+}
+
+/// The first retry after a temporary failure comes no earlier than
+/// `auth.min_backoff_secs` (jitter only ever adds), and none later than
+/// `auth.max_backoff_secs`.
+#[test]
+fn retries_after_a_temporary_failure_never_come_before_the_minimum_backoff() {
+    let x = fake_x();
+    let mut home = x_home(&x);
+    home.extra_config
+        .push_str("\n[auth]\nmin_backoff_secs = 3600\nmax_backoff_secs = 86400\n");
+    let accounts = ["a", "b", "c"];
+    for a in accounts {
+        assert_eq!(connect(&home, &["x", "--account", a]).code, 0);
+    }
+    x.state.oauth.lock().unwrap().token_mode = Mode::ServerError;
+    let min = chrono::Duration::seconds(3600);
+    let max = chrono::Duration::seconds(86400);
+    for a in accounts {
+        let id = format!("x/{a}");
+        for failure in 1..=2 {
+            let before = chrono::Utc::now();
+            let r = home.run(&["refresh", &id], None);
+            assert_eq!(r.code, 1, "{}", r.all());
+            let after = chrono::Utc::now();
+            let s = status(&home);
+            let h = account(&s, &id);
+            assert_eq!(h["state"], "failing", "{h}");
+            let next = chrono::DateTime::parse_from_rfc3339(h["next_refresh"].as_str().unwrap())
+                .unwrap()
+                .with_timezone(&chrono::Utc);
+            assert!(
+                next >= before + min,
+                "{id}, failure {failure}: retry {} s after the attempt, under the minimum",
+                (next - before).num_seconds()
+            );
+            assert!(next <= after + max, "{id}, failure {failure}: {h}");
+        }
+    }
+    let attempts = x
+        .seen()
+        .iter()
+        .filter(|s| s.path == "/2/oauth2/token" && s.body.contains("grant_type=refresh_token"))
+        .count();
+    assert_eq!(attempts, 6, "one attempt per refresh");
+}
+
+/// Short-lived tokens are not refreshed on every publish: "about to
+/// expire" is a fraction of the token's lifetime, not a fixed 30 s.
+#[test]
+fn short_lived_tokens_are_not_refreshed_for_every_publish() {
+    let x = fake_x();
+    let home = x_home(&x);
+    x.state.oauth.lock().unwrap().lifetime = Duration::from_secs(25);
+    assert_eq!(connect(&home, &["x"]).code, 0);
+    for i in 0..3 {
+        let post = home.post(
+            &format!("p{i}.toml"),
+            &format!("text = \"short {i}\"\nto = [\"x\"]\n"),
+        );
+        let r = home.run(&["publish", post.to_str().unwrap()], None);
+        assert_eq!(r.code, 0, "{}", r.all());
+    }
+    assert_eq!(x.posts().len(), 3);
+    assert_eq!(
+        x.state.oauth.lock().unwrap().refresh_calls,
+        0,
+        "a 25 s token, fresh, needs no refresh to publish"
+    );
+}
+
+/// `refresh --watch` logs every refresh it does, at its default log level:
+/// the account, the outcome and the next refresh — never a token.
+#[test]
+fn refresh_watch_logs_each_refresh() {
+    let x = fake_x();
+    let mut home = x_home(&x);
+    home.extra_config
+        .push_str("\n[auth]\nrefresh_at = 0.5\njitter = 0.0\n");
+    x.state.oauth.lock().unwrap().lifetime = Duration::from_secs(3);
+    assert_eq!(connect(&home, &["x", "--account", "a"]).code, 0);
+    let child = home
+        .command(&["refresh", "--watch"])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while x.state.oauth.lock().unwrap().refresh_calls < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the scheduler did not refresh"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    unsafe { libc_kill(child.id() as i32, 15) };
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!log.contains("PLANTED"), "{log}");
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("refreshed x/a"))
+        .collect();
+    let calls = x.state.oauth.lock().unwrap().refresh_calls;
+    assert_eq!(lines.len() as u64, calls, "one line per refresh:\n{log}");
+    for l in lines {
+        assert!(
+            l.contains("next refresh at") && l.contains("outcome=\"refreshed\""),
+            "{l}"
+        );
+    }
 }

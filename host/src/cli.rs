@@ -275,9 +275,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Daemon { .. } => cfg.config.daemon.log_format.clone(),
         _ => "human".into(),
     };
+    // `refresh --watch` logs each refresh it does, as the daemon does.
+    let watching = matches!(cli.command, Command::Refresh { watch: true, .. });
     init_logging(
         if daemon {
             &cfg.config.daemon.log_level
+        } else if watching {
+            "info"
         } else {
             "warn"
         },

@@ -1073,8 +1073,7 @@ fn claim_first_items(
 
 /// The token has expired or is about to: refresh before sending.
 fn needs_refresh(r: &Record) -> bool {
-    r.expires_at
-        .is_some_and(|t| t <= Utc::now() + chrono::Duration::seconds(30))
+    crate::schedule::about_to_expire(r)
 }
 
 /// Deliver one target: the post, then its thread, each once. `claimed`:

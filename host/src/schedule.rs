@@ -10,8 +10,12 @@
 //! *needs reconnect* at once; network errors, 5xx and 429 back off
 //! exponentially with jitter, capped, and never disconnect. A state change
 //! is announced once (log, hook command, webhook), never once per attempt.
-//! [`run`] is the scheduler: one priority queue of due times for every
-//! account, refreshing at `refresh_at` of each token's real lifetime.
+//! Which tokens can be renewed at all ([`can_refresh`]: not a pasted token,
+//! which has no refresh token — it stays healthy until it expires, then
+//! needs reconnect) and when one is about to expire ([`about_to_expire`],
+//! scaled to its lifetime). [`run`] is the scheduler: one priority queue of
+//! due times for every account, refreshing at `refresh_at` of each token's
+//! real lifetime and logging each refresh it does.
 //!
 //! Never: talks to a platform itself (that is [`crate::auth`]) or lets a
 //! response without a refresh token erase the stored one.
@@ -27,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use crate::accounts::App;
 use crate::auth::{TokenClient, TokenError, client_for};
 use crate::plugin::manifest::effective_endpoints;
-use crate::plugin::wit::types::{ExpiryFormat, RefreshStyle};
+use crate::plugin::wit::types::{ExchangeBody, ExpiryFormat, Manifest, RefreshStyle};
 use crate::store::{AccountId, AccountState, Record, StoreError};
 
 /// Why a refresh did not produce a usable token.
@@ -40,6 +44,14 @@ pub enum RefreshError {
         id: AccountId,
         reason: String,
         retry_at: DateTime<Utc>,
+    },
+    /// The token cannot be renewed (the platform does not renew tokens, or
+    /// no refresh token is stored for the account); it is still valid.
+    #[error("{id} cannot be refreshed ({reason}); {}", validity(expires_at, id))]
+    CannotRefresh {
+        id: AccountId,
+        reason: String,
+        expires_at: Option<DateTime<Utc>>,
     },
     #[error("{0}")]
     Store(#[from] StoreError),
@@ -80,6 +92,99 @@ fn lifetime(r: &Record) -> Option<(DateTime<Utc>, chrono::Duration)> {
     };
     let issued = expires_at - life;
     Some((issued, life))
+}
+
+/// `outreach connect …` for `id` (the `--account` only when it is not
+/// the default one).
+pub fn reconnect_command(id: &AccountId) -> String {
+    if id.account == "default" {
+        format!("outreach connect {}", id.platform)
+    } else {
+        format!("outreach connect {} --account {}", id.platform, id.account)
+    }
+}
+
+/// How long a token that cannot be refreshed stays usable, for people.
+fn validity(expires_at: &Option<DateTime<Utc>>, id: &AccountId) -> String {
+    match expires_at {
+        None => "its token does not expire".to_string(),
+        Some(t) => format!(
+            "its token stays valid until {}; reconnect with `{}` before then",
+            t.format("%Y-%m-%d %H:%M UTC"),
+            reconnect_command(id)
+        ),
+    }
+}
+
+/// Whether the template text of a declared exchange names the credential
+/// `name` (`{{name}}`, spaces allowed inside the braces).
+fn names_credential(text: &str, name: &str) -> bool {
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else {
+            return false;
+        };
+        if after[..end].trim() == name {
+            return true;
+        }
+        rest = &after[end + 2..];
+    }
+    false
+}
+
+/// Whether `r`'s token can be renewed: the platform renews tokens and the
+/// record holds what the renewal needs (a pasted token has no refresh
+/// token).
+pub fn can_refresh(m: &Manifest, r: &Record) -> bool {
+    match &m.auth.refresh {
+        RefreshStyle::None => false,
+        RefreshStyle::Standard | RefreshStyle::Rotating => r.refresh_token.is_some(),
+        RefreshStyle::Custom(x) => {
+            let needs_refresh_token = x
+                .query
+                .iter()
+                .chain(&x.headers)
+                .any(|p| names_credential(&p.value, "refresh_token"))
+                || match &x.body {
+                    ExchangeBody::None => false,
+                    ExchangeBody::Form(f) => f
+                        .iter()
+                        .any(|p| names_credential(&p.value, "refresh_token")),
+                    ExchangeBody::Json(t) => names_credential(t, "refresh_token"),
+                };
+            !needs_refresh_token || r.refresh_token.is_some()
+        }
+    }
+}
+
+/// Why `r`'s token cannot be renewed (see [`can_refresh`]), for people.
+pub fn why_not_refreshable(m: &Manifest, r: &Record) -> String {
+    match &m.auth.refresh {
+        RefreshStyle::None => format!("{} tokens are not renewable", m.name),
+        _ if r.refresh_token.is_none() => {
+            "no refresh token is stored for it; a pasted token has none".to_string()
+        }
+        _ => format!("{} cannot renew this token", m.name),
+    }
+}
+
+/// Room kept before a token's expiry, within which it counts as about to
+/// expire and is refreshed before use: a tenth of the token's lifetime, at
+/// most 30 s, so short-lived tokens are not refreshed on every use.
+pub fn expiry_margin(r: &Record) -> chrono::Duration {
+    let cap = chrono::Duration::seconds(30);
+    match lifetime(r) {
+        Some((_, life)) if life > chrono::Duration::zero() => (life / 10).min(cap),
+        _ => cap,
+    }
+}
+
+/// Whether `r`'s access token has expired or is about to (see
+/// [`expiry_margin`]).
+pub fn about_to_expire(r: &Record) -> bool {
+    r.expires_at
+        .is_some_and(|t| t <= Utc::now() + expiry_margin(r))
 }
 
 /// A stable per-account fraction in [0, 1), so jitter does not move a due
@@ -139,48 +244,70 @@ impl Policy {
         Some(issued + chrono::Duration::milliseconds((life.num_milliseconds() as f64 * at) as i64))
     }
 
-    /// The delay before retry number `failures` (1-based), with jitter.
+    /// The delay before retry number `failures` (1-based), with jitter:
+    /// never shorter than `min_backoff`, never longer than `max_backoff`.
     pub fn backoff(&self, id: &AccountId, failures: u32) -> Duration {
-        let base =
-            self.min_backoff.as_secs_f64() * 2f64.powi(failures.saturating_sub(1).min(30) as i32);
-        let capped = base.min(self.max_backoff.as_secs_f64());
-        // Full jitter in the upper half keeps retries spread but bounded.
-        Duration::from_secs_f64(capped * (0.5 + 0.5 * spread(id, failures as u64)))
+        let min = self.min_backoff.as_secs_f64();
+        let max = self.max_backoff.as_secs_f64().max(min);
+        let base = min * 2f64.powi(failures.saturating_sub(1).min(30) as i32);
+        // Jitter goes above the exponential step (up to half of it), so
+        // retries stay spread without coming earlier than the minimum;
+        // at the cap they spread over its last third.
+        let hi = (base * 1.5).min(max);
+        let lo = (hi / 1.5).max(min).min(hi);
+        Duration::from_secs_f64(lo + (hi - lo) * spread(id, failures as u64))
     }
 }
 
-/// Health of `r` as `outreach status` shows it.
+/// Health of `r` as `outreach status` shows it. A token that cannot be
+/// refreshed shows no next refresh, and once it has expired the account
+/// needs reconnecting, whether or not anyone has marked it yet.
 pub fn health(app: &App, r: &Record) -> TokenHealth {
     let now = Utc::now();
-    let refreshable = app
-        .host
-        .get(&r.id.platform)
-        .map(|p| !matches!(p.manifest.auth.refresh, RefreshStyle::None))
-        .unwrap_or(false)
-        && (r.refresh_token.is_some()
-            || app
-                .host
-                .get(&r.id.platform)
-                .is_ok_and(|p| matches!(p.manifest.auth.refresh, RefreshStyle::Custom(_))));
+    let plugin = app.host.get(&r.id.platform).ok();
+    let refreshable = plugin.as_ref().is_some_and(|p| can_refresh(&p.manifest, r));
     let expires_in = r.expires_at.map(|t| (t - now).num_seconds());
-    let needs_refresh = match lifetime(r) {
-        Some((issued, life)) => now >= issued + life / 5 * 4,
-        None => false,
+    let expired = r.expires_at.is_some_and(|t| t <= now);
+    let (state, error) = match &plugin {
+        Some(p) if !refreshable && expired && r.health.state != AccountState::NeedsReconnect => (
+            AccountState::NeedsReconnect,
+            Some(expired_reason(&p.manifest, r)),
+        ),
+        _ => (r.health.state, r.health.last_error.clone()),
     };
+    let needs_refresh = refreshable
+        && match lifetime(r) {
+            Some((issued, life)) => now >= issued + life / 5 * 4,
+            None => false,
+        };
     TokenHealth {
         platform: r.id.platform.clone(),
         account: r.id.account.clone(),
-        state: r.health.state,
-        is_valid: r.health.state != AccountState::NeedsReconnect
-            && expires_in.is_none_or(|s| s > 0),
+        state,
+        is_valid: state != AccountState::NeedsReconnect && !expired,
         expires_in,
         last_refreshed: r.last_refreshed,
         needs_refresh,
         refreshable,
-        next_refresh: Policy::for_platform(app, &r.id.platform).due(r, refreshable),
-        error: r.health.last_error.clone(),
-        plugin_missing: app.host.get(&r.id.platform).is_err(),
+        next_refresh: if refreshable {
+            Policy::for_platform(app, &r.id.platform).due(r, true)
+        } else {
+            None
+        },
+        error,
+        plugin_missing: plugin.is_none(),
     }
+}
+
+/// Why an expired token that cannot be refreshed needs reconnecting.
+fn expired_reason(m: &Manifest, r: &Record) -> String {
+    format!(
+        "the token expired{} and cannot be refreshed: {}",
+        r.expires_at
+            .map(|t| format!(" at {}", t.format("%Y-%m-%d %H:%M UTC")))
+            .unwrap_or_default(),
+        why_not_refreshable(m, r)
+    )
 }
 
 /// Announces account state changes and failed or unknown publishes: log,
@@ -362,13 +489,75 @@ impl Refresher {
         match need {
             Need::Now => false,
             Need::Replace(old) => r.access_token != *old,
-            Need::Usable => r
-                .expires_at
-                .is_none_or(|t| t > now + chrono::Duration::seconds(30)),
+            // A token that cannot be refreshed is used until it expires.
+            Need::Usable | Need::Due if !refreshable => r.expires_at.is_none_or(|t| t > now),
+            Need::Usable => !about_to_expire(r),
             Need::Due => Policy::for_platform(&self.app, &r.id.platform)
-                .due(r, refreshable)
+                .due(r, true)
                 .is_none_or(|t| t > now),
         }
+    }
+
+    /// Mark `record` *needs reconnect* for `reason`, storing it, and
+    /// announce the change if it is one. The caller holds the lease.
+    async fn needs_reconnect(
+        &self,
+        store: &Arc<dyn crate::store::CredentialStore>,
+        record: &mut Record,
+        reason: &str,
+    ) -> Result<(), RefreshError> {
+        let before = record.health.state;
+        record.health.state = AccountState::NeedsReconnect;
+        record.health.last_error = Some(reason.to_string());
+        record.health.retry_at = None;
+        store.save(record)?;
+        if before != AccountState::NeedsReconnect {
+            self.notifier
+                .changed(&record.id, before, AccountState::NeedsReconnect, reason)
+                .await;
+        }
+        Ok(())
+    }
+
+    /// What `need` gets for a record whose token cannot be refreshed: the
+    /// record while its token is valid; once it has expired (or the
+    /// platform refused it), *needs reconnect*. The caller holds the lease.
+    async fn unrefreshable(
+        &self,
+        store: &Arc<dyn crate::store::CredentialStore>,
+        m: &Manifest,
+        mut record: Record,
+        need: &Need,
+    ) -> Result<(Record, bool), RefreshError> {
+        let id = record.id.clone();
+        let reason = if record.expires_at.is_some_and(|t| t <= Utc::now()) {
+            expired_reason(m, &record)
+        } else if matches!(need, Need::Replace(_)) {
+            format!(
+                "{} refused the access token, and it cannot be refreshed: {}",
+                m.name,
+                why_not_refreshable(m, &record)
+            )
+        } else if record.health.state == AccountState::NeedsReconnect {
+            return Err(RefreshError::NeedsReconnect {
+                id,
+                reason: record.health.last_error.clone().unwrap_or_default(),
+            });
+        } else if *need == Need::Now {
+            return Err(RefreshError::CannotRefresh {
+                reason: why_not_refreshable(m, &record),
+                expires_at: record.expires_at,
+                id,
+            });
+        } else {
+            return Ok((record, false));
+        };
+        if record.health.state != AccountState::NeedsReconnect
+            || record.health.last_error.as_deref() != Some(reason.as_str())
+        {
+            self.needs_reconnect(store, &mut record, &reason).await?;
+        }
+        Err(RefreshError::NeedsReconnect { id, reason })
     }
 
     /// Apply an answer an earlier exchange sealed for `id` (see
@@ -436,6 +625,17 @@ impl Refresher {
     /// A record for `id` whose token satisfies `need`, refreshing it if it
     /// does not. Concurrent callers for one account share one refresh.
     pub async fn ensure(&self, id: &AccountId, need: Need) -> Result<Record, RefreshError> {
+        self.ensure_reporting(id, need).await.map(|(r, _)| r)
+    }
+
+    /// [`Refresher::ensure`], also saying whether this call renewed the
+    /// token (rather than finding it good enough, or renewed by someone
+    /// else).
+    pub async fn ensure_reporting(
+        &self,
+        id: &AccountId,
+        need: Need,
+    ) -> Result<(Record, bool), RefreshError> {
         let store = self
             .app
             .store()
@@ -445,10 +645,9 @@ impl Refresher {
             .host
             .get(&id.platform)
             .map_err(|e| RefreshError::Other(e.to_string()))?;
-        let refreshable = !matches!(plugin.manifest.auth.refresh, RefreshStyle::None);
         let record = store.load(id)?;
-        if self.is_satisfied(&record, &need, refreshable) {
-            return Ok(record);
+        if self.is_satisfied(&record, &need, can_refresh(&plugin.manifest, &record)) {
+            return Ok((record, false));
         }
         // One refresh per account in this process…
         let lock = self
@@ -474,8 +673,9 @@ impl Refresher {
         }
         // Someone may have refreshed while we waited: read again.
         let mut record = store.load(id)?;
+        let refreshable = can_refresh(m, &record);
         if need != Need::Now && self.is_satisfied(&record, &need, refreshable) {
-            return Ok(record);
+            return Ok((record, false));
         }
         if record.health.state == AccountState::NeedsReconnect && need != Need::Now {
             return Err(RefreshError::NeedsReconnect {
@@ -483,17 +683,8 @@ impl Refresher {
                 reason: record.health.last_error.clone().unwrap_or_default(),
             });
         }
-        if matches!(m.auth.refresh, RefreshStyle::None) {
-            if need == Need::Usable && record.expires_at.is_some_and(|t| t <= Utc::now()) {
-                return Err(RefreshError::NeedsReconnect {
-                    id: id.clone(),
-                    reason: format!(
-                        "the {} token expired and {} tokens cannot be refreshed",
-                        m.name, m.name
-                    ),
-                });
-            }
-            return Ok(record);
+        if !refreshable {
+            return self.unrefreshable(&store, m, record, &need).await;
         }
         let client = client_for(&self.app.cfg(), &m.id).ok();
         let overrides = self.app.cfg().platform(&m.id).endpoints;
@@ -511,7 +702,7 @@ impl Refresher {
             && slot.is_some()
             && let Some(settled) = self.settle(&store, id, m).await?
         {
-            return Ok(settled);
+            return Ok((settled, true));
         }
         let before = record.health.state;
         let policy = Policy::for_platform(&self.app, &id.platform);
@@ -532,19 +723,11 @@ impl Refresher {
                         .changed(id, before, AccountState::Healthy, "token refreshed")
                         .await;
                 }
-                Ok(record)
+                Ok((record, true))
             }
             Err(TokenError::InvalidGrant(reason)) => {
                 crate::metrics::refresh(&id.platform, "needs_reconnect");
-                record.health.state = AccountState::NeedsReconnect;
-                record.health.last_error = Some(reason.clone());
-                record.health.retry_at = None;
-                store.save(&record)?;
-                if before != AccountState::NeedsReconnect {
-                    self.notifier
-                        .changed(id, before, AccountState::NeedsReconnect, &reason)
-                        .await;
-                }
+                self.needs_reconnect(&store, &mut record, &reason).await?;
                 Err(RefreshError::NeedsReconnect {
                     id: id.clone(),
                     reason,
@@ -571,6 +754,63 @@ impl Refresher {
                     retry_at,
                 })
             }
+        }
+    }
+}
+
+impl Refresher {
+    /// One refresh the scheduler does for `id`, logged (account, outcome,
+    /// next refresh; never a token); when to look at `id` again, if ever.
+    async fn scheduled_refresh(&self, id: &AccountId) -> Option<DateTime<Utc>> {
+        let policy = Policy::for_platform(&self.app, &id.platform);
+        match self.ensure_reporting(id, Need::Due).await {
+            Ok((rec, refreshed)) => {
+                let refreshable = self
+                    .app
+                    .host
+                    .get(&id.platform)
+                    .is_ok_and(|p| can_refresh(&p.manifest, &rec));
+                let next = policy.due(&rec, refreshable);
+                let shown = next
+                    .map(|t| format!("next refresh at {}", t.format("%Y-%m-%d %H:%M:%S UTC")))
+                    .unwrap_or_else(|| "no refresh scheduled".into());
+                if refreshed {
+                    tracing::info!(
+                        account = %id,
+                        outcome = "refreshed",
+                        next_refresh = ?next,
+                        "refreshed {id}; {shown}"
+                    );
+                } else {
+                    tracing::debug!(
+                        account = %id,
+                        outcome = "current",
+                        next_refresh = ?next,
+                        "{id} needed no refresh (renewed elsewhere); {shown}"
+                    );
+                }
+                next
+            }
+            Err(e) => match &e {
+                RefreshError::Transient { retry_at, .. } => {
+                    tracing::warn!(account = %id, outcome = "failed", next_refresh = ?retry_at, "{e}");
+                    Some(*retry_at)
+                }
+                RefreshError::NeedsReconnect { .. } => {
+                    tracing::warn!(
+                        account = %id,
+                        outcome = "needs-reconnect",
+                        "{e}; no refresh is scheduled until it is reconnected"
+                    );
+                    None
+                }
+                RefreshError::Store(crate::store::StoreError::NotFound { .. }) => None,
+                _ => {
+                    let retry_at = Utc::now() + chrono::Duration::seconds(60);
+                    tracing::error!(account = %id, outcome = "error", next_refresh = ?retry_at, "{e}");
+                    Some(retry_at)
+                }
+            },
         }
     }
 }
@@ -607,7 +847,7 @@ pub async fn run_with(
         let refreshable = app
             .host
             .get(&r.id.platform)
-            .is_ok_and(|p| !matches!(p.manifest.auth.refresh, RefreshStyle::None));
+            .is_ok_and(|p| can_refresh(&p.manifest, r));
         Policy::for_platform(&app, &r.id.platform).due(r, refreshable)
     };
     for id in store.list()? {
@@ -657,40 +897,54 @@ pub async fn run_with(
             }
             _ = sleep, if next.is_some() => {
                 let Some(Reverse((_, id))) = queue.pop() else { continue };
-                let refreshable = app
-                    .host
-                    .get(&id.platform)
-                    .is_ok_and(|p| !matches!(p.manifest.auth.refresh, RefreshStyle::None));
-                if !refreshable {
+                let record = match store.load(&id) {
+                    Ok(r) => r,
+                    Err(crate::store::StoreError::NotFound { .. }) => {
+                        scheduled.remove(&id);
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::error!(account = %id, "{e}");
+                        queue.push(Reverse((Utc::now() + chrono::Duration::seconds(60), id)));
+                        continue;
+                    }
+                };
+                let Ok(plugin) = app.host.get(&id.platform) else {
+                    // Nothing to do until its plugin is back.
                     scheduled.remove(&id);
-                    // A token that cannot be refreshed: warn once, ahead of expiry.
-                    if let Ok(r) = store.load(&id)
-                        && let Some(exp) = r.expires_at
-                        && warned.get(&id) != Some(&exp)
-                    {
-                        warned.insert(id.clone(), exp);
-                        let msg = format!("the token expires at {exp} and cannot be refreshed; reconnect with `outreach connect {}`", id.platform);
-                        tracing::warn!(account = %id, "{msg}");
-                        refresher.notifier.expiring(&id, &msg).await;
+                    continue;
+                };
+                let expired = record.expires_at.is_some_and(|t| t <= Utc::now());
+                if !can_refresh(&plugin.manifest, &record) && !expired {
+                    // A token that cannot be refreshed: warn once, ahead of
+                    // expiry, then look again when it expires.
+                    match record.expires_at {
+                        Some(exp) => {
+                            if warned.get(&id) != Some(&exp) {
+                                warned.insert(id.clone(), exp);
+                                let msg = format!(
+                                    "the token expires at {} and cannot be refreshed ({}); reconnect with `{}` before then",
+                                    exp.format("%Y-%m-%d %H:%M:%S UTC"),
+                                    why_not_refreshable(&plugin.manifest, &record),
+                                    reconnect_command(&id)
+                                );
+                                tracing::warn!(account = %id, "{msg}");
+                                refresher.notifier.expiring(&id, &msg).await;
+                            }
+                            queue.push(Reverse((exp, id)));
+                        }
+                        None => {
+                            scheduled.remove(&id);
+                        }
                     }
                     continue;
                 }
+                // A token to refresh, or one that expired and cannot be
+                // (which `ensure` marks *needs reconnect*).
                 let permit = slots.clone().acquire_owned().await.expect("semaphore open");
                 let (r, tx) = (refresher.clone(), done_tx.clone());
                 tokio::spawn(async move {
-                    let next = match r.ensure(&id, Need::Due).await {
-                        Ok(rec) => {
-                            let refreshable = true;
-                            Policy::for_platform(&r.app, &id.platform).due(&rec, refreshable)
-                        }
-                        Err(RefreshError::Transient { retry_at, .. }) => Some(retry_at),
-                        Err(RefreshError::NeedsReconnect { .. }) => None,
-                        Err(RefreshError::Store(crate::store::StoreError::NotFound { .. })) => None,
-                        Err(e) => {
-                            tracing::error!(account = %id, "{e}");
-                            Some(Utc::now() + chrono::Duration::seconds(60))
-                        }
-                    };
+                    let next = r.scheduled_refresh(&id).await;
                     drop(permit);
                     let _ = tx.send((id, next));
                 });

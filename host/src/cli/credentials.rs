@@ -93,10 +93,17 @@ fn print_status(
                 Some(s) if s <= 0 => "EXPIRED".to_string(),
                 Some(s) => format!("expires in {}", human(s)),
             };
-            let next = h
-                .next_refresh
-                .map(|t| format!(", next refresh {}", when(t)))
-                .unwrap_or_default();
+            let next = match h.next_refresh {
+                Some(t) => format!(", next refresh {}", when(t)),
+                // Said once, while it matters: before the token expires.
+                None if !h.refreshable
+                    && !h.plugin_missing
+                    && h.expires_in.is_some_and(|s| s > 0) =>
+                {
+                    ", cannot be refreshed: reconnect before it expires".into()
+                }
+                None => String::new(),
+            };
             println!(
                 "{:<28} {:<16} {}{}{}{}",
                 format!("{}/{}", h.platform, h.account),
@@ -188,23 +195,28 @@ pub async fn refresh(app: Arc<App>, target: Option<String>, watch: bool) -> anyh
     }
     let mut code = 0;
     for id in targets(&app, target.as_deref())? {
-        let plugin = app.host.get(&id.platform)?;
-        if matches!(
-            plugin.manifest.auth.refresh,
-            crate::plugin::wit::types::RefreshStyle::None
-        ) {
-            println!(
-                "{id:<28} cannot be refreshed ({} tokens are not renewable); reconnect before it expires",
-                plugin.manifest.name
-            );
-            continue;
-        }
         match refresher.ensure(&id, Need::Now).await {
             Ok(r) => println!(
                 "{id:<28} refreshed{}",
                 r.expires_at
                     .map(|t| format!("; valid until {}", t.format("%Y-%m-%d %H:%M:%S UTC")))
                     .unwrap_or_default()
+            ),
+            // Still valid: nothing failed, the user is told until when.
+            Err(RefreshError::CannotRefresh {
+                id,
+                reason,
+                expires_at,
+            }) => println!(
+                "{id:<28} cannot be refreshed ({reason}); {}",
+                match expires_at {
+                    Some(t) => format!(
+                        "it stays valid until {}; reconnect with `{}` before then",
+                        t.format("%Y-%m-%d %H:%M:%S UTC"),
+                        crate::schedule::reconnect_command(&id)
+                    ),
+                    None => "its token does not expire".into(),
+                }
             ),
             Err(e @ (RefreshError::NeedsReconnect { .. } | RefreshError::Transient { .. })) => {
                 println!("{id:<28} FAILED: {e}");
