@@ -390,10 +390,9 @@ fn mastodon_registers_once_per_instance_and_tokens_do_not_expire() {
         let r = connect(&home, &["mastodon", "--account", account, "--set", &set]);
         assert_eq!(r.code, 0, "{}", r.all());
     }
-    // The loopback port differs per run here (port 0), so each redirect URI
-    // is its own registration; with a fixed port one registration serves all.
+    // One registration per instance, whatever port each run listens on.
     let regs = md.state.oauth.lock().unwrap().registrations;
-    assert!((1..=2).contains(&regs), "{regs}");
+    assert_eq!(regs, 1);
     home.extra_config = format!("\n[auth]\nredirect_port = {}\n", free_port());
     for account in ["three", "four"] {
         assert_eq!(
@@ -401,10 +400,12 @@ fn mastodon_registers_once_per_instance_and_tokens_do_not_expire() {
             0
         );
     }
+    // A fixed port other than the registered one: still the same app (a
+    // loopback redirect matches on any port, RFC 8252 §7.3).
     assert_eq!(
         md.state.oauth.lock().unwrap().registrations,
-        regs + 1,
-        "cached per instance and redirect"
+        regs,
+        "one app per instance"
     );
     let s = status(&home);
     let h = account(&s, "mastodon/three");
@@ -1275,4 +1276,250 @@ fn refresh_watch_logs_each_refresh() {
             "{l}"
         );
     }
+}
+
+/// Run `outreach connect …` and play the browser with `browser`: it gets
+/// the printed authorization address and returns the page outreach's
+/// loopback listener answered with.
+fn connect_playing(
+    home: &Home,
+    args: &[&str],
+    browser: impl FnOnce(&str) -> String,
+) -> (Run, String) {
+    let mut full = vec!["connect"];
+    full.extend_from_slice(args);
+    full.push("--no-browser");
+    let mut child = home
+        .command(&full)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let url = loop {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "connect ended without printing an address:\n{seen}\n{}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        seen.push_str(&line);
+        if let Some(u) = line.trim().strip_prefix("http") {
+            break format!("http{u}");
+        }
+    };
+    let page = browser(&url);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let run = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: format!("{seen}{rest}"),
+    };
+    run.assert_no_secrets();
+    assert!(!page.contains("PLANTED"), "a secret on the page:\n{page}");
+    (run, page)
+}
+
+/// One query parameter of `url`.
+fn query_param(url: &str, name: &str) -> String {
+    url::Url::parse(url)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| panic!("no {name} in {url}"))
+}
+
+/// What a page says, as text: no markup is trusted from the redirect.
+fn assert_failure_page(page: &str, run: &Run, says: &str) {
+    assert_ne!(run.code, 0, "{}", run.all());
+    assert!(!page.contains("outreach is connected"), "{page}");
+    assert!(page.contains("outreach could not connect"), "{page}");
+    assert!(page.contains(says), "{page}");
+    assert!(page.to_lowercase().contains("nothing was stored"), "{page}");
+    assert!(run.stderr.contains("nothing was stored"), "{}", run.stderr);
+    assert!(page.contains("outreach connect"), "{page}");
+    assert!(run.stderr.contains(says), "{}", run.stderr);
+}
+
+/// The browser's page says "connected" only once the account is stored;
+/// a forged or stale redirect, a refusal, a failed code exchange or a
+/// token the platform then refuses each get a page that says what failed
+/// and what to do — escaped, without the code or any secret — on every
+/// platform.
+#[test]
+fn the_browser_page_says_connected_only_once_the_account_is_stored() {
+    let x = fake_x();
+    let home = x_home(&x);
+    // A redirect with another state (a stale tab, or a page that forges
+    // one), carrying a code that must not be shown back.
+    let forged = |url: &str| {
+        let redirect = query_param(url, "redirect_uri");
+        browse(&format!(
+            "{redirect}?state=forged-state&code=code-PLANTED-0d1e"
+        ))
+    };
+    let (r, page) = connect_playing(&home, &["x", "--account", "alice"], forged);
+    assert_failure_page(&page, &r, "state does not match");
+    assert!(!home.path().join("store/x/alice.age").exists());
+
+    // The platform's refusal, with markup in it: shown as text.
+    let (r, page) = connect_playing(&home, &["x"], |url| {
+        let redirect = query_param(url, "redirect_uri");
+        let state = query_param(url, "state");
+        let mut to = url::Url::parse(&redirect).unwrap();
+        to.query_pairs_mut()
+            .append_pair("state", &state)
+            .append_pair("error", "access_denied")
+            .append_pair("error_description", "<script>alert(1)</script> denied");
+        browse(to.as_str())
+    });
+    assert_failure_page(&page, &r, "access_denied");
+    assert!(!page.contains("<script>"), "{page}");
+    assert!(page.contains("&lt;script&gt;"), "{page}");
+
+    // The code exchange fails.
+    x.state.oauth.lock().unwrap().token_mode = Mode::ServerError;
+    let (r, page) = connect_playing(&home, &["x"], browse);
+    assert_failure_page(&page, &r, "exchanging the authorization code");
+    x.state.oauth.lock().unwrap().token_mode = Mode::Normal;
+
+    // Tokens arrive, but the platform does not accept them: not stored.
+    x.set_mode(Mode::Expired);
+    let (r, page) = connect_playing(&home, &["x"], browse);
+    assert_failure_page(&page, &r, "nothing was stored");
+    assert!(!home.path().join("store/x/default.age").exists());
+    x.set_mode(Mode::Normal);
+
+    // The same truth on another flow (OpenID Connect, Mastodon's
+    // registered client).
+    let li = fake_linkedin();
+    let mut home = Home::new();
+    for (name, path) in [
+        ("authorize", "/oauth/v2/authorization"),
+        ("token", "/oauth/v2/accessToken"),
+        ("userinfo", "/v2/userinfo"),
+        ("api", ""),
+    ] {
+        home.endpoint("linkedin", name, &format!("{}{path}", li.url()));
+    }
+    with_client(&mut home, "linkedin");
+    let (r, page) = connect_playing(&home, &["linkedin"], forged);
+    assert_failure_page(&page, &r, "state does not match");
+    let md = fake_mastodon();
+    let set = format!("instance={}", md.url());
+    let (r, page) = connect_playing(&home, &["mastodon", "--set", &set], forged);
+    assert_failure_page(&page, &r, "state does not match");
+    assert!(page.contains(&format!("--set {set}")), "{page}");
+    // And success says so, after storing.
+    let (r, page) = connect_playing(&home, &["mastodon", "--set", &set], browse);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(page.contains("outreach is connected"), "{page}");
+    assert!(page.contains("mastodon/default is connected as"), "{page}");
+    assert!(home.path().join("store/mastodon/default.age").exists());
+}
+
+/// RFC 6749 §7.1: a token of a type outreach does not understand is
+/// refused, named; `bearer` is accepted in any case, and an answer without
+/// `token_type` (Instagram's) is accepted too.
+#[test]
+fn tokens_of_a_type_other_than_bearer_are_refused_by_name() {
+    let x = fake_x();
+    let home = x_home(&x);
+    x.state.oauth.lock().unwrap().token_type = Some("MAC".into());
+    let (r, page) = connect_playing(&home, &["x"], browse);
+    assert_failure_page(&page, &r, "token of type `MAC`");
+    assert!(r.stderr.contains("bearer"), "{}", r.stderr);
+    assert!(!home.path().join("store/x/default.age").exists());
+
+    x.state.oauth.lock().unwrap().token_type = Some("BEARER".into());
+    let r = connect(&home, &["x"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+
+    let ig = fake_lab(Flavor::Instagram);
+    let mut home = Home::new();
+    std::fs::copy(
+        test_plugin("outreach-oauth-lab", Some("instagram"), "instagram.wasm"),
+        home.plugins_dir().join("instagram.wasm"),
+    )
+    .unwrap();
+    for (name, path) in [
+        ("authorize", "/oauth/authorize"),
+        ("token", "/oauth/access_token"),
+        ("refresh", "/refresh_access_token"),
+        ("api", ""),
+    ] {
+        home.endpoint("instagram", name, &format!("{}{path}", ig.url()));
+    }
+    with_client(&mut home, "instagram");
+    let r = connect(&home, &["instagram"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+}
+
+/// Mastodon with `redirect_port = 0`: one app per instance, whatever port
+/// each connect listens on (the registered port when it is free, any other
+/// when not: a loopback redirect matches on any port). `disconnect`
+/// revokes with that app's credentials, which Mastodon requires.
+#[test]
+fn mastodon_keeps_one_app_per_instance_on_any_port_and_revokes_with_it() {
+    let md = fake_mastodon();
+    let mut home = Home::new();
+    home.extra_config.push_str("\n[auth]\nredirect_port = 0\n");
+    let set = format!("instance={}", md.url());
+    assert_eq!(
+        connect(&home, &["mastodon", "--account", "one", "--set", &set]).code,
+        0
+    );
+    let registered = {
+        let o = md.state.oauth.lock().unwrap();
+        assert_eq!(o.registrations, 1);
+        o.apps.values().next().unwrap().1.clone()
+    };
+    let port = url::Url::parse(&registered).unwrap().port().unwrap();
+    assert_eq!(
+        connect(&home, &["mastodon", "--account", "two", "--set", &set]).code,
+        0
+    );
+    // The registered port is taken: another one serves, same app.
+    let busy = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    assert_eq!(
+        connect(&home, &["mastodon", "--account", "three", "--set", &set]).code,
+        0
+    );
+    drop(busy);
+    assert_eq!(md.state.oauth.lock().unwrap().registrations, 1);
+    let ports: Vec<String> = md
+        .seen()
+        .iter()
+        .filter(|s| s.path == "/oauth/authorize")
+        .map(|s| {
+            let redirect = query_param(&format!("http://h/?{}", s.query), "redirect_uri");
+            url::Url::parse(&redirect)
+                .unwrap()
+                .port()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(ports.len(), 3);
+    assert_ne!(ports[2], port.to_string(), "{ports:?}");
+
+    let r = home.run(&["disconnect", "mastodon/one"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("revoked mastodon/one"), "{}", r.stdout);
+    let seen = md.seen();
+    let revoke = seen.iter().find(|s| s.path == "/oauth/revoke").unwrap();
+    assert!(
+        revoke.body.contains("client_id=") && revoke.body.contains("client_secret="),
+        "{}",
+        revoke.body
+    );
+    assert_eq!(md.state.oauth.lock().unwrap().revoked.len(), 1);
+    assert!(!home.path().join("store/mastodon/one.age").exists());
 }

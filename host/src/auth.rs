@@ -202,6 +202,7 @@ pub fn parse_tokens(
                 shape.access_token
             ))
         })?;
+    check_token_type(v.get("token_type"), secrets)?;
     let refresh = field(&shape.refresh_token)
         .and_then(|r| r.as_str())
         .filter(|r| !r.is_empty())
@@ -239,6 +240,61 @@ pub fn parse_tokens(
             .and_then(|s| s.as_str())
             .map(str::to_string),
     })
+}
+
+/// RFC 6749 §7.1: a client must not use a token whose type it does not
+/// understand. Outreach sends tokens as bearer tokens (RFC 6750; the name
+/// is case-insensitive); an answer without `token_type` is taken as one
+/// (Instagram's short-lived token answer has none). Contract 0.1.0 gives a
+/// manifest no way to declare another type, so any other is refused.
+fn check_token_type(
+    token_type: Option<&serde_json::Value>,
+    secrets: &[&Secret],
+) -> Result<(), TokenError> {
+    let what = match token_type {
+        None | Some(serde_json::Value::Null) => return Ok(()),
+        Some(serde_json::Value::String(t)) if t.eq_ignore_ascii_case("bearer") => return Ok(()),
+        Some(serde_json::Value::String(t)) if t.trim().is_empty() => "an empty type".to_string(),
+        Some(serde_json::Value::String(t)) => {
+            let t = printable(&scrub(t, secrets), 40);
+            format!("type `{t}`")
+        }
+        Some(_) => "a `token_type` that is not a string".to_string(),
+    };
+    Err(TokenError::Rejected(format!(
+        "the platform issued a token of {what}, which outreach cannot use: it sends tokens as \
+         bearer tokens only (RFC 6749 §7.1 forbids using a token of a type the client does not \
+         understand), and a plugin on contract 0.1.0 cannot declare another type"
+    )))
+}
+
+/// `text` without control characters (a terminal or page shows it as
+/// text), cut to `max` characters.
+fn printable(text: &str, max: usize) -> String {
+    let clean: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    match clean.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &clean[..at]),
+        None => clean,
+    }
+}
+
+/// Text made safe to put inside HTML.
+fn html_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Performs token-endpoint requests. Cheap to clone.
@@ -657,16 +713,82 @@ pub fn apply(record: &mut Record, t: Tokens) {
     record.health = Health::default();
 }
 
-/// What the loopback listener received.
+/// What the browser brought back to the loopback listener, unchecked.
 struct Callback {
-    code: String,
-    state: String,
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
 }
 
-/// Wait for the browser to come back to `listener` with a code, answering
-/// the one request it makes. Other paths (favicon) get a 404 and the wait
-/// goes on.
-async fn await_callback(listener: tokio::net::TcpListener) -> Result<Callback, String> {
+/// The browser's request to the loopback listener, held open until the
+/// account is stored or the attempt has failed, so that its page tells
+/// the truth.
+struct Browser {
+    sock: tokio::net::TcpStream,
+    /// What the page must never show (the code, the state, the client
+    /// secret), in case an error message quotes it.
+    hide: Vec<Secret>,
+    /// The status of a failure page: the redirect itself was wrong (400)
+    /// or what came after it failed (502).
+    failed: &'static str,
+}
+
+impl Browser {
+    /// Answer the browser: which account is connected, or what failed and
+    /// what to do about it. `again` is the command to run again.
+    async fn finish(mut self, id: &AccountId, again: &str, outcome: &anyhow::Result<Record>) {
+        let hide: Vec<&Secret> = self.hide.iter().collect();
+        let (status, heading, lines) = match outcome {
+            Ok(rec) => (
+                "200 OK",
+                "outreach is connected".to_string(),
+                vec![format!(
+                    "{id} is connected as {}. You can close this window.",
+                    rec.profile.label()
+                )],
+            ),
+            Err(e) => {
+                let what = format!("{e:#}");
+                let stored = if what.to_lowercase().contains("nothing was stored") {
+                    ""
+                } else {
+                    "Nothing was stored. "
+                };
+                (
+                    self.failed,
+                    format!("outreach could not connect {id}"),
+                    vec![
+                        what,
+                        format!(
+                            "{stored}Run `{again}` again and open the new address it prints; the terminal shows this message too."
+                        ),
+                    ],
+                )
+            }
+        };
+        let mut body = format!(
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>outreach</title></head><body><h1>{}</h1>",
+            html_escape(&heading)
+        );
+        for line in lines {
+            let line = printable(&scrub(&line, &hide), 1000);
+            body.push_str(&format!("<p>{}</p>", html_escape(&line)));
+        }
+        body.push_str("</body></html>");
+        let resp = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: text/html; charset=utf-8\r\ncache-control: no-store\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = self.sock.write_all(resp.as_bytes()).await;
+        let _ = self.sock.shutdown().await;
+    }
+}
+
+/// Wait for the browser to come back to `listener` on `/callback`. Other
+/// paths (favicon) get a 404 and the wait goes on; the callback request is
+/// returned unanswered, with what it carried.
+async fn await_callback(listener: tokio::net::TcpListener) -> Result<(Browser, Callback), String> {
     loop {
         let (mut sock, _) = listener.accept().await.map_err(|e| e.to_string())?;
         let mut buf = vec![0u8; 8192];
@@ -687,51 +809,39 @@ async fn await_callback(listener: tokio::net::TcpListener) -> Result<Callback, S
             .next()
             .and_then(|l| l.split_whitespace().nth(1))
             .unwrap_or("");
-        let url =
-            url::Url::parse(&format!("http://127.0.0.1{target}")).map_err(|e| e.to_string())?;
-        if url.path() != "/callback" {
+        let url = url::Url::parse(&format!("http://127.0.0.1{target}")).ok();
+        let Some(url) = url.filter(|u| u.path() == "/callback") else {
             let _ = sock
                 .write_all(
                     b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
                 )
                 .await;
             continue;
-        }
-        let q: BTreeMap<String, String> = url.query_pairs().into_owned().collect();
-        let (status, page, result) = match (q.get("code"), q.get("state"), q.get("error")) {
-            (_, _, Some(err)) => (
-                "400 Bad Request",
-                format!("The platform said: {err}. You can close this window."),
-                Err(format!(
-                    "the platform refused the authorization: {err}{}",
-                    q.get("error_description")
-                        .map(|d| format!(" ({d})"))
-                        .unwrap_or_default()
-                )),
-            ),
-            (Some(code), Some(state), None) => (
-                "200 OK",
-                "outreach is connected. You can close this window.".to_string(),
-                // Instagram and Threads append `#_` to the code.
-                Ok(Callback {
-                    code: code.trim_end_matches("#_").to_string(),
-                    state: state.clone(),
-                }),
-            ),
-            _ => (
-                "400 Bad Request",
-                "This is not an authorization response.".to_string(),
-                Err("the redirect carried neither a code nor an error".to_string()),
-            ),
         };
-        let body = format!("<!doctype html><title>outreach</title><p>{page}</p>");
-        let resp = format!(
-            "HTTP/1.1 {status}\r\ncontent-type: text/html; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        let _ = sock.write_all(resp.as_bytes()).await;
-        let _ = sock.shutdown().await;
-        return result;
+        let mut q: BTreeMap<String, String> = url.query_pairs().into_owned().collect();
+        let cb = Callback {
+            // Instagram and Threads append `#_` to the code.
+            code: q
+                .remove("code")
+                .map(|c| c.trim_end_matches("#_").to_string()),
+            state: q.remove("state"),
+            error: q.remove("error"),
+            error_description: q.remove("error_description"),
+        };
+        let hide = [&cb.code, &cb.state]
+            .into_iter()
+            .flatten()
+            .filter(|v| !v.is_empty())
+            .map(Secret::new)
+            .collect();
+        return Ok((
+            Browser {
+                sock,
+                hide,
+                failed: "400 Bad Request",
+            },
+            cb,
+        ));
     }
 }
 
@@ -744,12 +854,27 @@ pub struct ConnectOptions {
     pub username: Option<String>,
 }
 
+impl ConnectOptions {
+    /// The command that runs this connect again (for messages).
+    fn again(&self) -> String {
+        let mut cmd = format!("outreach connect {}", self.platform);
+        if self.account != "default" {
+            cmd.push_str(&format!(" --account {}", self.account));
+        }
+        for (k, v) in &self.settings {
+            cmd.push_str(&format!(" --set {k}={v}"));
+        }
+        cmd
+    }
+}
+
 /// Connect an account end to end: run the flow the manifest declares, ask
 /// the platform who the account is, store the record.
 pub async fn connect(app: &App, opts: ConnectOptions) -> anyhow::Result<Record> {
     let id = AccountId::new(&opts.platform, &opts.account)?;
     let plugin = app.platform(&opts.platform)?;
     let m = &plugin.manifest;
+    let again = opts.again();
     let settings = app.check_settings(&plugin, opts.settings)?;
     let account_view = App::account_view_of(&id, &settings, &Profile::default());
     let overrides = app.cfg().platform(&m.id).endpoints;
@@ -759,7 +884,20 @@ pub async fn connect(app: &App, opts: ConnectOptions) -> anyhow::Result<Record> 
 
     let tokens = match m.auth.kind {
         AuthKind::Oauth2 | AuthKind::Oauth2Pkce | AuthKind::Oidc => {
-            browser_flow(app, m, &endpoints, &tokens_client, &id, opts.open_browser).await?
+            let (browser, tokens) =
+                browser_flow(app, m, &endpoints, &tokens_client, &id, opts.open_browser).await?;
+            // The browser waits for its page until the account is stored
+            // (or the attempt failed), so it never claims a connection
+            // that did not happen.
+            let outcome = match tokens {
+                Ok(tokens) => {
+                    app.store_verified(&plugin, id.clone(), tokens, settings)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            browser.finish(&id, &again, &outcome).await;
+            return outcome;
         }
         AuthKind::AppPassword => {
             let login = m.auth.login.as_ref().ok_or_else(|| {
@@ -804,7 +942,31 @@ pub async fn connect(app: &App, opts: ConnectOptions) -> anyhow::Result<Record> 
     app.store_verified(&plugin, id, tokens, settings).await
 }
 
+fn loopback_redirect(port: u16) -> String {
+    format!("http://127.0.0.1:{port}/callback")
+}
+
+/// The loopback listener: on `preferred` when the configured port is 0
+/// and `preferred` is free (the port a registered client was registered
+/// with), else on the configured port.
+async fn listen(
+    configured: u16,
+    preferred: Option<u16>,
+) -> anyhow::Result<tokio::net::TcpListener> {
+    if configured == 0
+        && let Some(p) = preferred
+        && let Ok(l) = tokio::net::TcpListener::bind(("127.0.0.1", p)).await
+    {
+        return Ok(l);
+    }
+    tokio::net::TcpListener::bind(("127.0.0.1", configured))
+        .await
+        .with_context(|| format!("cannot listen on 127.0.0.1:{configured} for the redirect"))
+}
+
 /// The authorization-code flow through a loopback redirect listener.
+/// Fails before the browser comes back; from then on the browser's request
+/// is returned, held open, with the tokens or why there are none.
 async fn browser_flow(
     app: &App,
     m: &Manifest,
@@ -812,24 +974,30 @@ async fn browser_flow(
     tokens: &TokenClient,
     id: &AccountId,
     open_browser: bool,
-) -> anyhow::Result<Tokens> {
-    let auth_cfg = &app.cfg().config.auth;
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", auth_cfg.redirect_port))
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on 127.0.0.1:{} for the redirect",
-                auth_cfg.redirect_port
-            )
-        })?;
-    let port = listener.local_addr()?.port();
-    let redirect_uri = format!("http://127.0.0.1:{port}/callback");
+) -> anyhow::Result<(Browser, anyhow::Result<Tokens>)> {
+    let auth_cfg = app.cfg().config.auth.clone();
     let scopes = m.auth.scopes.join(&m.auth.scope_separator);
-
-    let client = if m.auth.dynamic_registration {
-        registered_client(app, m, endpoints, tokens, &redirect_uri, &scopes).await?
+    let registration = if m.auth.dynamic_registration {
+        let apps = endpoint(endpoints, "apps").map_err(|e| bad!("{e}"))?;
+        let known = load_registration(app, m, &apps, &scopes, auth_cfg.redirect_port)?;
+        Some((apps, known))
     } else {
-        client_for(&app.cfg(), &m.id).map_err(|e| bad!("{e}"))?
+        None
+    };
+    let preferred = registration
+        .as_ref()
+        .and_then(|(_, r)| r.as_ref())
+        .and_then(Registration::port);
+    let listener = listen(auth_cfg.redirect_port, preferred).await?;
+    let port = listener.local_addr()?.port();
+    let redirect_uri = loopback_redirect(port);
+
+    let client = match registration {
+        // One app per server: the loopback redirect it was registered with
+        // matches on any port (RFC 8252 §7.3, which Mastodon follows).
+        Some((_, Some(known))) => known.client(),
+        Some((apps, None)) => register_app(app, m, tokens, &apps, &redirect_uri, &scopes).await?,
+        None => client_for(&app.cfg(), &m.id).map_err(|e| bad!("{e}"))?,
     };
     let authorize = endpoint(endpoints, "authorize").map_err(|e| bad!("{e}"))?;
     let oauth = oauth2::basic::BasicClient::new(oauth2::ClientId::new(client.id.clone()))
@@ -858,7 +1026,7 @@ async fn browser_flow(
         open_in_browser(url.as_str());
     }
     let wait = Duration::from_secs(auth_cfg.connect_timeout_secs);
-    let cb = tokio::time::timeout(wait, await_callback(listener))
+    let (mut browser, cb) = tokio::time::timeout(wait, await_callback(listener))
         .await
         .map_err(|_| {
             anyhow::anyhow!(
@@ -867,54 +1035,164 @@ async fn browser_flow(
             )
         })?
         .map_err(|e| anyhow::anyhow!("connecting {id}: {e}"))?;
-    if cb.state != *state.secret() {
-        anyhow::bail!(
+    browser.hide.extend(client.secret.clone());
+
+    // The state first: an answer that does not carry this request's state
+    // (a stale or forged redirect) is not believed, not even its error.
+    let state_ok = cb.state.as_deref() == Some(state.secret().as_str());
+    let code = match (cb.code, cb.error) {
+        _ if cb.state.is_some() && !state_ok => Err(anyhow::anyhow!(
             "connecting {id}: the redirect's state does not match this request (a stale or forged redirect); nothing was stored"
-        );
-    }
-    tokens
+        )),
+        (_, Some(err)) => Err(anyhow::anyhow!(
+            "connecting {id}: {} refused the authorization: {}{}; nothing was stored",
+            m.name,
+            printable(&err, 100),
+            cb.error_description
+                .map(|d| format!(" ({})", printable(&d, 300)))
+                .unwrap_or_default()
+        )),
+        (Some(_), None) if !state_ok => Err(anyhow::anyhow!(
+            "connecting {id}: the redirect carries no state, so it cannot be told from a forged one; nothing was stored"
+        )),
+        (Some(code), None) => Ok(code),
+        (None, None) => Err(anyhow::anyhow!(
+            "connecting {id}: the redirect carried neither a code nor an error, so it is not an authorization response; nothing was stored"
+        )),
+    };
+    let code = match code {
+        Ok(code) => code,
+        Err(e) => return Ok((browser, Err(e))),
+    };
+    browser.failed = "502 Bad Gateway";
+    let tokens = tokens
         .exchange_code(
             m,
             endpoints,
             &client,
-            &cb.code,
+            &code,
             &redirect_uri,
             verifier.as_ref().map(|v| v.secret().as_str()),
         )
         .await
-        .map_err(|e| anyhow::anyhow!("exchanging the authorization code for {id} failed: {e}"))
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "exchanging the authorization code for {id} failed: {e}; nothing was stored"
+            )
+        });
+    Ok((browser, tokens))
 }
 
-/// A client registered with this instance, from the store or registered now.
-async fn registered_client(
+/// An OAuth client that outreach registered with one server (Mastodon's
+/// `POST /api/v1/apps`), kept in the store: one per server and scope set.
+#[derive(Serialize, Deserialize)]
+struct Registration {
+    id: String,
+    secret: Option<Secret>,
+    /// The redirect URI it was registered with (absent in registrations
+    /// stored before it was kept).
+    #[serde(default)]
+    redirect_uri: Option<String>,
+}
+
+impl Registration {
+    fn client(self) -> Client {
+        Client {
+            id: self.id,
+            secret: self.secret,
+        }
+    }
+
+    fn port(&self) -> Option<u16> {
+        url::Url::parse(self.redirect_uri.as_deref()?).ok()?.port()
+    }
+}
+
+fn short_hash(text: &str) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(text)[..12])
+}
+
+/// The stored registration for the server whose `apps` endpoint is `apps`.
+/// Registrations stored by earlier versions were keyed by their redirect
+/// URI as well; with a fixed `port`, such a one is found and moved to the
+/// per-server key.
+fn load_registration(
     app: &App,
     m: &Manifest,
-    endpoints: &[Endpoint],
+    apps: &str,
+    scopes: &str,
+    port: u16,
+) -> anyhow::Result<Option<Registration>> {
+    let store = app.store()?;
+    let name = format!("{}-app-{}", m.id, short_hash(&format!("{apps}\n{scopes}")));
+    if let Some(bytes) = store.load_aux(&name)?
+        && let Ok(r) = serde_json::from_slice::<Registration>(&bytes)
+    {
+        return Ok(Some(r));
+    }
+    if port == 0 {
+        return Ok(None);
+    }
+    let redirect = loopback_redirect(port);
+    let legacy = format!(
+        "{}-client-{}",
+        m.id,
+        short_hash(&format!("{apps}\n{redirect}\n{scopes}"))
+    );
+    let Some(bytes) = store.load_aux(&legacy)? else {
+        return Ok(None);
+    };
+    let Ok(mut r) = serde_json::from_slice::<Registration>(&bytes) else {
+        return Ok(None);
+    };
+    r.redirect_uri = Some(redirect);
+    store.save_aux(&name, &serde_json::to_vec(&r)?)?;
+    Ok(Some(r))
+}
+
+/// Register outreach with the server at `apps` and keep the client.
+async fn register_app(
+    app: &App,
+    m: &Manifest,
     tokens: &TokenClient,
+    apps: &str,
     redirect_uri: &str,
     scopes: &str,
 ) -> anyhow::Result<Client> {
-    use sha2::Digest;
-    let apps = endpoint(endpoints, "apps").map_err(|e| bad!("{e}"))?;
-    let key = hex::encode(&sha2::Sha256::digest(format!("{apps}\n{redirect_uri}\n{scopes}"))[..12]);
-    let name = format!("{}-client-{key}", m.id);
-    let store = app.store()?;
-    if let Some(bytes) = store.load_aux(&name)?
-        && let Ok(c) = serde_json::from_slice::<Client>(&bytes)
-    {
-        return Ok(c);
-    }
     let client = tokens
         .register(
-            &apps,
+            apps,
             redirect_uri,
             scopes,
             &app.cfg().config.http.user_agent,
         )
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    store.save_aux(&name, &serde_json::to_vec(&client)?)?;
+    let r = Registration {
+        id: client.id.clone(),
+        secret: client.secret.clone(),
+        redirect_uri: Some(redirect_uri.to_string()),
+    };
+    let name = format!("{}-app-{}", m.id, short_hash(&format!("{apps}\n{scopes}")));
+    app.store()?.save_aux(&name, &serde_json::to_vec(&r)?)?;
     Ok(client)
+}
+
+/// The client outreach registered with the server `endpoints` point at, if
+/// it did (never registers one). Revoking a token at such a server takes
+/// the client that the token was issued to.
+pub fn registered_client(
+    app: &App,
+    m: &Manifest,
+    endpoints: &[Endpoint],
+) -> anyhow::Result<Option<Client>> {
+    let Ok(apps) = endpoint(endpoints, "apps") else {
+        return Ok(None);
+    };
+    let scopes = m.auth.scopes.join(&m.auth.scope_separator);
+    let port = app.cfg().config.auth.redirect_port;
+    Ok(load_registration(app, m, &apps, &scopes, port)?.map(Registration::client))
 }
 
 fn open_in_browser(url: &str) {
@@ -1038,6 +1316,45 @@ mod tests {
             parse_tokens(200, b"<html>", &s, 0, &[]),
             Err(TokenError::Transient(_))
         ));
+    }
+
+    #[test]
+    fn only_bearer_tokens_are_used() {
+        let with = |t: &str| format!(r#"{{"access_token":"a","token_type":{t}}}"#);
+        for ok in [r#""bearer""#, r#""Bearer""#, r#""BEARER""#, "null"] {
+            assert!(
+                parse_tokens(200, with(ok).as_bytes(), &shape(), 0, &[]).is_ok(),
+                "{ok}"
+            );
+        }
+        // No `token_type` at all (Instagram's short-lived token answer).
+        assert!(parse_tokens(200, br#"{"access_token":"a"}"#, &shape(), 0, &[]).is_ok());
+        for (bad, named) in [
+            (r#""mac""#, "type `mac`"),
+            (r#""DPoP""#, "type `DPoP`"),
+            (r#""""#, "an empty type"),
+            ("7", "not a string"),
+        ] {
+            match parse_tokens(200, with(bad).as_bytes(), &shape(), 0, &[]) {
+                Err(TokenError::Rejected(e)) => assert!(e.contains(named), "{e}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        // A type that quotes a secret does not show it.
+        let secret = Secret::new("refresh-secret-456");
+        let body = with(r#""x refresh-secret-456""#);
+        let e = parse_tokens(200, body.as_bytes(), &shape(), 0, &[&secret]).unwrap_err();
+        assert!(!e.to_string().contains("refresh-secret-456"), "{e}");
+    }
+
+    #[test]
+    fn page_text_is_escaped_and_printable() {
+        assert_eq!(
+            html_escape(r#"<a href="x">'&'</a>"#),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
+        assert_eq!(printable("a\x1b[31mb\nc", 100), "a [31mb c");
+        assert_eq!(printable("abcdef", 3), "abc…");
     }
 
     #[test]

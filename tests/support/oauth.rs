@@ -5,8 +5,10 @@
 //!   rotating single-use refresh tokens (reuse → `invalid_grant`).
 //! - Reddit: HTTP Basic, `duration=permanent` required, errors as HTTP 200
 //!   with an `error` body.
-//! - Mastodon: app registration per instance, no expiry, no refresh token,
-//!   revocation.
+//! - Mastodon: app registration per instance (several redirect URIs, and a
+//!   loopback one matches on any port, as Doorkeeper does per RFC 8252
+//!   §7.3), no expiry, no refresh token, revocation only by the app the
+//!   token was issued to (Doorkeeper's `unauthorized_client`).
 //! - Instagram: no refresh token; the access token itself is renewed with
 //!   `GET /refresh_access_token?grant_type=ig_refresh_token`.
 //! - Bluesky: an app password exchanged for JWTs (`createSession`, JSON);
@@ -62,8 +64,14 @@ pub struct OAuth {
     pub token_mode: Mode,
     pub registrations: u64,
     pub revoked: Vec<String>,
-    /// Registered clients (Mastodon): id → (secret, redirect uri).
+    /// Registered clients (Mastodon): id → (secret, redirect URIs, one a
+    /// line as Mastodon keeps them).
     pub apps: HashMap<String, (String, String)>,
+    /// Access tokens → the client they were issued to.
+    pub issued_to: HashMap<String, String>,
+    /// When set, token answers carry this `token_type` instead of the
+    /// platform's own.
+    pub token_type: Option<String>,
     counter: u64,
 }
 
@@ -82,6 +90,8 @@ impl Default for OAuth {
             registrations: 0,
             revoked: Vec::new(),
             apps: HashMap::new(),
+            issued_to: HashMap::new(),
+            token_type: None,
             counter: 0,
         }
     }
@@ -117,6 +127,32 @@ fn form(body: &str) -> HashMap<String, String> {
     url::form_urlencoded::parse(body.as_bytes())
         .into_owned()
         .collect()
+}
+
+/// Whether `presented` matches one of `registered` (one a line), as
+/// Doorkeeper matches them: exactly, except that the port of a loopback IP
+/// redirect is ignored (RFC 8252 §7.3).
+pub fn redirect_matches(registered: &str, presented: &str) -> bool {
+    let Ok(p) = url::Url::parse(presented) else {
+        return false;
+    };
+    let loopback = |u: &url::Url| match u.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        _ => false,
+    };
+    registered.split_whitespace().any(|r| {
+        let Ok(mut r) = url::Url::parse(r) else {
+            return false;
+        };
+        if loopback(&r) && loopback(&p) {
+            let mut p = p.clone();
+            let _ = r.set_port(None);
+            let _ = p.set_port(None);
+            return r == p;
+        }
+        r == p
+    })
 }
 
 fn s256(verifier: &str) -> String {
@@ -213,7 +249,7 @@ pub fn route(st: &FakeState, seen: &Seen, flavor: Flavor) -> Option<Response> {
             json!({
                 "id": "563419", "name": f.get("client_name"), "website": f.get("website"),
                 "scopes": f.get("scopes").map(|s| s.split(' ').collect::<Vec<_>>()),
-                "redirect_uris": [redirect], "redirect_uri": redirect, "client_id": id,
+                "redirect_uris": redirect.split_whitespace().collect::<Vec<_>>(), "redirect_uri": redirect, "client_id": id,
                 "client_secret": secret, "client_secret_expires_at": 0
             }),
         ));
@@ -223,10 +259,14 @@ pub fn route(st: &FakeState, seen: &Seen, flavor: Flavor) -> Option<Response> {
             .into_owned()
             .collect();
         let client_ok = match flavor {
-            Flavor::Mastodon => q
-                .get("client_id")
-                .and_then(|c| o.apps.get(c))
-                .is_some_and(|(_, r)| Some(r) == q.get("redirect_uri")),
+            Flavor::Mastodon => {
+                q.get("client_id")
+                    .and_then(|c| o.apps.get(c))
+                    .is_some_and(|(_, r)| {
+                        q.get("redirect_uri")
+                            .is_some_and(|p| redirect_matches(r, p))
+                    })
+            }
             _ => q.get("client_id").map(String::as_str) == Some(CLIENT_ID),
         };
         if !client_ok || q.get("response_type").map(String::as_str) != Some("code") {
@@ -266,6 +306,21 @@ pub fn route(st: &FakeState, seen: &Seen, flavor: Flavor) -> Option<Response> {
     if !revoke.is_empty() && path == revoke && seen.method == "POST" {
         let f = form(&seen.body);
         let t = f.get("token").cloned().unwrap_or_default();
+        // Doorkeeper: a token issued to a confidential app is revoked only
+        // by that app, authenticated.
+        if flavor == Flavor::Mastodon
+            && let Some(owner) = o.issued_to.get(&t)
+        {
+            let presented = client_of(seen, &f);
+            let secret = o.apps.get(owner).map(|(s, _)| s.clone());
+            if presented.as_ref().map(|(id, s)| (id, Some(s.clone()))) != Some((owner, secret)) {
+                return Some(json_response(
+                    403,
+                    &[],
+                    json!({"error": "unauthorized_client", "error_description": "You are not authorized to revoke this token"}),
+                ));
+            }
+        }
         o.access.remove(&t);
         o.refresh.remove(&t);
         o.revoked.push(t);
@@ -346,13 +401,22 @@ pub fn route(st: &FakeState, seen: &Seen, flavor: Flavor) -> Option<Response> {
     let issue = |o: &mut OAuth, with_refresh: bool| {
         let access = o.mint(&format!("{flavor:?}-access").to_lowercase());
         o.access.insert(access.clone(), Instant::now() + life);
+        o.issued_to.insert(access.clone(), client.clone());
         let mut body = json!({"access_token": access, "token_type": "bearer", "scope": f.get("scope").cloned().unwrap_or_else(|| "tweet.read tweet.write users.read offline.access".into())});
         match flavor {
             Flavor::Mastodon => {
                 body["token_type"] = json!("Bearer");
                 body["created_at"] = json!(1_700_000_000);
             }
+            // Instagram's short-lived token answer has no `token_type`.
+            Flavor::Instagram => {
+                body.as_object_mut().unwrap().remove("token_type");
+                body["expires_in"] = json!(life.as_secs());
+            }
             _ => body["expires_in"] = json!(life.as_secs()),
+        }
+        if let Some(t) = &o.token_type {
+            body["token_type"] = json!(t);
         }
         if with_refresh {
             let r = o.mint(&format!("{flavor:?}-refresh").to_lowercase());

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::print_json;
 use crate::accounts::{App, bad};
-use crate::auth::{ConnectOptions, TokenClient, client_for, endpoint};
+use crate::auth::{ConnectOptions, TokenClient, client_for, endpoint, registered_client};
 use crate::plugin::manifest::effective_endpoints;
 use crate::schedule::{Need, RefreshError, Refresher, health};
 use crate::secret::Secret;
@@ -237,7 +237,14 @@ pub async fn disconnect(app: &App, target: &str, force: bool) -> anyhow::Result<
     let overrides = app.cfg().platform(&m.id).endpoints;
     let endpoints = effective_endpoints(m, &overrides, Some(&App::account_view(&record)));
     if let Ok(url) = endpoint(&endpoints, "revoke") {
-        let client = client_for(&app.cfg(), &m.id).ok();
+        // A server outreach registered with (Mastodon) takes the client the
+        // token was issued to: that registration, not the config's client.
+        let client = if m.auth.dynamic_registration {
+            registered_client(app, m, &endpoints)?
+        } else {
+            client_for(&app.cfg(), &m.id).ok()
+        };
+        let unregistered = m.auth.dynamic_registration && client.is_none();
         let token: &Secret = record
             .refresh_token
             .as_ref()
@@ -252,8 +259,16 @@ pub async fn disconnect(app: &App, target: &str, force: bool) -> anyhow::Result<
                 m.name
             ),
             Err(e) => {
+                let why = if unregistered {
+                    format!(
+                        " outreach did not register the app this token was issued to (it was pasted, not connected), and {} revokes a token only for its own app.",
+                        m.name
+                    )
+                } else {
+                    String::new()
+                };
                 eprintln!(
-                    "could not revoke {id}'s token at {} ({e}); the account was kept. Run again with --force to remove it anyway, then revoke access in the platform's settings.",
+                    "could not revoke {id}'s token at {} ({e}); the account was kept.{why} Run again with --force to remove it anyway, then revoke access in the platform's settings.",
                     m.name
                 );
                 return Ok(super::EXIT_FAILED);
