@@ -1523,3 +1523,70 @@ fn mastodon_keeps_one_app_per_instance_on_any_port_and_revokes_with_it() {
     assert_eq!(md.state.oauth.lock().unwrap().revoked.len(), 1);
     assert!(!home.path().join("store/mastodon/one.age").exists());
 }
+
+/// `import` takes `expiresAt` (seconds or milliseconds since the epoch)
+/// besides `expiresIn`; an entry that is not one is refused by what is
+/// wrong, in the user's words, without quoting it; platforms whose tokens
+/// belong to one server are refused with the `--set` to use.
+#[test]
+fn import_reads_expires_at_and_refuses_entries_that_need_their_server() {
+    let home = Home::new();
+    let seed = home.path().join(".tokens.json");
+    std::fs::write(
+        &seed,
+        r#"{
+      "linkedin": {"accessToken": "li-import-PLANTED-5", "expiresAt": 1800000000000, "profile": {"sub": "abc", "name": "Ada"}},
+      "twitter": {"accessToken": "x-import-PLANTED-6", "refreshToken": "x-import-refresh-PLANTED-7",
+                  "expiresAt": 1800000000, "createdAt": "2027-01-15T06:00:00Z"},
+      "mastodon": {"accessToken": "md-import-PLANTED-8", "profile": {"username": "ada"}},
+      "bluesky": {"accessToken": "bsky-import-PLANTED-9", "refreshToken": "bsky-import-refresh-PLANTED-a"},
+      "discord": "https://discord.com/api/webhooks/1/whtok-PLANTED-b",
+      "devto": {"accessToken": "dev-import-PLANTED-c", "expiresIn": "soon"}
+    }"#,
+    )
+    .unwrap();
+    let r = home.run(&["import", seed.to_str().unwrap()], None);
+    assert_eq!(r.code, 1, "{}", r.all());
+    let out = r.stdout.clone();
+    assert!(out.contains("imported linkedin/default"), "{out}");
+    assert!(out.contains("imported x/default"), "{out}");
+    for rust in ["SeedTokens", "BaseTokens", "struct ", "expected "] {
+        assert!(!out.contains(rust), "{out}");
+    }
+    let line = |key: &str| {
+        out.lines()
+            .find(|l| l.starts_with(&format!("skipped {key}:")))
+            .unwrap_or_else(|| panic!("{key} was not skipped: {out}"))
+            .to_string()
+    };
+    assert!(line("mastodon").contains("--set instance="), "{out}");
+    assert!(
+        line("mastodon").contains("outreach connect mastodon"),
+        "{out}"
+    );
+    assert!(line("bluesky").contains("--set pds="), "{out}");
+    assert!(line("discord").contains("not a JSON object"), "{out}");
+    assert!(line("devto").contains("`expiresIn`"), "{out}");
+    for platform in ["mastodon", "bluesky", "discord", "devto"] {
+        assert!(
+            !home
+                .path()
+                .join(format!("store/{platform}/default.age"))
+                .exists(),
+            "{platform} was imported"
+        );
+    }
+    let list: Value =
+        serde_json::from_str(&home.run(&["accounts", "--json"], None).stdout).unwrap();
+    let expires = |id: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["id"] == id)
+            .unwrap_or_else(|| panic!("{id} not in {list}"))["expires_at"]
+            .clone()
+    };
+    // 1800000000 s and 1800000000000 ms are the same instant.
+    assert_eq!(expires("linkedin/default"), "2027-01-15T08:00:00Z");
+    assert_eq!(expires("x/default"), "2027-01-15T08:00:00Z");
+}

@@ -285,19 +285,141 @@ pub async fn disconnect(app: &App, target: &str, force: bool) -> anyhow::Result<
     Ok(0)
 }
 
-/// The seed's `BaseTokens`.
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SeedTokens {
+/// One platform's entry in a tokens file (the previous tool's format), read
+/// field by field so that a message names the field that is wrong and
+/// never quotes a value (they are secrets).
+struct Entry {
     access_token: String,
     refresh_token: Option<String>,
     expires_in: Option<u64>,
-    #[serde(default)]
+    expires_at: Option<DateTime<Utc>>,
     scope: String,
-    #[serde(default)]
     profile: serde_json::Value,
-    created_at: Option<String>,
-    last_refreshed: Option<String>,
+    created_at: Option<DateTime<Utc>>,
+    last_refreshed: Option<DateTime<Utc>>,
+}
+
+/// A time in a tokens file: RFC 3339 text, or seconds or milliseconds
+/// since the epoch, told apart by magnitude (10^11 seconds is in the year
+/// 5138, 10^11 milliseconds in 1973).
+fn file_time(v: &serde_json::Value) -> Option<DateTime<Utc>> {
+    let since_epoch = |x: f64| {
+        if !x.is_finite() || x < 0.0 {
+            return None;
+        }
+        let ms = if x >= 1e11 { x } else { x * 1000.0 };
+        DateTime::from_timestamp_millis(ms.round() as i64)
+    };
+    match v {
+        serde_json::Value::Number(n) => n.as_f64().and_then(since_epoch),
+        serde_json::Value::String(s) => DateTime::parse_from_rfc3339(s.trim())
+            .ok()
+            .map(|d| d.with_timezone(&Utc))
+            .or_else(|| s.trim().parse::<f64>().ok().and_then(since_epoch)),
+        _ => None,
+    }
+}
+
+impl Entry {
+    fn read(v: &serde_json::Value) -> Result<Entry, String> {
+        use serde_json::Value;
+        let Value::Object(o) = v else {
+            return Err("the entry is not a JSON object with an `accessToken`".into());
+        };
+        let get = |k: &str| o.get(k).filter(|x| !x.is_null());
+        let text = |k: &str| -> Result<Option<String>, String> {
+            match get(k) {
+                None => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(_) => Err(format!("`{k}` must be text")),
+            }
+        };
+        const TIME: &str = "a time: seconds or milliseconds since the epoch, or RFC 3339 text such as 2026-11-01T10:00:00Z";
+        let time = |k: &str| -> Result<Option<DateTime<Utc>>, String> {
+            match get(k) {
+                None => Ok(None),
+                Some(x) => file_time(x)
+                    .map(Some)
+                    .ok_or_else(|| format!("`{k}` must be {TIME}")),
+            }
+        };
+        let access_token = text("accessToken")?
+            .filter(|a| !a.trim().is_empty())
+            .ok_or("`accessToken` is missing or empty")?;
+        let expires_in = match get("expiresIn") {
+            None => None,
+            Some(x) => Some(
+                x.as_u64()
+                    .or_else(|| {
+                        x.as_f64()
+                            .filter(|f| f.is_finite() && *f >= 0.0)
+                            .map(|f| f as u64)
+                    })
+                    .ok_or("`expiresIn` must be a number of seconds")?,
+            ),
+        };
+        let scope = match get("scope") {
+            None => String::new(),
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Array(a)) if a.iter().all(Value::is_string) => a
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(" "),
+            Some(_) => return Err("`scope` must be text or a list of text".into()),
+        };
+        let profile = match get("profile") {
+            None => Value::Null,
+            Some(p @ Value::Object(_)) => p.clone(),
+            Some(_) => return Err("`profile` must be a JSON object".into()),
+        };
+        Ok(Entry {
+            access_token,
+            refresh_token: text("refreshToken")?.filter(|r| !r.trim().is_empty()),
+            expires_in,
+            expires_at: time("expiresAt")?,
+            scope,
+            profile,
+            created_at: time("createdAt")?,
+            last_refreshed: time("lastRefreshed")?,
+        })
+    }
+}
+
+/// Why a platform's tokens cannot be imported without a setting the file
+/// does not carry (the server they belong to), and the command to use.
+fn needs_setting(m: &crate::plugin::wit::types::Manifest, account: &str) -> Option<String> {
+    use crate::plugin::wit::types::AuthKind;
+    // Tokens belong to one server: a required host setting is needed even
+    // when it has a default, which may not be the server they came from.
+    let s = m
+        .settings
+        .iter()
+        .find(|s| s.required && (s.default_value.is_none() || s.is_host))?;
+    let value = match (&s.default_value, s.is_host) {
+        (Some(d), _) => d.as_str(),
+        (None, true) => "https://…",
+        (None, false) => "VALUE",
+    };
+    let set = format!("--set {}={value}", s.name);
+    let acct = if account == "default" {
+        String::new()
+    } else {
+        format!(" --account {account}")
+    };
+    let connect = format!("`outreach connect {}{acct} {set}", m.id);
+    let how = match m.auth.kind {
+        // A session comes from a login, not from a pasted token.
+        AuthKind::AppPassword => format!("{connect} --username HANDLE`"),
+        _ => format!(
+            "{connect}`, or paste its accessToken into `outreach accounts add {}{acct} {set}`",
+            m.id
+        ),
+    };
+    Some(format!(
+        "{} tokens belong to one server, and a tokens file does not say which (setting `{}`: {}); connect the account with {how}",
+        m.name, s.name, s.description
+    ))
 }
 
 #[derive(Serialize)]
@@ -309,12 +431,19 @@ struct ImportReport {
 pub fn import(app: &App, file: &Path, account: &str) -> anyhow::Result<i32> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let all: BTreeMap<String, serde_json::Value> = serde_json::from_str(&text).map_err(|e| {
+    // A syntax error names a position, never the text around it; the
+    // shape is checked here so that no value is quoted either.
+    let not_tokens = |why: String| {
         bad!(
-            "{} is not a tokens file (a JSON object of platforms): {e}",
+            "{} is not a tokens file (a JSON object with one entry per platform): {why}",
             file.display()
         )
-    })?;
+    };
+    let all = match serde_json::from_str::<serde_json::Value>(&text) {
+        Ok(serde_json::Value::Object(all)) => all,
+        Ok(_) => return Err(not_tokens("it holds no JSON object".into())),
+        Err(e) => return Err(not_tokens(e.to_string())),
+    };
     let store = app.store()?;
     let mut report = ImportReport {
         imported: vec![],
@@ -326,25 +455,30 @@ pub fn import(app: &App, file: &Path, account: &str) -> anyhow::Result<i32> {
         } else {
             key.clone()
         };
-        if app.host.get(&platform).is_err() {
+        let Ok(plugin) = app.host.get(&platform) else {
             report
                 .skipped
                 .push((key, format!("no `{platform}` plugin is loaded")));
             continue;
-        }
-        let t: SeedTokens = match serde_json::from_value(value) {
+        };
+        let t = match Entry::read(&value) {
             Ok(t) => t,
-            Err(e) => {
-                report
-                    .skipped
-                    .push((key, format!("not a BaseTokens record: {e}")));
+            Err(why) => {
+                report.skipped.push((key, why));
                 continue;
             }
         };
-        if t.access_token.trim().is_empty() {
-            report.skipped.push((key, "empty accessToken".into()));
+        if let Some(why) = needs_setting(&plugin.manifest, account) {
+            report.skipped.push((key, why));
             continue;
         }
+        let settings = match app.check_settings(&plugin, BTreeMap::new()) {
+            Ok(s) => s,
+            Err(e) => {
+                report.skipped.push((key, format!("{e:#}")));
+                continue;
+            }
+        };
         let id = AccountId::new(&platform, account)?;
         if store.list()?.contains(&id) {
             report.skipped.push((
@@ -353,26 +487,29 @@ pub fn import(app: &App, file: &Path, account: &str) -> anyhow::Result<i32> {
             ));
             continue;
         }
-        let parse = |s: &Option<String>| {
-            s.as_deref()
-                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-                .map(|d| d.with_timezone(&Utc))
-        };
-        let created = parse(&t.created_at).unwrap_or_else(Utc::now);
-        let last = parse(&t.last_refreshed);
+        let created = t.created_at.unwrap_or_else(Utc::now);
+        let last = t.last_refreshed;
         let issued = last.unwrap_or(created);
+        // An absolute expiry wins over a lifetime counted from issue.
+        let (expires_in, expires_at) = match (t.expires_at, t.expires_in.filter(|&e| e > 0)) {
+            (Some(at), _) => (
+                u64::try_from((at - issued).num_seconds())
+                    .ok()
+                    .filter(|&s| s > 0),
+                Some(at),
+            ),
+            (None, Some(e)) => (Some(e), Some(issued + chrono::Duration::seconds(e as i64))),
+            (None, None) => (None, None),
+        };
         let p = &t.profile;
         let s = |k: &str| p.get(k).and_then(|v| v.as_str()).map(str::to_string);
         let record = Record {
             version: Record::VERSION,
             id: id.clone(),
             access_token: Secret::new(t.access_token),
-            refresh_token: t.refresh_token.filter(|r| !r.is_empty()).map(Secret::new),
-            expires_in: t.expires_in.filter(|&e| e > 0),
-            expires_at: t
-                .expires_in
-                .filter(|&e| e > 0)
-                .map(|e| issued + chrono::Duration::seconds(e as i64)),
+            refresh_token: t.refresh_token.map(Secret::new),
+            expires_in,
+            expires_at,
             scope: t.scope,
             profile: Profile {
                 id: s("id").or_else(|| s("sub")).unwrap_or_default(),
@@ -385,7 +522,7 @@ pub fn import(app: &App, file: &Path, account: &str) -> anyhow::Result<i32> {
             },
             created_at: created,
             last_refreshed: last,
-            settings: BTreeMap::new(),
+            settings,
             health: Health::default(),
         };
         store.save(&record)?;
