@@ -96,6 +96,23 @@ pub enum Command {
         #[arg(long, default_value = "default")]
         account: String,
     },
+    /// Write a consistent backup of the store (records stay encrypted), the
+    /// journal and the config to FILE, also while the daemon runs.
+    Backup {
+        file: PathBuf,
+        /// Also put the identity in, and encrypt the whole file with a
+        /// passphrase (OUTREACH_BACKUP_PASSPHRASE, or asked for).
+        #[arg(long)]
+        include_identity: bool,
+    },
+    /// Restore a backup where the config says (or under --to DIR); only
+    /// where nothing exists yet, and only once every checksum matches.
+    Restore {
+        file: PathBuf,
+        /// Restore into this empty folder instead.
+        #[arg(long, value_name = "DIR")]
+        to: Option<PathBuf>,
+    },
     /// Manage the encrypted credential store.
     Store {
         #[command(subcommand)]
@@ -265,6 +282,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         };
         return Ok(crate::escrow::serve(http).await);
     }
+    match &cli.command {
+        Command::Backup {
+            file,
+            include_identity,
+        } => return crate::backup::backup_command(cli.config.as_deref(), file, *include_identity),
+        Command::Restore { file, to } => {
+            return crate::backup::restore_command(cli.config.as_deref(), file, to.as_deref());
+        }
+        _ => {}
+    }
     let cfg = Loaded::load(cli.config.as_deref())?;
     let daemon = matches!(cli.command, Command::Daemon { .. });
     let format = match &cli.command {
@@ -315,7 +342,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     };
     let app = std::sync::Arc::new(App::new(cfg).await?);
     match cli.command {
-        Command::Completions { .. } | Command::Escrow { .. } => unreachable!("handled above"),
+        Command::Completions { .. }
+        | Command::Escrow { .. }
+        | Command::Backup { .. }
+        | Command::Restore { .. } => unreachable!("handled above"),
         Command::Daemon { exit_after, .. } => {
             let opts = crate::daemon::Options {
                 exit_after: exit_after.map(std::time::Duration::from_secs_f64),

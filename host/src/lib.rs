@@ -10,10 +10,11 @@
 //! commands run against; adding, listing, removing accounts), [`publish`]
 //! (post files, validation, fan-out), [`outbox`] (the exactly-once
 //! journal), [`daemon`] (watchers, control API, shutdown), [`metrics`],
-//! [`config`], [`cli`].
+//! [`backup`] (backup and restore), [`config`], [`cli`].
 
 pub mod accounts;
 pub mod auth;
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod daemon;
