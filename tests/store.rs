@@ -767,3 +767,955 @@ fn a_rekey_keeps_a_passphrase_protected_identity_sealed() {
     assert_rekey_finished(&home, &files, Some(PASS), false, "finished");
     assert_binary_reads_all(&home, 20, "finished");
 }
+
+// ---------------------------------------------------------------------
+// Backups through the real binary: `outreach backup` while the daemon
+// publishes and refreshes, `outreach restore` on a clean home, and
+// backups that are damaged or hostile.
+
+mod backups {
+    use std::io::Read;
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use serde_json::{Value, json};
+
+    use super::support::oauth::{CLIENT_ID, CLIENT_SECRET};
+    use super::support::{self, Home, Run, World};
+    use super::{bare_home, sealed_files, seed};
+
+    const PASS_VAR: &str = "OUTREACH_BACKUP_PASSPHRASE";
+    const PASSPHRASE: &str = "backup-PLANTED-passphrase-0c8e";
+    const SEED_REFRESH: &str = "x-rot-refresh-PLANTED-seed";
+    const SEED_ACCESS: &str = "x-rot-access-PLANTED-seed";
+
+    /// A running `outreach daemon` and its control API.
+    struct Daemon {
+        child: Child,
+        base: String,
+        token: String,
+        log: Arc<Mutex<String>>,
+        http: reqwest::Client,
+    }
+
+    impl Daemon {
+        fn start(home: &Home) -> Daemon {
+            let state = home.path().join("store.daemon.json");
+            let _ = std::fs::remove_file(&state);
+            let mut child = home
+                .command(&["daemon"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start the daemon");
+            let log = Arc::new(Mutex::new(String::new()));
+            let mut stderr = child.stderr.take().unwrap();
+            let sink = log.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 8192];
+                while let Ok(n) = stderr.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    sink.lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            });
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let address = loop {
+                if let Ok(s) = std::fs::read_to_string(&state)
+                    && let Ok(v) = serde_json::from_str::<Value>(&s)
+                {
+                    break v["address"].as_str().unwrap().to_string();
+                }
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("the daemon exited with {status}:\n{}", log.lock().unwrap());
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the daemon did not start:\n{}",
+                    log.lock().unwrap()
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            };
+            let token = std::fs::read_to_string(home.path().join("daemon.token"))
+                .unwrap()
+                .trim()
+                .to_string();
+            Daemon {
+                child,
+                base: format!("http://{address}"),
+                token,
+                log,
+                http: reqwest::Client::builder().no_proxy().build().unwrap(),
+            }
+        }
+
+        async fn call(&self, path: &str, body: Option<Value>) -> (u16, Value) {
+            let mut req = self
+                .http
+                .post(format!("{}{path}", self.base))
+                .bearer_auth(&self.token);
+            if let Some(b) = body {
+                req = req
+                    .header("content-type", "application/json")
+                    .body(b.to_string());
+            }
+            match req.send().await {
+                Ok(r) => {
+                    let code = r.status().as_u16();
+                    let text = r.text().await.unwrap_or_default();
+                    (
+                        code,
+                        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+                    )
+                }
+                Err(e) => (0, Value::String(e.to_string())),
+            }
+        }
+
+        /// SIGTERM, then a clean exit with nothing secret in the log.
+        fn stop(mut self) {
+            let ok = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let code = loop {
+                if let Some(s) = self.child.try_wait().unwrap() {
+                    break s.code();
+                }
+                assert!(Instant::now() < deadline, "the daemon did not stop");
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            let log = self.log.lock().unwrap().clone();
+            assert_eq!(code, Some(0), "the daemon did not exit 0:\n{log}");
+            assert!(!log.contains("PLANTED"), "a secret leaked:\n{log}");
+        }
+    }
+
+    impl Drop for Daemon {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// Run `cmd` to its end; nothing planted may show in its output.
+    fn finish(mut cmd: Command) -> Run {
+        let out = cmd.stdin(Stdio::null()).output().expect("run outreach");
+        let run = Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        run.assert_no_secrets();
+        run
+    }
+
+    /// A home like `like` (same fakes, config and environment) with nothing
+    /// in it yet.
+    fn clean_home_like(like: &Home) -> Home {
+        let mut h = Home::new();
+        h.endpoints = like.endpoints.clone();
+        h.extra_config = like.extra_config.clone();
+        h.env = like.env.clone();
+        h
+    }
+
+    /// `posts --json` as post id → target → state of the post itself.
+    fn journal(home: &Home) -> std::collections::BTreeMap<String, Vec<(String, String)>> {
+        let r = home.run(&["posts", "--json"], None);
+        assert_eq!(r.code, 0, "{}", r.all());
+        let v: Value = serde_json::from_str(&r.stdout).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let states = e["deliveries"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|d| d["index"] == 0)
+                    .map(|d| {
+                        (
+                            d["target"].as_str().unwrap().to_string(),
+                            d["state"].as_str().unwrap().to_string(),
+                        )
+                    })
+                    .collect();
+                (e["post"]["id"].as_str().unwrap().to_string(), states)
+            })
+            .collect()
+    }
+
+    fn accounts(home: &Home) -> Vec<String> {
+        let r = home.run(&["accounts", "--json"], None);
+        assert_eq!(r.code, 0, "{}", r.all());
+        let v: Value = serde_json::from_str(&r.stdout).unwrap();
+        let mut ids: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                assert!(a["error"].is_null(), "{a}");
+                a["id"].as_str().unwrap().to_string()
+            })
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Every file under `dir`, relative, with its bytes.
+    fn tree(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+        fn walk(base: &Path, dir: &Path, out: &mut std::collections::BTreeMap<PathBuf, Vec<u8>>) {
+            for e in std::fs::read_dir(dir).unwrap().flatten() {
+                let t = e.file_type().unwrap();
+                if t.is_dir() {
+                    walk(base, &e.path(), out);
+                } else {
+                    out.insert(
+                        e.path().strip_prefix(base).unwrap().to_path_buf(),
+                        std::fs::read(e.path()).unwrap(),
+                    );
+                }
+            }
+        }
+        let mut out = Default::default();
+        if dir.exists() {
+            walk(dir, dir, &mut out);
+        }
+        out
+    }
+
+    fn mode(p: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    /// The refresh tokens presented to X's token endpoint, in order, with
+    /// when each request arrived.
+    fn presented_refresh_tokens(x: &support::Fake) -> Vec<(String, Instant)> {
+        x.seen()
+            .iter()
+            .filter(|s| s.path == "/2/oauth2/token")
+            .filter_map(|s| {
+                let form: std::collections::HashMap<String, String> =
+                    url::form_urlencoded::parse(s.body.as_bytes())
+                        .into_owned()
+                        .collect();
+                (form.get("grant_type").map(String::as_str) == Some("refresh_token"))
+                    .then(|| (form["refresh_token"].clone(), s.at))
+            })
+            .collect()
+    }
+
+    /// A backup made while the daemon publishes and refreshes restores, on
+    /// a clean home, every account and every post that was published
+    /// before it began; re-sending those posts from the restored home
+    /// posts nothing again; and the rotating refresh token it holds is one
+    /// that was current at one moment of the backup (copied under the
+    /// refresh lease, never between an exchange and its write).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_backup_taken_while_the_daemon_works_restores_every_account_and_post_once() {
+        let mut w = World::new();
+        w.home
+            .endpoint("x", "token", &format!("{}/2/oauth2/token", w.x.url()));
+        w.home.extra_config.push_str(&format!(
+            "\n[platforms.x]\ndeclared_limits = false\nclient_id = \"{CLIENT_ID}\"\nclient_secret_env = \"OUTREACH_TEST_CLIENT_SECRET\"\n\n[daemon]\nlisten = \"127.0.0.1:0\"\ndebounce_ms = 50\ndue_check_secs = 1\ngrace_secs = 20\n"
+        ));
+        w.home
+            .env
+            .push(("OUTREACH_TEST_CLIENT_SECRET".into(), CLIENT_SECRET.into()));
+        w.home.env.push((PASS_VAR.into(), PASSPHRASE.into()));
+        let w = w.with_accounts();
+        // A fourth account whose refresh token X rotates on every use.
+        {
+            let mut o = w.x.state.oauth.lock().unwrap();
+            o.refresh.insert(SEED_REFRESH.into());
+            o.access.insert(
+                SEED_ACCESS.into(),
+                Instant::now() + Duration::from_secs(7200),
+            );
+        }
+        let tokens = w.home.path().join("tokens.json");
+        std::fs::write(
+            &tokens,
+            json!({"twitter": {"accessToken": SEED_ACCESS, "refreshToken": SEED_REFRESH,
+                "expiresIn": 7200, "scope": "tweet.read tweet.write offline.access",
+                "profile": {"id": "7", "username": "rot"},
+                "createdAt": chrono::Utc::now().to_rfc3339()}})
+            .to_string(),
+        )
+        .unwrap();
+        let r = w.home.run(
+            &["import", tokens.to_str().unwrap(), "--account", "rot"],
+            None,
+        );
+        assert_eq!(r.code, 0, "{}", r.all());
+        let before = accounts(&w.home);
+        assert_eq!(
+            before,
+            ["linkedin/default", "mastodon/social", "x/default", "x/rot"]
+        );
+        *w.x.state.delay.lock().unwrap() = Duration::from_millis(15);
+
+        let d = Arc::new(Daemon::start(&w.home));
+        let stop = Arc::new(AtomicBool::new(false));
+        let post = |i: usize| {
+            json!({"id": format!("bk-{i}"), "text": format!("backup stream {i}"),
+                   "to": ["x/default", "mastodon/social"]})
+        };
+        // Two publishers and a refresher, until told to stop.
+        let mut publishers = Vec::new();
+        for k in 0..2 {
+            let (d, stop) = (d.clone(), stop.clone());
+            publishers.push(tokio::spawn(async move {
+                let mut done = Vec::new();
+                let mut i = k;
+                while !stop.load(Ordering::SeqCst) {
+                    let started = Instant::now();
+                    let (code, v) = d.call("/publish", Some(post(i))).await;
+                    assert_eq!(code, 200, "bk-{i}: {v}");
+                    done.push((i, started, Instant::now()));
+                    i += 2;
+                }
+                done
+            }));
+        }
+        let refresher = {
+            let (d, stop) = (d.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut n = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    let (code, v) = d.call("/accounts/x/rot/refresh", None).await;
+                    assert_eq!(code, 200, "{v}");
+                    n += 1;
+                }
+                n
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(600)).await;
+
+        let file = w.home.path().join("outreach-backup.tar.zst.age");
+        let cmd = w
+            .home
+            .command(&["backup", file.to_str().unwrap(), "--include-identity"]);
+        let refreshes_before = w.x.state.oauth.lock().unwrap().refresh_calls;
+        let t0 = Instant::now();
+        let r = tokio::task::spawn_blocking(move || finish(cmd))
+            .await
+            .unwrap();
+        let t1 = Instant::now();
+        let refreshes_during = w.x.state.oauth.lock().unwrap().refresh_calls - refreshes_before;
+        stop.store(true, Ordering::SeqCst);
+        let mut published = Vec::new();
+        for p in publishers {
+            published.extend(p.await.unwrap());
+        }
+        let refreshes = refresher.await.unwrap();
+        Arc::try_unwrap(d).ok().unwrap().stop();
+        // And one made with nothing running: its rotating token is current.
+        let quiet = w.home.path().join("quiet.tar.zst");
+        let q = w.home.run(&["backup", quiet.to_str().unwrap()], None);
+        assert_eq!(q.code, 0, "{}", q.all());
+
+        assert_eq!(r.code, 0, "{}", r.all());
+        assert!(
+            r.stdout.contains("backed up 4 accounts")
+                && r.stdout.contains("the journal")
+                && r.stdout.contains("the identity")
+                && r.stdout.contains("encrypted with your passphrase"),
+            "{}",
+            r.stdout
+        );
+        assert!(
+            refreshes_during > 0 && refreshes > 0,
+            "the refreshes should really run during the backup"
+        );
+        assert!(
+            published.iter().any(|(_, s, e)| *s < t1 && *e > t0),
+            "publishes should really run during the backup"
+        );
+        let before_backup: Vec<usize> = published
+            .iter()
+            .filter(|(_, _, e)| *e < t0)
+            .map(|(i, _, _)| *i)
+            .collect();
+        assert!(!before_backup.is_empty());
+
+        // The file: 0600, sealed with the passphrase, nothing readable in it.
+        assert_eq!(mode(&file), 0o600);
+        let raw = std::fs::read(&file).unwrap();
+        assert!(raw.starts_with(b"age-encryption.org/v1\n-> scrypt "));
+        for plain in [
+            &b"PLANTED"[..],
+            b"AGE-SECRET-KEY",
+            b"backup stream",
+            b"SQLite",
+        ] {
+            assert!(
+                !raw.windows(plain.len()).any(|win| win == plain),
+                "{} is readable in the backup",
+                String::from_utf8_lossy(plain)
+            );
+        }
+
+        // Restore on a clean home.
+        let fresh = clean_home_like(&w.home);
+        let r = fresh.run(&["restore", file.to_str().unwrap()], None);
+        assert_eq!(r.code, 0, "{}", r.all());
+        assert!(r.stdout.contains("restored 4 accounts"), "{}", r.stdout);
+        assert!(
+            r.stdout.contains("the backed-up config was not written"),
+            "{}",
+            r.stdout
+        );
+        assert_eq!(
+            std::fs::read(fresh.path().join("identity.txt")).unwrap(),
+            std::fs::read(w.home.path().join("identity.txt")).unwrap()
+        );
+        assert_eq!(mode(&fresh.path().join("identity.txt")), 0o600);
+        for f in sealed_files(fresh.path()) {
+            assert_eq!(mode(&f), 0o600, "{}", f.display());
+        }
+        assert_eq!(accounts(&fresh), before);
+        // No escrowed answer was caught half-way: exchanges happen under
+        // the lease the backup copies under.
+        assert!(!fresh.path().join("store/x/.rot.answer").exists());
+
+        // Every post published before the backup began is there, published.
+        let restored = journal(&fresh);
+        for i in &before_backup {
+            let states = &restored[&format!("bk-{i}")];
+            assert_eq!(states.len(), 2, "bk-{i}: {states:?}");
+            for (target, state) in states {
+                assert_eq!(state, "published", "bk-{i} {target}");
+            }
+        }
+
+        // The rotating refresh token is one X had issued and that was
+        // current at some moment of the backup.
+        let store = super::open(fresh.path(), "identity.txt");
+        use outreach::store::CredentialStore as _;
+        let rec = store
+            .load(&outreach::store::AccountId::new("x", "rot").unwrap())
+            .unwrap();
+        let token = rec.refresh_token.as_ref().unwrap().expose().to_string();
+        let chain = presented_refresh_tokens(&w.x);
+        let live = w.x.state.oauth.lock().unwrap().refresh.contains(&token);
+        match chain.iter().position(|(t, _)| *t == token) {
+            Some(j) => {
+                assert!(
+                    chain[j].1 > t0,
+                    "the backup holds a token spent before it began"
+                );
+                assert!(
+                    j == 0 || chain[j - 1].1 < t1,
+                    "the backup holds a token issued after it ended"
+                );
+            }
+            None => {
+                assert!(live, "the backup holds a token X never issued");
+                assert!(
+                    chain.last().is_none_or(|(_, at)| *at < t1),
+                    "the backup holds a token issued after it ended"
+                );
+            }
+        }
+        drop(store);
+
+        // Exactly once across the restore: sending again every post whose
+        // deliveries the restored journal has settled (published, or in
+        // flight at the snapshot and so `unknown` now) posts nothing.
+        let x_texts = |fake: &support::Fake| -> Vec<String> {
+            fake.posts()
+                .iter()
+                .map(|(_, b)| b["text"].as_str().unwrap_or_default().to_string())
+                .collect()
+        };
+        let md_texts = |fake: &support::Fake| -> Vec<String> {
+            fake.posts()
+                .iter()
+                .map(|(_, b)| b["status"].as_str().unwrap_or_default().to_string())
+                .collect()
+        };
+        let restored = journal(&fresh);
+        let settled: Vec<String> = restored
+            .iter()
+            .filter(|(_, states)| {
+                states
+                    .iter()
+                    .all(|(_, s)| s == "published" || s == "unknown")
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for i in &before_backup {
+            assert!(settled.contains(&format!("bk-{i}")));
+        }
+        let (x_before, md_before) = (x_texts(&w.x), md_texts(&w.mastodon));
+        for i in &before_backup {
+            let text = format!("backup stream {i}");
+            assert_eq!(x_before.iter().filter(|t| **t == text).count(), 1);
+            assert_eq!(md_before.iter().filter(|t| **t == text).count(), 1);
+        }
+        eprintln!(
+            "{} posts before the backup, {} in the restored journal ({} settled), {refreshes_during} refreshes during it; restored refresh token {}",
+            before_backup.len(),
+            restored.len(),
+            settled.len(),
+            if live { "still current" } else { "spent since" }
+        );
+        let d = Daemon::start(&fresh);
+        for id in &settled {
+            let i: usize = id.strip_prefix("bk-").unwrap().parse().unwrap();
+            let (code, v) = d.call("/publish", Some(post(i))).await;
+            if restored[id].iter().all(|(_, s)| s == "published") {
+                assert_eq!(code, 200, "{id}: {v}");
+            }
+        }
+        d.stop();
+        assert_eq!(x_texts(&w.x), x_before, "X got a post again");
+        assert_eq!(
+            md_texts(&w.mastodon),
+            md_before,
+            "Mastodon got a post again"
+        );
+
+        // The restored home is a home: a second restore is refused.
+        let r = fresh.run(&["restore", file.to_str().unwrap()], None);
+        assert_eq!(r.code, 2, "{}", r.all());
+        assert!(
+            r.stderr.contains("never writes over anything"),
+            "{}",
+            r.stderr
+        );
+        // The quiet backup, with the identity kept apart, restores an
+        // account whose rotating refresh token still works.
+        let again = clean_home_like(&w.home);
+        std::fs::copy(
+            w.home.path().join("identity.txt"),
+            again.path().join("identity.txt"),
+        )
+        .unwrap();
+        let r = again.run(&["restore", quiet.to_str().unwrap()], None);
+        assert_eq!(r.code, 0, "{}", r.all());
+        let calls = w.x.state.oauth.lock().unwrap().refresh_calls;
+        let r = again.run(&["refresh", "x/rot"], None);
+        assert_eq!(r.code, 0, "{}", r.all());
+        assert_eq!(w.x.state.oauth.lock().unwrap().refresh_calls, calls + 1);
+        assert_eq!(w.x.state.oauth.lock().unwrap().reused, 0);
+    }
+
+    /// A plain backup (no identity): every file comes back byte for byte
+    /// under `--to DIR`, opens with the identity kept elsewhere, and no
+    /// restore ever writes over anything.
+    #[test]
+    fn a_backup_restores_every_file_as_it_was_and_never_over_anything() {
+        let home = bare_home();
+        let files = seed(home.path(), 3);
+        let r = home.run(&["posts", "--json"], None);
+        assert_eq!(r.code, 0, "{}", r.all());
+        let file = home.path().join("nightly.tar.zst");
+        let r = home.run(&["backup", file.to_str().unwrap()], None);
+        assert_eq!(r.code, 0, "{}", r.all());
+        assert!(
+            r.stdout
+                .contains("backed up 3 accounts (6 files from the store, still encrypted)"),
+            "{}",
+            r.stdout
+        );
+        assert!(
+            r.stdout.contains("the identity is not in this backup"),
+            "{}",
+            r.stdout
+        );
+        let raw = std::fs::read(&file).unwrap();
+        assert!(raw.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]), "zstd");
+        assert_eq!(mode(&file), 0o600);
+        // No staging or temp files are left beside it.
+        let left: Vec<_> = std::fs::read_dir(home.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".nightly"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+
+        // A backup never replaces a file.
+        let r = home.run(&["backup", file.to_str().unwrap()], None);
+        assert_eq!(r.code, 2, "{}", r.all());
+        assert!(r.stderr.contains("exists"), "{}", r.stderr);
+        assert_eq!(std::fs::read(&file).unwrap(), raw);
+
+        let dest = home.path().join("restored");
+        let r = home.run(
+            &[
+                "restore",
+                file.to_str().unwrap(),
+                "--to",
+                dest.to_str().unwrap(),
+            ],
+            None,
+        );
+        assert_eq!(r.code, 0, "{}", r.all());
+        assert!(r.stdout.contains("holds no identity"), "{}", r.stdout);
+        let (was, now) = (tree(&home.path().join("store")), tree(&dest.join("store")));
+        for f in &files {
+            let rel = f.strip_prefix(home.path().join("store")).unwrap();
+            assert_eq!(now.get(rel), was.get(rel), "{}", rel.display());
+        }
+        assert_eq!(
+            now.keys().collect::<Vec<_>>(),
+            files
+                .iter()
+                .map(|f| f.strip_prefix(home.path().join("store")).unwrap())
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            std::fs::read(dest.join("outreach.toml")).unwrap(),
+            std::fs::read(home.config_path()).unwrap()
+        );
+        assert!(dest.join("outbox.sqlite").is_file());
+        assert!(!dest.join("identity.txt").exists());
+        assert!(!dest.join("outbox.sqlite-wal").exists());
+        assert_eq!(mode(&dest), 0o700);
+        assert_eq!(mode(&dest.join("store")), 0o700);
+
+        // With the identity kept elsewhere, the restored folder is a home.
+        std::fs::copy(home.path().join("identity.txt"), dest.join("identity.txt")).unwrap();
+        std::fs::create_dir_all(dest.join("plugins")).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_outreach"));
+        cmd.arg("--config")
+            .arg(dest.join("outreach.toml"))
+            .args(["accounts", "--json"])
+            .env_remove("OUTREACH_CONFIG");
+        let r = finish(cmd);
+        assert_eq!(r.code, 0, "{}", r.all());
+        let list: Value = serde_json::from_str(&r.stdout).unwrap();
+        assert_eq!(list.as_array().unwrap().len(), 3, "{list}");
+        assert!(
+            list.as_array()
+                .unwrap()
+                .iter()
+                .all(|a| a["error"].is_null())
+        );
+
+        // Never over anything: a folder that holds something, or the
+        // configured store that holds records.
+        let before = tree(&dest);
+        let r = home.run(
+            &[
+                "restore",
+                file.to_str().unwrap(),
+                "--to",
+                dest.to_str().unwrap(),
+            ],
+            None,
+        );
+        assert_eq!(r.code, 2, "{}", r.all());
+        assert!(
+            r.stderr.contains("is a folder that is not empty"),
+            "{}",
+            r.stderr
+        );
+        assert_eq!(tree(&dest), before);
+        let before = tree(home.path());
+        let r = home.run(&["restore", file.to_str().unwrap()], None);
+        assert_eq!(r.code, 2, "{}", r.all());
+        assert!(
+            r.stderr
+                .contains(&home.path().join("store").display().to_string())
+                && r.stderr.contains("nothing was restored"),
+            "{}",
+            r.stderr
+        );
+        assert_eq!(tree(home.path()), before);
+
+        // Something that is not a backup.
+        let r = home.run(
+            &[
+                "restore",
+                home.config_path().to_str().unwrap(),
+                "--to",
+                home.path().join("other").to_str().unwrap(),
+            ],
+            None,
+        );
+        assert_eq!(r.code, 2, "{}", r.all());
+        assert!(r.stderr.contains("not an outreach backup"), "{}", r.stderr);
+        assert!(!home.path().join("other").exists());
+    }
+
+    /// One entry of a hand-made archive.
+    struct Raw {
+        name: Vec<u8>,
+        kind: tar::EntryType,
+        data: Vec<u8>,
+        link: Option<Vec<u8>>,
+    }
+
+    fn file_entry(name: &str, data: &[u8]) -> Raw {
+        Raw {
+            name: name.as_bytes().to_vec(),
+            kind: tar::EntryType::Regular,
+            data: data.to_vec(),
+            link: None,
+        }
+    }
+
+    /// A plain tar: a manifest listing `listed` (path, bytes), then
+    /// `entries` as they are — names and links written byte for byte, so
+    /// `..`, absolute paths and links go in unchecked.
+    fn archive(listed: &[(&str, &[u8])], entries: &[Raw]) -> Vec<u8> {
+        use sha2::Digest;
+        let manifest = json!({
+            "format": "outreach-backup", "version": 1, "outreach_version": "0.1.0",
+            "created_at": "2026-01-01T00:00:00Z",
+            "contents": {"accounts": 1, "store_files": 1, "journal": false, "posts": null,
+                         "config": false, "identity": false},
+            "entries": listed.iter().map(|(p, b)| json!({
+                "path": p, "size": b.len(), "sha256": hex(&sha2::Sha256::digest(b))
+            })).collect::<Vec<_>>(),
+        })
+        .to_string();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut all = vec![file_entry("outreach-backup.json", manifest.as_bytes())];
+        all.extend(entries.iter().map(|e| Raw {
+            name: e.name.clone(),
+            kind: e.kind,
+            data: e.data.clone(),
+            link: e.link.clone(),
+        }));
+        for e in &all {
+            let mut h = tar::Header::new_old();
+            h.as_old_mut().name[..e.name.len()].copy_from_slice(&e.name);
+            if let Some(l) = &e.link {
+                h.as_old_mut().linkname[..l.len()].copy_from_slice(l);
+            }
+            h.set_entry_type(e.kind);
+            h.set_size(e.data.len() as u64);
+            h.set_mode(0o600);
+            h.set_cksum();
+            b.append(&h, &e.data[..]).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// `outreach restore FILE --to DEST` is refused with `expect` in its
+    /// message, and nothing is written: DEST does not exist afterwards and
+    /// nothing appeared anywhere in the home.
+    fn refused(home: &Home, file: &Path, expect: &str) -> Run {
+        let before: Vec<PathBuf> = tree(home.path()).into_keys().collect();
+        let dest = home.path().join("dest");
+        let r = home.run(
+            &[
+                "restore",
+                file.to_str().unwrap(),
+                "--to",
+                dest.to_str().unwrap(),
+            ],
+            None,
+        );
+        assert_eq!(r.code, 2, "{}: {}", file.display(), r.all());
+        assert!(
+            r.stderr.contains(expect) && r.stderr.contains("nothing was restored"),
+            "{}: expected {expect:?}: {}",
+            file.display(),
+            r.stderr
+        );
+        assert!(
+            !dest.exists(),
+            "{}: the destination was left",
+            file.display()
+        );
+        let after: Vec<PathBuf> = tree(home.path()).into_keys().collect();
+        assert_eq!(after, before, "{}: files appeared", file.display());
+        r
+    }
+
+    /// Truncated, corrupt, hostile (`../`, absolute, links, unlisted or
+    /// changed entries) and wrong-passphrase backups are refused with a
+    /// clear message, write nothing, and print no secret.
+    #[test]
+    fn damaged_hostile_or_locked_backups_are_refused_and_restore_nothing() {
+        let mut home = bare_home();
+        seed(home.path(), 2);
+        let r = home.run(&["posts", "--json"], None);
+        assert_eq!(r.code, 0, "{}", r.all());
+        let good = home.path().join("good.tar.zst");
+        assert_eq!(home.run(&["backup", good.to_str().unwrap()], None).code, 0);
+        let raw = std::fs::read(&good).unwrap();
+        let base = home.path().to_path_buf();
+        let put = |name: &str, bytes: &[u8]| {
+            let p = base.join(name);
+            std::fs::write(&p, bytes).unwrap();
+            p
+        };
+
+        // Cut off, or one byte changed.
+        let cut = put("cut.tar.zst", &raw[..raw.len() / 2]);
+        refused(&home, &cut, "is truncated or corrupt");
+        let cut = put("cut-end.tar.zst", &raw[..raw.len() - 9]);
+        refused(&home, &cut, "is truncated or corrupt");
+        let mut flipped = raw.clone();
+        let mid = flipped.len() / 2;
+        flipped[mid] ^= 0x40;
+        let bad = put("flipped.tar.zst", &flipped);
+        let r = refused(&home, &bad, "");
+        assert!(
+            r.stderr.contains("truncated or corrupt") || r.stderr.contains("checksum"),
+            "{}",
+            r.stderr
+        );
+
+        // Hand-made archives.
+        let record = b"age-encryption.org/v1\nnot really";
+        let ok = ("store/x/a.age", &record[..]);
+        let escape = home.path().join("escaped.age");
+        let p = put(
+            "dotdot.tar",
+            &archive(
+                &[ok],
+                &[
+                    file_entry("store/x/a.age", record),
+                    file_entry("store/../../escaped.age", record),
+                ],
+            ),
+        );
+        refused(&home, &p, "`..`");
+        let p = put(
+            "dotdot-first.tar",
+            &archive(&[ok], &[file_entry("../escaped.age", record)]),
+        );
+        refused(&home, &p, "`..`");
+        let p = put(
+            "listed-dotdot.tar",
+            &archive(&[("store/../escaped.age", &record[..])], &[]),
+        );
+        refused(&home, &p, "`..`");
+        let abs = escape.to_str().unwrap().to_string();
+        let p = put("absolute.tar", &archive(&[ok], &[file_entry(&abs, record)]));
+        refused(&home, &p, "an absolute path");
+        assert!(!escape.exists());
+        let p = put(
+            "symlink.tar",
+            &archive(
+                &[ok],
+                &[Raw {
+                    name: b"store/x/a.age".to_vec(),
+                    kind: tar::EntryType::Symlink,
+                    data: Vec::new(),
+                    link: Some(b"/etc/passwd".to_vec()),
+                }],
+            ),
+        );
+        refused(&home, &p, "a symbolic link");
+        let p = put(
+            "hardlink.tar",
+            &archive(
+                &[ok],
+                &[Raw {
+                    name: b"store/x/a.age".to_vec(),
+                    kind: tar::EntryType::Link,
+                    data: Vec::new(),
+                    link: Some(b"../../identity.txt".to_vec()),
+                }],
+            ),
+        );
+        refused(&home, &p, "a hard link");
+        let p = put(
+            "changed.tar",
+            &archive(
+                &[ok],
+                &[file_entry(
+                    "store/x/a.age",
+                    b"age-encryption.org/v1\nsomething else",
+                )],
+            ),
+        );
+        refused(&home, &p, "does not match its checksum");
+        let p = put(
+            "unlisted.tar",
+            &archive(
+                &[ok],
+                &[
+                    file_entry("store/x/a.age", record),
+                    file_entry("store/x/b.age", record),
+                ],
+            ),
+        );
+        refused(&home, &p, "its manifest does not list");
+        let p = put("missing.tar", &archive(&[ok], &[]));
+        refused(&home, &p, "entries are missing");
+        let p = put(
+            "foreign.tar",
+            &archive(
+                &[("etc/cron.d/job", &record[..])],
+                &[file_entry("etc/cron.d/job", record)],
+            ),
+        );
+        refused(&home, &p, "not part of an outreach backup");
+        let p = put("empty.tar", b"");
+        refused(&home, &p, "is empty");
+        // The good one still restores.
+        let dest = home.path().join("dest");
+        let r = home.run(
+            &[
+                "restore",
+                good.to_str().unwrap(),
+                "--to",
+                dest.to_str().unwrap(),
+            ],
+            None,
+        );
+        assert_eq!(r.code, 0, "{}", r.all());
+        std::fs::remove_dir_all(&dest).unwrap();
+
+        // With the identity: sealed with a passphrase.
+        home.env.push((PASS_VAR.into(), PASSPHRASE.into()));
+        let sealed = home.path().join("sealed.tar.zst.age");
+        let r = home.run(
+            &["backup", sealed.to_str().unwrap(), "--include-identity"],
+            None,
+        );
+        assert_eq!(r.code, 0, "{}", r.all());
+        home.env.retain(|(k, _)| k != PASS_VAR);
+        // No passphrase, and no terminal to ask at.
+        refused(&home, &sealed, "set OUTREACH_BACKUP_PASSPHRASE");
+        home.env
+            .push((PASS_VAR.into(), "backup-PLANTED-wrong-guess".into()));
+        refused(&home, &sealed, "cannot be decrypted with that passphrase");
+        home.env.retain(|(k, _)| k != PASS_VAR);
+        home.env.push((PASS_VAR.into(), PASSPHRASE.into()));
+        let raw = std::fs::read(&sealed).unwrap();
+        let cut = put("sealed-cut.age", &raw[..raw.len() - 100]);
+        refused(&home, &cut, "is truncated or corrupt");
+        let r = home.run(
+            &[
+                "restore",
+                sealed.to_str().unwrap(),
+                "--to",
+                dest.to_str().unwrap(),
+            ],
+            None,
+        );
+        assert_eq!(r.code, 0, "{}", r.all());
+        assert_eq!(
+            std::fs::read(dest.join("identity.txt")).unwrap(),
+            std::fs::read(home.path().join("identity.txt")).unwrap()
+        );
+        assert_eq!(mode(&dest.join("identity.txt")), 0o600);
+    }
+}
