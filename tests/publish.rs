@@ -2332,3 +2332,467 @@ series = "outreach"
     assert_eq!(article["main_image"], "https://cdn.example/cover.png");
     assert_eq!(article["series"], "outreach");
 }
+
+// ------------------------------------------------ clear answers (issue 11)
+
+/// The platform's JSON bodies a fake accepted, in order.
+fn bodies(fake: &Fake) -> Vec<Value> {
+    fake.posts().into_iter().map(|(_, b)| b).collect()
+}
+
+/// A thread item goes out with the platform fields of the post's
+/// `[override.PLATFORM]` (an `unlisted` Mastodon thread is unlisted
+/// throughout, its content warning on every reply) unless the item sets its
+/// own; the post's `text` override stays with the post. A field the items
+/// take from the post is checked for each of them, and reported once.
+#[test]
+fn thread_items_take_the_posts_platform_fields_unless_they_set_their_own() {
+    let w = World::new().with_accounts();
+    let post = w.home.post(
+        "inherit.toml",
+        r#"
+id = "inherit-1"
+text = "1/3 the start"
+to = ["mastodon/social", "x"]
+[override.mastodon]
+text = "1/3 the start, for Mastodon"
+visibility = "unlisted"
+spoiler_text = "long thread"
+language = "de"
+[override.x]
+text = "1/3 the start, for X"
+[[thread]]
+text = "2/3 the middle"
+[[thread]]
+text = "3/3 the end"
+[thread.override.mastodon]
+visibility = "public"
+"#,
+    );
+    let check = w
+        .home
+        .run(&["publish", post.to_str().unwrap(), "--check"], None);
+    assert_eq!(check.code, 0, "{}", check.all());
+    let r = w
+        .home
+        .run(&["publish", post.to_str().unwrap(), "--json"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let toots = bodies(&w.mastodon);
+    assert_eq!(toots.len(), 3, "{toots:?}");
+    let seen: Vec<(&str, &str, &str, &str)> = toots
+        .iter()
+        .map(|t| {
+            (
+                t["status"].as_str().unwrap(),
+                t["visibility"].as_str().unwrap(),
+                t["spoiler_text"].as_str().unwrap_or("(none)"),
+                t["language"].as_str().unwrap_or("(none)"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (
+                "1/3 the start, for Mastodon",
+                "unlisted",
+                "long thread",
+                "de"
+            ),
+            ("2/3 the middle", "unlisted", "long thread", "de"),
+            ("3/3 the end", "public", "long thread", "de"),
+        ]
+    );
+    let tweets: Vec<String> = bodies(&w.x)
+        .iter()
+        .map(|t| t["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        tweets,
+        ["1/3 the start, for X", "2/3 the middle", "3/3 the end"]
+    );
+
+    // A bad value the items take from the post is one problem, at the
+    // post; a value that is wrong only with an item's own text is that
+    // item's, saying where it comes from.
+    let bad = w.home.post(
+        "inherit-bad.toml",
+        &format!(
+            r#"
+text = "1/2"
+to = ["mastodon/social"]
+[override.mastodon]
+visibility = "friends-only"
+spoiler_text = "{}"
+[[thread]]
+text = "2/2 and a longer second thought"
+"#,
+            "w".repeat(480)
+        ),
+    );
+    let r = w.home.run(
+        &["publish", bad.to_str().unwrap(), "--check", "--json"],
+        None,
+    );
+    assert_eq!(r.code, 2, "{}", r.all());
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    let problems: Vec<(String, String)> = v["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["field"].as_str().unwrap().to_string(),
+                p["message"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(problems.len(), 2, "{v:#}");
+    assert_eq!(problems[0].0, "override.mastodon.visibility", "{v:#}");
+    assert_eq!(
+        problems[1].0, "thread[0].override.mastodon.spoiler_text",
+        "{v:#}"
+    );
+    assert!(
+        problems[1]
+            .1
+            .contains("thread[0] takes it from the post's [override.mastodon]"),
+        "{v:#}"
+    );
+    assert_eq!(bodies(&w.mastodon).len(), 3, "nothing more was sent");
+}
+
+/// An `[override.PLATFORM]` table for a platform the post does not go to —
+/// a typo, or a platform left out of `to` — is a problem that names the
+/// platforms the post does go to, for the post and for a thread item;
+/// nothing is sent.
+#[test]
+fn an_override_for_a_platform_the_post_does_not_go_to_is_a_problem() {
+    let w = World::new().with_accounts();
+    let post = w.home.post(
+        "stray.toml",
+        r#"
+text = "Hello"
+to = ["x", "mastodon/social"]
+[override.mastodn]
+visibility = "unlisted"
+[override.linkedin]
+visibility = "CONNECTIONS"
+[[thread]]
+text = "More"
+[thread.override.mastdon]
+visibility = "public"
+[thread.override.mastodon]
+visibility = "unlisted"
+"#,
+    );
+    let file = post.to_str().unwrap();
+    let r = w.home.run(&["publish", file, "--check", "--json"], None);
+    assert_eq!(r.code, 2, "{}", r.all());
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    let problems = v["problems"].as_array().unwrap();
+    let find = |field: &str| {
+        problems
+            .iter()
+            .find(|p| p["field"] == field)
+            .unwrap_or_else(|| panic!("no problem for {field}: {v:#}"))["message"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let typo = find("override.mastodn");
+    assert!(
+        typo.starts_with("there is no platform `mastodn` (did you mean `mastodon`?)"),
+        "{typo}"
+    );
+    assert!(typo.contains("this post goes to x, mastodon"), "{typo}");
+    let left_out = find("override.linkedin");
+    assert!(
+        left_out.starts_with("this post does not go to linkedin"),
+        "{left_out}"
+    );
+    assert!(left_out.contains("it goes to x, mastodon"), "{left_out}");
+    let item = find("thread[0].override.mastdon");
+    assert!(item.contains("did you mean `mastodon`?"), "{item}");
+    assert_eq!(problems.len(), 3, "{v:#}");
+    assert!(problems.iter().all(|p| p["target"] == "post"), "{v:#}");
+
+    // People see the same, and a real publish stops there.
+    let r = w.home.run(&["publish", file], None);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr
+            .contains("post: override.mastodn: there is no platform `mastodn`"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("nothing was published"), "{}", r.stderr);
+    assert_eq!(w.x.posts().len() + w.mastodon.posts().len(), 0);
+}
+
+/// `--dry-run` shows every item of a thread (each item's first request),
+/// with the id a reply needs from the platform's answer to its parent
+/// marked as a stand-in, and says plainly what it cannot show and why: the
+/// steps after a media upload, a reply a plugin cannot build without its
+/// parent's real id. Nothing is sent, no secret is shown.
+#[test]
+fn a_dry_run_shows_every_item_and_says_what_it_cannot_show() {
+    let w = World::new().with_accounts();
+    let bsky = fake_bluesky();
+    let mut home = w.home;
+    home.bluesky(&bsky);
+    let r = home.run(
+        &["connect", "bluesky", "--username", "alice.test"],
+        Some(support::oauth::APP_PASSWORD),
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    std::fs::write(home.path().join("logo.png"), png_bytes()).unwrap();
+    let post = home.post(
+        "dry-thread.toml",
+        r#"
+text = "1/3 with a picture"
+to = ["mastodon/social", "x", "bluesky"]
+[[media]]
+path = "logo.png"
+alt = "The logo"
+[override.mastodon]
+visibility = "unlisted"
+[[thread]]
+text = "2/3 a reply"
+[[thread]]
+text = "3/3 the end"
+"#,
+    );
+    let fakes = [("x", &w.x), ("mastodon", &w.mastodon), ("bluesky", &bsky)];
+    let before: Vec<usize> = fakes.iter().map(|(_, f)| f.seen().len()).collect();
+    let r = home.run(
+        &["publish", post.to_str().unwrap(), "--dry-run", "--json"],
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    let out = results(&r.stdout);
+    let target = |t: &str| out.iter().find(|r| r["target"] == t).unwrap().clone();
+
+    // Mastodon: the upload for the post, then each reply, built with a
+    // marked stand-in for its parent's id and the post's visibility.
+    let m = target("mastodon/social");
+    let reqs = m["requests"].as_array().unwrap();
+    assert_eq!(reqs.len(), 3, "{m:#}");
+    assert_eq!(reqs[0]["item"], 0);
+    assert!(
+        reqs[0]["url"].as_str().unwrap().ends_with("/api/v2/media"),
+        "{m:#}"
+    );
+    for (i, parent) in [(1, "the post"), (2, "thread[0]")] {
+        let q = &reqs[i];
+        assert_eq!(q["item"], i, "{m:#}");
+        assert!(
+            q["url"].as_str().unwrap().ends_with("/api/v1/statuses"),
+            "{m:#}"
+        );
+        let body: Value = serde_json::from_str(q["body"].as_str().unwrap()).unwrap();
+        let stand_in = format!("<id of {parent}, from Mastodon's answer>");
+        assert_eq!(body["in_reply_to_id"], stand_in.as_str(), "{m:#}");
+        assert_eq!(body["visibility"], "unlisted", "{m:#}");
+        assert!(q["note"].as_str().unwrap().contains(&stand_in), "{m:#}");
+    }
+    let not_shown = m["not_shown"].as_array().unwrap();
+    assert!(
+        not_shown[0]
+            .as_str()
+            .unwrap()
+            .starts_with("only the first request of each item is shown"),
+        "{m:#}"
+    );
+    assert!(
+        not_shown[0]
+            .as_str()
+            .unwrap()
+            .contains("the rest of the upload and then the post itself"),
+        "{m:#}"
+    );
+
+    // X: the same shape; the reply's parent is the stand-in.
+    let x = target("x/default");
+    let reqs = x["requests"].as_array().unwrap();
+    assert_eq!(
+        reqs.iter()
+            .map(|q| q["item"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [0, 1, 2],
+        "{x:#}"
+    );
+    assert!(
+        reqs[1]["body"]
+            .as_str()
+            .unwrap()
+            .contains("<id of the post, from X's answer>"),
+        "{x:#}"
+    );
+
+    // Bluesky needs the parent's real record to build a reply: its
+    // replies are named as not shown, and why.
+    let b = target("bluesky/default");
+    assert_eq!(b["ok"], true, "{b:#}");
+    let reqs = b["requests"].as_array().unwrap();
+    assert!(reqs.iter().all(|q| q["item"] == 0), "{b:#}");
+    let said: Vec<&str> = b["not_shown"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    for item in ["thread[0]", "thread[1]"] {
+        assert!(
+            said.iter()
+                .any(|n| n.starts_with(&format!("{item}: not shown: "))
+                    && n.contains("a dry run gets no answer")),
+            "{item}: {said:#?}"
+        );
+    }
+
+    // For people: each item under its name, the stand-in explained, what
+    // is not shown said.
+    let r = home.run(&["publish", post.to_str().unwrap(), "--dry-run"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    for text in [
+        "mastodon/social would send:",
+        "  the post:\n",
+        "  thread[0]:\n",
+        "  thread[1]:\n",
+        "stands for the id Mastodon gives the post when it is sent",
+        "  not shown: only the first request of each item is shown",
+        "  not shown: thread[0]: not shown: ",
+        "authorization: Bearer [redacted]",
+    ] {
+        assert!(r.stdout.contains(text), "{text:?} missing:\n{}", r.stdout);
+    }
+    let after: Vec<usize> = fakes.iter().map(|(_, f)| f.seen().len()).collect();
+    assert_eq!(before, after, "a dry run sent something");
+}
+
+/// One account whose record cannot be read — encrypted for another
+/// identity, or corrupt — fails alone: the post goes to the other targets,
+/// and that target is reported with which account, what is wrong and what
+/// to do (exit 1), by `--check` and `--dry-run` too. Once the record is
+/// back, publishing the file again sends only what had not gone out.
+#[test]
+fn an_unreadable_account_fails_alone_and_the_others_go_out() {
+    let w = World::new().with_accounts();
+    let store = w.home.path().join("store");
+    let x_file = store.join("x").join("default.age");
+    let md_file = store.join("mastodon").join("social.age");
+    let md_good = std::fs::read(&md_file).unwrap();
+    // X: a record made by another outreach (another identity).
+    let mut other = Home::new();
+    other.endpoint("x", "api", &w.x.url());
+    let r = other.run(&["accounts", "add", "x"], Some(X_TOKEN));
+    assert_eq!(r.code, 0, "{}", r.all());
+    std::fs::copy(other.path().join("store/x/default.age"), &x_file).unwrap();
+    // Mastodon: a truncated record.
+    std::fs::write(&md_file, &md_good[..md_good.len() / 2]).unwrap();
+
+    let post = w.home.post(
+        "fan.toml",
+        "id = \"fan-1\"\ntext = \"Hello, everyone\"\nto = [\"x\", \"linkedin\", \"mastodon/social\"]\n",
+    );
+    let file = post.to_str().unwrap();
+    let check = w.home.run(&["publish", file, "--check"], None);
+    assert_eq!(check.code, 1, "{}", check.all());
+    assert!(
+        check.stdout.contains("linkedin/default"),
+        "{}",
+        check.stdout
+    );
+    assert!(
+        check
+            .stdout
+            .contains("x/default                FAILED nothing was sent to x/default"),
+        "{}",
+        check.stdout
+    );
+    let dry = w.home.run(&["publish", file, "--dry-run", "--json"], None);
+    assert_eq!(dry.code, 1, "{}", dry.all());
+    let dry = results(&dry.stdout);
+    let li = dry
+        .iter()
+        .find(|r| r["target"] == "linkedin/default")
+        .unwrap();
+    assert_eq!(li["ok"], true, "{dry:#?}");
+
+    let r = w.home.run(&["publish", file, "--json"], None);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert_eq!(w.linkedin.posts().len(), 1, "{}", r.all());
+    assert!(w.x.posts().is_empty() && w.mastodon.posts().is_empty());
+    let out = results(&r.stdout);
+    let result = |t: &str| out.iter().find(|r| r["target"] == t).unwrap().clone();
+    assert_eq!(result("linkedin/default")["state"], "published");
+    let x = result("x/default");
+    assert_eq!(
+        (x["ok"].as_bool(), x["error_kind"].as_str()),
+        (Some(false), Some("account-unreadable")),
+        "{x:#}"
+    );
+    let says = x["error"].as_str().unwrap();
+    for part in [
+        "nothing was sent to x/default",
+        "cannot be decrypted with the identity",
+        "encrypted for another identity",
+        "put back the identity file",
+        "outreach accounts add x --account default --replace",
+        "then publish the post again",
+        "other targets are not held back",
+    ] {
+        assert!(says.contains(part), "{part:?} missing: {says}");
+    }
+    let md = result("mastodon/social");
+    let says = md["error"].as_str().unwrap();
+    for part in [
+        "nothing was sent to mastodon/social",
+        "is corrupt or truncated",
+        md_file.to_str().unwrap(),
+        "restore it from a backup",
+    ] {
+        assert!(says.contains(part), "{part:?} missing: {says}");
+    }
+    // The journal says why.
+    let show = show(&w.home, "fan-1");
+    let failed = show["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["state"] == "failed" && d["error_kind"] == "account-unreadable")
+        .count();
+    assert_eq!(failed, 2, "{show:#}");
+    assert_eq!(show["attempts"].as_array().unwrap().len(), 3, "{show:#}");
+
+    // People see which account and what to do.
+    let human = w.home.run(&["publish", file], None);
+    assert_eq!(human.code, 1, "{}", human.all());
+    assert!(
+        human
+            .stdout
+            .contains("mastodon/social          FAILED (account-unreadable) nothing was sent to mastodon/social"),
+        "{}",
+        human.stdout
+    );
+    assert_eq!(w.linkedin.posts().len(), 1, "published once");
+
+    // As the messages say: X stored again, Mastodon's file restored from
+    // a backup; the rest goes out, once.
+    let r = w
+        .home
+        .run(&["accounts", "add", "x", "--replace"], Some(X_TOKEN));
+    assert_eq!(r.code, 0, "{}", r.all());
+    std::fs::write(&md_file, &md_good).unwrap();
+    let r = w.home.run(&["publish", file, "--json"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(
+        (
+            w.x.posts().len(),
+            w.linkedin.posts().len(),
+            w.mastodon.posts().len()
+        ),
+        (1, 1, 1)
+    );
+}

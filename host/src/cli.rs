@@ -453,10 +453,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                                 print_json(&serde_json::json!({ "results": rows }))?;
                             } else {
                                 for r in &rows {
-                                    println!("{:<24} ok", r.target);
+                                    match &r.error {
+                                        None => println!("{:<24} ok", r.target),
+                                        Some(e) => println!("{:<24} FAILED {e}", r.target),
+                                    }
                                 }
                             }
-                            0
+                            if rows.iter().all(|r| r.ok) {
+                                0
+                            } else {
+                                EXIT_FAILED
+                            }
                         }
                     }
                 } else {
@@ -627,14 +634,25 @@ pub(crate) fn print_report(
         for r in &report.results {
             if dry_run {
                 println!("{} would send:", r.target);
+                let mut item = None;
                 for q in &r.requests {
-                    println!("  {} {}", q.method, q.url);
+                    if item != Some(q.item) {
+                        item = Some(q.item);
+                        println!("  {}:", crate::publish::item_name(q.item as usize));
+                    }
+                    println!("    {} {}", q.method, q.url);
                     for (n, v) in &q.headers {
-                        println!("    {n}: {v}");
+                        println!("      {n}: {v}");
                     }
                     if !q.body.is_empty() {
-                        println!("    {}", q.body);
+                        println!("      {}", q.body);
                     }
+                    if let Some(note) = &q.note {
+                        println!("      ({note})");
+                    }
+                }
+                for n in &r.not_shown {
+                    println!("  not shown: {n}");
                 }
                 if let Some(e) = &r.error {
                     println!("  error: {e}");

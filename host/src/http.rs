@@ -196,10 +196,15 @@ fn placeholder_names(text: &str) -> Vec<String> {
 /// A request as `--dry-run` shows it: secrets replaced by `[redacted]`.
 #[derive(Clone, Debug, Serialize)]
 pub struct RecordedRequest {
+    /// The post item it belongs to: 0 the post itself, 1… its thread.
+    pub item: u32,
     pub method: String,
     pub url: String,
     pub headers: Vec<(String, String)>,
     pub body: String,
+    /// What in it stands for a value only an earlier answer would give.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// What one plugin call may do on the network, for one account.
@@ -367,6 +372,8 @@ impl Broker {
 
         if let Some(rec) = &scope.dry_run {
             rec.lock().expect("dry-run log").push(RecordedRequest {
+                item: 0,
+                note: None,
                 method: method_name(req.method).into(),
                 url: redact(url.as_str()),
                 headers: headers

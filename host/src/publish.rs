@@ -85,6 +85,11 @@ pub struct Loaded {
     pub schedule: Option<DateTime<Utc>>,
     pub media: Vec<Media>,
     pub media_paths: Vec<PathBuf>,
+    /// `[override.PLATFORM]` tables (`override.mastodn`,
+    /// `thread[0].override.linkedin`) for a platform the file's `to` does
+    /// not name, with that platform: typos, reported before anything is
+    /// sent rather than silently ignored.
+    pub stray_overrides: Vec<(String, String)>,
 }
 
 impl PostFile {
@@ -171,6 +176,7 @@ impl PostFile {
             });
             media_paths.push(real);
         }
+        let stray_overrides = stray_overrides(&file);
         Ok(Loaded {
             file,
             source,
@@ -178,11 +184,16 @@ impl PostFile {
             schedule,
             media,
             media_paths,
+            stray_overrides,
         })
     }
 
     /// Item `index` of this post (0 the post itself, 1… the thread) as
-    /// platform `platform` sees it.
+    /// platform `platform` sees it. A thread item takes the platform
+    /// fields of the post's `[override.PLATFORM]` (a Mastodon thread
+    /// posted `unlisted` is unlisted throughout) unless its own
+    /// `[thread.override.PLATFORM]` sets them; the post's `text`, `title`
+    /// and `link` overrides are the post's own and stay with it.
     pub fn variant(
         &self,
         platform: &str,
@@ -191,10 +202,10 @@ impl PostFile {
         media: &[Media],
     ) -> anyhow::Result<Post> {
         let (text, overrides) = if index == 0 {
-            (&self.text, &self.overrides)
+            (&self.text, self.overrides.get(platform).cloned())
         } else {
             let t = &self.thread[index - 1];
-            (&t.text, &t.overrides)
+            (&t.text, self.item_overrides(platform, index))
         };
         let mut post = Post {
             text: text.clone(),
@@ -210,7 +221,7 @@ impl PostFile {
             extra: Vec::new(),
             idempotency_key: key.to_string(),
         };
-        if let Some(o) = overrides.get(platform) {
+        if let Some(o) = &overrides {
             for (k, v) in o {
                 let s = match v {
                     toml::Value::String(s) => s.clone(),
@@ -236,7 +247,75 @@ impl PostFile {
         }
         Ok(post)
     }
+
+    /// The `[override.PLATFORM]` fields thread item `index` (1…) goes out
+    /// with: the post's platform fields (not its `text`, `title`, `link`),
+    /// then the item's own on top.
+    fn item_overrides(
+        &self,
+        platform: &str,
+        index: usize,
+    ) -> Option<BTreeMap<String, toml::Value>> {
+        let mut merged: BTreeMap<String, toml::Value> = self
+            .overrides
+            .get(platform)
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| !POST_ONLY.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let own = self.thread[index - 1].overrides.get(platform);
+        merged.extend(
+            own.into_iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        (own.is_some() || !merged.is_empty()).then_some(merged)
+    }
+
+    /// Whether thread item `index` (1…) has field `key` of `platform` from
+    /// the post's `[override.PLATFORM]` rather than from its own.
+    fn inherits(&self, platform: &str, index: usize, key: &str) -> bool {
+        index > 0
+            && !POST_ONLY.contains(&key)
+            && self
+                .overrides
+                .get(platform)
+                .is_some_and(|o| o.contains_key(key))
+            && !self.thread[index - 1]
+                .overrides
+                .get(platform)
+                .is_some_and(|o| o.contains_key(key))
+    }
 }
+
+/// The override tables of `file` whose platform its `to` does not name.
+fn stray_overrides(file: &PostFile) -> Vec<(String, String)> {
+    let named: Vec<&str> = file
+        .to
+        .iter()
+        .map(|t| t.split_once('/').map_or(t.as_str(), |(p, _)| p))
+        .collect();
+    let items = std::iter::once((String::new(), &file.overrides)).chain(
+        file.thread
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (format!("thread[{i}]."), &t.overrides)),
+    );
+    let mut out = Vec::new();
+    for (prefix, overrides) in items {
+        for platform in overrides.keys() {
+            if !named.contains(&platform.as_str()) {
+                out.push((format!("{prefix}override.{platform}"), platform.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// Keys of `[override.PLATFORM]` that change the post itself and so stay
+/// with it; every other key is a platform field that its thread shares.
+const POST_ONLY: [&str; 3] = ["text", "title", "link"];
 
 /// Check one attachment: after resolving symlinks it must be a regular,
 /// non-empty file inside one of `roots`, and its bytes must be a kind of
@@ -354,6 +433,10 @@ pub struct TargetResult {
     /// With `--dry-run`: the requests the plugin would send.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub requests: Vec<RecordedRequest>,
+    /// With `--dry-run`: what the plugin would do that `requests` does not
+    /// show, and why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_shown: Vec<String>,
 }
 
 impl TargetResult {
@@ -369,6 +452,7 @@ impl TargetResult {
             error: None,
             already: false,
             requests: Vec::new(),
+            not_shown: Vec::new(),
         }
     }
 }
@@ -402,7 +486,98 @@ pub struct Options {
 struct Job {
     id: AccountId,
     plugin: Arc<LoadedPlugin>,
-    record: Record,
+    /// The account's record, or why it cannot be read (that target fails,
+    /// the others go out).
+    record: Result<Record, String>,
+}
+
+/// What a user needs to know when the record of `id`, a target of a post,
+/// cannot be read: which account, what is wrong, what to do.
+fn unreadable(id: &AccountId, e: &crate::store::StoreError) -> String {
+    use crate::store::StoreError as E;
+    let again = format!(
+        "store the account again (`outreach accounts add {p} --account {a} --replace`, with its --set settings, or `outreach connect {p} --account {a}`)",
+        p = id.platform,
+        a = id.account
+    );
+    let (cause, fix) = match e {
+        E::WrongKey { .. } => (
+            " Its file was encrypted for another identity (another machine's, or a key since replaced).",
+            format!("put back the identity file it was written with (from a backup), or {again}"),
+        ),
+        E::Corrupt { .. } => ("", format!("restore its file from a backup, or {again}")),
+        _ => ("", again),
+    };
+    format!(
+        "nothing was sent to {id}: its stored account cannot be read ({e}).{cause} To send the post there too, {fix}, then publish the post again: what already went out is not sent twice. The post's other targets are not held back by it"
+    )
+}
+
+/// `[override.PLATFORM]` tables for platforms the post does not go to, as
+/// problems that name the platforms it does go to.
+fn stray_problems(app: &App, post: &Loaded, targets: &[AccountId]) -> Vec<TargetProblem> {
+    let mut platforms: Vec<&str> = Vec::new();
+    for t in targets {
+        if !platforms.contains(&t.platform.as_str()) {
+            platforms.push(&t.platform);
+        }
+    }
+    let goes_to = platforms.join(", ");
+    let known: Vec<String> = app
+        .host
+        .plugins()
+        .iter()
+        .map(|p| p.manifest.id.clone())
+        .collect();
+    post.stray_overrides
+        .iter()
+        .map(|(field, platform)| {
+            let guess = nearest(platform, platforms.iter().copied())
+                .or_else(|| nearest(platform, known.iter().map(String::as_str)))
+                .map(|g| format!(" (did you mean `{g}`?)"))
+                .unwrap_or_default();
+            let message = if known.contains(platform) {
+                format!(
+                    "this post does not go to {platform}{guess}, so these fields would be ignored; it goes to {goes_to}. Add {platform} to `to`, or remove or rename the table"
+                )
+            } else {
+                format!(
+                    "there is no platform `{platform}`{guess}, so these fields would be ignored; this post goes to {goes_to}. Name one of those"
+                )
+            };
+            TargetProblem {
+                target: "post".into(),
+                field: field.clone(),
+                message,
+            }
+        })
+        .collect()
+}
+
+/// The name among `names` closest to `word` by edits, if it is close.
+fn nearest<'a>(word: &str, names: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    fn distance(a: &str, b: &str) -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut prev = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let here = row[j + 1];
+                row[j + 1] = (prev + usize::from(ca != *cb))
+                    .min(row[j] + 1)
+                    .min(here + 1);
+                prev = here;
+            }
+        }
+        row[b.len()]
+    }
+    names
+        .filter(|n| *n != word)
+        .map(|n| (distance(word, n), n))
+        .filter(|(d, n)| *d <= 2.max(n.chars().count() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, n)| n)
 }
 
 /// Resolve every target and validate every item; nothing is sent.
@@ -422,12 +597,22 @@ async fn prepare(app: &App, post: &Loaded) -> anyhow::Result<Result<Vec<Job>, Ve
     }
     let store = app.store()?;
     let mut jobs = Vec::new();
-    let mut problems = Vec::new();
+    let mut problems = stray_problems(app, post, &targets);
     let items = 1 + post.file.thread.len();
     for id in targets {
         let plugin = app.host.get(&id.platform)?;
-        let record = store.load(&id)?;
+        // An account whose record cannot be read fails on its own; the
+        // post still goes to the others.
+        let record = match store.load(&id) {
+            Ok(r) => r,
+            Err(e) => {
+                let record = Err(unreadable(&id, &e));
+                jobs.push(Job { id, plugin, record });
+                continue;
+            }
+        };
         let account = App::account_view(&record);
+        let mut first: Vec<(String, String)> = Vec::new();
         for index in 0..items {
             let mut variant = post
                 .file
@@ -435,27 +620,60 @@ async fn prepare(app: &App, post: &Loaded) -> anyhow::Result<Result<Vec<Job>, Ve
             if index > 0 {
                 variant.reply_to = Some("(parent)".into());
             }
-            let at = |field: String| {
-                if index == 0 {
-                    field
-                } else {
-                    format!("thread[{}].{field}", index - 1)
+            let found = match app.host.validate(&plugin, &variant, Some(&account)).await {
+                Ok(found) => found,
+                Err(e) => {
+                    problems.push(TargetProblem {
+                        target: id.to_string(),
+                        field: "plugin".into(),
+                        message: e.to_string(),
+                    });
+                    continue;
                 }
             };
-            match app.host.validate(&plugin, &variant, Some(&account)).await {
-                Ok(found) => problems.extend(found.into_iter().map(|p| TargetProblem {
+            for p in found {
+                if index == 0 {
+                    first.push((p.field.clone(), p.message.clone()));
+                    problems.push(TargetProblem {
+                        target: id.to_string(),
+                        field: p.field,
+                        message: p.message,
+                    });
+                    continue;
+                }
+                // A field the item takes from the post is reported once,
+                // at the post, unless it is wrong only for this item.
+                let prefix = format!("override.{}.", id.platform);
+                let inherited = p
+                    .field
+                    .strip_prefix(&prefix)
+                    .is_some_and(|k| post.file.inherits(&id.platform, index, k));
+                if inherited && first.contains(&(p.field.clone(), p.message.clone())) {
+                    continue;
+                }
+                let message = if inherited {
+                    format!(
+                        "{} (thread[{}] takes it from the post's [override.{}]; give the item its own value in [thread.override.{}])",
+                        p.message,
+                        index - 1,
+                        id.platform,
+                        id.platform
+                    )
+                } else {
+                    p.message
+                };
+                problems.push(TargetProblem {
                     target: id.to_string(),
-                    field: at(p.field),
-                    message: p.message,
-                })),
-                Err(e) => problems.push(TargetProblem {
-                    target: id.to_string(),
-                    field: "plugin".into(),
-                    message: e.to_string(),
-                }),
+                    field: format!("thread[{}].{}", index - 1, p.field),
+                    message,
+                });
             }
         }
-        jobs.push(Job { id, plugin, record });
+        jobs.push(Job {
+            id,
+            plugin,
+            record: Ok(record),
+        });
     }
     if problems.is_empty() {
         Ok(Ok(jobs))
@@ -480,8 +698,17 @@ async fn check_loaded(
         jobs.iter()
             .map(|j| {
                 let mut r = TargetResult::new(&j.id);
-                r.ok = true;
-                r.state = "valid".into();
+                match &j.record {
+                    Ok(_) => {
+                        r.ok = true;
+                        r.state = "valid".into();
+                    }
+                    Err(msg) => {
+                        r.state = "failed".into();
+                        r.error_kind = Some(UNREADABLE.into());
+                        r.error = Some(msg.clone());
+                    }
+                }
                 r
             })
             .collect()
@@ -1044,7 +1271,9 @@ fn claim_first_items(
     let mut which = Vec::new();
     for (k, j) in jobs.iter().enumerate() {
         let n = started.entry(j.id.platform.as_str()).or_default();
-        if *n >= per_platform || needs_refresh(&j.record) {
+        // An unreadable record is settled when its turn comes.
+        let ready = j.record.as_ref().is_ok_and(|r| !needs_refresh(r));
+        if *n >= per_platform || !ready {
             continue;
         }
         *n += 1;
@@ -1070,6 +1299,9 @@ fn claim_first_items(
     }
     claimed
 }
+
+/// The error kind of a target whose account record cannot be read.
+const UNREADABLE: &str = "account-unreadable";
 
 /// The token has expired or is about to: refresh before sending.
 fn needs_refresh(r: &Record) -> bool {
@@ -1223,11 +1455,33 @@ async fn deliver_target(
             }
         };
         all_already = false;
+        let record = match &mut record {
+            Ok(r) => r,
+            Err(msg) => {
+                // Nothing can be sent without the account: one failed
+                // attempt, so the journal and `posts show` say why.
+                let attempt =
+                    outbox
+                        .lock()
+                        .expect("outbox")
+                        .begin(&row.id, &target, index as u32, from);
+                if let Ok(Some(a)) = attempt {
+                    abandon(Some(a), index, UNREADABLE, msg);
+                }
+                refresher
+                    .notifier
+                    .publish_ended(&row.id, &id, "failed", msg)
+                    .await;
+                crate::metrics::publish(&id.platform, "failed");
+                fail(&mut result, "failed", UNREADABLE, msg.clone());
+                return result;
+            }
+        };
         // A token that has expired (or is about to) is refreshed first,
         // once, however many publishes want it.
-        if needs_refresh(&record) {
+        if needs_refresh(record) {
             match refresher.ensure(&id, Need::Usable).await {
-                Ok(fresh) => record = fresh,
+                Ok(fresh) => *record = fresh,
                 Err(e) => {
                     let msg = scrub(&e.to_string(), &record.secrets());
                     abandon(pre, index, refresh_error_kind(&e), &msg);
@@ -1273,7 +1527,7 @@ async fn deliver_target(
             refresher,
             &plugin,
             &id,
-            &mut record,
+            record,
             &variant,
             media_paths.clone(),
         )
@@ -1438,40 +1692,100 @@ async fn send_with_retries(
     }
 }
 
-/// `--dry-run`: what each plugin would send for the post itself.
+/// `--dry-run`: what each plugin would send, item by item, with nothing
+/// sent. The broker records a request instead of sending it, so a plugin
+/// never gets an answer: each item shows its first request, a thread item
+/// is built with a marked stand-in for the id its parent would get, and
+/// `not_shown` says plainly what cannot be shown and why.
 async fn dry_run(app: &App, post: &Loaded, jobs: Vec<Job>) -> Report {
     // Media is read as for a real publish (a recorded request shows its
     // size), but nothing leaves.
     let media_paths = Arc::new(post.media_paths.clone());
+    let items = 1 + post.file.thread.len();
     let futures = jobs.into_iter().map(|Job { id, plugin, record }| {
         let media_paths = media_paths.clone();
         async move {
             let mut r = TargetResult::new(&id);
-            let variant = match post.file.variant(&id.platform, 0, "dry-run", &post.media) {
-                Ok(v) => v,
-                Err(e) => {
-                    r.error = Some(e.to_string());
+            let record = match record {
+                Ok(record) => record,
+                Err(msg) => {
+                    r.state = "failed".into();
+                    r.error_kind = Some(UNREADABLE.into());
+                    r.error = Some(msg);
                     return r;
                 }
             };
-            let (ctx, mut scope) = app.call_env(&plugin, &record);
-            let recorder = Arc::new(Mutex::new(Vec::new()));
-            scope.dry_run = Some(recorder.clone());
-            let outcome = app
-                .host
-                .publish_with_media(&plugin, scope, &ctx, &variant, media_paths)
-                .await;
-            r.requests = recorder.lock().expect("dry-run log").clone();
-            r.ok = !r.requests.is_empty();
-            r.state = "dry-run".into();
-            if !r.ok {
-                let msg = match outcome {
-                    Ok(Err(e)) => describe_call_error(&e),
-                    Err(e) => e.to_string(),
-                    Ok(Ok(_)) => "the plugin sent nothing".into(),
+            let name = plugin.manifest.name.clone();
+            let stand_in = |index: usize| {
+                format!("<id of {}, from {name}'s answer>", item_name(index))
+            };
+            let mut shown_any = false;
+            for index in 0..items {
+                let mut variant =
+                    match post.file.variant(&id.platform, index, "dry-run", &post.media) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            r.error = Some(e.to_string());
+                            return r;
+                        }
+                    };
+                if index > 0 {
+                    variant.reply_to = Some(stand_in(index - 1));
+                    variant.thread_root = Some(stand_in(0));
+                }
+                let (ctx, mut scope) = app.call_env(&plugin, &record);
+                let recorder = Arc::new(Mutex::new(Vec::new()));
+                scope.dry_run = Some(recorder.clone());
+                let outcome = app
+                    .host
+                    .publish_with_media(&plugin, scope, &ctx, &variant, media_paths.clone())
+                    .await;
+                let mut requests: Vec<RecordedRequest> =
+                    recorder.lock().expect("dry-run log").clone();
+                let said = || {
+                    let msg = match &outcome {
+                        Ok(Err(e)) => describe_call_error(e),
+                        Err(e) => e.to_string(),
+                        Ok(Ok(_)) => "the plugin sent nothing".into(),
+                    };
+                    scrub(&msg, &record.secrets())
                 };
-                r.error = Some(scrub(&msg, &record.secrets()));
+                if requests.is_empty() {
+                    if index == 0 {
+                        r.error = Some(said());
+                    } else {
+                        r.not_shown.push(format!(
+                            "{}: not shown: {name} builds it from {name}'s answer for {} (its id), and a dry run gets no answer; with a stand-in for that id it sent nothing ({})",
+                            item_name(index),
+                            item_name(index - 1),
+                            said()
+                        ));
+                    }
+                    continue;
+                }
+                shown_any = true;
+                for q in &mut requests {
+                    q.item = index as u32;
+                    if index > 0 {
+                        q.note = Some(format!(
+                            "`{}` stands for the id {name} gives {} when it is sent",
+                            stand_in(index - 1),
+                            item_name(index - 1)
+                        ));
+                    }
+                }
+                r.ok |= index == 0;
+                r.requests.extend(requests);
             }
+            if shown_any {
+                r.not_shown.insert(
+                    0,
+                    format!(
+                        "only the first request of each item is shown: a dry run sends nothing, so {name} gets no answer to build a next step from. Any steps after it — for media uploaded in steps, the rest of the upload and then the post itself — are not shown"
+                    ),
+                );
+            }
+            r.state = "dry-run".into();
             r
         }
     });
@@ -1480,6 +1794,15 @@ async fn dry_run(app: &App, post: &Loaded, jobs: Vec<Job>) -> Report {
         scheduled_at: post.schedule,
         late: false,
         results: futures::future::join_all(futures).await,
+    }
+}
+
+/// How messages name item `index` of a post: `the post`, `thread[0]`, ….
+pub fn item_name(index: usize) -> String {
+    if index == 0 {
+        "the post".into()
+    } else {
+        format!("thread[{}]", index - 1)
     }
 }
 
