@@ -742,3 +742,21 @@ fn run_with_deadline(home: &Home, args: &[&str], limit: std::time::Duration) -> 
     run.assert_no_secrets();
     run
 }
+
+/// Issue 11: a manifest problem names a media kind as the contract spells
+/// it (`video`), never as Rust does (`MediaKind::Video`).
+#[test]
+fn manifest_problems_name_contract_values_not_rust_types() {
+    let home = Home::new();
+    let (_, hostile_bad) = hostile_plugins();
+    std::fs::copy(&hostile_bad, home.plugins_dir().join("hostile-bad.wasm")).unwrap();
+    let r = home.run(&["plugins", "--json"], None);
+    assert_eq!(r.code, 1, "{}", r.all());
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let why = v["rejected"][0]["error"].as_str().unwrap();
+    assert!(
+        why.contains("media rule for video must allow at least one item"),
+        "{why}"
+    );
+    assert!(!why.contains("MediaKind") && !why.contains("::"), "{why}");
+}

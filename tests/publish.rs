@@ -2796,3 +2796,28 @@ fn an_unreadable_account_fails_alone_and_the_others_go_out() {
         (1, 1, 1)
     );
 }
+
+/// Issue 11: a text that is too long says how the platform counts, in
+/// words — not as the contract's Rust name (`CountRule::XWeighted`).
+#[test]
+fn a_length_problem_says_how_the_platform_counts_in_words() {
+    let w = World::new().with_accounts();
+    let post = w.home.post(
+        "long-x.toml",
+        &format!("text = \"{}\"\nto = [\"x\"]\n", "a".repeat(281)),
+    );
+    let r = w
+        .home
+        .run(&["publish", post.to_str().unwrap(), "--check"], None);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr.contains(
+            "x/default: text: is 281 characters long; the limit is 280 (counted the way X counts: every link as 23 characters"
+        ),
+        "{}",
+        r.stderr
+    );
+    for rust in ["CountRule", "XWeighted"] {
+        assert!(!r.all().contains(rust), "{rust}: {}", r.all());
+    }
+}

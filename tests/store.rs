@@ -1719,3 +1719,52 @@ mod backups {
         assert_eq!(mode(&dest.join("identity.txt")), 0o600);
     }
 }
+
+/// Issue 11: an OS error is printed once, after what could not be done and
+/// on what — not twice (`Is a directory (os error 21): Is a directory (os
+/// error 21)`) because it was both in the message and its source.
+#[test]
+fn os_errors_are_printed_once() {
+    let home = support::Home::new();
+    // The identity is a folder.
+    std::fs::create_dir_all(home.path().join("identity.txt")).unwrap();
+    let r = home.run(&["accounts"], None);
+    assert_eq!(r.code, 2, "{}", r.all());
+    let error = r.stderr.lines().find(|l| l.starts_with("error:")).unwrap();
+    assert!(
+        error.contains(&format!(
+            "the identity file {}",
+            home.path().join("identity.txt").display()
+        )),
+        "{error}"
+    );
+    assert_eq!(error.matches("(os error 21)").count(), 1, "{error}");
+
+    // The store folder is a file.
+    std::fs::remove_dir(home.path().join("identity.txt")).unwrap();
+    std::fs::write(home.path().join("store"), "not a folder").unwrap();
+    let r = home.run(&["accounts"], None);
+    assert_eq!(r.code, 2, "{}", r.all());
+    let error = r.stderr.lines().find(|l| l.starts_with("error:")).unwrap();
+    assert!(error.contains("store"), "{error}");
+    assert_eq!(error.matches("(os error").count(), 1, "{error}");
+
+    // The config file is a folder.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_outreach"))
+        .arg("--config")
+        .arg(home.path())
+        .arg("plugins")
+        .env_remove("OUTREACH_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "cannot read the config file {}",
+            home.path().display()
+        )),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("it is a folder").count(), 1, "{stderr}");
+}

@@ -259,14 +259,17 @@ fn yes() -> bool {
 }
 
 /// A config file that could not be used.
+///
+/// The I/O error is part of the message and deliberately not its `source`:
+/// `{:#}` would print it a second time.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error(
-        "cannot read the config file {path}: {source}; pass --config PATH or set OUTREACH_CONFIG"
+        "cannot read the config file {path}: {error}; pass --config PATH or set OUTREACH_CONFIG"
     )]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("the config file {path} is not valid: {message}")]
     Invalid { path: PathBuf, message: String },
@@ -295,9 +298,9 @@ impl Loaded {
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         let (config, base, file) = match path {
             Some(p) => {
-                let text = read_regular_text(p).map_err(|source| ConfigError::Read {
+                let text = read_regular_text(p).map_err(|error| ConfigError::Read {
                     path: p.to_path_buf(),
-                    source,
+                    error,
                 })?;
                 let config = parse(&text).map_err(|message| ConfigError::Invalid {
                     path: p.to_path_buf(),

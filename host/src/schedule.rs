@@ -53,7 +53,7 @@ pub enum RefreshError {
         reason: String,
         expires_at: Option<DateTime<Utc>>,
     },
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{0}")]
     Other(String),
@@ -415,9 +415,16 @@ impl Notifier {
             if let Some(p) = e.post {
                 c.env("OUTREACH_POST", p);
             }
-            let status = c.status().await;
-            if !matches!(status, Ok(s) if s.success()) {
-                tracing::warn!(account = %e.account, "the notify command failed: {status:?}");
+            let failed = match c.status().await {
+                Ok(s) if s.success() => None,
+                Ok(s) => Some(s.to_string()),
+                Err(err) => Some(format!("it could not be started: {err}")),
+            };
+            if let Some(why) = failed {
+                tracing::warn!(
+                    account = %e.account,
+                    "the notify command failed ({why}); check `command` under [notify] in the config"
+                );
             }
         }
         if let Some(url) = &notify.webhook {

@@ -204,17 +204,19 @@ pub enum StoreError {
         "another `outreach store rekey` is running on the store {dir}; nothing was changed — let it finish (if it was killed, run `outreach store rekey` again to finish its work)"
     )]
     Rekeying { dir: PathBuf },
-    #[error("{what} {path}: {source}")]
+    /// The I/O error is in the message, not the `source` (which `{:#}`
+    /// would print a second time).
+    #[error("{what} {path}: {error}")]
     Io {
         what: &'static str,
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
     let path = path.to_path_buf();
-    move |source| StoreError::Io { what, path, source }
+    move |error| StoreError::Io { what, path, error }
 }
 
 /// Where credentials live. The age-directory backend is the default; a

@@ -249,7 +249,11 @@ pub fn start(d: Arc<Daemon>) -> anyhow::Result<Watchers> {
         watcher.watch(parent, RecursiveMode::NonRecursive)?;
     }
     watcher.watch(&roots.store, RecursiveMode::Recursive)?;
-    tracing::info!(plugins = %roots.plugins.display(), posts = ?roots.posts, "watching for changes");
+    let posts = match &roots.posts {
+        Some(p) => p.display().to_string(),
+        None => "none (paths.posts is not set)".into(),
+    };
+    tracing::info!(plugins = %roots.plugins.display(), posts = %posts, "watching for changes");
     let quiet = Duration::from_millis(cfg.config.daemon.debounce_ms);
     tokio::spawn(debounce(d, roots, state.clone(), rx, quiet));
     Ok(Watchers {

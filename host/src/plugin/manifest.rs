@@ -75,8 +75,8 @@ pub fn check(m: &Manifest) -> Result<(), String> {
     for r in &m.content.media {
         if r.max_count == 0 || r.max_bytes == 0 {
             problems.push(format!(
-                "media rule for {:?} must allow at least one item of at least one byte",
-                r.kind
+                "media rule for {} must allow at least one item of at least one byte",
+                wit_name(&r.kind)
             ));
         }
     }

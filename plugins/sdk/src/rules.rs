@@ -2,7 +2,7 @@
 //! rules, so most plugins need no validation code of their own.
 
 use crate::count::count;
-use crate::{Account, ContentRules, MediaKind, Post, Problem};
+use crate::{Account, ContentRules, CountRule, MediaKind, Post, Problem};
 
 fn problem(field: impl Into<String>, message: impl Into<String>) -> Problem {
     Problem {
@@ -20,6 +20,25 @@ fn kind_name(kind: MediaKind) -> &'static str {
     }
 }
 
+/// How a length counted by `rule` reads to the user: its unit, and a note
+/// on how it was counted (empty when plain characters are meant). Never
+/// the contract's own name for the rule.
+fn length_words(rule: CountRule) -> (&'static str, &'static str) {
+    match rule {
+        CountRule::Chars => ("characters", ""),
+        CountRule::Graphemes => ("characters", " (characters as they appear on screen)"),
+        CountRule::XWeighted => (
+            "characters",
+            " (counted the way X counts: every link as 23 characters, most emoji and CJK characters as 2)",
+        ),
+        CountRule::Utf16 => (
+            "characters",
+            " (counted in UTF-16 code units, as the platform does: most emoji count as 2)",
+        ),
+        CountRule::Bytes => ("bytes", " (of UTF-8, as the platform counts them)"),
+    }
+}
+
 /// Every way `post` breaks `rules`. A per-account length limit (a Mastodon
 /// instance's) comes from the account setting the rules name.
 pub fn check_content(rules: &ContentRules, post: &Post, account: Option<&Account>) -> Vec<Problem> {
@@ -32,13 +51,10 @@ pub fn check_content(rules: &ContentRules, post: &Post, account: Option<&Account
         .unwrap_or(rules.max_length);
     let len = count(&post.text, rules.counting);
     if max > 0 && len > max as usize {
-        out.push(problem(
-            "text",
-            format!(
-                "is {len} characters long; the limit is {max} (counted as {:?})",
-                rules.counting
-            ),
-        ));
+        out.push(problem("text", {
+            let (unit, how) = length_words(rules.counting);
+            format!("is {len} {unit} long; the limit is {max}{how}")
+        }));
     }
     if post.text.trim().is_empty() && post.media.is_empty() {
         out.push(problem("text", "is empty and the post has no media"));
@@ -197,6 +213,27 @@ mod tests {
         r.media = vec![media(MediaKind::Image, "image/jpeg", 1, true)];
         r.reply_to = Some("1".into());
         assert_eq!(fields(&check_content(&rules, &r, None)), ["thread"]);
+    }
+
+    #[test]
+    fn lengths_are_explained_in_words_not_rust_names() {
+        for counting in [
+            CountRule::Chars,
+            CountRule::Graphemes,
+            CountRule::XWeighted,
+            CountRule::Utf16,
+            CountRule::Bytes,
+        ] {
+            let rules = ContentRules {
+                max_length: 3,
+                counting,
+                ..Default::default()
+            };
+            let p = check_content(&rules, &post("too long"), None);
+            let m = &p[0].message;
+            assert!(m.contains("long; the limit is 3"), "{m}");
+            assert!(!m.contains("CountRule") && !m.contains("::"), "{m}");
+        }
     }
 
     #[test]

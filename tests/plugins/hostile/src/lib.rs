@@ -40,6 +40,17 @@ impl Platform for Hostile {
             rate_limit_headers: None,
             content: ContentRules {
                 max_length: 1000,
+                // A media rule that allows nothing.
+                media: if bad {
+                    vec![MediaRule {
+                        kind: MediaKind::Video,
+                        max_count: 0,
+                        max_bytes: 1,
+                        mime_types: vec![],
+                    }]
+                } else {
+                    vec![]
+                },
                 ..Default::default()
             },
             settings: vec![],
