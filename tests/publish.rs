@@ -2821,3 +2821,138 @@ fn a_length_problem_says_how_the_platform_counts_in_words() {
         assert!(!r.all().contains(rust), "{rust}: {}", r.all());
     }
 }
+
+/// The journal of a test home.
+fn journal_of(home: &Home) -> std::path::PathBuf {
+    home.path().join("outbox.sqlite")
+}
+
+/// Issue 11: a journal that is not a SQLite database (or is damaged) is
+/// named, left as it is, and the message says what to do — not SQLite's
+/// `file is not a database: Error code 26`. Nothing is sent.
+#[test]
+fn a_damaged_journal_is_named_left_alone_and_explained() {
+    let w = World::new().with_accounts();
+    let journal = journal_of(&w.home);
+    let garbage: Vec<u8> = (0..8192u32).map(|i| (i * 7919 % 251) as u8).collect();
+    std::fs::write(&journal, &garbage).unwrap();
+    let post = w.home.post("hello.toml", HELLO);
+    for args in [
+        vec!["posts"],
+        vec!["posts", "--json"],
+        vec!["publish", post.to_str().unwrap()],
+    ] {
+        let r = w.home.run(&args, None);
+        assert_eq!(r.code, 2, "{args:?}: {}", r.all());
+        let error = r
+            .stderr
+            .lines()
+            .find(|l| l.starts_with("error:"))
+            .unwrap_or("");
+        for want in [
+            format!("the outbox {}", journal.display()),
+            "is not a SQLite database, or it is damaged".into(),
+            "nothing was changed".into(),
+            "outreach restore".into(),
+            format!("mv {0} {0}.damaged", journal.display()),
+        ] {
+            assert!(error.contains(&want), "{args:?}: {want}:\n{}", r.stderr);
+        }
+        assert!(!r.stderr.contains("Error code"), "{}", r.stderr);
+    }
+    assert_eq!(
+        std::fs::read(&journal).unwrap(),
+        garbage,
+        "the file changed"
+    );
+    assert!(
+        w.x.posts().is_empty() && w.linkedin.posts().is_empty() && w.mastodon.posts().is_empty()
+    );
+}
+
+/// Issue 11: a journal a newer outreach wrote (a higher format than this
+/// version knows) is refused untouched, naming the version that wrote it —
+/// not read as if it were this version's.
+#[test]
+fn a_journal_from_a_newer_version_is_refused_untouched() {
+    let w = World::new().with_accounts();
+    let post = w.home.post("hello.toml", HELLO);
+    let r = w.home.run(&["publish", post.to_str().unwrap()], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let journal = journal_of(&w.home);
+    {
+        let db = rusqlite::Connection::open(&journal).unwrap();
+        db.execute_batch(
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             INSERT OR REPLACE INTO meta (key, value) VALUES ('writer', 'outreach 9.1.0');
+             PRAGMA user_version = 99;",
+        )
+        .unwrap();
+    }
+    let before = std::fs::read(&journal).unwrap();
+    let other = w
+        .home
+        .post("other.toml", "text = \"another\"\nto = [\"x\"]\n");
+    for args in [
+        vec!["posts"],
+        vec!["posts", "show", "x"],
+        vec!["publish", other.to_str().unwrap()],
+    ] {
+        let r = w.home.run(&args, None);
+        assert_eq!(r.code, 2, "{args:?}: {}", r.all());
+        for want in [
+            format!("the outbox {}", journal.display()),
+            "was written by outreach 9.1.0 (journal format 99)".into(),
+            "left the journal untouched".into(),
+        ] {
+            assert!(r.stderr.contains(&want), "{args:?}: {want}:\n{}", r.stderr);
+        }
+    }
+    assert_eq!(
+        std::fs::read(&journal).unwrap(),
+        before,
+        "the journal changed"
+    );
+    assert_eq!(w.x.posts().len(), 1, "nothing more was sent");
+}
+
+/// Issue 11: a delivery state this version does not know (written by a
+/// newer one) is an error that names it — never read as `cancelled`, and
+/// never a reason to send again.
+#[test]
+fn an_unknown_delivery_state_is_an_error_not_a_guess() {
+    let w = World::new().with_accounts();
+    let post = w.home.post("hello.toml", HELLO);
+    let r = w.home.run(&["publish", post.to_str().unwrap()], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    {
+        let db = rusqlite::Connection::open(journal_of(&w.home)).unwrap();
+        let n = db
+            .execute(
+                "UPDATE deliveries SET state = 'superseded' WHERE target = 'x/default'",
+                [],
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+    for args in [
+        vec!["posts"],
+        vec!["posts", "--json"],
+        vec!["publish", post.to_str().unwrap()],
+    ] {
+        let r = w.home.run(&args, None);
+        // `posts` cannot list the journal; `publish` reports the target
+        // (the other targets are already published).
+        let code = if args[0] == "posts" { 2 } else { 1 };
+        assert_eq!(r.code, code, "{args:?}: {}", r.all());
+        for want in [
+            "to x/default in state `superseded`",
+            "which this version of outreach does not know",
+            "nothing was changed",
+        ] {
+            assert!(r.all().contains(want), "{args:?}: {want}:\n{}", r.all());
+        }
+        assert!(!r.stdout.contains("cancelled"), "{}", r.stdout);
+    }
+    assert_eq!(w.x.posts().len(), 1, "sent once");
+}

@@ -22,6 +22,7 @@ fn main() {
                     || c.is::<outreach::accounts::BadInput>()
                     || c.is::<outreach::store::StoreError>()
                     || c.is::<outreach::plugin::PluginError>()
+                    || c.is::<outreach::outbox::JournalError>()
             });
             if bad_input {
                 outreach::cli::EXIT_BAD_INPUT

@@ -22,7 +22,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
@@ -59,16 +58,19 @@ impl State {
             State::Cancelled => "cancelled",
         }
     }
-    fn parse(s: &str) -> State {
-        match s {
+    /// A state as the journal spells it; `None` for one this version does
+    /// not know (never guessed: see [`JournalError::UnknownState`]).
+    fn parse(s: &str) -> Option<State> {
+        Some(match s {
             "queued" => State::Queued,
             "pending" => State::Pending,
             "sending" => State::Sending,
             "published" => State::Published,
             "failed" => State::Failed,
             "unknown" => State::Unknown,
-            _ => State::Cancelled,
-        }
+            "cancelled" => State::Cancelled,
+            _ => return None,
+        })
     }
 }
 
@@ -76,6 +78,67 @@ impl std::fmt::Display for State {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// The journal format this version reads and writes (`PRAGMA
+/// user_version`): 2 added user retries, 3 the `meta` table that records
+/// which outreach set the format. A journal of a higher format is never
+/// touched.
+pub const FORMAT: i64 = 3;
+
+/// A journal that cannot be used. Each says which file, what is wrong,
+/// that nothing was changed, and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error(
+        "the outbox {path} (outreach's publishing journal) is not a SQLite database, or it is damaged ({detail}); nothing was changed. Restore it from a backup (`outreach restore FILE`), or move it aside (`mv {path} {path}.damaged`) and outreach starts a new, empty journal — which does not know what was published before, so re-running an old post file would publish it again"
+    )]
+    Damaged { path: PathBuf, detail: String },
+    #[error(
+        "the outbox {path} was written by {writer} (journal format {found}); this is outreach {ours}, which knows journal formats up to {FORMAT}, so it left the journal untouched — use that version of outreach (or a newer one)",
+        ours = env!("CARGO_PKG_VERSION")
+    )]
+    Newer {
+        path: PathBuf,
+        found: i64,
+        /// `outreach 1.2.0`, or "a newer version of outreach" when the
+        /// journal does not say.
+        writer: String,
+    },
+    #[error(
+        "the outbox {path} has the delivery of post `{post}` to {target} in state `{state}`, which this version of outreach does not know (was the journal written by a newer version?); nothing was changed — use the outreach that wrote it, or a newer one"
+    )]
+    UnknownState {
+        path: PathBuf,
+        post: String,
+        target: String,
+        state: String,
+    },
+    #[error("the outbox {path} cannot be used: {detail}")]
+    Unusable { path: PathBuf, detail: String },
+}
+
+/// `e` as a [`JournalError`] that names the journal at `path`: a damaged
+/// file is said to be one, and SQLite's own error is shown once (its
+/// `source` repeats it as "Error code N: …").
+fn explain(path: &Path, e: anyhow::Error) -> anyhow::Error {
+    if e.is::<JournalError>() {
+        return e;
+    }
+    let Some(db) = e.downcast_ref::<rusqlite::Error>() else {
+        return e;
+    };
+    let detail = db.to_string();
+    let damaged = matches!(
+        db.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
+    );
+    let path = path.to_path_buf();
+    anyhow::Error::new(if damaged {
+        JournalError::Damaged { path, detail }
+    } else {
+        JournalError::Unusable { path, detail }
+    })
 }
 
 /// One row of the journal.
@@ -212,23 +275,42 @@ fn parse_ts(s: &str) -> DateTime<Utc> {
 }
 
 impl Outbox {
-    /// Open (creating if needed) the journal at `path`.
+    /// Open (creating if needed) the journal at `path`. A file that is not
+    /// a journal, is damaged, or was written by a newer version is refused
+    /// untouched.
     pub fn open(path: &Path) -> anyhow::Result<Self> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(|e| JournalError::Unusable {
+                path: path.to_path_buf(),
+                detail: format!("cannot create its folder {}: {e}", dir.display()),
+            })?;
         }
-        let conn = Connection::open(path)
-            .with_context(|| format!("cannot open the outbox {}", path.display()))?;
+        if path.is_dir() {
+            return Err(JournalError::Unusable {
+                path: path.to_path_buf(),
+                detail: "it is a folder; paths.outbox must name a file".into(),
+            }
+            .into());
+        }
+        Self::open_checked(path).map_err(|e| explain(path, e))
+    }
+
+    fn open_checked(path: &Path) -> anyhow::Result<Self> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(30))?;
+        // Reading the format reads the file's header: a file that is not
+        // a database fails here, before anything is written.
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version > FORMAT {
+            return Err(newer(&conn, path, version).into());
+        }
         // Post texts and ids are private too: owner only.
         {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
         }
-        conn.busy_timeout(Duration::from_secs(30))?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        if version >= 2 {
+        if version == FORMAT {
             return Ok(Outbox {
                 conn,
                 path: path.to_path_buf(),
@@ -269,9 +351,8 @@ impl Outbox {
                 detail TEXT
              );
              CREATE INDEX IF NOT EXISTS deliveries_state ON deliveries(state);",
-        )
-        .with_context(|| format!("the outbox {} cannot be used", path.display()))?;
-        migrate(&conn).with_context(|| format!("the outbox {} cannot be used", path.display()))?;
+        )?;
+        migrate(&conn, path)?;
         Ok(Outbox {
             conn,
             path: path.to_path_buf(),
@@ -284,14 +365,17 @@ impl Outbox {
     }
 
     pub fn post(&self, id: &str) -> anyhow::Result<Option<PostRow>> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT id, path, content_hash, source, scheduled_at, created_at FROM posts WHERE id = ?1",
-                [id],
-                row_to_post,
-            )
-            .optional()?)
+        let r = (|| -> anyhow::Result<Option<PostRow>> {
+            Ok(self
+                .conn
+                .query_row(
+                    "SELECT id, path, content_hash, source, scheduled_at, created_at FROM posts WHERE id = ?1",
+                    [id],
+                    row_to_post,
+                )
+                .optional()?)
+        })();
+        r.map_err(|e| explain(&self.path, e))
     }
 
     /// Register a post and its deliveries (existing rows are kept as they
@@ -299,65 +383,85 @@ impl Outbox {
     /// cancelled stays so — only a delivery dropped by an earlier edit of
     /// the file comes back when the file names it again).
     pub fn register(&mut self, post: &PostRow, deliveries: &[(String, u32)]) -> anyhow::Result<()> {
-        self.durable(false)?;
-        let now = Utc::now();
-        let due = post.scheduled_at.is_none_or(|t| t <= now);
-        let tx = self.conn.transaction()?;
-        tx.prepare_cached("INSERT INTO posts (id, path, content_hash, source, scheduled_at, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT(id) DO UPDATE SET path = excluded.path, content_hash = excluded.content_hash,
-                source = excluded.source, scheduled_at = excluded.scheduled_at")?.execute(params![
-                post.id,
-                post.path,
-                post.content_hash,
-                post.source,
-                post.scheduled_at.map(ts),
-                ts(post.created_at)
-            ])?;
-        for (target, idx) in deliveries {
-            tx.prepare_cached("INSERT INTO deliveries (post, target, idx, state, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT(post, target, idx) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at,
-                    error_kind = CASE WHEN deliveries.state = 'cancelled' THEN NULL ELSE deliveries.error_kind END,
-                    error = CASE WHEN deliveries.state = 'cancelled' THEN NULL ELSE deliveries.error END
-                 WHERE deliveries.state IN ('queued', 'pending')
-                    OR (deliveries.state = 'cancelled' AND deliveries.error_kind = 'dropped')")?.execute(params![
+        let r = (|| -> anyhow::Result<()> {
+            self.durable(false)?;
+            let now = Utc::now();
+            let due = post.scheduled_at.is_none_or(|t| t <= now);
+            let tx = self.conn.transaction()?;
+            tx.prepare_cached("INSERT INTO posts (id, path, content_hash, source, scheduled_at, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(id) DO UPDATE SET path = excluded.path, content_hash = excluded.content_hash,
+                    source = excluded.source, scheduled_at = excluded.scheduled_at")?.execute(params![
                     post.id,
-                    target,
-                    idx,
-                    if due { State::Pending } else { State::Queued }.as_str(),
-                    ts(now)
+                    post.path,
+                    post.content_hash,
+                    post.source,
+                    post.scheduled_at.map(ts),
+                    ts(post.created_at)
                 ])?;
-        }
-        // An edited file that no longer names a target (or has a shorter
-        // thread): what had not gone out there is cancelled.
-        let waiting: Vec<(String, u32)> = tx
-            .prepare(
-                "SELECT target, idx FROM deliveries WHERE post = ?1 AND state IN ('queued', 'pending')",
-            )?
-            .query_map([&post.id], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<_, _>>()?;
-        for (target, idx) in waiting {
-            if !deliveries.iter().any(|(t, i)| *t == target && *i == idx) {
-                tx.prepare_cached(
-                    "UPDATE deliveries SET state = 'cancelled', updated_at = ?4, error_kind = ?5,
-                        error = 'the post file no longer names this target (or thread item)'
-                     WHERE post = ?1 AND target = ?2 AND idx = ?3",
-                )?
-                .execute(params![post.id, target, idx, ts(now), DROPPED])?;
+            for (target, idx) in deliveries {
+                tx.prepare_cached("INSERT INTO deliveries (post, target, idx, state, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT(post, target, idx) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at,
+                        error_kind = CASE WHEN deliveries.state = 'cancelled' THEN NULL ELSE deliveries.error_kind END,
+                        error = CASE WHEN deliveries.state = 'cancelled' THEN NULL ELSE deliveries.error END
+                     WHERE deliveries.state IN ('queued', 'pending')
+                        OR (deliveries.state = 'cancelled' AND deliveries.error_kind = 'dropped')")?.execute(params![
+                        post.id,
+                        target,
+                        idx,
+                        if due { State::Pending } else { State::Queued }.as_str(),
+                        ts(now)
+                    ])?;
             }
-        }
-        tx.commit()?;
-        Ok(())
+            // An edited file that no longer names a target (or has a shorter
+            // thread): what had not gone out there is cancelled.
+            let waiting: Vec<(String, u32)> = tx
+                .prepare(
+                    "SELECT target, idx FROM deliveries WHERE post = ?1 AND state IN ('queued', 'pending')",
+                )?
+                .query_map([&post.id], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            for (target, idx) in waiting {
+                if !deliveries.iter().any(|(t, i)| *t == target && *i == idx) {
+                    tx.prepare_cached(
+                        "UPDATE deliveries SET state = 'cancelled', updated_at = ?4, error_kind = ?5,
+                            error = 'the post file no longer names this target (or thread item)'
+                         WHERE post = ?1 AND target = ?2 AND idx = ?3",
+                    )?
+                    .execute(params![post.id, target, idx, ts(now), DROPPED])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })();
+        r.map_err(|e| explain(&self.path, e))
     }
 
     pub fn deliveries(&self, post: &str) -> anyhow::Result<Vec<Delivery>> {
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE post = ?1 ORDER BY target, idx"
-        ))?;
-        let rows = stmt
-            .query_map([post], row_to_delivery)?
-            .collect::<Result<Vec<_>, _>>()?;
-        rows.into_iter().map(|d| self.with_finality(d)).collect()
+        let r = (|| -> anyhow::Result<Vec<Delivery>> {
+            let mut stmt = self.conn.prepare_cached(&format!(
+                "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE post = ?1 ORDER BY target, idx"
+            ))?;
+            let rows = stmt
+                .query_map([post], row_to_delivery)?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter()
+                .map(|row| self.with_finality(self.known_state(row)?))
+                .collect()
+        })();
+        r.map_err(|e| explain(&self.path, e))
+    }
+
+    /// A delivery whose state this version knows, or an error that names
+    /// it: never a guess.
+    fn known_state(&self, (mut d, state): (Delivery, String)) -> anyhow::Result<Delivery> {
+        d.state = State::parse(&state).ok_or_else(|| JournalError::UnknownState {
+            path: self.path.clone(),
+            post: d.post.clone(),
+            target: d.target.clone(),
+            state: shown_state(&state),
+        })?;
+        Ok(d)
     }
 
     /// Fill in [`Delivery::final_`].
@@ -373,90 +477,111 @@ impl Outbox {
 
     /// Every post, newest first, with its deliveries.
     pub fn all(&self) -> anyhow::Result<Vec<(PostRow, Vec<Delivery>)>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT id, path, content_hash, source, scheduled_at, created_at FROM posts ORDER BY created_at DESC",
-        )?;
-        let posts = stmt
-            .query_map([], row_to_post)?
-            .collect::<Result<Vec<_>, _>>()?;
-        posts
-            .into_iter()
-            .map(|p| {
-                let d = self.deliveries(&p.id)?;
-                Ok((p, d))
-            })
-            .collect()
+        let r = (|| -> anyhow::Result<Vec<(PostRow, Vec<Delivery>)>> {
+            let mut stmt = self.conn.prepare(
+                "SELECT id, path, content_hash, source, scheduled_at, created_at FROM posts ORDER BY created_at DESC",
+            )?;
+            let posts = stmt
+                .query_map([], row_to_post)?
+                .collect::<Result<Vec<_>, _>>()?;
+            posts
+                .into_iter()
+                .map(|p| {
+                    let d = self.deliveries(&p.id)?;
+                    Ok((p, d))
+                })
+                .collect()
+        })();
+        r.map_err(|e| explain(&self.path, e))
     }
 
     /// Posts whose schedule has come and that still have work to do.
     pub fn due(&self, now: DateTime<Utc>) -> anyhow::Result<Vec<PostRow>> {
-        let mut out = Vec::new();
-        for (p, d) in self.all()? {
-            let waiting = d.iter().any(|d| d.state == State::Queued);
-            if waiting && p.scheduled_at.is_some_and(|t| t <= now) {
-                out.push(p);
+        let r = (|| -> anyhow::Result<Vec<PostRow>> {
+            let mut out = Vec::new();
+            for (p, d) in self.all()? {
+                let waiting = d.iter().any(|d| d.state == State::Queued);
+                if waiting && p.scheduled_at.is_some_and(|t| t <= now) {
+                    out.push(p);
+                }
             }
-        }
-        out.reverse();
-        Ok(out)
+            out.reverse();
+            Ok(out)
+        })();
+        r.map_err(|e| explain(&self.path, e))
     }
 
     /// The earliest schedule among posts still waiting for it.
     pub fn next_due(&self) -> anyhow::Result<Option<DateTime<Utc>>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT DISTINCT p.scheduled_at FROM posts p JOIN deliveries d ON d.post = p.id
-             WHERE d.state = 'queued' AND p.scheduled_at IS NOT NULL",
-        )?;
-        let times = stmt
-            .query_map([], |r| r.get::<_, String>(0))?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(times.iter().map(|s| parse_ts(s)).min())
+        let r = (|| -> anyhow::Result<Option<DateTime<Utc>>> {
+            let mut stmt = self.conn.prepare(
+                "SELECT DISTINCT p.scheduled_at FROM posts p JOIN deliveries d ON d.post = p.id
+                 WHERE d.state = 'queued' AND p.scheduled_at IS NOT NULL",
+            )?;
+            let times = stmt
+                .query_map([], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(times.iter().map(|s| parse_ts(s)).min())
+        })();
+        r.map_err(|e| explain(&self.path, e))
     }
 
     /// The most recent delivery of a post (not a thread reply) to `target`.
     pub fn last_delivery(&self, target: &str) -> anyhow::Result<Option<Delivery>> {
-        self.conn
-            .query_row(
-                &format!(
-                    "SELECT {DELIVERY_COLUMNS}
-                     FROM deliveries WHERE target = ?1 AND idx = 0 AND state NOT IN ('queued', 'pending', 'cancelled')
-                     ORDER BY updated_at DESC LIMIT 1"
-                ),
-                [target],
-                row_to_delivery,
-            )
-            .optional()?
-            .map(|d| self.with_finality(d))
-            .transpose()
+        let r = (|| -> anyhow::Result<Option<Delivery>> {
+            self.conn
+                .query_row(
+                    &format!(
+                        "SELECT {DELIVERY_COLUMNS}
+                         FROM deliveries WHERE target = ?1 AND idx = 0 AND state NOT IN ('queued', 'pending', 'cancelled')
+                         ORDER BY updated_at DESC LIMIT 1"
+                    ),
+                    [target],
+                    row_to_delivery,
+                )
+                .optional()?
+                .map(|row| self.with_finality(self.known_state(row)?))
+                .transpose()
+        })();
+        r.map_err(|e| explain(&self.path, e))
     }
 
     /// Fold the write-ahead log into the database file (on shutdown).
     pub fn checkpoint(&self) -> anyhow::Result<()> {
-        self.conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-        Ok(())
+        let r = (|| -> anyhow::Result<()> {
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            Ok(())
+        })();
+        r.map_err(|e| explain(&self.path, e))
     }
 
     /// Move a due post's queued deliveries to pending.
     pub fn release(&self, post: &str) -> anyhow::Result<()> {
-        self.conn.execute(
-            "UPDATE deliveries SET state = 'pending', updated_at = ?2 WHERE post = ?1 AND state = 'queued'",
-            params![post, ts(Utc::now())],
-        )?;
-        Ok(())
+        let r = (|| -> anyhow::Result<()> {
+            self.conn.execute(
+                "UPDATE deliveries SET state = 'pending', updated_at = ?2 WHERE post = ?1 AND state = 'queued'",
+                params![post, ts(Utc::now())],
+            )?;
+            Ok(())
+        })();
+        r.map_err(|e| explain(&self.path, e))
     }
 
     /// Cancel every delivery of `post` that has not gone out. It stays
     /// cancelled — re-running the post or re-reading its file does not
     /// bring it back; [`Outbox::reopen`] does.
     pub fn cancel(&self, post: &str) -> anyhow::Result<usize> {
-        self.durable(true)?;
-        Ok(self.conn.execute(
-            "UPDATE deliveries SET state = 'cancelled', updated_at = ?2, reopened = NULL,
-                error_kind = 'cancelled', error = 'cancelled by the user'
-             WHERE post = ?1 AND state IN ('queued', 'pending', 'failed')",
-            params![post, ts(Utc::now())],
-        )?)
+        let r = (|| -> anyhow::Result<usize> {
+            self.durable(true)?;
+            Ok(self.conn.execute(
+                "UPDATE deliveries SET state = 'cancelled', updated_at = ?2, reopened = NULL,
+                    error_kind = 'cancelled', error = 'cancelled by the user'
+                 WHERE post = ?1 AND state IN ('queued', 'pending', 'failed')",
+                params![post, ts(Utc::now())],
+            )?)
+        })();
+        r.map_err(|e| explain(&self.path, e))
     }
 
     /// The user asks for these deliveries of `post` to be sent again
@@ -470,46 +595,49 @@ impl Outbox {
         post: &PostRow,
         items: &[(String, u32, State)],
     ) -> anyhow::Result<Vec<Reopened>> {
-        self.durable(true)?;
-        let now = Utc::now();
-        let to = if post.scheduled_at.is_none_or(|t| t <= now) {
-            State::Pending
-        } else {
-            State::Queued
-        };
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let mut out = Vec::new();
-        for (target, idx, from) in items {
-            if !matches!(from, State::Failed | State::Cancelled | State::Unknown) {
-                continue;
+        let r = (|| -> anyhow::Result<Vec<Reopened>> {
+            self.durable(true)?;
+            let now = Utc::now();
+            let to = if post.scheduled_at.is_none_or(|t| t <= now) {
+                State::Pending
+            } else {
+                State::Queued
+            };
+            let tx = self
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let mut out = Vec::new();
+            for (target, idx, from) in items {
+                if !matches!(from, State::Failed | State::Cancelled | State::Unknown) {
+                    continue;
+                }
+                let n = tx
+                    .prepare_cached(
+                        "UPDATE deliveries SET state = ?5, reopened = ?4, user_retries = user_retries + 1,
+                            error_kind = NULL, error = NULL, updated_at = ?6
+                         WHERE post = ?1 AND target = ?2 AND idx = ?3 AND state = ?4",
+                    )?
+                    .execute(params![
+                        post.id,
+                        target,
+                        idx,
+                        from.as_str(),
+                        to.as_str(),
+                        ts(now)
+                    ])?;
+                if n == 1 {
+                    out.push(Reopened {
+                        target: target.clone(),
+                        index: *idx,
+                        from: *from,
+                        to,
+                    });
+                }
             }
-            let n = tx
-                .prepare_cached(
-                    "UPDATE deliveries SET state = ?5, reopened = ?4, user_retries = user_retries + 1,
-                        error_kind = NULL, error = NULL, updated_at = ?6
-                     WHERE post = ?1 AND target = ?2 AND idx = ?3 AND state = ?4",
-                )?
-                .execute(params![
-                    post.id,
-                    target,
-                    idx,
-                    from.as_str(),
-                    to.as_str(),
-                    ts(now)
-                ])?;
-            if n == 1 {
-                out.push(Reopened {
-                    target: target.clone(),
-                    index: *idx,
-                    from: *from,
-                    to,
-                });
-            }
-        }
-        tx.commit()?;
-        Ok(out)
+            tx.commit()?;
+            Ok(out)
+        })();
+        r.map_err(|e| explain(&self.path, e))
     }
 
     /// Claim a delivery for sending: it moves to `sending` only if it is in
@@ -538,49 +666,57 @@ impl Outbox {
         post: &str,
         items: &[(String, u32, Vec<State>)],
     ) -> anyhow::Result<Vec<Option<i64>>> {
-        self.durable(true)?;
-        let now = ts(Utc::now());
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let mut out = Vec::with_capacity(items.len());
-        for (target, idx, from) in items {
-            let current: Option<(String, Option<String>, Option<String>)> = tx
-                .prepare_cached(
-                    "SELECT state, error_kind, reopened FROM deliveries WHERE post = ?1 AND target = ?2 AND idx = ?3",
+        let r = (|| -> anyhow::Result<Vec<Option<i64>>> {
+            self.durable(true)?;
+            let now = ts(Utc::now());
+            let tx = self
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let mut out = Vec::with_capacity(items.len());
+            for (target, idx, from) in items {
+                let current: Option<(String, Option<String>, Option<String>)> = tx
+                    .prepare_cached(
+                        "SELECT state, error_kind, reopened FROM deliveries WHERE post = ?1 AND target = ?2 AND idx = ?3",
+                    )?
+                    .query_row(params![post, target, idx], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    })
+                    .optional()?;
+                let Some((state, kind, reopened)) = current else {
+                    out.push(None);
+                    continue;
+                };
+                let state = State::parse(&state).ok_or_else(|| JournalError::UnknownState {
+                    path: self.path.clone(),
+                    post: post.to_string(),
+                    target: target.clone(),
+                    state: shown_state(&state),
+                })?;
+                let settled = state == State::Failed
+                    && is_final(
+                        state,
+                        kind.as_deref(),
+                        attempts_since_request(&tx, post, target, *idx)?,
+                    );
+                if !from.contains(&state) || settled {
+                    out.push(None);
+                    continue;
+                }
+                tx.prepare_cached(
+                    "UPDATE deliveries SET state = 'sending', owner = ?4, updated_at = ?5, reopened = NULL
+                     WHERE post = ?1 AND target = ?2 AND idx = ?3",
                 )?
-                .query_row(params![post, target, idx], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })
-                .optional()?;
-            let Some((state, kind, reopened)) = current else {
-                out.push(None);
-                continue;
-            };
-            let state = State::parse(&state);
-            let settled = state == State::Failed
-                && is_final(
-                    state,
-                    kind.as_deref(),
-                    attempts_since_request(&tx, post, target, *idx)?,
-                );
-            if !from.contains(&state) || settled {
-                out.push(None);
-                continue;
+                .execute(params![post, target, idx, process_token(), now])?;
+                tx.prepare_cached(
+                    "INSERT INTO attempts (post, target, idx, started_at, user_retry) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![post, target, idx, now, reopened])?;
+                out.push(Some(tx.last_insert_rowid()));
             }
-            tx.prepare_cached(
-                "UPDATE deliveries SET state = 'sending', owner = ?4, updated_at = ?5, reopened = NULL
-                 WHERE post = ?1 AND target = ?2 AND idx = ?3",
-            )?
-            .execute(params![post, target, idx, process_token(), now])?;
-            tx.prepare_cached(
-                "INSERT INTO attempts (post, target, idx, started_at, user_retry) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![post, target, idx, now, reopened])?;
-            out.push(Some(tx.last_insert_rowid()));
-        }
-        tx.commit()?;
-        Ok(out)
+            tx.commit()?;
+            Ok(out)
+        })();
+        r.map_err(|e| explain(&self.path, e))
     }
 
     /// Whether the next commits are fsynced (`synchronous = FULL`) or only
@@ -611,86 +747,101 @@ impl Outbox {
         error_kind: Option<&str>,
         error: Option<&str>,
     ) -> anyhow::Result<()> {
-        self.durable(false)?;
-        let now = ts(Utc::now());
-        let tx = self.conn.transaction()?;
-        tx.prepare_cached("UPDATE deliveries SET state = ?4, platform_id = COALESCE(?5, platform_id), url = COALESCE(?6, url),
-                error_kind = ?7, error = ?8, updated_at = ?9
-             WHERE post = ?1 AND target = ?2 AND idx = ?3")?.execute(params![post, target, idx, state.as_str(), platform_id, url, error_kind, error, now])?;
-        tx.prepare_cached(
-            "UPDATE attempts SET finished_at = ?2, outcome = ?3, detail = ?4 WHERE id = ?1",
-        )?
-        .execute(params![attempt, now, state.as_str(), error.or(platform_id)])?;
-        tx.commit()?;
-        Ok(())
+        let r = (|| -> anyhow::Result<()> {
+            self.durable(false)?;
+            let now = ts(Utc::now());
+            let tx = self.conn.transaction()?;
+            tx.prepare_cached("UPDATE deliveries SET state = ?4, platform_id = COALESCE(?5, platform_id), url = COALESCE(?6, url),
+                    error_kind = ?7, error = ?8, updated_at = ?9
+                 WHERE post = ?1 AND target = ?2 AND idx = ?3")?.execute(params![post, target, idx, state.as_str(), platform_id, url, error_kind, error, now])?;
+            tx.prepare_cached(
+                "UPDATE attempts SET finished_at = ?2, outcome = ?3, detail = ?4 WHERE id = ?1",
+            )?
+            .execute(params![attempt, now, state.as_str(), error.or(platform_id)])?;
+            tx.commit()?;
+            Ok(())
+        })();
+        r.map_err(|e| explain(&self.path, e))
     }
 
     /// After a crash: attempts left `sending` by a process that no longer
     /// runs become `unknown`. Returns how many.
     pub fn settle_interrupted(&self) -> anyhow::Result<usize> {
-        let now = ts(Utc::now());
-        let mut stmt = self
-            .conn
-            .prepare("SELECT post, target, idx, owner FROM deliveries WHERE state = 'sending'")?;
-        let stale: Vec<(String, String, u32)> = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, u32>(2)?,
-                    r.get::<_, Option<String>>(3)?,
-                ))
-            })?
-            .filter_map(Result::ok)
-            .filter(|(.., owner)| !owner.as_deref().is_some_and(process_alive))
-            .map(|(p, t, i, _)| (p, t, i))
-            .collect();
-        for (post, target, idx) in &stale {
-            self.conn.execute(
-                "UPDATE deliveries SET state = 'unknown', error_kind = 'outcome-unknown',
-                    error = 'outreach stopped while this was being sent; it may or may not have been published',
-                    updated_at = ?4
-                 WHERE post = ?1 AND target = ?2 AND idx = ?3 AND state = 'sending'",
-                params![post, target, idx, now],
+        let r = (|| -> anyhow::Result<usize> {
+            let now = ts(Utc::now());
+            let mut stmt = self.conn.prepare(
+                "SELECT post, target, idx, owner FROM deliveries WHERE state = 'sending'",
             )?;
-            self.conn.execute(
-                "UPDATE attempts SET finished_at = ?4, outcome = 'unknown', detail = 'interrupted'
-                 WHERE post = ?1 AND target = ?2 AND idx = ?3 AND finished_at IS NULL",
-                params![post, target, idx, now],
-            )?;
-        }
-        Ok(stale.len())
+            let stale: Vec<(String, String, u32)> = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, u32>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                    ))
+                })?
+                .filter_map(Result::ok)
+                .filter(|(.., owner)| !owner.as_deref().is_some_and(process_alive))
+                .map(|(p, t, i, _)| (p, t, i))
+                .collect();
+            for (post, target, idx) in &stale {
+                self.conn.execute(
+                    "UPDATE deliveries SET state = 'unknown', error_kind = 'outcome-unknown',
+                        error = 'outreach stopped while this was being sent; it may or may not have been published',
+                        updated_at = ?4
+                     WHERE post = ?1 AND target = ?2 AND idx = ?3 AND state = 'sending'",
+                    params![post, target, idx, now],
+                )?;
+                self.conn.execute(
+                    "UPDATE attempts SET finished_at = ?4, outcome = 'unknown', detail = 'interrupted'
+                     WHERE post = ?1 AND target = ?2 AND idx = ?3 AND finished_at IS NULL",
+                    params![post, target, idx, now],
+                )?;
+            }
+            Ok(stale.len())
+        })();
+        r.map_err(|e| explain(&self.path, e))
     }
 
     pub fn attempts(&self, post: &str) -> anyhow::Result<Vec<Attempt>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT target, idx, started_at, finished_at, outcome, detail, user_retry FROM attempts WHERE post = ?1 ORDER BY id",
-        )?;
-        let rows = stmt
-            .query_map([post], |r| {
-                Ok(Attempt {
-                    target: r.get(0)?,
-                    index: r.get(1)?,
-                    started_at: parse_ts(&r.get::<_, String>(2)?),
-                    finished_at: r.get::<_, Option<String>>(3)?.map(|s| parse_ts(&s)),
-                    outcome: r.get(4)?,
-                    detail: r.get(5)?,
-                    user_retry: r.get(6)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        let r = (|| -> anyhow::Result<Vec<Attempt>> {
+            let mut stmt = self.conn.prepare(
+                "SELECT target, idx, started_at, finished_at, outcome, detail, user_retry FROM attempts WHERE post = ?1 ORDER BY id",
+            )?;
+            let rows = stmt
+                .query_map([post], |r| {
+                    Ok(Attempt {
+                        target: r.get(0)?,
+                        index: r.get(1)?,
+                        started_at: parse_ts(&r.get::<_, String>(2)?),
+                        finished_at: r.get::<_, Option<String>>(3)?.map(|s| parse_ts(&s)),
+                        outcome: r.get(4)?,
+                        detail: r.get(5)?,
+                        user_retry: r.get(6)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })();
+        r.map_err(|e| explain(&self.path, e))
     }
 }
 
-/// Version 2: user retries (`deliveries.user_retries`, the pending
-/// `deliveries.reopened` marker, `attempts.user_retry`). Columns are added
-/// only where missing, in one immediate transaction, so processes opening
-/// the journal together (or an older version having reset `user_version`)
-/// do no harm.
-fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+/// Bring a journal up to [`FORMAT`]. Version 2: user retries
+/// (`deliveries.user_retries`, the pending `deliveries.reopened` marker,
+/// `attempts.user_retry`). Version 3: the `meta` table, whose `writer` row
+/// names the outreach that set the format (so an older outreach can say
+/// which version it would need). Columns are added only where missing, in
+/// one immediate transaction, so processes opening the journal together do
+/// no harm; one that a newer outreach upgraded meanwhile is left alone.
+fn migrate(conn: &Connection, path: &Path) -> anyhow::Result<()> {
     conn.execute_batch("BEGIN IMMEDIATE")?;
-    let result = (|| {
+    let result = (|| -> anyhow::Result<()> {
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version > FORMAT {
+            return Err(newer(conn, path, version).into());
+        }
         for (table, column, decl) in [
             ("deliveries", "user_retries", "INTEGER NOT NULL DEFAULT 0"),
             ("deliveries", "reopened", "TEXT"),
@@ -705,10 +856,19 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
                 conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
             }
         }
-        conn.execute_batch("PRAGMA user_version = 2")
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        )?;
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('writer', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [writer()],
+        )?;
+        conn.execute_batch(&format!("PRAGMA user_version = {FORMAT}"))?;
+        Ok(())
     })();
     match result {
-        Ok(()) => conn.execute_batch("COMMIT"),
+        Ok(()) => Ok(conn.execute_batch("COMMIT")?),
         Err(e) => {
             let _ = conn.execute_batch("ROLLBACK");
             Err(e)
@@ -716,16 +876,41 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     }
 }
 
+/// This outreach, as a journal's `meta.writer` names it.
+fn writer() -> String {
+    format!("outreach {}", env!("CARGO_PKG_VERSION"))
+}
+
+/// The refusal of a journal of format `found` (higher than [`FORMAT`]),
+/// naming the outreach that wrote it when the journal says.
+fn newer(conn: &Connection, path: &Path, found: i64) -> JournalError {
+    let writer = conn
+        .query_row("SELECT value FROM meta WHERE key = 'writer'", [], |r| {
+            r.get::<_, String>(0)
+        })
+        .ok()
+        .filter(|w| !w.trim().is_empty() && w.len() <= 100 && !w.contains(char::is_control))
+        .unwrap_or_else(|| "a newer version of outreach".into());
+    JournalError::Newer {
+        path: path.to_path_buf(),
+        found,
+        writer,
+    }
+}
+
 /// The columns [`row_to_delivery`] reads, in order.
 const DELIVERY_COLUMNS: &str =
     "post, target, idx, state, platform_id, url, error_kind, error, updated_at, user_retries";
 
-fn row_to_delivery(r: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
-    Ok(Delivery {
+/// A delivery row, with its state as the journal spells it (checked by
+/// [`Outbox::known_state`]).
+fn row_to_delivery(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Delivery, String)> {
+    let state: String = r.get(3)?;
+    let d = Delivery {
         post: r.get(0)?,
         target: r.get(1)?,
         index: r.get(2)?,
-        state: State::parse(&r.get::<_, String>(3)?),
+        state: State::Pending,
         platform_id: r.get(4)?,
         url: r.get(5)?,
         error_kind: r.get(6)?,
@@ -733,7 +918,18 @@ fn row_to_delivery(r: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
         updated_at: parse_ts(&r.get::<_, String>(8)?),
         user_retries: r.get(9)?,
         final_: false,
-    })
+    };
+    Ok((d, state))
+}
+
+/// A state string from the journal, fit to quote in a message.
+fn shown_state(s: &str) -> String {
+    let escaped: String = s.escape_debug().collect();
+    if escaped.chars().count() > 40 {
+        format!("{}…", escaped.chars().take(40).collect::<String>())
+    } else {
+        escaped
+    }
 }
 
 /// This process, as `pid:start-time` (the start time guards against a
