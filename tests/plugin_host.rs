@@ -760,3 +760,271 @@ fn manifest_problems_name_contract_values_not_rust_types() {
     );
     assert!(!why.contains("MediaKind") && !why.contains("::"), "{why}");
 }
+
+/// Issue 11: limits have sane upper bounds; a value beyond them (a memory
+/// cap no WebAssembly plugin can use, one that overflows when turned into
+/// bytes) is an error naming the key and the range — never a panic, an
+/// obscure engine error or a quiet substitute. The same for a zero that
+/// used to be turned into 1.
+#[test]
+fn absurd_limits_are_refused_with_their_range() {
+    for (table, key, value, range) in [
+        ("limits", "memory_mib", "100000", "from 1 to 4096"),
+        ("limits", "memory_mib", "17592186044416", "from 1 to 4096"),
+        ("limits", "max_concurrent_calls", "100000", "from 1 to 1024"),
+        (
+            "limits",
+            "http_timeout_ms",
+            "99999999999",
+            "from 1 to 600000",
+        ),
+        ("limits", "max_redirects", "1000", "from 0 to 20"),
+        ("publish", "retries", "4000000000", "from 0 to 10"),
+        (
+            "auth",
+            "max_backoff_secs",
+            "9223372036854775807",
+            "from 1 to 604800",
+        ),
+        ("daemon", "grace_secs", "99999999", "from 0 to 3600"),
+    ] {
+        let home = Home::new();
+        // The test home sets [limits] itself: replace its line.
+        let config = home.config_path();
+        let text = std::fs::read_to_string(&config).unwrap();
+        let text = if table == "limits" && text.contains(&format!("\n{key} = ")) {
+            text.lines()
+                .map(|l| {
+                    if l.starts_with(&format!("{key} = ")) {
+                        format!("{key} = {value}")
+                    } else {
+                        l.to_string()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        } else if table == "limits" {
+            text.replace("[limits]\n", &format!("[limits]\n{key} = {value}\n"))
+        } else {
+            format!("{text}\n[{table}]\n{key} = {value}\n")
+        };
+        let path = home.path().join("custom.toml");
+        std::fs::write(&path, text).unwrap();
+        let r = run_with_config(&home, &path, &["plugins"]);
+        assert_eq!(r.code, 2, "{table}.{key} = {value}: {}", r.all());
+        let line = r
+            .stderr
+            .lines()
+            .find(|l| l.starts_with("error:"))
+            .unwrap_or("");
+        assert!(
+            line.contains(&format!("{table}.{key} = {value} is too large")) && line.contains(range),
+            "{table}.{key} = {value}: {}",
+            r.stderr
+        );
+        assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+    }
+    // Zero where zero means nothing would work.
+    let home = Home::new();
+    let path = home.path().join("zero.toml");
+    std::fs::write(&path, "[publish]\nper_platform = 0\n").unwrap();
+    let r = run_with_config(&home, &path, &["plugins"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr
+            .contains("publish.per_platform must be greater than zero"),
+        "{}",
+        r.stderr
+    );
+}
+
+/// The real binary with `config` instead of the home's own.
+fn run_with_config(home: &Home, config: &std::path::Path, args: &[&str]) -> Run {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_outreach"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("OUTREACH_CONFIG")
+        .current_dir(home.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let run = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    run.assert_no_secrets();
+    run
+}
+
+/// Issue 11: an endpoint override whose name the plugin does not declare
+/// (a typo) is a config error naming the file, line and key, the endpoints
+/// the plugin has and the one probably meant — not an endpoint quietly
+/// added that nothing uses, while the real one keeps its default.
+#[test]
+fn an_unknown_endpoint_override_is_a_config_error_naming_the_real_ones() {
+    let mut home = Home::new();
+    home.endpoint("x", "api", "http://127.0.0.1:9/api");
+    home.endpoint("x", "tokn", "http://127.0.0.1:9/token");
+    let post = home.post("p.toml", "text = \"hi\"\nto = [\"x\"]\n");
+    for args in [
+        vec!["plugins"],
+        vec!["plugins", "show", "x"],
+        vec!["publish", post.to_str().unwrap(), "--check"],
+    ] {
+        let r = home.run(&args, None);
+        assert_eq!(r.code, 2, "{args:?}: {}", r.all());
+        let config = home.config_path();
+        let line = std::fs::read_to_string(&config)
+            .unwrap()
+            .lines()
+            .position(|l| l.starts_with("tokn ="))
+            .unwrap()
+            + 1;
+        for want in [
+            format!("{} is not valid", config.display()),
+            format!("line {line}, platforms.x.endpoints.tokn"),
+            "the x plugin has no endpoint named `tokn`".into(),
+            "did you mean `token`?".into(),
+            "its endpoints are authorize, token, revoke, api".into(),
+        ] {
+            assert!(r.stderr.contains(&want), "{args:?}: {want}:\n{}", r.stderr);
+        }
+    }
+    // An override for a plugin that is not installed is not checked.
+    let mut home = Home::new();
+    home.endpoint("reddit", "whatever", "http://127.0.0.1:9/");
+    let r = home.run(&["plugins"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+}
+
+/// Issue 11: `plugins` and `plugins show` show what is in effect — the
+/// manifest's endpoints with the config's overrides, the hosts the plugin
+/// may call because of them — and where each comes from.
+#[test]
+fn plugins_show_the_endpoints_and_hosts_in_effect_and_where_they_come_from() {
+    let mut home = Home::new();
+    home.endpoint("x", "api", "http://127.0.0.1:4567");
+    home.endpoint(
+        "mastodon",
+        "revoke",
+        "https://proxy.example:8443/oauth/revoke",
+    );
+    let from_config = "config: platforms.x.endpoints.api";
+
+    let r = home.run(&["plugins", "--json"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let plugin = |id: &str| {
+        v["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    let x = plugin("x");
+    let endpoint = |p: &serde_json::Value, name: &str| {
+        p["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .unwrap_or_else(|| panic!("no endpoint {name}: {p}"))
+            .clone()
+    };
+    let api = endpoint(&x, "api");
+    assert_eq!(api["url"], "http://127.0.0.1:4567", "{x}");
+    assert_eq!(api["from"], from_config, "{x}");
+    assert_eq!(api["replaces"], "https://api.x.com", "{x}");
+    let token = endpoint(&x, "token");
+    assert_eq!(token["url"], "https://api.x.com/2/oauth2/token");
+    assert_eq!(token["from"], "manifest");
+    // The override's host is one X may call now, and says why.
+    assert!(
+        x["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h == "http://127.0.0.1:4567"),
+        "{x}"
+    );
+    let sources = x["host_sources"].as_array().unwrap();
+    let source = |host: &str| {
+        sources
+            .iter()
+            .find(|h| h["host"] == host)
+            .unwrap_or_else(|| panic!("no host {host}: {x}"))["from"]
+            .clone()
+    };
+    assert_eq!(
+        source("http://127.0.0.1:4567"),
+        serde_json::json!([from_config])
+    );
+    assert!(
+        source("https://api.x.com:443")
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "manifest: hosts"),
+        "{x}"
+    );
+    // A platform whose endpoints come from the account's settings says so;
+    // an overridden one shows the override.
+    let md = plugin("mastodon");
+    assert_eq!(
+        endpoint(&md, "token")["from"],
+        "manifest, with the account's `instance` setting"
+    );
+    assert_eq!(
+        endpoint(&md, "revoke")["url"],
+        "https://proxy.example:8443/oauth/revoke"
+    );
+    assert!(
+        md["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h == "https://proxy.example:8443"),
+        "{md}"
+    );
+
+    // For people, too.
+    let r = home.run(&["plugins"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.lines().any(|l| l.contains("api")
+            && l.contains("http://127.0.0.1:4567")
+            && l.contains(from_config)),
+        "{}",
+        r.stdout
+    );
+
+    // `plugins show`: the manifest, then what is in effect.
+    let r = home.run(&["plugins", "show", "x", "--json"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let m: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(m["id"], "x");
+    assert_eq!(
+        endpoint(&m["effective"], "api")["url"],
+        "http://127.0.0.1:4567"
+    );
+    assert_eq!(endpoint(&m["effective"], "api")["from"], from_config);
+    let r = home.run(&["plugins", "show", "x"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.contains(&format!(
+            "#   api = http://127.0.0.1:4567  ({from_config}; the manifest says https://api.x.com)"
+        )),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains(&format!("#   http://127.0.0.1:4567  ({from_config})")),
+        "{}",
+        r.stdout
+    );
+}

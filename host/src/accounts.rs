@@ -64,6 +64,8 @@ impl App {
     pub async fn new(cfg: Loaded) -> anyhow::Result<Self> {
         let host = Host::new(&cfg)?;
         host.load_dir(&cfg.plugins_dir).await?;
+        // An endpoint override the plugin does not have is a config error.
+        crate::plugin::manifest::check_overrides(&cfg, &host)?;
         let escrow = crate::escrow::Escrow::new(
             crate::escrow::Escrow::own_binary(),
             crate::escrow::HelperHttp {

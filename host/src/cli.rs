@@ -378,10 +378,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             ..
         } => {
             let p = app.host.get(&id)?;
+            let effective = crate::plugin::manifest::effective(
+                &p.manifest,
+                &app.cfg().platform(&p.manifest.id).endpoints,
+            );
             if json {
-                print_json(&wit_style(&p.manifest))?;
+                let mut v = wit_style(&p.manifest);
+                v["effective"] = serde_json::to_value(&effective)?;
+                print_json(&v)?;
             } else {
                 print_manifest(&p.manifest, &p.path);
+                print_effective(&effective, app.cfg().file.as_deref());
             }
             Ok(0)
         }
@@ -551,7 +558,7 @@ fn plugins(app: &App, json: bool) -> anyhow::Result<i32> {
     let crate::plugin::manifest::Platforms {
         plugins: rows,
         rejected,
-    } = crate::plugin::manifest::Platforms::of(&app.host);
+    } = crate::plugin::manifest::Platforms::of(&app.host, &app.cfg());
     if json {
         print_json(&serde_json::json!({ "plugins": rows, "rejected": rejected }))?;
     } else {
@@ -560,7 +567,25 @@ fn plugins(app: &App, json: bool) -> anyhow::Result<i32> {
         }
         for r in &rows {
             println!("{} — {} {} ({})", r.id, r.name, r.version, r.auth);
-            println!("    hosts:  {}", r.hosts.join(", "));
+            let width = r.endpoints.iter().map(|e| e.name.len()).max().unwrap_or(0);
+            let url_width = r.endpoints.iter().map(|e| e.url.len()).max().unwrap_or(0);
+            println!("    endpoints:");
+            for e in &r.endpoints {
+                println!(
+                    "      {:<width$}  {:<url_width$}  ({})",
+                    e.name, e.url, e.from
+                );
+            }
+            let width = r
+                .host_sources
+                .iter()
+                .map(|h| h.host.len())
+                .max()
+                .unwrap_or(0);
+            println!("    hosts:");
+            for h in &r.host_sources {
+                println!("      {:<width$}  ({})", h.host, h.from.join("; "));
+            }
             if !r.rate_limits.is_empty() {
                 println!("    limits: {}", r.rate_limits.join(", "));
             }
@@ -593,6 +618,28 @@ fn print_manifest(m: &Manifest, path: &std::path::Path) {
         .ok()
         .unwrap_or_default();
     println!("# {} ({}) from {}\n{pretty}", m.name, m.id, path.display());
+}
+
+/// What `plugins show` adds below the manifest: the endpoints and hosts in
+/// effect with the config's overrides, as TOML comments.
+fn print_effective(e: &crate::plugin::manifest::Effective, config: Option<&std::path::Path>) {
+    match config {
+        Some(f) => println!("# In effect with {}:", f.display()),
+        None => println!("# In effect (no config file):"),
+    }
+    println!("# endpoints");
+    for ep in &e.endpoints {
+        let replaces = ep
+            .replaces
+            .as_deref()
+            .map(|u| format!("; the manifest says {u}"))
+            .unwrap_or_default();
+        println!("#   {} = {}  ({}{replaces})", ep.name, ep.url, ep.from);
+    }
+    println!("# hosts it may call");
+    for h in &e.hosts {
+        println!("#   {}  ({})", h.host, h.from.join("; "));
+    }
 }
 
 pub(crate) fn print_problems(

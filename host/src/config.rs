@@ -392,23 +392,7 @@ pub fn read_regular_text(p: &Path) -> std::io::Result<String> {
 /// Parse config text, checking values a type cannot.
 pub fn parse(text: &str) -> Result<Config, String> {
     let config: Config = toml::from_str(text).map_err(|e| describe_toml_error(text, &e))?;
-    let l = &config.limits;
-    for (name, v) in [
-        ("limits.call_timeout_ms", l.call_timeout_ms),
-        ("limits.publish_timeout_ms", l.publish_timeout_ms),
-        ("limits.memory_mib", l.memory_mib),
-        ("limits.http_timeout_ms", l.http_timeout_ms),
-        ("limits.max_response_bytes", l.max_response_bytes),
-        ("limits.max_request_bytes", l.max_request_bytes),
-        (
-            "limits.max_concurrent_calls",
-            u64::from(l.max_concurrent_calls),
-        ),
-    ] {
-        if v == 0 {
-            return Err(format!("{name} must be greater than zero"));
-        }
-    }
+    check_ranges(&config)?;
     let a = &config.auth;
     if !(0.1..=0.99).contains(&a.refresh_at) {
         return Err(format!(
@@ -422,10 +406,11 @@ pub fn parse(text: &str) -> Result<Config, String> {
             a.jitter
         ));
     }
-    if a.min_backoff_secs == 0 || a.max_backoff_secs < a.min_backoff_secs {
-        return Err(
-            "auth.min_backoff_secs must be positive and at most auth.max_backoff_secs".into(),
-        );
+    if a.max_backoff_secs < a.min_backoff_secs {
+        return Err(format!(
+            "auth.min_backoff_secs = {} must be at most auth.max_backoff_secs = {}",
+            a.min_backoff_secs, a.max_backoff_secs
+        ));
     }
     let d = &config.daemon;
     let addr: std::net::SocketAddr = d.listen.parse().map_err(|_| {
@@ -451,11 +436,6 @@ pub fn parse(text: &str) -> Result<Config, String> {
             "daemon.log_level = {:?} is not a level (error, warn, info, debug, trace) or filter",
             d.log_level
         ));
-    }
-    if d.debounce_ms == 0 || d.due_check_secs == 0 {
-        return Err(
-            "daemon.debounce_ms and daemon.due_check_secs must be greater than zero".into(),
-        );
     }
     // A webhook address often holds its own secret: never echoed.
     if let Some(w) = &config.notify.webhook {
@@ -485,6 +465,181 @@ pub fn parse(text: &str) -> Result<Config, String> {
         }
     }
     Ok(config)
+}
+
+/// What a number in the config must be, and why: a value out of range is
+/// an error that names the key and the range, never quietly replaced.
+struct Range {
+    key: &'static str,
+    value: u64,
+    min: u64,
+    max: u64,
+    /// Why the upper bound is what it is.
+    why: &'static str,
+}
+
+const MINUTE: u64 = 60;
+const HOUR: u64 = 60 * MINUTE;
+const DAY: u64 = 24 * HOUR;
+const MIB: u64 = 1 << 20;
+
+/// Check every number that has a sensible range.
+fn check_ranges(config: &Config) -> Result<(), String> {
+    let l = &config.limits;
+    let p = &config.publish;
+    let a = &config.auth;
+    let d = &config.daemon;
+    let ranges = [
+        Range {
+            key: "limits.call_timeout_ms",
+            value: l.call_timeout_ms,
+            min: 1,
+            max: 10 * MINUTE * 1000,
+            why: "10 minutes; `describe` and `validate` do no network I/O",
+        },
+        Range {
+            key: "limits.publish_timeout_ms",
+            value: l.publish_timeout_ms,
+            min: 1,
+            max: HOUR * 1000,
+            why: "an hour",
+        },
+        Range {
+            key: "limits.memory_mib",
+            value: l.memory_mib,
+            min: 1,
+            max: 4096,
+            why: "4 GiB, the most a WebAssembly plugin can address",
+        },
+        Range {
+            key: "limits.http_timeout_ms",
+            value: l.http_timeout_ms,
+            min: 1,
+            max: 10 * MINUTE * 1000,
+            why: "10 minutes",
+        },
+        Range {
+            key: "limits.max_response_bytes",
+            value: l.max_response_bytes,
+            min: 1,
+            max: 1024 * MIB,
+            why: "1 GiB; a response is handed to the plugin whole",
+        },
+        Range {
+            key: "limits.max_request_bytes",
+            value: l.max_request_bytes,
+            min: 1,
+            max: 4096 * MIB,
+            why: "4 GiB, the most a plugin can address",
+        },
+        Range {
+            key: "limits.max_redirects",
+            value: u64::from(l.max_redirects),
+            min: 0,
+            max: 20,
+            why: "20, as browsers allow",
+        },
+        Range {
+            key: "limits.max_concurrent_calls",
+            value: u64::from(l.max_concurrent_calls),
+            min: 1,
+            max: 1024,
+            why: "1024; each call reserves memory for a plugin instance",
+        },
+        Range {
+            key: "publish.per_platform",
+            value: u64::from(p.per_platform),
+            min: 1,
+            max: 64,
+            why: "64; platforms rate-limit far below that",
+        },
+        Range {
+            key: "publish.max_rate_limit_wait_secs",
+            value: p.max_rate_limit_wait_secs,
+            min: 0,
+            max: DAY,
+            why: "a day",
+        },
+        Range {
+            key: "publish.retries",
+            value: u64::from(p.retries),
+            min: 0,
+            max: 10,
+            why: "10; each retry waits twice as long as the one before",
+        },
+        Range {
+            key: "publish.late_after_secs",
+            value: p.late_after_secs,
+            min: 0,
+            max: 30 * DAY,
+            why: "30 days",
+        },
+        Range {
+            key: "auth.connect_timeout_secs",
+            value: a.connect_timeout_secs,
+            min: 1,
+            max: DAY,
+            why: "a day",
+        },
+        Range {
+            key: "auth.min_backoff_secs",
+            value: a.min_backoff_secs,
+            min: 1,
+            max: 7 * DAY,
+            why: "a week",
+        },
+        Range {
+            key: "auth.max_backoff_secs",
+            value: a.max_backoff_secs,
+            min: 1,
+            max: 7 * DAY,
+            why: "a week",
+        },
+        Range {
+            key: "auth.warn_before_secs",
+            value: a.warn_before_secs,
+            min: 0,
+            max: 365 * DAY,
+            why: "a year",
+        },
+        Range {
+            key: "daemon.grace_secs",
+            value: d.grace_secs,
+            min: 0,
+            max: HOUR,
+            why: "an hour",
+        },
+        Range {
+            key: "daemon.debounce_ms",
+            value: d.debounce_ms,
+            min: 1,
+            max: MINUTE * 1000,
+            why: "a minute",
+        },
+        Range {
+            key: "daemon.due_check_secs",
+            value: d.due_check_secs,
+            min: 1,
+            max: DAY,
+            why: "a day",
+        },
+    ];
+    for r in ranges {
+        if r.value < r.min {
+            return Err(if r.min == 1 {
+                format!("{} must be greater than zero", r.key)
+            } else {
+                format!("{} = {} must be at least {}", r.key, r.value, r.min)
+            });
+        }
+        if r.value > r.max {
+            return Err(format!(
+                "{} = {} is too large: the most it can be is {} ({}); use a value from {} to {}",
+                r.key, r.value, r.max, r.why, r.min, r.max
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A TOML or schema error as one line that names the line and the key,
@@ -557,6 +712,36 @@ fn key_at_line(text: &str, n: usize) -> Option<String> {
             } else {
                 format!("{table}.{k}")
             });
+        }
+    }
+    None
+}
+
+/// The line (1-based) of `text` that sets `key` in table `table` (dotted,
+/// such as `platforms.x.endpoints`): under its `[table]` header, or as a
+/// dotted key under a header above it.
+pub fn line_of(text: &str, table: &str, key: &str) -> Option<usize> {
+    let mut current = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if let Some(h) = t.strip_prefix('[') {
+            let h = h.trim_start_matches('[');
+            if let Some(end) = h.find(']') {
+                current = h[..end].trim().replace(['"', '\'', ' '], "");
+            }
+            continue;
+        }
+        let Some((k, _)) = t.split_once('=') else {
+            continue;
+        };
+        let k = k.trim().replace(['"', '\'', ' '], "");
+        let full = if current.is_empty() {
+            k
+        } else {
+            format!("{current}.{k}")
+        };
+        if full == format!("{table}.{key}") {
+            return Some(i + 1);
         }
     }
     None
@@ -650,6 +835,26 @@ mod tests {
     fn zero_limit_rejected() {
         let err = parse("[limits]\nmemory_mib = 0\n").unwrap_err();
         assert!(err.contains("limits.memory_mib"), "{err}");
+    }
+
+    #[test]
+    fn limits_have_upper_bounds() {
+        let err = parse("[limits]\nmemory_mib = 4097\n").unwrap_err();
+        assert!(
+            err.contains("limits.memory_mib = 4097 is too large") && err.contains("from 1 to 4096"),
+            "{err}"
+        );
+        assert!(parse("[limits]\nmemory_mib = 4096\n").is_ok());
+        let err = parse("[publish]\nper_platform = 0\n").unwrap_err();
+        assert!(err.contains("publish.per_platform"), "{err}");
+    }
+
+    #[test]
+    fn line_of_finds_a_key_under_its_table_or_dotted() {
+        let text = "[paths]\nstore = \"s\"\n[platforms.x.endpoints]\napi = \"u\"\n[platforms.y]\nendpoints.tokn = \"u\"\n";
+        assert_eq!(line_of(text, "platforms.x.endpoints", "api"), Some(4));
+        assert_eq!(line_of(text, "platforms.y.endpoints", "tokn"), Some(6));
+        assert_eq!(line_of(text, "platforms.x.endpoints", "tokn"), None);
     }
 
     #[test]

@@ -127,7 +127,10 @@ async fn health(State(ctx): State<Ctx>) -> Json<serde_json::Value> {
 }
 
 async fn platforms(State(ctx): State<Ctx>) -> Json<crate::plugin::manifest::Platforms> {
-    Json(crate::plugin::manifest::Platforms::of(&ctx.d.app.host))
+    Json(crate::plugin::manifest::Platforms::of(
+        &ctx.d.app.host,
+        &ctx.d.app.cfg(),
+    ))
 }
 
 /// The seed's `PlatformStatus`, per account, with the account summary.

@@ -391,6 +391,20 @@ async fn plugin_changed(d: &Arc<Daemon>, path: &Path) {
         Ok(Reload::Loaded(p)) => {
             d.clear_problem(path);
             tracing::info!(platform = %p.manifest.id, version = %p.manifest.version, sha256 = %&p.sha256[..12], "plugin ready");
+            // The config may override an endpoint this version lacks.
+            let cfg = d.app.cfg();
+            let id = p.manifest.id.clone();
+            let wrong =
+                crate::plugin::manifest::override_problems(&cfg, |i| (i == id).then(|| p.clone()));
+            if !wrong.is_empty() {
+                let msg = format!(
+                    "the config {} does not fit this plugin: {}; those overrides are not used",
+                    cfg.file.as_deref().unwrap_or(Path::new("")).display(),
+                    wrong.join("; ")
+                );
+                tracing::error!("{msg}");
+                d.problem(path, "plugin", msg);
+            }
             // Accounts that waited for this plugin get their refreshes
             // scheduled again.
             if let Ok(ids) = d.app.store().and_then(|s| Ok(s.list()?)) {
@@ -543,7 +557,11 @@ fn reload_config(d: &Arc<Daemon>, state: &State, path: &Path) {
         .file
         .clone()
         .unwrap_or_else(|| path.to_path_buf());
-    match crate::config::Loaded::load(Some(&named)) {
+    let loaded = crate::config::Loaded::load(Some(&named)).and_then(|new| {
+        crate::plugin::manifest::check_overrides(&new, &d.app.host)?;
+        Ok(new)
+    });
+    match loaded {
         Ok(new) => {
             d.clear_problem(path);
             let restart = d.app.reload_config(new);

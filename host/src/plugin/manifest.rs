@@ -112,9 +112,220 @@ pub fn declared_hosts(m: &Manifest) -> Vec<AllowedHost> {
     out
 }
 
+/// The endpoint overrides in `overrides` (a `[platforms.ID.endpoints]`
+/// table) that name no endpoint of `m`, each with a message that names the
+/// endpoints `m` has.
+pub fn unknown_overrides(
+    m: &Manifest,
+    overrides: &BTreeMap<String, String>,
+) -> Vec<(String, String)> {
+    let names: Vec<&str> = m.endpoints.iter().map(|e| e.name.as_str()).collect();
+    overrides
+        .keys()
+        .filter(|name| !names.contains(&name.as_str()))
+        .map(|name| {
+            let has = if names.is_empty() {
+                "it declares no endpoints".to_string()
+            } else {
+                format!("its endpoints are {}", names.join(", "))
+            };
+            let hint = nearest(name, &names)
+                .map(|n| format!("did you mean `{n}`? "))
+                .unwrap_or_default();
+            (
+                name.clone(),
+                format!(
+                    "the {} plugin has no endpoint named `{name}` ({hint}{has})",
+                    m.id
+                ),
+            )
+        })
+        .collect()
+}
+
+/// The name in `known` that `name` is most likely a typo of: the same but
+/// for case, or at most two edits away.
+fn nearest<'k>(name: &str, known: &[&'k str]) -> Option<&'k str> {
+    fn distance(a: &str, b: &str) -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut diagonal = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let substitute = diagonal + usize::from(ca != *cb);
+                diagonal = row[j + 1];
+                row[j + 1] = substitute.min(row[j] + 1).min(row[j + 1] + 1);
+            }
+        }
+        row[b.len()]
+    }
+    let lower = name.to_lowercase();
+    known
+        .iter()
+        .map(|k| (distance(&lower, &k.to_lowercase()), *k))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// Check the config's endpoint overrides against the loaded plugins: a
+/// name a plugin does not declare is an error naming the file, line, key
+/// and the endpoints the plugin has (an override for a plugin that is not
+/// loaded is checked when it is).
+pub fn check_overrides(
+    cfg: &crate::config::Loaded,
+    host: &crate::plugin::Host,
+) -> Result<(), crate::config::ConfigError> {
+    let problems = override_problems(cfg, |id| host.get(id).ok());
+    match (&cfg.file, problems.is_empty()) {
+        (_, true) => Ok(()),
+        (Some(path), false) => Err(crate::config::ConfigError::Invalid {
+            path: path.clone(),
+            message: problems.join("; "),
+        }),
+        // Without a config file there are no overrides.
+        (None, false) => Ok(()),
+    }
+}
+
+/// One message per override that names no endpoint of its plugin, with
+/// the line it is on.
+pub fn override_problems(
+    cfg: &crate::config::Loaded,
+    plugin: impl Fn(&str) -> Option<std::sync::Arc<crate::plugin::LoadedPlugin>>,
+) -> Vec<String> {
+    let text = cfg
+        .file
+        .as_deref()
+        .and_then(|f| crate::config::read_regular_text(f).ok())
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for (id, p) in &cfg.config.platforms {
+        let Some(plugin) = plugin(id) else {
+            continue;
+        };
+        for (name, message) in unknown_overrides(&plugin.manifest, &p.endpoints) {
+            let line = crate::config::line_of(&text, &format!("platforms.{id}.endpoints"), &name)
+                .map(|n| format!("line {n}, "))
+                .unwrap_or_default();
+            out.push(format!(
+                "{line}platforms.{id}.endpoints.{name}: {message}; fix the name or remove the line"
+            ));
+        }
+    }
+    out
+}
+
+/// Where one endpoint a plugin's calls use comes from.
+#[derive(Debug, Clone, Serialize)]
+pub struct EffectiveEndpoint {
+    pub name: String,
+    /// The URL in effect (`{setting}…` when an account's setting fills it).
+    pub url: String,
+    /// `manifest`, `config: platforms.ID.endpoints.NAME`, or "manifest,
+    /// with the account's \`instance\` setting".
+    pub from: String,
+    /// The manifest's URL, when the config overrides it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
+}
+
+/// One host a plugin may call, and every reason it may.
+#[derive(Debug, Clone, Serialize)]
+pub struct EffectiveHost {
+    /// `scheme://host:port`, or "the account's \`instance\` setting".
+    pub host: String,
+    pub from: Vec<String>,
+}
+
+/// What a plugin works with once the config is applied: its endpoints
+/// (the manifest's, with the config's overrides) and the hosts it may call
+/// (the manifest's `hosts`, its endpoints' hosts, the overrides' hosts, and
+/// hosts the account's settings name), each with where it came from.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Effective {
+    pub endpoints: Vec<EffectiveEndpoint>,
+    pub hosts: Vec<EffectiveHost>,
+}
+
+/// [`Effective`] for `m` under the config's `overrides`.
+pub fn effective(m: &Manifest, overrides: &BTreeMap<String, String>) -> Effective {
+    let setting_of = |url: &str| {
+        url.strip_prefix('{')
+            .and_then(|rest| rest.split_once('}'))
+            .map(|(setting, _)| setting.to_string())
+    };
+    let config_key = |name: &str| format!("config: platforms.{}.endpoints.{name}", m.id);
+    let endpoints = m
+        .endpoints
+        .iter()
+        .map(|e| match overrides.get(&e.name) {
+            Some(url) => EffectiveEndpoint {
+                name: e.name.clone(),
+                url: url.clone(),
+                from: config_key(&e.name),
+                replaces: Some(e.url.clone()),
+            },
+            None => EffectiveEndpoint {
+                name: e.name.clone(),
+                url: e.url.clone(),
+                from: match setting_of(&e.url) {
+                    Some(setting) => format!("manifest, with the account's `{setting}` setting"),
+                    None => "manifest".into(),
+                },
+                replaces: None,
+            },
+        })
+        .collect();
+    let mut hosts: Vec<EffectiveHost> = Vec::new();
+    let mut add = |host: String, from: String| match hosts.iter_mut().find(|h| h.host == host) {
+        Some(h) => {
+            if !h.from.contains(&from) {
+                h.from.push(from);
+            }
+        }
+        None => hosts.push(EffectiveHost {
+            host,
+            from: vec![from],
+        }),
+    };
+    let show = |h: &AllowedHost| format!("{}://{}:{}", h.scheme, h.host, h.port);
+    // The config's first: they are what the user changed.
+    for e in &m.endpoints {
+        if let Some(url) = overrides.get(&e.name)
+            && let Ok(u) = url::Url::parse(url)
+            && let Some(a) = AllowedHost::from_url(&u)
+        {
+            add(show(&a), config_key(&e.name));
+        }
+    }
+    for h in &m.hosts {
+        if let Ok(a) = AllowedHost::from_pattern(h) {
+            add(show(&a), "manifest: hosts".into());
+        }
+    }
+    for e in &m.endpoints {
+        if let Ok(u) = url::Url::parse(&e.url)
+            && let Some(a) = AllowedHost::from_url(&u)
+        {
+            add(show(&a), format!("manifest: endpoint {}", e.name));
+        }
+    }
+    for s in m.settings.iter().filter(|s| s.is_host) {
+        add(
+            format!("the account's `{}` setting", s.name),
+            "manifest: a host setting, per account".into(),
+        );
+    }
+    Effective { endpoints, hosts }
+}
+
 /// The endpoints one account's calls use: the manifest's, with the user's
 /// overrides from config, and `{setting}` templates filled from the
 /// account's settings. An endpoint whose setting is missing is left out.
+/// An override that names no endpoint of the plugin is not one (the config
+/// is refused for it: [`check_overrides`]).
 pub fn effective_endpoints(
     m: &Manifest,
     overrides: &BTreeMap<String, String>,
@@ -144,14 +355,6 @@ pub fn effective_endpoints(
             });
         }
     }
-    for (name, url) in overrides {
-        if !out.iter().any(|e| &e.name == name) {
-            out.push(Endpoint {
-                name: name.clone(),
-                url: url.clone(),
-            });
-        }
-    }
     out
 }
 
@@ -162,7 +365,13 @@ pub struct Summary {
     pub name: String,
     pub version: String,
     pub auth: String,
+    /// The hosts it may call, with the config's overrides.
     pub hosts: Vec<String>,
+    /// The same, each with where it comes from.
+    pub host_sources: Vec<EffectiveHost>,
+    /// Its endpoints in effect: the manifest's, with the config's
+    /// overrides, each with where it comes from.
+    pub endpoints: Vec<EffectiveEndpoint>,
     pub rate_limits: Vec<String>,
     pub max_length: u32,
     pub counting: String,
@@ -191,27 +400,22 @@ pub struct Platforms {
 }
 
 impl Platforms {
-    pub fn of(host: &crate::plugin::Host) -> Self {
+    /// Every plugin `host` serves, with `cfg`'s endpoint overrides applied.
+    pub fn of(host: &crate::plugin::Host, cfg: &crate::config::Loaded) -> Self {
         let plugins: Vec<Summary> = host
             .plugins()
             .iter()
             .map(|p| {
                 let m = &p.manifest;
+                let effective = effective(m, &cfg.platform(&m.id).endpoints);
                 Summary {
                     id: m.id.clone(),
                     name: m.name.clone(),
                     version: m.version.clone(),
                     auth: wit_name(&m.auth.kind),
-                    hosts: declared_hosts(m)
-                        .iter()
-                        .map(|h| format!("{}://{}:{}", h.scheme, h.host, h.port))
-                        .chain(
-                            m.settings
-                                .iter()
-                                .filter(|s| s.is_host)
-                                .map(|s| format!("the account's `{}` setting", s.name)),
-                        )
-                        .collect(),
+                    hosts: effective.hosts.iter().map(|h| h.host.clone()).collect(),
+                    host_sources: effective.hosts,
+                    endpoints: effective.endpoints,
                     rate_limits: m
                         .rate_limits
                         .iter()
