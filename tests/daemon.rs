@@ -1533,3 +1533,40 @@ async fn a_slow_plugin_delays_no_other_file() {
 
 /// About two seconds of compiling on a small machine.
 const SLOW_FUNCS: usize = 600;
+
+/// Issue 11: the control API takes its token whatever the case of the
+/// `Bearer` scheme (RFC 9110: authentication schemes are case-insensitive)
+/// and with more than one space after it; another scheme, or the right
+/// token without a scheme, is still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_api_takes_bearer_in_any_case() {
+    let w = daemon_world();
+    let d = start_daemon(&w.home);
+    let status = |value: String| {
+        let req = d
+            .http
+            .get(format!("{}/health", d.base))
+            .header("authorization", value);
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        assert_eq!(
+            status(format!("{scheme} {}", d.token)).await,
+            200,
+            "{scheme}"
+        );
+    }
+    assert_eq!(status(format!("bearer   {}", d.token)).await, 200);
+    for (i, refused) in [
+        format!("Basic {}", d.token),
+        d.token.clone(),
+        "bearer".to_string(),
+        format!("bearer {}x", d.token),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        assert_eq!(status(refused).await, 401, "refused value {i}");
+    }
+    d.stop();
+}
