@@ -1590,3 +1590,153 @@ fn import_reads_expires_at_and_refuses_entries_that_need_their_server() {
     assert_eq!(expires("linkedin/default"), "2027-01-15T08:00:00Z");
     assert_eq!(expires("x/default"), "2027-01-15T08:00:00Z");
 }
+
+/// The pid of the running child of `parent` whose command line has `word`.
+fn child_with(parent: u32, word: &str) -> Option<u32> {
+    for e in std::fs::read_dir("/proc").ok()? {
+        let Ok(pid) = e.unwrap().file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let ppid: u32 = after.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if ppid == parent && String::from_utf8_lossy(&cmdline).contains(word) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// `pid`'s state letter (`Z` for a zombie), or `None` once it is gone.
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..].chars().next()
+}
+
+/// Wait up to `limit` for `pid` to be gone (exited and reaped); its last
+/// state if it is not.
+fn gone_within(pid: u32, limit: Duration) -> Result<(), char> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        match process_state(pid) {
+            None => return Ok(()),
+            Some(s) if std::time::Instant::now() > deadline => return Err(s),
+            Some(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Issue 11: the escrow helper (`outreach escrow`) is reaped — when it
+/// dies while the daemon runs, and when the daemon exits: the daemon closes
+/// its input and waits for it, so nothing is left behind, not even a
+/// zombie for an init that never reaps (as in many containers; this test
+/// process stands in for one).
+#[test]
+fn the_escrow_helper_is_reaped_while_the_daemon_runs_and_when_it_exits() {
+    // Orphans of this process's descendants come to it and, never waited
+    // for, stay as zombies: what a helper outliving its parent would be.
+    unsafe extern "C" {
+        fn prctl(option: i32, arg2: u64, arg3: u64, arg4: u64, arg5: u64) -> i32;
+    }
+    const PR_SET_CHILD_SUBREAPER: i32 = 36;
+    assert_eq!(unsafe { prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) }, 0);
+
+    let x = fake_x();
+    let mut home = x_home(&x);
+    home.extra_config
+        .push_str("\n[daemon]\nlisten = \"127.0.0.1:0\"\ngrace_secs = 10\n");
+    assert_eq!(connect(&home, &["x", "--account", "a"]).code, 0);
+    let mut daemon = home
+        .command(&["daemon"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let state = home.path().join("store.daemon.json");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let base = loop {
+        if let Ok(s) = std::fs::read_to_string(&state)
+            && let Ok(v) = serde_json::from_str::<Value>(&s)
+        {
+            break format!("http://{}", v["address"].as_str().unwrap());
+        }
+        assert!(daemon.try_wait().unwrap().is_none(), "the daemon exited");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let token = std::fs::read_to_string(home.path().join("daemon.token")).unwrap();
+    let refresh = || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .unwrap()
+                .post(format!("{base}/accounts/x/a/refresh"))
+                .bearer_auth(token.trim())
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    let helper_of = |daemon: u32| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(pid) = child_with(daemon, "escrow") {
+                return pid;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no escrow helper was started"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+
+    // X's refresh tokens are single use: the refresh goes through the helper.
+    assert_eq!(refresh(), 200);
+    let first = helper_of(daemon.id());
+    // It dies while the daemon runs: the daemon reaps it.
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &first.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert_eq!(
+        gone_within(first, Duration::from_secs(5)),
+        Ok(()),
+        "the killed helper {first} was not reaped by the running daemon"
+    );
+    // The next exchange starts another, and it still works.
+    assert_eq!(refresh(), 200);
+    let second = helper_of(daemon.id());
+    assert_ne!(second, first);
+    assert_eq!(x.state.oauth.lock().unwrap().refresh_calls, 2);
+
+    // The daemon stops: the helper is gone with it, not left to an init.
+    let stopped = std::process::Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let status = daemon.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(
+        gone_within(second, Duration::from_secs(2)),
+        Ok(()),
+        "the helper {second} outlived the daemon that started it"
+    );
+    assert_eq!(x.state.oauth.lock().unwrap().reused, 0);
+}

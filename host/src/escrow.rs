@@ -20,9 +20,12 @@
 //! exchange may already have spent.
 //!
 //! One helper serves every exchange of a process (started on first use;
-//! it exits once its parent is gone and its exchanges are done). If it
-//! cannot be started the exchange runs in-process, as it would without
-//! escrow, with a warning.
+//! it exits once its parent is gone and its exchanges are done). The parent
+//! reaps it whenever it exits, and before exiting itself closes the
+//! helper's input and waits for it ([`close_helpers`]), so no helper is
+//! left behind, running or as a zombie — unless the parent is killed, when
+//! the helper finishes the exchange on its own. If it cannot be started the
+//! exchange runs in-process, as it would without escrow, with a warning.
 //!
 //! Owns: the helper process and its line protocol, sealed answers' format.
 //! Never: reads the identity (the helper encrypts to public keys only),
@@ -190,12 +193,48 @@ impl HelperHttp {
 }
 
 /// A running helper: requests go in through its stdin, replies are routed
-/// back by number.
+/// back by number. The process itself is owned by a task that waits for
+/// it, so it is reaped the moment it exits (see [`close_helpers`]).
 struct Conn {
     to: mpsc::UnboundedSender<String>,
     waiting: Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<FromHelper>>>>,
     alive: Arc<std::sync::atomic::AtomicBool>,
-    _child: tokio::process::Child,
+}
+
+/// A helper this process started, as [`close_helpers`] needs it.
+struct Started {
+    pid: Option<u32>,
+    /// Tells the task that feeds its stdin to close it.
+    close: Arc<tokio::sync::Notify>,
+    /// Turns true once it has exited and been reaped.
+    exited: tokio::sync::watch::Receiver<bool>,
+    /// How long an exchange it is still sending may take.
+    limit: Duration,
+}
+
+/// Every helper this process started and has not seen exit.
+static STARTED: Mutex<Vec<Started>> = Mutex::new(Vec::new());
+
+/// Before this process exits: close every helper's input and wait until it
+/// has finished what it was sending and exited, so none is left behind —
+/// not even as a zombie waiting for a parent that is gone (a container's
+/// init often reaps nothing). A helper still sending an exchange after its
+/// HTTP timeout is left to finish on its own: it seals the answer whoever
+/// its parent is by then.
+pub async fn close_helpers() {
+    let started = std::mem::take(&mut *STARTED.lock().expect("escrow helpers"));
+    for h in &started {
+        h.close.notify_one();
+    }
+    for mut h in started {
+        let done = tokio::time::timeout(h.limit, h.exited.wait_for(|exited| *exited)).await;
+        if done.is_err() {
+            tracing::warn!(
+                pid = h.pid,
+                "the escrow helper is still sending a token exchange; it finishes on its own and keeps the answer in the store"
+            );
+        }
+    }
 }
 
 /// The parent's side: starts the helper on first use and routes exchanges
@@ -335,16 +374,49 @@ fn spawn(program: &Path, http: &HelperHttp) -> anyhow::Result<Conn> {
     let (to, mut rx) = mpsc::unbounded_channel::<String>();
     let waiting: Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<FromHelper>>>> = Arc::default();
     let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let close = Arc::new(tokio::sync::Notify::new());
+    let (exited_tx, exited) = tokio::sync::watch::channel(false);
     {
         let alive = alive.clone();
+        let close = close.clone();
         tokio::spawn(async move {
-            while let Some(mut line) = rx.recv().await {
+            loop {
+                let next = tokio::select! {
+                    biased;
+                    line = rx.recv() => line,
+                    () = close.notified() => None,
+                };
+                let Some(mut line) = next else {
+                    break;
+                };
                 line.push('\n');
                 if stdin.write_all(line.as_bytes()).await.is_err() || stdin.flush().await.is_err() {
                     alive.store(false, std::sync::atomic::Ordering::SeqCst);
                     break;
                 }
             }
+            // Dropping stdin here is the helper's signal to finish and exit.
+        });
+    }
+    // Reap it as soon as it exits, whenever that is: a helper that died
+    // (or was killed) never lingers as a zombie of this process.
+    let pid = child.id();
+    {
+        let alive = alive.clone();
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+            alive.store(false, std::sync::atomic::Ordering::SeqCst);
+            let _ = exited_tx.send(true);
+        });
+    }
+    {
+        let mut started = STARTED.lock().expect("escrow helpers");
+        started.retain(|h| !*h.exited.borrow());
+        started.push(Started {
+            pid,
+            close,
+            exited,
+            limit: Duration::from_millis(http.timeout_ms) + Duration::from_secs(2),
         });
     }
     {
@@ -366,12 +438,7 @@ fn spawn(program: &Path, http: &HelperHttp) -> anyhow::Result<Conn> {
             waiting.lock().expect("escrow table").clear();
         });
     }
-    Ok(Conn {
-        to,
-        waiting,
-        alive,
-        _child: child,
-    })
+    Ok(Conn { to, waiting, alive })
 }
 
 /// A sealed answer left for `id` by an exchange whose requester did not

@@ -13,7 +13,10 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let code = match runtime.block_on(outreach::cli::run(cli)) {
+    let result = runtime.block_on(outreach::cli::run(cli));
+    // Escrow helpers this run started finish and are reaped before it exits.
+    runtime.block_on(outreach::escrow::close_helpers());
+    let code = match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
