@@ -450,11 +450,7 @@ async fn credentials_are_injected_where_the_platform_wants_them() {
         .broker
         .send(
             &s,
-            req(
-                "{{client_secret}}/x".into(),
-                "{}",
-                false,
-            ),
+            req("{{client_secret}}/x".into(), "{}", false),
             &no_media,
         )
         .await

@@ -771,8 +771,8 @@ impl Host {
             // The path was checked and resolved when the post was read; a
             // link or special file put in its place since is refused
             // before it is opened.
-            let meta = std::fs::symlink_metadata(path)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+            let meta =
+                std::fs::symlink_metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
             if !meta.file_type().is_file() {
                 return Err(format!(
                     "{} is no longer a regular file; nothing was read",
