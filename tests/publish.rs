@@ -2956,3 +2956,44 @@ fn an_unknown_delivery_state_is_an_error_not_a_guess() {
     }
     assert_eq!(w.x.posts().len(), 1, "sent once");
 }
+
+/// A platform that cannot be reached is named by its address, not by the
+/// plugin's placeholder, and the credential's parts stay hidden.
+#[test]
+fn an_unreachable_platform_is_named_by_its_address() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Answer the one request `accounts add` makes, then stop listening.
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = conn.read(&mut buf).unwrap();
+        let body = format!(
+            r#"{{"id": "{DISCORD_WEBHOOK_ID}", "type": 1, "name": "Gone soon", "channel_id": "555", "guild_id": "777"}}"#
+        );
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        conn.write_all(answer.as_bytes()).unwrap();
+    });
+    let mut home = Home::new();
+    let base = format!("http://127.0.0.1:{port}");
+    home.endpoint("discord", "api", &format!("{base}/api/v10"));
+    let hook = format!("{base}/api/webhooks/{DISCORD_WEBHOOK_ID}/{DISCORD_WEBHOOK_TOKEN}");
+    let r = home.run(&["accounts", "add", "discord"], Some(&hook));
+    assert_eq!(r.code, 0, "{}", r.all());
+    server.join().unwrap();
+
+    let post = home.post("gone.toml", "text = \"hello\"\nto = [\"discord\"]\n");
+    let r = home.run(&["publish", post.to_str().unwrap(), "--json"], None);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stdout.contains(&format!("127.0.0.1:{port}")),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.all().contains("{{access_token}}"), "{}", r.all());
+    assert!(!r.all().contains(DISCORD_WEBHOOK_ID), "{}", r.all());
+}

@@ -83,7 +83,9 @@ pub struct Publish {
     /// Requests to one platform in flight at once.
     pub per_platform: u32,
     /// A 429 asking to wait up to this long is waited out (that target
-    /// only); a longer wait fails the target, to be retried later.
+    /// only); a longer wait fails the target: the next `publish` of the
+    /// post (or the daemon's next due check) tries it again, up to three
+    /// automatic attempts in all, then `outreach posts retry`.
     pub max_rate_limit_wait_secs: u64,
     /// Sends that failed before reaching the platform are retried this many
     /// times, with backoff.
@@ -107,8 +109,9 @@ impl Default for Publish {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Auth {
-    /// Port of the loopback redirect listener; 0 picks a free one. Platforms
-    /// that register a client per instance (Mastodon) need a fixed port.
+    /// Port of the loopback redirect listener; 0 picks a free one (a
+    /// Mastodon app registered once per instance serves any port: loopback
+    /// redirects match whatever their port).
     pub redirect_port: u16,
     /// How long `connect` waits for the browser to come back.
     pub connect_timeout_secs: u64,

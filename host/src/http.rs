@@ -289,7 +289,7 @@ impl Broker {
         let mut url_text = fill.url(&req.url).map_err(HttpError::NotSent)?;
         // What messages show for this request: the real URL, scrubbed (a
         // template's placeholder tells a reader nothing).
-        let template = redact(&url_text);
+        let template = shown_url(&url_text, scrubber);
         let mut headers: Vec<(String, String)> = Vec::new();
         for Pair { name, value } in &req.headers {
             check_header_name(name).map_err(HttpError::NotSent)?;
@@ -656,6 +656,23 @@ pub fn reset_delay(value: &str, format: ResetFormat) -> Option<Duration> {
                     .unwrap_or_default(),
             )
         }
+    }
+}
+
+/// A request's address as messages show it: scheme, host and port as
+/// they are (they name the platform), the rest scrubbed of credentials.
+fn shown_url(url: &str, scrubber: &Scrubber) -> String {
+    match Url::parse(url) {
+        Ok(u) if u.host_str().is_some() => {
+            // Never user info: it would be a credential.
+            let host = &u[url::Position::BeforeHost..url::Position::AfterPort];
+            format!(
+                "{}://{host}{}",
+                u.scheme(),
+                scrubber.text(&u[url::Position::BeforePath..])
+            )
+        }
+        _ => scrubber.text(url),
     }
 }
 
