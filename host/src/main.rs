@@ -25,7 +25,8 @@ fn main() {
                     || c.is::<outreach::accounts::BadInput>()
                     || c.is::<outreach::store::StoreError>()
                     || c.is::<outreach::plugin::PluginError>()
-                    || c.is::<outreach::outbox::JournalError>()
+                    || c.downcast_ref::<outreach::outbox::JournalError>()
+                        .is_some_and(|j| j.refused())
             });
             if bad_input {
                 outreach::cli::EXIT_BAD_INPUT

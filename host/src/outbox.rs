@@ -118,6 +118,14 @@ pub enum JournalError {
     Unusable { path: PathBuf, detail: String },
 }
 
+impl JournalError {
+    /// The journal was refused as it is (damaged, newer, an unknown state):
+    /// nothing was read as something else, changed or sent because of it.
+    pub fn refused(&self) -> bool {
+        !matches!(self, JournalError::Unusable { .. })
+    }
+}
+
 /// `e` as a [`JournalError`] that names the journal at `path`: a damaged
 /// file is said to be one, and SQLite's own error is shown once (its
 /// `source` repeats it as "Error code N: …").
