@@ -1649,13 +1649,22 @@ fn the_escrow_helper_is_reaped_while_the_daemon_runs_and_when_it_exits() {
     home.extra_config
         .push_str("\n[daemon]\nlisten = \"127.0.0.1:0\"\ngrace_secs = 10\n");
     assert_eq!(connect(&home, &["x", "--account", "a"]).code, 0);
-    let mut daemon = home
-        .command(&["daemon"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    /// Stopped (and waited for) however the test ends.
+    struct Stopped(std::process::Child);
+    impl Drop for Stopped {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut daemon = Stopped(
+        home.command(&["daemon"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let state = home.path().join("store.daemon.json");
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let base = loop {
@@ -1664,7 +1673,7 @@ fn the_escrow_helper_is_reaped_while_the_daemon_runs_and_when_it_exits() {
         {
             break format!("http://{}", v["address"].as_str().unwrap());
         }
-        assert!(daemon.try_wait().unwrap().is_none(), "the daemon exited");
+        assert!(daemon.0.try_wait().unwrap().is_none(), "the daemon exited");
         assert!(
             std::time::Instant::now() < deadline,
             "the daemon did not start"
@@ -1707,7 +1716,7 @@ fn the_escrow_helper_is_reaped_while_the_daemon_runs_and_when_it_exits() {
 
     // X's refresh tokens are single use: the refresh goes through the helper.
     assert_eq!(refresh(), 200);
-    let first = helper_of(daemon.id());
+    let first = helper_of(daemon.0.id());
     // It dies while the daemon runs: the daemon reaps it.
     let killed = std::process::Command::new("kill")
         .args(["-KILL", &first.to_string()])
@@ -1721,17 +1730,17 @@ fn the_escrow_helper_is_reaped_while_the_daemon_runs_and_when_it_exits() {
     );
     // The next exchange starts another, and it still works.
     assert_eq!(refresh(), 200);
-    let second = helper_of(daemon.id());
+    let second = helper_of(daemon.0.id());
     assert_ne!(second, first);
     assert_eq!(x.state.oauth.lock().unwrap().refresh_calls, 2);
 
     // The daemon stops: the helper is gone with it, not left to an init.
     let stopped = std::process::Command::new("kill")
-        .args(["-TERM", &daemon.id().to_string()])
+        .args(["-TERM", &daemon.0.id().to_string()])
         .status()
         .unwrap();
     assert!(stopped.success());
-    let status = daemon.wait().unwrap();
+    let status = daemon.0.wait().unwrap();
     assert_eq!(status.code(), Some(0));
     assert_eq!(
         gone_within(second, Duration::from_secs(2)),
