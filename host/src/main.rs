@@ -6,6 +6,21 @@ fn main() {
     // Logging is set up by `cli::run` once the config (which may set the
     // daemon's level and format) is read.
     let cli = outreach::cli::Cli::parse();
+    // A command whose output goes into a pipe that closes early
+    // (`outreach plugins | head`) ends quietly, as Unix tools do, instead
+    // of panicking on the failed write. The daemon and the escrow helper
+    // keep ignoring SIGPIPE: they must finish their work whoever stops
+    // reading.
+    if !matches!(
+        cli.command,
+        outreach::cli::Command::Daemon { .. } | outreach::cli::Command::Escrow { .. }
+    ) {
+        // SAFETY: called before any other thread exists; SIG_DFL is a
+        // valid disposition for SIGPIPE.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
