@@ -40,7 +40,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use age::secrecy::SecretString;
 use anyhow::Context as _;
@@ -51,7 +51,10 @@ use zeroize::Zeroizing;
 
 use crate::accounts::bad;
 use crate::config::Loaded;
-use crate::store::{AccountId, lock_file};
+use crate::store::{
+    AccountId, exchange_path, lease_path, lock_file, lock_file_within, record_lock_path,
+    rekey_lock_path,
+};
 
 /// The first entry of every backup.
 pub const MANIFEST: &str = "outreach-backup.json";
@@ -569,63 +572,23 @@ fn add<W: Write>(
 /// Hold the lock a `store rekey` holds for its whole run, waiting a while
 /// for one that is running.
 fn hold_rekey_lock(store: &Path) -> anyhow::Result<File> {
-    let path = store.join(".rekey.lock");
-    let f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match f.try_lock() {
-            Ok(()) => return Ok(f),
-            Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(fs::TryLockError::WouldBlock) => {
-                return Err(bad!(
-                    "an `outreach store rekey` is running on the store {}; back up when it has finished (nothing was written)",
-                    store.display()
-                ));
-            }
-            Err(fs::TryLockError::Error(e)) => {
-                return Err(e).with_context(|| format!("cannot lock {}", path.display()));
-            }
-        }
-    }
+    lock_file_within(&rekey_lock_path(store), Duration::from_secs(30))?.ok_or_else(|| {
+        bad!(
+            "an `outreach store rekey` is running on the store {}; back up when it has finished (nothing was written)",
+            store.display()
+        )
+    })
 }
 
-/// A record's writer lock (`PLATFORM/.ACCOUNT.lock`, as the store takes
-/// it), waiting a little for a writer that holds it.
+/// A record's writer lock, as the store takes it, waiting a little for a
+/// writer that holds it.
 fn hold_record_lock(dir: &Path, account: &str) -> anyhow::Result<File> {
-    let path = dir.join(format!(".{account}.lock"));
-    let f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match f.try_lock() {
-            Ok(()) => return Ok(f),
-            Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Err(fs::TryLockError::WouldBlock) => {
-                return Err(anyhow::anyhow!(
-                    "another process kept writing {} for 10 seconds; nothing was written — try again",
-                    dir.join(format!("{account}.age")).display()
-                ));
-            }
-            Err(fs::TryLockError::Error(e)) => {
-                return Err(e).with_context(|| format!("cannot lock {}", path.display()));
-            }
-        }
-    }
+    lock_file_within(&record_lock_path(dir, account), Duration::from_secs(10))?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "another process kept writing {} for 10 seconds; nothing was written — try again",
+            dir.join(format!("{account}.age")).display()
+        )
+    })
 }
 
 /// The bytes of `path`, or `None` when it does not exist (any more).
@@ -704,8 +667,8 @@ fn copy_store(store: &Path) -> anyhow::Result<Vec<Staged>> {
             // As a refresh and `store rekey` take them: the lease, then the
             // exchange lock (the escrow helper holds it until an answer is
             // sealed), then the record's writer lock.
-            let _lease = lock_file(&dir.join(format!(".{account}.refresh")))?;
-            let _exchange = lock_file(&dir.join(format!(".{account}.exchange")))?;
+            let _lease = lock_file(&lease_path(&dir, &account))?;
+            let _exchange = lock_file(&exchange_path(&dir, &account))?;
             let _record = hold_record_lock(&dir, &account)?;
             if let Some(bytes) = read_if_there(&dir.join(format!("{account}.age")))? {
                 out.push(Staged {

@@ -25,6 +25,7 @@ use std::io::{BufReader, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use age::secrecy::{ExposeSecret, SecretString};
 use chrono::{DateTime, Utc};
@@ -786,18 +787,58 @@ fn encrypt_to(recipients: &[&dyn age::Recipient], plain: &[u8]) -> Result<Vec<u8
     Ok(out)
 }
 
-/// Open (creating, 0600) and exclusively lock the lock file at `path`,
-/// waiting for whoever holds it. Blocking; released when the file drops.
-pub fn lock_file(path: &Path) -> Result<File, StoreError> {
-    let f = OpenOptions::new()
+/// The lock files the store keeps beside an account's record, named in
+/// one place so that every process taking them (refresh, rekey, escrow,
+/// backup) agrees: the record's writer lock, the refresh lease, and the
+/// exchange lock the escrow helper holds until an answer is sealed.
+pub fn record_lock_path(dir: &Path, account: &str) -> PathBuf {
+    dir.join(format!(".{account}.lock"))
+}
+pub fn lease_path(dir: &Path, account: &str) -> PathBuf {
+    dir.join(format!(".{account}.refresh"))
+}
+pub fn exchange_path(dir: &Path, account: &str) -> PathBuf {
+    dir.join(format!(".{account}.exchange"))
+}
+/// Held by `store rekey` for its whole run (and by a backup, so that one
+/// backup's records and identity belong to the same keys).
+pub fn rekey_lock_path(store: &Path) -> PathBuf {
+    store.join(".rekey.lock")
+}
+
+fn open_lock(path: &Path) -> Result<File, StoreError> {
+    OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
         .open(path)
-        .map_err(io("cannot open the lock file", path))?;
+        .map_err(io("cannot open the lock file", path))
+}
+
+/// Open (creating, 0600) and exclusively lock the lock file at `path`,
+/// waiting for whoever holds it. Blocking; released when the file drops.
+pub fn lock_file(path: &Path) -> Result<File, StoreError> {
+    let f = open_lock(path)?;
     f.lock().map_err(io("cannot lock", path))?;
     Ok(f)
+}
+
+/// Exclusively lock the lock file at `path`, waiting at most `patience`
+/// for whoever holds it: `None` if it is still held then.
+pub fn lock_file_within(path: &Path, patience: Duration) -> Result<Option<File>, StoreError> {
+    let f = open_lock(path)?;
+    let deadline = Instant::now() + patience;
+    loop {
+        match f.try_lock() {
+            Ok(()) => return Ok(Some(f)),
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => return Err(io("cannot lock", path)(e)),
+        }
+    }
 }
 
 /// Encrypt `plain` to age X25519 public keys (`age1…`).
@@ -1078,23 +1119,11 @@ impl AgeDirStore {
         add_recipients: &[String],
     ) -> Result<RekeyReport, StoreError> {
         // One rekey at a time.
-        let run_path = self.dir.join(".rekey.lock");
-        let run = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&run_path)
-            .map_err(io("cannot open the lock file", &run_path))?;
-        match run.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(StoreError::Rekeying {
-                    dir: self.dir.clone(),
-                });
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(io("cannot lock", &run_path)(e)),
-        }
+        let Some(_run) = lock_file_within(&rekey_lock_path(&self.dir), Duration::ZERO)? else {
+            return Err(StoreError::Rekeying {
+                dir: self.dir.clone(),
+            });
+        };
         let list = self.dir.join(".recipients");
         let mut extra: Vec<Box<dyn age::Recipient + Send + Sync>> = Vec::new();
         let mut keys = self.extra_keys.clone();
@@ -1279,8 +1308,8 @@ impl AgeDirStore {
             // rewrite never puts back a stale copy.
             Sealed::Answer(id) => {
                 let dir = self.dir.join(&id.platform);
-                let lease = lock_file(&dir.join(format!(".{}.refresh", id.account)))?;
-                let exchange = lock_file(&dir.join(format!(".{}.exchange", id.account)))?;
+                let lease = lock_file(&lease_path(&dir, &id.account))?;
+                let exchange = lock_file(&exchange_path(&dir, &id.account))?;
                 (id.clone(), vec![lease, exchange])
             }
             Sealed::Aux(name) => (
@@ -1315,15 +1344,7 @@ impl AgeDirStore {
 
     /// The record lock for `id`, waiting a little for another writer.
     fn lock_patiently(&self, id: &AccountId) -> Result<File, StoreError> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            match self.lock(id) {
-                Err(StoreError::Busy { .. }) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                r => return r,
-            }
-        }
+        self.lock_within(id, Duration::from_secs(10))
     }
 
     /// The identity in use (read again when its file changed).
@@ -1376,22 +1397,15 @@ impl AgeDirStore {
     }
 
     fn lock(&self, id: &AccountId) -> Result<File, StoreError> {
+        self.lock_within(id, Duration::ZERO)
+    }
+
+    fn lock_within(&self, id: &AccountId, patience: Duration) -> Result<File, StoreError> {
         let dir = self.dir.join(&id.platform);
         fs::create_dir_all(&dir).map_err(io("cannot create the store directory", &dir))?;
         let _ = fs::set_permissions(&dir, fs::Permissions::from_mode(0o700));
-        let path = dir.join(format!(".{}.lock", id.account));
-        let f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io("cannot open the lock file", &path))?;
-        match f.try_lock() {
-            Ok(()) => Ok(f),
-            Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Busy { id: id.clone() }),
-            Err(std::fs::TryLockError::Error(e)) => Err(io("cannot lock", &path)(e)),
-        }
+        lock_file_within(&record_lock_path(&dir, &id.account), patience)?
+            .ok_or_else(|| StoreError::Busy { id: id.clone() })
     }
 
     /// Encrypt `plain` to the identity's current keys and the extra
@@ -1489,8 +1503,7 @@ impl CredentialStore for AgeDirStore {
     fn lease(&self, id: &AccountId) -> Result<Lease, StoreError> {
         let dir = self.dir.join(&id.platform);
         fs::create_dir_all(&dir).map_err(io("cannot create the store directory", &dir))?;
-        let path = dir.join(format!(".{}.refresh", id.account));
-        Ok(Lease(Box::new(lock_file(&path)?)))
+        Ok(Lease(Box::new(lock_file(&lease_path(&dir, &id.account))?)))
     }
 
     fn load_aux(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -1519,7 +1532,7 @@ impl CredentialStore for AgeDirStore {
     fn escrow_slot(&self, id: &AccountId) -> Option<EscrowSlot> {
         let dir = self.dir.join(&id.platform);
         Some(EscrowSlot {
-            lock: dir.join(format!(".{}.exchange", id.account)),
+            lock: exchange_path(&dir, &id.account),
             answer: self.answer_path(id),
             recipients: self
                 .ident()
