@@ -4,102 +4,23 @@
 
 mod support;
 
-use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::daemon::{Daemon, start_daemon, wait_exit};
 use support::*;
 
 const DAEMON_CONFIG: &str =
     "\n[daemon]\nlisten = \"127.0.0.1:0\"\ndebounce_ms = 50\ndue_check_secs = 1\ngrace_secs = 20\n";
 
-/// A running `outreach daemon`, its address, token and log.
-struct Daemon {
-    child: Child,
-    base: String,
-    token: String,
-    log: Arc<Mutex<String>>,
-    http: reqwest::Client,
-}
-
-fn start_daemon(home: &Home) -> Daemon {
-    let state = home.path().join("store.daemon.json");
-    let _ = std::fs::remove_file(&state);
-    let mut child = home
-        .command(&["daemon"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the daemon");
-    let log = Arc::new(Mutex::new(String::new()));
-    let mut stderr = child.stderr.take().unwrap();
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 8192];
-        while let Ok(n) = stderr.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let address = loop {
-        if let Ok(s) = std::fs::read_to_string(&state)
-            && let Ok(v) = serde_json::from_str::<Value>(&s)
-        {
-            break v["address"].as_str().unwrap().to_string();
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "the daemon exited with {status} before it was ready:\n{}",
-                log.lock().unwrap()
-            );
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the daemon did not start:\n{}",
-            log.lock().unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let token = std::fs::read_to_string(home.path().join("daemon.token"))
-        .unwrap()
-        .trim()
-        .to_string();
-    Daemon {
-        child,
-        base: format!("http://{address}"),
-        token,
-        log,
-        http: reqwest::Client::builder().no_proxy().build().unwrap(),
-    }
-}
-
 impl Daemon {
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self
-            .http
-            .request(method.parse().unwrap(), format!("{}{path}", self.base))
-            .bearer_auth(&self.token);
-        if let Some(b) = body {
-            req = req
-                .header("content-type", "application/json")
-                .body(b.to_string());
-        }
-        let r = req.send().await.expect("the control API answers");
-        let code = r.status().as_u16();
-        let text = r.text().await.unwrap();
-        (
-            code,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        self.try_call(method, path, body)
+            .await
+            .expect("the control API answers")
     }
 
     async fn get(&self, path: &str) -> Value {
@@ -123,52 +44,6 @@ impl Daemon {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = std::process::Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-    }
-
-    /// SIGTERM, then wait for a clean exit.
-    fn stop(mut self) -> String {
-        self.signal("TERM");
-        let status = wait_exit(&mut self.child, Duration::from_secs(30));
-        let log = self.log();
-        assert_eq!(status, Some(0), "the daemon did not exit 0:\n{log}");
-        assert!(
-            !log.contains("PLANTED"),
-            "a secret leaked into the log:\n{log}"
-        );
-        log
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait_exit(child: &mut Child, limit: Duration) -> Option<i32> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s.code();
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

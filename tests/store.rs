@@ -774,15 +774,15 @@ fn a_rekey_keeps_a_passphrase_protected_identity_sealed() {
 // backups that are damaged or hostile.
 
 mod backups {
-    use std::io::Read;
     use std::path::{Path, PathBuf};
-    use std::process::{Child, Command, Stdio};
+    use std::process::{Command, Stdio};
+    use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
 
     use serde_json::{Value, json};
 
+    use super::support::daemon::{Daemon, start_daemon};
     use super::support::oauth::{CLIENT_ID, CLIENT_SECRET};
     use super::support::{self, Home, Run, World};
     use super::{bare_home, sealed_files, seed};
@@ -792,119 +792,14 @@ mod backups {
     const SEED_REFRESH: &str = "x-rot-refresh-PLANTED-seed";
     const SEED_ACCESS: &str = "x-rot-access-PLANTED-seed";
 
-    /// A running `outreach daemon` and its control API.
-    struct Daemon {
-        child: Child,
-        base: String,
-        token: String,
-        log: Arc<Mutex<String>>,
-        http: reqwest::Client,
-    }
-
     impl Daemon {
-        fn start(home: &Home) -> Daemon {
-            let state = home.path().join("store.daemon.json");
-            let _ = std::fs::remove_file(&state);
-            let mut child = home
-                .command(&["daemon"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("start the daemon");
-            let log = Arc::new(Mutex::new(String::new()));
-            let mut stderr = child.stderr.take().unwrap();
-            let sink = log.clone();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 8192];
-                while let Ok(n) = stderr.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    sink.lock()
-                        .unwrap()
-                        .push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            });
-            let deadline = Instant::now() + Duration::from_secs(60);
-            let address = loop {
-                if let Ok(s) = std::fs::read_to_string(&state)
-                    && let Ok(v) = serde_json::from_str::<Value>(&s)
-                {
-                    break v["address"].as_str().unwrap().to_string();
-                }
-                if let Ok(Some(status)) = child.try_wait() {
-                    panic!("the daemon exited with {status}:\n{}", log.lock().unwrap());
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "the daemon did not start:\n{}",
-                    log.lock().unwrap()
-                );
-                std::thread::sleep(Duration::from_millis(10));
-            };
-            let token = std::fs::read_to_string(home.path().join("daemon.token"))
-                .unwrap()
-                .trim()
-                .to_string();
-            Daemon {
-                child,
-                base: format!("http://{address}"),
-                token,
-                log,
-                http: reqwest::Client::builder().no_proxy().build().unwrap(),
-            }
-        }
-
+        /// POST to the control API; `(0, error)` when no answer came (a
+        /// request cut short is part of what these tests put up with).
         async fn call(&self, path: &str, body: Option<Value>) -> (u16, Value) {
-            let mut req = self
-                .http
-                .post(format!("{}{path}", self.base))
-                .bearer_auth(&self.token);
-            if let Some(b) = body {
-                req = req
-                    .header("content-type", "application/json")
-                    .body(b.to_string());
-            }
-            match req.send().await {
-                Ok(r) => {
-                    let code = r.status().as_u16();
-                    let text = r.text().await.unwrap_or_default();
-                    (
-                        code,
-                        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-                    )
-                }
+            match self.try_call("POST", path, body).await {
+                Ok(answer) => answer,
                 Err(e) => (0, Value::String(e.to_string())),
             }
-        }
-
-        /// SIGTERM, then a clean exit with nothing secret in the log.
-        fn stop(mut self) {
-            let ok = Command::new("kill")
-                .args(["-TERM", &self.child.id().to_string()])
-                .status()
-                .unwrap()
-                .success();
-            assert!(ok);
-            let deadline = Instant::now() + Duration::from_secs(30);
-            let code = loop {
-                if let Some(s) = self.child.try_wait().unwrap() {
-                    break s.code();
-                }
-                assert!(Instant::now() < deadline, "the daemon did not stop");
-                std::thread::sleep(Duration::from_millis(20));
-            };
-            let log = self.log.lock().unwrap().clone();
-            assert_eq!(code, Some(0), "the daemon did not exit 0:\n{log}");
-            assert!(!log.contains("PLANTED"), "a secret leaked:\n{log}");
-        }
-    }
-
-    impl Drop for Daemon {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
         }
     }
 
@@ -1067,7 +962,7 @@ mod backups {
         );
         *w.x.state.delay.lock().unwrap() = Duration::from_millis(15);
 
-        let d = Arc::new(Daemon::start(&w.home));
+        let d = Arc::new(start_daemon(&w.home));
         let stop = Arc::new(AtomicBool::new(false));
         let post = |i: usize| {
             json!({"id": format!("bk-{i}"), "text": format!("backup stream {i}"),
@@ -1273,7 +1168,7 @@ mod backups {
             settled.len(),
             if live { "still current" } else { "spent since" }
         );
-        let d = Daemon::start(&fresh);
+        let d = start_daemon(&fresh);
         for id in &settled {
             let i: usize = id.strip_prefix("bk-").unwrap().parse().unwrap();
             let (code, v) = d.call("/publish", Some(post(i))).await;

@@ -4,6 +4,7 @@
 //! Mastodon, reject any request body the official spec does not allow).
 #![allow(dead_code)]
 
+pub mod daemon;
 pub mod oauth;
 mod wasm_tag;
 
