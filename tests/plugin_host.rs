@@ -8,8 +8,8 @@ mod support;
 use std::sync::Arc;
 
 use outreach::config::Loaded;
+use outreach::contract::wit::types::{Account, CallError, Context, Endpoint, Post};
 use outreach::http::Credentials;
-use outreach::plugin::wit::types::{Account, CallError, Context, Endpoint, Post};
 use outreach::plugin::{Host, PluginError};
 use outreach::secret::Secret;
 use support::*;
@@ -331,9 +331,9 @@ fn plugins_command_lists_manifests_and_rejections_and_uses_the_cache() {
 /// and the plugin only ever names them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_are_injected_where_the_platform_wants_them() {
+    use outreach::contract::wit::host::{Body, Request};
+    use outreach::contract::wit::types::{CredentialPlacement, HeaderPlacement, HttpMethod, Pair};
     use outreach::http::{AllowedHost, Scope};
-    use outreach::plugin::wit::host::{Body, Request};
-    use outreach::plugin::wit::types::{CredentialPlacement, HeaderPlacement, HttpMethod, Pair};
 
     let (host, _dir) = host_with(&[]).await;
     let fake = start(|_, seen| {

@@ -240,9 +240,7 @@ fn main() {
 
     // An account for the validation calls (no network needed).
     {
-        let app = rt
-            .block_on(outreach::accounts::App::new(cfg.clone()))
-            .unwrap();
+        let app = rt.block_on(outreach::app::App::new(cfg.clone())).unwrap();
         let settings = [("instance".to_string(), "http://127.0.0.1:9".to_string())].into();
         let rec = outreach::auth::new_record(
             AccountId::new("mastodon", "bench").unwrap(),

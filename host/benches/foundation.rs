@@ -19,9 +19,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use outreach::config::Loaded;
+use outreach::contract::wit::types::{Account, Context, Endpoint, Post};
 use outreach::http::Credentials;
 use outreach::plugin::Host;
-use outreach::plugin::wit::types::{Account, Context, Endpoint, Post};
 use outreach::secret::Secret;
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -236,8 +236,8 @@ fn bench_broker(rt: &tokio::runtime::Runtime, dir: &Path) {
     });
     // Breakdown: the broker alone (no plugin), same request.
     let broker_only = rt.block_on(async {
-        use outreach::plugin::wit::host::{Body, Request};
-        use outreach::plugin::wit::types::{HttpMethod, Pair};
+        use outreach::contract::wit::host::{Body, Request};
+        use outreach::contract::wit::types::{HttpMethod, Pair};
         let s = scope();
         let no_media = |_: u32, _: u64, _: u64| -> Result<Vec<u8>, String> { Err("none".into()) };
         let t = Instant::now();

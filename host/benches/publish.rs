@@ -16,7 +16,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use outreach::accounts::App;
+use outreach::app::App;
 use outreach::config::Loaded;
 use outreach::publish::{Options, publish_file};
 use outreach::secret::Secret;
@@ -200,7 +200,7 @@ fn main() {
     let (c0, t0) = (common::cpu_secs(), Instant::now());
     rt.block_on(async {
         for p in &posts {
-            let report = publish_file(&app, p, Options::default())
+            let report = publish_file(app.services(), p, Options::default())
                 .await
                 .unwrap()
                 .unwrap();

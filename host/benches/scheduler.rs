@@ -24,7 +24,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use outreach::accounts::App;
+use outreach::app::App;
 use outreach::config::Loaded;
 use outreach::schedule::{Refresher, run};
 use outreach::secret::Secret;
@@ -220,7 +220,7 @@ fn main() {
             let cfg = Loaded::load(Some(&cfg_path)).unwrap();
             let app = Arc::new(App::new(cfg).await.unwrap());
             app.escrow.set_program(program);
-            let refresher = Arc::new(Refresher::new(app.clone()).unwrap());
+            let refresher = Arc::new(Refresher::new(app.services().clone()).unwrap());
             run(refresher, 32, tokio::time::sleep(Duration::from_secs(secs)))
                 .await
                 .unwrap();

@@ -29,15 +29,16 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::accounts::{App, bad};
 use crate::config::Loaded;
-use crate::escrow::{Escrow, Exchange};
-use crate::http::{Credentials, fill_exchange_template};
-use crate::plugin::wit::types::{
+use crate::contract::wit::types::{
     AuthKind, ClientAuth, CustomExchange, Endpoint, ExchangeBody, ExpiryFormat, HttpMethod,
     Manifest, Pair, RefreshStyle, TokenShape,
 };
+use crate::error::bad;
+use crate::escrow::{Escrow, Exchange};
+use crate::http::{Credentials, fill_exchange_template};
 use crate::secret::{Secret, scrub};
+use crate::services::Services;
 use crate::store::{AccountId, EscrowSlot, Health, Profile, Record};
 
 /// An OAuth client: the app registered with the platform.
@@ -308,7 +309,7 @@ impl TokenClient {
     /// Shares the broker's connection pool (no redirects, the configured
     /// user agent and timeouts); building a client per use costs more than
     /// the requests it sends.
-    pub fn new(app: &App) -> anyhow::Result<Self> {
+    pub fn new(app: &Services) -> anyhow::Result<Self> {
         Ok(TokenClient {
             http: app.host.broker.client(),
             escrow: app.escrow.clone(),
@@ -724,7 +725,7 @@ struct Callback {
 /// The browser's request to the loopback listener, held open until the
 /// account is stored or the attempt has failed, so that its page tells
 /// the truth.
-struct Browser {
+pub struct Browser {
     sock: tokio::net::TcpStream,
     /// What the page must never show (the code, the state, the client
     /// secret), in case an error message quotes it.
@@ -737,7 +738,7 @@ struct Browser {
 impl Browser {
     /// Answer the browser: which account is connected, or what failed and
     /// what to do about it. `again` is the command to run again.
-    async fn finish(mut self, id: &AccountId, again: &str, outcome: &anyhow::Result<Record>) {
+    pub async fn finish(mut self, id: &AccountId, again: &str, outcome: &anyhow::Result<Record>) {
         let hide: Vec<&Secret> = self.hide.iter().collect();
         let (status, heading, lines) = match outcome {
             Ok(rec) => (
@@ -845,103 +846,6 @@ async fn await_callback(listener: tokio::net::TcpListener) -> Result<(Browser, C
     }
 }
 
-/// Options of `outreach connect`.
-pub struct ConnectOptions {
-    pub platform: String,
-    pub account: String,
-    pub settings: BTreeMap<String, String>,
-    pub open_browser: bool,
-    pub username: Option<String>,
-}
-
-impl ConnectOptions {
-    /// The command that runs this connect again (for messages).
-    fn again(&self) -> String {
-        let mut cmd = format!("outreach connect {}", self.platform);
-        if self.account != "default" {
-            cmd.push_str(&format!(" --account {}", self.account));
-        }
-        for (k, v) in &self.settings {
-            cmd.push_str(&format!(" --set {k}={v}"));
-        }
-        cmd
-    }
-}
-
-/// Connect an account end to end: run the flow the manifest declares, ask
-/// the platform who the account is, store the record.
-pub async fn connect(app: &App, opts: ConnectOptions) -> anyhow::Result<Record> {
-    let id = AccountId::new(&opts.platform, &opts.account)?;
-    let plugin = app.platform(&opts.platform)?;
-    let m = &plugin.manifest;
-    let again = opts.again();
-    let settings = app.check_settings(&plugin, opts.settings)?;
-    let account_view = App::account_view_of(&id, &settings, &Profile::default());
-    let overrides = app.cfg().platform(&m.id).endpoints;
-    let endpoints =
-        crate::plugin::manifest::effective_endpoints(m, &overrides, Some(&account_view));
-    let tokens_client = TokenClient::new(app)?;
-
-    let tokens = match m.auth.kind {
-        AuthKind::Oauth2 | AuthKind::Oauth2Pkce | AuthKind::Oidc => {
-            let (browser, tokens) =
-                browser_flow(app, m, &endpoints, &tokens_client, &id, opts.open_browser).await?;
-            // The browser waits for its page until the account is stored
-            // (or the attempt failed), so it never claims a connection
-            // that did not happen.
-            let outcome = match tokens {
-                Ok(tokens) => {
-                    app.store_verified(&plugin, id.clone(), tokens, settings)
-                        .await
-                }
-                Err(e) => Err(e),
-            };
-            browser.finish(&id, &again, &outcome).await;
-            return outcome;
-        }
-        AuthKind::AppPassword => {
-            let login = m.auth.login.as_ref().ok_or_else(|| {
-                bad!(
-                    "the {} plugin declares app-password auth but no login exchange",
-                    m.id
-                )
-            })?;
-            let username = match opts.username {
-                Some(u) => u,
-                None => return Err(bad!("pass --username for {}", m.id)),
-            };
-            let password = crate::cli::read_secret(&format!("the {} app password", m.name))?;
-            let creds = Credentials::new()
-                .with("username", Secret::new(username))
-                .with("password", password.clone());
-            tokens_client
-                .exchange(
-                    login,
-                    &endpoints,
-                    &creds,
-                    m.auth.access_token_lifetime,
-                    &[&password],
-                    None,
-                )
-                .await
-                .map_err(|e| anyhow::anyhow!("logging in to {} failed: {e}", m.name))?
-        }
-        AuthKind::SessionLogin => {
-            return Err(bad!(
-                "{} uses a session login, which outreach does not automate yet",
-                m.name
-            ));
-        }
-        AuthKind::ApiKey | AuthKind::BotToken | AuthKind::WebhookUrl => {
-            let value = crate::cli::read_secret(&format!("the {} credential", m.name))?;
-            return app
-                .add_account(&opts.platform, &opts.account, value, settings)
-                .await;
-        }
-    };
-    app.store_verified(&plugin, id, tokens, settings).await
-}
-
 fn loopback_redirect(port: u16) -> String {
     format!("http://127.0.0.1:{port}/callback")
 }
@@ -967,8 +871,8 @@ async fn listen(
 /// The authorization-code flow through a loopback redirect listener.
 /// Fails before the browser comes back; from then on the browser's request
 /// is returned, held open, with the tokens or why there are none.
-async fn browser_flow(
-    app: &App,
+pub async fn browser_flow(
+    app: &Services,
     m: &Manifest,
     endpoints: &[Endpoint],
     tokens: &TokenClient,
@@ -1118,7 +1022,7 @@ fn short_hash(text: &str) -> String {
 /// URI as well; with a fixed `port`, such a one is found and moved to the
 /// per-server key.
 fn load_registration(
-    app: &App,
+    app: &Services,
     m: &Manifest,
     apps: &str,
     scopes: &str,
@@ -1153,7 +1057,7 @@ fn load_registration(
 
 /// Register outreach with the server at `apps` and keep the client.
 async fn register_app(
-    app: &App,
+    app: &Services,
     m: &Manifest,
     tokens: &TokenClient,
     apps: &str,
@@ -1183,7 +1087,7 @@ async fn register_app(
 /// it did (never registers one). Revoking a token at such a server takes
 /// the client that the token was issued to.
 pub fn registered_client(
-    app: &App,
+    app: &Services,
     m: &Manifest,
     endpoints: &[Endpoint],
 ) -> anyhow::Result<Option<Client>> {

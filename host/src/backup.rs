@@ -49,8 +49,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::accounts::bad;
 use crate::config::Loaded;
+use crate::error::bad;
 use crate::store::{
     AccountId, exchange_path, lease_path, lock_file, lock_file_within, record_lock_path,
     rekey_lock_path,

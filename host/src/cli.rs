@@ -17,9 +17,10 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 
-use crate::accounts::{AccountSummary, App};
+use crate::accounts::AccountSummary;
+use crate::app::App;
 use crate::config::Loaded;
-use crate::plugin::wit::types::Manifest;
+use crate::contract::wit::types::Manifest;
 use crate::secret::Secret;
 use crate::store::AccountId;
 
@@ -393,8 +394,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Accounts { json, cmd: None } => {
-            let list: Vec<AccountSummary> = app
-                .accounts()?
+            let list: Vec<AccountSummary> = crate::accounts::list(&app)?
                 .iter()
                 .map(|(id, r)| AccountSummary::new(id, r))
                 .collect();
@@ -419,9 +419,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             };
             let id = AccountId::new(&platform, &account)?;
             let replaced = replace && app.store()?.list()?.contains(&id);
-            let rec = app
-                .add_account_as(&platform, &account, token, settings, existing)
-                .await?;
+            let rec = crate::accounts::add_account_as(
+                &app, &platform, &account, token, settings, existing,
+            )
+            .await?;
             println!(
                 "{} {} as {}; its credential is encrypted in {}",
                 if replaced { "replaced" } else { "added" },
@@ -475,7 +476,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     }
                 } else {
                     let opts = crate::publish::Options { dry_run, new };
-                    match crate::publish::publish_file(&app, file, opts).await {
+                    match crate::publish::publish_file(app.services(), file, opts).await {
                         Ok(Err(problems)) => print_problems(file, &problems, json)?,
                         Ok(Ok(report)) => print_report(&report, dry_run, json)?,
                         // With several files, one bad file does not stop the rest.

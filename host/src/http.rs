@@ -40,8 +40,8 @@ use serde::Serialize;
 use url::Url;
 
 use crate::config::{Http, Limits};
-use crate::plugin::wit::host::{Body, BodyPart, HttpError, Request, Response};
-use crate::plugin::wit::types::{
+use crate::contract::wit::host::{Body, BodyPart, HttpError, Request, Response};
+use crate::contract::wit::types::{
     CredentialPlacement, HttpMethod, LimitScope, Pair, RateLimit, RateLimitHeaders, ResetFormat,
 };
 use crate::secret::{Scrubber, Secret};

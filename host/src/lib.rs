@@ -2,22 +2,35 @@
 //! files. Each platform is a WebAssembly component; this crate is the host
 //! that owns everything dangerous or stateful.
 //!
-//! One module per capability: [`plugin`] (engine, loading, sandbox, hot
-//! swap), [`http`] (the broker), [`store`] (encrypted credentials), [`auth`]
-//! (connect flows, token exchanges), [`escrow`] (exchanges that survive
-//! a kill), [`schedule`] (single-flight refresh,
-//! health, the refresh scheduler, notifications), [`accounts`] (the app
-//! commands run against; adding, listing, removing accounts), [`publish`]
-//! (post files, validation, fan-out), [`outbox`] (the exactly-once
-//! journal), [`daemon`] (watchers, control API, shutdown), [`metrics`],
-//! [`backup`] (backup and restore), [`config`], [`cli`].
+//! One module per capability, in layers; a module uses only modules of the
+//! layers below it (the unit test in `layers.rs` checks it on every
+//! `cargo test`). From the bottom:
+//!
+//! 1. Foundations: [`secret`], [`metrics`], [`error`], [`config`],
+//!    [`contract`] (the WIT bindings shared by broker and plugin host).
+//! 2. State on disk: [`store`] (encrypted credentials), [`outbox`] (the
+//!    exactly-once journal).
+//! 3. [`http`]: the broker, the only way a plugin reaches the network.
+//! 4. [`plugin`]: engine, loading, sandbox, hot swap.
+//! 5. [`escrow`] (exchanges that survive a kill), then [`services`] (the
+//!    shared parts every layer above works with).
+//! 6. [`auth`]: connect flows, token exchanges.
+//! 7. [`schedule`]: single-flight refresh, health, the refresh scheduler,
+//!    notifications.
+//! 8. [`accounts`] (connecting, adding, listing accounts) and [`backup`],
+//!    then [`publish`] (parse → plan → journal → deliver → settle).
+//! 9. [`app`]: the composition root.
+//! 10. Front ends: [`daemon`] (watchers, control API, shutdown), [`cli`].
 
 pub mod accounts;
+pub mod app;
 pub mod auth;
 pub mod backup;
 pub mod cli;
 pub mod config;
+pub mod contract;
 pub mod daemon;
+pub mod error;
 pub mod escrow;
 pub mod http;
 pub mod metrics;
@@ -26,4 +39,8 @@ pub mod plugin;
 pub mod publish;
 pub mod schedule;
 pub mod secret;
+pub mod services;
 pub mod store;
+
+#[cfg(test)]
+mod layers;

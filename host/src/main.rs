@@ -37,7 +37,7 @@ fn main() {
             eprintln!("error: {e:#}");
             let bad_input = e.chain().any(|c| {
                 c.is::<outreach::config::ConfigError>()
-                    || c.is::<outreach::accounts::BadInput>()
+                    || c.is::<outreach::error::BadInput>()
                     || c.is::<outreach::store::StoreError>()
                     || c.is::<outreach::plugin::PluginError>()
                     || c.downcast_ref::<outreach::outbox::JournalError>()

@@ -22,16 +22,16 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::accounts::App;
 use crate::auth::{TokenClient, TokenError, client_for};
+use crate::contract::wit::types::{ExchangeBody, ExpiryFormat, Manifest, RefreshStyle};
 use crate::plugin::manifest::effective_endpoints;
-use crate::plugin::wit::types::{ExchangeBody, ExpiryFormat, Manifest, RefreshStyle};
+use crate::services::{Services, account_view};
 use crate::store::{AccountId, AccountState, Record, StoreError};
 
 /// Why a refresh did not produce a usable token.
@@ -208,7 +208,7 @@ pub struct Policy {
 }
 
 impl Policy {
-    pub fn for_platform(app: &App, platform: &str) -> Self {
+    pub fn for_platform(app: &Services, platform: &str) -> Self {
         let cfg = app.cfg();
         let a = &cfg.config.auth;
         Policy {
@@ -262,7 +262,7 @@ impl Policy {
 /// Health of `r` as `outreach status` shows it. A token that cannot be
 /// refreshed shows no next refresh, and once it has expired the account
 /// needs reconnecting, whether or not anyone has marked it yet.
-pub fn health(app: &App, r: &Record) -> TokenHealth {
+pub fn health(app: &Services, r: &Record) -> TokenHealth {
     let now = Utc::now();
     let plugin = app.host.get(&r.id.platform).ok();
     let refreshable = plugin.as_ref().is_some_and(|p| can_refresh(&p.manifest, r));
@@ -332,7 +332,7 @@ struct Event<'a> {
 }
 
 impl Notifier {
-    pub fn new(app: &App) -> Self {
+    pub fn new(app: &Services) -> Self {
         Notifier {
             cfg: app.cfg_handle(),
             http: app.host.broker.client(),
@@ -465,12 +465,9 @@ pub enum Need {
     Usable,
 }
 
-/// Per-account locks that make refreshes single-flight within a process.
-pub type RefreshLocks = Mutex<HashMap<AccountId, Arc<tokio::sync::Mutex<()>>>>;
-
 /// Single-flight refreshes for every account.
 pub struct Refresher {
-    app: Arc<App>,
+    app: Arc<Services>,
     tokens: TokenClient,
     pub notifier: Notifier,
     /// Refresh requests actually sent to a platform (for tests and metrics).
@@ -478,7 +475,7 @@ pub struct Refresher {
 }
 
 impl Refresher {
-    pub fn new(app: Arc<App>) -> anyhow::Result<Self> {
+    pub fn new(app: Arc<Services>) -> anyhow::Result<Self> {
         Ok(Refresher {
             tokens: TokenClient::new(&app)?,
             notifier: Notifier::new(&app),
@@ -487,7 +484,7 @@ impl Refresher {
         })
     }
 
-    pub fn app(&self) -> &App {
+    pub fn app(&self) -> &Services {
         &self.app
     }
 
@@ -574,7 +571,7 @@ impl Refresher {
         &self,
         store: &Arc<dyn crate::store::CredentialStore>,
         id: &AccountId,
-        m: &crate::plugin::wit::types::Manifest,
+        m: &crate::contract::wit::types::Manifest,
     ) -> Result<Option<Record>, RefreshError> {
         let (s2, id2) = (store.clone(), id.clone());
         let answer = tokio::task::spawn_blocking(move || crate::escrow::settle(&*s2, &id2))
@@ -657,14 +654,7 @@ impl Refresher {
             return Ok((record, false));
         }
         // One refresh per account in this process…
-        let lock = self
-            .app
-            .refresh_locks
-            .lock()
-            .expect("refresh lock table")
-            .entry(id.clone())
-            .or_default()
-            .clone();
+        let lock = self.app.refresh_locks.get(id);
         let _local = lock.lock().await;
         // …and across processes.
         let store2 = store.clone();
@@ -695,7 +685,7 @@ impl Refresher {
         }
         let client = client_for(&self.app.cfg(), &m.id).ok();
         let overrides = self.app.cfg().platform(&m.id).endpoints;
-        let endpoints = effective_endpoints(m, &overrides, Some(&App::account_view(&record)));
+        let endpoints = effective_endpoints(m, &overrides, Some(&account_view(&record)));
         self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let slot = store
             .escrow_slot(id)

@@ -10,11 +10,14 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::print_json;
-use crate::accounts::{App, bad};
-use crate::auth::{ConnectOptions, TokenClient, client_for, endpoint, registered_client};
+use crate::accounts::ConnectOptions;
+use crate::app::App;
+use crate::auth::{TokenClient, client_for, endpoint, registered_client};
+use crate::error::bad;
 use crate::plugin::manifest::effective_endpoints;
 use crate::schedule::{Need, RefreshError, Refresher, health};
 use crate::secret::Secret;
+use crate::services::account_view;
 use crate::store::{AccountId, Health, Profile, Record};
 
 pub async fn connect(
@@ -25,7 +28,7 @@ pub async fn connect(
     open_browser: bool,
     username: Option<String>,
 ) -> anyhow::Result<i32> {
-    let rec = crate::auth::connect(
+    let rec = crate::accounts::connect(
         app,
         ConnectOptions {
             platform,
@@ -33,6 +36,7 @@ pub async fn connect(
             settings,
             open_browser,
             username,
+            prompt: Box::new(|what: &str| super::read_secret(what)),
         },
     )
     .await?;
@@ -50,7 +54,7 @@ pub async fn connect(
 pub fn status(app: &App, json: bool) -> anyhow::Result<i32> {
     let mut rows = Vec::new();
     let mut broken = Vec::new();
-    for (id, r) in app.accounts()? {
+    for (id, r) in crate::accounts::list(app)? {
         match r {
             Ok(rec) => rows.push(health(app, &rec)),
             Err(e) => broken
@@ -62,7 +66,7 @@ pub fn status(app: &App, json: bool) -> anyhow::Result<i32> {
 
 /// `status` from a running daemon's `GET /accounts`.
 pub fn status_from_daemon(v: serde_json::Value, json: bool) -> anyhow::Result<i32> {
-    let list: Vec<crate::daemon::api::AccountStatus> = serde_json::from_value(v)?;
+    let list: Vec<crate::accounts::AccountStatus> = serde_json::from_value(v)?;
     let mut rows = Vec::new();
     let mut broken = Vec::new();
     for a in list {
@@ -180,7 +184,7 @@ fn targets(app: &App, target: Option<&str>) -> anyhow::Result<Vec<AccountId>> {
 }
 
 pub async fn refresh(app: Arc<App>, target: Option<String>, watch: bool) -> anyhow::Result<i32> {
-    let refresher = Arc::new(Refresher::new(app.clone())?);
+    let refresher = Arc::new(Refresher::new(app.services().clone())?);
     if watch {
         let stop = async {
             let mut term =
@@ -235,7 +239,7 @@ pub async fn disconnect(app: &App, target: &str, force: bool) -> anyhow::Result<
     let plugin = app.host.get(&id.platform)?;
     let m = &plugin.manifest;
     let overrides = app.cfg().platform(&m.id).endpoints;
-    let endpoints = effective_endpoints(m, &overrides, Some(&App::account_view(&record)));
+    let endpoints = effective_endpoints(m, &overrides, Some(&account_view(&record)));
     if let Ok(url) = endpoint(&endpoints, "revoke") {
         // A server outreach registered with (Mastodon) takes the client the
         // token was issued to: that registration, not the config's client.
@@ -388,8 +392,8 @@ impl Entry {
 
 /// Why a platform's tokens cannot be imported without a setting the file
 /// does not carry (the server they belong to), and the command to use.
-fn needs_setting(m: &crate::plugin::wit::types::Manifest, account: &str) -> Option<String> {
-    use crate::plugin::wit::types::AuthKind;
+fn needs_setting(m: &crate::contract::wit::types::Manifest, account: &str) -> Option<String> {
+    use crate::contract::wit::types::AuthKind;
     // Tokens belong to one server: a required host setting is needed even
     // when it has a default, which may not be the server they came from.
     let s = m

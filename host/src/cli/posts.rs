@@ -1,7 +1,8 @@
 //! `outreach posts`: the outbox, for people.
 
 use super::{EXIT_FAILED, PostsCmd, print_json, print_problems, print_report};
-use crate::accounts::{App, bad};
+use crate::app::App;
+use crate::error::bad;
 use crate::outbox::{Delivery, Outbox, PostRow, State};
 use crate::publish::RetryRefused;
 
@@ -24,7 +25,7 @@ pub async fn run(
         }
         Some(PostsCmd::Retry { spec, force, json }) => retry(app, &spec, force, json).await,
         Some(PostsCmd::Due { json }) => {
-            let reports = crate::publish::publish_due(app).await?;
+            let reports = crate::publish::publish_due(app.services()).await?;
             if json {
                 print_json(&reports)?;
                 return Ok(if reports.iter().all(|r| r.results.iter().all(|t| t.ok)) {
@@ -59,7 +60,7 @@ async fn retry(
         crate::publish::parse_retry_spec(&outbox, spec)?
     };
     let (id, target) = parsed.map_err(|e| bad!("{e}"))?;
-    let done = match crate::publish::retry(app, &id, target.as_deref(), force).await {
+    let done = match crate::publish::retry(app.services(), &id, target.as_deref(), force).await {
         Ok(Ok(done)) => done,
         Ok(Err(problems)) => {
             return print_problems(std::path::Path::new(&id), &problems, json);
@@ -102,7 +103,7 @@ async fn retry(
 
 fn list(app: &App, json: bool) -> anyhow::Result<i32> {
     app.outbox()?.lock().expect("outbox").settle_interrupted()?;
-    print_list(crate::daemon::api::post_list(app)?, json)
+    print_list(crate::publish::journal::list(&*app.outbox()?)?, json)
 }
 
 /// Print the outbox as `GET /posts` returns it.

@@ -19,12 +19,12 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::Daemon;
-use crate::accounts::{AccountSummary, BadInput};
-use crate::outbox::Delivery;
-use crate::schedule::{Need, TokenHealth};
+use crate::accounts::AccountStatus;
+use crate::error::BadInput;
+use crate::schedule::Need;
 use crate::store::AccountId;
 
 #[derive(Clone)]
@@ -141,90 +141,9 @@ async fn platforms(State(ctx): State<Ctx>) -> Json<crate::plugin::manifest::Plat
     ))
 }
 
-/// The seed's `PlatformStatus`, per account, with the account summary.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct AccountStatus {
-    #[serde(flatten)]
-    pub summary: AccountSummary,
-    /// The token is valid and the platform's plugin is loaded.
-    pub connected: bool,
-    pub profile_name: Option<String>,
-    pub profile_image: Option<String>,
-    /// No loaded plugin provides this account's platform (its credential
-    /// is kept).
-    pub plugin_missing: bool,
-    pub token_health: Option<TokenHealth>,
-    pub last_post: Option<LastPost>,
-}
-
-/// The seed's `lastPost`, with the outbox's details.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct LastPost {
-    /// The post's id in the outbox.
-    pub post: String,
-    /// Its text (as this platform got it, before per-platform overrides).
-    pub content: String,
-    pub timestamp: chrono::DateTime<chrono::Utc>,
-    pub success: bool,
-    pub state: crate::outbox::State,
-    pub url: Option<String>,
-    pub error: Option<String>,
-}
-
-impl LastPost {
-    fn of(d: Delivery, source: Option<String>) -> Self {
-        let content = source
-            .and_then(|s| s.parse::<toml::Table>().ok())
-            .and_then(|t| t.get("text").and_then(|v| v.as_str()).map(str::to_string))
-            .unwrap_or_default();
-        LastPost {
-            post: d.post,
-            content,
-            timestamp: d.updated_at,
-            success: d.state == crate::outbox::State::Published,
-            state: d.state,
-            url: d.url,
-            error: d.error,
-        }
-    }
-}
-
-/// Every account's status (also what `outreach status` and `outreach
-/// accounts` show when a daemon runs).
-pub fn account_statuses(d: &Daemon) -> anyhow::Result<Vec<AccountStatus>> {
-    let app = &d.app;
-    let outbox = app.outbox()?;
-    let mut out = Vec::new();
-    for (id, r) in app.accounts()? {
-        let summary = AccountSummary::new(&id, &r);
-        let plugin_missing = app.host.get(&id.platform).is_err();
-        let token_health = r.as_ref().ok().map(|rec| crate::schedule::health(app, rec));
-        let last_post = {
-            let ob = outbox.lock().expect("outbox");
-            match ob.last_delivery(&id.to_string())? {
-                Some(d) => {
-                    let source = ob.post(&d.post)?.map(|p| p.source);
-                    Some(LastPost::of(d, source))
-                }
-                None => None,
-            }
-        };
-        out.push(AccountStatus {
-            connected: !plugin_missing && token_health.as_ref().is_some_and(|h| h.is_valid),
-            profile_name: summary.profile.as_ref().map(|p| p.name.clone()),
-            profile_image: summary.profile.as_ref().and_then(|p| p.picture.clone()),
-            plugin_missing,
-            token_health,
-            last_post,
-            summary,
-        });
-    }
-    Ok(out)
-}
-
 async fn accounts(State(ctx): State<Ctx>) -> ApiResult<Json<Vec<AccountStatus>>> {
     let d = ctx.d.clone();
-    let list = tokio::task::spawn_blocking(move || account_statuses(&d))
+    let list = tokio::task::spawn_blocking(move || crate::accounts::statuses(&d.app))
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))??;
     Ok(Json(list))
@@ -317,7 +236,7 @@ async fn publish(
                 .await
                 .map(|r| r.map(|rows| serde_json::json!({ "results": rows })))
         } else {
-            crate::publish::publish_json(&app, &post, base.as_deref(), opts)
+            crate::publish::publish_json(app.services(), &post, base.as_deref(), opts)
                 .await
                 .map(|r| r.map(|rep| serde_json::to_value(rep).unwrap_or_default()))
         };
@@ -349,21 +268,9 @@ async fn publish(
 }
 
 /// Every post with its deliveries, newest first (as `outreach posts --json`).
-pub fn post_list(app: &crate::accounts::App) -> anyhow::Result<serde_json::Value> {
-    let outbox = app.outbox()?;
-    let outbox = outbox.lock().expect("outbox");
-    Ok(serde_json::Value::Array(
-        outbox
-            .all()?
-            .iter()
-            .map(|(p, d)| serde_json::json!({ "post": p, "deliveries": d }))
-            .collect(),
-    ))
-}
-
 async fn posts(State(ctx): State<Ctx>) -> ApiResult<Json<serde_json::Value>> {
     let d = ctx.d.clone();
-    let v = tokio::task::spawn_blocking(move || post_list(&d.app))
+    let v = tokio::task::spawn_blocking(move || crate::publish::journal::list(&*d.app.outbox()?))
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))??;
     Ok(Json(v))
@@ -429,7 +336,7 @@ async fn retry(ctx: Ctx, id: String, target: Option<String>, force: bool) -> Api
     let app = d.app.clone();
     let d2 = d.clone();
     let Some(job) = d.spawn(async move {
-        let r = crate::publish::retry(&app, &id, target.as_deref(), force).await;
+        let r = crate::publish::retry(app.services(), &id, target.as_deref(), force).await;
         d2.wake_due();
         r
     }) else {

@@ -27,8 +27,9 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::accounts::{App, bad};
+use crate::app::App;
 use crate::config::Loaded;
+use crate::error::bad;
 use crate::schedule::Refresher;
 use crate::store::AccountId;
 
@@ -238,7 +239,7 @@ pub async fn run(app: Arc<App>, opts: Options, _lock: Lock) -> anyhow::Result<i3
             )
         })?;
     let address = listener.local_addr()?;
-    let refresher = Arc::new(Refresher::new(app.clone())?);
+    let refresher = Arc::new(Refresher::new(app.services().clone())?);
     let (accounts_tx, accounts_rx) = tokio::sync::mpsc::unbounded_channel();
     let daemon = Arc::new(Daemon {
         app: app.clone(),
@@ -376,7 +377,7 @@ async fn due_loop(d: Arc<Daemon>) {
         }
         let (app, stop) = (d.app.clone(), d.shutdown.clone());
         let Some(job) = d.spawn(async move {
-            crate::publish::publish_due_while(&app, || !stop.is_cancelled()).await
+            crate::publish::publish_due_while(app.services(), || !stop.is_cancelled()).await
         }) else {
             return;
         };

@@ -472,7 +472,7 @@ async fn post_changed(d: &Arc<Daemon>, state: &Arc<State>, path: PathBuf) {
     let file = path.clone();
     let Some(job) = d.spawn(async move {
         let opts = crate::publish::Options::default();
-        crate::publish::publish_file(&d2.app, &file, opts).await
+        crate::publish::publish_file(d2.app.services(), &file, opts).await
     }) else {
         state.forget(&path);
         return;

@@ -8,8 +8,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::contract::wit::types::{Account, Endpoint, Manifest};
 use crate::http::AllowedHost;
-use crate::plugin::wit::types::{Account, Endpoint, Manifest};
 
 /// Every problem with `m`, joined; `Ok` if it can be used.
 pub fn check(m: &Manifest) -> Result<(), String> {

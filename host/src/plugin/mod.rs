@@ -37,38 +37,7 @@ use wasmtime::{Engine, Store, Trap};
 use crate::config::{Limits, Loaded};
 use crate::http::{Broker, Scope};
 
-/// Bindings generated from the contract.
-pub mod bindings {
-    wasmtime::component::bindgen!({
-        path: "../wit/v0.1.0",
-        world: "outreach:platform/plugin@0.1.0",
-        imports: { default: async | trappable },
-        exports: { default: async },
-        additional_derives: [serde::Serialize],
-    });
-}
-
-/// Short paths to the contract's interfaces.
-pub mod wit {
-    pub use super::bindings::outreach::platform::{host, types};
-}
-
-impl wit::types::Post {
-    /// A text-only post (no title, link, media or thread), keyed by
-    /// `idempotency_key`.
-    pub fn text(text: impl Into<String>, idempotency_key: impl Into<String>) -> Self {
-        wit::types::Post {
-            text: text.into(),
-            title: None,
-            link: None,
-            media: Vec::new(),
-            reply_to: None,
-            thread_root: None,
-            extra: Vec::new(),
-            idempotency_key: idempotency_key.into(),
-        }
-    }
-}
+use crate::contract::{bindings, wit};
 
 use wit::types::{Account, CallError, Context, Manifest, Post, Problem, Profile, Receipt};
 

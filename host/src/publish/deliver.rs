@@ -1,0 +1,491 @@
+//! Stage 4, deliver: every claimed delivery of a post is sent — targets
+//! concurrently (at most `publish.per_platform` per platform), each thread
+//! item in order with explicit parent ids — through the plugin and the
+//! broker: a token about to expire refreshed first, one refused token
+//! refreshed and tried again, a short 429 waited out for that target only,
+//! a send that never left the host retried. `--dry-run` runs the same calls
+//! with the broker recording requests instead of sending them.
+//!
+//! Never: re-sends an item the journal has settled, lets one failing
+//! target stop the others, or shows a secret in what it reports.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use sha2::{Digest, Sha256};
+
+use super::journal::{self, claim_first_items};
+use super::parse::ParsedPost;
+use super::plan::{Job, UNREADABLE};
+use super::settle::{self, Item, Report, TargetResult, item_name};
+use crate::contract::wit::types::{CallError, Post, RefreshStyle};
+use crate::contract::{call_error_kind, describe_call_error};
+use crate::http::RecordedRequest;
+use crate::outbox::{Outbox, PostRow, State};
+use crate::plugin::LoadedPlugin;
+use crate::schedule::{Need, RefreshError, Refresher};
+use crate::secret::scrub;
+use crate::services::Services;
+use crate::store::{AccountId, Record};
+
+/// What every delivery of one post shares.
+struct Run<'a> {
+    svc: &'a Services,
+    refresher: &'a Refresher,
+    outbox: &'a Mutex<Outbox>,
+    row: &'a PostRow,
+    post: &'a ParsedPost,
+    media_paths: Arc<Vec<PathBuf>>,
+}
+
+/// Send every pending delivery of `row`: targets concurrently (at most
+/// `publish.per_platform` per platform), each thread in order. A post
+/// scheduled for later is only reported as queued.
+pub async fn deliver(
+    svc: &Arc<Services>,
+    row: &PostRow,
+    post: &ParsedPost,
+    jobs: Vec<Job>,
+    outbox: Arc<Mutex<Outbox>>,
+) -> anyhow::Result<Report> {
+    let now = Utc::now();
+    let cfg = svc.cfg().config.publish.clone();
+    let due = row.scheduled_at.is_none_or(|t| t <= now);
+    let late = row
+        .scheduled_at
+        .is_some_and(|t| now - t > chrono::Duration::seconds(cfg.late_after_secs as i64));
+    let report = |results| Report {
+        post: row.id.clone(),
+        scheduled_at: row.scheduled_at,
+        late: late && due,
+        results,
+    };
+    if !due {
+        return Ok(report(settle::scheduled_results(&outbox, row)?));
+    }
+    // One delivery of a post at a time in this process (the daemon's due
+    // loop and its post-file watcher may reach the same post together);
+    // the outbox's claims keep other processes out.
+    let lock = svc.post_locks.get(&row.id);
+    let _one_at_a_time = lock.lock().await;
+    let refresher = Refresher::new(svc.clone())?;
+    let per_platform = cfg.per_platform.max(1) as usize;
+    let mut slots: BTreeMap<String, Arc<tokio::sync::Semaphore>> = BTreeMap::new();
+    for j in &jobs {
+        slots
+            .entry(j.id.platform.clone())
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(per_platform)));
+    }
+    let run = Run {
+        svc,
+        refresher: &refresher,
+        outbox: &outbox,
+        row,
+        post,
+        media_paths: Arc::new(post.media_paths.clone()),
+    };
+    let claimed = claim_first_items(&outbox, row, &jobs, per_platform);
+    let run = &run;
+    let futures = jobs.into_iter().zip(claimed).map(|(job, claimed)| {
+        let slot = slots[&job.id.platform].clone();
+        async move {
+            let _permit = slot.acquire_owned().await.expect("semaphore open");
+            deliver_target(run, job, claimed).await
+        }
+    });
+    Ok(report(futures::future::join_all(futures).await))
+}
+
+/// Deliver one target: the post, then its thread, each once, each item
+/// going through the journal (what is settled is not sent again), the
+/// credential (refreshed first if it is about to expire), the plugin and
+/// the broker, and back to the journal. `claimed`: the first item's
+/// attempt, if [`claim_first_items`] already claimed it.
+async fn deliver_target(run: &Run<'_>, job: Job, mut claimed: Option<i64>) -> TargetResult {
+    let Job { id, plugin, record } = job;
+    let (row, outbox) = (run.row, run.outbox);
+    let mut result = TargetResult::new(&id);
+    let target = id.to_string();
+    let idempotent = plugin.manifest.idempotent_publish;
+    let mut parent: Option<String> = None;
+    let mut root: Option<String> = None;
+    let mut record = record;
+    let mut all_already = true;
+    for index in 0..1 + run.post.file.thread.len() {
+        let item = Item {
+            outbox,
+            row,
+            target: &target,
+            index,
+        };
+        // Stage 3 again: what the journal says about this item.
+        let pre = if index == 0 { claimed.take() } else { None };
+        let from = match pre {
+            Some(_) => journal::Next::Send(&[]),
+            None => journal::next(
+                outbox,
+                row,
+                &target,
+                index,
+                idempotent,
+                &plugin.manifest.name,
+            ),
+        };
+        let from = match from {
+            journal::Next::Done { platform_id, url } => {
+                result.succeeded(index, &platform_id, url);
+                root.get_or_insert(platform_id.clone());
+                parent = Some(platform_id);
+                continue;
+            }
+            journal::Next::Stop(stop) => {
+                stop.apply(&mut result);
+                return result;
+            }
+            journal::Next::Send(from) => from,
+        };
+        all_already = false;
+        let record = match &mut record {
+            Ok(r) => r,
+            Err(msg) => {
+                // Nothing can be sent without the account: one failed
+                // attempt, so the journal and `posts show` say why.
+                let attempt =
+                    outbox
+                        .lock()
+                        .expect("outbox")
+                        .begin(&row.id, &target, index as u32, from);
+                if let Ok(Some(a)) = attempt {
+                    item.abandon(a, UNREADABLE, msg);
+                }
+                run.refresher
+                    .notifier
+                    .publish_ended(&row.id, &id, "failed", msg)
+                    .await;
+                crate::metrics::publish(&id.platform, "failed");
+                result.fail("failed", UNREADABLE, msg.to_string());
+                return result;
+            }
+        };
+        // A token that has expired (or is about to) is refreshed first,
+        // once, however many publishes want it.
+        if crate::schedule::about_to_expire(record) {
+            match run.refresher.ensure(&id, Need::Usable).await {
+                Ok(fresh) => *record = fresh,
+                Err(e) => {
+                    let msg = scrub(&e.to_string(), &record.secrets());
+                    if let Some(a) = pre {
+                        item.abandon(a, refresh_error_kind(&e), &msg);
+                    }
+                    result.fail("failed", refresh_error_kind(&e), msg);
+                    return result;
+                }
+            }
+        }
+        let key = idempotency_key(&row.id, &target, index);
+        let mut variant = match run
+            .post
+            .file
+            .variant(&id.platform, index, &key, &run.post.media)
+        {
+            Ok(v) => v,
+            Err(e) => {
+                if let Some(a) = pre {
+                    item.abandon(a, "post", &e.to_string());
+                }
+                result.fail("failed", "post", e.to_string());
+                return result;
+            }
+        };
+        variant.reply_to = parent.clone();
+        variant.thread_root = root.clone();
+        let attempt = match pre {
+            Some(a) => a,
+            None => match outbox
+                .lock()
+                .expect("outbox")
+                .begin(&row.id, &target, index as u32, from)
+            {
+                Ok(Some(a)) => a,
+                Ok(None) => {
+                    result.fail(
+                        "sending",
+                        "in-progress",
+                        "another outreach process claimed this delivery".into(),
+                    );
+                    return result;
+                }
+                Err(e) => {
+                    result.fail("failed", "outbox", format!("{e:#}"));
+                    return result;
+                }
+            },
+        };
+        let (state, outcome) = send_with_retries(run, &plugin, &id, record, &variant).await;
+        // Stage 5: the outcome, recorded and reported.
+        let secrets = record.secrets();
+        let (pid, url, kind, error) = match outcome {
+            Ok((pid, url)) => (Some(pid), url, None, None),
+            Err((kind, msg)) => (None, None, Some(kind), Some(scrub(&msg, &secrets))),
+        };
+        item.finish(
+            attempt,
+            &settle::Outcome {
+                state,
+                platform_id: pid.as_deref(),
+                url: url.as_deref(),
+                error_kind: kind.as_deref(),
+                error: error.as_deref(),
+            },
+        );
+        crate::metrics::publish(&id.platform, state.as_str_public());
+        if matches!(state, State::Failed | State::Unknown) {
+            run.refresher
+                .notifier
+                .publish_ended(
+                    &row.id,
+                    &id,
+                    state.as_str_public(),
+                    error.as_deref().unwrap_or_default(),
+                )
+                .await;
+        }
+        match (state, pid) {
+            (State::Published, Some(pid)) => {
+                result.succeeded(index, &pid, url);
+                root.get_or_insert(pid.clone());
+                parent = Some(pid);
+            }
+            _ => {
+                result.fail(
+                    state.as_str_public(),
+                    kind.as_deref().unwrap_or("error"),
+                    error.unwrap_or_default(),
+                );
+                return result;
+            }
+        }
+    }
+    result.ok = true;
+    result.state = "published".into();
+    result.already = all_already;
+    result
+}
+
+/// Send one item: refresh and retry once on an expired token, wait out a
+/// short 429, retry sends that never left the host. Returns the state to
+/// record and the receipt or `(kind, message)`.
+async fn send_with_retries(
+    run: &Run<'_>,
+    plugin: &LoadedPlugin,
+    id: &AccountId,
+    record: &mut Record,
+    variant: &Post,
+) -> (State, Result<(String, Option<String>), (String, String)>) {
+    let (svc, refresher) = (run.svc, run.refresher);
+    let cfg = svc.cfg().config.publish.clone();
+    let mut refreshed = false;
+    let mut tries = 0;
+    let mut waited = Duration::ZERO;
+    loop {
+        tries += 1;
+        let (ctx, scope) = svc.call_env(plugin, record);
+        let dispatched = scope.dispatched.clone();
+        let outcome = svc
+            .host
+            .publish_with_media(plugin, scope, &ctx, variant, run.media_paths.clone())
+            .await;
+        let sent = dispatched.load(Ordering::SeqCst) > 0;
+        match outcome {
+            Ok(Ok(receipt)) => return (State::Published, Ok((receipt.id, receipt.url))),
+            Ok(Err(CallError::AuthExpired(m)))
+                if !refreshed && !matches!(plugin.manifest.auth.refresh, RefreshStyle::None) =>
+            {
+                // The platform refused the token, so nothing was posted.
+                refreshed = true;
+                match refresher
+                    .ensure(id, Need::Replace(record.access_token.clone()))
+                    .await
+                {
+                    Ok(fresh) => *record = fresh,
+                    Err(e) => {
+                        return (
+                            State::Failed,
+                            Err(("auth-expired".into(), format!("{m}; {e}"))),
+                        );
+                    }
+                }
+            }
+            Ok(Err(CallError::RateLimited(r)))
+                if r.retry_after_seconds.is_some_and(|s| {
+                    waited + Duration::from_secs(s)
+                        <= Duration::from_secs(cfg.max_rate_limit_wait_secs)
+                }) =>
+            {
+                // A 429 means not posted: wait for this target only.
+                let wait = Duration::from_secs(r.retry_after_seconds.unwrap_or(1).max(1));
+                tracing::info!(account = %id, wait_s = wait.as_secs(), "rate limited; waiting before retrying");
+                waited += wait;
+                crate::metrics::rate_limit_wait(&id.platform, wait.as_secs_f64());
+                tokio::time::sleep(wait).await;
+            }
+            Ok(Err(e))
+                if !sent
+                    && tries <= cfg.retries
+                    && matches!(e, CallError::Transient(_) | CallError::OutcomeUnknown(_)) =>
+            {
+                // Nothing left the host: safe to try again.
+                tokio::time::sleep(Duration::from_millis(200 * (1 << tries.min(6)))).await;
+            }
+            Ok(Err(e)) => {
+                let state = match &e {
+                    CallError::OutcomeUnknown(_) if sent => State::Unknown,
+                    CallError::Transient(_) if sent && !plugin.manifest.idempotent_publish => {
+                        State::Unknown
+                    }
+                    _ => State::Failed,
+                };
+                return (
+                    state,
+                    Err((call_error_kind(&e).into(), describe_call_error(&e))),
+                );
+            }
+            Err(e) => {
+                let state = if sent { State::Unknown } else { State::Failed };
+                return (state, Err(("plugin".into(), e.to_string())));
+            }
+        }
+    }
+}
+
+/// `--dry-run`: what each plugin would send, item by item, with nothing
+/// sent. The broker records a request instead of sending it, so a plugin
+/// never gets an answer: each item shows its first request, a thread item
+/// is built with a marked stand-in for the id its parent would get, and
+/// `not_shown` says plainly what cannot be shown and why.
+pub async fn dry_run(svc: &Services, post: &ParsedPost, jobs: Vec<Job>) -> Report {
+    // Media is read as for a real publish (a recorded request shows its
+    // size), but nothing leaves.
+    let media_paths = Arc::new(post.media_paths.clone());
+    let items = 1 + post.file.thread.len();
+    let futures = jobs.into_iter().map(|Job { id, plugin, record }| {
+        let media_paths = media_paths.clone();
+        async move {
+            let mut r = TargetResult::new(&id);
+            let record = match record {
+                Ok(record) => record,
+                Err(msg) => {
+                    r.state = "failed".into();
+                    r.error_kind = Some(UNREADABLE.into());
+                    r.error = Some(msg);
+                    return r;
+                }
+            };
+            let name = plugin.manifest.name.clone();
+            let stand_in = |index: usize| {
+                format!("<id of {}, from {name}'s answer>", item_name(index))
+            };
+            let mut shown_any = false;
+            for index in 0..items {
+                let mut variant =
+                    match post.file.variant(&id.platform, index, "dry-run", &post.media) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            r.error = Some(e.to_string());
+                            return r;
+                        }
+                    };
+                if index > 0 {
+                    variant.reply_to = Some(stand_in(index - 1));
+                    variant.thread_root = Some(stand_in(0));
+                }
+                let (ctx, mut scope) = svc.call_env(&plugin, &record);
+                let recorder = Arc::new(Mutex::new(Vec::new()));
+                scope.dry_run = Some(recorder.clone());
+                let outcome = svc
+                    .host
+                    .publish_with_media(&plugin, scope, &ctx, &variant, media_paths.clone())
+                    .await;
+                let mut requests: Vec<RecordedRequest> =
+                    recorder.lock().expect("dry-run log").clone();
+                let said = || {
+                    let msg = match &outcome {
+                        Ok(Err(e)) => describe_call_error(e),
+                        Err(e) => e.to_string(),
+                        Ok(Ok(_)) => "the plugin sent nothing".into(),
+                    };
+                    scrub(&msg, &record.secrets())
+                };
+                if requests.is_empty() {
+                    if index == 0 {
+                        r.error = Some(said());
+                    } else {
+                        r.not_shown.push(format!(
+                            "{}: not shown: {name} builds it from {name}'s answer for {} (its id), and a dry run gets no answer; with a stand-in for that id it sent nothing ({})",
+                            item_name(index),
+                            item_name(index - 1),
+                            said()
+                        ));
+                    }
+                    continue;
+                }
+                shown_any = true;
+                for q in &mut requests {
+                    q.item = index as u32;
+                    if index > 0 {
+                        q.note = Some(format!(
+                            "`{}` stands for the id {name} gives {} when it is sent",
+                            stand_in(index - 1),
+                            item_name(index - 1)
+                        ));
+                    }
+                }
+                r.ok |= index == 0;
+                r.requests.extend(requests);
+            }
+            if shown_any {
+                r.not_shown.insert(
+                    0,
+                    format!(
+                        "only the first request of each item is shown: a dry run sends nothing, so {name} gets no answer to build a next step from. Any steps after it — for media uploaded in steps, the rest of the upload and then the post itself — are not shown"
+                    ),
+                );
+            }
+            r.state = "dry-run".into();
+            r
+        }
+    });
+    Report {
+        post: "dry-run".into(),
+        scheduled_at: post.schedule,
+        late: false,
+        results: futures::future::join_all(futures).await,
+    }
+}
+
+fn refresh_error_kind(e: &RefreshError) -> &'static str {
+    match e {
+        RefreshError::NeedsReconnect { .. } => "needs-reconnect",
+        RefreshError::Transient { .. } => "auth-expired",
+        _ => "store",
+    }
+}
+
+/// A stable per-post, per-target, per-item key in UUID form (Mastodon wants
+/// one): the same delivery always sends the same key.
+fn idempotency_key(post: &str, target: &str, index: usize) -> String {
+    let h = Sha256::digest(format!("{post}\n{target}\n{index}").as_bytes());
+    let x = hex::encode(&h[..16]);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &x[0..8],
+        &x[8..12],
+        &x[12..16],
+        &x[16..20],
+        &x[20..32]
+    )
+}
