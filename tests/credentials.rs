@@ -341,6 +341,7 @@ fn instagram_style_tokens_are_renewed_with_a_get_of_the_token_itself() {
         ("authorize", "/oauth/authorize"),
         ("token", "/oauth/access_token"),
         ("refresh", "/refresh_access_token"),
+        ("exchange", "/access_token"),
         ("api", ""),
     ] {
         home.endpoint("instagram", name, &format!("{}{path}", ig.url()));
@@ -348,6 +349,21 @@ fn instagram_style_tokens_are_renewed_with_a_get_of_the_token_itself() {
     with_client(&mut home, "instagram");
     let r = connect(&home, &["instagram"]);
     assert_eq!(r.code, 0, "{}", r.all());
+    // The step after connect traded the short-lived token for a
+    // long-lived one, with the app secret the plugin never saw.
+    let exchanges: Vec<_> = ig
+        .seen()
+        .into_iter()
+        .filter(|s| s.path == "/access_token")
+        .collect();
+    assert_eq!(exchanges.len(), 1);
+    assert!(
+        exchanges[0]
+            .query
+            .starts_with("grant_type=ig_exchange_token&client_secret="),
+        "{}",
+        exchanges[0].query
+    );
     for _ in 0..2 {
         let r = home.run(&["refresh", "instagram"], None);
         assert_eq!(r.code, 0, "{}", r.all());
@@ -367,7 +383,13 @@ fn instagram_style_tokens_are_renewed_with_a_get_of_the_token_itself() {
             r.query
         );
     }
-    // The second renewal presented the token the first one returned.
+    // The first renewal presented the long-lived token, the second the
+    // token the first one returned.
+    assert!(
+        refreshes[0].query.contains("ig-long-"),
+        "{}",
+        refreshes[0].query
+    );
     assert_ne!(refreshes[0].query, refreshes[1].query);
     assert!(
         refreshes[1].query.contains("ig-access-"),
@@ -1453,6 +1475,7 @@ fn tokens_of_a_type_other_than_bearer_are_refused_by_name() {
         ("authorize", "/oauth/authorize"),
         ("token", "/oauth/access_token"),
         ("refresh", "/refresh_access_token"),
+        ("exchange", "/access_token"),
         ("api", ""),
     ] {
         home.endpoint("instagram", name, &format!("{}{path}", ig.url()));
@@ -1460,6 +1483,21 @@ fn tokens_of_a_type_other_than_bearer_are_refused_by_name() {
     with_client(&mut home, "instagram");
     let r = connect(&home, &["instagram"]);
     assert_eq!(r.code, 0, "{}", r.all());
+    // The step after connect traded the short-lived token for a
+    // long-lived one, with the app secret the plugin never saw.
+    let exchanges: Vec<_> = ig
+        .seen()
+        .into_iter()
+        .filter(|s| s.path == "/access_token")
+        .collect();
+    assert_eq!(exchanges.len(), 1);
+    assert!(
+        exchanges[0]
+            .query
+            .starts_with("grant_type=ig_exchange_token&client_secret="),
+        "{}",
+        exchanges[0].query
+    );
 }
 
 /// Mastodon with `redirect_port = 0`: one app per instance, whatever port

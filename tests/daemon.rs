@@ -623,9 +623,10 @@ async fn a_second_signal_exits_at_once_and_corrupts_nothing() {
 }
 
 /// Through the control API: a post whose fields hold credential
-/// placeholders reaches each platform as text or is refused (Discord,
-/// whose webhook URL its plugin names with the same placeholder), no
-/// answer, journal entry or log line shows a credential or a webhook's id,
+/// placeholders reaches each platform as text — Discord too, whose plugin
+/// (contract 0.2.0) marks its webhook URL as a credential by structure, so
+/// the same text in a post is only text — no answer, journal entry or log
+/// line shows a credential or a webhook's id,
 /// and a client secret pasted into the config is refused without being
 /// echoed in `GET /problems` or the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -651,31 +652,38 @@ async fn api_posts_and_config_never_carry_or_echo_credentials() {
         "override": {"mastodon": {"spoiler_text": "{{access_token}}"}},
     });
     let (code, answer) = d.call("POST", "/publish", Some(post)).await;
-    assert_eq!(code, 502, "{answer}");
+    assert_eq!(code, 200, "{answer}");
     let results = answer["results"].as_array().unwrap();
     let by = |t: &str| results.iter().find(|r| r["target"] == t).unwrap().clone();
     assert_eq!(by("mastodon/social")["ok"], true, "{answer}");
     assert_eq!(by("x/default")["ok"], true, "{answer}");
-    assert_eq!(by("discord/default")["ok"], false, "{answer}");
-    assert!(
-        by("discord/default")["error"]
-            .as_str()
-            .unwrap()
-            .contains("appears in this post"),
-        "{answer}"
-    );
+    assert_eq!(by("discord/default")["ok"], true, "{answer}");
     let shown = d.get("/posts/hostile-api").await;
     for v in [&answer, &shown] {
         let text = v.to_string();
         assert!(!text.contains("PLANTED"), "{text}");
         assert!(!text.contains(DISCORD_WEBHOOK_ID), "{text}");
     }
-    assert!(discord.posts().is_empty());
+    let message = &discord.posts()[0].1;
+    assert!(
+        message.to_string().contains("a {{access_token}} b"),
+        "{message}"
+    );
     let toot = &w.mastodon.posts()[0].1;
     assert!(toot.to_string().contains("a {{access_token}} b"), "{toot}");
-    for (fake, name) in [(&w.mastodon, "mastodon"), (&w.x, "x")] {
+    for (fake, name) in [
+        (&w.mastodon, "mastodon"),
+        (&w.x, "x"),
+        (&discord, "discord"),
+    ] {
         for s in fake.seen() {
-            let outside = format!("{} {} {}", s.path, s.query, s.body);
+            // Discord's path holds the webhook (the credential itself).
+            let path = if name == "discord" {
+                ""
+            } else {
+                s.path.as_str()
+            };
+            let outside = format!("{path} {} {}", s.query, s.body);
             assert!(!outside.contains("PLANTED"), "{name}: {outside}");
         }
     }

@@ -225,10 +225,12 @@ async fn malformed_results_and_manifests_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_files_are_rejected_at_load_with_the_reason() {
+    // WASI 0.2's cli, io, clocks, random, filesystem, sockets and http
+    // are linked (with no authority); anything else is refused by name.
     let wasi_importer = wat_component(
         r#"(component
-             (import "wasi:filesystem/preopens@0.2.0" (instance
-               (export "get-directories" (func (result (list u32)))))))"#,
+             (import "wasi:keyvalue/store@0.2.0" (instance
+               (export "open" (func (result (list u32)))))))"#,
     );
     let future_contract = wat_component(
         r#"(component
@@ -248,7 +250,7 @@ async fn bad_files_are_rejected_at_load_with_the_reason() {
     assert!(rejected(&host, "corrupt.wasm").contains("corrupt.wasm"));
     let why = rejected(&host, "wasi.wasm");
     assert!(
-        why.contains("imports `wasi:filesystem/preopens@0.2.0`, which outreach does not grant"),
+        why.contains("imports `wasi:keyvalue/store@0.2.0`, which outreach does not grant"),
         "{why}"
     );
     let why = rejected(&host, "future.wasm");
@@ -258,7 +260,7 @@ async fn bad_files_are_rejected_at_load_with_the_reason() {
     );
     let why = rejected(&host, "empty.wasm");
     assert!(
-        why.contains("does not export the outreach:platform@0.1.0 `plugin` world"),
+        why.contains("does not export the outreach:platform@0.2.0 `plugin` world"),
         "{why}"
     );
     // The good plugins loaded regardless.
@@ -331,8 +333,11 @@ fn plugins_command_lists_manifests_and_rejections_and_uses_the_cache() {
 /// and the plugin only ever names them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_are_injected_where_the_platform_wants_them() {
-    use outreach::contract::wit::host::{Body, Request};
-    use outreach::contract::wit::types::{CredentialPlacement, HeaderPlacement, HttpMethod, Pair};
+    use outreach::contract::wit::host::{Body, BodyPart, Request};
+    use outreach::contract::wit::types::{
+        CredentialPlacement, Field, HeaderPlacement, HttpMethod, SecretEncoding, SecretName,
+        SecretPart, TextPart,
+    };
     use outreach::http::{AllowedHost, Scope};
 
     let (host, _dir) = host_with(&[]).await;
@@ -351,37 +356,49 @@ async fn credentials_are_injected_where_the_platform_wants_them() {
         respond(200, &[], echoed)
     });
     let token = "inject-PLANTED-token-0b7d";
+    let app_secret = "appsecret-PLANTED-77";
     let webhook = format!("{}/api/webhooks/123/{token}", fake.url());
     let creds = Arc::new(
         Credentials::new()
             .with("access_token", Secret::new(token))
-            .with("refresh_token", Secret::new(webhook.clone())),
+            .with("refresh_token", Secret::new(webhook.clone()))
+            .with("client_secret", Secret::new(app_secret)),
     );
-    let scope = |placement: CredentialPlacement| Scope {
+    let scope = |placement: Vec<CredentialPlacement>| Scope {
         plugin: "test".into(),
         account: Some("default".into()),
         allow: Arc::new(vec![
             AllowedHost::from_url(&url::Url::parse(&fake.url()).unwrap()).unwrap(),
         ]),
         credentials: Some(creds.clone()),
-        placement,
+        placement: Arc::new(placement),
+        settings: Arc::new(vec![]),
         rate_limits: Arc::new(vec![]),
         rate_headers: None,
         dry_run: None,
         dispatched: Default::default(),
         taint: Default::default(),
     };
-    let req = |url: String, body: &str, auth: bool| Request {
+    let text = |t: String| vec![TextPart::Text(t)];
+    let secret = |name| {
+        TextPart::Secret(SecretPart {
+            name,
+            encoding: SecretEncoding::Raw,
+        })
+    };
+    let req = |url: Vec<TextPart>, body: Body, credential: bool| Request {
         method: HttpMethod::Post,
         url,
-        headers: vec![Pair {
+        headers: vec![Field {
             name: "content-type".into(),
-            value: "application/json".into(),
+            value: vec![TextPart::Text("application/json".into())],
         }],
-        body: Body::Bytes(body.as_bytes().to_vec()),
-        auth,
+        body,
+        credential,
         class: String::new(),
+        follow_redirects: false,
     };
+    let bytes = |b: &str| Body::Bytes(b.as_bytes().to_vec());
     let no_media = |_: u32, _: u64, _: u64| -> Result<Vec<u8>, String> { Err("none".into()) };
     let send = |placement, r| {
         let s = scope(placement);
@@ -395,72 +412,131 @@ async fn credentials_are_injected_where_the_platform_wants_them() {
         prefix: "Bot ".into(),
     });
     send(
-        bot,
-        req(format!("{}/channels/1/messages", fake.url()), "{}", true),
+        vec![bot],
+        req(
+            text(format!("{}/channels/1/messages", fake.url())),
+            bytes("{}"),
+            true,
+        ),
     )
     .await;
-    // Meta: `?access_token=<token>`.
+    // Meta: `?access_token=<token>&appsecret_proof=<HMAC>`.
     send(
-        CredentialPlacement::Query("access_token".into()),
-        req(format!("{}/me/feed?fields=id", fake.url()), "{}", true),
+        vec![
+            CredentialPlacement::Query("access_token".into()),
+            CredentialPlacement::Proof("appsecret_proof".into()),
+        ],
+        req(
+            text(format!("{}/me/feed?fields=id", fake.url())),
+            bytes("{}"),
+            true,
+        ),
     )
     .await;
     // A placeholder inside a body is text (it may be post content).
     send(
-        CredentialPlacement::Bearer,
+        vec![CredentialPlacement::Bearer],
         req(
-            format!("{}/xrpc/x", fake.url()),
-            r#"{"t":"{{access_token}}"}"#,
+            text(format!("{}/xrpc/x", fake.url())),
+            bytes(r#"{"t":"{{access_token}}"}"#),
             false,
         ),
     )
     .await;
-    // Discord webhook: the whole URL is the secret.
+    // Discord webhook: the whole URL is the secret, by structure.
     send(
-        CredentialPlacement::Bearer,
-        req("{{refresh_token}}?wait=true".into(), "{}", false),
+        vec![],
+        req(
+            vec![
+                secret(SecretName::RefreshToken),
+                TextPart::Text("?wait=true".into()),
+            ],
+            bytes("{}"),
+            false,
+        ),
+    )
+    .await;
+    // A body part that is a secret (a form field the platform wants).
+    send(
+        vec![],
+        req(
+            text(format!("{}/form", fake.url())),
+            Body::Parts(vec![
+                BodyPart::Bytes(b"token=".to_vec()),
+                BodyPart::Secret(SecretPart {
+                    name: SecretName::AccessToken,
+                    encoding: SecretEncoding::Percent,
+                }),
+            ]),
+            false,
+        ),
     )
     .await;
 
     let seen = fake.seen();
     assert_eq!(seen[0].headers["authorization"], format!("Bot {token}"));
-    assert_eq!(seen[1].query, format!("fields=id&access_token={token}"));
+    let proof = outreach::http::proof(&Secret::new(app_secret), &Secret::new(token));
+    assert_eq!(
+        seen[1].query,
+        format!("fields=id&access_token={token}&appsecret_proof={proof}")
+    );
     assert_eq!(seen[2].body, r#"{"t":"{{access_token}}"}"#);
     assert_eq!(seen[3].path, format!("/api/webhooks/123/{token}"));
     assert_eq!(seen[3].query, "wait=true");
+    assert_eq!(seen[4].body, format!("token={token}"));
 
     // What comes back to the plugin never holds the secret.
     let echoed = send(
-        CredentialPlacement::Bearer,
+        vec![CredentialPlacement::Bearer],
         req(
-            format!("{}/e", fake.url()),
-            r#"{"t":"{{access_token}}"}"#,
+            text(format!("{}/e", fake.url())),
+            bytes(r#"{"t":"{{access_token}}"}"#),
             true,
         ),
     )
     .await;
-    let text = String::from_utf8(echoed.body).unwrap();
-    assert!(!text.contains(token), "{text}");
-    assert!(text.contains("auth=Bearer [redacted]"), "{text}");
+    let body = String::from_utf8(echoed.body).unwrap();
+    assert!(!body.contains(token), "{body}");
+    assert!(body.contains("auth=Bearer [redacted]"), "{body}");
 
-    // A placeholder the host does not hold fails before anything is sent.
+    // A secret the host does not hold fails before anything is sent; a
+    // placeholder in text is text (here: not a URL at all).
     let before = fake.seen().len();
-    let s = scope(CredentialPlacement::Bearer);
+    let lean = Scope {
+        credentials: Some(Arc::new(
+            Credentials::new().with("access_token", Secret::new(token)),
+        )),
+        ..scope(vec![])
+    };
     let err = host
         .broker
         .send(
-            &s,
-            req("{{client_secret}}/x".into(), "{}", false),
+            &lean,
+            req(vec![secret(SecretName::ClientSecret)], bytes("{}"), false),
             &no_media,
         )
         .await
         .unwrap_err();
     assert!(format!("{err:?}").contains("client_secret"), "{err:?}");
+    let err = host
+        .broker
+        .send(
+            &lean,
+            req(
+                text("{{refresh_token}}?wait=true".into()),
+                bytes("{}"),
+                false,
+            ),
+            &no_media,
+        )
+        .await
+        .unwrap_err();
+    assert!(format!("{err:?}").contains("invalid URL"), "{err:?}");
     assert_eq!(fake.seen().len(), before);
 }
 
-/// A component that imports what outreach refuses (a file system, sockets,
-/// the environment) next to the one interface it grants, and exports the
+/// A component that imports what outreach refuses (a key-value store, a
+/// neural network, a vendor's vault) next to the one interface it grants, and exports the
 /// world's function names, over a core module with enough code that
 /// compiling it is real work.
 fn doomed_component() -> Vec<u8> {
@@ -480,14 +556,14 @@ fn doomed_component() -> Vec<u8> {
         .collect();
     wat_component(&format!(
         r#"(component
-             (import "wasi:filesystem/preopens@0.2.0" (instance
-               (export "get-directories" (func (result (list u32))))))
+             (import "wasi:keyvalue/store@0.2.0" (instance
+               (export "open" (func (result (list u32))))))
              (import "outreach:platform/host@0.1.0" (instance
                (export "now-millis" (func (result u64)))))
-             (import "wasi:sockets/tcp@0.2.0" (instance
-               (export "start-connect" (func (param "port" u16)))))
-             (import "wasi:cli/environment@0.2.0" (instance
-               (export "get-arguments" (func (result (list string))))))
+             (import "wasi:nn/graph@0.2.0" (instance
+               (export "load" (func (param "port" u16)))))
+             (import "acme:vault/secrets@1.0.0" (instance
+               (export "get" (func (result (list string))))))
              (core module $m
                (func (export "main") (result i32) i32.const 7)
                {funcs})
@@ -526,9 +602,9 @@ async fn doomed_plugins_are_refused_before_compiling() {
 
     let why = rejected(&host, "doomed.wasm");
     for import in [
-        "wasi:filesystem/preopens@0.2.0",
-        "wasi:sockets/tcp@0.2.0",
-        "wasi:cli/environment@0.2.0",
+        "wasi:keyvalue/store@0.2.0",
+        "wasi:nn/graph@0.2.0",
+        "acme:vault/secrets@1.0.0",
     ] {
         assert!(why.contains(&format!("`{import}`")), "{import}: {why}");
     }
@@ -538,13 +614,15 @@ async fn doomed_plugins_are_refused_before_compiling() {
     assert!(
         why.contains("`outreach:platform/host@9.0.0`")
             && why.contains("`outreach:platform/types@9.0.0`")
-            && why.contains("this outreach implements outreach:platform@0.1.0"),
+            && why.contains(
+                "this outreach implements outreach:platform@0.2.0 and outreach:platform@0.1.0"
+            ),
         "{why}"
     );
     assert!(why.contains("does not export"), "{why}");
     let why = rejected(&host, "silent.wasm");
     assert!(
-        why.contains("does not export the outreach:platform@0.1.0 `plugin` world")
+        why.contains("does not export the outreach:platform@0.2.0 `plugin` world")
             && why.contains("`describe`")
             && why.contains("`find-post`"),
         "{why}"
@@ -1023,4 +1101,283 @@ fn plugins_show_the_endpoints_and_hosts_in_effect_and_where_they_come_from() {
         "{}",
         r.stdout
     );
+}
+
+/// A Discord plugin built against contract 0.1.0 (kept as a fixture: the
+/// bundled plugins have moved on) still loads and publishes through the
+/// current host; its `{{access_token}}` URL template is turned into a
+/// credential part, and the same text in a post stays text.
+#[test]
+fn a_plugin_built_against_contract_0_1_0_still_loads_and_publishes() {
+    let discord = fake_discord();
+    let mut home = Home::new();
+    std::fs::copy(
+        repo_root().join("tests/fixtures/contract-0.1.0/discord.wasm"),
+        home.plugins_dir().join("discord.wasm"),
+    )
+    .unwrap();
+    home.endpoint("discord", "api", &format!("{}/api/v10", discord.url()));
+    let r = home.run(&["plugins", "show", "discord"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.contains("built against contract 0.1.0"),
+        "{}",
+        r.stdout
+    );
+    let r = home.run(&["plugins", "show", "x"], None);
+    assert!(
+        r.stdout.contains("built against contract 0.2.0"),
+        "{}",
+        r.stdout
+    );
+
+    let hook = format!(
+        "{}/api/webhooks/{DISCORD_WEBHOOK_ID}/{DISCORD_WEBHOOK_TOKEN}",
+        discord.url()
+    );
+    let r = home.run(&["accounts", "add", "discord"], Some(&hook));
+    assert_eq!(r.code, 0, "{}", r.all());
+    let post = home.post(
+        "old.toml",
+        "text = \"from an old plugin\"\nto = [\"discord\"]\n",
+    );
+    let r = home.run(&["publish", post.to_str().unwrap(), "--json"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let posts = discord.posts();
+    assert_eq!(posts.len(), 1, "{posts:?}");
+    assert!(
+        posts[0].1.to_string().contains("from an old plugin"),
+        "{posts:?}"
+    );
+    // 0.1.0 names the webhook with `{{access_token}}`: a post holding the
+    // same text is refused before anything is sent, saying why.
+    let hostile = home.post(
+        "hostile.toml",
+        "text = \"{{ access_token }} as text\"\nto = [\"discord\"]\n",
+    );
+    let r = home.run(&["publish", hostile.to_str().unwrap(), "--json"], None);
+    assert_ne!(r.code, 0, "{}", r.all());
+    assert!(r.all().contains("appears in this post"), "{}", r.all());
+    assert_eq!(discord.posts().len(), 1);
+    for s in discord.seen() {
+        assert!(
+            !s.body.contains("PLANTED"),
+            "the credential went into a body: {}",
+            s.body
+        );
+    }
+}
+
+/// `outreach plugins check FILE` reports what a file imports, exports and
+/// declares without installing it, and why the host would refuse one.
+#[test]
+fn plugins_check_reports_a_file_without_installing_it() {
+    let home = Home::new();
+    let x = bundled_plugins().join("x.wasm");
+    let r = home.run(&["plugins", "check", "--json", x.to_str().unwrap()], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["contract"], "0.2.0", "{v}");
+    assert_eq!(v["manifest"]["id"], "x", "{v}");
+    assert!(v["exports"].to_string().contains("check-receipt"), "{v}");
+    assert!(v["refused"].is_null(), "{v}");
+    let old = repo_root().join("tests/fixtures/contract-0.1.0/discord.wasm");
+    let r = home.run(&["plugins", "check", old.to_str().unwrap()], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.contains("outreach:platform/host@0.1.0"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("built against contract 0.1.0"),
+        "{}",
+        r.stdout
+    );
+    let junk = home.path().join("junk.wasm");
+    std::fs::write(&junk, b"not wasm").unwrap();
+    let r = home.run(&["plugins", "check", junk.to_str().unwrap()], None);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stdout.contains("REFUSED"), "{}", r.stdout);
+    // Nothing was installed.
+    assert!(!home.plugins_dir().join("junk.wasm").exists());
+}
+
+/// Whether the JavaScript and Python plugin toolchains can run here. CI
+/// installs them (`.ci/run`) and sets OUTREACH_REQUIRE_PLUGIN_TOOLCHAINS=1,
+/// so their absence fails there; a developer's `cargo test` without them
+/// skips loudly.
+fn plugin_toolchains() -> bool {
+    let have = |cmd: &str, arg: &str| {
+        std::process::Command::new(cmd)
+            .arg(arg)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let ok = have("node", "--version") && have("npm", "--version") && have("python3", "--version");
+    if !ok {
+        assert!(
+            std::env::var_os("OUTREACH_REQUIRE_PLUGIN_TOOLCHAINS").is_none(),
+            "node, npm and python3 are required (OUTREACH_REQUIRE_PLUGIN_TOOLCHAINS is set) but missing"
+        );
+        eprintln!(
+            "SKIPPING the JavaScript and Python plugin tests: node, npm or python3 is not installed (CI installs them; see README)"
+        );
+    }
+    ok
+}
+
+/// Build `tests/plugins/{lang}` with its toolchain into `out`.
+fn build_foreign_plugin(lang: &str, out: &std::path::Path) -> std::path::PathBuf {
+    let script = repo_root()
+        .join("tests/plugins")
+        .join(lang)
+        .join("build.sh");
+    let o = std::process::Command::new("sh")
+        .arg(&script)
+        .arg(out)
+        .output()
+        .expect("run build.sh");
+    assert!(
+        o.status.success(),
+        "building the {lang} test plugin failed:\n{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let path = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    std::path::PathBuf::from(path)
+}
+
+/// The fake platform both foreign plugins talk to: `GET /me`, `POST /posts`.
+fn fake_demo() -> Fake {
+    start(|st, seen| {
+        let auth = seen
+            .headers
+            .get("authorization")
+            .cloned()
+            .unwrap_or_default();
+        if auth != "Bearer demo-PLANTED-key" {
+            return json_response(401, &[], serde_json::json!({"error": "bad key"}));
+        }
+        match (seen.method.as_str(), seen.path.as_str()) {
+            ("GET", "/me") => json_response(
+                200,
+                &[],
+                serde_json::json!({"id": "u1", "name": "Demo User", "handle": "demo"}),
+            ),
+            ("POST", "/posts") => {
+                let body: serde_json::Value = serde_json::from_str(&seen.body).unwrap_or_default();
+                let mut posts = st.posts.lock().unwrap();
+                let id = format!("p{}", posts.len() + 1);
+                posts.push((id.clone(), body));
+                json_response(
+                    201,
+                    &[],
+                    serde_json::json!({"id": id, "url": format!("https://demo.example/{id}")}),
+                )
+            }
+            _ => json_response(404, &[], serde_json::json!({"error": "no route"})),
+        }
+    })
+}
+
+/// Plugins written in JavaScript (componentize-js) and Python
+/// (componentize-py), built from source with their toolchains' default
+/// settings — so they import WASI, including `wasi:http` and sockets — are
+/// dropped into a running daemon's plugins folder, load, and publish
+/// through the broker.
+#[test]
+fn plugins_in_javascript_and_python_publish_through_a_running_daemon() {
+    if !plugin_toolchains() {
+        return;
+    }
+    let fake = fake_demo();
+    let mut home = Home::new();
+    home.endpoint("jsdemo", "api", &fake.url())
+        .endpoint("pydemo", "api", &fake.url());
+    let built = tempfile::tempdir().unwrap();
+    let js = build_foreign_plugin("js", built.path());
+    let py = build_foreign_plugin("py", built.path());
+    // `plugins check` tells what a file imports before it is installed.
+    let r = home.run(&["plugins", "check", js.to_str().unwrap()], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("wasi:http/"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("built against contract 0.2.0"),
+        "{}",
+        r.stdout
+    );
+    let r = home.run(&["plugins", "check", "--json", py.to_str().unwrap()], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["manifest"]["id"], "pydemo", "{v}");
+    assert!(v["imports"].to_string().contains("wasi:sockets/"), "{v}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let d = support::daemon::start_daemon(&home);
+    for (file, id) in [(&js, "jsdemo"), (&py, "pydemo")] {
+        std::fs::copy(file, home.plugins_dir().join(format!("{id}.wasm"))).unwrap();
+    }
+    // Hot reload: both appear in the running daemon.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
+    loop {
+        let (_, v) = rt.block_on(d.try_call("GET", "/platforms", None)).unwrap();
+        let ids: Vec<String> = v["plugins"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["id"].as_str().map(str::to_string))
+            .collect();
+        if ids.iter().any(|i| i == "jsdemo") && ids.iter().any(|i| i == "pydemo") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the foreign plugins did not load: {v}\n{}",
+            d.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    for id in ["jsdemo", "pydemo"] {
+        let r = home.run(&["accounts", "add", id], Some("demo-PLANTED-key"));
+        assert_eq!(r.code, 0, "{}", r.all());
+        assert!(r.stdout.contains("Demo User"), "{}", r.stdout);
+        let body = serde_json::json!({
+            "id": format!("from-{id}"),
+            "text": format!("hello from {id}, {{{{access_token}}}} stays text"),
+            "to": [id],
+            "override": {id: {"visibility": "unlisted"}},
+        });
+        let (code, v) = rt
+            .block_on(d.try_call("POST", "/publish", Some(body)))
+            .unwrap();
+        assert_eq!(code, 200, "{v}\n{}", d.log());
+        assert_eq!(v["results"][0]["state"], "published", "{v}");
+        // A declared choice field is checked by the host.
+        let bad = serde_json::json!({
+            "text": "bad field", "to": [id], "override": {id: {"visibility": "secret"}},
+        });
+        let (code, v) = rt
+            .block_on(d.try_call("POST", "/publish", Some(bad)))
+            .unwrap();
+        assert_ne!(code, 200, "{v}");
+        assert!(v.to_string().contains("visibility"), "{v}");
+    }
+    let posts = fake.posts();
+    assert_eq!(posts.len(), 2, "{posts:?}");
+    for (_, body) in &posts {
+        assert_eq!(body["visibility"], "unlisted", "{body}");
+        assert!(
+            body["text"]
+                .as_str()
+                .unwrap()
+                .contains("{{access_token}} stays text")
+        );
+    }
+    let log = d.stop();
+    assert!(!log.contains("PLANTED"), "a secret reached the log");
 }

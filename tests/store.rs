@@ -26,6 +26,7 @@ fn record(platform: &str, account: &str) -> Record {
         refresh_token: Some(Secret::new(REFRESH)),
         expires_in: Some(7200),
         expires_at: Some(chrono::Utc::now() + chrono::Duration::hours(2)),
+        refresh_expires_at: None,
         scope: "tweet.read tweet.write".into(),
         profile: Profile {
             id: "42".into(),

@@ -249,6 +249,7 @@ fn main() {
                 refresh: None,
                 expires_in: None,
                 expires_at: None,
+                refresh_expires_at: None,
                 scope: None,
             },
             settings,

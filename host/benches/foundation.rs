@@ -9,6 +9,11 @@
 //!    reqwest.
 //! 3. Start-up of `outreach plugins` with a cold and a warm compile cache,
 //!    against `outreach --version` (process start alone).
+//! 4. Plugins in other languages (when node, npm and python3 are here):
+//!    the JavaScript and Python test plugins (`tests/plugins/{js,py}`),
+//!    built with their toolchains' defaults — load time with a cold and a
+//!    cached compile, and the per-call cost (fresh store + instantiate +
+//!    `validate`) next to the Rust X plugin's, in the same run.
 //!
 //! Run: `cargo bench --bench foundation` (bundled plugins are built by the
 //! host's build script first).
@@ -338,6 +343,79 @@ fn main() {
     }
     if run("startup") {
         bench_startup(dir.path());
+    }
+    if run("foreign") {
+        bench_foreign(&rt, dir.path());
+    }
+}
+
+/// Part 4 (see the module docs).
+fn bench_foreign(rt: &tokio::runtime::Runtime, dir: &Path) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let built = dir.join("foreign");
+    let mut files = Vec::new();
+    for lang in ["js", "py"] {
+        let out = Command::new("sh")
+            .arg(root.join("tests/plugins").join(lang).join("build.sh"))
+            .arg(&built)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => files.push(PathBuf::from(
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+                    .trim(),
+            )),
+            _ => {
+                println!("foreign plugins: skipped ({lang} toolchain unavailable)");
+                return;
+            }
+        }
+    }
+    let post = Post::text(text_280(), "k");
+    let calls = |host: &Host, id: &str| -> Duration {
+        let p = host.get(id).unwrap();
+        let mut v = Vec::new();
+        rt.block_on(async {
+            for _ in 0..20 {
+                host.validate(&p, &post, None).await.unwrap();
+            }
+            for _ in 0..300 {
+                let t = Instant::now();
+                host.validate(&p, &post, None).await.unwrap();
+                v.push(t.elapsed());
+            }
+        });
+        median(v)
+    };
+    let cfg = Loaded::load(Some(&config(dir, "foreign-cache"))).unwrap();
+    let rust = rt.block_on(async {
+        let h = Host::new(&cfg).unwrap();
+        h.load_dir(&cfg.plugins_dir).await.unwrap();
+        h
+    });
+    let x = calls(&rust, "x");
+    for file in &files {
+        let load = || {
+            let h = Host::new(&cfg).unwrap();
+            let t = Instant::now();
+            let p = rt.block_on(h.load_file(file)).unwrap();
+            (t.elapsed(), p.manifest.id.clone(), h)
+        };
+        let (cold, id, _) = load();
+        let (cached, _, host) = load();
+        let call = calls(&host, &id);
+        println!(
+            "{id} ({:.1} MB): load cold {:.1} s, cached {:.0} ms ({:.0}x); call (instantiate + validate) median {:.2} ms vs the Rust X plugin {:.3} ms ({:.0}x)",
+            std::fs::metadata(file).map(|m| m.len()).unwrap_or(0) as f64 / 1e6,
+            cold.as_secs_f64(),
+            cached.as_secs_f64() * 1e3,
+            cold.as_secs_f64() / cached.as_secs_f64(),
+            call.as_secs_f64() * 1e3,
+            x.as_secs_f64() * 1e3,
+            call.as_secs_f64() / x.as_secs_f64()
+        );
     }
 }
 

@@ -81,6 +81,7 @@ fn record(platform: &str, account: &str, settings: BTreeMap<String, String>) -> 
         refresh_token: None,
         expires_in: None,
         expires_at: None,
+        refresh_expires_at: None,
         scope: String::new(),
         profile: Profile {
             id: "sub".into(),

@@ -162,6 +162,7 @@ fn main() {
                 refresh_token: Some(Secret::new(format!("r0-{name}"))),
                 expires_in: Some(lifetime.as_secs()),
                 expires_at: Some(expires_at),
+                refresh_expires_at: None,
                 scope: String::new(),
                 profile: Profile::default(),
                 created_at: expires_at - chrono::Duration::from_std(lifetime).unwrap(),

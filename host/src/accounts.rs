@@ -150,6 +150,7 @@ pub async fn add_account_as(
         refresh: None,
         expires_in: (lifetime > 0).then_some(lifetime),
         expires_at: (lifetime > 0).then(|| now + chrono::Duration::seconds(lifetime as i64)),
+        refresh_expires_at: None,
         scope: None,
     };
     store_verified_as(svc, &plugin, id, tokens, settings, existing).await
@@ -285,7 +286,28 @@ pub async fn connect(svc: &Services, opts: ConnectOptions) -> anyhow::Result<Rec
             // (or the attempt failed), so it never claims a connection
             // that did not happen.
             let outcome = match tokens {
-                Ok(tokens) => store_verified(svc, &plugin, id.clone(), tokens, settings).await,
+                Ok(tokens) => {
+                    // The steps after connect (a long-lived token, a page
+                    // token), then the account.
+                    let client = crate::auth::client_for(&svc.cfg(), &m.id).ok();
+                    match tokens_client
+                        .after_connect(
+                            m,
+                            &endpoints,
+                            client.as_ref(),
+                            &crate::auth::pairs(&settings),
+                            tokens,
+                        )
+                        .await
+                    {
+                        Ok(tokens) => {
+                            store_verified(svc, &plugin, id.clone(), tokens, settings).await
+                        }
+                        Err(e) => Err(anyhow::anyhow!(
+                            "the steps after connecting {id} failed ({e}); nothing was stored"
+                        )),
+                    }
+                }
                 Err(e) => Err(e),
             };
             browser.finish(&id, &again, &outcome).await;
@@ -311,6 +333,7 @@ pub async fn connect(svc: &Services, opts: ConnectOptions) -> anyhow::Result<Rec
                     login,
                     &endpoints,
                     &creds,
+                    &crate::auth::pairs(&settings),
                     m.auth.access_token_lifetime,
                     &[&password],
                     None,
@@ -318,10 +341,15 @@ pub async fn connect(svc: &Services, opts: ConnectOptions) -> anyhow::Result<Rec
                 .await
                 .map_err(|e| anyhow::anyhow!("logging in to {} failed: {e}", m.name))?
         }
-        AuthKind::SessionLogin => {
+        AuthKind::SessionLogin | AuthKind::None => {
             return Err(bad!(
-                "{} uses a session login, which outreach does not automate yet",
-                m.name
+                "{} uses {}, which outreach does not automate yet",
+                m.name,
+                if m.auth.kind == AuthKind::None {
+                    "no credential at all (a session-less platform)"
+                } else {
+                    "a session login"
+                }
             ));
         }
         AuthKind::ApiKey | AuthKind::BotToken | AuthKind::WebhookUrl => {

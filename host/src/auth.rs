@@ -31,12 +31,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::Loaded;
 use crate::contract::wit::types::{
-    AuthKind, ClientAuth, CustomExchange, Endpoint, ExchangeBody, ExpiryFormat, HttpMethod,
-    Manifest, Pair, RefreshStyle, TokenShape,
+    AuthKind, ClientAuth, CustomExchange, Endpoint, ExchangeBody, ExpiryFormat, Field, HttpMethod,
+    Manifest, Pair, PkceMethod, RefreshStyle, TextPart, TokenShape,
 };
 use crate::error::bad;
 use crate::escrow::{Escrow, Exchange};
-use crate::http::{Credentials, fill_exchange_template};
+use crate::http::{Credentials, render};
 use crate::secret::{Secret, scrub};
 use crate::services::Services;
 use crate::store::{AccountId, EscrowSlot, Health, Profile, Record};
@@ -55,6 +55,8 @@ pub struct Tokens {
     pub refresh: Option<Secret>,
     pub expires_in: Option<u64>,
     pub expires_at: Option<DateTime<Utc>>,
+    /// When the refresh token expires, if the platform says.
+    pub refresh_expires_at: Option<DateTime<Utc>>,
     pub scope: Option<String>,
 }
 
@@ -131,9 +133,13 @@ pub fn parse_tokens(
             TokenError::Rejected(format!("HTTP {status}: {}", shown()))
         }
     })?;
+    // A field name of the top-level object, or a JSON pointer from the
+    // root (`/data/0/access_token`).
     let field = |name: &str| -> Option<&serde_json::Value> {
         if name.is_empty() {
             None
+        } else if name.starts_with('/') {
+            v.pointer(name).filter(|x| !x.is_null())
         } else {
             v.get(name).filter(|x| !x.is_null())
         }
@@ -208,8 +214,27 @@ pub fn parse_tokens(
         .and_then(|r| r.as_str())
         .filter(|r| !r.is_empty())
         .map(Secret::new);
-    let number = |x: &serde_json::Value| x.as_u64().or_else(|| x.as_str()?.trim().parse().ok());
+    // Whole or decimal seconds, as a JSON number or a string.
+    let number = |x: &serde_json::Value| -> Option<u64> {
+        let f = x
+            .as_f64()
+            .or_else(|| x.as_str()?.trim().parse::<f64>().ok())?;
+        (f.is_finite() && f >= 0.0).then_some(f as u64)
+    };
     let now = Utc::now();
+    let at = |format: ExpiryFormat, n: u64| -> Option<DateTime<Utc>> {
+        match format {
+            ExpiryFormat::Never => None,
+            ExpiryFormat::SecondsFromNow => Some(now + chrono::Duration::seconds(n as i64)),
+            ExpiryFormat::UnixSeconds => Some(DateTime::from_timestamp(n as i64, 0).unwrap_or(now)),
+            ExpiryFormat::UnixMillis => {
+                Some(DateTime::from_timestamp_millis(n as i64).unwrap_or(now))
+            }
+        }
+    };
+    let refresh_expires_at = field(&shape.refresh_expiry)
+        .and_then(number)
+        .and_then(|n| at(shape.expiry_format, n));
     let (expires_in, expires_at) =
         match (shape.expiry_format, field(&shape.expiry).and_then(number)) {
             (ExpiryFormat::Never, _) => (None, None),
@@ -237,6 +262,7 @@ pub fn parse_tokens(
         refresh,
         expires_in,
         expires_at,
+        refresh_expires_at,
         scope: field(&shape.scope)
             .and_then(|s| s.as_str())
             .map(str::to_string),
@@ -402,8 +428,7 @@ impl TokenClient {
         };
         let creds = client_credentials(client);
         for p in &m.auth.token_params {
-            let v = fill_exchange_template(&p.value, Some(&creds), false)
-                .map_err(TokenError::Rejected)?;
+            let v = render(&p.value, Some(&creds), &[]).map_err(TokenError::Rejected)?;
             form.push((p.name.clone(), v));
         }
         let body = serde_urlencoded(&form);
@@ -498,6 +523,7 @@ impl TokenClient {
                     x,
                     endpoints,
                     &creds,
+                    &pairs(&record.settings),
                     m.auth.access_token_lifetime,
                     &secrets,
                     slot,
@@ -507,29 +533,35 @@ impl TokenClient {
         }
     }
 
-    /// A declared exchange (custom refresh or login); through the escrow
-    /// helper with `slot`.
+    /// A declared exchange (custom refresh, login, a step after connect);
+    /// through the escrow helper with `slot`. `settings` are the account's,
+    /// for `setting` parts.
+    #[allow(clippy::too_many_arguments)]
     pub async fn exchange(
         &self,
         x: &CustomExchange,
         endpoints: &[Endpoint],
         creds: &Credentials,
+        settings: &[Pair],
         lifetime: u64,
         secrets: &[&Secret],
         slot: Option<&EscrowSlot>,
     ) -> Result<Tokens, TokenError> {
-        let url = if x.url.contains("://") {
-            x.url.clone()
-        } else {
-            endpoint(endpoints, &x.url).map_err(TokenError::Rejected)?
+        let fill = |parts: &[TextPart]| render(parts, Some(creds), settings);
+        // An endpoint name as the first text part stands for its URL.
+        let url = match x.url.split_first() {
+            Some((TextPart::Text(first), rest)) if !first.contains("://") => {
+                let base = endpoint(endpoints, first).map_err(TokenError::Rejected)?;
+                format!("{base}{}", fill(rest).map_err(TokenError::Rejected)?)
+            }
+            _ => fill(&x.url).map_err(TokenError::Rejected)?,
         };
-        let sub = |p: &[Pair]| -> Result<Vec<(String, String)>, TokenError> {
-            p.iter()
-                .map(|p| {
+        let sub = |f: &[Field]| -> Result<Vec<(String, String)>, TokenError> {
+            f.iter()
+                .map(|f| {
                     Ok((
-                        p.name.clone(),
-                        fill_exchange_template(&p.value, Some(creds), false)
-                            .map_err(TokenError::Rejected)?,
+                        f.name.clone(),
+                        fill(&f.value).map_err(TokenError::Rejected)?,
                     ))
                 })
                 .collect()
@@ -542,10 +574,9 @@ impl TokenClient {
                 "application/x-www-form-urlencoded",
                 serde_urlencoded(&sub(f)?),
             )),
-            ExchangeBody::Json(t) => Some((
-                "application/json",
-                fill_exchange_template(t, Some(creds), true).map_err(TokenError::Rejected)?,
-            )),
+            ExchangeBody::Json(t) => {
+                Some(("application/json", fill(t).map_err(TokenError::Rejected)?))
+            }
         };
         self.request(
             x.method,
@@ -560,6 +591,52 @@ impl TokenClient {
             slot,
         )
         .await
+    }
+
+    /// The manifest's steps after connect (Instagram's long-lived token,
+    /// Facebook's page token), each fed by the tokens of the step before;
+    /// what a step's answer lacks keeps the value it had.
+    pub async fn after_connect(
+        &self,
+        m: &Manifest,
+        endpoints: &[Endpoint],
+        client: Option<&Client>,
+        settings: &[Pair],
+        mut tokens: Tokens,
+    ) -> Result<Tokens, TokenError> {
+        for step in &m.auth.after_connect {
+            let mut creds = match client {
+                Some(c) => client_credentials(c),
+                None => Credentials::new(),
+            }
+            .with("access_token", tokens.access.clone());
+            if let Some(r) = &tokens.refresh {
+                creds = creds.with("refresh_token", r.clone());
+            }
+            let mut secrets: Vec<&Secret> = vec![&tokens.access];
+            secrets.extend(tokens.refresh.as_ref());
+            secrets.extend(client.and_then(|c| c.secret.as_ref()));
+            let next = self
+                .exchange(
+                    step,
+                    endpoints,
+                    &creds,
+                    settings,
+                    m.auth.access_token_lifetime,
+                    &secrets,
+                    None,
+                )
+                .await?;
+            tokens = Tokens {
+                access: next.access,
+                refresh: next.refresh.or(tokens.refresh),
+                expires_in: next.expires_in.or(tokens.expires_in),
+                expires_at: next.expires_at.or(tokens.expires_at),
+                refresh_expires_at: next.refresh_expires_at.or(tokens.refresh_expires_at),
+                scope: next.scope.or(tokens.scope),
+            };
+        }
+        Ok(tokens)
     }
 
     /// Revoke `token` at the platform's revoke endpoint (RFC 7009 form).
@@ -668,6 +745,17 @@ fn client_credentials(c: &Client) -> Credentials {
     creds
 }
 
+/// Settings as the contract's pairs.
+pub fn pairs(settings: &BTreeMap<String, String>) -> Vec<Pair> {
+    settings
+        .iter()
+        .map(|(name, value)| Pair {
+            name: name.clone(),
+            value: value.clone(),
+        })
+        .collect()
+}
+
 /// `application/x-www-form-urlencoded` of name/value pairs.
 fn serde_urlencoded(pairs: &[(String, String)]) -> String {
     url::form_urlencoded::Serializer::new(String::new())
@@ -707,6 +795,9 @@ pub fn apply(record: &mut Record, t: Tokens) {
     }
     record.expires_in = t.expires_in;
     record.expires_at = t.expires_at;
+    if t.refresh_expires_at.is_some() {
+        record.refresh_expires_at = t.refresh_expires_at;
+    }
     if let Some(s) = t.scope {
         record.scope = s;
     }
@@ -914,12 +1005,34 @@ pub async fn browser_flow(
     if !scopes.is_empty() {
         req = req.add_scope(oauth2::Scope::new(scopes.clone()));
     }
+    let client_creds = client_credentials(&client);
     for p in &m.auth.authorize_params {
-        req = req.add_extra_param(p.name.clone(), p.value.clone());
+        let value = render(&p.value, Some(&client_creds), &[]).map_err(|e| bad!("{e}"))?;
+        req = req.add_extra_param(p.name.clone(), value);
     }
     let verifier = if matches!(m.auth.kind, AuthKind::Oauth2Pkce) {
-        let (challenge, verifier) = oauth2::PkceCodeChallenge::new_random_sha256();
-        req = req.set_pkce_challenge(challenge);
+        let verifier =
+            oauth2::PkceCodeVerifier::new(oauth2::CsrfToken::new_random_len(64).into_secret());
+        match m.auth.pkce {
+            PkceMethod::S256 => {
+                req = req.set_pkce_challenge(oauth2::PkceCodeChallenge::from_code_verifier_sha256(
+                    &verifier,
+                ));
+            }
+            // TikTok's desktop flow: the SHA-256 in lowercase hex.
+            PkceMethod::S256Hex => {
+                use sha2::Digest as _;
+                let challenge = hex::encode(sha2::Sha256::digest(verifier.secret().as_bytes()));
+                req = req
+                    .add_extra_param("code_challenge", challenge)
+                    .add_extra_param("code_challenge_method", "S256");
+            }
+            PkceMethod::Plain => {
+                req = req
+                    .add_extra_param("code_challenge", verifier.secret().clone())
+                    .add_extra_param("code_challenge_method", "plain");
+            }
+        }
         Some(verifier)
     } else {
         None
@@ -1129,6 +1242,7 @@ pub fn new_record(id: AccountId, t: Tokens, settings: BTreeMap<String, String>) 
         refresh_token: None,
         expires_in: None,
         expires_at: None,
+        refresh_expires_at: None,
         scope: String::new(),
         profile: Profile::default(),
         created_at: now,
@@ -1151,9 +1265,39 @@ mod tests {
             refresh_token: "refresh_token".into(),
             expiry: "expires_in".into(),
             expiry_format: ExpiryFormat::SecondsFromNow,
+            refresh_expiry: "refresh_expires_in".into(),
             scope: "scope".into(),
             error: "error".into(),
         }
+    }
+
+    #[test]
+    fn token_shapes_read_json_pointers_decimal_seconds_and_refresh_expiry() {
+        // TikTok-style: wrapped in data[0], decimal and string numbers.
+        let wrapped = TokenShape {
+            access_token: "/data/0/access_token".into(),
+            refresh_token: "/data/0/refresh_token".into(),
+            expiry: "/data/0/expires_in".into(),
+            refresh_expiry: "/data/0/refresh_expires_in".into(),
+            ..shape()
+        };
+        let body = br#"{"data":[{"access_token":"at","refresh_token":"rt","expires_in":"86400.5","refresh_expires_in":31536000}]}"#;
+        let t = parse_tokens(200, body, &wrapped, 0, &[]).unwrap();
+        assert_eq!(t.access.expose(), "at");
+        assert_eq!(t.refresh.as_ref().unwrap().expose(), "rt");
+        assert_eq!(t.expires_in, Some(86400));
+        let refresh_left = t.refresh_expires_at.unwrap() - Utc::now();
+        assert!(refresh_left.num_days() >= 364, "{refresh_left}");
+        let t = parse_tokens(
+            200,
+            br#"{"access_token":"a","expires_in":3599.9}"#,
+            &shape(),
+            0,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(t.expires_in, Some(3599));
+        assert!(t.refresh_expires_at.is_none());
     }
 
     #[test]

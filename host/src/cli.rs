@@ -228,6 +228,14 @@ pub enum PluginsCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Check a plugin file without installing it: what it imports,
+    /// exports and declares, and what the host would refuse. Exit code 0
+    /// when it would load, 2 when it would be refused.
+    Check {
+        file: std::path::PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -375,6 +383,48 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         } => credentials::rekey(&app, &add_recipients),
         Command::Plugins { json, show: None } => plugins(&app, json),
         Command::Plugins {
+            show: Some(PluginsCmd::Check { file, json }),
+            ..
+        } => {
+            let i = app.host.inspect(&file).await;
+            let code = if i.refused.is_some() {
+                EXIT_BAD_INPUT
+            } else {
+                0
+            };
+            if json {
+                print_json(&i)?;
+                return Ok(code);
+            }
+            println!("{}", i.path);
+            if let Some(shape) = &i.shape {
+                println!("  a WebAssembly {shape}");
+            }
+            println!("  imports:");
+            for name in &i.imports {
+                println!("    {name}");
+            }
+            println!("  exports: {}", i.exports.join(", "));
+            if let Some(c) = &i.contract {
+                println!("  built against contract {c}");
+            }
+            match &i.refused {
+                Some(why) => println!("  REFUSED: {why}"),
+                None => println!(
+                    "  would load; `outreach plugins show ID` after installing lists its manifest, or add --json"
+                ),
+            }
+            if let (Some(m), false) = (&i.manifest, json) {
+                println!(
+                    "  declares platform `{}` ({}) version {}",
+                    m["id"].as_str().unwrap_or_default(),
+                    m["name"].as_str().unwrap_or_default(),
+                    m["version"].as_str().unwrap_or_default()
+                );
+            }
+            Ok(code)
+        }
+        Command::Plugins {
             show: Some(PluginsCmd::Show { id, json }),
             ..
         } => {
@@ -388,7 +438,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 v["effective"] = serde_json::to_value(&effective)?;
                 print_json(&v)?;
             } else {
-                print_manifest(&p.manifest, &p.path);
+                print_manifest(&p.manifest, &p.path, p.contract);
                 print_effective(&effective, app.cfg().file.as_deref());
             }
             Ok(0)
@@ -601,7 +651,7 @@ fn plugins(app: &App, json: bool) -> anyhow::Result<i32> {
 
 use crate::plugin::manifest::wit_style;
 
-fn print_manifest(m: &Manifest, path: &std::path::Path) {
+fn print_manifest(m: &Manifest, path: &std::path::Path, contract: &str) {
     fn drop_nulls(v: serde_json::Value) -> serde_json::Value {
         use serde_json::Value;
         match v {
@@ -618,7 +668,12 @@ fn print_manifest(m: &Manifest, path: &std::path::Path) {
     let pretty = toml::to_string_pretty(&drop_nulls(wit_style(m)))
         .ok()
         .unwrap_or_default();
-    println!("# {} ({}) from {}\n{pretty}", m.name, m.id, path.display());
+    println!(
+        "# {} ({}) from {}, built against contract {contract}\n{pretty}",
+        m.name,
+        m.id,
+        path.display()
+    );
 }
 
 /// What `plugins show` adds below the manifest: the endpoints and hosts in

@@ -2,24 +2,24 @@
 //!
 //! Owns, in this order for every request: the allow-list check (scheme,
 //! host, port — from the plugin's manifest, the user's endpoint overrides
-//! and the account's host settings), credential substitution and injection
-//! (the manifest's placement, or a `{{access_token}}`-style placeholder in
-//! the two places a contract 0.1.0 request template may name a credential —
-//! see [`fill_url`] and [`fill_header`]), declared and learned rate limits,
-//! timeouts, request and response size caps, redirects (followed here, each
-//! hop re-checked), and scrubbing every form of every stored secret out of
-//! the response before a plugin sees it.
+//! and the account's host settings), writing credentials where the request's
+//! structure says (a `secret` part of its URL, a header value or its body,
+//! and the manifest's placements: bearer, header, query parameter, Meta's
+//! `appsecret_proof` computed here — see [`render`] and [`proof`]),
+//! declared, learned and plugin-reported rate limits, timeouts, request and
+//! response size caps, redirects (followed only when the request asks, each
+//! hop re-checked, credentials never carried to another origin), and
+//! scrubbing every form of every stored secret out of the response before
+//! a plugin sees it.
 //!
-//! Placeholders and post content: a plugin builds its requests from post
-//! text, file names and platform answers, so a `{{access_token}}` inside
-//! any of them must stay text. The broker therefore fills a placeholder
-//! only where a template puts a credential — at the very start of the URL
-//! (a credential that is a whole URL, such as a Discord webhook) or as a
-//! whole header value (`Bearer {{access_token}}`) — never inside a body or
-//! in the middle of a URL, where it goes out as the literal text. And when
-//! the placeholder's own text appears in the call's content or in an
-//! answer the call received ([`Taint`]), the request is refused before it
-//! is sent.
+//! Credentials and post content: a plugin builds its requests from post
+//! text, file names and platform answers, so the broker never looks for a
+//! credential inside text — a `{{access_token}}` in a post stays text. A
+//! contract 0.1.0 plugin marks credentials with such placeholders; its
+//! requests are turned into parts ([`legacy_url`], [`legacy_header`]) only
+//! where a 0.1.0 template may name a credential (the very start of the URL,
+//! a whole header value), and refused when the placeholder's own text
+//! appears in the call's content or in an answer it received ([`Taint`]).
 //!
 //! Never: retries a request (a publish is not idempotent; the caller
 //! decides), lets a plugin pick a target through a header, or puts a secret
@@ -42,7 +42,8 @@ use url::Url;
 use crate::config::{Http, Limits};
 use crate::contract::wit::host::{Body, BodyPart, HttpError, Request, Response};
 use crate::contract::wit::types::{
-    CredentialPlacement, HttpMethod, LimitScope, Pair, RateLimit, RateLimitHeaders, ResetFormat,
+    CredentialPlacement, Field, HttpMethod, LimitScope, Pair, RateLimit, RateLimitHeaders,
+    ResetFormat, SecretEncoding, TextPart,
 };
 use crate::secret::{Scrubber, Secret};
 
@@ -214,7 +215,10 @@ pub struct Scope {
     pub account: Option<String>,
     pub allow: Arc<Vec<AllowedHost>>,
     pub credentials: Option<Arc<Credentials>>,
-    pub placement: CredentialPlacement,
+    /// Where the account's credential goes when a request asks for it.
+    pub placement: Arc<Vec<CredentialPlacement>>,
+    /// The account's settings, for `setting` parts.
+    pub settings: Arc<Vec<Pair>>,
     pub rate_limits: Arc<Vec<RateLimit>>,
     pub rate_headers: Option<RateLimitHeaders>,
     /// Set for `--dry-run`: requests are recorded here, not sent.
@@ -238,6 +242,9 @@ pub struct Broker {
     limits: Limits,
     windows: Arc<Mutex<HashMap<String, Window>>>,
     blocked: Arc<Mutex<HashMap<String, Instant>>>,
+    /// Budgets plugins reported (`report-limit`): requests left until when,
+    /// per plugin, account and class (`*` for every class).
+    reported: Arc<Mutex<HashMap<String, (u32, Instant)>>>,
 }
 
 impl Broker {
@@ -253,6 +260,7 @@ impl Broker {
             limits: limits.clone(),
             windows: Arc::default(),
             blocked: Arc::default(),
+            reported: Arc::default(),
         })
     }
 
@@ -278,25 +286,16 @@ impl Broker {
             .unwrap_or(&no_secrets);
         let redact = |s: &str| scrubber.text(s);
 
-        // Build the real request: placeholders filled where a template may
-        // name a credential, auth attached.
+        // Build the real request: secrets written where its parts say.
         let creds = scope.credentials.as_deref();
-        let fill = Fill {
-            creds,
-            taint: &scope.taint,
-            plugin: &scope.plugin,
-        };
-        let mut url_text = fill.url(&req.url).map_err(HttpError::NotSent)?;
-        // What messages show for this request: the real URL, scrubbed (a
-        // template's placeholder tells a reader nothing).
+        let fill = |parts: &[TextPart]| render(parts, creds, &scope.settings);
+        let mut url_text = fill(&req.url).map_err(HttpError::NotSent)?;
+        // What messages show for this request: the real URL, scrubbed.
         let template = shown_url(&url_text, scrubber);
         let mut headers: Vec<(String, String)> = Vec::new();
-        for Pair { name, value } in &req.headers {
+        for Field { name, value } in &req.headers {
             check_header_name(name).map_err(HttpError::NotSent)?;
-            headers.push((
-                name.clone(),
-                fill.header(value).map_err(HttpError::NotSent)?,
-            ));
+            headers.push((name.clone(), fill(value).map_err(HttpError::NotSent)?));
         }
         // What a dry run shows of the body: media as its size, never its
         // bytes.
@@ -330,6 +329,12 @@ impl Broker {
                             ));
                             out.extend(bytes);
                         }
+                        BodyPart::Secret(part) => {
+                            let value =
+                                fill(&[TextPart::Secret(*part)]).map_err(HttpError::NotSent)?;
+                            shown.push_str(&value);
+                            out.extend_from_slice(value.as_bytes());
+                        }
                     }
                     if out.len() as u64 > self.limits.max_request_bytes {
                         break;
@@ -346,24 +351,43 @@ impl Broker {
                 self.limits.max_request_bytes
             )));
         }
-        if req.auth {
-            let token = creds
-                .and_then(|c| c.get("access_token"))
-                .ok_or_else(|| HttpError::NotSent("this call has no account credential".into()))?;
-            match &scope.placement {
-                CredentialPlacement::Bearer => {
-                    headers.push(("authorization".into(), format!("Bearer {}", token.expose())))
+        if req.credential {
+            let secret = |name: &str| {
+                creds.and_then(|c| c.get(name)).ok_or_else(|| {
+                    HttpError::NotSent(format!(
+                        "this call has no {}",
+                        if name == "client_secret" {
+                            "OAuth client secret (the plugin asks for a proof made with it; set platforms.<id>.client_secret_env in the config)"
+                        } else {
+                            "account credential"
+                        }
+                    ))
+                })
+            };
+            let mut query: Vec<(String, String)> = Vec::new();
+            for placement in scope.placement.iter() {
+                let token = secret("access_token")?;
+                match placement {
+                    CredentialPlacement::Bearer => {
+                        headers.push(("authorization".into(), format!("Bearer {}", token.expose())))
+                    }
+                    CredentialPlacement::Header(h) => {
+                        headers.push((h.name.clone(), format!("{}{}", h.prefix, token.expose())))
+                    }
+                    CredentialPlacement::Query(param) => {
+                        query.push((param.clone(), token.expose().to_string()))
+                    }
+                    CredentialPlacement::Proof(param) => {
+                        let key = secret("client_secret")?;
+                        query.push((param.clone(), proof(key, token)));
+                    }
                 }
-                CredentialPlacement::Header(h) => {
-                    headers.push((h.name.clone(), format!("{}{}", h.prefix, token.expose())))
-                }
-                CredentialPlacement::Query(param) => {
-                    let mut u = Url::parse(&url_text).map_err(|e| {
-                        HttpError::NotSent(format!("invalid URL `{template}`: {e}"))
-                    })?;
-                    u.query_pairs_mut().append_pair(param, token.expose());
-                    url_text = u.to_string();
-                }
+            }
+            if !query.is_empty() {
+                let mut u = Url::parse(&url_text)
+                    .map_err(|e| HttpError::NotSent(format!("invalid URL `{template}`: {e}")))?;
+                u.query_pairs_mut().extend_pairs(&query);
+                url_text = u.to_string();
             }
         }
         let mut url = Url::parse(&url_text)
@@ -407,6 +431,7 @@ impl Broker {
                     scope.plugin
                 )
                 .into_bytes(),
+                final_url: redact(url.as_str()),
             });
         }
 
@@ -433,7 +458,8 @@ impl Broker {
                 classify_send_error(&e, &redact(&template))
             })?;
             let status = resp.status();
-            if status.is_redirection()
+            if req.follow_redirects
+                && status.is_redirection()
                 && let Some(loc) = resp.headers().get(reqwest::header::LOCATION)
             {
                 if hop == self.limits.max_redirects {
@@ -463,7 +489,8 @@ impl Broker {
                 url = next;
                 continue;
             }
-            let out = self.read_response(resp, scrubber, &template).await?;
+            let mut out = self.read_response(resp, scrubber, &template).await?;
+            out.final_url = redact(url.as_str());
             scope.taint.mark_bytes(&out.body);
             for h in &out.headers {
                 scope.taint.mark(&h.value);
@@ -539,6 +566,7 @@ impl Broker {
             status,
             headers,
             body,
+            final_url: String::new(),
         })
     }
 
@@ -553,6 +581,19 @@ impl Broker {
         }
     }
 
+    /// A limit the plugin read from a response body: at most `remaining`
+    /// more requests of `class` (empty: every class) for this call's account
+    /// until `reset_seconds` from now.
+    pub fn report_limit(&self, scope: &Scope, class: &str, remaining: u32, reset_seconds: u64) {
+        let class = if class.is_empty() { "*" } else { class };
+        let until = Instant::now() + Duration::from_secs(reset_seconds.min(24 * 3600));
+        tracing::debug!(plugin = %scope.plugin, class, remaining, reset_seconds, "plugin reported a rate limit");
+        self.reported.lock().expect("rate table").insert(
+            Self::key(scope, class, LimitScope::Account),
+            (remaining, until),
+        );
+    }
+
     /// `None` if the request may go now (and it is counted); otherwise how
     /// long until it may.
     fn rate_check(&self, scope: &Scope, class: &str) -> Option<Duration> {
@@ -562,6 +603,24 @@ impl Broker {
             && *until > now
         {
             return Some(*until - now);
+        }
+        {
+            let mut reported = self.reported.lock().expect("rate table");
+            reported.retain(|_, (_, until)| *until > now);
+            let keys = [
+                account_key.clone(),
+                Self::key(scope, "*", LimitScope::Account),
+            ];
+            for k in &keys {
+                if let Some((0, until)) = reported.get(k) {
+                    return Some(*until - now);
+                }
+            }
+            for k in &keys {
+                if let Some((left, _)) = reported.get_mut(k) {
+                    *left -= 1;
+                }
+            }
         }
         let mut windows = self.windows.lock().expect("rate table");
         let applicable: Vec<&RateLimit> = scope
@@ -676,106 +735,131 @@ fn shown_url(url: &str, scrubber: &Scrubber) -> String {
     }
 }
 
-/// Fills a contract 0.1.0 request template's placeholders, in the two
-/// places a template may name a credential.
-struct Fill<'a> {
-    creds: Option<&'a Credentials>,
-    taint: &'a Taint,
-    plugin: &'a str,
-}
-
-impl Fill<'_> {
-    /// A URL that starts with `{{name}}` (the credential is the URL's
-    /// base, as a Discord webhook's is) has that placeholder filled; any
-    /// other `{{…}}` in a URL is text.
-    fn url(&self, url: &str) -> Result<String, String> {
-        let Some(after) = url.strip_prefix("{{") else {
-            return Ok(url.to_string());
-        };
-        let Some(end) = after.find("}}") else {
-            return Ok(url.to_string());
-        };
-        let name = after[..end].trim();
-        let value = self.value(name)?;
-        Ok(format!("{}{}", value.expose(), &after[end + 2..]))
-    }
-
-    /// A header value that is exactly `{{name}}` or `Scheme {{name}}` has
-    /// it filled; any other `{{…}}` in a header is text.
-    fn header(&self, value: &str) -> Result<String, String> {
-        let (prefix, rest) = match value.find("{{") {
-            Some(i) => value.split_at(i),
-            None => return Ok(value.to_string()),
-        };
-        let scheme = prefix.strip_suffix(' ').unwrap_or(prefix);
-        let scheme_ok = prefix.is_empty()
-            || (prefix.ends_with(' ')
-                && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-                && scheme
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')));
-        let inner = rest
-            .strip_prefix("{{")
-            .and_then(|r| r.strip_suffix("}}"))
-            .filter(|n| !n.contains("{{") && !n.contains("}}"));
-        match inner {
-            Some(name) if scheme_ok => Ok(format!("{prefix}{}", self.value(name.trim())?.expose())),
-            _ => Ok(value.to_string()),
-        }
-    }
-
-    fn value(&self, name: &str) -> Result<&Secret, String> {
-        if self.taint.holds(name) {
-            return Err(format!(
-                "`{{{{{name}}}}}` appears in this post or in an answer from the platform, and plugin `{}` (contract 0.1.0) uses the same text to mark where its credential goes; outreach does not send such a request, so the credential cannot end up in the content. Remove the `{{{{{name}}}}}` text from the post",
-                self.plugin
-            ));
-        }
-        self.creds.and_then(|c| c.get(name)).ok_or_else(|| {
-            format!(
-                "plugin `{}` asked for a credential named `{name}`, which this account does not have",
-                self.plugin
-            )
-        })
-    }
-}
-
-/// Fill `{{name}}` placeholders in a manifest's token-exchange template
-/// (a login body, a custom refresh's headers or query). Those requests are
-/// built by the host from the manifest and the user's own input, never
-/// from post content, so every placeholder is filled; in a JSON template
-/// (`json`) values are JSON-escaped, so a password with a quote stays one
-/// string.
-pub fn fill_exchange_template(
-    text: &str,
+/// `parts` as text: literal text as it is, each secret from `creds`
+/// written with its encoding, each setting from `settings`. A secret the
+/// call does not hold, or a setting the account lacks, is an error naming
+/// it.
+pub fn render(
+    parts: &[TextPart],
     creds: Option<&Credentials>,
-    json: bool,
+    settings: &[Pair],
 ) -> Result<String, String> {
-    if !text.contains("{{") {
-        return Ok(text.to_string());
-    }
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let end = after
-            .find("}}")
-            .ok_or_else(|| "an unclosed `{{` placeholder".to_string())?;
-        let name = after[..end].trim();
-        let value = creds
-            .and_then(|c| c.get(name))
-            .ok_or_else(|| format!("the exchange needs `{name}`, which is not available"))?;
-        if json {
-            let quoted = serde_json::to_string(value.expose()).unwrap_or_default();
-            out.push_str(&quoted[1..quoted.len() - 1]);
-        } else {
-            out.push_str(value.expose());
+    let mut out = String::new();
+    for part in parts {
+        match part {
+            TextPart::Text(t) => out.push_str(t),
+            TextPart::Setting(name) => {
+                let v = settings.iter().find(|p| &p.name == name).ok_or_else(|| {
+                    format!(
+                        "the request needs the account setting `{name}`, which it does not have"
+                    )
+                })?;
+                out.push_str(&v.value);
+            }
+            TextPart::Secret(s) => {
+                let key = crate::contract::secret_key(s.name);
+                let value = creds.and_then(|c| c.get(key)).ok_or_else(|| {
+                    format!("the request needs `{key}`, which this call does not have")
+                })?;
+                match s.encoding {
+                    SecretEncoding::Raw => out.push_str(value.expose()),
+                    SecretEncoding::Percent => out.extend(percent_encoding::utf8_percent_encode(
+                        value.expose(),
+                        UNRESERVED_KEPT,
+                    )),
+                    SecretEncoding::JsonString => {
+                        let quoted = serde_json::to_string(value.expose()).unwrap_or_default();
+                        out.push_str(&quoted[1..quoted.len() - 1]);
+                    }
+                }
+            }
         }
-        rest = &after[end + 2..];
     }
-    out.push_str(rest);
     Ok(out)
+}
+
+/// What percent-encoding leaves as it is: RFC 3986's unreserved
+/// characters.
+const UNRESERVED_KEPT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Meta's `appsecret_proof`: the lowercase hex HMAC-SHA256 of the access
+/// token, keyed by the client secret.
+pub fn proof(client_secret: &Secret, token: &Secret) -> String {
+    use hmac::Mac as _;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(client_secret.expose().as_bytes())
+        .expect("HMAC takes a key of any length");
+    mac.update(token.expose().as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// A contract 0.1.0 request's URL in parts: a URL that starts with
+/// `{{name}}` (the credential is the URL's base, as a Discord webhook's
+/// is) has that placeholder as a secret part; any other `{{…}}` in a URL
+/// is text. Refused when the placeholder's text is tainted (see
+/// [`Taint`]).
+pub fn legacy_url(url: &str, taint: &Taint, plugin: &str) -> Result<Vec<TextPart>, String> {
+    let text = || Ok(vec![TextPart::Text(url.to_string())]);
+    let Some(after) = url.strip_prefix("{{") else {
+        return text();
+    };
+    let Some(end) = after.find("}}") else {
+        return text();
+    };
+    let name = legacy_secret(after[..end].trim(), taint, plugin)?;
+    Ok(vec![name, TextPart::Text(after[end + 2..].to_string())])
+}
+
+/// A contract 0.1.0 header value in parts: exactly `{{name}}` or
+/// `Scheme {{name}}` has it as a secret part; any other `{{…}}` in a
+/// header is text.
+pub fn legacy_header(value: &str, taint: &Taint, plugin: &str) -> Result<Vec<TextPart>, String> {
+    let text = || Ok(vec![TextPart::Text(value.to_string())]);
+    let (prefix, rest) = match value.find("{{") {
+        Some(i) => value.split_at(i),
+        None => return text(),
+    };
+    let scheme = prefix.strip_suffix(' ').unwrap_or(prefix);
+    let scheme_ok = prefix.is_empty()
+        || (prefix.ends_with(' ')
+            && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')));
+    let inner = rest
+        .strip_prefix("{{")
+        .and_then(|r| r.strip_suffix("}}"))
+        .filter(|n| !n.contains("{{") && !n.contains("}}"));
+    match inner {
+        Some(name) if scheme_ok => {
+            let secret = legacy_secret(name.trim(), taint, plugin)?;
+            let mut parts = Vec::new();
+            if !prefix.is_empty() {
+                parts.push(TextPart::Text(prefix.to_string()));
+            }
+            parts.push(secret);
+            Ok(parts)
+        }
+        _ => text(),
+    }
+}
+
+fn legacy_secret(name: &str, taint: &Taint, plugin: &str) -> Result<TextPart, String> {
+    if taint.holds(name) {
+        return Err(format!(
+            "`{{{{{name}}}}}` appears in this post or in an answer from the platform, and plugin `{plugin}` (contract 0.1.0) uses the same text to mark where its credential goes; outreach does not send such a request, so the credential cannot end up in the content. Remove the `{{{{{name}}}}}` text from the post"
+        ));
+    }
+    let secret = crate::contract::secret_named(name).ok_or_else(|| {
+        format!("plugin `{plugin}` asked for a credential named `{name}`, which this account does not have")
+    })?;
+    Ok(TextPart::Secret(crate::contract::wit::types::SecretPart {
+        name: secret,
+        encoding: SecretEncoding::Raw,
+    }))
 }
 
 fn check_header_name(name: &str) -> Result<(), String> {
@@ -862,41 +946,106 @@ mod tests {
             .with("access_token", Secret::new("tok-123456"))
             .with("refresh_token", Secret::new("https://hooks.example/1/abc"));
         let taint = Taint::default();
-        let f = Fill {
-            creds: Some(&c),
-            taint: &taint,
-            plugin: "p",
-        };
+        let url =
+            |u: &str| legacy_url(u, &taint, "p").and_then(|parts| render(&parts, Some(&c), &[]));
+        let header =
+            |h: &str| legacy_header(h, &taint, "p").and_then(|parts| render(&parts, Some(&c), &[]));
         assert_eq!(
-            f.url("{{refresh_token}}?wait=true").unwrap(),
+            url("{{refresh_token}}?wait=true").unwrap(),
             "https://hooks.example/1/abc?wait=true"
         );
         assert_eq!(
-            f.url("https://a/?t={{access_token}}").unwrap(),
+            url("https://a/?t={{access_token}}").unwrap(),
             "https://a/?t={{access_token}}"
         );
         assert_eq!(
-            f.header("Bearer {{access_token}}").unwrap(),
+            header("Bearer {{access_token}}").unwrap(),
             "Bearer tok-123456"
         );
-        assert_eq!(f.header("{{ access_token }}").unwrap(), "tok-123456");
+        assert_eq!(header("{{ access_token }}").unwrap(), "tok-123456");
         assert_eq!(
-            f.header("say {{access_token}} now").unwrap(),
+            header("say {{access_token}} now").unwrap(),
             "say {{access_token}} now"
         );
         assert_eq!(
-            f.header("a b {{access_token}}").unwrap(),
+            header("a b {{access_token}}").unwrap(),
             "a b {{access_token}}"
         );
         assert!(
-            f.url("{{client_secret}}/x")
+            url("{{client_secret}}/x")
                 .unwrap_err()
                 .contains("client_secret")
         );
 
         taint.mark("post text with {{ refresh_token }} in it");
-        let err = f.url("{{refresh_token}}?wait=true").unwrap_err();
+        let err = url("{{refresh_token}}?wait=true").unwrap_err();
         assert!(err.contains("appears in this post"), "{err}");
-        assert!(f.header("Bearer {{access_token}}").is_ok());
+        assert!(header("Bearer {{access_token}}").is_ok());
+    }
+
+    #[test]
+    fn secrets_go_where_their_parts_say_and_text_stays_text() {
+        use crate::contract::wit::types::{SecretName, SecretPart};
+        let c = Credentials::new().with("access_token", Secret::new("a b\"/c"));
+        let secret = |encoding| {
+            TextPart::Secret(SecretPart {
+                name: SecretName::AccessToken,
+                encoding,
+            })
+        };
+        let parts = [
+            TextPart::Text("{{access_token}} ".into()),
+            secret(SecretEncoding::Raw),
+            TextPart::Text("|".into()),
+            secret(SecretEncoding::Percent),
+            TextPart::Text("|".into()),
+            secret(SecretEncoding::JsonString),
+            TextPart::Setting("instance".into()),
+        ];
+        let settings = [Pair {
+            name: "instance".into(),
+            value: "!".into(),
+        }];
+        assert_eq!(
+            render(&parts, Some(&c), &settings).unwrap(),
+            "{{access_token}} a b\"/c|a%20b%22%2Fc|a b\\\"/c!"
+        );
+        assert!(render(&parts, None, &settings).is_err());
+        // Meta's documented example shape: 64 lowercase hex digits.
+        let p = proof(&Secret::new("app-secret"), &Secret::new("token"));
+        assert_eq!(p.len(), 64);
+        assert!(
+            p.chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
+    }
+
+    #[test]
+    fn a_limit_a_plugin_reports_holds_later_requests() {
+        let broker = Broker::new(&Limits::default(), &Http::default()).unwrap();
+        let scope = Scope {
+            plugin: "p".into(),
+            account: Some("a".into()),
+            allow: Arc::new(vec![]),
+            credentials: None,
+            placement: Arc::new(vec![]),
+            settings: Arc::new(vec![]),
+            rate_limits: Arc::new(vec![]),
+            rate_headers: None,
+            dry_run: None,
+            dispatched: Default::default(),
+            taint: Default::default(),
+        };
+        assert!(broker.rate_check(&scope, "publish").is_none());
+        // Two more `publish` requests in the next minute, then none.
+        broker.report_limit(&scope, "publish", 2, 60);
+        assert!(broker.rate_check(&scope, "publish").is_none());
+        assert!(broker.rate_check(&scope, "publish").is_none());
+        let wait = broker.rate_check(&scope, "publish").unwrap();
+        assert!(wait > Duration::from_secs(50), "{wait:?}");
+        // Other classes go on; a report for every class (empty) holds all.
+        assert!(broker.rate_check(&scope, "profile").is_none());
+        broker.report_limit(&scope, "", 0, 30);
+        assert!(broker.rate_check(&scope, "profile").is_some());
     }
 }

@@ -29,7 +29,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{TokenClient, TokenError, client_for};
-use crate::contract::wit::types::{ExchangeBody, ExpiryFormat, Manifest, RefreshStyle};
+use crate::contract::wit::types::{ExpiryFormat, Manifest, RefreshStyle};
 use crate::plugin::manifest::effective_endpoints;
 use crate::services::{Services, account_view};
 use crate::store::{AccountId, AccountState, Record, StoreError};
@@ -116,23 +116,6 @@ fn validity(expires_at: &Option<DateTime<Utc>>, id: &AccountId) -> String {
     }
 }
 
-/// Whether the template text of a declared exchange names the credential
-/// `name` (`{{name}}`, spaces allowed inside the braces).
-fn names_credential(text: &str, name: &str) -> bool {
-    let mut rest = text;
-    while let Some(start) = rest.find("{{") {
-        let after = &rest[start + 2..];
-        let Some(end) = after.find("}}") else {
-            return false;
-        };
-        if after[..end].trim() == name {
-            return true;
-        }
-        rest = &after[end + 2..];
-    }
-    false
-}
-
 /// Whether `r`'s token can be renewed: the platform renews tokens and the
 /// record holds what the renewal needs (a pasted token has no refresh
 /// token).
@@ -141,19 +124,8 @@ pub fn can_refresh(m: &Manifest, r: &Record) -> bool {
         RefreshStyle::None => false,
         RefreshStyle::Standard | RefreshStyle::Rotating => r.refresh_token.is_some(),
         RefreshStyle::Custom(x) => {
-            let needs_refresh_token = x
-                .query
-                .iter()
-                .chain(&x.headers)
-                .any(|p| names_credential(&p.value, "refresh_token"))
-                || match &x.body {
-                    ExchangeBody::None => false,
-                    ExchangeBody::Form(f) => f
-                        .iter()
-                        .any(|p| names_credential(&p.value, "refresh_token")),
-                    ExchangeBody::Json(t) => names_credential(t, "refresh_token"),
-                };
-            !needs_refresh_token || r.refresh_token.is_some()
+            !x.uses(crate::contract::wit::types::SecretName::RefreshToken)
+                || r.refresh_token.is_some()
         }
     }
 }

@@ -111,6 +111,9 @@ pub struct Record {
     pub expires_in: Option<u64>,
     /// When the access token expires; `None` for tokens that do not.
     pub expires_at: Option<DateTime<Utc>>,
+    /// When the refresh token expires, if the platform said (TikTok).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_expires_at: Option<DateTime<Utc>>,
     pub scope: String,
     pub profile: Profile,
     pub created_at: DateTime<Utc>,

@@ -276,6 +276,9 @@ pub enum Mode {
     Truncated,
     /// One 429 with `Retry-After: 1`, then back to normal.
     RateLimitedOnce,
+    /// The platform acts on the request, then the connection drops before
+    /// the answer is complete (the outcome is unknown to the client).
+    AcceptThenDrop,
 }
 
 /// One request a fake received.
@@ -428,28 +431,29 @@ fn common_failure(
             "<html><head><title>502 Bad Gateway</title></head><body><h1>Bad Gateway</h1></body></html>",
         )),
         Mode::ServerError => Some(json_response(500, &[], err500)),
-        Mode::Truncated => {
-            let stream = futures::stream::iter(vec![
-                Ok::<_, std::io::Error>(Bytes::from_static(b"{\"data\":{\"id\":\"12")),
-                Err(std::io::Error::other("connection reset")),
-            ]);
-            Some(
-                Response::builder()
-                    .status(200)
-                    .header("content-type", "application/json")
-                    .header("content-length", "200")
-                    .body(Body::from_stream(stream))
-                    .unwrap(),
-            )
-        }
+        Mode::Truncated => Some(truncated()),
         Mode::RateLimitedOnce => {
             *st.mode.lock().unwrap() = Mode::Normal;
             let mut h = limit_headers.to_vec();
             h.push(("retry-after", "1"));
             Some(json_response(429, &h, limit_body))
         }
-        Mode::Normal | Mode::Expired => None,
+        Mode::Normal | Mode::Expired | Mode::AcceptThenDrop => None,
     }
+}
+
+/// A 200 whose body is cut off mid-way by a dropped connection.
+fn truncated() -> Response {
+    let stream = futures::stream::iter(vec![
+        Ok::<_, std::io::Error>(Bytes::from_static(b"{\"data\":{\"id\":\"12")),
+        Err(std::io::Error::other("connection reset")),
+    ]);
+    Response::builder()
+        .status(200)
+        .header("content-type", "application/json")
+        .header("content-length", "200")
+        .body(Body::from_stream(stream))
+        .unwrap()
 }
 
 fn bearer_ok(st: &FakeState, seen: &Seen, token: &str) -> bool {
@@ -1623,6 +1627,10 @@ pub fn fake_devto() -> Fake {
                 let id = 1000 + posts.len() as u64 + 1;
                 let slug = format!("{}-{id}", title.to_lowercase().replace(' ', "-"));
                 posts.push((id.to_string(), a.clone()));
+                if *st.mode.lock().unwrap() == Mode::AcceptThenDrop {
+                    *st.mode.lock().unwrap() = Mode::Normal;
+                    return truncated();
+                }
                 json_response(
                     201,
                     &[],

@@ -326,6 +326,32 @@ pub fn route(st: &FakeState, seen: &Seen, flavor: Flavor) -> Option<Response> {
         o.revoked.push(t);
         return Some(json_response(200, &[], json!({})));
     }
+    // Instagram's step after connect: the short-lived token for a
+    // long-lived one, with the app secret.
+    if flavor == Flavor::Instagram && path == "/access_token" && seen.method == "GET" {
+        let q: HashMap<String, String> = url::form_urlencoded::parse(seen.query.as_bytes())
+            .into_owned()
+            .collect();
+        let short = q.get("access_token").cloned().unwrap_or_default();
+        if q.get("grant_type").map(String::as_str) != Some("ig_exchange_token")
+            || q.get("client_secret").map(String::as_str) != Some(CLIENT_SECRET)
+            || !o.valid(&short)
+        {
+            return Some(json_response(
+                400,
+                &[],
+                json!({"error": {"message": "Invalid OAuth access token", "type": "OAuthException", "code": 190}}),
+            ));
+        }
+        let long = o.mint("ig-long");
+        let life = o.lifetime;
+        o.access.insert(long.clone(), Instant::now() + life);
+        return Some(json_response(
+            200,
+            &[],
+            json!({"access_token": long, "token_type": "bearer", "expires_in": life.as_secs()}),
+        ));
+    }
     if !ig_refresh.is_empty() && path == ig_refresh && seen.method == "GET" {
         let q: HashMap<String, String> = url::form_urlencoded::parse(seen.query.as_bytes())
             .into_owned()

@@ -514,6 +514,7 @@ pub fn import(app: &App, file: &Path, account: &str) -> anyhow::Result<i32> {
             refresh_token: t.refresh_token.map(Secret::new),
             expires_in,
             expires_at,
+            refresh_expires_at: None,
             scope: t.scope,
             profile: Profile {
                 id: s("id").or_else(|| s("sub")).unwrap_or_default(),

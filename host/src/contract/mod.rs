@@ -2,19 +2,25 @@
 //! plugin implements, shared by the broker ([`crate::http`]) and the plugin
 //! host ([`crate::plugin`]), and how its errors read for people.
 //!
-//! Owns: the generated bindings and small helpers on their types.
+//! Owns: the generated bindings of every contract version the host
+//! implements — the current one ([`wit`], 0.2.0), which is the host's own
+//! model, and 0.1.0 ([`v0_1`]) with the conversions of its data into the
+//! current model — and small helpers on their types.
 //!
 //! Never: loads, calls or checks a plugin (that is [`crate::plugin`]), or
 //! sends a request (that is [`crate::http`]).
 
-/// Bindings generated from the contract.
+/// The contract version whose types the host works with.
+pub const CURRENT: &str = "0.2.0";
+
+/// Bindings generated from the current contract.
 pub mod bindings {
     wasmtime::component::bindgen!({
-        path: "../wit/v0.1.0",
-        world: "outreach:platform/plugin@0.1.0",
+        path: "../wit/v0.2.0",
+        world: "outreach:platform/plugin@0.2.0",
         imports: { default: async | trappable },
         exports: { default: async },
-        additional_derives: [serde::Serialize],
+        additional_derives: [serde::Serialize, serde::Deserialize],
     });
 }
 
@@ -40,7 +46,58 @@ impl wit::types::Post {
     }
 }
 
-use wit::types::CallError;
+use wit::types::{CallError, SecretName};
+
+/// The name a secret has in the host's credential maps and in 0.1.0
+/// placeholders (`access_token` for `{{access_token}}`).
+pub fn secret_key(name: SecretName) -> &'static str {
+    match name {
+        SecretName::AccessToken => "access_token",
+        SecretName::RefreshToken => "refresh_token",
+        SecretName::ClientId => "client_id",
+        SecretName::ClientSecret => "client_secret",
+        SecretName::Username => "username",
+        SecretName::Password => "password",
+    }
+}
+
+/// The secret a 0.1.0 placeholder name stands for.
+pub fn secret_named(key: &str) -> Option<SecretName> {
+    Some(match key {
+        "access_token" => SecretName::AccessToken,
+        "refresh_token" => SecretName::RefreshToken,
+        "client_id" => SecretName::ClientId,
+        "client_secret" => SecretName::ClientSecret,
+        "username" => SecretName::Username,
+        "password" => SecretName::Password,
+        _ => return None,
+    })
+}
+
+impl wit::types::CustomExchange {
+    /// Whether the exchange sends secret `name` anywhere.
+    pub fn uses(&self, name: SecretName) -> bool {
+        use wit::types::{ExchangeBody, TextPart};
+        let named = |parts: &[TextPart]| {
+            parts
+                .iter()
+                .any(|p| matches!(p, TextPart::Secret(s) if s.name == name))
+        };
+        named(&self.url)
+            || self
+                .query
+                .iter()
+                .chain(&self.headers)
+                .any(|f| named(&f.value))
+            || match &self.body {
+                ExchangeBody::None => false,
+                ExchangeBody::Form(f) => f.iter().any(|f| named(&f.value)),
+                ExchangeBody::Json(t) => named(t),
+            }
+    }
+}
+
+pub mod v0_1;
 
 /// A call error as one line for people.
 pub fn describe_call_error(e: &CallError) -> String {

@@ -364,6 +364,8 @@ pub struct Summary {
     pub id: String,
     pub name: String,
     pub version: String,
+    /// The contract version it was built against.
+    pub contract: String,
     pub auth: String,
     /// The hosts it may call, with the config's overrides.
     pub hosts: Vec<String>,
@@ -412,6 +414,7 @@ impl Platforms {
                     id: m.id.clone(),
                     name: m.name.clone(),
                     version: m.version.clone(),
+                    contract: p.contract.to_string(),
                     auth: wit_name(&m.auth.kind),
                     hosts: effective.hosts.iter().map(|h| h.host.clone()).collect(),
                     host_sources: effective.hosts,

@@ -22,7 +22,10 @@
 //! through [`crate::http::Broker`], logging, a clock) and the types
 //! interface.
 
+mod legacy;
 pub mod manifest;
+use legacy::Instance;
+pub mod wasi;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -37,17 +40,26 @@ use wasmtime::{Engine, Store, Trap};
 use crate::config::{Limits, Loaded};
 use crate::http::{Broker, Scope};
 
+use crate::contract::v0_1;
 use crate::contract::{bindings, wit};
 
 use wit::types::{Account, CallError, Context, Manifest, Post, Problem, Profile, Receipt};
 
-/// The contract version this host implements.
-pub const CONTRACT: &str = "outreach:platform@0.1.0";
-/// The interfaces a plugin may import.
-pub const GRANTED_IMPORTS: [&str; 2] = [
+/// The contract versions this host implements, newest first.
+pub const CONTRACTS: [&str; 2] = ["outreach:platform@0.2.0", "outreach:platform@0.1.0"];
+/// The contract interfaces a plugin may import (besides WASI, see
+/// [`wasi::granted`]).
+pub const GRANTED_IMPORTS: [&str; 4] = [
+    "outreach:platform/host@0.2.0",
+    "outreach:platform/types@0.2.0",
     "outreach:platform/host@0.1.0",
     "outreach:platform/types@0.1.0",
 ];
+
+/// The slowest upload a publish with media is given time for, in bytes a
+/// second, on top of `limits.publish_timeout_ms` (256 KiB/s: a 2 GB video
+/// gets over two hours).
+const SLOWEST_UPLOAD_BYTES_PER_SEC: u64 = 256 << 10;
 
 /// Epoch tick: the resolution of plugin deadlines.
 const TICK: Duration = Duration::from_millis(5);
@@ -169,6 +181,7 @@ pub struct CallState {
     limiter: MemoryCap,
     deadline: Instant,
     media: MediaReader,
+    wasi: wasi::Wasi,
 }
 
 /// Caps linear memory growth and remembers that it did.
@@ -202,23 +215,24 @@ impl wasmtime::ResourceLimiter for MemoryCap {
 
 impl wit::types::Host for CallState {}
 
-impl wit::host::Host for CallState {
-    async fn send(
+impl CallState {
+    /// Send a request through the broker within the call's deadline.
+    async fn send_now(
         &mut self,
         req: wit::host::Request,
-    ) -> wasmtime::Result<Result<wit::host::Response, wit::host::HttpError>> {
+    ) -> Result<wit::host::Response, wit::host::HttpError> {
         let left = self.deadline.saturating_duration_since(Instant::now());
         let media = self.media.clone();
         let fut = self.broker.send(&self.scope, req, &*media);
-        Ok(match tokio::time::timeout(left, fut).await {
+        match tokio::time::timeout(left, fut).await {
             Ok(r) => r,
             Err(_) => Err(wit::host::HttpError::Timeout(
                 "the call's deadline passed while the request was in flight".into(),
             )),
-        })
+        }
     }
 
-    async fn log(&mut self, level: wit::host::Level, message: String) -> wasmtime::Result<()> {
+    fn log_line(&self, level: wit::host::Level, message: String) {
         let message: String = message.chars().take(2000).collect();
         let plugin = &self.scope.plugin;
         use wit::host::Level;
@@ -229,16 +243,48 @@ impl wit::host::Host for CallState {
             Level::Warn => tracing::warn!(plugin, "{message}"),
             Level::Error => tracing::error!(plugin, "{message}"),
         }
+    }
+
+    async fn sleep(&mut self, millis: u64) {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        tokio::time::sleep(Duration::from_millis(millis).min(left)).await;
+    }
+}
+
+fn now_millis() -> u64 {
+    chrono::Utc::now().timestamp_millis().max(0) as u64
+}
+
+impl wit::host::Host for CallState {
+    async fn send(
+        &mut self,
+        req: wit::host::Request,
+    ) -> wasmtime::Result<Result<wit::host::Response, wit::host::HttpError>> {
+        Ok(self.send_now(req).await)
+    }
+
+    async fn report_limit(
+        &mut self,
+        class: String,
+        remaining: u32,
+        reset_seconds: u64,
+    ) -> wasmtime::Result<()> {
+        self.broker
+            .report_limit(&self.scope, &class, remaining, reset_seconds);
+        Ok(())
+    }
+
+    async fn log(&mut self, level: wit::host::Level, message: String) -> wasmtime::Result<()> {
+        self.log_line(level, message);
         Ok(())
     }
 
     async fn now_millis(&mut self) -> wasmtime::Result<u64> {
-        Ok(chrono::Utc::now().timestamp_millis().max(0) as u64)
+        Ok(now_millis())
     }
 
     async fn sleep_millis(&mut self, millis: u64) -> wasmtime::Result<()> {
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        tokio::time::sleep(Duration::from_millis(millis).min(left)).await;
+        self.sleep(millis).await;
         Ok(())
     }
 }
@@ -250,7 +296,15 @@ pub struct LoadedPlugin {
     pub sha256: String,
     /// Hosts the manifest declares, parsed once at load.
     pub declared: Vec<crate::http::AllowedHost>,
-    pre: bindings::PluginPre<CallState>,
+    /// The contract version it was built against (`0.2.0`, `0.1.0`).
+    pub contract: &'static str,
+    pre: Pre,
+}
+
+/// A plugin ready to instantiate, by contract version.
+enum Pre {
+    V2(bindings::PluginPre<CallState>),
+    V1(v0_1::bindings::PluginPre<CallState>),
 }
 
 /// The engine, the linker and the loaded plugins.
@@ -317,6 +371,9 @@ impl Host {
 
         let mut linker = Linker::new(&engine);
         bindings::Plugin::add_to_linker::<_, HasSelf<CallState>>(&mut linker, |s| s)?;
+        v0_1::bindings::Plugin::add_to_linker::<_, HasSelf<CallState>>(&mut linker, |s| s)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         Ok(Host {
             broker: Broker::new(&limits, &cfg.config.http)?,
             engine,
@@ -543,16 +600,25 @@ impl Host {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| fail(format!("cannot be linked: {e:#}")))?;
-        let pre = bindings::PluginPre::new(pre).map_err(|e| {
-            fail(format!(
-                "does not export the {CONTRACT} `plugin` world: {e:#}"
-            ))
-        })?;
+        // The newest contract whose exports it has, with their types.
+        let (pre, contract) = match bindings::PluginPre::new(pre.clone()) {
+            Ok(p) => (Pre::V2(p), "0.2.0"),
+            Err(e2) => match v0_1::bindings::PluginPre::new(pre) {
+                Ok(p) => (Pre::V1(p), "0.1.0"),
+                Err(_) => {
+                    return Err(fail(format!(
+                        "does not export the {} `plugin` world: {e2:#}",
+                        CONTRACTS[0]
+                    )));
+                }
+            },
+        };
         let mut plugin = LoadedPlugin {
             manifest: placeholder_manifest(),
             path: path.to_path_buf(),
             sha256,
             declared: Vec::new(),
+            contract,
             pre,
         };
         let manifest = self
@@ -563,6 +629,61 @@ impl Host {
         plugin.declared = manifest::declared_hosts(&manifest);
         plugin.manifest = manifest;
         Ok(Arc::new(plugin))
+    }
+
+    /// Check a plugin file as loading would — read, shape, imports,
+    /// exports, compile, link, describe, manifest — without registering it
+    /// or touching the plugins folder.
+    pub async fn inspect(&self, path: &Path) -> Inspection {
+        let mut out = Inspection {
+            path: path.display().to_string(),
+            shape: None,
+            imports: Vec::new(),
+            exports: Vec::new(),
+            contract: None,
+            manifest: None,
+            refused: None,
+        };
+        let (bytes, sha) = match self.read(path) {
+            Ok(read) => read,
+            Err(e) => {
+                out.refused = Some(e.to_string());
+                return out;
+            }
+        };
+        let names = match shape(&bytes) {
+            Ok(Shape::Component) => {
+                out.shape = Some("component".into());
+                component_names(&bytes)
+            }
+            Ok(Shape::CoreModule) => {
+                out.shape = Some("core module".into());
+                wit_component::ComponentEncoder::default()
+                    .module(&bytes)
+                    .and_then(|e| e.validate(true).encode())
+                    .map_err(|e| format!("cannot be made into a component: {e:#}"))
+                    .and_then(|c| component_names(&c))
+            }
+            Err(e) => Err(e),
+        };
+        match names {
+            Ok((imports, exports)) => {
+                out.imports = imports;
+                out.exports = exports;
+            }
+            Err(e) => {
+                out.refused = Some(e);
+                return out;
+            }
+        }
+        match self.prepare(path, bytes, sha).await {
+            Ok(p) => {
+                out.contract = Some(p.contract.to_string());
+                out.manifest = Some(manifest::wit_style(&p.manifest));
+            }
+            Err(e) => out.refused = Some(e.to_string()),
+        }
+        out
     }
 
     pub fn get(&self, id: &str) -> Result<Arc<LoadedPlugin>, PluginError> {
@@ -603,7 +724,7 @@ impl Host {
     ) -> Result<
         (
             Store<CallState>,
-            bindings::Plugin,
+            Instance,
             tokio::sync::OwnedSemaphorePermit,
         ),
         PluginError,
@@ -623,17 +744,18 @@ impl Host {
             },
             deadline: Instant::now() + budget,
             media: no_media(),
+            wasi: wasi::Wasi::new(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         let ticks = (budget.as_millis() / TICK.as_millis()).max(1) as u64;
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
-        let inst = plugin
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| call_error(&plugin.manifest.id, &store, e, budget))?;
+        let inst = match &plugin.pre {
+            Pre::V2(pre) => pre.instantiate_async(&mut store).await.map(Instance::V2),
+            Pre::V1(pre) => pre.instantiate_async(&mut store).await.map(Instance::V1),
+        }
+        .map_err(|e| call_error(&plugin.manifest.id, &store, e, budget))?;
         Ok((store, inst, permit))
     }
 
@@ -648,7 +770,8 @@ impl Host {
             account: None,
             allow: Arc::new(Vec::new()),
             credentials: None,
-            placement: wit::types::CredentialPlacement::Bearer,
+            placement: Arc::new(Vec::new()),
+            settings: Arc::new(Vec::new()),
             rate_limits: Arc::new(Vec::new()),
             rate_headers: None,
             dry_run: None,
@@ -658,7 +781,7 @@ impl Host {
         let id = scope.plugin.clone();
         let start = Instant::now();
         let (mut store, inst, _permit) = self.instance(plugin, scope, budget).await?;
-        let r = tokio::time::timeout(budget, inst.call_describe(&mut store)).await;
+        let r = tokio::time::timeout(budget, inst.describe(&mut store)).await;
         observe(&id, "describe", start);
         finish(&id, &store, r, budget)
     }
@@ -674,7 +797,7 @@ impl Host {
         let scope = self.scope(plugin, None, None, None);
         let start = Instant::now();
         let (mut store, inst, _permit) = self.instance(plugin, scope, budget).await?;
-        let r = tokio::time::timeout(budget, inst.call_validate(&mut store, post, account)).await;
+        let r = tokio::time::timeout(budget, inst.validate(&mut store, post, account)).await;
         observe(&plugin.manifest.id, "validate", start);
         finish(&plugin.manifest.id, &store, r, budget)
     }
@@ -687,7 +810,7 @@ impl Host {
         ctx: &Context,
         post: &Post,
     ) -> Result<Result<Receipt, CallError>, PluginError> {
-        self.publish_inner(plugin, scope, ctx, post, no_media())
+        self.publish_inner(plugin, scope, ctx, post, no_media(), Duration::ZERO)
             .await
     }
 
@@ -698,13 +821,14 @@ impl Host {
         ctx: &Context,
         post: &Post,
         media: MediaReader,
+        extra: Duration,
     ) -> Result<Result<Receipt, CallError>, PluginError> {
-        let budget = Duration::from_millis(self.limits.publish_timeout_ms);
+        let budget = Duration::from_millis(self.limits.publish_timeout_ms) + extra;
         let start = Instant::now();
         taint_with_post(&scope.taint, ctx, post);
         let (mut store, inst, _permit) = self.instance(plugin, scope, budget).await?;
         store.data_mut().media = media;
-        let r = tokio::time::timeout(budget, inst.call_publish(&mut store, ctx, post)).await;
+        let r = tokio::time::timeout(budget, inst.publish(&mut store, ctx, post)).await;
         observe(&plugin.manifest.id, "publish", start);
         let out = finish(&plugin.manifest.id, &store, r, budget)?;
         if let Ok(receipt) = &out {
@@ -758,7 +882,12 @@ impl Host {
                 .map_err(|e| format!("{}: {e}", path.display()))?;
             Ok(buf)
         });
-        self.publish_inner(plugin, scope, ctx, post, reader).await
+        // Uploads take time with their size: a 2 GB video is not cut at
+        // the budget meant for a text post.
+        let bytes: u64 = post.media.iter().map(|m| m.size).sum();
+        let extra = Duration::from_secs(bytes / SLOWEST_UPLOAD_BYTES_PER_SEC);
+        self.publish_inner(plugin, scope, ctx, post, reader, extra)
+            .await
     }
 
     /// Run the plugin's `profile` for one account.
@@ -771,9 +900,34 @@ impl Host {
         let budget = Duration::from_millis(self.limits.publish_timeout_ms);
         let start = Instant::now();
         let (mut store, inst, _permit) = self.instance(plugin, scope, budget).await?;
-        let r = tokio::time::timeout(budget, inst.call_profile(&mut store, ctx)).await;
+        let r = tokio::time::timeout(budget, inst.profile(&mut store, ctx)).await;
         observe(&plugin.manifest.id, "profile", start);
         finish(&plugin.manifest.id, &store, r, budget)
+    }
+
+    /// Run the plugin's `find-post`: whether `post` already exists on the
+    /// platform (`None` when the plugin cannot tell).
+    pub async fn find_post(
+        &self,
+        plugin: &LoadedPlugin,
+        scope: Scope,
+        ctx: &Context,
+        post: &Post,
+    ) -> Result<Result<Option<Receipt>, CallError>, PluginError> {
+        let budget = Duration::from_millis(self.limits.publish_timeout_ms);
+        let start = Instant::now();
+        taint_with_post(&scope.taint, ctx, post);
+        let (mut store, inst, _permit) = self.instance(plugin, scope, budget).await?;
+        let r = tokio::time::timeout(budget, inst.find_post(&mut store, ctx, post)).await;
+        observe(&plugin.manifest.id, "find-post", start);
+        let out = finish(&plugin.manifest.id, &store, r, budget)?;
+        if let Ok(Some(receipt)) = &out {
+            check_receipt(receipt).map_err(|message| PluginError::Call {
+                plugin: plugin.manifest.id.clone(),
+                message: format!("returned malformed data: {message}"),
+            })?;
+        }
+        Ok(out)
     }
 
     /// The network scope of a call: the plugin's allow-list (manifest hosts
@@ -803,7 +957,8 @@ impl Host {
             account: account.map(|a| a.name.clone()),
             allow: Arc::new(allow),
             credentials,
-            placement: m.auth.placement.clone(),
+            placement: Arc::new(m.auth.placement.clone()),
+            settings: Arc::new(account.map(|a| a.settings.clone()).unwrap_or_default()),
             rate_limits: Arc::new(m.rate_limits.clone()),
             rate_headers: m.rate_limit_headers.clone(),
             dry_run: None,
@@ -891,6 +1046,30 @@ fn shape(bytes: &[u8]) -> Result<Shape, String> {
 /// exceed what the host grants (naming every refused one), that was built
 /// against another contract version, or that lacks the world's exports.
 fn check_component(bytes: &[u8]) -> Result<(), String> {
+    let (imports, exports) = component_names(bytes)?;
+    let refused = refused_imports(imports.iter().map(String::as_str));
+    let missing: Vec<String> = EXPORTS
+        .iter()
+        .filter(|e| !exports.iter().any(|x| x == *e))
+        .map(|e| format!("`{e}`"))
+        .collect();
+    let mut problems = refused.into_iter().collect::<Vec<_>>();
+    if !missing.is_empty() {
+        problems.push(format!(
+            "does not export the {} `plugin` world (no {} function)",
+            CONTRACTS[0],
+            list(&missing, "or")
+        ));
+    }
+    match problems.is_empty() {
+        true => Ok(()),
+        false => Err(problems.join("; ")),
+    }
+}
+
+/// The top-level imports that ask something of the host and the exported
+/// functions of a component, from its bytes.
+fn component_names(bytes: &[u8]) -> Result<(Vec<String>, Vec<String>), String> {
     use wasmparser::{ComponentExternalKind, ComponentTypeRef, Payload};
     let malformed =
         |e: wasmparser::BinaryReaderError| format!("is not a well-formed component: {e}");
@@ -925,30 +1104,33 @@ fn check_component(bytes: &[u8]) -> Result<(), String> {
             _ => {}
         }
     }
-    let refused = refused_imports(imports.iter().map(String::as_str));
-    let missing: Vec<String> = EXPORTS
-        .iter()
-        .filter(|e| !exports.iter().any(|x| x == *e))
-        .map(|e| format!("`{e}`"))
-        .collect();
-    let mut problems = refused.into_iter().collect::<Vec<_>>();
-    if !missing.is_empty() {
-        problems.push(format!(
-            "does not export the {CONTRACT} `plugin` world (no {} function)",
-            list(&missing, "or")
-        ));
-    }
-    match problems.is_empty() {
-        true => Ok(()),
-        false => Err(problems.join("; ")),
-    }
+    Ok((imports, exports))
+}
+
+/// What `outreach plugins check FILE` reports about a plugin file, without
+/// installing it.
+#[derive(Debug, serde::Serialize)]
+pub struct Inspection {
+    pub path: String,
+    /// `component`, or `core module` (wrapped into a component on load).
+    pub shape: Option<String>,
+    /// What it imports (WASI interfaces and the contract's).
+    pub imports: Vec<String>,
+    /// The functions it exports.
+    pub exports: Vec<String>,
+    /// The contract version it was built against, once it loaded.
+    pub contract: Option<String>,
+    /// Its manifest, in WIT spelling, once it loaded.
+    pub manifest: Option<serde_json::Value>,
+    /// Why the host would refuse it; `None` if it would load.
+    pub refused: Option<String>,
 }
 
 /// Why imports `names` are refused (every one of them), if any is.
 fn refused_imports<'a>(names: impl Iterator<Item = &'a str>) -> Option<String> {
     let (mut other_contract, mut refused) = (Vec::new(), Vec::new());
     for name in names {
-        if GRANTED_IMPORTS.contains(&name) {
+        if GRANTED_IMPORTS.contains(&name) || wasi::granted(name) {
             continue;
         }
         if name.starts_with("outreach:platform/") {
@@ -960,15 +1142,15 @@ fn refused_imports<'a>(names: impl Iterator<Item = &'a str>) -> Option<String> {
     let mut why = Vec::new();
     if !other_contract.is_empty() {
         why.push(format!(
-            "was built against {}; this outreach implements {CONTRACT} — rebuild it with a matching outreach-sdk",
-            list(&other_contract, "and")
+            "was built against {}; this outreach implements {} — rebuild it with a matching outreach-sdk",
+            list(&other_contract, "and"),
+            list(&CONTRACTS.map(String::from), "and")
         ));
     }
     if !refused.is_empty() {
         why.push(format!(
-            "imports {}, which outreach does not grant (plugins may import only {}); build it for wasm32-unknown-unknown with outreach-sdk, without WASI",
-            list(&refused, "and"),
-            GRANTED_IMPORTS.join(" and ")
+            "imports {}, which outreach does not grant (plugins may import the outreach:platform host and types interfaces and WASI 0.2's cli, io, clocks, random, filesystem, sockets and http, whose files, sockets and requests are refused)",
+            list(&refused, "and")
         ));
     }
     (!why.is_empty()).then(|| why.join("; "))
@@ -1060,15 +1242,18 @@ fn placeholder_manifest() -> Manifest {
                 refresh_token: String::new(),
                 expiry: String::new(),
                 expiry_format: ExpiryFormat::Never,
+                refresh_expiry: String::new(),
                 scope: String::new(),
                 error: String::new(),
             },
             refresh: RefreshStyle::None,
+            pkce: PkceMethod::S256,
             access_token_lifetime: 0,
             refresh_token_lifetime: 0,
-            placement: CredentialPlacement::Bearer,
+            placement: vec![],
             dynamic_registration: false,
             login: None,
+            after_connect: vec![],
         },
         endpoints: vec![],
         hosts: vec![],
@@ -1081,11 +1266,11 @@ fn placeholder_manifest() -> Manifest {
             title_required: false,
             max_title_length: 0,
             media_required: false,
-            needs_public_media_url: false,
             media: vec![],
             threads: false,
         },
         settings: vec![],
+        post_fields: vec![],
         idempotent_publish: false,
     }
 }
@@ -1130,6 +1315,7 @@ fn finish<T>(
     r: Result<wasmtime::Result<T>, tokio::time::error::Elapsed>,
     budget: Duration,
 ) -> Result<T, PluginError> {
+    store.data().wasi.log_output(plugin);
     match r {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(call_error(plugin, store, e, budget)),

@@ -201,6 +201,8 @@ async fn deliver_target(run: &Run<'_>, job: Job, mut claimed: Option<i64>) -> Ta
                 return result;
             }
         };
+        // Defaults of fields the post does not set (checked at plan).
+        super::plan::post_fields(&plugin, &mut variant);
         variant.reply_to = parent.clone();
         variant.thread_root = root.clone();
         let attempt = match pre {
@@ -225,7 +227,16 @@ async fn deliver_target(run: &Run<'_>, job: Job, mut claimed: Option<i64>) -> Ta
                 }
             },
         };
-        let (state, outcome) = send_with_retries(run, &plugin, &id, record, &variant).await;
+        let (mut state, mut outcome) = send_with_retries(run, &plugin, &id, record, &variant).await;
+        // An outcome that is unknown may be known to the platform: ask
+        // before reporting it (the post may be there after all).
+        if state == State::Unknown
+            && let Some(receipt) = find_post(run, &plugin, record, &variant).await
+        {
+            tracing::info!(post = %row.id, %target, "the platform has the post whose outcome was unknown");
+            state = State::Published;
+            outcome = Ok((receipt.id, receipt.url));
+        }
         // Stage 5: the outcome, recorded and reported.
         let secrets = record.secrets();
         let (pid, url, kind, error) = match outcome {
@@ -274,6 +285,28 @@ async fn deliver_target(run: &Run<'_>, job: Job, mut claimed: Option<i64>) -> Ta
     result.state = "published".into();
     result.already = all_already;
     result
+}
+
+/// Whether the platform has `variant` already, per the plugin's
+/// `find-post` (`None` when it cannot tell or the question fails).
+async fn find_post(
+    run: &Run<'_>,
+    plugin: &LoadedPlugin,
+    record: &Record,
+    variant: &Post,
+) -> Option<crate::contract::wit::types::Receipt> {
+    let (ctx, scope) = run.svc.call_env(plugin, record);
+    match run.svc.host.find_post(plugin, scope, &ctx, variant).await {
+        Ok(Ok(found)) => found,
+        Ok(Err(e)) => {
+            tracing::info!(plugin = %plugin.manifest.id, "could not tell whether the post exists: {}", describe_call_error(&e));
+            None
+        }
+        Err(e) => {
+            tracing::warn!("{e}");
+            None
+        }
+    }
 }
 
 /// Send one item: refresh and retry once on an expired token, wait out a
@@ -399,6 +432,7 @@ pub async fn dry_run(svc: &Services, post: &ParsedPost, jobs: Vec<Job>) -> Repor
                             return r;
                         }
                     };
+                super::plan::post_fields(&plugin, &mut variant);
                 if index > 0 {
                     variant.reply_to = Some(stand_in(index - 1));
                     variant.thread_root = Some(stand_in(0));

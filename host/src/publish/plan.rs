@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use super::parse::ParsedPost;
 use super::settle::TargetResult;
+use crate::contract::wit::types::{FieldType, Pair, Post, PostField, Problem};
 use crate::plugin::LoadedPlugin;
 use crate::services::{Services, account_view};
 use crate::store::{AccountId, Record};
@@ -168,8 +169,20 @@ pub async fn plan(
             if index > 0 {
                 variant.reply_to = Some("(parent)".into());
             }
+            // The manifest's post fields (checked, defaults filled), and
+            // the plugin's own rules.
+            let declared = post_fields(&plugin, &mut variant);
             let found = match svc.host.validate(&plugin, &variant, Some(&account)).await {
-                Ok(found) => found,
+                // The plugin's word on a field wins (it knows its rules in
+                // detail); the host adds what the plugin did not report.
+                Ok(mut found) => {
+                    for d in declared {
+                        if !found.iter().any(|p| p.field == d.field) {
+                            found.push(d);
+                        }
+                    }
+                    found
+                }
                 Err(e) => {
                     problems.push(TargetProblem {
                         target: id.to_string(),
@@ -253,4 +266,94 @@ pub fn check_results(jobs: &[Job]) -> Vec<TargetResult> {
             r
         })
         .collect()
+}
+
+/// Check `post`'s platform fields against the manifest's declared post
+/// fields and fill in their defaults. Each problem names the field as the
+/// post file does (`override.mastodon.visibility`). A plugin built against
+/// contract 0.1.0 declares none and checks its fields itself, so its posts
+/// are left as they are.
+pub fn post_fields(plugin: &LoadedPlugin, post: &mut Post) -> Vec<Problem> {
+    let m = &plugin.manifest;
+    if plugin.contract == "0.1.0" {
+        return Vec::new();
+    }
+    let at = |name: &str| format!("override.{}.{name}", m.id);
+    let mut problems = Vec::new();
+    for p in &post.extra {
+        let Some(f) = m.post_fields.iter().find(|f| f.name == p.name) else {
+            let known: Vec<&str> = m.post_fields.iter().map(|f| f.name.as_str()).collect();
+            problems.push(Problem {
+                field: at(&p.name),
+                message: format!(
+                    "{} has no field `{}` ({})",
+                    m.name,
+                    p.name,
+                    if known.is_empty() {
+                        "it takes none besides text, title and link".to_string()
+                    } else {
+                        format!("its fields: {}", known.join(", "))
+                    }
+                ),
+            });
+            continue;
+        };
+        if let Err(why) = field_value(f, &p.value) {
+            problems.push(Problem {
+                field: at(&p.name),
+                message: why,
+            });
+        }
+    }
+    for f in &m.post_fields {
+        if post.extra.iter().any(|p| p.name == f.name) {
+            continue;
+        }
+        match &f.default_value {
+            Some(d) => post.extra.push(Pair {
+                name: f.name.clone(),
+                value: d.clone(),
+            }),
+            None if f.required => problems.push(Problem {
+                field: at(&f.name),
+                message: format!(
+                    "{} needs `{}` ({}); set it in [override.{}]",
+                    m.name, f.name, f.description, m.id
+                ),
+            }),
+            None => {}
+        }
+    }
+    problems
+}
+
+/// Why `value` does not fit field `f`, if it does not.
+fn field_value(f: &PostField, value: &str) -> Result<(), String> {
+    let shown: String = value.chars().take(60).collect();
+    match f.kind {
+        FieldType::Text => Ok(()),
+        FieldType::Integer => value
+            .trim()
+            .parse::<i64>()
+            .map(|_| ())
+            .map_err(|_| format!("must be a whole number, not {shown:?}")),
+        FieldType::Boolean => match value {
+            "true" | "false" => Ok(()),
+            _ => Err(format!("must be true or false, not {shown:?}")),
+        },
+        FieldType::Choice => {
+            if f.allowed.iter().any(|a| a == value) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "must be one of {}, not {shown:?}",
+                    f.allowed.join(", ")
+                ))
+            }
+        }
+        FieldType::Url => match url::Url::parse(value) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Ok(()),
+            _ => Err(format!("must be an http(s) URL, not {shown:?}")),
+        },
+    }
 }

@@ -20,6 +20,7 @@ fn session_shape() -> TokenShape {
         refresh_token: "refreshJwt".into(),
         expiry: String::new(),
         expiry_format: ExpiryFormat::SecondsFromNow,
+        refresh_expiry: String::new(),
         scope: String::new(),
         error: "error".into(),
     }
@@ -48,24 +49,26 @@ impl Platform for Bluesky {
                 token_response: session_shape(),
                 refresh: RefreshStyle::Custom(CustomExchange {
                     method: HttpMethod::Post,
-                    url: "refresh".into(),
+                    url: template("refresh"),
                     query: vec![],
-                    headers: pairs(&[("authorization", "Bearer {{refresh_token}}")]),
+                    headers: template_fields(&[("authorization", "Bearer {{refresh_token}}")]),
                     body: ExchangeBody::None,
                     response: session_shape(),
                 }),
+                pkce: PkceMethod::S256,
                 access_token_lifetime: 7200,
                 refresh_token_lifetime: 90 * 86_400,
-                placement: CredentialPlacement::Bearer,
+                placement: vec![CredentialPlacement::Bearer],
+                after_connect: vec![],
                 dynamic_registration: false,
                 login: Some(CustomExchange {
                     method: HttpMethod::Post,
-                    url: "login".into(),
+                    url: template("login"),
                     query: vec![],
                     headers: vec![],
-                    body: ExchangeBody::Json(
-                        r#"{"identifier":"{{username}}","password":"{{password}}"}"#.into(),
-                    ),
+                    body: ExchangeBody::Json(json_template(
+                        r#"{"identifier":"{{username}}","password":"{{password}}"}"#,
+                    )),
                     response: session_shape(),
                 }),
             },
@@ -101,6 +104,11 @@ impl Platform for Bluesky {
                 default_value: Some("https://bsky.social".into()),
                 is_host: true,
             }],
+            post_fields: vec![PostField::of(
+                "language",
+                FieldType::Text,
+                "the post's BCP 47 language",
+            )],
             idempotent_publish: false,
         }
     }
@@ -238,6 +246,7 @@ fn receipt(ctx: &Context, uri: &str) -> Receipt {
         .or(ctx.account.user_id.as_deref())
         .unwrap_or_default();
     Receipt {
+        state: ReceiptState::Published,
         id: uri.into(),
         url: Some(format!("https://bsky.app/profile/{who}/post/{rkey}")),
     }

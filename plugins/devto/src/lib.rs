@@ -103,6 +103,23 @@ impl Platform for Devto {
                     is_host: false,
                 },
             ],
+            post_fields: vec![
+                PostField::choice(
+                    "published",
+                    "publish now (true) or keep as a draft (false)",
+                    &["true", "false"],
+                    None,
+                ),
+                PostField::of("tags", FieldType::Text, "up to 4 tags, comma-separated"),
+                PostField::of("description", FieldType::Text, "the article's description"),
+                PostField::of("series", FieldType::Text, "the series it belongs to"),
+                PostField::of("main_image", FieldType::Url, "the cover image's https URL"),
+                PostField::of(
+                    "organization_id",
+                    FieldType::Integer,
+                    "publish under this organization",
+                ),
+            ],
             idempotent_publish: false,
         }
     }
@@ -232,6 +249,7 @@ fn receipt(article: &Value) -> Option<Receipt> {
         _ => return None,
     };
     Some(Receipt {
+        state: ReceiptState::Published,
         id,
         url: article["url"].as_str().map(String::from),
     })

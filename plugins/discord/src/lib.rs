@@ -113,6 +113,15 @@ impl Platform for Discord {
                     is_host: false,
                 },
             ],
+            post_fields: vec![
+                PostField::choice("mentions", "which mentions may ping", MENTIONS, None),
+                PostField::of(
+                    "thread_id",
+                    FieldType::Text,
+                    "post into this thread of a forum or media channel",
+                ),
+                PostField::of("username", FieldType::Text, "the name the message shows"),
+            ],
             idempotent_publish: false,
         }
     }
@@ -146,9 +155,12 @@ impl Platform for Discord {
         if let Some(thread) = post.extra("thread_id").or(ctx.setting("thread_id")) {
             query.push(("thread_id", thread));
         }
-        let url = query_url(WEBHOOK, &query);
+        // The webhook URL is the credential: the host writes it into the
+        // first part; the query is text.
+        let to =
+            || Request::to_parts(HttpMethod::Post, template(WEBHOOK)).then(query_url("", &query));
         let request = if post.media.is_empty() {
-            Request::post(url).json(&payload)
+            to().json(&payload)
         } else {
             payload["attachments"] = Value::Array(
                 post.media
@@ -163,7 +175,7 @@ impl Platform for Discord {
             for (i, m) in post.media.iter().enumerate() {
                 form = form.file(&format!("files[{i}]"), m);
             }
-            Request::post(url).multipart(form)
+            to().multipart(form)
         };
         let res = request
             .header("user-agent", user_agent())
@@ -183,7 +195,11 @@ impl Platform for Discord {
                 "https://discord.com/channels/{guild}/{channel}/{id}"
             ))
         });
-        Ok(Receipt { id: id.into(), url })
+        Ok(Receipt {
+            state: ReceiptState::Published,
+            id: id.into(),
+            url,
+        })
     }
 
     fn profile(_ctx: &Context) -> Result<Profile, CallError> {
@@ -238,7 +254,7 @@ fn mentions(asked: Option<&str>) -> Value {
 
 /// The webhook object (`GET {webhook}`): name, channel, guild.
 fn webhook() -> Result<Value, CallError> {
-    let res = Request::get(WEBHOOK)
+    let res = Request::to_parts(HttpMethod::Get, template(WEBHOOK))
         .header("user-agent", user_agent())
         .class("webhook")
         .send()?;

@@ -60,9 +60,11 @@ impl Platform for LinkedIn {
                 token_response: TokenShape::default(),
                 // Refresh tokens exist only for approved partners.
                 refresh: RefreshStyle::None,
+                pkce: PkceMethod::S256,
                 access_token_lifetime: 60 * 86_400,
                 refresh_token_lifetime: 365 * 86_400,
-                placement: CredentialPlacement::Bearer,
+                placement: vec![CredentialPlacement::Bearer],
+                after_connect: vec![],
                 dynamic_registration: false,
                 login: None,
             },
@@ -120,6 +122,12 @@ impl Platform for LinkedIn {
                     is_host: false,
                 },
             ],
+            post_fields: vec![PostField::choice(
+                "visibility",
+                "who sees the post",
+                VISIBILITY,
+                None,
+            )],
             idempotent_publish: false,
         }
     }
@@ -215,6 +223,7 @@ impl Platform for LinkedIn {
             )
         })?;
         Ok(Receipt {
+            state: ReceiptState::Published,
             id: urn.into(),
             url: Some(format!("https://www.linkedin.com/feed/update/{urn}/")),
         })

@@ -37,9 +37,11 @@ impl Platform for Mastodon {
                     ..Default::default()
                 },
                 refresh: RefreshStyle::None,
+                pkce: PkceMethod::S256,
                 access_token_lifetime: 0,
                 refresh_token_lifetime: 0,
-                placement: CredentialPlacement::Bearer,
+                placement: vec![CredentialPlacement::Bearer],
+                after_connect: vec![],
                 dynamic_registration: true,
                 login: None,
             },
@@ -109,6 +111,15 @@ impl Platform for Mastodon {
                     default_value: None,
                     is_host: false,
                 },
+            ],
+            post_fields: vec![
+                PostField::choice("visibility", "who sees the status", VISIBILITY, None),
+                PostField::of(
+                    "spoiler_text",
+                    FieldType::Text,
+                    "a content warning shown before the text",
+                ),
+                PostField::of("language", FieldType::Text, "the status's ISO 639 language"),
             ],
             idempotent_publish: true,
         }
@@ -189,6 +200,7 @@ impl Platform for Mastodon {
             CallError::OutcomeUnknown(format!("no status id in: {}", res.snippet()))
         })?;
         Ok(Receipt {
+            state: ReceiptState::Published,
             id: id.into(),
             url: v["url"].as_str().map(String::from),
         })

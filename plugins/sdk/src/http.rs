@@ -2,7 +2,7 @@
 //! host broker (`host::send`); this module only shapes it.
 
 use crate::bindings::outreach::platform::host::{self, Body, BodyPart, HttpError};
-use crate::{CallError, HttpMethod, Pair, RateLimited};
+use crate::{CallError, Field, HttpMethod, Pair, RateLimited, TextPart};
 
 /// A request under construction.
 #[must_use = "a request does nothing until `.send()`"]
@@ -11,17 +11,33 @@ pub struct Request {
 }
 
 impl Request {
+    /// A request to `url`, which is text: whatever it holds — post
+    /// content, an id from the platform — is sent as it is.
     pub fn new(method: HttpMethod, url: impl Into<String>) -> Self {
+        Self::to_parts(method, vec![TextPart::Text(url.into())])
+    }
+
+    /// A request to a URL in parts (see [`crate::template`]), for a URL
+    /// that is or holds a credential: a Discord webhook
+    /// (`template("{{access_token}}")`), Telegram's `/bot{{access_token}}/`.
+    pub fn to_parts(method: HttpMethod, url: Vec<TextPart>) -> Self {
         Request {
             inner: host::Request {
                 method,
-                url: url.into(),
+                url,
                 headers: Vec::new(),
                 body: Body::Empty,
-                auth: false,
+                credential: false,
                 class: String::new(),
+                follow_redirects: false,
             },
         }
+    }
+
+    /// Text appended to the URL (a path, a query string).
+    pub fn then(mut self, text: impl Into<String>) -> Self {
+        self.inner.url.push(TextPart::Text(text.into()));
+        self
     }
     pub fn get(url: impl Into<String>) -> Self {
         Self::new(HttpMethod::Get, url)
@@ -33,9 +49,28 @@ impl Request {
         Self::new(HttpMethod::Put, url)
     }
 
-    /// Add a header.
+    /// Add a header whose value is text.
     pub fn header(mut self, name: &str, value: impl Into<String>) -> Self {
-        self.inner.headers.push(crate::pair(name, value));
+        self.inner.headers.push(Field {
+            name: name.into(),
+            value: vec![TextPart::Text(value.into())],
+        });
+        self
+    }
+
+    /// Add a header whose value holds a secret (see [`crate::template`]).
+    pub fn header_parts(mut self, name: &str, value: Vec<TextPart>) -> Self {
+        self.inner.headers.push(Field {
+            name: name.into(),
+            value,
+        });
+        self
+    }
+
+    /// Follow redirects (each to an allowed host; the credential stays
+    /// with the first origin). Off unless asked.
+    pub fn follow_redirects(mut self) -> Self {
+        self.inner.follow_redirects = true;
         self
     }
 
@@ -82,7 +117,7 @@ impl Request {
     /// Ask the host to attach the account's credential (as the manifest's
     /// `placement` says).
     pub fn authed(mut self) -> Self {
-        self.inner.auth = true;
+        self.inner.credential = true;
         self
     }
 
@@ -101,6 +136,7 @@ impl Request {
                 status: r.status,
                 headers: r.headers,
                 body: r.body,
+                final_url: r.final_url,
             }),
             Err(HttpError::Denied(m)) => Err(CallError::Rejected(format!("request denied: {m}"))),
             Err(HttpError::NotSent(m)) => Err(CallError::Transient(m)),
@@ -117,6 +153,8 @@ pub struct Response {
     pub status: u16,
     pub headers: Vec<Pair>,
     pub body: Vec<u8>,
+    /// Where the request ended after redirects.
+    pub final_url: String,
 }
 
 impl Response {
@@ -209,12 +247,17 @@ impl Response {
         })
     }
 
-    /// The usual classification of a failed response: 401 → auth expired,
-    /// 429 → rate limited, 5xx → transient, other 4xx → rejected. Plugins
-    /// with platform quirks check for them first and fall back to this.
+    /// The usual classification of a failed response: 401 → auth expired
+    /// for a credential that expires, needs reconnect for one that never
+    /// does (an API key, a bot token: refreshing cannot help), 429 → rate
+    /// limited, 5xx → transient, other 4xx → rejected. Plugins with
+    /// platform quirks check for them first and fall back to this.
     pub fn error(&self) -> CallError {
         let what = format!("HTTP {}: {}", self.status, self.snippet());
         match self.status {
+            401 if !crate::credential_expires() => CallError::NeedsReconnect(format!(
+                "{what} (the credential does not expire, so it was revoked or replaced)"
+            )),
             401 => CallError::AuthExpired(what),
             403 => CallError::Rejected(what),
             429 => CallError::RateLimited(RateLimited {

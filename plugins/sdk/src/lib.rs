@@ -20,8 +20,11 @@
 //! compiled as a doctest of this crate.
 //!
 //! The SDK never sees a secret: [`Request::authed`] asks the host to attach
-//! the account's credential, and placeholders such as `{{access_token}}` are
-//! substituted by the host after its allow-list check.
+//! the account's credential, and a URL or header that holds one is built in
+//! parts with [`template`] (`template("{{access_token}}")` for a Discord
+//! webhook): the host writes the secret into the marked part after its
+//! allow-list check. Anything else — post text, ids from the platform — is
+//! text and stays text, whatever it contains.
 //!
 //! Build with `cargo build --release --target wasm32-unknown-unknown`; the
 //! host wraps the module into a component when it loads it (see README).
@@ -35,8 +38,8 @@ mod rules;
 #[allow(clippy::too_many_arguments)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../../wit/v0.1.0",
-        world: "outreach:platform/plugin@0.1.0",
+        path: "../../wit/v0.2.0",
+        world: "outreach:platform/plugin@0.2.0",
         pub_export_macro: true,
         export_macro_name: "__export_plugin_world",
         default_bindings_module: "outreach_sdk::bindings",
@@ -58,12 +61,13 @@ pub mod prelude {
     pub use crate::fields;
     pub use crate::{
         Account, AuthInfo, AuthKind, CallError, ClientAuth, ContentRules, Context, CountRule,
-        CredentialPlacement, CustomExchange, Endpoint, ExchangeBody, ExpiryFormat, Fields,
-        HeaderPlacement, HttpMethod, Level, LimitScope, Manifest, Media, MediaKind, MediaRule,
-        Multipart, Pair, Platform, Post, Problem, Profile, RateLimit, RateLimitHeaders,
-        RateLimited, Receipt, RefreshStyle, Request, ResetFormat, Response, Setting, TokenShape,
-        check_content, encode_component, log, now_millis, pair, pairs, query_url, rfc3339_millis,
-        sleep_millis,
+        CredentialPlacement, CustomExchange, Endpoint, ExchangeBody, ExpiryFormat, Field,
+        FieldType, Fields, HeaderPlacement, HttpMethod, Level, LimitScope, Manifest, Media,
+        MediaKind, MediaRule, Multipart, Pair, PkceMethod, Platform, Post, PostField, Problem,
+        Profile, RateLimit, RateLimitHeaders, RateLimited, Receipt, ReceiptState, RefreshStyle,
+        Request, ResetFormat, Response, SecretName, Setting, TextPart, TokenShape, check_content,
+        encode_component, json_template, log, now_millis, pair, pairs, query_url, rfc3339_millis,
+        sleep_millis, template, template_fields,
     };
     pub use serde_json::json;
 }
@@ -94,6 +98,31 @@ pub trait Platform {
     fn find_post(_ctx: &Context, _post: &Post) -> Result<Option<Receipt>, CallError> {
         Ok(None)
     }
+
+    /// Where a post this plugin reported as pending stands now. The default
+    /// (for platforms that never answer pending) returns it unchanged.
+    fn check_receipt(_ctx: &Context, receipt: &Receipt) -> Result<Receipt, CallError> {
+        Ok(receipt.clone())
+    }
+}
+
+static CREDENTIAL_EXPIRES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+/// Whether the account's credential is one that expires (and so a 401 may
+/// mean "expired" rather than "revoked"), from the manifest.
+pub fn credential_expires() -> bool {
+    *CREDENTIAL_EXPIRES.get().unwrap_or(&true)
+}
+
+#[doc(hidden)]
+pub fn __note_manifest(m: &Manifest) {
+    let expires = m.auth.access_token_lifetime > 0
+        || !matches!(m.auth.refresh, RefreshStyle::None)
+        || matches!(
+            m.auth.kind,
+            AuthKind::Oauth2 | AuthKind::Oauth2Pkce | AuthKind::Oidc | AuthKind::AppPassword
+        );
+    let _ = CREDENTIAL_EXPIRES.set(expires);
 }
 
 /// Register a [`Platform`] implementation as this component's exports.
@@ -117,11 +146,13 @@ macro_rules! export_platform {
                 ctx: $crate::Context,
                 post: $crate::Post,
             ) -> ::core::result::Result<$crate::Receipt, $crate::CallError> {
+                $crate::__note_manifest(&<$platform as $crate::Platform>::manifest());
                 <$platform as $crate::Platform>::publish(&ctx, &post)
             }
             fn profile(
                 ctx: $crate::Context,
             ) -> ::core::result::Result<$crate::Profile, $crate::CallError> {
+                $crate::__note_manifest(&<$platform as $crate::Platform>::manifest());
                 <$platform as $crate::Platform>::profile(&ctx)
             }
             fn find_post(
@@ -129,7 +160,15 @@ macro_rules! export_platform {
                 post: $crate::Post,
             ) -> ::core::result::Result<::core::option::Option<$crate::Receipt>, $crate::CallError>
             {
+                $crate::__note_manifest(&<$platform as $crate::Platform>::manifest());
                 <$platform as $crate::Platform>::find_post(&ctx, &post)
+            }
+            fn check_receipt(
+                ctx: $crate::Context,
+                receipt: $crate::Receipt,
+            ) -> ::core::result::Result<$crate::Receipt, $crate::CallError> {
+                $crate::__note_manifest(&<$platform as $crate::Platform>::manifest());
+                <$platform as $crate::Platform>::check_receipt(&ctx, &receipt)
             }
         }
 
@@ -146,8 +185,119 @@ impl MediaRule {
             max_count,
             max_bytes,
             mime_types: mime_types.iter().map(|m| m.to_string()).collect(),
+            needs_public_url: false,
         }
     }
+
+    /// Items of this kind must be fetchable from a public URL.
+    pub fn public_url(mut self) -> Self {
+        self.needs_public_url = true;
+        self
+    }
+}
+
+impl Receipt {
+    /// A post that is live as `id`, at `url`.
+    pub fn published(id: impl Into<String>, url: Option<String>) -> Self {
+        Receipt {
+            id: id.into(),
+            url,
+            state: ReceiptState::Published,
+        }
+    }
+}
+
+impl PostField {
+    /// A field with one of `allowed` values, `default` when not given.
+    pub fn choice(name: &str, description: &str, allowed: &[&str], default: Option<&str>) -> Self {
+        PostField {
+            name: name.into(),
+            description: description.into(),
+            kind: FieldType::Choice,
+            required: false,
+            allowed: allowed.iter().map(|a| a.to_string()).collect(),
+            default_value: default.map(str::to_string),
+        }
+    }
+
+    /// A field of type `kind` (text, integer, boolean, url).
+    pub fn of(name: &str, kind: FieldType, description: &str) -> Self {
+        PostField {
+            name: name.into(),
+            description: description.into(),
+            kind,
+            required: false,
+            allowed: Vec::new(),
+            default_value: None,
+        }
+    }
+
+    /// The post cannot go to this platform without it.
+    pub fn required(mut self) -> Self {
+        self.required = true;
+        self
+    }
+}
+
+/// Text with `{{name}}` marks where the host writes a secret (`access_token`,
+/// `refresh_token`, `client_id`, `client_secret`, `username`, `password`),
+/// in parts. Takes only text written in the plugin's code (`&'static str`):
+/// text that comes from a post or a platform must never become a template.
+pub fn template(text: &'static str) -> Vec<TextPart> {
+    parts_of(text, SecretEncoding::Raw)
+}
+
+/// [`template`] for a JSON document: secrets are written as the inside of
+/// a JSON string (`{"password":"{{password}}"}`).
+pub fn json_template(text: &'static str) -> Vec<TextPart> {
+    parts_of(text, SecretEncoding::JsonString)
+}
+
+/// Name/template pairs as [`Field`]s (headers, query, form fields of a
+/// declared exchange).
+pub fn template_fields(items: &[(&'static str, &'static str)]) -> Vec<Field> {
+    items
+        .iter()
+        .map(|(name, value)| Field {
+            name: name.to_string(),
+            value: template(value),
+        })
+        .collect()
+}
+
+fn parts_of(text: &str, encoding: SecretEncoding) -> Vec<TextPart> {
+    let mut parts = Vec::new();
+    let mut literal = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else { break };
+        literal.push_str(&rest[..start]);
+        let name = match after[..end].trim() {
+            "access_token" => Some(SecretName::AccessToken),
+            "refresh_token" => Some(SecretName::RefreshToken),
+            "client_id" => Some(SecretName::ClientId),
+            "client_secret" => Some(SecretName::ClientSecret),
+            "username" => Some(SecretName::Username),
+            "password" => Some(SecretName::Password),
+            _ => None,
+        };
+        match name {
+            Some(name) => {
+                if !literal.is_empty() {
+                    parts.push(TextPart::Text(std::mem::take(&mut literal)));
+                }
+                parts.push(TextPart::Secret(SecretPart { name, encoding }));
+            }
+            None => literal.push_str(&rest[start..start + end + 4]),
+        }
+        rest = &after[end + 2..];
+    }
+    literal.push_str(rest);
+    if !literal.is_empty() || parts.is_empty() {
+        parts.push(TextPart::Text(literal));
+    }
+    parts
 }
 
 impl AuthInfo {
@@ -166,11 +316,13 @@ impl AuthInfo {
                 ..Default::default()
             },
             refresh: RefreshStyle::None,
+            pkce: PkceMethod::S256,
             access_token_lifetime: 0,
             refresh_token_lifetime: 0,
-            placement,
+            placement: vec![placement],
             dynamic_registration: false,
             login: None,
+            after_connect: vec![],
         }
     }
 }
@@ -332,6 +484,7 @@ impl Default for TokenShape {
             refresh_token: "refresh_token".into(),
             expiry: "expires_in".into(),
             expiry_format: ExpiryFormat::SecondsFromNow,
+            refresh_expiry: String::new(),
             scope: "scope".into(),
             error: "error".into(),
         }
@@ -347,7 +500,6 @@ impl Default for ContentRules {
             title_required: false,
             max_title_length: 0,
             media_required: false,
-            needs_public_media_url: false,
             media: Vec::new(),
             threads: false,
         }
@@ -356,6 +508,16 @@ impl Default for ContentRules {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn templates_mark_secrets_and_keep_the_rest_text() {
+        use crate::{SecretName, TextPart};
+        let t = super::template("{{access_token}}?wait=true");
+        assert!(matches!(&t[0], TextPart::Secret(s) if s.name == SecretName::AccessToken));
+        assert!(matches!(&t[1], TextPart::Text(s) if s == "?wait=true"));
+        let t = super::template("a {{unknown}} b");
+        assert!(matches!(&t[..], [TextPart::Text(s)] if s == "a {{unknown}} b"));
+    }
+
     #[test]
     fn rfc3339_from_epoch_millis() {
         assert_eq!(super::rfc3339_millis(0), "1970-01-01T00:00:00.000Z");

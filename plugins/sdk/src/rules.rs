@@ -110,7 +110,7 @@ pub fn check_content(rules: &ContentRules, post: &Post, account: Option<&Account
                 ),
             ));
         }
-        if rules.needs_public_media_url && m.public_url.is_none() {
+        if rule.needs_public_url && m.public_url.is_none() {
             out.push(problem(
                 &field,
                 "this platform fetches media from a public URL; set `public_url`",
@@ -178,12 +178,12 @@ mod tests {
             title_required: true,
             max_title_length: 5,
             media_required: true,
-            needs_public_media_url: true,
             media: vec![MediaRule {
                 kind: MediaKind::Image,
                 max_count: 1,
                 max_bytes: 100,
                 mime_types: vec!["image/jpeg".into()],
+                needs_public_url: true,
             }],
             ..Default::default()
         };

@@ -28,9 +28,11 @@ impl Platform for X {
                 token_params: vec![],
                 token_response: TokenShape::default(),
                 refresh: RefreshStyle::Rotating,
+                pkce: PkceMethod::S256,
                 access_token_lifetime: 2 * 3600,
                 refresh_token_lifetime: 0,
-                placement: CredentialPlacement::Bearer,
+                placement: vec![CredentialPlacement::Bearer],
+                after_connect: vec![],
                 dynamic_registration: false,
                 login: None,
             },
@@ -87,6 +89,7 @@ impl Platform for X {
                 ..Default::default()
             },
             settings: vec![],
+            post_fields: vec![],
             idempotent_publish: false,
         }
     }
@@ -128,6 +131,7 @@ impl Platform for X {
         };
         let user = ctx.account.handle.as_deref().unwrap_or("i/web");
         Ok(Receipt {
+            state: ReceiptState::Published,
             id: id.into(),
             url: Some(format!("https://x.com/{user}/status/{id}")),
         })

@@ -47,6 +47,7 @@ impl Platform for Hostile {
                         max_count: 0,
                         max_bytes: 1,
                         mime_types: vec![],
+                        needs_public_url: false,
                     }]
                 } else {
                     vec![]
@@ -54,6 +55,7 @@ impl Platform for Hostile {
                 ..Default::default()
             },
             settings: vec![],
+            post_fields: vec![],
             idempotent_publish: false,
         }
     }
@@ -79,23 +81,30 @@ impl Platform for Hostile {
             "echo" => {
                 let res = Request::post(ctx.url("api", "/echo")?).authed().send()?;
                 Ok(Receipt {
+                    state: ReceiptState::Published,
                     id: res.text(),
                     url: None,
                 })
             }
             // GET a path on the declared host and report what came back.
             t if t.starts_with("get:") => {
-                let res = Request::get(ctx.url("api", &t[4..])?).authed().send()?;
+                let res = Request::get(ctx.url("api", &t[4..])?)
+                    .authed()
+                    .follow_redirects()
+                    .send()?;
                 Ok(Receipt {
+                    state: ReceiptState::Published,
                     id: format!("{} {}", res.status, res.text()),
                     url: None,
                 })
             }
             "empty-id" => Ok(Receipt {
+                state: ReceiptState::Published,
                 id: String::new(),
                 url: Some("not a url".into()),
             }),
             _ => Ok(Receipt {
+                state: ReceiptState::Published,
                 id: "1".into(),
                 url: None,
             }),

@@ -66,15 +66,15 @@ fn base_manifest(instagram: bool) -> Manifest {
             authorize_params: if instagram {
                 vec![]
             } else {
-                pairs(&[("duration", "permanent")])
+                template_fields(&[("duration", "permanent")])
             },
             token_params: vec![],
             token_response: shape.clone(),
             refresh: if instagram {
                 RefreshStyle::Custom(CustomExchange {
                     method: HttpMethod::Get,
-                    url: "refresh".into(),
-                    query: pairs(&[
+                    url: template("refresh"),
+                    query: template_fields(&[
                         ("grant_type", "ig_refresh_token"),
                         ("access_token", "{{access_token}}"),
                     ]),
@@ -85,12 +85,35 @@ fn base_manifest(instagram: bool) -> Manifest {
             } else {
                 RefreshStyle::Standard
             },
+            pkce: PkceMethod::S256,
             access_token_lifetime: if instagram { 60 * 86_400 } else { 3600 },
             refresh_token_lifetime: 0,
-            placement: if instagram {
+            placement: vec![if instagram {
                 CredentialPlacement::Query("access_token".into())
             } else {
                 CredentialPlacement::Bearer
+            }],
+            // Instagram: the short-lived token from the code exchange is
+            // traded for a long-lived one with the app secret.
+            after_connect: if instagram {
+                vec![CustomExchange {
+                    method: HttpMethod::Get,
+                    url: template("exchange"),
+                    query: template_fields(&[
+                        ("grant_type", "ig_exchange_token"),
+                        ("client_secret", "{{client_secret}}"),
+                        ("access_token", "{{access_token}}"),
+                    ]),
+                    headers: vec![],
+                    body: ExchangeBody::None,
+                    response: TokenShape {
+                        refresh_token: String::new(),
+                        scope: String::new(),
+                        ..TokenShape::default()
+                    },
+                }]
+            } else {
+                vec![]
             },
             dynamic_registration: false,
             login: None,
@@ -115,6 +138,10 @@ fn base_manifest(instagram: bool) -> Manifest {
                     name: "refresh".into(),
                     url: "https://lab.example/refresh_access_token".into(),
                 });
+                e.push(Endpoint {
+                    name: "exchange".into(),
+                    url: "https://lab.example/access_token".into(),
+                });
             }
             e
         },
@@ -128,19 +155,20 @@ fn base_manifest(instagram: bool) -> Manifest {
             ContentRules {
                 max_length: 2200,
                 media_required: true,
-                needs_public_media_url: true,
                 media: vec![
                     MediaRule {
                         kind: MediaKind::Image,
                         max_count: 10,
                         max_bytes: 8 << 20,
                         mime_types: vec!["image/jpeg".into()],
+                        needs_public_url: true,
                     },
                     MediaRule {
                         kind: MediaKind::Video,
                         max_count: 1,
                         max_bytes: 1 << 20,
                         mime_types: vec!["video/mp4".into(), "video/quicktime".into()],
+                        needs_public_url: true,
                     },
                 ],
                 ..Default::default()
@@ -154,6 +182,7 @@ fn base_manifest(instagram: bool) -> Manifest {
             }
         },
         settings: vec![],
+        post_fields: vec![],
         idempotent_publish: false,
     }
 }
