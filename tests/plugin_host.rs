@@ -1168,6 +1168,38 @@ fn a_plugin_built_against_contract_0_1_0_still_loads_and_publishes() {
     }
 }
 
+/// A post the platform accepted but is still processing (`pending`) is
+/// asked about with `check-receipt` until it is published, and one whose
+/// last step is the user's (`handed-to-user`) is reported with the page to
+/// open; neither is sent again.
+#[test]
+fn pending_posts_settle_by_asking_and_handed_ones_are_reported() {
+    let home = Home::new();
+    let (hostile, _) = hostile_plugins();
+    std::fs::copy(&hostile, home.plugins_dir().join("hostile.wasm")).unwrap();
+    let r = home.run(&["accounts", "add", "hostile"], Some("h-PLANTED-key"));
+    assert_eq!(r.code, 0, "{}", r.all());
+    let p = home.post("pending.toml", "text = \"pending\"\nto = [\"hostile\"]\n");
+    let r = home.run(&["publish", p.to_str().unwrap(), "--json"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["results"][0]["state"], "published", "{v}");
+    assert_eq!(v["results"][0]["post_id"], "post-of-job-7", "{v}");
+    assert_eq!(v["results"][0]["url"], "https://example.org/p/job-7", "{v}");
+    let h = home.post("handed.toml", "text = \"handed\"\nto = [\"hostile\"]\n");
+    let r = home.run(&["publish", h.to_str().unwrap()], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout
+            .contains("handed to you — finish it at draft-9 https://example.org/finish/draft-9"),
+        "{}",
+        r.stdout
+    );
+    let r = home.run(&["publish", h.to_str().unwrap(), "--json"], None);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["results"][0]["already"], true, "{v}");
+}
+
 /// `outreach plugins check FILE` reports what a file imports, exports and
 /// declares without installing it, and why the host would refuse one.
 #[test]

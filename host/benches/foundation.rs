@@ -242,21 +242,22 @@ fn bench_broker(rt: &tokio::runtime::Runtime, dir: &Path) {
     // Breakdown: the broker alone (no plugin), same request.
     let broker_only = rt.block_on(async {
         use outreach::contract::wit::host::{Body, Request};
-        use outreach::contract::wit::types::{HttpMethod, Pair};
+        use outreach::contract::wit::types::{Field, HttpMethod, TextPart};
         let s = scope();
         let no_media = |_: u32, _: u64, _: u64| -> Result<Vec<u8>, String> { Err("none".into()) };
         let t = Instant::now();
         for _ in 0..n {
             let req = Request {
                 method: HttpMethod::Post,
-                url: format!("{url}/2/tweets"),
-                headers: vec![Pair {
+                url: vec![TextPart::Text(format!("{url}/2/tweets"))],
+                headers: vec![Field {
                     name: "content-type".into(),
-                    value: "application/json".into(),
+                    value: vec![TextPart::Text("application/json".into())],
                 }],
                 body: Body::Bytes(br#"{"text":"hello"}"#.to_vec()),
-                auth: true,
+                credential: true,
                 class: "publish".into(),
+                follow_redirects: false,
             };
             let r = host.broker.send(&s, req, &no_media).await.unwrap();
             assert_eq!(r.status, 201);

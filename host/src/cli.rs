@@ -773,7 +773,9 @@ pub(crate) fn print_report(
                 println!(
                     "{:<24} {} {} {}{}",
                     r.target,
-                    if r.already {
+                    if r.handed_to_user {
+                        "handed to you — finish it at"
+                    } else if r.already {
                         "already published"
                     } else {
                         "published"

@@ -125,11 +125,36 @@ fn request(req: old::host::Request, state: &CallState) -> Result<wit::host::Requ
         method: same(&req.method),
         url: crate::http::legacy_url(&req.url, taint, plugin)?,
         headers,
-        body: same(&req.body),
+        body: body(req.body),
         credential: req.auth,
         class: req.class,
         follow_redirects: true,
     })
+}
+
+/// A 0.1.0 body as it is (moved, not copied: it may hold megabytes).
+fn body(b: old::host::Body) -> wit::host::Body {
+    use old::host::{Body as B1, BodyPart as P1};
+    use wit::host::{Body, BodyPart, MediaSlice};
+    let slice = |m: old::host::MediaSlice| MediaSlice {
+        handle: m.handle,
+        offset: m.offset,
+        length: m.length,
+    };
+    match b {
+        B1::Empty => Body::Empty,
+        B1::Bytes(v) => Body::Bytes(v),
+        B1::Media(m) => Body::Media(slice(m)),
+        B1::Parts(parts) => Body::Parts(
+            parts
+                .into_iter()
+                .map(|p| match p {
+                    P1::Bytes(v) => BodyPart::Bytes(v),
+                    P1::Media(m) => BodyPart::Media(slice(m)),
+                })
+                .collect(),
+        ),
+    }
 }
 
 impl old::types::Host for CallState {}

@@ -930,6 +930,29 @@ impl Host {
         Ok(out)
     }
 
+    /// Run the plugin's `check-receipt`: where a pending post stands now.
+    pub async fn check_receipt(
+        &self,
+        plugin: &LoadedPlugin,
+        scope: Scope,
+        ctx: &Context,
+        receipt: &Receipt,
+    ) -> Result<Result<Receipt, CallError>, PluginError> {
+        let budget = Duration::from_millis(self.limits.publish_timeout_ms);
+        let start = Instant::now();
+        let (mut store, inst, _permit) = self.instance(plugin, scope, budget).await?;
+        let r = tokio::time::timeout(budget, inst.check_receipt(&mut store, ctx, receipt)).await;
+        observe(&plugin.manifest.id, "check-receipt", start);
+        let out = finish(&plugin.manifest.id, &store, r, budget)?;
+        if let Ok(receipt) = &out {
+            check_receipt(receipt).map_err(|message| PluginError::Call {
+                plugin: plugin.manifest.id.clone(),
+                message: format!("returned malformed data: {message}"),
+            })?;
+        }
+        Ok(out)
+    }
+
     /// The network scope of a call: the plugin's allow-list (manifest hosts
     /// and endpoints, config overrides, the account's host settings), the
     /// account's credentials, and its rate limits.

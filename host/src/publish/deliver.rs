@@ -22,7 +22,7 @@ use super::journal::{self, claim_first_items};
 use super::parse::ParsedPost;
 use super::plan::{Job, UNREADABLE};
 use super::settle::{self, Item, Report, TargetResult, item_name};
-use crate::contract::wit::types::{CallError, Post, RefreshStyle};
+use crate::contract::wit::types::{CallError, Post, Receipt, ReceiptState, RefreshStyle};
 use crate::contract::{call_error_kind, describe_call_error};
 use crate::http::RecordedRequest;
 use crate::outbox::{Outbox, PostRow, State};
@@ -228,6 +228,13 @@ async fn deliver_target(run: &Run<'_>, job: Job, mut claimed: Option<i64>) -> Ta
             },
         };
         let (mut state, mut outcome) = send_with_retries(run, &plugin, &id, record, &variant).await;
+        // Accepted but still processing (TikTok moderation, Reddit media):
+        // asked again until it settles.
+        if let Ok(r) = &outcome
+            && r.state == ReceiptState::Pending
+        {
+            (state, outcome) = settle_pending(run, &plugin, record, r.clone()).await;
+        }
         // An outcome that is unknown may be known to the platform: ask
         // before reporting it (the post may be there after all).
         if state == State::Unknown
@@ -235,12 +242,13 @@ async fn deliver_target(run: &Run<'_>, job: Job, mut claimed: Option<i64>) -> Ta
         {
             tracing::info!(post = %row.id, %target, "the platform has the post whose outcome was unknown");
             state = State::Published;
-            outcome = Ok((receipt.id, receipt.url));
+            outcome = Ok(receipt);
         }
+        let handed = matches!(&outcome, Ok(r) if r.state == ReceiptState::HandedToUser);
         // Stage 5: the outcome, recorded and reported.
         let secrets = record.secrets();
         let (pid, url, kind, error) = match outcome {
-            Ok((pid, url)) => (Some(pid), url, None, None),
+            Ok(r) => (Some(r.id), r.url, None, None),
             Err((kind, msg)) => (None, None, Some(kind), Some(scrub(&msg, &secrets))),
         };
         item.finish(
@@ -268,6 +276,7 @@ async fn deliver_target(run: &Run<'_>, job: Job, mut claimed: Option<i64>) -> Ta
         match (state, pid) {
             (State::Published, Some(pid)) => {
                 result.succeeded(index, &pid, url);
+                result.handed_to_user |= handed;
                 root.get_or_insert(pid.clone());
                 parent = Some(pid);
             }
@@ -282,9 +291,69 @@ async fn deliver_target(run: &Run<'_>, job: Job, mut claimed: Option<i64>) -> Ta
         }
     }
     result.ok = true;
-    result.state = "published".into();
+    result.state = if result.handed_to_user {
+        "handed-to-user".into()
+    } else {
+        "published".into()
+    };
     result.already = all_already;
     result
+}
+
+/// Longest a delivery waits for a post the platform reported pending.
+const PENDING_WAIT: Duration = Duration::from_secs(300);
+
+/// Ask about a pending post with backoff (2 s, doubling, at most a minute
+/// apart) until it is published, refused, or [`PENDING_WAIT`] has passed —
+/// then it is reported unknown: it may yet appear.
+async fn settle_pending(
+    run: &Run<'_>,
+    plugin: &LoadedPlugin,
+    record: &Record,
+    mut receipt: Receipt,
+) -> (State, Result<Receipt, (String, String)>) {
+    let start = std::time::Instant::now();
+    let mut wait = Duration::from_secs(2);
+    let mut asked = 0;
+    loop {
+        if start.elapsed() + wait > PENDING_WAIT {
+            return (
+                State::Unknown,
+                Err((
+                    "pending".into(),
+                    format!(
+                        "{} accepted the post (as {}) and was still processing it after {asked} checks over {} s; it may yet appear. Check the account; `outreach posts retry … --force` sends it again",
+                        plugin.manifest.name,
+                        receipt.id,
+                        start.elapsed().as_secs()
+                    ),
+                )),
+            );
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(60));
+        asked += 1;
+        let (ctx, scope) = run.svc.call_env(plugin, record);
+        match run
+            .svc
+            .host
+            .check_receipt(plugin, scope, &ctx, &receipt)
+            .await
+        {
+            Ok(Ok(r)) if r.state == ReceiptState::Pending => receipt = r,
+            Ok(Ok(r)) => return (State::Published, Ok(r)),
+            // Asking again may help.
+            Ok(Err(CallError::Transient(_) | CallError::RateLimited(_))) => {}
+            // Refused after all (moderation), or the grant is gone.
+            Ok(Err(e)) => {
+                return (
+                    State::Failed,
+                    Err((call_error_kind(&e).into(), describe_call_error(&e))),
+                );
+            }
+            Err(e) => return (State::Unknown, Err(("plugin".into(), e.to_string()))),
+        }
+    }
 }
 
 /// Whether the platform has `variant` already, per the plugin's
@@ -294,7 +363,7 @@ async fn find_post(
     plugin: &LoadedPlugin,
     record: &Record,
     variant: &Post,
-) -> Option<crate::contract::wit::types::Receipt> {
+) -> Option<Receipt> {
     let (ctx, scope) = run.svc.call_env(plugin, record);
     match run.svc.host.find_post(plugin, scope, &ctx, variant).await {
         Ok(Ok(found)) => found,
@@ -318,7 +387,7 @@ async fn send_with_retries(
     id: &AccountId,
     record: &mut Record,
     variant: &Post,
-) -> (State, Result<(String, Option<String>), (String, String)>) {
+) -> (State, Result<Receipt, (String, String)>) {
     let (svc, refresher) = (run.svc, run.refresher);
     let cfg = svc.cfg().config.publish.clone();
     let mut refreshed = false;
@@ -334,7 +403,7 @@ async fn send_with_retries(
             .await;
         let sent = dispatched.load(Ordering::SeqCst) > 0;
         match outcome {
-            Ok(Ok(receipt)) => return (State::Published, Ok((receipt.id, receipt.url))),
+            Ok(Ok(receipt)) => return (State::Published, Ok(receipt)),
             Ok(Err(CallError::AuthExpired(m)))
                 if !refreshed && !matches!(plugin.manifest.auth.refresh, RefreshStyle::None) =>
             {

@@ -30,6 +30,9 @@ pub struct TargetResult {
     /// `plugin` for a plugin that crashed.
     pub error_kind: Option<String>,
     pub error: Option<String>,
+    /// The platform left the last step to the user: open `url` to finish.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub handed_to_user: bool,
     /// Already published by an earlier run; nothing was sent now.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub already: bool,
@@ -53,6 +56,7 @@ impl TargetResult {
             thread: Vec::new(),
             error_kind: None,
             error: None,
+            handed_to_user: false,
             already: false,
             requests: Vec::new(),
             not_shown: Vec::new(),

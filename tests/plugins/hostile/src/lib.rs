@@ -98,6 +98,18 @@ impl Platform for Hostile {
                     url: None,
                 })
             }
+            // Accepted, still processing: settled by `check-receipt`.
+            "pending" => Ok(Receipt {
+                state: ReceiptState::Pending,
+                id: "job-7".into(),
+                url: None,
+            }),
+            // The last step is the user's: a page they open.
+            "handed" => Ok(Receipt {
+                state: ReceiptState::HandedToUser,
+                id: "draft-9".into(),
+                url: Some("https://example.org/finish/draft-9".into()),
+            }),
             "empty-id" => Ok(Receipt {
                 state: ReceiptState::Published,
                 id: String::new(),
@@ -109,6 +121,14 @@ impl Platform for Hostile {
                 url: None,
             }),
         }
+    }
+
+    /// A pending job is live the first time it is asked about.
+    fn check_receipt(_ctx: &Context, receipt: &Receipt) -> Result<Receipt, CallError> {
+        Ok(Receipt::published(
+            format!("post-of-{}", receipt.id),
+            Some(format!("https://example.org/p/{}", receipt.id)),
+        ))
     }
 
     fn profile(_ctx: &Context) -> Result<Profile, CallError> {
