@@ -400,11 +400,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             if let Some(shape) = &i.shape {
                 println!("  a WebAssembly {shape}");
             }
-            println!("  imports:");
-            for name in &i.imports {
-                println!("    {name}");
+            if !i.imports.is_empty() {
+                println!("  imports:");
+                for name in &i.imports {
+                    println!("    {name}");
+                }
             }
-            println!("  exports: {}", i.exports.join(", "));
+            if !i.exports.is_empty() {
+                println!("  exports: {}", i.exports.join(", "));
+            }
             if let Some(c) = &i.contract {
                 println!("  built against contract {c}");
             }
@@ -617,7 +621,10 @@ fn plugins(app: &App, json: bool) -> anyhow::Result<i32> {
             println!("no plugins loaded from {}", app.cfg().plugins_dir.display());
         }
         for r in &rows {
-            println!("{} — {} {} ({})", r.id, r.name, r.version, r.auth);
+            println!(
+                "{} — {} {} ({}, contract {})",
+                r.id, r.name, r.version, r.auth, r.contract
+            );
             let width = r.endpoints.iter().map(|e| e.name.len()).max().unwrap_or(0);
             let url_width = r.endpoints.iter().map(|e| e.url.len()).max().unwrap_or(0);
             println!("    endpoints:");

@@ -546,7 +546,7 @@ impl Host {
                 plugins.retain(|id, p| p.path != path || *id == plugin.manifest.id);
                 plugins.insert(plugin.manifest.id.clone(), plugin.clone());
                 crate::metrics::plugins_loaded(plugins.len());
-                tracing::info!(id = %plugin.manifest.id, version = %plugin.manifest.version, path = %path.display(), "plugin loaded");
+                tracing::info!(id = %plugin.manifest.id, version = %plugin.manifest.version, contract = plugin.contract, path = %path.display(), "plugin loaded");
                 Ok(plugin)
             }
             Err(e) => {
