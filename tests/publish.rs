@@ -3014,6 +3014,35 @@ fn an_unknown_outcome_is_settled_by_asking_the_platform() {
     assert_eq!(devto.posts().len(), 1, "published once");
 }
 
+/// A delivery left `unknown` (the answer was lost and the platform could
+/// not be asked at the time) is settled on the next run by asking the
+/// platform again, not re-sent and not left unknown.
+#[test]
+fn an_unknown_outcome_left_by_an_earlier_run_is_settled_by_asking_again() {
+    let devto = fake_devto();
+    let mut home = Home::new();
+    home.endpoint("devto", "api", &devto.url());
+    let r = home.run(&["accounts", "add", "devto"], Some(DEVTO_KEY));
+    assert_eq!(r.code, 0, "{}", r.all());
+    devto.set_mode(Mode::AcceptThenDropThenHide);
+    let post = home.post(
+        "lost-twice.toml",
+        "title = \"Lost twice\"\ntext = \"body\"\nto = [\"devto\"]\n",
+    );
+    let r = home.run(&["publish", post.to_str().unwrap(), "--json"], None);
+    assert_ne!(r.code, 0, "{}", r.all());
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["results"][0]["state"], "unknown", "{v}");
+    let r = home.run(&["publish", post.to_str().unwrap(), "--json"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["results"][0]["state"], "published", "{v}");
+    assert_eq!(v["results"][0]["post_id"], "1001", "{v}");
+    assert_eq!(devto.posts().len(), 1, "never sent twice");
+    let r = home.run(&["posts", "--json"], None);
+    assert!(r.stdout.contains("\"published\""), "{}", r.stdout);
+}
+
 /// A plugin on contract 0.2.0 declares its post fields; the host checks
 /// every `[override.PLATFORM]` field against them before anything is sent
 /// (unknown names, values outside a choice) and `plugins show` lists them.

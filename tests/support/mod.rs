@@ -279,6 +279,11 @@ pub enum Mode {
     /// The platform acts on the request, then the connection drops before
     /// the answer is complete (the outcome is unknown to the client).
     AcceptThenDrop,
+    /// [`Mode::AcceptThenDrop`], and the next listing the client asks for
+    /// fails (500) before the platform answers normally again.
+    AcceptThenDropThenHide,
+    /// The next listing fails once (set by `AcceptThenDropThenHide`).
+    HideOnce,
 }
 
 /// One request a fake received.
@@ -438,7 +443,11 @@ fn common_failure(
             h.push(("retry-after", "1"));
             Some(json_response(429, &h, limit_body))
         }
-        Mode::Normal | Mode::Expired | Mode::AcceptThenDrop => None,
+        Mode::Normal
+        | Mode::Expired
+        | Mode::AcceptThenDrop
+        | Mode::AcceptThenDropThenHide
+        | Mode::HideOnce => None,
     }
 }
 
@@ -1627,9 +1636,17 @@ pub fn fake_devto() -> Fake {
                 let id = 1000 + posts.len() as u64 + 1;
                 let slug = format!("{}-{id}", title.to_lowercase().replace(' ', "-"));
                 posts.push((id.to_string(), a.clone()));
-                if *st.mode.lock().unwrap() == Mode::AcceptThenDrop {
-                    *st.mode.lock().unwrap() = Mode::Normal;
-                    return truncated();
+                let mut mode = st.mode.lock().unwrap();
+                match *mode {
+                    Mode::AcceptThenDrop => {
+                        *mode = Mode::Normal;
+                        return truncated();
+                    }
+                    Mode::AcceptThenDropThenHide => {
+                        *mode = Mode::HideOnce;
+                        return truncated();
+                    }
+                    _ => {}
                 }
                 json_response(
                     201,
@@ -1640,6 +1657,14 @@ pub fn fake_devto() -> Fake {
                 )
             }
             ("GET", "/api/articles/me/all") => {
+                if *st.mode.lock().unwrap() == Mode::HideOnce {
+                    *st.mode.lock().unwrap() = Mode::Normal;
+                    return json_response(
+                        500,
+                        &[],
+                        json!({"error": "Internal Server Error", "status": 500}),
+                    );
+                }
                 let posts = st.posts.lock().unwrap();
                 let list: Vec<Value> = posts
                     .iter()

@@ -143,6 +143,43 @@ async fn deliver_target(run: &Run<'_>, job: Job, mut claimed: Option<i64>) -> Ta
                 continue;
             }
             journal::Next::Stop(stop) => {
+                // An earlier attempt's outcome is unknown: the platform may
+                // know by now. Found, it is settled as published.
+                let found = match &record {
+                    Ok(rec) if stop.state == "unknown" => {
+                        find_earlier(run, &plugin, rec, index, &parent, &root).await
+                    }
+                    _ => None,
+                };
+                // Claimed in its own statement: the journal's lock must not
+                // be held while the outcome is recorded.
+                let attempt = match &found {
+                    Some(_) => outbox
+                        .lock()
+                        .expect("outbox")
+                        .begin(&row.id, &target, index as u32, &[State::Unknown])
+                        .ok()
+                        .flatten(),
+                    None => None,
+                };
+                if let (Some(found), Some(attempt)) = (found, attempt) {
+                    item.finish(
+                        attempt,
+                        &settle::Outcome {
+                            state: State::Published,
+                            platform_id: Some(&found.id),
+                            url: found.url.as_deref(),
+                            error_kind: None,
+                            error: None,
+                        },
+                    );
+                    tracing::info!(post = %row.id, %target, "an earlier attempt whose outcome was unknown is on the platform");
+                    result.succeeded(index, &found.id, found.url.clone());
+                    root.get_or_insert(found.id.clone());
+                    parent = Some(found.id);
+                    all_already = false;
+                    continue;
+                }
                 stop.apply(&mut result);
                 return result;
             }
@@ -354,6 +391,28 @@ async fn settle_pending(
             Err(e) => return (State::Unknown, Err(("plugin".into(), e.to_string()))),
         }
     }
+}
+
+/// [`find_post`] for item `index` of the post as it was sent before.
+async fn find_earlier(
+    run: &Run<'_>,
+    plugin: &LoadedPlugin,
+    record: &Record,
+    index: usize,
+    parent: &Option<String>,
+    root: &Option<String>,
+) -> Option<Receipt> {
+    let target = record.id.to_string();
+    let key = idempotency_key(&run.row.id, &target, index);
+    let mut variant = run
+        .post
+        .file
+        .variant(&record.id.platform, index, &key, &run.post.media)
+        .ok()?;
+    super::plan::post_fields(plugin, &mut variant);
+    variant.reply_to = parent.clone();
+    variant.thread_root = root.clone();
+    find_post(run, plugin, record, &variant).await
 }
 
 /// Whether the platform has `variant` already, per the plugin's
