@@ -328,9 +328,8 @@ fn reddit_style_basic_auth_and_errors_inside_http_200() {
     );
 }
 
-#[test]
-fn instagram_style_tokens_are_renewed_with_a_get_of_the_token_itself() {
-    let ig = fake_lab(Flavor::Instagram);
+/// A home with the Instagram lab plugin pointed at `ig` and an OAuth client.
+fn instagram_home(ig: &Fake) -> Home {
     let mut home = Home::new();
     std::fs::copy(
         test_plugin("outreach-oauth-lab", Some("instagram"), "instagram.wasm"),
@@ -347,10 +346,12 @@ fn instagram_style_tokens_are_renewed_with_a_get_of_the_token_itself() {
         home.endpoint("instagram", name, &format!("{}{path}", ig.url()));
     }
     with_client(&mut home, "instagram");
-    let r = connect(&home, &["instagram"]);
-    assert_eq!(r.code, 0, "{}", r.all());
-    // The step after connect traded the short-lived token for a
-    // long-lived one, with the app secret the plugin never saw.
+    home
+}
+
+/// The step after connect traded the short-lived token for a long-lived
+/// one, once, with the app secret the plugin never saw.
+fn assert_long_lived_after_connect(ig: &Fake) {
     let exchanges: Vec<_> = ig
         .seen()
         .into_iter()
@@ -364,6 +365,15 @@ fn instagram_style_tokens_are_renewed_with_a_get_of_the_token_itself() {
         "{}",
         exchanges[0].query
     );
+}
+
+#[test]
+fn instagram_style_tokens_are_renewed_with_a_get_of_the_token_itself() {
+    let ig = fake_lab(Flavor::Instagram);
+    let home = instagram_home(&ig);
+    let r = connect(&home, &["instagram"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_long_lived_after_connect(&ig);
     for _ in 0..2 {
         let r = home.run(&["refresh", "instagram"], None);
         assert_eq!(r.code, 0, "{}", r.all());
@@ -1465,39 +1475,10 @@ fn tokens_of_a_type_other_than_bearer_are_refused_by_name() {
     assert_eq!(r.code, 0, "{}", r.all());
 
     let ig = fake_lab(Flavor::Instagram);
-    let mut home = Home::new();
-    std::fs::copy(
-        test_plugin("outreach-oauth-lab", Some("instagram"), "instagram.wasm"),
-        home.plugins_dir().join("instagram.wasm"),
-    )
-    .unwrap();
-    for (name, path) in [
-        ("authorize", "/oauth/authorize"),
-        ("token", "/oauth/access_token"),
-        ("refresh", "/refresh_access_token"),
-        ("exchange", "/access_token"),
-        ("api", ""),
-    ] {
-        home.endpoint("instagram", name, &format!("{}{path}", ig.url()));
-    }
-    with_client(&mut home, "instagram");
+    let home = instagram_home(&ig);
     let r = connect(&home, &["instagram"]);
     assert_eq!(r.code, 0, "{}", r.all());
-    // The step after connect traded the short-lived token for a
-    // long-lived one, with the app secret the plugin never saw.
-    let exchanges: Vec<_> = ig
-        .seen()
-        .into_iter()
-        .filter(|s| s.path == "/access_token")
-        .collect();
-    assert_eq!(exchanges.len(), 1);
-    assert!(
-        exchanges[0]
-            .query
-            .starts_with("grant_type=ig_exchange_token&client_secret="),
-        "{}",
-        exchanges[0].query
-    );
+    assert_long_lived_after_connect(&ig);
 }
 
 /// Mastodon with `redirect_port = 0`: one app per instance, whatever port

@@ -832,10 +832,7 @@ impl Host {
         observe(&plugin.manifest.id, "publish", start);
         let out = finish(&plugin.manifest.id, &store, r, budget)?;
         if let Ok(receipt) = &out {
-            check_receipt(receipt).map_err(|message| PluginError::Call {
-                plugin: plugin.manifest.id.clone(),
-                message: format!("returned malformed data: {message}"),
-            })?;
+            well_formed(&plugin.manifest.id, receipt)?;
         }
         Ok(out)
     }
@@ -922,10 +919,7 @@ impl Host {
         observe(&plugin.manifest.id, "find-post", start);
         let out = finish(&plugin.manifest.id, &store, r, budget)?;
         if let Ok(Some(receipt)) = &out {
-            check_receipt(receipt).map_err(|message| PluginError::Call {
-                plugin: plugin.manifest.id.clone(),
-                message: format!("returned malformed data: {message}"),
-            })?;
+            well_formed(&plugin.manifest.id, receipt)?;
         }
         Ok(out)
     }
@@ -945,10 +939,7 @@ impl Host {
         observe(&plugin.manifest.id, "check-receipt", start);
         let out = finish(&plugin.manifest.id, &store, r, budget)?;
         if let Ok(receipt) = &out {
-            check_receipt(receipt).map_err(|message| PluginError::Call {
-                plugin: plugin.manifest.id.clone(),
-                message: format!("returned malformed data: {message}"),
-            })?;
+            well_formed(&plugin.manifest.id, receipt)?;
         }
         Ok(out)
     }
@@ -1307,16 +1298,20 @@ fn no_media() -> MediaReader {
 }
 
 /// A receipt must name the post, and its URL must be a URL.
-fn check_receipt(r: &Receipt) -> Result<(), String> {
-    if r.id.trim().is_empty() {
-        return Err("a receipt without a post id".into());
-    }
-    if let Some(u) = &r.url
+fn well_formed(plugin: &str, r: &Receipt) -> Result<(), PluginError> {
+    let message = if r.id.trim().is_empty() {
+        "a receipt without a post id".to_string()
+    } else if let Some(u) = &r.url
         && url::Url::parse(u).is_err()
     {
-        return Err(format!("a receipt whose URL `{u}` does not parse"));
-    }
-    Ok(())
+        format!("a receipt whose URL `{u}` does not parse")
+    } else {
+        return Ok(());
+    };
+    Err(PluginError::Call {
+        plugin: plugin.to_string(),
+        message: format!("returned malformed data: {message}"),
+    })
 }
 
 /// Refuse a compiled component whose imports exceed what the host grants

@@ -223,12 +223,7 @@ async fn deliver_target(run: &Run<'_>, job: Job, mut claimed: Option<i64>) -> Ta
                 }
             }
         }
-        let key = idempotency_key(&row.id, &target, index);
-        let mut variant = match run
-            .post
-            .file
-            .variant(&id.platform, index, &key, &run.post.media)
-        {
+        let variant = match item_variant(run, &plugin, &id, index, &parent, &root) {
             Ok(v) => v,
             Err(e) => {
                 if let Some(a) = pre {
@@ -238,10 +233,6 @@ async fn deliver_target(run: &Run<'_>, job: Job, mut claimed: Option<i64>) -> Ta
                 return result;
             }
         };
-        // Defaults of fields the post does not set (checked at plan).
-        super::plan::post_fields(&plugin, &mut variant);
-        variant.reply_to = parent.clone();
-        variant.thread_root = root.clone();
         let attempt = match pre {
             Some(a) => a,
             None => match outbox
@@ -393,6 +384,28 @@ async fn settle_pending(
     }
 }
 
+/// Item `index` of the post as `id`'s platform gets it, the same on every
+/// attempt: its idempotency key, the defaults of fields it does not set
+/// (checked at plan), and its place in the thread.
+fn item_variant(
+    run: &Run<'_>,
+    plugin: &LoadedPlugin,
+    id: &AccountId,
+    index: usize,
+    parent: &Option<String>,
+    root: &Option<String>,
+) -> anyhow::Result<Post> {
+    let key = idempotency_key(&run.row.id, &id.to_string(), index);
+    let mut variant = run
+        .post
+        .file
+        .variant(&id.platform, index, &key, &run.post.media)?;
+    super::plan::post_fields(plugin, &mut variant);
+    variant.reply_to = parent.clone();
+    variant.thread_root = root.clone();
+    Ok(variant)
+}
+
 /// [`find_post`] for item `index` of the post as it was sent before.
 async fn find_earlier(
     run: &Run<'_>,
@@ -402,16 +415,7 @@ async fn find_earlier(
     parent: &Option<String>,
     root: &Option<String>,
 ) -> Option<Receipt> {
-    let target = record.id.to_string();
-    let key = idempotency_key(&run.row.id, &target, index);
-    let mut variant = run
-        .post
-        .file
-        .variant(&record.id.platform, index, &key, &run.post.media)
-        .ok()?;
-    super::plan::post_fields(plugin, &mut variant);
-    variant.reply_to = parent.clone();
-    variant.thread_root = root.clone();
+    let variant = item_variant(run, plugin, &record.id, index, parent, root).ok()?;
     find_post(run, plugin, record, &variant).await
 }
 

@@ -106,23 +106,27 @@ pub trait Platform {
     }
 }
 
-static CREDENTIAL_EXPIRES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+static MANIFEST: std::sync::OnceLock<fn() -> Manifest> = std::sync::OnceLock::new();
 
 /// Whether the account's credential is one that expires (and so a 401 may
-/// mean "expired" rather than "revoked"), from the manifest.
+/// mean "expired" rather than "revoked"), from the manifest. Asked only
+/// when a response is a 401, so no call builds the manifest otherwise.
 pub fn credential_expires() -> bool {
-    *CREDENTIAL_EXPIRES.get().unwrap_or(&true)
-}
-
-#[doc(hidden)]
-pub fn __note_manifest(m: &Manifest) {
-    let expires = m.auth.access_token_lifetime > 0
+    let Some(manifest) = MANIFEST.get() else {
+        return true;
+    };
+    let m = manifest();
+    m.auth.access_token_lifetime > 0
         || !matches!(m.auth.refresh, RefreshStyle::None)
         || matches!(
             m.auth.kind,
             AuthKind::Oauth2 | AuthKind::Oauth2Pkce | AuthKind::Oidc | AuthKind::AppPassword
-        );
-    let _ = CREDENTIAL_EXPIRES.set(expires);
+        )
+}
+
+#[doc(hidden)]
+pub fn __note_manifest(manifest: fn() -> Manifest) {
+    let _ = MANIFEST.set(manifest);
 }
 
 /// Register a [`Platform`] implementation as this component's exports.
@@ -146,13 +150,13 @@ macro_rules! export_platform {
                 ctx: $crate::Context,
                 post: $crate::Post,
             ) -> ::core::result::Result<$crate::Receipt, $crate::CallError> {
-                $crate::__note_manifest(&<$platform as $crate::Platform>::manifest());
+                $crate::__note_manifest(<$platform as $crate::Platform>::manifest);
                 <$platform as $crate::Platform>::publish(&ctx, &post)
             }
             fn profile(
                 ctx: $crate::Context,
             ) -> ::core::result::Result<$crate::Profile, $crate::CallError> {
-                $crate::__note_manifest(&<$platform as $crate::Platform>::manifest());
+                $crate::__note_manifest(<$platform as $crate::Platform>::manifest);
                 <$platform as $crate::Platform>::profile(&ctx)
             }
             fn find_post(
@@ -160,14 +164,14 @@ macro_rules! export_platform {
                 post: $crate::Post,
             ) -> ::core::result::Result<::core::option::Option<$crate::Receipt>, $crate::CallError>
             {
-                $crate::__note_manifest(&<$platform as $crate::Platform>::manifest());
+                $crate::__note_manifest(<$platform as $crate::Platform>::manifest);
                 <$platform as $crate::Platform>::find_post(&ctx, &post)
             }
             fn check_receipt(
                 ctx: $crate::Context,
                 receipt: $crate::Receipt,
             ) -> ::core::result::Result<$crate::Receipt, $crate::CallError> {
-                $crate::__note_manifest(&<$platform as $crate::Platform>::manifest());
+                $crate::__note_manifest(<$platform as $crate::Platform>::manifest);
                 <$platform as $crate::Platform>::check_receipt(&ctx, &receipt)
             }
         }
