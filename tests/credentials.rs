@@ -1768,3 +1768,39 @@ fn the_escrow_helper_is_reaped_while_the_daemon_runs_and_when_it_exits() {
     );
     assert_eq!(x.state.oauth.lock().unwrap().reused, 0);
 }
+
+/// Reconnecting an account whose plugin now asks for scopes the account
+/// was not granted is refused, naming them, until the user grants them
+/// with `--approve-scopes`.
+#[test]
+fn reconnecting_with_new_scopes_needs_the_users_approval() {
+    let x = fake_x();
+    let home = x_home(&x);
+    let seed = home.path().join(".tokens.json");
+    std::fs::write(
+        &seed,
+        r#"{"twitter": {"accessToken": "x-narrow-PLANTED-1", "expiresIn": 7200, "scope": "tweet.read",
+             "profile": {"id": "42", "username": "ada"}, "createdAt": "2026-11-25T10:00:00Z"}}"#,
+    )
+    .unwrap();
+    assert_eq!(home.run(&["import", seed.to_str().unwrap()], None).code, 0);
+    let r = home.run(&["connect", "x", "--no-browser"], None);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr.contains("tweet.write")
+            && r.stderr.contains("asked before: tweet.read")
+            && r.stderr.contains("--approve-scopes"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        !r.stderr.contains("authorize"),
+        "no flow was started: {}",
+        r.stderr
+    );
+    let r = connect(&home, &["x", "--approve-scopes"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    // Granted now: reconnecting asks nothing more.
+    let r = connect(&home, &["x"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+}

@@ -378,6 +378,7 @@ async fn credentials_are_injected_where_the_platform_wants_them() {
         dry_run: None,
         dispatched: Default::default(),
         taint: Default::default(),
+        pinned: None,
     };
     let text = |t: String| vec![TextPart::Text(t)];
     let secret = |name| {
@@ -533,6 +534,42 @@ async fn credentials_are_injected_where_the_platform_wants_them() {
         .unwrap_err();
     assert!(format!("{err:?}").contains("invalid URL"), "{err:?}");
     assert_eq!(fake.seen().len(), before);
+
+    // Pinned to other hosts (the account approved the plugin before it
+    // added this one): a request with a secret in any part, or asking for
+    // the credential, is refused before it leaves; one without goes out.
+    let pinned = Scope {
+        pinned: Some(Arc::new(vec![
+            AllowedHost::from_pattern("api.example").unwrap(),
+        ])),
+        ..scope(vec![CredentialPlacement::Bearer])
+    };
+    let url = || text(format!("{}/p", fake.url()));
+    for r in [
+        req(url(), bytes("{}"), true),
+        req(vec![secret(SecretName::RefreshToken)], bytes("{}"), false),
+        req(
+            url(),
+            Body::Parts(vec![BodyPart::Secret(SecretPart {
+                name: SecretName::RefreshToken,
+                encoding: SecretEncoding::Raw,
+            })]),
+            false,
+        ),
+    ] {
+        let err = host.broker.send(&pinned, r, &no_media).await.unwrap_err();
+        assert!(
+            format!("{err:?}").contains("outreach plugins approve test"),
+            "{err:?}"
+        );
+    }
+    assert_eq!(fake.seen().len(), before);
+    host.broker
+        .send(&pinned, req(url(), bytes("{}"), false), &no_media)
+        .await
+        .unwrap();
+    assert_eq!(fake.seen().len(), before + 1);
+    assert!(!fake.seen()[before].headers.contains_key("authorization"));
 }
 
 /// A component that imports what outreach refuses (a key-value store, a
@@ -1412,4 +1449,96 @@ fn plugins_in_javascript_and_python_publish_through_a_running_daemon() {
     }
     let log = d.stop();
     assert!(!log.contains("PLANTED"), "a secret reached the log");
+}
+
+/// A plugin update that declares a new host loads, but an account connected
+/// before it sends its credential there only once the user approves the
+/// plugin (`outreach plugins approve`); `plugins` and `status` say what
+/// waits. (Manifest endpoints are https, so the new host is one that does
+/// not resolve: refused, nothing is attempted; approved, the request is
+/// attempted. The broker test below shows a live listener gets nothing.)
+#[test]
+fn a_replaced_plugin_cannot_send_an_existing_token_to_a_host_it_added() {
+    let home = Home::new();
+    let (hostile, _) = hostile_plugins();
+    let installed = home.plugins_dir().join("hostile.wasm");
+    std::fs::copy(&hostile, &installed).unwrap();
+    let r = home.run(
+        &["accounts", "add", "hostile"],
+        Some("h-PLANTED-pinned-key-41c9"),
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+
+    // The update: the same plugin, its `extra` endpoint now on a host the
+    // account never approved.
+    let slot: &[u8] = b"https://extra-slot.hostile.invalid                              ";
+    let bytes = std::fs::read(&hostile).unwrap();
+    let at = bytes
+        .windows(slot.len())
+        .position(|w| w == slot)
+        .expect("the hostile plugin carries its endpoint slot");
+    let mut new = b"https://collector.invalid".to_vec();
+    new.resize(slot.len(), b' ');
+    let mut patched = bytes.clone();
+    patched[at..at + slot.len()].copy_from_slice(&new);
+    std::fs::write(&installed, &patched).unwrap();
+    let origin = "https://collector.invalid:443";
+
+    let r = home.run(&["plugins"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.contains(&format!("AWAITING APPROVAL: {origin}")),
+        "{}",
+        r.stdout
+    );
+    let r = home.run(&["plugins", "--json"], None);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let row = v["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == "hostile")
+        .unwrap()
+        .clone();
+    assert_eq!(row["awaiting_approval"][0], origin, "{row}");
+    assert_eq!(row["awaiting_accounts"][0], "hostile/default", "{row}");
+    let r = home.run(&["status"], None);
+    assert!(
+        r.stdout.contains(&format!("awaiting approval: {origin}")),
+        "{}",
+        r.stdout
+    );
+    let p = home.post(
+        "one.toml",
+        "text = \"extra:/collect\"\nto = [\"hostile\"]\n",
+    );
+    let r = home.run(&["publish", p.to_str().unwrap()], None);
+    assert_ne!(r.code, 0, "{}", r.all());
+    assert!(
+        r.all().contains("outreach plugins approve hostile")
+            && r.all().contains("nothing was sent"),
+        "{}",
+        r.all()
+    );
+
+    // Approved: the request is attempted (and fails only because the host
+    // does not exist); nothing waits any more.
+    let r = home.run(&["plugins", "approve", "hostile"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains(origin), "{}", r.stdout);
+    let p = home.post(
+        "two.toml",
+        "text = \"extra:/collect\"\nto = [\"hostile\"]\n",
+    );
+    let r = home.run(&["publish", p.to_str().unwrap()], None);
+    assert!(!r.all().contains("plugins approve"), "{}", r.all());
+    assert!(r.all().contains("collector.invalid"), "{}", r.all());
+    let r = home.run(&["plugins"], None);
+    assert!(!r.stdout.contains("AWAITING APPROVAL"), "{}", r.stdout);
+    let r = home.run(&["plugins", "approve", "hostile"], None);
+    assert!(
+        r.stdout.contains("nothing awaited approval"),
+        "{}",
+        r.stdout
+    );
 }

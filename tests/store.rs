@@ -39,6 +39,8 @@ fn record(platform: &str, account: &str) -> Record {
         last_refreshed: None,
         settings: BTreeMap::from([("instance".to_string(), "https://example.social".to_string())]),
         health: Default::default(),
+        hosts: None,
+        scopes_asked: None,
     }
 }
 

@@ -94,6 +94,8 @@ fn record(platform: &str, account: &str, settings: BTreeMap<String, String>) -> 
         last_refreshed: None,
         settings,
         health: Health::default(),
+        hosts: None,
+        scopes_asked: None,
     }
 }
 

@@ -169,6 +169,8 @@ fn main() {
                 last_refreshed: None,
                 settings: Default::default(),
                 health: Health::default(),
+                hosts: None,
+                scopes_asked: None,
             })
             .unwrap();
     }

@@ -63,6 +63,10 @@ pub async fn store_verified_as(
         refuse_existing(&*store, &id)?;
     }
     let mut record = crate::auth::new_record(id.clone(), tokens, settings);
+    // Connecting is the user's approval of every host the plugin declares
+    // now; a later plugin version's new hosts wait for `plugins approve`.
+    record.hosts = Some(crate::services::approvable_hosts(&plugin.manifest));
+    record.scopes_asked = Some(plugin.manifest.auth.scopes.clone());
     if record.scope.is_empty() {
         let m = &plugin.manifest;
         record.scope = m.auth.scopes.join(&m.auth.scope_separator);
@@ -246,6 +250,9 @@ pub struct ConnectOptions {
     pub settings: BTreeMap<String, String>,
     pub open_browser: bool,
     pub username: Option<String>,
+    /// Reconnecting an account whose plugin now asks for scopes it was not
+    /// granted before: go ahead (otherwise refused, naming them).
+    pub approve_scopes: bool,
     /// Asks the person connecting for a secret (an app password, a pasted
     /// key), named by what it asks for; the front end decides how.
     pub prompt: Box<dyn Fn(&str) -> anyhow::Result<Secret> + Send + Sync>,
@@ -280,6 +287,9 @@ pub async fn connect(svc: &Services, opts: ConnectOptions) -> anyhow::Result<Rec
 
     let tokens = match m.auth.kind {
         AuthKind::Oauth2 | AuthKind::Oauth2Pkce | AuthKind::Oidc => {
+            if !opts.approve_scopes {
+                refuse_new_scopes(svc, m, &id)?;
+            }
             let (browser, tokens) =
                 browser_flow(svc, m, &endpoints, &tokens_client, &id, opts.open_browser).await?;
             // The browser waits for its page until the account is stored
@@ -360,6 +370,49 @@ pub async fn connect(svc: &Services, opts: ConnectOptions) -> anyhow::Result<Rec
     store_verified(svc, &plugin, id, tokens, settings).await
 }
 
+/// Refuse to reconnect `id` when its plugin now asks for scopes the
+/// account was not granted before (a plugin update widened them), naming
+/// them and how to grant them.
+fn refuse_new_scopes(
+    svc: &Services,
+    m: &crate::contract::wit::types::Manifest,
+    id: &AccountId,
+) -> anyhow::Result<()> {
+    let store = svc.store()?;
+    if !store.list()?.contains(id) {
+        return Ok(());
+    }
+    let Ok(before) = store.load(id) else {
+        return Ok(());
+    };
+    // What it asked for before; unknown for accounts stored by an earlier
+    // version (those record it now).
+    let Some(asked) = &before.scopes_asked else {
+        return Ok(());
+    };
+    let granted: Vec<&str> = asked.iter().map(String::as_str).collect();
+    let new: Vec<&str> = m
+        .auth
+        .scopes
+        .iter()
+        .map(String::as_str)
+        .filter(|s| !granted.contains(s))
+        .collect();
+    if new.is_empty() {
+        return Ok(());
+    }
+    Err(bad!(
+        "the {} plugin now asks for scopes {id} was not asked for before: {} (asked before: {}). Nothing was changed; to grant them, run the same command with --approve-scopes",
+        m.id,
+        new.join(", "),
+        if granted.is_empty() {
+            "none".to_string()
+        } else {
+            granted.join(", ")
+        }
+    ))
+}
+
 /// The seed's `PlatformStatus`, per account, with the account summary.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct AccountStatus {
@@ -417,6 +470,7 @@ pub fn statuses(svc: &Services) -> anyhow::Result<Vec<AccountStatus>> {
         let summary = AccountSummary::new(&id, &r);
         let plugin_missing = svc.host.get(&id.platform).is_err();
         let token_health = r.as_ref().ok().map(|rec| crate::schedule::health(svc, rec));
+
         let last_post = {
             let ob = outbox.lock().expect("outbox");
             match ob.last_delivery(&id.to_string())? {
@@ -438,4 +492,158 @@ pub fn statuses(svc: &Services) -> anyhow::Result<Vec<AccountStatus>> {
         });
     }
     Ok(out)
+}
+
+/// Hosts a plugin declares that some of its accounts' credentials may not
+/// go to yet, and which accounts wait (`outreach plugins`, `GET
+/// /platforms`, the dashboard).
+#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Awaiting {
+    pub hosts: Vec<String>,
+    pub accounts: Vec<String>,
+}
+
+/// Per platform, what awaits the user's approval (platforms with nothing
+/// waiting are left out).
+pub fn awaiting_approval(svc: &Services) -> anyhow::Result<BTreeMap<String, Awaiting>> {
+    let mut out: BTreeMap<String, Awaiting> = BTreeMap::new();
+    for (id, r) in list(svc)? {
+        let (Ok(record), Ok(plugin)) = (r, svc.host.get(&id.platform)) else {
+            continue;
+        };
+        let hosts = crate::services::unapproved_hosts(&plugin.manifest, &record);
+        if hosts.is_empty() {
+            continue;
+        }
+        let entry = out.entry(id.platform.clone()).or_default();
+        for h in hosts {
+            if !entry.hosts.contains(&h) {
+                entry.hosts.push(h);
+            }
+        }
+        entry.accounts.push(id.to_string());
+    }
+    Ok(out)
+}
+
+/// Fill in what awaits approval in `platforms` (see [`Awaiting`]).
+pub fn with_approvals(
+    svc: &Services,
+    platforms: &mut crate::plugin::manifest::Platforms,
+) -> anyhow::Result<()> {
+    let mut waiting = awaiting_approval(svc)?;
+    for p in &mut platforms.plugins {
+        if let Some(w) = waiting.remove(&p.id) {
+            p.awaiting_approval = w.hosts;
+            p.awaiting_accounts = w.accounts;
+        }
+    }
+    Ok(())
+}
+
+/// What approving a plugin changed.
+#[derive(Debug, Default, Serialize)]
+pub struct Approved {
+    pub platform: String,
+    /// Hosts the accounts' credentials may now go to that they could not.
+    pub hosts: Vec<String>,
+    /// The accounts whose approval changed.
+    pub accounts: Vec<String>,
+}
+
+/// `outreach plugins approve ID`: every host plugin `platform` declares
+/// now becomes one its accounts' credentials may go to.
+pub async fn approve_plugin(svc: &Services, platform: &str) -> anyhow::Result<Approved> {
+    let plugin = svc.host.get(platform)?;
+    let mut out = Approved {
+        platform: platform.to_string(),
+        ..Default::default()
+    };
+    for id in accounts_of(svc, platform)? {
+        let now = crate::services::approvable_hosts(&plugin.manifest);
+        let changed = rewrite_hosts(svc, &id, move |record| {
+            let new = crate::services::unapproved_hosts_in(&now, record);
+            record.hosts = Some(now.clone());
+            new
+        })
+        .await?;
+        if let Some(hosts) = changed.filter(|h| !h.is_empty()) {
+            for h in hosts {
+                if !out.hosts.contains(&h) {
+                    out.hosts.push(h);
+                }
+            }
+            out.accounts.push(id.to_string());
+        }
+    }
+    if !out.accounts.is_empty() {
+        tracing::info!(
+            platform,
+            hosts = ?out.hosts,
+            "approved the {platform} plugin's hosts for {}",
+            out.accounts.join(", ")
+        );
+    }
+    Ok(out)
+}
+
+/// Pin the accounts stored before hosts were pinned (`hosts` absent) to
+/// the hosts their plugin declares now; the daemon does this when it
+/// starts, so that a plugin replaced later cannot widen them. Accounts
+/// whose plugin is not loaded wait for it.
+pub async fn pin_unpinned(svc: &Services) -> anyhow::Result<Vec<AccountId>> {
+    let mut pinned = Vec::new();
+    for (id, r) in list(svc)? {
+        let (Ok(record), Ok(plugin)) = (r, svc.host.get(&id.platform)) else {
+            continue;
+        };
+        if record.hosts.is_some() {
+            continue;
+        }
+        let now = crate::services::approvable_hosts(&plugin.manifest);
+        let changed = rewrite_hosts(svc, &id, move |record| {
+            if record.hosts.is_none() {
+                record.hosts = Some(now.clone());
+            }
+            Vec::<String>::new()
+        })
+        .await?;
+        if changed.is_some() {
+            pinned.push(id);
+        }
+    }
+    Ok(pinned)
+}
+
+/// The stored accounts of `platform`.
+fn accounts_of(svc: &Services, platform: &str) -> anyhow::Result<Vec<AccountId>> {
+    Ok(svc
+        .store()?
+        .list()?
+        .into_iter()
+        .filter(|id| id.platform == platform)
+        .collect())
+}
+
+/// Change `id`'s approved hosts under its refresh lease (so no refresh
+/// writes an older copy over it), in one atomic write. `None` if the
+/// account is gone or unreadable.
+async fn rewrite_hosts<T: Send + 'static>(
+    svc: &Services,
+    id: &AccountId,
+    change: impl FnOnce(&mut Record) -> T + Send + 'static,
+) -> anyhow::Result<Option<T>> {
+    let _in_process = svc.refresh_locks.get(id).lock_owned().await;
+    let store = svc.store()?;
+    let id = id.clone();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<Option<T>> {
+        let _lease = store.lease(&id)?;
+        let Ok(mut record) = store.load(&id) else {
+            return Ok(None);
+        };
+        let out = change(&mut record);
+        store.save(&record)?;
+        Ok(Some(out))
+    })
+    .await?
 }

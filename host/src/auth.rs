@@ -36,7 +36,7 @@ use crate::contract::wit::types::{
 };
 use crate::error::bad;
 use crate::escrow::{Escrow, Exchange};
-use crate::http::{Credentials, render};
+use crate::http::{AllowedHost, Credentials, render};
 use crate::secret::{Secret, scrub};
 use crate::services::Services;
 use crate::store::{AccountId, EscrowSlot, Health, Profile, Record};
@@ -329,6 +329,10 @@ fn html_escape(text: &str) -> String {
 pub struct TokenClient {
     http: reqwest::Client,
     escrow: Arc<Escrow>,
+    /// With an account: the hosts its credential may go to (see
+    /// [`crate::services::pinned_hosts`]); a token request elsewhere is
+    /// refused before it is sent.
+    pins: Option<Arc<Vec<AllowedHost>>>,
 }
 
 impl TokenClient {
@@ -339,7 +343,16 @@ impl TokenClient {
         Ok(TokenClient {
             http: app.host.broker.client(),
             escrow: app.escrow.clone(),
+            pins: None,
         })
+    }
+
+    /// This client, sending token requests only to `pins`.
+    pub fn pinned(&self, pins: Vec<AllowedHost>) -> Self {
+        TokenClient {
+            pins: Some(Arc::new(pins)),
+            ..self.clone()
+        }
     }
 
     /// Send one token request and classify what comes back. With `slot`,
@@ -360,6 +373,16 @@ impl TokenClient {
     ) -> Result<Tokens, TokenError> {
         let mut u = url::Url::parse(url)
             .map_err(|e| TokenError::Rejected(format!("invalid token URL {url}: {e}")))?;
+        if let Some(pins) = &self.pins
+            && !pins.iter().any(|a| a.matches(&u))
+        {
+            return Err(TokenError::Rejected(format!(
+                "the token endpoint {}://{}:{} was added by a plugin update after this account was connected; approve the plugin's new hosts with `outreach plugins approve` before its credential is sent there (nothing was sent)",
+                u.scheme(),
+                u.host_str().unwrap_or("?"),
+                u.port_or_known_default().unwrap_or(0)
+            )));
+        }
         if !query.is_empty() {
             u.query_pairs_mut().extend_pairs(query);
         }
@@ -1249,6 +1272,8 @@ pub fn new_record(id: AccountId, t: Tokens, settings: BTreeMap<String, String>) 
         last_refreshed: None,
         settings,
         health: Health::default(),
+        hosts: None,
+        scopes_asked: None,
     };
     apply(&mut r, t);
     r.last_refreshed = None;

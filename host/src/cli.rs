@@ -17,7 +17,7 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 
-use crate::accounts::AccountSummary;
+use crate::accounts::{AccountSummary, ConnectOptions};
 use crate::app::App;
 use crate::config::Loaded;
 use crate::contract::wit::types::Manifest;
@@ -69,6 +69,10 @@ pub enum Command {
         /// The login name, for app-password platforms.
         #[arg(long)]
         username: Option<String>,
+        /// Reconnecting: grant the scopes the plugin now asks for that the
+        /// account was not granted before (refused without this).
+        #[arg(long)]
+        approve_scopes: bool,
     },
     /// Token health of every account: valid, expiry, next refresh, errors.
     Status {
@@ -228,6 +232,15 @@ pub enum PluginsCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Let the accounts of plugin ID send their credentials to every host
+    /// it declares now. A plugin update that declares new hosts loads, but
+    /// no credential goes to those hosts until this is run (connecting an
+    /// account approves the hosts of the plugin as it is then).
+    Approve {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Check a plugin file without installing it: what it imports,
     /// exports and declares, and what the host would refuse. Exit code 0
     /// when it would load, 2 when it would be refused.
@@ -368,9 +381,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             settings,
             no_browser,
             username,
+            approve_scopes,
         } => {
             let settings = parse_settings(&settings)?;
-            credentials::connect(&app, platform, account, settings, !no_browser, username).await
+            credentials::connect(
+                &app,
+                ConnectOptions {
+                    platform,
+                    account,
+                    settings,
+                    open_browser: !no_browser,
+                    username,
+                    approve_scopes,
+                    prompt: Box::new(|what: &str| read_secret(what)),
+                },
+            )
+            .await
         }
         Command::Status { json } => credentials::status(&app, json),
         Command::Refresh { target, watch } => {
@@ -427,6 +453,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 );
             }
             Ok(code)
+        }
+        Command::Plugins {
+            show: Some(PluginsCmd::Approve { id, json }),
+            ..
+        } => {
+            let done = crate::accounts::approve_plugin(&app, &id).await?;
+            if json {
+                print_json(&done)?;
+            } else if done.accounts.is_empty() {
+                println!(
+                    "nothing awaited approval for {id}: its accounts may already use every host it declares"
+                );
+            } else {
+                println!(
+                    "approved for {}: {}",
+                    done.accounts.join(", "),
+                    done.hosts.join(", ")
+                );
+            }
+            Ok(0)
         }
         Command::Plugins {
             show: Some(PluginsCmd::Show { id, json }),
@@ -610,10 +656,18 @@ fn print_accounts(list: &[AccountSummary], json: bool) -> anyhow::Result<i32> {
 }
 
 fn plugins(app: &App, json: bool) -> anyhow::Result<i32> {
+    let mut platforms = crate::plugin::manifest::Platforms::of(&app.host, &app.cfg());
+    // What awaits approval is kept with the accounts: shown when the store
+    // exists and opens.
+    let approvals = if app.cfg().store_dir.exists() {
+        crate::accounts::with_approvals(app, &mut platforms).err()
+    } else {
+        None
+    };
     let crate::plugin::manifest::Platforms {
         plugins: rows,
         rejected,
-    } = crate::plugin::manifest::Platforms::of(&app.host, &app.cfg());
+    } = platforms;
     if json {
         print_json(&serde_json::json!({ "plugins": rows, "rejected": rejected }))?;
     } else {
@@ -648,6 +702,17 @@ fn plugins(app: &App, json: bool) -> anyhow::Result<i32> {
                 println!("    limits: {}", r.rate_limits.join(", "));
             }
             println!("    text:   {} characters ({})", r.max_length, r.counting);
+            if !r.awaiting_approval.is_empty() {
+                println!(
+                    "    AWAITING APPROVAL: {} (declared since {} was connected; their credentials go there after `outreach plugins approve {}`)",
+                    r.awaiting_approval.join(", "),
+                    r.awaiting_accounts.join(", "),
+                    r.id
+                );
+            }
+        }
+        if let Some(e) = &approvals {
+            eprintln!("(hosts awaiting approval not shown: {e:#})");
         }
         for r in &rejected {
             println!("REJECTED {}: {}", r.path, r.error);

@@ -99,7 +99,26 @@ impl AllowedHost {
         })
     }
 
-    fn matches(&self, url: &Url) -> bool {
+    /// As it is recorded beside an account's credential and shown to
+    /// people: `https://api.x.com:443`, `https://*.cdn.example:443`.
+    pub fn origin(&self) -> String {
+        format!("{}://{}:{}", self.scheme, self.host, self.port)
+    }
+
+    /// Read back what [`AllowedHost::origin`] wrote.
+    pub fn from_origin(s: &str) -> Option<Self> {
+        let (scheme, rest) = s.split_once("://")?;
+        let (host, port) = rest.rsplit_once(':')?;
+        (!scheme.is_empty() && !host.is_empty()).then_some(())?;
+        Some(AllowedHost {
+            scheme: scheme.to_ascii_lowercase(),
+            host: host.to_ascii_lowercase(),
+            port: port.parse().ok().filter(|&p| p != 0)?,
+        })
+    }
+
+    /// Whether `url` is on this origin (a subdomain of it, for `*.`).
+    pub fn matches(&self, url: &Url) -> bool {
         let Some(host) = url.host_str() else {
             return false;
         };
@@ -228,6 +247,20 @@ pub struct Scope {
     pub dispatched: Arc<std::sync::atomic::AtomicU32>,
     /// Placeholder texts seen in this call's content and answers.
     pub taint: Arc<Taint>,
+    /// The only hosts a request carrying a secret may go to: the account's
+    /// approved hosts and the ones the user configured. `None`: no pinning
+    /// (calls without an account).
+    pub pinned: Option<Arc<Vec<AllowedHost>>>,
+}
+
+/// Whether `req` carries anything secret: the account's credential, or a
+/// secret part in its URL, headers or body.
+fn carries_secret(req: &Request) -> bool {
+    let in_text = |parts: &[TextPart]| parts.iter().any(|p| matches!(p, TextPart::Secret(_)));
+    req.credential
+        || in_text(&req.url)
+        || req.headers.iter().any(|h| in_text(&h.value))
+        || matches!(&req.body, Body::Parts(parts) if parts.iter().any(|p| matches!(p, BodyPart::Secret(_))))
 }
 
 #[derive(Default)]
@@ -393,6 +426,21 @@ impl Broker {
         let mut url = Url::parse(&url_text)
             .map_err(|e| HttpError::NotSent(format!("invalid URL `{}`: {e}", redact(&template))))?;
         self.check_allowed(scope, &url, &redact(&template))?;
+        if let Some(pinned) = &scope.pinned
+            && carries_secret(&req)
+            && !pinned.iter().any(|a| a.matches(&url))
+        {
+            return Err(HttpError::Denied(format!(
+                "{}://{}:{} was added by plugin `{}` after account {}/{} was connected, and its credential goes there only once you approve it: run `outreach plugins approve {}` (nothing was sent)",
+                url.scheme(),
+                url.host_str().unwrap_or("?"),
+                url.port_or_known_default().unwrap_or(0),
+                scope.plugin,
+                scope.plugin,
+                scope.account.as_deref().unwrap_or("?"),
+                scope.plugin,
+            )));
+        }
 
         if let Some(rec) = &scope.dry_run {
             rec.lock().expect("dry-run log").push(RecordedRequest {
@@ -1035,6 +1083,7 @@ mod tests {
             dry_run: None,
             dispatched: Default::default(),
             taint: Default::default(),
+            pinned: None,
         };
         assert!(broker.rate_check(&scope, "publish").is_none());
         // Two more `publish` requests in the next minute, then none.

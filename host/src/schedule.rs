@@ -80,6 +80,11 @@ pub struct TokenHealth {
     /// plugin is back.
     #[serde(default)]
     pub plugin_missing: bool,
+    /// Hosts its plugin declares that this account's credential may not go
+    /// to until `outreach plugins approve PLATFORM` (a plugin update added
+    /// them).
+    #[serde(default)]
+    pub awaiting_approval: Vec<String>,
 }
 
 /// When a token was issued and how long it lives, from its record.
@@ -267,6 +272,10 @@ pub fn health(app: &Services, r: &Record) -> TokenHealth {
             None
         },
         error,
+        awaiting_approval: plugin
+            .as_ref()
+            .map(|p| crate::services::unapproved_hosts(&p.manifest, r))
+            .unwrap_or_default(),
         plugin_missing: plugin.is_none(),
     }
 }
@@ -662,8 +671,10 @@ impl Refresher {
         let slot = store
             .escrow_slot(id)
             .filter(|_| crate::auth::spends_refresh_token(m));
+        let pins = crate::services::pinned_hosts(m, &record, &endpoints);
         let result = self
             .tokens
+            .pinned(pins)
             .refresh(m, &endpoints, client.as_ref(), &record, slot.as_ref())
             .await;
         // The helper may have sealed an answer it could not hand over.

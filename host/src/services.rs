@@ -8,7 +8,7 @@
 //!
 //! Owns: those handles, and the small questions every layer asks of them
 //! (which plugin serves a platform, an account's call context and network
-//! scope, checking an account's settings, which stored accounts a target
+//! scope, the hosts its credential is pinned to, checking an account's settings, which stored accounts a target
 //! names).
 //!
 //! Never: builds itself from a config (that is [`crate::app`]), runs a flow,
@@ -22,12 +22,12 @@ use anyhow::Context as _;
 use arc_swap::ArcSwap;
 
 use crate::config::Loaded;
-use crate::contract::wit::types::{Account, Context, Pair};
+use crate::contract::wit::types::{Account, Context, Endpoint, Manifest, Pair};
 use crate::error::bad;
 use crate::escrow::Escrow;
-use crate::http::{Credentials, Scope};
+use crate::http::{AllowedHost, Credentials, Scope};
 use crate::outbox::Outbox;
-use crate::plugin::manifest::effective_endpoints;
+use crate::plugin::manifest::{declared_hosts, effective_endpoints};
 use crate::plugin::{Host, LoadedPlugin};
 use crate::store::{AccountId, AgeDirStore, CredentialStore, Identity, Profile, Record};
 
@@ -195,6 +195,7 @@ impl Services {
         if !settings.declared_limits {
             scope.rate_limits = Arc::new(Vec::new());
         }
+        scope.pinned = Some(Arc::new(pinned_hosts(&plugin.manifest, record, &endpoints)));
         (Context { account, endpoints }, scope)
     }
 
@@ -311,6 +312,58 @@ impl Services {
             },
         }
     }
+}
+
+/// The hosts `record`'s credential may be sent to: the plugin-declared
+/// hosts approved for it (see [`Record::hosts`]) and the hosts the user gave
+/// — an endpoint whose effective URL (`endpoints`) is not the manifest's
+/// comes from a config override or an account setting.
+pub fn pinned_hosts(m: &Manifest, record: &Record, endpoints: &[Endpoint]) -> Vec<AllowedHost> {
+    let mut out: Vec<AllowedHost> = match &record.hosts {
+        Some(hosts) => hosts
+            .iter()
+            .filter_map(|h| AllowedHost::from_origin(h))
+            .collect(),
+        None => declared_hosts(m),
+    };
+    for e in endpoints {
+        let declared = m.endpoints.iter().find(|d| d.name == e.name);
+        if declared.is_some_and(|d| d.url == e.url) {
+            continue;
+        }
+        if let Ok(u) = url::Url::parse(&e.url)
+            && let Some(a) = AllowedHost::from_url(&u)
+            && !out.contains(&a)
+        {
+            out.push(a);
+        }
+    }
+    out
+}
+
+/// The hosts plugin `m` declares that `record`'s credential may not go to
+/// yet (added by a plugin update since the account was connected or last
+/// approved), as origins.
+pub fn unapproved_hosts(m: &Manifest, record: &Record) -> Vec<String> {
+    unapproved_hosts_in(&approvable_hosts(m), record)
+}
+
+/// Which of `declared` (origins) `record` has not approved.
+pub fn unapproved_hosts_in(declared: &[String], record: &Record) -> Vec<String> {
+    let Some(approved) = &record.hosts else {
+        return Vec::new();
+    };
+    declared
+        .iter()
+        .filter(|o| !approved.contains(o))
+        .cloned()
+        .collect()
+}
+
+/// What to record as `record.hosts` when the user connects an account of
+/// `m` or approves its plugin: every host it declares now.
+pub fn approvable_hosts(m: &Manifest) -> Vec<String> {
+    declared_hosts(m).iter().map(AllowedHost::origin).collect()
 }
 
 /// The account as a plugin sees it (no secrets).

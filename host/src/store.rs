@@ -123,6 +123,20 @@ pub struct Record {
     /// Token health as the refresh scheduler last saw it.
     #[serde(default)]
     pub health: Health,
+    /// The hosts the plugin declared when the user connected this account
+    /// or last approved the plugin (`outreach plugins approve`): the only
+    /// plugin-declared hosts its credential is sent to. Hosts the user
+    /// gave (endpoint overrides in the config, host settings) need no
+    /// approval. `None`: a record from before pinning, pinned to the
+    /// plugin's hosts the first time a daemon sees it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<Vec<String>>,
+    /// The scopes the plugin asked for when the account was last
+    /// connected (the platform may have granted fewer: `scope`). A
+    /// reconnect that would ask for more needs the user's approval.
+    /// `None`: not known (stored by an earlier version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes_asked: Option<Vec<String>>,
 }
 
 /// Where an account stands. Changes between these are announced once.

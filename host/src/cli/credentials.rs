@@ -20,26 +20,8 @@ use crate::secret::Secret;
 use crate::services::account_view;
 use crate::store::{AccountId, Health, Profile, Record};
 
-pub async fn connect(
-    app: &App,
-    platform: String,
-    account: String,
-    settings: BTreeMap<String, String>,
-    open_browser: bool,
-    username: Option<String>,
-) -> anyhow::Result<i32> {
-    let rec = crate::accounts::connect(
-        app,
-        ConnectOptions {
-            platform,
-            account,
-            settings,
-            open_browser,
-            username,
-            prompt: Box::new(|what: &str| super::read_secret(what)),
-        },
-    )
-    .await?;
+pub async fn connect(app: &App, opts: ConnectOptions) -> anyhow::Result<i32> {
+    let rec = crate::accounts::connect(app, opts).await?;
     println!(
         "connected {} as {}{}",
         rec.id,
@@ -128,6 +110,14 @@ fn print_status(
                     .map(|e| format!("\n{:28} last error: {e}", ""))
                     .unwrap_or_default()
             );
+            if !h.awaiting_approval.is_empty() {
+                println!(
+                    "{:28} awaiting approval: {} (the plugin declares them since this account was connected; `outreach plugins approve {}`)",
+                    "",
+                    h.awaiting_approval.join(", "),
+                    h.platform
+                );
+            }
         }
         for b in &broken {
             println!(
@@ -515,7 +505,7 @@ pub fn import(app: &App, file: &Path, account: &str) -> anyhow::Result<i32> {
             expires_in,
             expires_at,
             refresh_expires_at: None,
-            scope: t.scope,
+            scope: t.scope.clone(),
             profile: Profile {
                 id: s("id").or_else(|| s("sub")).unwrap_or_default(),
                 name: s("name").or_else(|| s("displayName")).unwrap_or_default(),
@@ -529,6 +519,14 @@ pub fn import(app: &App, file: &Path, account: &str) -> anyhow::Result<i32> {
             last_refreshed: last,
             settings,
             health: Health::default(),
+            hosts: None,
+            scopes_asked: Some(
+                t.scope
+                    .split(|c: char| c.is_whitespace() || c == ',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            ),
         };
         store.save(&record)?;
         report.imported.push(id.to_string());

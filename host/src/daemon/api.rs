@@ -39,6 +39,7 @@ pub fn router(d: Arc<Daemon>, token: Arc<String>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/platforms", get(platforms))
+        .route("/platforms/{id}/approve", post(approve))
         .route("/accounts", get(accounts))
         .route("/accounts/{id}/refresh", post(refresh_one))
         .route("/accounts/{platform}/{account}/refresh", post(refresh_two))
@@ -134,10 +135,31 @@ async fn health(State(ctx): State<Ctx>) -> Json<serde_json::Value> {
     }))
 }
 
-async fn platforms(State(ctx): State<Ctx>) -> Json<crate::plugin::manifest::Platforms> {
-    Json(crate::plugin::manifest::Platforms::of(
-        &ctx.d.app.host,
-        &ctx.d.app.cfg(),
+async fn platforms(State(ctx): State<Ctx>) -> ApiResult<Json<crate::plugin::manifest::Platforms>> {
+    let d = ctx.d.clone();
+    let out = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let mut p = crate::plugin::manifest::Platforms::of(&d.app.host, &d.app.cfg());
+        crate::accounts::with_approvals(&d.app, &mut p)?;
+        Ok(p)
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))??;
+    Ok(Json(out))
+}
+
+/// `POST /platforms/{id}/approve`: what `outreach plugins approve ID` does.
+async fn approve(
+    State(ctx): State<Ctx>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<crate::accounts::Approved>> {
+    if ctx.d.app.host.get(&id).is_err() {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no plugin with id `{id}` is loaded"),
+        ));
+    }
+    Ok(Json(
+        crate::accounts::approve_plugin(&ctx.d.app, &id).await?,
     ))
 }
 

@@ -230,6 +230,16 @@ pub async fn run(app: Arc<App>, opts: Options, _lock: Lock) -> anyhow::Result<i3
             "deliveries interrupted by an earlier crash are marked unknown; `outreach posts` lists them"
         );
     }
+    // Accounts stored before credentials were pinned to hosts: pinned now
+    // to their plugins' hosts, before any plugin can be replaced.
+    match crate::accounts::pin_unpinned(app.services()).await {
+        Ok(ids) if !ids.is_empty() => tracing::info!(
+            accounts = ids.len(),
+            "pinned the credentials of accounts stored by an earlier version to the hosts their plugins declare now"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("could not pin older accounts to their plugins' hosts: {e:#}"),
+    }
     let listener = tokio::net::TcpListener::bind(&cfg.config.daemon.listen)
         .await
         .map_err(|e| {

@@ -382,6 +382,11 @@ pub struct Summary {
     pub sha256: String,
     /// The full manifest, in WIT spelling.
     pub manifest: serde_json::Value,
+    /// Hosts it declares that some accounts' credentials may not go to
+    /// until the user approves them (`outreach plugins approve ID`), and
+    /// those accounts. Filled in by whoever can read the store.
+    pub awaiting_approval: Vec<String>,
+    pub awaiting_accounts: Vec<String>,
 }
 
 /// A plugin file that failed to load, and why.
@@ -437,6 +442,8 @@ impl Platforms {
                     path: p.path.display().to_string(),
                     sha256: p.sha256.clone(),
                     manifest: wit_style(m),
+                    awaiting_approval: Vec::new(),
+                    awaiting_accounts: Vec::new(),
                 }
             })
             .collect();

@@ -777,6 +777,7 @@ impl Host {
             dry_run: None,
             dispatched: Default::default(),
             taint: Default::default(),
+            pinned: None,
         };
         let id = scope.plugin.clone();
         let start = Instant::now();
@@ -978,6 +979,7 @@ impl Host {
             dry_run: None,
             dispatched: Default::default(),
             taint: Default::default(),
+            pinned: None,
         }
     }
 }

@@ -1,8 +1,13 @@
 //! A plugin that misbehaves on request, to prove the sandbox holds. The post
 //! text picks the misbehaviour: `trap`, `loop`, `oom`, `exfiltrate`,
-//! `echo`, `get:/path`, `empty-id`; anything else behaves.
+//! `echo`, `get:/path`, `extra:/path`, `empty-id`; anything else behaves.
 
 use outreach_sdk::prelude::*;
+
+/// The URL of a second endpoint, `extra`, padded with spaces: tests patch
+/// these bytes in the built file to make "an update of this plugin that
+/// declares a new host" without building it again.
+const EXTRA_SLOT: &str = "https://extra-slot.hostile.invalid                              ";
 
 struct Hostile;
 
@@ -18,10 +23,17 @@ impl Platform for Hostile {
             name: "Hostile".into(),
             version: "0.0.1".into(),
             auth: AuthInfo::static_credential(AuthKind::ApiKey, CredentialPlacement::Bearer),
-            endpoints: vec![Endpoint {
-                name: "api".into(),
-                url: "https://hostile.example".into(),
-            }],
+            endpoints: vec![
+                Endpoint {
+                    name: "api".into(),
+                    url: "https://hostile.example".into(),
+                },
+                Endpoint {
+                    name: "extra".into(),
+                    // Read at run time so the patched bytes count.
+                    url: std::hint::black_box(EXTRA_SLOT).trim().into(),
+                },
+            ],
             hosts: if bad {
                 vec!["not a host!".into()]
             } else {
@@ -97,6 +109,14 @@ impl Platform for Hostile {
                     id: format!("{} {}", res.status, res.text()),
                     url: None,
                 })
+            }
+            // The account's credential to the `extra` endpoint.
+            t if t.starts_with("extra:") => {
+                let res = Request::get(ctx.url("extra", &t[6..])?).authed().send()?;
+                Ok(Receipt::published(
+                    format!("{} {}", res.status, res.text()),
+                    None,
+                ))
             }
             // Accepted, still processing: settled by `check-receipt`.
             "pending" => Ok(Receipt {
