@@ -379,6 +379,7 @@ async fn credentials_are_injected_where_the_platform_wants_them() {
         dispatched: Default::default(),
         taint: Default::default(),
         pinned: None,
+        jar: Default::default(),
     };
     let text = |t: String| vec![TextPart::Text(t)];
     let secret = |name| {

@@ -40,6 +40,7 @@ fn record(platform: &str, account: &str) -> Record {
         settings: BTreeMap::from([("instance".to_string(), "https://example.social".to_string())]),
         health: Default::default(),
         hosts: None,
+        saved_login: None,
         scopes_asked: None,
     }
 }

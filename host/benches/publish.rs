@@ -95,6 +95,7 @@ fn record(platform: &str, account: &str, settings: BTreeMap<String, String>) -> 
         settings,
         health: Health::default(),
         hosts: None,
+        saved_login: None,
         scopes_asked: None,
     }
 }

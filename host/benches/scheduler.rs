@@ -170,6 +170,7 @@ fn main() {
                 settings: Default::default(),
                 health: Health::default(),
                 hosts: None,
+                saved_login: None,
                 scopes_asked: None,
             })
             .unwrap();

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::{TokenClient, browser_flow};
 use crate::contract::describe_call_error;
-use crate::contract::wit::types::AuthKind;
+use crate::contract::wit::types::{AuthKind, Identity, IdentityChoice};
 use crate::error::bad;
 use crate::http::Credentials;
 use crate::outbox::Delivery;
@@ -29,7 +29,7 @@ use crate::plugin::manifest::effective_endpoints;
 use crate::schedule::TokenHealth;
 use crate::secret::Secret;
 use crate::services::{Services, account_view_of};
-use crate::store::{AccountId, AccountState, CredentialStore, Profile, Record};
+use crate::store::{AccountId, AccountState, CredentialStore, Profile, Record, SavedLogin};
 
 /// Ask the platform who a new credential belongs to; store the account
 /// only if it answers. An account stored before is replaced (a
@@ -253,6 +253,17 @@ pub struct ConnectOptions {
     /// Reconnecting an account whose plugin now asks for scopes it was not
     /// granted before: go ahead (otherwise refused, naming them).
     pub approve_scopes: bool,
+    /// Session and app-password logins: keep the username and password
+    /// (encrypted, with the account) to log in again when the session ends.
+    pub remember_password: bool,
+    /// For a grant that acts as pages or organizations: the ids (or exact
+    /// names) to connect; `me` for the user themselves where the plugin
+    /// allows it. Empty: one identity is taken as it is, several are put
+    /// to `choose`.
+    pub identities: Vec<String>,
+    /// Asks the person connecting which identities to connect (indexes
+    /// into the list); the front end decides how.
+    pub choose: Box<dyn Fn(&[Identity]) -> anyhow::Result<Vec<usize>> + Send + Sync>,
     /// Asks the person connecting for a secret (an app password, a pasted
     /// key), named by what it asks for; the front end decides how.
     pub prompt: Box<dyn Fn(&str) -> anyhow::Result<Secret> + Send + Sync>,
@@ -273,13 +284,14 @@ impl ConnectOptions {
 }
 
 /// Connect an account end to end: run the flow the manifest declares, ask
-/// the platform who the account is, store the record.
-pub async fn connect(svc: &Services, opts: ConnectOptions) -> anyhow::Result<Record> {
+/// the platform who the account is, store the record — one per identity
+/// picked when the grant acts as pages or organizations.
+pub async fn connect(svc: &Services, opts: ConnectOptions) -> anyhow::Result<Vec<Record>> {
     let id = AccountId::new(&opts.platform, &opts.account)?;
     let plugin = svc.platform(&opts.platform)?;
     let m = &plugin.manifest;
     let again = opts.again();
-    let settings = svc.check_settings(&plugin, opts.settings)?;
+    let settings = svc.check_settings(&plugin, opts.settings.clone())?;
     let account_view = account_view_of(&id, &settings, &Profile::default());
     let overrides = svc.cfg().platform(&m.id).endpoints;
     let endpoints = effective_endpoints(m, &overrides, Some(&account_view));
@@ -310,9 +322,17 @@ pub async fn connect(svc: &Services, opts: ConnectOptions) -> anyhow::Result<Rec
                         )
                         .await
                     {
-                        Ok(tokens) => {
-                            store_verified(svc, &plugin, id.clone(), tokens, settings).await
-                        }
+                        Ok(tokens) => match &m.auth.identities {
+                            None => store_verified(svc, &plugin, id.clone(), tokens, settings)
+                                .await
+                                .map(|r| vec![r]),
+                            Some(choice) => {
+                                connect_identities(
+                                    svc, &plugin, &opts, &endpoints, choice, tokens, settings,
+                                )
+                                .await
+                            }
+                        },
                         Err(e) => Err(anyhow::anyhow!(
                             "the steps after connecting {id} failed ({e}); nothing was stored"
                         )),
@@ -320,25 +340,45 @@ pub async fn connect(svc: &Services, opts: ConnectOptions) -> anyhow::Result<Rec
                 }
                 Err(e) => Err(e),
             };
-            browser.finish(&id, &again, &outcome).await;
+            let first = match &outcome {
+                Ok(records) => Ok(records[0].clone()),
+                Err(e) => Err(anyhow::anyhow!("{e:#}")),
+            };
+            browser.finish(&id, &again, &first).await;
             return outcome;
         }
-        AuthKind::AppPassword => {
+        AuthKind::None => {
+            // Nothing to hold: the account is its settings and profile.
+            let tokens = crate::auth::Tokens {
+                access: Secret::new(""),
+                refresh: None,
+                expires_in: None,
+                expires_at: None,
+                refresh_expires_at: None,
+                scope: None,
+            };
+            return Ok(vec![
+                store_verified(svc, &plugin, id, tokens, settings).await?,
+            ]);
+        }
+        AuthKind::AppPassword | AuthKind::SessionLogin => {
             let login = m.auth.login.as_ref().ok_or_else(|| {
-                bad!(
-                    "the {} plugin declares app-password auth but no login exchange",
-                    m.id
-                )
+                bad!("the {} plugin declares a login but no login exchange", m.id)
             })?;
-            let username = match opts.username {
+            let username = match opts.username.clone() {
                 Some(u) => u,
                 None => return Err(bad!("pass --username for {}", m.id)),
             };
-            let password = (opts.prompt)(&format!("the {} app password", m.name))?;
+            let what = if m.auth.kind == AuthKind::AppPassword {
+                "app password"
+            } else {
+                "password"
+            };
+            let password = (opts.prompt)(&format!("the {} {what}", m.name))?;
             let creds = Credentials::new()
-                .with("username", Secret::new(username))
+                .with("username", Secret::new(username.clone()))
                 .with("password", password.clone());
-            tokens_client
+            let tokens = tokens_client
                 .exchange(
                     login,
                     &endpoints,
@@ -349,25 +389,205 @@ pub async fn connect(svc: &Services, opts: ConnectOptions) -> anyhow::Result<Rec
                     None,
                 )
                 .await
-                .map_err(|e| anyhow::anyhow!("logging in to {} failed: {e}", m.name))?
-        }
-        AuthKind::SessionLogin | AuthKind::None => {
-            return Err(bad!(
-                "{} uses {}, which outreach does not automate yet",
-                m.name,
-                if m.auth.kind == AuthKind::None {
-                    "no credential at all (a session-less platform)"
-                } else {
-                    "a session login"
-                }
-            ));
+                .map_err(|e| anyhow::anyhow!("logging in to {} failed: {e}", m.name))?;
+            let saved = opts.remember_password.then(|| SavedLogin {
+                username: Secret::new(username),
+                password,
+            });
+            (tokens, saved)
         }
         AuthKind::ApiKey | AuthKind::BotToken | AuthKind::WebhookUrl => {
             let value = (opts.prompt)(&format!("the {} credential", m.name))?;
-            return add_account(svc, &opts.platform, &opts.account, value, settings).await;
+            return Ok(vec![
+                add_account(svc, &opts.platform, &opts.account, value, settings).await?,
+            ]);
         }
     };
-    store_verified(svc, &plugin, id, tokens, settings).await
+    let (tokens, saved) = tokens;
+    let record = store_verified(svc, &plugin, id.clone(), tokens, settings).await?;
+    let Some(saved) = saved else {
+        return Ok(vec![record]);
+    };
+    // Kept only once the platform accepted the login.
+    let record = rewrite(svc, &id, move |r| {
+        r.saved_login = Some(saved);
+        r.clone()
+    })
+    .await?
+    .unwrap_or(record);
+    Ok(vec![record])
+}
+
+/// The identities (pages, organizations) a new grant acts as that the user
+/// picks, each stored as its own account with the identity's id in
+/// `choice.setting` and, where the plugin declares one, its own credential
+/// derived from the grant.
+async fn connect_identities(
+    svc: &Services,
+    plugin: &LoadedPlugin,
+    opts: &ConnectOptions,
+    endpoints: &[crate::contract::wit::types::Endpoint],
+    choice: &IdentityChoice,
+    grant: crate::auth::Tokens,
+    settings: BTreeMap<String, String>,
+) -> anyhow::Result<Vec<Record>> {
+    let m = &plugin.manifest;
+    let id = AccountId::new(&opts.platform, &opts.account)?;
+    // Ask the plugin, with the grant, who it can act as.
+    let mut probe = crate::auth::new_record(id.clone(), grant.clone(), settings.clone());
+    probe.hosts = Some(crate::services::approvable_hosts(m));
+    let (ctx, scope) = svc.call_env(plugin, &probe);
+    let list = svc
+        .host
+        .list_identities(plugin, scope, &ctx)
+        .await?
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{} could not list what this grant can act as ({}); nothing was stored",
+                m.name,
+                describe_call_error(&e)
+            )
+        })?;
+    let names = || {
+        list.iter()
+            .map(|i| format!("{} ({})", i.id, i.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    // Which ones: named, the only one, or asked.
+    let mut picked: Vec<Option<&Identity>> = Vec::new();
+    if !opts.identities.is_empty() {
+        for want in &opts.identities {
+            if want == "me" && choice.self_allowed {
+                picked.push(None);
+                continue;
+            }
+            match list.iter().find(|i| &i.id == want || &i.name == want) {
+                Some(i) => picked.push(Some(i)),
+                None => {
+                    return Err(bad!(
+                        "this grant cannot act as `{want}`; it can act as: {}{}",
+                        if list.is_empty() {
+                            "nothing".to_string()
+                        } else {
+                            names()
+                        },
+                        if choice.self_allowed { ", me" } else { "" }
+                    ));
+                }
+            }
+        }
+    } else if list.len() == 1 && !choice.self_allowed {
+        picked.push(Some(&list[0]));
+    } else if list.is_empty() {
+        if !choice.self_allowed {
+            return Err(bad!(
+                "this {} grant can act as no page or organization; check that the account manages one and granted it to the app, then connect again",
+                m.name
+            ));
+        }
+        picked.push(None);
+    } else {
+        for n in (opts.choose)(&list)? {
+            let i = list
+                .get(n)
+                .ok_or_else(|| bad!("there is no choice {}", n + 1))?;
+            picked.push(Some(i));
+        }
+        if picked.is_empty() {
+            return Err(bad!("nothing was picked; nothing was stored"));
+        }
+    }
+    let client = crate::auth::client_for(&svc.cfg(), &m.id).ok();
+    let tokens_client = TokenClient::new(svc)?;
+    let single = picked.len() == 1;
+    let mut out = Vec::new();
+    for identity in picked {
+        let Some(identity) = identity else {
+            out.push(
+                store_verified(svc, plugin, id.clone(), grant.clone(), settings.clone()).await?,
+            );
+            continue;
+        };
+        // One pick takes the account name asked for; several are named
+        // after themselves.
+        let account = if single {
+            opts.account.clone()
+        } else {
+            account_name_for(identity)
+        };
+        let aid = AccountId::new(&opts.platform, &account)?;
+        let mut these = settings.clone();
+        these.insert(choice.setting.clone(), identity.id.clone());
+        let tokens = match &choice.exchange {
+            None => grant.clone(),
+            Some(x) => {
+                let mut creds = Credentials::new().with("access_token", grant.access.clone());
+                if let Some(r) = &grant.refresh {
+                    creds = creds.with("refresh_token", r.clone());
+                }
+                if let Some(c) = &client {
+                    creds = creds.with("client_id", Secret::new(c.id.clone()));
+                    if let Some(s) = &c.secret {
+                        creds = creds.with("client_secret", s.clone());
+                    }
+                }
+                let mut secrets = vec![&grant.access];
+                if let Some(s) = client.as_ref().and_then(|c| c.secret.as_ref()) {
+                    secrets.push(s);
+                }
+                tokens_client
+                    .pinned(crate::services::pinned_hosts(m, &probe, endpoints))
+                    .exchange(
+                        x,
+                        endpoints,
+                        &creds,
+                        &crate::auth::pairs(&these),
+                        m.auth.access_token_lifetime,
+                        &secrets,
+                        None,
+                    )
+                    .await
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "deriving the credential of {} ({}) failed: {e}; nothing was stored for it",
+                            identity.name,
+                            identity.id
+                        )
+                    })?
+            }
+        };
+        out.push(store_verified(svc, plugin, aid, tokens, these).await?);
+    }
+    Ok(out)
+}
+
+/// An account name for an identity: its name in lower case, letters,
+/// digits and `-`; its id when that leaves nothing usable.
+pub fn account_name_for(identity: &Identity) -> String {
+    let mut name = String::new();
+    for c in identity.name.chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_alphanumeric() {
+            name.push(c);
+        } else if !name.ends_with('-') && !name.is_empty() {
+            name.push('-');
+        }
+    }
+    let name = name
+        .trim_end_matches('-')
+        .chars()
+        .take(40)
+        .collect::<String>();
+    if name.is_empty() || AccountId::new("x", &name).is_err() {
+        identity
+            .id
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .take(64)
+            .collect()
+    } else {
+        name
+    }
 }
 
 /// Refuse to reconnect `id` when its plugin now asks for scopes the
@@ -561,7 +781,7 @@ pub async fn approve_plugin(svc: &Services, platform: &str) -> anyhow::Result<Ap
     };
     for id in accounts_of(svc, platform)? {
         let now = crate::services::approvable_hosts(&plugin.manifest);
-        let changed = rewrite_hosts(svc, &id, move |record| {
+        let changed = rewrite(svc, &id, move |record| {
             let new = crate::services::unapproved_hosts_in(&now, record);
             record.hosts = Some(now.clone());
             new
@@ -601,7 +821,7 @@ pub async fn pin_unpinned(svc: &Services) -> anyhow::Result<Vec<AccountId>> {
             continue;
         }
         let now = crate::services::approvable_hosts(&plugin.manifest);
-        let changed = rewrite_hosts(svc, &id, move |record| {
+        let changed = rewrite(svc, &id, move |record| {
             if record.hosts.is_none() {
                 record.hosts = Some(now.clone());
             }
@@ -628,7 +848,7 @@ fn accounts_of(svc: &Services, platform: &str) -> anyhow::Result<Vec<AccountId>>
 /// Change `id`'s approved hosts under its refresh lease (so no refresh
 /// writes an older copy over it), in one atomic write. `None` if the
 /// account is gone or unreadable.
-async fn rewrite_hosts<T: Send + 'static>(
+async fn rewrite<T: Send + 'static>(
     svc: &Services,
     id: &AccountId,
     change: impl FnOnce(&mut Record) -> T + Send + 'static,

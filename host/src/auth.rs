@@ -49,7 +49,7 @@ pub struct Client {
 }
 
 /// Fresh tokens from a token endpoint.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Tokens {
     pub access: Secret,
     pub refresh: Option<Secret>,
@@ -269,6 +269,69 @@ pub fn parse_tokens(
     })
 }
 
+/// Read a session login's answer: its token is the cookie `name` the
+/// answer sets (the body may be HTML or a redirect). No such cookie means
+/// the platform refused the login.
+pub fn parse_session(
+    status: u16,
+    body: &[u8],
+    cookies: &[(String, String)],
+    name: &str,
+    lifetime: u64,
+    secrets: &[&Secret],
+) -> Result<Tokens, TokenError> {
+    if status == 429 || status >= 500 {
+        let text = scrub(&String::from_utf8_lossy(body), secrets);
+        return Err(TokenError::Transient(format!(
+            "HTTP {status}: {}",
+            printable(&text, 200)
+        )));
+    }
+    let Some((_, value)) = cookies.iter().find(|(n, v)| n == name && !v.is_empty()) else {
+        // What the page says (`Bad login.`), without markup or secrets.
+        let text = scrub(&String::from_utf8_lossy(body), secrets);
+        let said: String = strip_tags(&text)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        return Err(TokenError::InvalidGrant(format!(
+            "the login was refused (HTTP {status}, no `{name}` cookie{}); check the username and password",
+            if said.is_empty() {
+                String::new()
+            } else {
+                format!("; the page says: {}", printable(&said, 120))
+            }
+        )));
+    };
+    let now = Utc::now();
+    Ok(Tokens {
+        access: Secret::new(value.clone()),
+        refresh: None,
+        expires_in: (lifetime > 0).then_some(lifetime),
+        expires_at: (lifetime > 0).then(|| now + chrono::Duration::seconds(lifetime as i64)),
+        refresh_expires_at: None,
+        scope: None,
+    })
+}
+
+/// `text` without anything between `<` and `>`.
+fn strip_tags(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut inside = false;
+    for c in text.chars() {
+        match c {
+            '<' => inside = true,
+            '>' if inside => {
+                inside = false;
+                out.push(' ');
+            }
+            _ if !inside => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
 /// RFC 6749 §7.1: a client must not use a token whose type it does not
 /// understand. Outreach sends tokens as bearer tokens (RFC 6750; the name
 /// is case-insensitive); an answer without `token_type` is taken as one
@@ -412,6 +475,15 @@ impl TokenClient {
             headers: all,
             body,
         };
+        // A session login: the token is a cookie; logins are not single-use,
+        // so never escrowed.
+        if let Some(name) = shape.access_token.strip_prefix("cookie:") {
+            let (status, cookies, bytes) = exchange
+                .send_keeping_cookies(&self.http)
+                .await
+                .map_err(|e| TokenError::Transient(scrub(&e, secrets)))?;
+            return parse_session(status, &bytes, &cookies, name, lifetime, secrets);
+        }
         let escrowed = match slot {
             Some(slot) => self.escrow.send(slot, &exchange).await,
             None => None,
@@ -529,6 +601,27 @@ impl TokenClient {
                     ("refresh_token".to_string(), refresh.expose().to_string()),
                 ];
                 self.token_form(&url, form, client, m, &secrets, slot).await
+            }
+            RefreshStyle::Relogin => {
+                let (Some(login), Some(saved)) = (&m.auth.login, &record.saved_login) else {
+                    return Err(TokenError::InvalidGrant(
+                        "the session ended and no password is kept to log in again; reconnect"
+                            .into(),
+                    ));
+                };
+                let creds = Credentials::new()
+                    .with("username", saved.username.clone())
+                    .with("password", saved.password.clone());
+                self.exchange(
+                    login,
+                    endpoints,
+                    &creds,
+                    &pairs(&record.settings),
+                    m.auth.access_token_lifetime,
+                    &secrets,
+                    None,
+                )
+                .await
             }
             RefreshStyle::Custom(x) => {
                 let mut creds =
@@ -1273,6 +1366,7 @@ pub fn new_record(id: AccountId, t: Tokens, settings: BTreeMap<String, String>) 
         settings,
         health: Health::default(),
         hosts: None,
+        saved_login: None,
         scopes_asked: None,
     };
     apply(&mut r, t);

@@ -9,6 +9,7 @@
 mod credentials;
 mod posts;
 
+use crate::error::bad;
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
@@ -73,6 +74,16 @@ pub enum Command {
         /// account was not granted before (refused without this).
         #[arg(long)]
         approve_scopes: bool,
+        /// Session logins: keep the username and password (encrypted with
+        /// the account) to log in again when the session ends.
+        #[arg(long)]
+        remember_password: bool,
+        /// Connect the page or organization with this id (or exact name)
+        /// that the grant can act as; repeat for several (one account
+        /// each), `me` for yourself where the platform allows. Without it
+        /// you are asked when there is more than one.
+        #[arg(long = "as", value_name = "ID")]
+        identities: Vec<String>,
     },
     /// Token health of every account: valid, expiry, next refresh, errors.
     Status {
@@ -382,6 +393,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             no_browser,
             username,
             approve_scopes,
+            remember_password,
+            identities,
         } => {
             let settings = parse_settings(&settings)?;
             credentials::connect(
@@ -393,7 +406,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     open_browser: !no_browser,
                     username,
                     approve_scopes,
+                    remember_password,
+                    identities,
                     prompt: Box::new(|what: &str| read_secret(what)),
+                    choose: Box::new(choose_identities),
                 },
             )
             .await
@@ -893,6 +909,50 @@ fn parse_settings(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> 
         out.insert(k.trim().to_string(), v.trim().to_string());
     }
     Ok(out)
+}
+
+/// Ask on the terminal which of `list` to connect: numbers separated by
+/// commas or spaces, or `all`. Without a terminal, say how to name them.
+fn choose_identities(list: &[crate::contract::wit::types::Identity]) -> anyhow::Result<Vec<usize>> {
+    let shown: Vec<String> = list
+        .iter()
+        .map(|i| format!("{} ({}, {})", i.id, i.name, i.kind))
+        .collect();
+    if !std::io::stdin().is_terminal() {
+        return Err(bad!(
+            "this grant can act as several: {}; pick with --as ID (repeat for several)",
+            shown.join(", ")
+        ));
+    }
+    eprintln!("This grant can act as:");
+    for (n, s) in shown.iter().enumerate() {
+        let extra = &list[n].extra_scopes;
+        eprintln!(
+            "  {}. {s}{}",
+            n + 1,
+            if extra.is_empty() {
+                String::new()
+            } else {
+                format!(" — needs {}", extra.join(", "))
+            }
+        );
+    }
+    eprint!("Connect which? (numbers, or `all`): ");
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the choice")?;
+    let line = line.trim();
+    if line.eq_ignore_ascii_case("all") {
+        return Ok((0..list.len()).collect());
+    }
+    line.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+        .map(|s| match s.parse::<usize>() {
+            Ok(n) if (1..=list.len()).contains(&n) => Ok(n - 1),
+            _ => Err(bad!("`{s}` is not one of 1 to {}", list.len())),
+        })
+        .collect()
 }
 
 /// Read a credential from standard input (piped) or a hidden prompt.

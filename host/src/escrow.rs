@@ -61,6 +61,17 @@ pub struct Exchange {
 impl Exchange {
     /// Send it with `client`; the status and the whole body.
     pub async fn send(&self, client: &reqwest::Client) -> Result<(u16, Vec<u8>), String> {
+        self.send_keeping_cookies(client)
+            .await
+            .map(|(status, _, body)| (status, body))
+    }
+
+    /// [`Exchange::send`], also returning the cookies the answer sets
+    /// (name, value): a session login's token is one.
+    pub async fn send_keeping_cookies(
+        &self,
+        client: &reqwest::Client,
+    ) -> Result<(u16, Vec<(String, String)>, Vec<u8>), String> {
         let method = reqwest::Method::from_bytes(self.method.as_bytes())
             .map_err(|_| format!("invalid method {}", self.method))?;
         let mut rb = client.request(method, &self.url);
@@ -72,11 +83,19 @@ impl Exchange {
         }
         let resp = rb.send().await.map_err(|e| describe(&e, &self.url))?;
         let status = resp.status().as_u16();
+        let cookies = resp
+            .headers()
+            .get_all(reqwest::header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(|v| v.split(';').next()?.split_once('='))
+            .map(|(n, v)| (n.trim().to_string(), v.trim().trim_matches('"').to_string()))
+            .collect();
         let bytes = resp
             .bytes()
             .await
             .map_err(|e| format!("the answer from {} was cut off: {e}", origin(&self.url)))?;
-        Ok((status, bytes.to_vec()))
+        Ok((status, cookies, bytes.to_vec()))
     }
 }
 

@@ -31,6 +31,12 @@
 //! declarations and on learned resets, which `governor`'s fixed quotas do
 //! not model; when a limit would be exceeded the broker answers with a
 //! synthetic 429 (nothing sent) rather than sleeping past the call deadline.
+//!
+//! Cookies (session logins) live in a jar per plugin call ([`Jar`]): what a
+//! response sets is sent back on that call's later requests to the same
+//! host and never shown to the plugin. It is hand-rolled because reqwest's
+//! cookie store lives as long as its client, which is shared by every call
+//! and account.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -251,6 +257,54 @@ pub struct Scope {
     /// approved hosts and the ones the user configured. `None`: no pinning
     /// (calls without an account).
     pub pinned: Option<Arc<Vec<AllowedHost>>>,
+    /// Cookies responses set during this call.
+    pub jar: Arc<Jar>,
+}
+
+/// The cookies of one plugin call: per host, by name, as responses set
+/// them (`Set-Cookie`: the name and value; attributes other than an
+/// expiry in the past are not needed within one call).
+#[derive(Debug, Default)]
+pub struct Jar(Mutex<Vec<(String, String, String)>>);
+
+impl Jar {
+    /// Keep what `headers` (a response from `url`) sets.
+    fn absorb(&self, url: &Url, headers: &reqwest::header::HeaderMap) {
+        let Some(host) = url.host_str() else { return };
+        let mut jar = self.0.lock().expect("cookie jar");
+        for v in headers.get_all(reqwest::header::SET_COOKIE) {
+            let Ok(v) = v.to_str() else { continue };
+            let mut attrs = v.split(';');
+            let Some((name, value)) = attrs.next().and_then(|p| p.split_once('=')) else {
+                continue;
+            };
+            let (name, value) = (name.trim(), value.trim().trim_matches('"'));
+            if name.is_empty() {
+                continue;
+            }
+            let gone = value.is_empty()
+                || attrs.any(|a| {
+                    let a = a.trim().to_ascii_lowercase();
+                    a == "max-age=0" || a.starts_with("max-age=-")
+                });
+            jar.retain(|(h, n, _)| !(h == host && n == name));
+            if !gone {
+                jar.push((host.to_string(), name.to_string(), value.to_string()));
+            }
+        }
+    }
+
+    /// The `Cookie` header value for a request to `url`, if any.
+    fn header_for(&self, url: &Url) -> Option<String> {
+        let host = url.host_str()?;
+        let jar = self.0.lock().expect("cookie jar");
+        let pairs: Vec<String> = jar
+            .iter()
+            .filter(|(h, _, _)| h == host)
+            .map(|(_, n, v)| format!("{n}={v}"))
+            .collect();
+        (!pairs.is_empty()).then(|| pairs.join("; "))
+    }
 }
 
 /// Whether `req` carries anything secret: the account's credential, or a
@@ -398,6 +452,7 @@ impl Broker {
                 })
             };
             let mut query: Vec<(String, String)> = Vec::new();
+            let mut cookies: Vec<(String, String)> = Vec::new();
             for placement in scope.placement.iter() {
                 let token = secret("access_token")?;
                 match placement {
@@ -414,6 +469,9 @@ impl Broker {
                         let key = secret("client_secret")?;
                         query.push((param.clone(), proof(key, token)));
                     }
+                    CredentialPlacement::Cookie(name) => {
+                        cookies.push((name.clone(), token.expose().to_string()))
+                    }
                 }
             }
             if !query.is_empty() {
@@ -421,6 +479,10 @@ impl Broker {
                     .map_err(|e| HttpError::NotSent(format!("invalid URL `{template}`: {e}")))?;
                 u.query_pairs_mut().extend_pairs(&query);
                 url_text = u.to_string();
+            }
+            if !cookies.is_empty() {
+                let value: Vec<String> = cookies.iter().map(|(n, v)| format!("{n}={v}")).collect();
+                headers.push(("cookie".into(), value.join("; ")));
             }
         }
         let mut url = Url::parse(&url_text)
@@ -487,8 +549,20 @@ impl Broker {
         let mut body = Some(body);
         for hop in 0..=self.limits.max_redirects {
             let mut rb = self.client.request(method.clone(), url.clone());
+            // One Cookie header: the request's own (with the credential)
+            // and what this call's answers set for this host.
+            let mut jarred = scope.jar.header_for(&url);
             for (n, v) in &headers {
-                rb = rb.header(n.as_str(), v.as_str());
+                if n.eq_ignore_ascii_case("cookie")
+                    && let Some(j) = jarred.take()
+                {
+                    rb = rb.header(n.as_str(), format!("{v}; {j}"));
+                } else {
+                    rb = rb.header(n.as_str(), v.as_str());
+                }
+            }
+            if let Some(j) = jarred {
+                rb = rb.header("cookie", j);
             }
             if let Some(b) = &body {
                 rb = rb.body(b.clone());
@@ -506,6 +580,7 @@ impl Broker {
                 classify_send_error(&e, &redact(&template))
             })?;
             let status = resp.status();
+            scope.jar.absorb(&url, resp.headers());
             if req.follow_redirects
                 && status.is_redirection()
                 && let Some(loc) = resp.headers().get(reqwest::header::LOCATION)
@@ -581,9 +656,11 @@ impl Broker {
             )));
         }
         let status = resp.status().as_u16();
+        // Cookies stay in the call's jar, never in the plugin.
         let headers = resp
             .headers()
             .iter()
+            .filter(|(n, _)| *n != reqwest::header::SET_COOKIE)
             .map(|(n, v)| Pair {
                 name: n.as_str().to_string(),
                 value: scrubber.text(&String::from_utf8_lossy(v.as_bytes())),
@@ -1084,6 +1161,7 @@ mod tests {
             dispatched: Default::default(),
             taint: Default::default(),
             pinned: None,
+            jar: Default::default(),
         };
         assert!(broker.rate_check(&scope, "publish").is_none());
         // Two more `publish` requests in the next minute, then none.

@@ -132,6 +132,7 @@ pub fn can_refresh(m: &Manifest, r: &Record) -> bool {
             !x.uses(crate::contract::wit::types::SecretName::RefreshToken)
                 || r.refresh_token.is_some()
         }
+        RefreshStyle::Relogin => r.saved_login.is_some() && m.auth.login.is_some(),
     }
 }
 
@@ -139,6 +140,10 @@ pub fn can_refresh(m: &Manifest, r: &Record) -> bool {
 pub fn why_not_refreshable(m: &Manifest, r: &Record) -> String {
     match &m.auth.refresh {
         RefreshStyle::None => format!("{} tokens are not renewable", m.name),
+        RefreshStyle::Relogin if r.saved_login.is_none() => {
+            "its session is renewed by logging in again, and no password is kept for it (reconnect with --remember-password to keep one)".to_string()
+        }
+        RefreshStyle::Relogin => format!("{} declares no login to renew the session with", m.name),
         _ if r.refresh_token.is_none() => {
             "no refresh token is stored for it; a pasted token has none".to_string()
         }

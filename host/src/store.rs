@@ -137,6 +137,18 @@ pub struct Record {
     /// `None`: not known (stored by an earlier version).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scopes_asked: Option<Vec<String>>,
+    /// The username and password of a login the user chose to keep
+    /// (`connect --remember-password`), for platforms whose sessions are
+    /// renewed by logging in again (refresh style `relogin`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saved_login: Option<SavedLogin>,
+}
+
+/// A login kept for renewing a session.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SavedLogin {
+    pub username: Secret,
+    pub password: Secret,
 }
 
 /// Where an account stands. Changes between these are announced once.
@@ -180,6 +192,10 @@ impl Record {
         let mut v = vec![&self.access_token];
         if let Some(r) = &self.refresh_token {
             v.push(r);
+        }
+        if let Some(l) = &self.saved_login {
+            v.push(&l.username);
+            v.push(&l.password);
         }
         v
     }

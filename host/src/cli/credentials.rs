@@ -21,15 +21,16 @@ use crate::services::account_view;
 use crate::store::{AccountId, Health, Profile, Record};
 
 pub async fn connect(app: &App, opts: ConnectOptions) -> anyhow::Result<i32> {
-    let rec = crate::accounts::connect(app, opts).await?;
-    println!(
-        "connected {} as {}{}",
-        rec.id,
-        rec.profile.label(),
-        rec.expires_at
-            .map(|t| format!("; token valid until {}", t.format("%Y-%m-%d %H:%M UTC")))
-            .unwrap_or_default()
-    );
+    for rec in crate::accounts::connect(app, opts).await? {
+        println!(
+            "connected {} as {}{}",
+            rec.id,
+            rec.profile.label(),
+            rec.expires_at
+                .map(|t| format!("; token valid until {}", t.format("%Y-%m-%d %H:%M UTC")))
+                .unwrap_or_default()
+        );
+    }
     Ok(0)
 }
 
@@ -520,6 +521,7 @@ pub fn import(app: &App, file: &Path, account: &str) -> anyhow::Result<i32> {
             settings,
             health: Health::default(),
             hosts: None,
+            saved_login: None,
             scopes_asked: Some(
                 t.scope
                     .split(|c: char| c.is_whitespace() || c == ',')

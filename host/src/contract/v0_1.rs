@@ -147,6 +147,7 @@ pub fn manifest(m: &old::Manifest) -> now::Manifest {
             dynamic_registration: a.dynamic_registration,
             login: a.login.as_ref().map(exchange),
             after_connect: Vec::new(),
+            identities: None,
         },
         endpoints: same(&m.endpoints),
         hosts: m.hosts.clone(),

@@ -109,6 +109,18 @@ impl Instance {
             Instance::V1(_) => Ok(Ok(receipt.clone())),
         }
     }
+
+    pub async fn list_identities(
+        &self,
+        store: &mut Store<CallState>,
+        ctx: &Context,
+    ) -> Call<Vec<wit::types::Identity>> {
+        match self {
+            Instance::V2(p) => p.call_list_identities(store, ctx).await,
+            // 0.1.0 has no identities.
+            Instance::V1(_) => Ok(Ok(Vec::new())),
+        }
+    }
 }
 
 /// A 0.1.0 request in the current model (see the module docs).

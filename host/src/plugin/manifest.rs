@@ -86,6 +86,36 @@ pub fn check(m: &Manifest) -> Result<(), String> {
             problems.push(format!("setting `{}` is empty or declared twice", s.name));
         }
     }
+    if let Some(choice) = &m.auth.identities
+        && !m.settings.iter().any(|s| s.name == choice.setting)
+    {
+        problems.push(format!(
+            "identities go to setting `{}`, which is not declared in `settings`",
+            choice.setting
+        ));
+    }
+    use crate::contract::wit::types::{AuthKind, CredentialPlacement, RefreshStyle};
+    if matches!(m.auth.kind, AuthKind::SessionLogin | AuthKind::AppPassword)
+        && m.auth.login.is_none()
+    {
+        problems.push(format!(
+            "auth kind {} needs a `login` exchange",
+            wit_name(&m.auth.kind)
+        ));
+    }
+    if matches!(m.auth.refresh, RefreshStyle::Relogin) && m.auth.login.is_none() {
+        problems.push("refresh style relogin needs a `login` exchange".into());
+    }
+    for p in &m.auth.placement {
+        if let CredentialPlacement::Cookie(name) = p
+            && (name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !b";,=\"".contains(&b)))
+        {
+            problems.push(format!("cookie name `{name}` is not a valid cookie name"));
+        }
+    }
     if problems.is_empty() {
         Ok(())
     } else {

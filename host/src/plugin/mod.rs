@@ -778,6 +778,7 @@ impl Host {
             dispatched: Default::default(),
             taint: Default::default(),
             pinned: None,
+            jar: Default::default(),
         };
         let id = scope.plugin.clone();
         let start = Instant::now();
@@ -925,6 +926,22 @@ impl Host {
         Ok(out)
     }
 
+    /// Run the plugin's `list-identities`: the pages or organizations the
+    /// grant in `scope` can act as.
+    pub async fn list_identities(
+        &self,
+        plugin: &LoadedPlugin,
+        scope: Scope,
+        ctx: &Context,
+    ) -> Result<Result<Vec<wit::types::Identity>, CallError>, PluginError> {
+        let budget = Duration::from_millis(self.limits.publish_timeout_ms);
+        let start = Instant::now();
+        let (mut store, inst, _permit) = self.instance(plugin, scope, budget).await?;
+        let r = tokio::time::timeout(budget, inst.list_identities(&mut store, ctx)).await;
+        observe(&plugin.manifest.id, "list-identities", start);
+        finish(&plugin.manifest.id, &store, r, budget)
+    }
+
     /// Run the plugin's `check-receipt`: where a pending post stands now.
     pub async fn check_receipt(
         &self,
@@ -980,6 +997,7 @@ impl Host {
             dispatched: Default::default(),
             taint: Default::default(),
             pinned: None,
+            jar: Default::default(),
         }
     }
 }
@@ -1270,6 +1288,7 @@ fn placeholder_manifest() -> Manifest {
             dynamic_registration: false,
             login: None,
             after_connect: vec![],
+            identities: None,
         },
         endpoints: vec![],
         hosts: vec![],

@@ -60,6 +60,7 @@ impl Platform for Bluesky {
                 refresh_token_lifetime: 90 * 86_400,
                 placement: vec![CredentialPlacement::Bearer],
                 after_connect: vec![],
+                identities: None,
                 dynamic_registration: false,
                 login: Some(CustomExchange {
                     method: HttpMethod::Post,

@@ -65,6 +65,7 @@ impl Platform for LinkedIn {
                 refresh_token_lifetime: 365 * 86_400,
                 placement: vec![CredentialPlacement::Bearer],
                 after_connect: vec![],
+                identities: None,
                 dynamic_registration: false,
                 login: None,
             },

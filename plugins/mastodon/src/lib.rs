@@ -42,6 +42,7 @@ impl Platform for Mastodon {
                 refresh_token_lifetime: 0,
                 placement: vec![CredentialPlacement::Bearer],
                 after_connect: vec![],
+                identities: None,
                 dynamic_registration: true,
                 login: None,
             },

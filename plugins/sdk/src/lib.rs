@@ -62,12 +62,12 @@ pub mod prelude {
     pub use crate::{
         Account, AuthInfo, AuthKind, CallError, ClientAuth, ContentRules, Context, CountRule,
         CredentialPlacement, CustomExchange, Endpoint, ExchangeBody, ExpiryFormat, Field,
-        FieldType, Fields, HeaderPlacement, HttpMethod, Level, LimitScope, Manifest, Media,
-        MediaKind, MediaRule, Multipart, Pair, PkceMethod, Platform, Post, PostField, Problem,
-        Profile, RateLimit, RateLimitHeaders, RateLimited, Receipt, ReceiptState, RefreshStyle,
-        Request, ResetFormat, Response, SecretName, Setting, TextPart, TokenShape, check_content,
-        encode_component, json_template, log, now_millis, pair, pairs, query_url, rfc3339_millis,
-        sleep_millis, template, template_fields,
+        FieldType, Fields, HeaderPlacement, HttpMethod, Identity, IdentityChoice, Level,
+        LimitScope, Manifest, Media, MediaKind, MediaRule, Multipart, Pair, PkceMethod, Platform,
+        Post, PostField, Problem, Profile, RateLimit, RateLimitHeaders, RateLimited, Receipt,
+        ReceiptState, RefreshStyle, Request, ResetFormat, Response, SecretName, Setting, TextPart,
+        TokenShape, check_content, encode_component, json_template, log, now_millis, pair, pairs,
+        query_url, rfc3339_millis, sleep_millis, template, template_fields,
     };
     pub use serde_json::json;
 }
@@ -103,6 +103,12 @@ pub trait Platform {
     /// (for platforms that never answer pending) returns it unchanged.
     fn check_receipt(_ctx: &Context, receipt: &Receipt) -> Result<Receipt, CallError> {
         Ok(receipt.clone())
+    }
+
+    /// The pages or organizations the grant in `ctx` can act as (for a
+    /// manifest with `auth.identities`). The default: none.
+    fn list_identities(_ctx: &Context) -> Result<Vec<Identity>, CallError> {
+        Ok(Vec::new())
     }
 }
 
@@ -173,6 +179,12 @@ macro_rules! export_platform {
             ) -> ::core::result::Result<$crate::Receipt, $crate::CallError> {
                 $crate::__note_manifest(<$platform as $crate::Platform>::manifest);
                 <$platform as $crate::Platform>::check_receipt(&ctx, &receipt)
+            }
+            fn list_identities(
+                ctx: $crate::Context,
+            ) -> ::core::result::Result<::std::vec::Vec<$crate::Identity>, $crate::CallError> {
+                $crate::__note_manifest(<$platform as $crate::Platform>::manifest);
+                <$platform as $crate::Platform>::list_identities(&ctx)
             }
         }
 
@@ -327,6 +339,7 @@ impl AuthInfo {
             dynamic_registration: false,
             login: None,
             after_connect: vec![],
+            identities: None,
         }
     }
 }

@@ -33,6 +33,7 @@ impl Platform for X {
                 refresh_token_lifetime: 0,
                 placement: vec![CredentialPlacement::Bearer],
                 after_connect: vec![],
+                identities: None,
                 dynamic_registration: false,
                 login: None,
             },

@@ -52,6 +52,7 @@ export function describe() {
       dynamicRegistration: false,
       login: undefined,
       afterConnect: [],
+      identities: undefined,
     },
     endpoints: [{ name: 'api', url: 'https://demo.invalid' }],
     hosts: [],
@@ -154,6 +155,10 @@ export function findPost(ctx, post) {
 
 export function checkReceipt(ctx, receipt) {
   return receipt;
+}
+
+export function listIdentities(ctx) {
+  return []; // acts only as the user
 }
 
 // --- helpers -----------------------------------------------------------------

@@ -38,6 +38,7 @@ from wit_world.imports.types import (
     Account,
     AuthInfo,
     AuthKind,
+    Identity,
     CallError_NeedsReconnect,
     CallError_OutcomeUnknown,
     CallError_RateLimited,
@@ -100,6 +101,7 @@ class WitWorld(wit_world.WitWorld):
                 dynamic_registration=False,
                 login=None,
                 after_connect=[],
+                identities=None,
             ),
             endpoints=[Endpoint(name="api", url="https://demo.invalid")],
             hosts=[],
@@ -205,6 +207,9 @@ class WitWorld(wit_world.WitWorld):
 
     def check_receipt(self, ctx: Context, receipt: Receipt) -> Receipt:
         return receipt
+
+    def list_identities(self, ctx: Context) -> List[Identity]:
+        return []  # acts only as the user
 
 
 def api(ctx: Context) -> str:

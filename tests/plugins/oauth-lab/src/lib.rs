@@ -115,6 +115,7 @@ fn base_manifest(instagram: bool) -> Manifest {
             } else {
                 vec![]
             },
+            identities: None,
             dynamic_registration: false,
             login: None,
         },
