@@ -1804,3 +1804,195 @@ fn reconnecting_with_new_scopes_needs_the_users_approval() {
     let r = connect(&home, &["x"]);
     assert_eq!(r.code, 0, "{}", r.all());
 }
+
+/// A home with one of the oauth-lab plugins (cargo feature `feature`,
+/// platform id `id`) pointed at `fake` with the given endpoints.
+fn lab_home(feature: &str, id: &str, fake: &Fake, endpoints: &[(&str, &str)]) -> Home {
+    let mut home = Home::new();
+    std::fs::copy(
+        test_plugin("outreach-oauth-lab", Some(feature), &format!("{id}.wasm")),
+        home.plugins_dir().join(format!("{id}.wasm")),
+    )
+    .unwrap();
+    for (name, path) in endpoints {
+        home.endpoint(id, name, &format!("{}{path}", fake.url()));
+    }
+    home
+}
+
+/// Facebook Pages: Facebook Login, `fb_exchange_token`, then the pages the
+/// grant manages (`list-identities`); `--as` picks them, one account per
+/// page, each with its own page token (which does not expire), every
+/// Graph call carrying the host-computed `appsecret_proof`.
+#[test]
+fn a_grant_that_acts_as_pages_becomes_one_account_per_page_picked() {
+    let fb = fake_facebook();
+    let mut home = lab_home(
+        "facebook",
+        "facebook",
+        &fb,
+        &[
+            ("authorize", "/oauth/authorize"),
+            ("token", "/oauth/access_token"),
+            ("exchange", "/oauth/access_token"),
+            ("api", ""),
+        ],
+    );
+    with_client(&mut home, "facebook");
+    let r = connect(&home, &["facebook", "--as", "202"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout
+            .contains("connected facebook/default as Acme Books"),
+        "{}",
+        r.stdout
+    );
+    let r = connect(&home, &["facebook", "--as", "101", "--as", "Acme Books"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout
+            .contains("connected facebook/acme-bakery as Acme Bakery")
+            && r.stdout
+                .contains("connected facebook/acme-books as Acme Books"),
+        "{}",
+        r.stdout
+    );
+    let list: Value =
+        serde_json::from_str(&home.run(&["accounts", "--json"], None).stdout).unwrap();
+    let bakery = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == "facebook/acme-bakery")
+        .unwrap();
+    assert_eq!(bakery["settings"]["page_id"], "101", "{bakery}");
+    assert!(
+        bakery["expires_at"].is_null(),
+        "page tokens do not expire: {bakery}"
+    );
+    // Each page account acts with its own page token.
+    let seen = fb.seen();
+    let me: Vec<&Seen> = seen.iter().filter(|s| s.path == "/me").collect();
+    assert_eq!(me.len(), 3, "{me:?}");
+    assert!(
+        me.iter().all(|s| s.query.contains("access_token=page-")),
+        "{me:?}"
+    );
+    // A page the grant cannot act as is refused, naming those it can.
+    let (r, _) = connect_playing(&home, &["facebook", "--as", "999"], browse);
+    assert_ne!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stderr.contains("cannot act as `999`") && r.stderr.contains("101 (Acme Bakery)"),
+        "{}",
+        r.stderr
+    );
+}
+
+/// A session login (Hacker News): username and password become a cookie;
+/// the plugin's requests carry it, cookies the site sets during a call go
+/// back on that call's next request, and a session that ends is renewed by
+/// logging in again with the password the user chose to keep. A wrong
+/// password stores nothing and says what the page said.
+#[test]
+fn session_logins_use_cookies_and_log_in_again_when_the_session_ends() {
+    let site = fake_session();
+    let home = lab_home("session", "hn", &site, &[("login", "/login"), ("api", "")]);
+    let r = home.run(
+        &["connect", "hn", "--username", "pg"],
+        Some("wrong-password"),
+    );
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stderr.contains("the login was refused") && r.stderr.contains("Bad login."),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        home.run(&["accounts", "--json"], None)
+            .stdout
+            .contains("[]")
+    );
+
+    let r = home.run(
+        &["connect", "hn", "--username", "pg", "--remember-password"],
+        Some(SESSION_PASSWORD),
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.contains("connected hn/default as pg"),
+        "{}",
+        r.stdout
+    );
+    let post = |name: &str| {
+        home.post(
+            &format!("{name}.toml"),
+            &format!("id = \"{name}\"\ntitle = \"Show HN: {name}\"\nlink = \"https://example.org/{name}\"\ntext = \"\"\nto = [\"hn\"]\n"),
+        )
+    };
+    let r = home.run(&["publish", post("one").to_str().unwrap()], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("item?id=9000"), "{}", r.stdout);
+    let submit = site
+        .seen()
+        .into_iter()
+        .find(|s| s.path == "/r")
+        .expect("a submit");
+    let cookie = &submit.headers["cookie"];
+    assert!(
+        cookie.contains("user=pg&user-PLANTED-") && cookie.contains("csrf=c0"),
+        "{cookie}"
+    );
+
+    // The session ends; the next publish logs in again and goes out once.
+    site.state.oauth.lock().unwrap().access.clear();
+    let r = home.run(&["publish", post("two").to_str().unwrap()], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(
+        site.state.oauth.lock().unwrap().code_calls,
+        3,
+        "three logins"
+    );
+    assert_eq!(site.posts().len(), 2);
+
+    // Without a kept password, an ended session needs a reconnect.
+    let r = home.run(
+        &["connect", "hn", "--username", "pg"],
+        Some(SESSION_PASSWORD),
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    site.state.oauth.lock().unwrap().access.clear();
+    let r = home.run(&["publish", post("three").to_str().unwrap()], None);
+    assert_ne!(r.code, 0, "{}", r.all());
+    assert!(r.all().contains("reconnect"), "{}", r.all());
+    assert_eq!(site.posts().len(), 2);
+}
+
+/// A platform that needs no credential connects without asking for one,
+/// and its posts are handed to the user with the page to finish them on.
+#[test]
+fn a_platform_without_credentials_connects_and_hands_posts_over() {
+    let site = fake_session();
+    let home = lab_home("anonymous", "anon", &site, &[("api", "")]);
+    let r = home.run(&["connect", "anon"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.contains("connected anon/default as Anonymous"),
+        "{}",
+        r.stdout
+    );
+    let p = home.post(
+        "a.toml",
+        "title = \"A title\"\nlink = \"https://example.org/a\"\ntext = \"\"\nto = [\"anon\"]\n",
+    );
+    let r = home.run(&["publish", p.to_str().unwrap()], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.contains("handed to you")
+            && r.stdout.contains(
+                "https://lab.example/submitlink?t=A+title&u=https%3A%2F%2Fexample.org%2Fa"
+            ),
+        "{}",
+        r.stdout
+    );
+    assert!(site.seen().is_empty());
+}

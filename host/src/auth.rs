@@ -29,7 +29,6 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::config::Loaded;
 use crate::contract::wit::types::{
     AuthKind, ClientAuth, CustomExchange, Endpoint, ExchangeBody, ExpiryFormat, Field, HttpMethod,
     Manifest, Pair, PkceMethod, RefreshStyle, TextPart, TokenShape,
@@ -41,12 +40,7 @@ use crate::secret::{Secret, scrub};
 use crate::services::Services;
 use crate::store::{AccountId, EscrowSlot, Health, Profile, Record};
 
-/// An OAuth client: the app registered with the platform.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Client {
-    pub id: String,
-    pub secret: Option<Secret>,
-}
+pub use crate::config::{Client, client_for};
 
 /// Fresh tokens from a token endpoint.
 #[derive(Clone, Debug)]
@@ -72,33 +66,6 @@ pub enum TokenError {
     /// Anything else: configuration or a request the platform rejects.
     #[error("{0}")]
     Rejected(String),
-}
-
-/// The client credentials for `platform` from config and the environment.
-pub fn client_for(cfg: &Loaded, platform: &str) -> Result<Client, String> {
-    let p = cfg.platform(platform);
-    let id = match (&p.client_id, &p.client_id_env) {
-        (Some(id), _) => id.clone(),
-        (None, Some(var)) => std::env::var(var).map_err(|_| {
-            format!(
-                "the environment variable {var} (platforms.{platform}.client_id_env) is not set"
-            )
-        })?,
-        (None, None) => {
-            return Err(format!(
-                "no OAuth client for {platform}: set platforms.{platform}.client_id (and client_secret_env) in the config"
-            ));
-        }
-    };
-    let secret = match &p.client_secret_env {
-        Some(var) => Some(Secret::new(std::env::var(var).map_err(|_| {
-            format!(
-                "the environment variable {var} (platforms.{platform}.client_secret_env) is not set"
-            )
-        })?)),
-        None => None,
-    };
-    Ok(Client { id, secret })
 }
 
 /// Read a token response per `shape`. `lifetime` is the manifest's default

@@ -5,8 +5,9 @@
 //! such as endpoint overrides. Unknown keys are errors that name the key and
 //! line, so a typo never silently does nothing.
 //!
-//! Never: reads secrets. OAuth client secrets are named here only as
-//! environment variables (`client_secret_env`), never as values.
+//! Never: keeps secrets in the file. OAuth client secrets are named here
+//! only as environment variables (`client_secret_env`), never as values;
+//! [`client_for`] reads them from the environment when a flow needs them.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -865,4 +866,38 @@ mod tests {
         let err = parse("[platforms.x.endpoints]\napi = \"nope\"\n").unwrap_err();
         assert!(err.contains("platforms.x.endpoints.api"), "{err}");
     }
+}
+
+/// An OAuth client: the app registered with the platform.
+#[derive(Clone, Debug, serde::Serialize, Deserialize)]
+pub struct Client {
+    pub id: String,
+    pub secret: Option<crate::secret::Secret>,
+}
+
+/// The client credentials for `platform` from config and the environment.
+pub fn client_for(cfg: &Loaded, platform: &str) -> Result<Client, String> {
+    let p = cfg.platform(platform);
+    let id = match (&p.client_id, &p.client_id_env) {
+        (Some(id), _) => id.clone(),
+        (None, Some(var)) => std::env::var(var).map_err(|_| {
+            format!(
+                "the environment variable {var} (platforms.{platform}.client_id_env) is not set"
+            )
+        })?,
+        (None, None) => {
+            return Err(format!(
+                "no OAuth client for {platform}: set platforms.{platform}.client_id (and client_secret_env) in the config"
+            ));
+        }
+    };
+    let secret = match &p.client_secret_env {
+        Some(var) => Some(crate::secret::Secret::new(std::env::var(var).map_err(|_| {
+            format!(
+                "the environment variable {var} (platforms.{platform}.client_secret_env) is not set"
+            )
+        })?)),
+        None => None,
+    };
+    Ok(Client { id, secret })
 }

@@ -310,7 +310,11 @@ impl Jar {
 /// Whether `req` carries anything secret: the account's credential, or a
 /// secret part in its URL, headers or body.
 fn carries_secret(req: &Request) -> bool {
-    let in_text = |parts: &[TextPart]| parts.iter().any(|p| matches!(p, TextPart::Secret(_)));
+    let in_text = |parts: &[TextPart]| {
+        parts
+            .iter()
+            .any(|p| matches!(p, TextPart::Secret(_) | TextPart::AppsecretProof))
+    };
     req.credential
         || in_text(&req.url)
         || req.headers.iter().any(|h| in_text(&h.value))
@@ -897,6 +901,14 @@ pub fn render(
                         out.push_str(&quoted[1..quoted.len() - 1]);
                     }
                 }
+            }
+            TextPart::AppsecretProof => {
+                let get = |key: &str| {
+                    creds.and_then(|c| c.get(key)).ok_or_else(|| {
+                        format!("an appsecret_proof needs `{key}`, which this call does not have (for the client secret: set platforms.<id>.client_secret_env in the config)")
+                    })
+                };
+                out.push_str(&proof(get("client_secret")?, get("access_token")?));
             }
         }
     }

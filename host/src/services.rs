@@ -22,7 +22,9 @@ use anyhow::Context as _;
 use arc_swap::ArcSwap;
 
 use crate::config::Loaded;
-use crate::contract::wit::types::{Account, Context, Endpoint, Manifest, Pair};
+use crate::contract::wit::types::{
+    Account, Context, CredentialPlacement, Endpoint, Manifest, Pair,
+};
 use crate::error::bad;
 use crate::escrow::Escrow;
 use crate::http::{AllowedHost, Credentials, Scope};
@@ -185,6 +187,19 @@ impl Services {
         let mut creds = Credentials::new().with("access_token", record.access_token.clone());
         if let Some(r) = &record.refresh_token {
             creds = creds.with("refresh_token", r.clone());
+        }
+        // A proof placement (Meta's `appsecret_proof`) is made with the
+        // client secret from the config.
+        if plugin
+            .manifest
+            .auth
+            .placement
+            .iter()
+            .any(|p| matches!(p, CredentialPlacement::Proof(_)))
+            && let Ok(client) = crate::config::client_for(&self.cfg(), &plugin.manifest.id)
+            && let Some(secret) = client.secret
+        {
+            creds = creds.with("client_secret", secret);
         }
         let mut scope = self.host.scope(
             plugin,

@@ -1708,6 +1708,182 @@ pub fn fake_lab(flavor: oauth::Flavor) -> Fake {
     }
 }
 
+/// A fake of Facebook's Graph API for the Facebook lab plugin: Facebook
+/// Login (the lab's OAuth), `fb_exchange_token` for a long-lived user
+/// token, `/me/accounts` listing two pages, a page token from
+/// `/{page-id}?fields=access_token`, `/me` as the page. Every Graph call
+/// must carry the `appsecret_proof` of its token, as an app that requires
+/// it does.
+pub fn fake_facebook() -> Fake {
+    fn graph_error(message: &str, code: u32) -> Response {
+        json_response(
+            400,
+            &[],
+            json!({"error": {"message": message, "type": "OAuthException", "code": code}}),
+        )
+    }
+    fn handle(st: &FakeState, seen: &Seen) -> Response {
+        let q: HashMap<String, String> = url::form_urlencoded::parse(seen.query.as_bytes())
+            .into_owned()
+            .collect();
+        let arg = |k: &str| q.get(k).cloned().unwrap_or_default();
+        if seen.path == "/oauth/access_token" && seen.method == "GET" {
+            let mut o = st.oauth.lock().unwrap();
+            if arg("grant_type") != "fb_exchange_token"
+                || arg("client_id") != oauth::CLIENT_ID
+                || arg("client_secret") != oauth::CLIENT_SECRET
+                || !o.valid(&arg("fb_exchange_token"))
+            {
+                return graph_error("Invalid OAuth access token", 190);
+            }
+            let long = format!("fb-long-user-PLANTED-{}", o.access.len());
+            o.access.insert(
+                long.clone(),
+                std::time::Instant::now() + std::time::Duration::from_secs(5_184_000),
+            );
+            return json_response(
+                200,
+                &[],
+                json!({"access_token": long, "token_type": "bearer", "expires_in": 5_183_944}),
+            );
+        }
+        if let Some(r) = oauth::route(st, seen, oauth::Flavor::Instagram) {
+            return r;
+        }
+        let token = arg("access_token");
+        let proof = outreach::http::proof(
+            &outreach::secret::Secret::new(oauth::CLIENT_SECRET),
+            &outreach::secret::Secret::new(token.clone()),
+        );
+        if arg("appsecret_proof") != proof {
+            return graph_error("Invalid appsecret_proof provided in the API argument", 100);
+        }
+        let mut o = st.oauth.lock().unwrap();
+        if !o.valid(&token) {
+            return graph_error("Error validating access token: Session has expired", 190);
+        }
+        let pages = [("101", "Acme Bakery"), ("202", "Acme Books")];
+        match seen.path.as_str() {
+            "/me/accounts" if token.starts_with("fb-long-user") => json_response(
+                200,
+                &[],
+                json!({"data": pages.iter().map(|(id, name)| json!({"id": id, "name": name, "category": "Shop"})).collect::<Vec<_>>(), "paging": {}}),
+            ),
+            "/me" => match o
+                .issued_to
+                .get(&token)
+                .and_then(|page| pages.iter().find(|(id, _)| id == page))
+            {
+                Some((id, name)) => json_response(200, &[], json!({"id": id, "name": name})),
+                None => graph_error("(#100) This call needs a page access token", 100),
+            },
+            path => match pages.iter().find(|(id, _)| path == format!("/{id}")) {
+                Some((id, _))
+                    if arg("fields") == "access_token" && token.starts_with("fb-long-user") =>
+                {
+                    let page_token = format!("page-{id}-PLANTED-{}", o.access.len());
+                    o.access.insert(
+                        page_token.clone(),
+                        std::time::Instant::now()
+                            + std::time::Duration::from_secs(10 * 365 * 86_400),
+                    );
+                    o.issued_to.insert(page_token.clone(), id.to_string());
+                    json_response(200, &[], json!({"access_token": page_token, "id": id}))
+                }
+                _ => graph_error("Unsupported get request", 100),
+            },
+        }
+    }
+    start(handle)
+}
+
+/// The session lab's password for user `pg`.
+pub const SESSION_PASSWORD: &str = "pw-PLANTED-session-5e1f";
+
+/// A fake of a Hacker News-like site for the session lab plugin: `POST
+/// /login` sets the `user` cookie (a wrong password gets 200 "Bad login."),
+/// pages answer a missing or ended session with a redirect to the login,
+/// `GET /submit` holds a one-time `fnid` and sets a `csrf` cookie that
+/// `POST /r` needs, and a submit is answered `302 item?id=N`.
+pub fn fake_session() -> Fake {
+    fn cookie(seen: &Seen, name: &str) -> Option<String> {
+        seen.headers.get("cookie")?.split(';').find_map(|c| {
+            let (n, v) = c.trim().split_once('=')?;
+            (n == name).then(|| v.to_string())
+        })
+    }
+    fn handle(st: &FakeState, seen: &Seen) -> Response {
+        let mut o = st.oauth.lock().unwrap();
+        if seen.path == "/login" && seen.method == "POST" {
+            o.code_calls += 1;
+            let f: HashMap<String, String> = url::form_urlencoded::parse(seen.body.as_bytes())
+                .into_owned()
+                .collect();
+            if f.get("acct").map(String::as_str) != Some("pg")
+                || f.get("pw").map(String::as_str) != Some(SESSION_PASSWORD)
+            {
+                return respond(
+                    200,
+                    &[("content-type", "text/html")],
+                    "<html><body>Bad login.<form action=\"login\"></form></body></html>",
+                );
+            }
+            let user = format!("pg&user-PLANTED-{}", o.code_calls);
+            o.access.insert(
+                user.clone(),
+                std::time::Instant::now() + std::time::Duration::from_secs(86_400),
+            );
+            let set = format!("user={user}; Path=/; HttpOnly; Secure");
+            return respond(
+                302,
+                &[("location", "news"), ("set-cookie", set.as_str())],
+                "",
+            );
+        }
+        let logged_in = cookie(seen, "user").is_some_and(|u| o.valid(&u));
+        if !logged_in {
+            return respond(302, &[("location", "login?goto=submit")], "");
+        }
+        match (seen.method.as_str(), seen.path.as_str()) {
+            ("GET", "/me") => json_response(200, &[], json!({"id": "pg", "name": "pg"})),
+            ("GET", "/submit") => {
+                let n = st.media.lock().unwrap().len();
+                let fnid = format!("fn{n}");
+                st.media.lock().unwrap().insert(fnid.clone(), 1);
+                let set = format!("csrf=c{n}; Path=/");
+                respond(
+                    200,
+                    &[("content-type", "text/html"), ("set-cookie", set.as_str())],
+                    format!(
+                        "<form method=\"post\" action=\"r\"><input type=\"hidden\" name=\"fnid\" value=\"{fnid}\"><input name=\"title\"></form>"
+                    ),
+                )
+            }
+            ("POST", "/r") => {
+                let f: HashMap<String, String> = url::form_urlencoded::parse(seen.body.as_bytes())
+                    .into_owned()
+                    .collect();
+                let fnid = f.get("fnid").cloned().unwrap_or_default();
+                let known = st.media.lock().unwrap().remove(&fnid).is_some();
+                if !known || cookie(seen, "csrf").is_none() {
+                    return respond(
+                        200,
+                        &[("content-type", "text/html")],
+                        "Unknown or expired link.",
+                    );
+                }
+                let mut posts = st.posts.lock().unwrap();
+                let id = format!("{}", 9000 + posts.len());
+                posts.push((id.clone(), json!(f)));
+                let to = format!("item?id={id}");
+                respond(302, &[("location", to.as_str())], "")
+            }
+            _ => respond(404, &[], "Unknown."),
+        }
+    }
+    start(handle)
+}
+
 /// A home with all three fakes wired in and one account on each.
 pub struct World {
     pub home: Home,

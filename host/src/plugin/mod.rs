@@ -1320,7 +1320,10 @@ fn no_media() -> MediaReader {
 
 /// A receipt must name the post, and its URL must be a URL.
 fn well_formed(plugin: &str, r: &Receipt) -> Result<(), PluginError> {
-    let message = if r.id.trim().is_empty() {
+    let handed = r.state == wit::types::ReceiptState::HandedToUser;
+    let message = if handed && r.url.is_none() {
+        "a receipt handed to the user without the page to open".to_string()
+    } else if r.id.trim().is_empty() && !handed {
         "a receipt without a post id".to_string()
     } else if let Some(u) = &r.url
         && url::Url::parse(u).is_err()

@@ -256,8 +256,9 @@ impl PostField {
 }
 
 /// Text with `{{name}}` marks where the host writes a secret (`access_token`,
-/// `refresh_token`, `client_id`, `client_secret`, `username`, `password`),
-/// in parts. Takes only text written in the plugin's code (`&'static str`):
+/// `refresh_token`, `client_id`, `client_secret`, `username`, `password`)
+/// and `{{setting:NAME}}` where it writes an account setting
+/// (`{{appsecret_proof}}`: Meta's proof of the access token), in parts. Takes only text written in the plugin's code (`&'static str`):
 /// text that comes from a post or a platform must never become a template.
 pub fn template(text: &'static str) -> Vec<TextPart> {
     parts_of(text, SecretEncoding::Raw)
@@ -298,6 +299,14 @@ fn parts_of(text: &str, encoding: SecretEncoding) -> Vec<TextPart> {
             "password" => Some(SecretName::Password),
             _ => None,
         };
+        if after[..end].trim() == "appsecret_proof" {
+            if !literal.is_empty() {
+                parts.push(TextPart::Text(std::mem::take(&mut literal)));
+            }
+            parts.push(TextPart::AppsecretProof);
+            rest = &after[end + 2..];
+            continue;
+        }
         match name {
             Some(name) => {
                 if !literal.is_empty() {
@@ -305,7 +314,16 @@ fn parts_of(text: &str, encoding: SecretEncoding) -> Vec<TextPart> {
                 }
                 parts.push(TextPart::Secret(SecretPart { name, encoding }));
             }
-            None => literal.push_str(&rest[start..start + end + 4]),
+            None => match after[..end].trim().strip_prefix("setting:") {
+                // An account setting by name (a page id an exchange needs).
+                Some(setting) if !setting.is_empty() => {
+                    if !literal.is_empty() {
+                        parts.push(TextPart::Text(std::mem::take(&mut literal)));
+                    }
+                    parts.push(TextPart::Setting(setting.to_string()));
+                }
+                _ => literal.push_str(&rest[start..start + end + 4]),
+            },
         }
         rest = &after[end + 2..];
     }

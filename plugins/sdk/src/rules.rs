@@ -56,7 +56,10 @@ pub fn check_content(rules: &ContentRules, post: &Post, account: Option<&Account
             format!("is {len} {unit} long; the limit is {max}{how}")
         }));
     }
-    if post.text.trim().is_empty() && post.media.is_empty() {
+    // A titled post (Reddit, Hacker News) may be its title and link alone.
+    let titled =
+        rules.title_required && post.title.as_deref().is_some_and(|t| !t.trim().is_empty());
+    if post.text.trim().is_empty() && post.media.is_empty() && !titled {
         out.push(problem("text", "is empty and the post has no media"));
     }
     match &post.title {
