@@ -1453,3 +1453,76 @@ async fn the_control_api_takes_bearer_in_any_case() {
     }
     d.stop();
 }
+
+/// A post the platform accepted but is still processing outlives the
+/// `publish` that sent it: the journal keeps it `processing` (a re-run does
+/// not send it again), and a daemon started afterwards asks the platform
+/// until it is published.
+#[test]
+fn a_post_still_processing_is_settled_by_the_daemon_after_publish_exits() {
+    let mut home = Home::new();
+    let (hostile, _) = hostile_plugins();
+    std::fs::copy(&hostile, home.plugins_dir().join("hostile.wasm")).unwrap();
+    home.extra_config
+        .push_str("\n[publish]\npending_wait_secs = 2\n");
+    let r = home.run(
+        &["accounts", "add", "hostile"],
+        Some("h-PLANTED-processing"),
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    let post = home.post(
+        "slow.toml",
+        "id = \"slow\"\ntext = \"slow:6000\"\nto = [\"hostile\"]\n",
+    );
+    let r = home.run(&["publish", post.to_str().unwrap()], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.contains("accepted as slow-") && r.stdout.contains("the daemon keeps asking"),
+        "{}",
+        r.stdout
+    );
+    let state = |home: &Home| -> (String, String) {
+        let v: Value =
+            serde_json::from_str(&home.run(&["posts", "show", "slow", "--json"], None).stdout)
+                .unwrap();
+        (
+            v["deliveries"][0]["state"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            v["deliveries"][0]["platform_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        )
+    };
+    assert_eq!(state(&home).0, "processing");
+    // A re-run sends nothing: it is the platform's to finish.
+    let r = home.run(&["publish", post.to_str().unwrap()], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("still processing"), "{}", r.stdout);
+    let v: Value =
+        serde_json::from_str(&home.run(&["posts", "show", "slow", "--json"], None).stdout).unwrap();
+    assert_eq!(v["attempts"].as_array().unwrap().len(), 1, "{v}");
+
+    let daemon = start_daemon(&home);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (s, id) = state(&home);
+        if s == "published" {
+            assert!(id.starts_with("post-of-slow-"), "{id}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {s} after a minute:\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let log = daemon.stop();
+    assert!(
+        log.contains("a post the platform was processing settled"),
+        "{log}"
+    );
+}

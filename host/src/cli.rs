@@ -857,6 +857,17 @@ pub(crate) fn print_report(
                         .map(|t| t.to_rfc3339())
                         .unwrap_or_default()
                 );
+            } else if r.state == "processing" {
+                println!(
+                    "{:<24} accepted as {} {}— {}",
+                    r.target,
+                    r.post_id.as_deref().unwrap_or("?"),
+                    r.url
+                        .as_deref()
+                        .map(|u| format!("{u} "))
+                        .unwrap_or_default(),
+                    r.error.as_deref().unwrap_or("")
+                );
             } else if r.ok {
                 println!(
                     "{:<24} {} {} {}{}",

@@ -93,6 +93,11 @@ pub struct Publish {
     pub retries: u32,
     /// A scheduled post published this long after its time is reported late.
     pub late_after_secs: u64,
+    /// A post the platform accepted but is still processing (TikTok
+    /// moderation, Reddit media) is asked about for this long by the
+    /// `publish` that sent it; then it stays `processing` in the journal
+    /// and the daemon keeps asking (for up to a week).
+    pub pending_wait_secs: u64,
 }
 
 impl Default for Publish {
@@ -102,6 +107,7 @@ impl Default for Publish {
             max_rate_limit_wait_secs: 120,
             retries: 3,
             late_after_secs: 60,
+            pending_wait_secs: 60,
         }
     }
 }
@@ -570,6 +576,13 @@ fn check_ranges(config: &Config) -> Result<(), String> {
             min: 0,
             max: 10,
             why: "10; each retry waits twice as long as the one before",
+        },
+        Range {
+            key: "publish.pending_wait_secs",
+            value: p.pending_wait_secs,
+            min: 0,
+            max: 3600,
+            why: "an hour; the daemon keeps asking after that",
         },
         Range {
             key: "publish.late_after_secs",

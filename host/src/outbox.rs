@@ -44,6 +44,10 @@ pub enum State {
     /// The request may or may not have taken effect.
     Unknown,
     Cancelled,
+    /// The platform accepted it and is still working on it (TikTok
+    /// moderation, Reddit media); `platform_id` is what to ask about. The
+    /// daemon asks until it is published or refused.
+    Processing,
 }
 
 impl State {
@@ -56,6 +60,7 @@ impl State {
             State::Failed => "failed",
             State::Unknown => "unknown",
             State::Cancelled => "cancelled",
+            State::Processing => "processing",
         }
     }
     /// A state as the journal spells it; `None` for one this version does
@@ -69,6 +74,7 @@ impl State {
             "failed" => State::Failed,
             "unknown" => State::Unknown,
             "cancelled" => State::Cancelled,
+            "processing" => State::Processing,
             _ => return None,
         })
     }
@@ -192,7 +198,7 @@ pub const DROPPED: &str = "dropped";
 /// last asked.
 fn is_final(state: State, error_kind: Option<&str>, attempts: u32) -> bool {
     match state {
-        State::Published | State::Unknown => true,
+        State::Published | State::Unknown | State::Processing => true,
         State::Cancelled => error_kind != Some(DROPPED),
         State::Failed => error_kind == Some("rejected") || attempts >= AUTOMATIC_ATTEMPTS,
         State::Queued | State::Pending | State::Sending => false,
@@ -456,6 +462,80 @@ impl Outbox {
             rows.into_iter()
                 .map(|row| self.with_finality(self.known_state(row)?))
                 .collect()
+        })();
+        r.map_err(|e| explain(&self.path, e))
+    }
+
+    /// Every delivery the platform is still processing, with when it
+    /// entered that state (its last attempt's start).
+    pub fn processing(&self) -> anyhow::Result<Vec<(Delivery, DateTime<Utc>)>> {
+        let r = (|| -> anyhow::Result<Vec<(Delivery, DateTime<Utc>)>> {
+            let mut stmt = self.conn.prepare_cached(&format!(
+                "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE state = 'processing' ORDER BY updated_at"
+            ))?;
+            let rows = stmt
+                .query_map([], row_to_delivery)?
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut out = Vec::new();
+            for row in rows {
+                let d = self.known_state(row)?;
+                let since: Option<String> = self
+                    .conn
+                    .prepare_cached(
+                        "SELECT MAX(started_at) FROM attempts WHERE post = ?1 AND target = ?2 AND idx = ?3",
+                    )?
+                    .query_row(params![d.post, d.target, d.index], |r| r.get(0))?;
+                let since = since.map(|s| parse_ts(&s)).unwrap_or(d.updated_at);
+                out.push((d, since));
+            }
+            Ok(out)
+        })();
+        r.map_err(|e| explain(&self.path, e))
+    }
+
+    /// A `processing` delivery was asked about and is still processing.
+    pub fn touch_processing(
+        &self,
+        post: &str,
+        target: &str,
+        idx: u32,
+        platform_id: &str,
+        url: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let r = (|| -> anyhow::Result<()> {
+            self.conn.prepare_cached(
+                "UPDATE deliveries SET platform_id = ?4, url = COALESCE(?5, url), updated_at = ?6
+                 WHERE post = ?1 AND target = ?2 AND idx = ?3 AND state = 'processing'",
+            )?
+            .execute(params![post, target, idx, platform_id, url, ts(Utc::now())])?;
+            Ok(())
+        })();
+        r.map_err(|e| explain(&self.path, e))
+    }
+
+    /// How a `processing` delivery settled; a no-op (false) if it is no
+    /// longer processing (settled by someone else, or re-opened).
+    #[allow(clippy::too_many_arguments)]
+    pub fn settle_processing(
+        &mut self,
+        post: &str,
+        target: &str,
+        idx: u32,
+        state: State,
+        platform_id: Option<&str>,
+        url: Option<&str>,
+        error_kind: Option<&str>,
+        error: Option<&str>,
+    ) -> anyhow::Result<bool> {
+        let r = (|| -> anyhow::Result<bool> {
+            self.durable(false)?;
+            let n = self.conn.prepare_cached(
+                "UPDATE deliveries SET state = ?4, platform_id = COALESCE(?5, platform_id), url = COALESCE(?6, url),
+                    error_kind = ?7, error = ?8, updated_at = ?9
+                 WHERE post = ?1 AND target = ?2 AND idx = ?3 AND state = 'processing'",
+            )?
+            .execute(params![post, target, idx, state.as_str(), platform_id, url, error_kind, error, ts(Utc::now())])?;
+            Ok(n == 1)
         })();
         r.map_err(|e| explain(&self.path, e))
     }

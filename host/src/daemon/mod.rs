@@ -275,6 +275,7 @@ pub async fn run(app: Arc<App>, opts: Options, _lock: Lock) -> anyhow::Result<i3
         ))
     };
     let due_loop = tokio::spawn(due_loop(daemon.clone()));
+    let processing_loop = tokio::spawn(processing_loop(daemon.clone()));
     let watchers = watch::start(daemon.clone())?;
     let api = {
         let stop = daemon.shutdown.clone();
@@ -342,6 +343,7 @@ pub async fn run(app: Arc<App>, opts: Options, _lock: Lock) -> anyhow::Result<i3
     let finished = tokio::time::timeout(grace, async {
         daemon.tasks.wait().await;
         let _ = due_loop.await;
+        let _ = processing_loop.await;
         let _ = scheduler.await;
         let _ = api.await;
     })
@@ -362,6 +364,31 @@ pub async fn run(app: Arc<App>, opts: Options, _lock: Lock) -> anyhow::Result<i3
 
 /// Publish posts as they fall due: sleep until the earliest schedule (or
 /// `daemon.due_check_secs`, or a wake-up), then publish what is due.
+/// Every few seconds, ask about the posts platforms are still processing
+/// (see [`crate::publish::recheck_processing`]) — also those a `publish`
+/// or an earlier daemon left `processing`.
+async fn processing_loop(d: Arc<Daemon>) {
+    loop {
+        tokio::select! {
+            _ = d.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+        let (app, refresher) = (d.app.clone(), d.refresher.clone());
+        let Some(job) =
+            d.spawn(
+                async move { crate::publish::recheck_processing(app.services(), &refresher).await },
+            )
+        else {
+            return;
+        };
+        match job.await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!("asking about posts still processing failed: {e:#}"),
+            Err(e) => tracing::error!("asking about posts still processing panicked: {e}"),
+        }
+    }
+}
+
 async fn due_loop(d: Arc<Daemon>) {
     loop {
         let next = d

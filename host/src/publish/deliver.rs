@@ -257,11 +257,64 @@ async fn deliver_target(run: &Run<'_>, job: Job, mut claimed: Option<i64>) -> Ta
         };
         let (mut state, mut outcome) = send_with_retries(run, &plugin, &id, record, &variant).await;
         // Accepted but still processing (TikTok moderation, Reddit media):
-        // asked again until it settles.
+        // recorded as such at once (a restart keeps asking), then asked
+        // again here for a while.
         if let Ok(r) = &outcome
             && r.state == ReceiptState::Pending
         {
-            (state, outcome) = settle_pending(run, &plugin, record, r.clone()).await;
+            item.finish(
+                attempt,
+                &settle::Outcome {
+                    state: State::Processing,
+                    platform_id: Some(&r.id),
+                    url: r.url.as_deref(),
+                    error_kind: None,
+                    error: None,
+                },
+            );
+            let wait = Duration::from_secs(run.svc.cfg().config.publish.pending_wait_secs);
+            match settle_pending(run, &plugin, record, r.clone(), wait).await {
+                Some((settled, end)) => {
+                    let (pid, url, kind, error) = match &end {
+                        Ok(r) => (Some(r.id.as_str()), r.url.as_deref(), None, None),
+                        Err((k, m)) => (None, None, Some(k.as_str()), Some(m.as_str())),
+                    };
+                    record_settled(
+                        run.svc,
+                        &row.id,
+                        &target,
+                        index as u32,
+                        settled,
+                        pid,
+                        url,
+                        kind,
+                        error,
+                    );
+                    (state, outcome) = (settled, end);
+                }
+                None => {
+                    result.processing(index, &r.id, r.url.clone(), format!(
+                        "{} accepted it and is still processing it after {} s; the daemon keeps asking until it is published or refused (`outreach posts` shows it)",
+                        plugin.manifest.name,
+                        wait.as_secs()
+                    ));
+                    return result;
+                }
+            }
+            if state == State::Published
+                && let Ok(r) = &outcome
+            {
+                result.succeeded(index, &r.id, r.url.clone());
+                root.get_or_insert(r.id.clone());
+                parent = Some(r.id.clone());
+                continue;
+            }
+            let (kind, error) = match &outcome {
+                Err((k, m)) => (k.clone(), m.clone()),
+                Ok(_) => ("error".into(), String::new()),
+            };
+            result.fail(state.as_str_public(), &kind, error);
+            return result;
         }
         // An outcome that is unknown may be known to the platform: ask
         // before reporting it (the post may be there after all).
@@ -328,60 +381,205 @@ async fn deliver_target(run: &Run<'_>, job: Job, mut claimed: Option<i64>) -> Ta
     result
 }
 
-/// Longest a delivery waits for a post the platform reported pending.
-const PENDING_WAIT: Duration = Duration::from_secs(300);
+/// What asking about a pending post found.
+enum Asked {
+    /// It settled: published, or refused (kind, message).
+    Settled(State, Result<Receipt, (String, String)>),
+    /// Still processing (the receipt as the platform now has it).
+    Still(Receipt),
+    /// No answer this time (a temporary failure, a plugin that crashed).
+    NoAnswer,
+}
+
+/// Ask `plugin` once, with `check-receipt`, where `receipt` stands.
+async fn ask(svc: &Services, plugin: &LoadedPlugin, record: &Record, receipt: &Receipt) -> Asked {
+    let (ctx, scope) = svc.call_env(plugin, record);
+    match svc.host.check_receipt(plugin, scope, &ctx, receipt).await {
+        Ok(Ok(r)) if r.state == ReceiptState::Pending => Asked::Still(r),
+        Ok(Ok(r)) => Asked::Settled(State::Published, Ok(r)),
+        Ok(Err(CallError::Transient(_) | CallError::RateLimited(_))) => Asked::NoAnswer,
+        // Refused after all (moderation), or the grant is gone.
+        Ok(Err(e)) => Asked::Settled(
+            State::Failed,
+            Err((call_error_kind(&e).into(), describe_call_error(&e))),
+        ),
+        Err(e) => {
+            tracing::warn!(plugin = %plugin.manifest.id, "asking about a pending post failed: {e}");
+            Asked::NoAnswer
+        }
+    }
+}
 
 /// Ask about a pending post with backoff (2 s, doubling, at most a minute
-/// apart) until it is published, refused, or [`PENDING_WAIT`] has passed —
-/// then it is reported unknown: it may yet appear.
+/// apart) for up to `wait`: how it settled, or `None` if it is still
+/// processing (the journal keeps it `processing`; the daemon asks on).
 async fn settle_pending(
     run: &Run<'_>,
     plugin: &LoadedPlugin,
     record: &Record,
     mut receipt: Receipt,
-) -> (State, Result<Receipt, (String, String)>) {
+    wait: Duration,
+) -> Option<(State, Result<Receipt, (String, String)>)> {
     let start = std::time::Instant::now();
-    let mut wait = Duration::from_secs(2);
-    let mut asked = 0;
-    loop {
-        if start.elapsed() + wait > PENDING_WAIT {
-            return (
+    let mut pause = Duration::from_secs(2);
+    while start.elapsed() + pause <= wait {
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(60));
+        match ask(run.svc, plugin, record, &receipt).await {
+            Asked::Settled(state, end) => return Some((state, end)),
+            Asked::Still(r) => receipt = r,
+            Asked::NoAnswer => {}
+        }
+    }
+    None
+}
+
+/// Record how a `processing` delivery settled (only if it still is).
+#[allow(clippy::too_many_arguments)]
+fn record_settled(
+    svc: &Services,
+    post: &str,
+    target: &str,
+    index: u32,
+    state: State,
+    platform_id: Option<&str>,
+    url: Option<&str>,
+    kind: Option<&str>,
+    error: Option<&str>,
+) {
+    let outbox = match svc.outbox() {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::error!(
+                post,
+                target,
+                "cannot record how a processing post settled: {e:#}"
+            );
+            return;
+        }
+    };
+    let done = outbox.lock().expect("outbox").settle_processing(
+        post,
+        target,
+        index,
+        state,
+        platform_id,
+        url,
+        kind,
+        error,
+    );
+    if let Err(e) = done {
+        tracing::error!(
+            post,
+            target,
+            "cannot record how a processing post settled: {e:#}"
+        );
+    }
+}
+
+/// Longest the daemon keeps asking about a post the platform is processing.
+const PROCESSING_LIMIT: chrono::Duration = chrono::Duration::days(7);
+
+/// The daemon's round over `processing` deliveries: each one due is asked
+/// about once (more often while it is young: a tenth of its age apart,
+/// between 5 s and 30 min), and recorded when it settles. One gone
+/// `processing` for [`PROCESSING_LIMIT`] becomes unknown. Returns how many
+/// settled.
+pub async fn recheck_processing(svc: &Services, refresher: &Refresher) -> anyhow::Result<usize> {
+    let list = svc.outbox()?.lock().expect("outbox").processing()?;
+    let now = chrono::Utc::now();
+    let mut settled = 0;
+    for (d, since) in list {
+        let age = now - since;
+        let every = (age / 10).clamp(chrono::Duration::seconds(5), chrono::Duration::minutes(30));
+        if now - d.updated_at < every {
+            continue;
+        }
+        let _lock = svc.post_locks.get(&d.post).lock_owned().await;
+        let id = match AccountId::parse(&d.target) {
+            Ok(id) => id,
+            Err(_) => continue,
+        };
+        let (Ok(plugin), Ok(record)) = (
+            svc.platform(&id.platform),
+            svc.store().and_then(|s| Ok(s.load(&id)?)),
+        ) else {
+            continue;
+        };
+        let receipt = Receipt {
+            id: d.platform_id.clone().unwrap_or_default(),
+            url: d.url.clone(),
+            state: ReceiptState::Pending,
+        };
+        let (state, end) = match ask(svc, &plugin, &record, &receipt).await {
+            Asked::Settled(state, end) => (state, end),
+            _ if age > PROCESSING_LIMIT => (
                 State::Unknown,
                 Err((
                     "pending".into(),
                     format!(
-                        "{} accepted the post (as {}) and was still processing it after {asked} checks over {} s; it may yet appear. Check the account; `outreach posts retry … --force` sends it again",
-                        plugin.manifest.name,
-                        receipt.id,
-                        start.elapsed().as_secs()
+                        "{} was still processing it a week after accepting it (as {}); it may yet appear",
+                        plugin.manifest.name, receipt.id
                     ),
                 )),
-            );
-        }
-        tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(Duration::from_secs(60));
-        asked += 1;
-        let (ctx, scope) = run.svc.call_env(plugin, record);
-        match run
-            .svc
-            .host
-            .check_receipt(plugin, scope, &ctx, &receipt)
-            .await
-        {
-            Ok(Ok(r)) if r.state == ReceiptState::Pending => receipt = r,
-            Ok(Ok(r)) => return (State::Published, Ok(r)),
-            // Asking again may help.
-            Ok(Err(CallError::Transient(_) | CallError::RateLimited(_))) => {}
-            // Refused after all (moderation), or the grant is gone.
-            Ok(Err(e)) => {
-                return (
-                    State::Failed,
-                    Err((call_error_kind(&e).into(), describe_call_error(&e))),
-                );
+            ),
+            Asked::Still(r) => {
+                svc.outbox()?.lock().expect("outbox").touch_processing(
+                    &d.post,
+                    &d.target,
+                    d.index,
+                    &r.id,
+                    r.url.as_deref(),
+                )?;
+                continue;
             }
-            Err(e) => return (State::Unknown, Err(("plugin".into(), e.to_string()))),
+            Asked::NoAnswer => {
+                svc.outbox()?.lock().expect("outbox").touch_processing(
+                    &d.post,
+                    &d.target,
+                    d.index,
+                    &receipt.id,
+                    receipt.url.as_deref(),
+                )?;
+                continue;
+            }
+        };
+        let (pid, url, kind, error) = match &end {
+            Ok(r) => (Some(r.id.as_str()), r.url.as_deref(), None, None),
+            Err((k, m)) => (
+                None,
+                None,
+                Some(k.as_str()),
+                Some(scrub(m, &record.secrets())),
+            ),
+        };
+        record_settled(
+            svc,
+            &d.post,
+            &d.target,
+            d.index,
+            state,
+            pid,
+            url,
+            kind,
+            error.as_deref(),
+        );
+        crate::metrics::publish(&id.platform, state.as_str_public());
+        tracing::info!(post = %d.post, target = %d.target, state = state.as_str_public(), "a post the platform was processing settled");
+        if state != State::Published {
+            refresher
+                .notifier
+                .publish_ended(
+                    &d.post,
+                    &id,
+                    state.as_str_public(),
+                    error.as_deref().unwrap_or_default(),
+                )
+                .await;
         }
+        settled += 1;
     }
+    Ok(settled)
 }
 
 /// Item `index` of the post as `id`'s platform gets it, the same on every

@@ -197,6 +197,13 @@ pub fn choose_retry(
                 skipped.push(skip("being sent right now".into()));
                 continue;
             }
+            State::Processing => {
+                skipped.push(skip(format!(
+                    "the platform accepted it ({}) and is still processing it; outreach keeps asking",
+                    d.platform_id.as_deref().unwrap_or("?")
+                )));
+                continue;
+            }
         }
         if !targets.contains(&d.target) {
             targets.push(d.target.clone());
@@ -235,6 +242,7 @@ fn settled_word(d: &crate::outbox::Delivery) -> &'static str {
         (State::Published, _) => "published",
         (State::Unknown, _) => "unknown",
         (State::Sending, _) => "being sent",
+        (State::Processing, _) => "processing",
         _ => "failed",
     }
 }
@@ -364,6 +372,9 @@ impl Stop {
             None => {
                 r.ok = true;
                 r.state = self.state.into();
+                if !self.message.is_empty() {
+                    r.error = Some(self.message);
+                }
             }
         }
     }
@@ -447,6 +458,14 @@ pub fn next(
             "in-progress",
             "another outreach process is sending this right now".into(),
         )),
+        State::Processing => Next::Stop(Stop {
+            state: "processing",
+            kind: None,
+            message: format!(
+                "{platform} accepted it ({}) and is still processing it; not sent again — the daemon keeps asking until it is published or refused",
+                current.platform_id.as_deref().unwrap_or("?")
+            ),
+        }),
         State::Unknown if idempotent => Next::Send(&[State::Unknown]),
         State::Unknown => Next::Stop(Stop::new(
             "unknown",

@@ -26,6 +26,7 @@ pub mod settle;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use deliver::recheck_processing;
 pub use journal::{RetryRefused, parse_retry_spec, retry_target};
 pub use parse::{ParsedPost, PostFile, from_json};
 pub use plan::TargetProblem;

@@ -85,6 +85,21 @@ impl TargetResult {
         }
     }
 
+    /// The platform accepted item `index` and is still processing it (as
+    /// `platform_id`); `note` says what happens next.
+    pub fn processing(
+        &mut self,
+        index: usize,
+        platform_id: &str,
+        url: Option<String>,
+        note: String,
+    ) {
+        self.succeeded(index, platform_id, url);
+        self.ok = true;
+        self.state = "processing".into();
+        self.error = Some(note);
+    }
+
     /// The target stopped: in `state`, for a reason of kind `kind`.
     pub fn fail(&mut self, state: &str, kind: &str, message: String) {
         self.state = state.into();
@@ -100,6 +115,7 @@ impl State {
         match self {
             State::Unknown => "unknown",
             State::Published => "published",
+            State::Processing => "processing",
             _ => "failed",
         }
     }

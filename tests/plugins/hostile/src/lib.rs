@@ -118,6 +118,15 @@ impl Platform for Hostile {
                     None,
                 ))
             }
+            // Accepted, and still processing for MS milliseconds.
+            t if t.starts_with("slow:") => {
+                let ms: u64 = t[5..].parse().unwrap_or(0);
+                Ok(Receipt {
+                    state: ReceiptState::Pending,
+                    id: format!("slow-{}", now_millis() + ms),
+                    url: None,
+                })
+            }
             // Accepted, still processing: settled by `check-receipt`.
             "pending" => Ok(Receipt {
                 state: ReceiptState::Pending,
@@ -143,8 +152,17 @@ impl Platform for Hostile {
         }
     }
 
-    /// A pending job is live the first time it is asked about.
+    /// A pending job is live the first time it is asked about; a slow one
+    /// once its time has come.
     fn check_receipt(_ctx: &Context, receipt: &Receipt) -> Result<Receipt, CallError> {
+        if let Some(at) = receipt
+            .id
+            .strip_prefix("slow-")
+            .and_then(|a| a.parse::<u64>().ok())
+            && now_millis() < at
+        {
+            return Ok(receipt.clone());
+        }
         Ok(Receipt::published(
             format!("post-of-{}", receipt.id),
             Some(format!("https://example.org/p/{}", receipt.id)),
