@@ -1996,3 +1996,141 @@ fn a_platform_without_credentials_connects_and_hands_posts_over() {
     );
     assert!(site.seen().is_empty());
 }
+
+/// Run `outreach connect ARGS --no-browser` with its standard input open;
+/// `play` gets the printed address and returns what to type in.
+fn connect_pasting(home: &Home, args: &[&str], play: impl FnOnce(&str) -> String) -> Run {
+    use std::io::Write;
+    let mut full = vec!["connect"];
+    full.extend_from_slice(args);
+    full.push("--no-browser");
+    let mut child = home
+        .command(&full)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let url = loop {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            panic!("connect ended without printing an address:\n{seen}");
+        }
+        seen.push_str(&line);
+        if let Some(u) = line.trim().strip_prefix("http") {
+            break format!("http{u}");
+        }
+    };
+    let typed = play(&url);
+    {
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(typed.as_bytes()).unwrap();
+    }
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let run = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: format!("{seen}{rest}"),
+    };
+    run.assert_no_secrets();
+    run
+}
+
+/// Where the platform's authorize page sends the browser (without
+/// following it).
+fn redirect_of(authorize: &str) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let r = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .get(authorize)
+            .send()
+            .await
+            .unwrap();
+        r.headers()["location"].to_str().unwrap().to_string()
+    })
+}
+
+/// A redirect URI that is not this machine (Meta wants an https page of
+/// yours): `connect` listens for nothing and takes the address the browser
+/// landed on; a forged one is refused and nothing is stored.
+#[test]
+fn connect_takes_the_pasted_address_when_the_redirect_is_elsewhere() {
+    let x = fake_x();
+    let mut home = x_home(&x);
+    home.extra_config
+        .push_str("redirect_uri = \"https://app.example/outreach/callback\"\n");
+    let r = connect_pasting(&home, &["x"], |url| {
+        assert!(
+            url.contains("redirect_uri=https%3A%2F%2Fapp.example%2Foutreach%2Fcallback"),
+            "{url}"
+        );
+        let landed = redirect_of(url);
+        assert!(
+            landed.starts_with("https://app.example/outreach/callback?"),
+            "{landed}"
+        );
+        // What was forged: another state.
+        let state = query_param(&landed, "state");
+        landed.replace(&state, "forged")
+    });
+    assert_ne!(r.code, 0, "{}", r.all());
+    assert!(r.stderr.contains("state does not match"), "{}", r.stderr);
+    assert!(
+        home.run(&["accounts", "--json"], None)
+            .stdout
+            .contains("[]")
+    );
+
+    let r = connect_pasting(&home, &["x"], |url| format!("  {}\n", redirect_of(url)));
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("connected x/default"), "{}", r.stdout);
+}
+
+/// Platforms that accept only https redirects get a loopback listener
+/// over TLS, with a certificate made once and kept in the store.
+#[test]
+fn the_loopback_redirect_can_be_https() {
+    let x = fake_x();
+    let mut home = x_home(&x);
+    home.extra_config
+        .push_str("\n[auth]\nredirect_tls = true\n");
+    let (r, page) = connect_playing(&home, &["x"], |url| {
+        let landed = redirect_of(url);
+        assert!(landed.starts_with("https://localhost:"), "{landed}");
+        let landed = landed.replacen("localhost", "127.0.0.1", 1);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            reqwest::Client::builder()
+                .danger_accept_invalid_certs(true)
+                .build()
+                .unwrap()
+                .get(&landed)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        })
+    });
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(page.contains("outreach is connected"), "{page}");
+    assert!(r.stderr.contains("certificate"), "{}", r.stderr);
+    // Kept in the store, encrypted like everything in it.
+    let kept = home.path().join("store/.aux/loopback-tls.age");
+    let bytes = std::fs::read(&kept).unwrap();
+    assert!(!String::from_utf8_lossy(&bytes).contains("PRIVATE KEY"));
+}

@@ -250,6 +250,9 @@ pub struct ConnectOptions {
     pub settings: BTreeMap<String, String>,
     pub open_browser: bool,
     pub username: Option<String>,
+    /// Do not listen for the browser: the user pastes the address it lands
+    /// on (a headless server, or a redirect URI that is not this machine).
+    pub paste: bool,
     /// Reconnecting an account whose plugin now asks for scopes it was not
     /// granted before: go ahead (otherwise refused, naming them).
     pub approve_scopes: bool,
@@ -302,8 +305,17 @@ pub async fn connect(svc: &Services, opts: ConnectOptions) -> anyhow::Result<Vec
             if !opts.approve_scopes {
                 refuse_new_scopes(svc, m, &id)?;
             }
-            let (browser, tokens) =
-                browser_flow(svc, m, &endpoints, &tokens_client, &id, opts.open_browser).await?;
+            let (browser, tokens) = browser_flow(
+                svc,
+                m,
+                &endpoints,
+                &tokens_client,
+                &id,
+                opts.open_browser,
+                opts.paste,
+                &*opts.prompt,
+            )
+            .await?;
             // The browser waits for its page until the account is stored
             // (or the attempt failed), so it never claims a connection
             // that did not happen.

@@ -900,7 +900,8 @@ struct Callback {
 /// account is stored or the attempt has failed, so that its page tells
 /// the truth.
 pub struct Browser {
-    sock: tokio::net::TcpStream,
+    /// `None` in paste mode: the browser landed elsewhere.
+    sock: Option<Box<dyn Conn>>,
     /// What the page must never show (the code, the state, the client
     /// secret), in case an error message quotes it.
     hide: Vec<Secret>,
@@ -955,17 +956,104 @@ impl Browser {
             "HTTP/1.1 {status}\r\ncontent-type: text/html; charset=utf-8\r\ncache-control: no-store\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
             body.len()
         );
-        let _ = self.sock.write_all(resp.as_bytes()).await;
-        let _ = self.sock.shutdown().await;
+        if let Some(sock) = &mut self.sock {
+            let _ = sock.write_all(resp.as_bytes()).await;
+            let _ = sock.shutdown().await;
+        }
     }
+}
+
+/// A connection from the browser: plain TCP, or TLS over it.
+pub trait Conn: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Conn for T {}
+
+/// What an authorization redirect carries.
+fn callback_of(url: &url::Url) -> Callback {
+    let mut q: BTreeMap<String, String> = url.query_pairs().into_owned().collect();
+    Callback {
+        // Instagram and Threads append `#_` to the code.
+        code: q
+            .remove("code")
+            .map(|c| c.trim_end_matches("#_").to_string()),
+        state: q.remove("state"),
+        error: q.remove("error"),
+        error_description: q.remove("error_description"),
+    }
+}
+
+/// What a page must never show of a callback: its code and state.
+fn hidden(cb: &Callback) -> Vec<Secret> {
+    [&cb.code, &cb.state]
+        .into_iter()
+        .flatten()
+        .filter(|v| !v.is_empty())
+        .map(Secret::new)
+        .collect()
+}
+
+/// The loopback listener's certificate and key (PEM), made once per store
+/// and kept in it, for redirects that must be https.
+fn loopback_tls(app: &Services) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    #[derive(Serialize, Deserialize)]
+    struct Pem {
+        cert: String,
+        key: Secret,
+    }
+    let store = app.store()?;
+    let pem = match store
+        .load_aux("loopback-tls")?
+        .and_then(|b| serde_json::from_slice::<Pem>(&b).ok())
+    {
+        Some(p) => p,
+        None => {
+            let made = rcgen::generate_simple_self_signed(vec![
+                "localhost".to_string(),
+                "127.0.0.1".to_string(),
+            ])
+            .context("cannot make a certificate for the loopback redirect")?;
+            let p = Pem {
+                cert: made.cert.pem(),
+                key: Secret::new(made.key_pair.serialize_pem()),
+            };
+            store.save_aux("loopback-tls", &serde_json::to_vec(&p)?)?;
+            p
+        }
+    };
+    use rustls::pki_types::pem::PemObject as _;
+    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(pem.cert.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .context("the stored loopback certificate is unreadable")?;
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(pem.key.expose().as_bytes())
+        .context("the stored loopback key is unreadable")?;
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("TLS set-up")?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .context("the stored loopback certificate does not match its key")?;
+    Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
 }
 
 /// Wait for the browser to come back to `listener` on `/callback`. Other
 /// paths (favicon) get a 404 and the wait goes on; the callback request is
 /// returned unanswered, with what it carried.
-async fn await_callback(listener: tokio::net::TcpListener) -> Result<(Browser, Callback), String> {
+async fn await_callback(
+    listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> Result<(Browser, Callback), String> {
     loop {
-        let (mut sock, _) = listener.accept().await.map_err(|e| e.to_string())?;
+        let (tcp, _) = listener.accept().await.map_err(|e| e.to_string())?;
+        let mut sock: Box<dyn Conn> = match &tls {
+            // A browser that refused the certificate closes the connection
+            // and may come back once the user accepts it.
+            Some(acceptor) => match acceptor.accept(tcp).await {
+                Ok(s) => Box::new(s),
+                Err(_) => continue,
+            },
+            None => Box::new(tcp),
+        };
         let mut buf = vec![0u8; 8192];
         let mut n = 0;
         while n < buf.len() {
@@ -993,25 +1081,11 @@ async fn await_callback(listener: tokio::net::TcpListener) -> Result<(Browser, C
                 .await;
             continue;
         };
-        let mut q: BTreeMap<String, String> = url.query_pairs().into_owned().collect();
-        let cb = Callback {
-            // Instagram and Threads append `#_` to the code.
-            code: q
-                .remove("code")
-                .map(|c| c.trim_end_matches("#_").to_string()),
-            state: q.remove("state"),
-            error: q.remove("error"),
-            error_description: q.remove("error_description"),
-        };
-        let hide = [&cb.code, &cb.state]
-            .into_iter()
-            .flatten()
-            .filter(|v| !v.is_empty())
-            .map(Secret::new)
-            .collect();
+        let cb = callback_of(&url);
+        let hide = hidden(&cb);
         return Ok((
             Browser {
-                sock,
+                sock: Some(sock),
                 hide,
                 failed: "400 Bad Request",
             },
@@ -1045,6 +1119,7 @@ async fn listen(
 /// The authorization-code flow through a loopback redirect listener.
 /// Fails before the browser comes back; from then on the browser's request
 /// is returned, held open, with the tokens or why there are none.
+#[allow(clippy::too_many_arguments)]
 pub async fn browser_flow(
     app: &Services,
     m: &Manifest,
@@ -1052,8 +1127,29 @@ pub async fn browser_flow(
     tokens: &TokenClient,
     id: &AccountId,
     open_browser: bool,
+    paste: bool,
+    ask: &(dyn Fn(&str) -> anyhow::Result<Secret> + Send + Sync),
 ) -> anyhow::Result<(Browser, anyhow::Result<Tokens>)> {
     let auth_cfg = app.cfg().config.auth.clone();
+    let platform_cfg = app.cfg().platform(&m.id);
+    let configured = match &platform_cfg.redirect_uri {
+        Some(u) => Some(
+            url::Url::parse(u)
+                .map_err(|e| bad!("platforms.{}.redirect_uri = {u:?} is not a URL ({e})", m.id))?,
+        ),
+        None => None,
+    };
+    // A registered address on this machine is served here; anywhere else
+    // (an https page of yours), the user pastes where the browser landed.
+    let loopback_port = configured.as_ref().and_then(|u| {
+        let local = matches!(u.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+        local.then(|| u.port_or_known_default()).flatten()
+    });
+    let paste_mode = paste || (configured.is_some() && loopback_port.is_none());
+    let tls = configured
+        .as_ref()
+        .map(|u| u.scheme() == "https")
+        .unwrap_or(platform_cfg.redirect_tls.unwrap_or(auth_cfg.redirect_tls));
     let scopes = m.auth.scopes.join(&m.auth.scope_separator);
     let registration = if m.auth.dynamic_registration {
         let apps = endpoint(endpoints, "apps").map_err(|e| bad!("{e}"))?;
@@ -1066,9 +1162,34 @@ pub async fn browser_flow(
         .as_ref()
         .and_then(|(_, r)| r.as_ref())
         .and_then(Registration::port);
-    let listener = listen(auth_cfg.redirect_port, preferred).await?;
-    let port = listener.local_addr()?.port();
-    let redirect_uri = loopback_redirect(port);
+    let (listener, redirect_uri) = if paste_mode {
+        let uri = match (&configured, auth_cfg.redirect_port) {
+            (Some(u), _) => u.to_string(),
+            (None, 0) => {
+                return Err(bad!(
+                    "pasting needs the redirect address registered with {}: set platforms.{}.redirect_uri (or auth.redirect_port for a loopback one) in the config",
+                    m.name,
+                    m.id
+                ));
+            }
+            (None, port) => loopback_redirect(port),
+        };
+        (None, uri)
+    } else {
+        let listener = listen(loopback_port.unwrap_or(auth_cfg.redirect_port), preferred).await?;
+        let port = listener.local_addr()?.port();
+        let uri = match &configured {
+            Some(u) => u.to_string(),
+            None if tls => format!("https://localhost:{port}/callback"),
+            None => loopback_redirect(port),
+        };
+        (Some(listener), uri)
+    };
+    let acceptor = if tls && listener.is_some() {
+        Some(loopback_tls(app)?)
+    } else {
+        None
+    };
 
     let client = match registration {
         // One app per server: the loopback redirect it was registered with
@@ -1125,16 +1246,44 @@ pub async fn browser_flow(
     if open_browser {
         open_in_browser(url.as_str());
     }
-    let wait = Duration::from_secs(auth_cfg.connect_timeout_secs);
-    let (mut browser, cb) = tokio::time::timeout(wait, await_callback(listener))
-        .await
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "no answer from the browser within {} s; run `outreach connect` again",
-                wait.as_secs()
+    if acceptor.is_some() {
+        eprintln!(
+            "The browser comes back to {redirect_uri} over https with a certificate outreach made for this machine: it will warn that it is not trusted; accept it to finish.\n"
+        );
+    }
+    let (mut browser, cb) = match listener {
+        Some(listener) => {
+            let wait = Duration::from_secs(auth_cfg.connect_timeout_secs);
+            tokio::time::timeout(wait, await_callback(listener, acceptor))
+                .await
+                .map_err(|_| {
+                    anyhow::anyhow!(
+                        "no answer from the browser within {} s; run `outreach connect` again",
+                        wait.as_secs()
+                    )
+                })?
+                .map_err(|e| anyhow::anyhow!("connecting {id}: {e}"))?
+        }
+        None => {
+            eprintln!(
+                "After you approve, the browser goes to {redirect_uri}…; that page may fail to load, which is fine. Copy the whole address from the address bar."
+            );
+            let pasted = ask("the address the browser ended on (it holds a one-time code)")?;
+            let landed = url::Url::parse(pasted.expose().trim()).map_err(|_| {
+                bad!("connecting {id}: what was pasted is not an address (copy the whole address bar, starting with http); nothing was stored")
+            })?;
+            let cb = callback_of(&landed);
+            let hide = hidden(&cb);
+            (
+                Browser {
+                    sock: None,
+                    hide,
+                    failed: "400 Bad Request",
+                },
+                cb,
             )
-        })?
-        .map_err(|e| anyhow::anyhow!("connecting {id}: {e}"))?;
+        }
+    };
     browser.hide.extend(client.secret.clone());
 
     // The state first: an answer that does not carry this request's state

@@ -74,6 +74,11 @@ pub enum Command {
         /// account was not granted before (refused without this).
         #[arg(long)]
         approve_scopes: bool,
+        /// Do not wait for the browser to come back: paste the address it
+        /// lands on (for a headless server, or a redirect URI that is not
+        /// this machine — `platforms.ID.redirect_uri`).
+        #[arg(long)]
+        paste: bool,
         /// Session logins: keep the username and password (encrypted with
         /// the account) to log in again when the session ends.
         #[arg(long)]
@@ -395,6 +400,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             approve_scopes,
             remember_password,
             identities,
+            paste,
         } => {
             let settings = parse_settings(&settings)?;
             credentials::connect(
@@ -408,6 +414,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     approve_scopes,
                     remember_password,
                     identities,
+                    paste,
                     prompt: Box::new(|what: &str| read_secret(what)),
                     choose: Box::new(choose_identities),
                 },

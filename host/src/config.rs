@@ -133,6 +133,9 @@ pub struct Auth {
     pub max_backoff_secs: u64,
     /// Warn this long before a token that cannot be refreshed expires.
     pub warn_before_secs: u64,
+    /// Serve the loopback redirect over https for every platform (see
+    /// `platforms.ID.redirect_tls`).
+    pub redirect_tls: bool,
 }
 
 impl Default for Auth {
@@ -145,6 +148,7 @@ impl Default for Auth {
             min_backoff_secs: 30,
             max_backoff_secs: 3600,
             warn_before_secs: 7 * 86_400,
+            redirect_tls: false,
         }
     }
 }
@@ -257,6 +261,13 @@ pub struct PlatformConfig {
     pub client_secret_env: Option<String>,
     /// Overrides `auth.refresh_at` for this platform.
     pub refresh_at: Option<f64>,
+    /// The redirect URI registered with the platform, when it is not
+    /// outreach's own loopback listener (Meta and Threads want https): the
+    /// browser lands there and `connect` asks for the address it landed on.
+    pub redirect_uri: Option<String>,
+    /// Serve the loopback redirect over https (a certificate made once and
+    /// kept in the store) for platforms that accept only https redirects.
+    pub redirect_tls: Option<bool>,
     /// Whether to hold requests to the rate limits the plugin declares
     /// (turn off when your API plan allows more). Limits the platform
     /// reports in its responses always apply.
