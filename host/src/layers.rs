@@ -12,8 +12,10 @@ use std::path::Path;
 /// The host's modules from the bottom up; a module may use the modules of
 /// earlier layers only. Within a layer, modules do not use each other.
 const LAYERS: &[&[&str]] = &[
-    // Foundations.
-    &["secret", "metrics", "error", "config", "contract"],
+    // Foundations: secrets and errors, then what builds on them (the
+    // config reads OAuth client secrets from the environment).
+    &["secret", "metrics", "error"],
+    &["config", "contract"],
     // State on disk.
     &["store"],
     &["outbox"],
