@@ -1526,3 +1526,73 @@ fn a_post_still_processing_is_settled_by_the_daemon_after_publish_exits() {
         "{log}"
     );
 }
+
+/// A plugin replaced while the daemon runs, declaring a new host: `GET
+/// /platforms` shows the host awaiting approval and the accounts it
+/// concerns, and `POST /platforms/{id}/approve` approves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_shows_and_approves_hosts_a_hot_reloaded_plugin_added() {
+    let mut home = Home::new();
+    home.extra_config.push_str(DAEMON_CONFIG);
+    let (hostile, _) = hostile_plugins();
+    let installed = home.plugins_dir().join("hostile.wasm");
+    std::fs::copy(&hostile, &installed).unwrap();
+    let r = home.run(
+        &["accounts", "add", "hostile"],
+        Some("h-PLANTED-api-approve"),
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    let d = start_daemon(&home);
+    let awaiting = |v: &Value| -> Value {
+        v["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["id"] == "hostile")
+            .map(|p| p["awaiting_approval"].clone())
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(awaiting(&d.get("/platforms").await), json!([]));
+
+    let slot: &[u8] = b"https://extra-slot.hostile.invalid                              ";
+    let bytes = std::fs::read(&hostile).unwrap();
+    let at = bytes.windows(slot.len()).position(|w| w == slot).unwrap();
+    let mut new = b"https://new-host.invalid".to_vec();
+    new.resize(slot.len(), b' ');
+    let mut patched = bytes.clone();
+    patched[at..at + slot.len()].copy_from_slice(&new);
+    let tmp = home.path().join("hostile.wasm.new");
+    std::fs::write(&tmp, &patched).unwrap();
+    std::fs::rename(&tmp, &installed).unwrap();
+
+    let v = d
+        .wait_for("/platforms", "the new host awaiting approval", |v| {
+            awaiting(v) == json!(["https://new-host.invalid:443"])
+        })
+        .await;
+    let row = v["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == "hostile")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        row["awaiting_accounts"],
+        json!(["hostile/default"]),
+        "{row}"
+    );
+    let accounts = d.get("/accounts").await;
+    assert_eq!(
+        accounts[0]["token_health"]["awaiting_approval"],
+        json!(["https://new-host.invalid:443"]),
+        "{accounts}"
+    );
+    let (code, v) = d.call("POST", "/platforms/hostile/approve", None).await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["hosts"], json!(["https://new-host.invalid:443"]), "{v}");
+    assert_eq!(awaiting(&d.get("/platforms").await), json!([]));
+    let (code, _) = d.call("POST", "/platforms/nope/approve", None).await;
+    assert_eq!(code, 404);
+    d.stop();
+}
