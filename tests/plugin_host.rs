@@ -1543,3 +1543,23 @@ fn a_replaced_plugin_cannot_send_an_existing_token_to_a_host_it_added() {
         r.stdout
     );
 }
+
+/// A huge file in the plugins folder is refused by its size, without
+/// being read into memory.
+#[test]
+fn a_huge_file_is_refused_by_its_size() {
+    let home = Home::new();
+    let huge = std::fs::File::create(home.plugins_dir().join("huge.wasm")).unwrap();
+    // Sparse: no disk space, and nothing worth reading.
+    huge.set_len(300 << 20).unwrap();
+    let r = home.run(&["plugins"], None);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stdout.contains("huge.wasm")
+            && r.stdout
+                .contains("is 300 MiB; plugins larger than 256 MiB are not read"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("x — X"), "the others load: {}", r.stdout);
+}

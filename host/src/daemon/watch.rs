@@ -36,7 +36,7 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use super::Daemon;
-use crate::plugin::{ReadError, Reload, read_regular};
+use crate::plugin::{Reload, read_regular};
 use crate::store::AccountId;
 
 /// The watchers; dropping this stops them.
@@ -104,8 +104,7 @@ impl State {
 fn fingerprint(path: &Path) -> Result<String, String> {
     match read_regular(path) {
         Ok(bytes) => Ok(hex::encode(Sha256::digest(&bytes))),
-        Err(e @ ReadError::NotRegular(_)) => Err(e.to_string()),
-        Err(ReadError::Io(e)) => Err(format!("cannot be read: {e}")),
+        Err(e) => Err(e.to_string()),
     }
 }
 

@@ -95,13 +95,26 @@ pub enum Reload {
 pub enum ReadError {
     /// What the path is instead of a regular file.
     NotRegular(&'static str),
+    /// Larger than [`MAX_PLUGIN_BYTES`] (its size, or at least that).
+    TooLarge(u64),
     Io(std::io::Error),
 }
+
+/// The largest plugin file read: a Python component is about 40 MB, a
+/// JavaScript one about 10 MB; anything far beyond is not a plugin, and
+/// reading it would hold that much memory.
+pub const MAX_PLUGIN_BYTES: u64 = 256 << 20;
 
 impl std::fmt::Display for ReadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ReadError::NotRegular(what) => write!(f, "is {what}, not a regular file"),
+            ReadError::TooLarge(n) => write!(
+                f,
+                "is {} MiB; plugins larger than {} MiB are not read (is it really a plugin?)",
+                n >> 20,
+                MAX_PLUGIN_BYTES >> 20
+            ),
             ReadError::Io(e) => write!(f, "cannot be read: {e}"),
         }
     }
@@ -158,7 +171,7 @@ pub fn read_regular(path: &Path) -> Result<Vec<u8>, ReadError> {
     if let Some(what) = file_kind(path)? {
         return Err(ReadError::NotRegular(what));
     }
-    let mut f = std::fs::OpenOptions::new()
+    let f = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)?;
@@ -166,8 +179,15 @@ pub fn read_regular(path: &Path) -> Result<Vec<u8>, ReadError> {
     if let Some(what) = not_regular(&m.file_type()) {
         return Err(ReadError::NotRegular(what));
     }
+    if m.len() > MAX_PLUGIN_BYTES {
+        return Err(ReadError::TooLarge(m.len()));
+    }
     let mut bytes = Vec::with_capacity(m.len() as usize);
-    f.read_to_end(&mut bytes)?;
+    // A file that grows while it is read stops at the cap too.
+    f.take(MAX_PLUGIN_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_PLUGIN_BYTES {
+        return Err(ReadError::TooLarge(bytes.len() as u64));
+    }
     Ok(bytes)
 }
 
