@@ -631,11 +631,16 @@ impl TokenClient {
         slot: Option<&EscrowSlot>,
     ) -> Result<Tokens, TokenError> {
         let fill = |parts: &[TextPart]| render(parts, Some(creds), settings);
-        // An endpoint name as the first text part stands for its URL.
+        // An endpoint name as the first text part stands for its URL
+        // (`refresh`, or `api/…` for a path below it).
         let url = match x.url.split_first() {
             Some((TextPart::Text(first), rest)) if !first.contains("://") => {
-                let base = endpoint(endpoints, first).map_err(TokenError::Rejected)?;
-                format!("{base}{}", fill(rest).map_err(TokenError::Rejected)?)
+                let (name, path) = match first.split_once('/') {
+                    Some((name, path)) => (name, format!("/{path}")),
+                    None => (first.as_str(), String::new()),
+                };
+                let base = endpoint(endpoints, name).map_err(TokenError::Rejected)?;
+                format!("{base}{path}{}", fill(rest).map_err(TokenError::Rejected)?)
             }
             _ => fill(&x.url).map_err(TokenError::Rejected)?,
         };

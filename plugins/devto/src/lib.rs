@@ -61,67 +61,7 @@ const V1: &str = "application/vnd.forem.api-v1+json";
 
 impl Platform for Devto {
     fn manifest() -> Manifest {
-        Manifest {
-            id: "devto".into(),
-            name: "DEV".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            auth: AuthInfo::static_credential(
-                AuthKind::ApiKey,
-                CredentialPlacement::Header(HeaderPlacement {
-                    name: "api-key".into(),
-                    prefix: String::new(),
-                }),
-            ),
-            endpoints: vec![Endpoint {
-                name: "api".into(),
-                url: "{instance}".into(),
-            }],
-            hosts: vec![],
-            // Forem's default: 9 published articles per 30 seconds.
-            rate_limits: vec![RateLimit::per_account("publish", 9, 30)],
-            rate_limit_headers: None,
-            content: ContentRules {
-                max_length: 100_000,
-                title_required: true,
-                max_title_length: 128,
-                ..Default::default()
-            },
-            settings: vec![
-                Setting {
-                    name: "instance".into(),
-                    description: "the Forem instance (https://dev.to unless you use another)"
-                        .into(),
-                    required: true,
-                    default_value: Some("https://dev.to".into()),
-                    is_host: true,
-                },
-                Setting {
-                    name: "organization_id".into(),
-                    description: "publish under this organization (its numeric id)".into(),
-                    required: false,
-                    default_value: None,
-                    is_host: false,
-                },
-            ],
-            post_fields: vec![
-                PostField::choice(
-                    "published",
-                    "publish now (true) or keep as a draft (false)",
-                    &["true", "false"],
-                    None,
-                ),
-                PostField::of("tags", FieldType::Text, "up to 4 tags, comma-separated"),
-                PostField::of("description", FieldType::Text, "the article's description"),
-                PostField::of("series", FieldType::Text, "the series it belongs to"),
-                PostField::of("main_image", FieldType::Url, "the cover image's https URL"),
-                PostField::of(
-                    "organization_id",
-                    FieldType::Integer,
-                    "publish under this organization",
-                ),
-            ],
-            idempotent_publish: false,
-        }
+        outreach_sdk::platform!("platform.toml")
     }
 
     fn validate(post: &Post, account: Option<&Account>) -> Vec<Problem> {

@@ -53,6 +53,11 @@ pub use fields::Fields;
 pub use http::{Multipart, Request, Response, encode_component, form_encode, query_url};
 pub use rules::check_content;
 
+/// The declarative half of a manifest from a TOML file beside the plugin's
+/// code, read and checked when the plugin compiles:
+/// `fn manifest() -> Manifest { outreach_sdk::platform!("platform.toml") }`.
+pub use outreach_sdk_macros::platform;
+
 /// Re-exported so plugins need no direct dependency on `serde_json`.
 pub use serde_json;
 
