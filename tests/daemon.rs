@@ -1596,3 +1596,69 @@ async fn the_api_shows_and_approves_hosts_a_hot_reloaded_plugin_added() {
     assert_eq!(code, 404);
     d.stop();
 }
+
+/// Connecting through the control API: `POST /connect` answers with the
+/// platform's authorize address; the browser comes back to the daemon's
+/// loopback listener; `GET /connect/{id}` says which accounts were stored.
+/// Credentials that are typed or pasted are not taken over the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_connect_through_the_control_api() {
+    let x = fake_x();
+    let mut home = Home::new();
+    home.extra_config.push_str(DAEMON_CONFIG);
+    home.endpoint("x", "api", &x.url())
+        .endpoint("x", "authorize", &format!("{}/i/oauth2/authorize", x.url()))
+        .endpoint("x", "token", &format!("{}/2/oauth2/token", x.url()));
+    home.extra_config.push_str(&format!(
+        "\n[platforms.x]\nclient_id = \"{}\"\nclient_secret_env = \"OUTREACH_TEST_X_SECRET\"\n",
+        support::oauth::CLIENT_ID
+    ));
+    home.env.push((
+        "OUTREACH_TEST_X_SECRET".into(),
+        support::oauth::CLIENT_SECRET.into(),
+    ));
+    let d = start_daemon(&home);
+    let (code, v) = d
+        .call(
+            "POST",
+            "/connect",
+            Some(json!({"platform": "x", "account": "api"})),
+        )
+        .await;
+    assert_eq!(code, 202, "{v}");
+    let url = v["authorize_url"].as_str().unwrap().to_string();
+    let id = v["connect"].as_str().unwrap().to_string();
+    let page = reqwest::Client::new()
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("outreach is connected"), "{page}");
+    let v = d
+        .wait_for(&format!("/connect/{id}"), "the connection settled", |v| {
+            v["state"] != "waiting"
+        })
+        .await;
+    assert_eq!(v["state"], "connected", "{v}");
+    assert_eq!(v["accounts"], json!(["x/api"]), "{v}");
+    let accounts = d.get("/accounts").await;
+    assert!(accounts.to_string().contains("x/api"), "{accounts}");
+
+    let (code, v) = d
+        .call("POST", "/connect", Some(json!({"platform": "devto"})))
+        .await;
+    assert_eq!(code, 400, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("outreach accounts add devto"),
+        "{v}"
+    );
+    let (code, _) = d.call("GET", "/connect/nope", None).await;
+    assert_eq!(code, 404);
+    d.stop();
+}

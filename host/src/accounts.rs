@@ -267,6 +267,9 @@ pub struct ConnectOptions {
     /// Asks the person connecting which identities to connect (indexes
     /// into the list); the front end decides how.
     pub choose: Box<dyn Fn(&[Identity]) -> anyhow::Result<Vec<usize>> + Send + Sync>,
+    /// Shows the person connecting the platform's authorize address (a
+    /// terminal prints it; the control API answers with it).
+    pub announce: Box<dyn Fn(&str) + Send + Sync>,
     /// Asks the person connecting for a secret (an app password, a pasted
     /// key), named by what it asks for; the front end decides how.
     pub prompt: Box<dyn Fn(&str) -> anyhow::Result<Secret> + Send + Sync>,
@@ -314,6 +317,7 @@ pub async fn connect(svc: &Services, opts: ConnectOptions) -> anyhow::Result<Vec
                 opts.open_browser,
                 opts.paste,
                 &*opts.prompt,
+                &*opts.announce,
             )
             .await?;
             // The browser waits for its page until the account is stored

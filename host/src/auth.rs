@@ -1134,6 +1134,7 @@ pub async fn browser_flow(
     open_browser: bool,
     paste: bool,
     ask: &(dyn Fn(&str) -> anyhow::Result<Secret> + Send + Sync),
+    announce: &(dyn Fn(&str) + Send + Sync),
 ) -> anyhow::Result<(Browser, anyhow::Result<Tokens>)> {
     let auth_cfg = app.cfg().config.auth.clone();
     let platform_cfg = app.cfg().platform(&m.id);
@@ -1247,7 +1248,7 @@ pub async fn browser_flow(
         None
     };
     let (url, state) = req.url();
-    eprintln!("To connect {id}, open this address and approve access:\n\n  {url}\n");
+    announce(url.as_str());
     if open_browser {
         open_in_browser(url.as_str());
     }

@@ -403,6 +403,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             paste,
         } => {
             let settings = parse_settings(&settings)?;
+            let shown = format!("{platform}/{account}");
             credentials::connect(
                 &app,
                 ConnectOptions {
@@ -417,6 +418,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     paste,
                     prompt: Box::new(|what: &str| read_secret(what)),
                     choose: Box::new(choose_identities),
+                    announce: Box::new(move |url: &str| {
+                        eprintln!(
+                            "To connect {shown}, open this address and approve access:\n\n  {url}\n"
+                        )
+                    }),
                 },
             )
             .await

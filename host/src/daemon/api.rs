@@ -10,6 +10,7 @@
 //! Never: returns a secret (responses are built from types that carry
 //! none), or accepts a request without the token — `/health` included.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
@@ -19,7 +20,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::Daemon;
 use crate::accounts::AccountStatus;
@@ -40,6 +41,8 @@ pub fn router(d: Arc<Daemon>, token: Arc<String>) -> Router {
         .route("/health", get(health))
         .route("/platforms", get(platforms))
         .route("/platforms/{id}/approve", post(approve))
+        .route("/connect", post(connect))
+        .route("/connect/{id}", get(connect_state))
         .route("/accounts", get(accounts))
         .route("/accounts/{id}/refresh", post(refresh_one))
         .route("/accounts/{platform}/{account}/refresh", post(refresh_two))
@@ -145,6 +148,168 @@ async fn platforms(State(ctx): State<Ctx>) -> ApiResult<Json<crate::plugin::mani
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))??;
     Ok(Json(out))
+}
+
+/// A connection started through `POST /connect`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Connecting {
+    pub platform: String,
+    /// `waiting` (for the browser), `connected` or `failed`.
+    pub state: &'static str,
+    pub authorize_url: Option<String>,
+    /// The accounts stored (one per identity picked).
+    pub accounts: Vec<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConnectRequest {
+    platform: String,
+    #[serde(default = "default_account")]
+    account: String,
+    #[serde(default)]
+    settings: BTreeMap<String, String>,
+    /// Identities to connect as (pages, organizations), as `--as`.
+    #[serde(default, rename = "as")]
+    identities: Vec<String>,
+    #[serde(default)]
+    approve_scopes: bool,
+}
+
+fn default_account() -> String {
+    "default".into()
+}
+
+/// `POST /connect`: start a browser connection (OAuth platforms) and
+/// answer with the address to open; the platform sends the browser back
+/// to this daemon's loopback listener. `GET /connect/{id}` says how it
+/// went. Credentials that are pasted or typed (keys, passwords) are not
+/// taken over the API: `outreach accounts add` / `connect` take them on a
+/// terminal.
+async fn connect(State(ctx): State<Ctx>, Json(req): Json<ConnectRequest>) -> ApiResult<Response> {
+    use crate::contract::wit::types::AuthKind;
+    let plugin = ctx.d.app.platform(&req.platform)?;
+    if !matches!(
+        plugin.manifest.auth.kind,
+        AuthKind::Oauth2 | AuthKind::Oauth2Pkce | AuthKind::Oidc
+    ) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{} is connected with a credential you type or paste, which the API does not take; run `outreach connect {}` or `outreach accounts add {}` on the daemon's machine",
+                plugin.manifest.name, req.platform, req.platform
+            ),
+        ));
+    }
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let (url_tx, url_rx) = tokio::sync::oneshot::channel::<String>();
+    let url_tx = std::sync::Mutex::new(Some(url_tx));
+    let opts = crate::accounts::ConnectOptions {
+        platform: req.platform.clone(),
+        account: req.account,
+        settings: req.settings,
+        open_browser: false,
+        username: None,
+        approve_scopes: req.approve_scopes,
+        remember_password: false,
+        identities: req.identities,
+        paste: false,
+        prompt: Box::new(|what: &str| {
+            Err(crate::error::bad!(
+                "the control API cannot ask for {what}; connect on a terminal"
+            ))
+        }),
+        choose: Box::new(|list: &[crate::contract::wit::types::Identity]| {
+            let names: Vec<String> = list
+                .iter()
+                .map(|i| format!("{} ({})", i.id, i.name))
+                .collect();
+            Err(crate::error::bad!(
+                "this grant can act as several: {}; start again with \"as\": [ids]",
+                names.join(", ")
+            ))
+        }),
+        announce: Box::new(move |url: &str| {
+            if let Some(tx) = url_tx.lock().expect("connect channel").take() {
+                let _ = tx.send(url.to_string());
+            }
+        }),
+    };
+    let entry = |state, url: Option<String>, accounts, error| Connecting {
+        platform: req.platform.clone(),
+        state,
+        authorize_url: url,
+        accounts,
+        error,
+    };
+    ctx.d
+        .connects
+        .lock()
+        .expect("connects")
+        .insert(id.clone(), entry("waiting", None, vec![], None));
+    let d = ctx.d.clone();
+    let key = id.clone();
+    let Some(job) = ctx.d.spawn(async move {
+        let outcome = crate::accounts::connect(&d.app, opts).await;
+        let mut all = d.connects.lock().expect("connects");
+        if let Some(c) = all.get_mut(&key) {
+            match outcome {
+                Ok(records) => {
+                    c.state = "connected";
+                    c.accounts = records.iter().map(|r| r.id.to_string()).collect();
+                    // The scheduler learns of them (and plans their refresh).
+                    for r in &records {
+                        let _ = d.accounts_changed.send(r.id.clone());
+                    }
+                }
+                Err(e) => {
+                    c.state = "failed";
+                    c.error = Some(format!("{e:#}"));
+                }
+            }
+        }
+    }) else {
+        return Err(shutting_down());
+    };
+    // The address, or why the flow stopped before there was one.
+    match url_rx.await {
+        Ok(url) => {
+            if let Some(c) = ctx.d.connects.lock().expect("connects").get_mut(&id) {
+                c.authorize_url = Some(url.clone());
+            }
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(
+                    serde_json::json!({ "connect": id, "authorize_url": url, "state": "waiting" }),
+                ),
+            )
+                .into_response())
+        }
+        Err(_) => {
+            let _ = job.await;
+            let c = ctx.d.connects.lock().expect("connects").get(&id).cloned();
+            let why = c
+                .and_then(|c| c.error)
+                .unwrap_or_else(|| "the connection stopped before it began".into());
+            Err(ApiError(StatusCode::BAD_REQUEST, why))
+        }
+    }
+}
+
+/// `GET /connect/{id}`: where a connection started by `POST /connect` stands.
+async fn connect_state(
+    State(ctx): State<Ctx>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Connecting>> {
+    ctx.d
+        .connects
+        .lock()
+        .expect("connects")
+        .get(&id)
+        .cloned()
+        .map(Json)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no connection `{id}`")))
 }
 
 /// `POST /platforms/{id}/approve`: what `outreach plugins approve ID` does.

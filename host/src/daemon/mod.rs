@@ -54,8 +54,11 @@ pub struct Daemon {
     /// Wakes the due-post loop (a post was queued).
     due: tokio::sync::Notify,
     problems: Mutex<BTreeMap<String, Problem>>,
-    accounts_changed: tokio::sync::mpsc::UnboundedSender<AccountId>,
+    pub(crate) accounts_changed: tokio::sync::mpsc::UnboundedSender<AccountId>,
     started: Instant,
+    /// Connections started through the control API (`POST /connect`), by
+    /// id: where each stands.
+    pub connects: Mutex<BTreeMap<String, api::Connecting>>,
 }
 
 impl Daemon {
@@ -260,6 +263,7 @@ pub async fn run(app: Arc<App>, opts: Options, _lock: Lock) -> anyhow::Result<i3
         problems: Mutex::new(BTreeMap::new()),
         accounts_changed: accounts_tx,
         started: Instant::now(),
+        connects: Mutex::new(BTreeMap::new()),
     });
     for (path, error) in app.host.rejected() {
         daemon.problem(&path, "plugin", error);

@@ -713,7 +713,8 @@ mod tests {
             .and_then(|p| generate(&p))
     }
 
-    const BASE: &str = "id = \"demo\"\nname = \"Demo\"\n[auth]\nkind = \"api-key\"\nplacement = [\"bearer\"]\n";
+    const BASE: &str =
+        "id = \"demo\"\nname = \"Demo\"\n[auth]\nkind = \"api-key\"\nplacement = [\"bearer\"]\n";
 
     #[test]
     fn a_valid_file_builds_a_manifest() {
@@ -743,17 +744,19 @@ mod tests {
                 "not a setting declared with is_host = true",
             ),
             (
-                format!("{BASE}[auth.login]\nurl = \"login\"\nform = {{ pw = \"{{{{pasword}}}}\" }}\n"),
+                format!(
+                    "{BASE}[auth.login]\nurl = \"login\"\nform = {{ pw = \"{{{{pasword}}}}\" }}\n"
+                ),
                 "names no secret",
             ),
             (
-                format!(
-                    "{BASE}[auth.identities]\nsetting = \"page_id\"\n"
-                ),
+                format!("{BASE}[auth.identities]\nsetting = \"page_id\"\n"),
                 "is not declared in `settings`",
             ),
             (
-                format!("{BASE}[[post_fields]]\nname = \"v\"\ndescription = \"d\"\nkind = \"choice\"\n"),
+                format!(
+                    "{BASE}[[post_fields]]\nname = \"v\"\ndescription = \"d\"\nkind = \"choice\"\n"
+                ),
                 "a choice with no `allowed` values",
             ),
         ];
