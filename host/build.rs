@@ -8,7 +8,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const TARGET: &str = "wasm32-unknown-unknown";
-const PLUGINS: [&str; 6] = ["x", "linkedin", "mastodon", "bluesky", "discord", "devto"];
+const PLUGINS: [&str; 8] = [
+    "x",
+    "linkedin",
+    "mastodon",
+    "bluesky",
+    "discord",
+    "devto",
+    "medium",
+    "hackernews",
+];
 
 fn main() {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap())

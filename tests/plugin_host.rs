@@ -293,7 +293,16 @@ fn plugins_command_lists_manifests_and_rejections_and_uses_the_cache() {
         .collect();
     assert_eq!(
         ids,
-        ["bluesky", "devto", "discord", "linkedin", "mastodon", "x"]
+        [
+            "bluesky",
+            "devto",
+            "discord",
+            "hackernews",
+            "linkedin",
+            "mastodon",
+            "medium",
+            "x"
+        ]
     );
     let x = &v["plugins"][5];
     assert_eq!(x["max_length"], 280);
@@ -722,7 +731,7 @@ fn truncated_and_empty_plugins_get_a_one_line_error() {
         assert!(!r.stderr.contains(bad), "{bad}:\n{}", r.stderr);
     }
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-    assert_eq!(v["plugins"].as_array().unwrap().len(), 6, "{v}");
+    assert_eq!(v["plugins"].as_array().unwrap().len(), 8, "{v}");
     let rejected = v["rejected"].as_array().unwrap();
     assert_eq!(rejected.len(), files.len(), "{v}");
     let error = |file: &str| -> String {
@@ -1229,7 +1238,7 @@ fn pending_posts_settle_by_asking_and_handed_ones_are_reported() {
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(
         r.stdout
-            .contains("handed to you — finish it at draft-9 https://example.org/finish/draft-9"),
+            .contains("handed to you — finish it at https://example.org/finish/draft-9"),
         "{}",
         r.stdout
     );

@@ -4,7 +4,9 @@
 
 mod support;
 
-use serde_json::Value;
+use std::time::Duration;
+
+use serde_json::{Value, json};
 use support::*;
 
 const HELLO: &str = r#"
@@ -3081,4 +3083,304 @@ fn declared_post_fields_are_checked_by_the_host_and_listed() {
     assert!(out.contains("override.mastodon.mood"), "{out}");
     assert!(out.contains("spoiler_text"), "{out}");
     assert!(mastodon.posts().is_empty());
+}
+
+/// Medium: a pasted integration token (checked with `GET /v1/me`), a post
+/// with its title put into the content, tags, the canonical URL, the
+/// publish status and an uploaded image; a publication; a token Medium
+/// refuses says its API is closed to new integrations; a 429 and a
+/// malformed answer are reported, never re-sent.
+#[test]
+fn medium_posts_with_images_tags_and_publications() {
+    let medium = fake_medium();
+    let mut home = Home::new();
+    home.endpoint("medium", "api", &medium.url());
+    let add = ["accounts", "add", "medium"];
+    let r = home.run(&add, Some("medium-PLANTED-wrong"));
+    assert_ne!(r.code, 0);
+    assert!(
+        r.all().contains("no longer supports its API"),
+        "{}",
+        r.all()
+    );
+    let r = home.run(&add, Some(MEDIUM_TOKEN));
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("Jamie Talbot"), "{}", r.stdout);
+    let r = home.run(&["plugins", "show", "medium"], None);
+    assert!(
+        r.stdout.contains("API closed to new integrations"),
+        "{}",
+        r.stdout
+    );
+
+    // No title: refused before anything is sent.
+    let untitled = home.post("untitled.toml", "text = \"hello\"\nto = [\"medium\"]\n");
+    let r = home.run(&["publish", untitled.to_str().unwrap(), "--check"], None);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.all().contains("title"), "{}", r.all());
+
+    std::fs::write(home.path().join("diagram.png"), png_bytes()).unwrap();
+    let post = home.post(
+        "essay.toml",
+        r#"
+title = "Files beat dashboards"
+text = "Why **files** win."
+link = "https://blog.example/files"
+to = ["medium"]
+[[media]]
+path = "diagram.png"
+alt = "the pipeline"
+[override.medium]
+tags = "selfhosted, rust"
+status = "draft"
+"#,
+    );
+    let r = home.run(&["publish", post.to_str().unwrap(), "--json"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("/@majelbstoat/e6f36a0"), "{}", r.stdout);
+    let sent = &medium.posts()[0].1;
+    assert_eq!(sent["title"], "Files beat dashboards");
+    assert_eq!(sent["contentFormat"], "markdown");
+    assert_eq!(sent["publishStatus"], "draft");
+    assert_eq!(sent["canonicalUrl"], "https://blog.example/files");
+    assert_eq!(sent["tags"], json!(["selfhosted", "rust"]));
+    assert_eq!(sent["notifyFollowers"], false);
+    let content = sent["content"].as_str().unwrap();
+    assert!(
+        content.starts_with("# Files beat dashboards\n\nWhy **files** win."),
+        "{content}"
+    );
+    assert!(
+        content.contains("![the pipeline](https://cdn-images-1.medium.com/max/800/img0.png)"),
+        "{content}"
+    );
+
+    // Into a publication (a setting of the account, or per post).
+    let r = home.run(
+        &[
+            "accounts",
+            "add",
+            "medium",
+            "--account",
+            "pub",
+            "--set",
+            "publication_id=b45573563f5a",
+        ],
+        Some(MEDIUM_TOKEN),
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    let p = home.post(
+        "pub.toml",
+        "title = \"In the publication\"\ntext = \"x\"\nto = [\"medium/pub\"]\n",
+    );
+    let r = home.run(&["publish", p.to_str().unwrap()], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        medium
+            .seen()
+            .iter()
+            .any(|s| s.path == "/v1/publications/b45573563f5a/posts"),
+        "{:?}",
+        medium.seen()
+    );
+
+    // A revoked token: needs reconnect, saying why no new one may come.
+    medium.set_mode(Mode::Expired);
+    let p = home.post(
+        "late.toml",
+        "title = \"Late\"\ntext = \"x\"\nto = [\"medium\"]\n",
+    );
+    let r = home.run(&["publish", p.to_str().unwrap()], None);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.all().contains("issues no new tokens"), "{}", r.all());
+    // 429: a rate limit, reported; nothing was published.
+    medium.set_mode(Mode::RateLimited);
+    let p = home.post(
+        "busy.toml",
+        "title = \"Busy\"\ntext = \"x\"\nto = [\"medium\"]\n",
+    );
+    let r = home.run(&["publish", p.to_str().unwrap()], None);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.all().contains("rate"), "{}", r.all());
+    medium.set_mode(Mode::Html);
+    let p = home.post(
+        "html.toml",
+        "title = \"Html\"\ntext = \"x\"\nto = [\"medium\"]\n",
+    );
+    let r = home.run(&["publish", p.to_str().unwrap()], None);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert_eq!(medium.posts().len(), 2);
+}
+
+/// A home with the Hacker News plugin pointed at `hn`'s site and read API.
+fn hn_home(hn: &HnFake) -> Home {
+    let mut home = Home::new();
+    home.endpoint("hackernews", "site", &format!("{}/site", hn.fake.url()))
+        .endpoint("hackernews", "read", &format!("{}/v0", hn.fake.url()));
+    home.extra_config
+        .push_str("\n[daemon]\nlisten = \"127.0.0.1:0\"\ndue_check_secs = 1\n");
+    home
+}
+
+/// Hacker News by default: nothing is logged in; a publish hands over the
+/// prefilled submit page, and the daemon watches the read API (which lags)
+/// until the user's submission appears, then records it as published with
+/// its item's URL.
+#[test]
+fn hacker_news_hands_the_submit_page_over_and_settles_when_the_item_appears() {
+    let hn = fake_hackernews(Duration::from_secs(2));
+    let home = hn_home(&hn);
+    let r = home.run(&["connect", "hackernews", "--set", "user=nobody"], None);
+    assert_ne!(r.code, 0, "{}", r.all());
+    assert!(r.all().contains("has no user `nobody`"), "{}", r.all());
+    let r = home.run(&["connect", "hackernews", "--set", "user=pg"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.contains("connected hackernews/default as pg"),
+        "{}",
+        r.stdout
+    );
+
+    let untitled = home.post("untitled.toml", "text = \"hi\"\nto = [\"hackernews\"]\n");
+    let r = home.run(&["publish", untitled.to_str().unwrap(), "--check"], None);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.all().contains("title"), "{}", r.all());
+
+    let post = home.post(
+        "show.toml",
+        "id = \"show\"\ntitle = \"Show HN: outreach\"\nlink = \"https://example.org/outreach\"\ntext = \"\"\nto = [\"hackernews\"]\n",
+    );
+    let r = home.run(&["publish", post.to_str().unwrap()], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.contains("handed to you")
+            && r.stdout.contains(
+                "/site/submitlink?u=https%3A%2F%2Fexample.org%2Foutreach&t=Show+HN%3A+outreach"
+            ),
+        "{}",
+        r.stdout
+    );
+    let state = || -> Value {
+        serde_json::from_str(&home.run(&["posts", "show", "show", "--json"], None).stdout).unwrap()
+    };
+    assert_eq!(state()["deliveries"][0]["state"], "processing");
+    assert!(
+        hn.fake.posts().is_empty(),
+        "nothing was submitted by outreach"
+    );
+
+    let daemon = support::daemon::start_daemon(&home);
+    let id = hn.user_submits("pg", "Show HN: outreach", "https://example.org/outreach");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = state();
+        if v["deliveries"][0]["state"] == "published" {
+            assert_eq!(v["deliveries"][0]["platform_id"], id.to_string(), "{v}");
+            assert!(
+                v["deliveries"][0]["url"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with(&format!("/site/item?id={id}")),
+                "{v}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not settled:\n{v}\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    daemon.stop();
+}
+
+/// Hacker News in session mode (opt-in): a login form whose cookie is the
+/// session, the submit form's one-time `fnid`, the item found through the
+/// lagging read API, a link posted lately refused with its item, "posting
+/// too fast" as a rate limit, and a session that ends renewed by logging
+/// in again.
+#[test]
+fn hacker_news_session_mode_logs_in_submits_and_finds_the_item() {
+    let hn = fake_hackernews(Duration::from_secs(1));
+    let home = hn_home(&hn);
+    let connect = [
+        "connect",
+        "hackernews",
+        "--set",
+        "user=pg",
+        "--set",
+        "mode=session",
+        "--username",
+        "pg",
+        "--remember-password",
+    ];
+    let r = home.run(&connect, Some("wrong"));
+    assert_ne!(r.code, 0, "{}", r.all());
+    assert!(r.all().contains("Bad login."), "{}", r.all());
+    let r = home.run(&connect, Some(HN_PASSWORD));
+    assert_eq!(r.code, 0, "{}", r.all());
+
+    let post = |name: &str, link: &str| {
+        home.post(
+            &format!("{name}.toml"),
+            &format!("title = \"{name}\"\nlink = \"{link}\"\ntext = \"\"\nto = [\"hackernews\"]\n"),
+        )
+    };
+    let r = home.run(
+        &[
+            "publish",
+            post("First", "https://example.org/1").to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("/site/item?id="), "{}", r.stdout);
+    let sent = &hn.fake.posts()[0].1;
+    assert_eq!(sent["fnop"], "submit-page");
+    assert_eq!(sent["url"], "https://example.org/1");
+
+    // The same link again: the site shows the existing item.
+    let r = home.run(
+        &[
+            "publish",
+            post("Again", "https://example.org/1").to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.all().contains("already has this link as item"),
+        "{}",
+        r.all()
+    );
+
+    hn.fake.set_mode(Mode::RateLimited);
+    let r = home.run(
+        &[
+            "publish",
+            post("Fast", "https://example.org/2").to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.all().contains("posting too fast"), "{}", r.all());
+    hn.fake.set_mode(Mode::Normal);
+
+    // The session ends: logged in again with the kept password.
+    hn.fake.state.oauth.lock().unwrap().access.clear();
+    let r = home.run(
+        &[
+            "publish",
+            post("Later", "https://example.org/3").to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(
+        hn.fake.state.oauth.lock().unwrap().code_calls,
+        3,
+        "three logins"
+    );
+    assert_eq!(hn.fake.posts().len(), 2);
 }

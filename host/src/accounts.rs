@@ -363,7 +363,9 @@ pub async fn connect(svc: &Services, opts: ConnectOptions) -> anyhow::Result<Vec
             browser.finish(&id, &again, &first).await;
             return outcome;
         }
-        AuthKind::None => {
+        // A platform that needs nothing may still offer a login (Hacker
+        // News' opt-in session mode): taken when a username is given.
+        AuthKind::None if opts.username.is_none() || m.auth.login.is_none() => {
             // Nothing to hold: the account is its settings and profile.
             let tokens = crate::auth::Tokens {
                 access: Secret::new(""),
@@ -377,7 +379,7 @@ pub async fn connect(svc: &Services, opts: ConnectOptions) -> anyhow::Result<Vec
                 store_verified(svc, &plugin, id, tokens, settings).await?,
             ]);
         }
-        AuthKind::AppPassword | AuthKind::SessionLogin => {
+        AuthKind::AppPassword | AuthKind::SessionLogin | AuthKind::None => {
             let login = m.auth.login.as_ref().ok_or_else(|| {
                 bad!("the {} plugin declares a login but no login exchange", m.id)
             })?;

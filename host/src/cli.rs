@@ -881,6 +881,16 @@ pub(crate) fn print_report(
                         .unwrap_or_default(),
                     r.error.as_deref().unwrap_or("")
                 );
+            } else if r.ok && r.handed_to_user && r.post_id.as_deref().is_none_or(str::is_empty) {
+                println!(
+                    "{:<24} handed to you — finish it at {}{}",
+                    r.target,
+                    r.url.as_deref().unwrap_or("?"),
+                    r.error
+                        .as_deref()
+                        .map(|n| format!(" ({n})"))
+                        .unwrap_or_default()
+                );
             } else if r.ok {
                 println!(
                     "{:<24} {} {} {}{}",

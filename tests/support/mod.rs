@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -1676,6 +1677,316 @@ pub fn fake_devto() -> Fake {
             _ => json_response(404, &[], json!({"error": "not found", "status": 404})),
         }
     })
+}
+
+/// The Medium integration token the fake accepts.
+pub const MEDIUM_TOKEN: &str = "medium-PLANTED-token-9a0b";
+
+/// A fake of Medium's (frozen) API: `GET /v1/me`, posts under a user or a
+/// publication, one image per `POST /v1/images` (multipart field `image`),
+/// errors as `{"errors":[{"message","code"}]}`, 401 for a revoked token,
+/// 403 for a publication the user cannot write to.
+pub fn fake_medium() -> Fake {
+    start(|st, seen| {
+        if let Some(r) = common_failure(
+            st,
+            &[],
+            json!({"errors": [{"message": "Too many requests", "code": 6029}]}),
+            json!({"errors": [{"message": "Internal error", "code": 6000}]}),
+        ) {
+            return r;
+        }
+        let error = |status: u16, message: &str, code: u32| {
+            json_response(
+                status,
+                &[],
+                json!({"errors": [{"message": message, "code": code}]}),
+            )
+        };
+        let auth = seen.headers.get("authorization").map(String::as_str);
+        if *st.mode.lock().unwrap() == Mode::Expired
+            || auth != Some(&format!("Bearer {MEDIUM_TOKEN}"))
+        {
+            return error(401, "Token was invalid.", 6003);
+        }
+        let base = st.base.lock().unwrap().clone();
+        match (seen.method.as_str(), seen.path.as_str()) {
+            ("GET", "/v1/me") => json_response(
+                200,
+                &[],
+                json!({"data": {"id": "5303d74c64f66366f00cb9b2a94f3251bf5", "username": "majelbstoat",
+                       "name": "Jamie Talbot", "url": "https://medium.com/@majelbstoat",
+                       "imageUrl": "https://images.medium.com/0*fkfQiTzT7TlUGGyI.png"}}),
+            ),
+            ("POST", "/v1/images") => {
+                let Some(parts) = multipart(seen) else {
+                    return error(400, "Expected a multipart body", 6002);
+                };
+                if !parts.iter().any(|p| p.name == "image") {
+                    return error(400, "Missing the image field", 6002);
+                }
+                let n = st.media.lock().unwrap().len();
+                st.media.lock().unwrap().insert(format!("img{n}"), 0);
+                json_response(
+                    201,
+                    &[],
+                    json!({"data": {"url": format!("https://cdn-images-1.medium.com/max/800/img{n}.png"), "md5": "d41d8cd98f00b204e9800998ecf8427e"}}),
+                )
+            }
+            ("POST", path) if path.ends_with("/posts") => {
+                let owner = path
+                    .strip_prefix("/v1/users/")
+                    .or_else(|| path.strip_prefix("/v1/publications/"))
+                    .and_then(|r| r.strip_suffix("/posts"))
+                    .unwrap_or_default();
+                if path.starts_with("/v1/users/") && owner != "5303d74c64f66366f00cb9b2a94f3251bf5"
+                {
+                    return error(403, "You may not publish as that user", 6027);
+                }
+                if path.starts_with("/v1/publications/") && owner != "b45573563f5a" {
+                    return error(403, "You are not a writer of that publication", 6018);
+                }
+                let body: Value = serde_json::from_str(&seen.body).unwrap_or_default();
+                let title = body["title"].as_str().unwrap_or_default();
+                if title.is_empty()
+                    || !matches!(body["contentFormat"].as_str(), Some("markdown" | "html"))
+                {
+                    return error(400, "Missing or invalid title or contentFormat", 6002);
+                }
+                let mut posts = st.posts.lock().unwrap();
+                let id = format!("e6f36a{}", posts.len());
+                posts.push((id.clone(), body.clone()));
+                json_response(
+                    201,
+                    &[],
+                    json!({"data": {"id": id, "title": title, "authorId": owner,
+                           "url": format!("{base}/@majelbstoat/{id}"), "canonicalUrl": body["canonicalUrl"],
+                           "publishStatus": body["publishStatus"], "tags": body["tags"]}}),
+                )
+            }
+            _ => error(404, "Not found", 6004),
+        }
+    })
+}
+
+/// The password of `pg` on the Hacker News fake.
+pub const HN_PASSWORD: &str = "hn-PLANTED-pw-77aa";
+
+/// One item the Hacker News fake holds: (id, by, title, url, created,
+/// visible in the read API from).
+type HnItem = (
+    u64,
+    String,
+    String,
+    String,
+    std::time::SystemTime,
+    std::time::Instant,
+);
+
+/// Per Hacker News fake (by port): how long its read API lags, and its
+/// items.
+fn hn_sites() -> &'static Mutex<HashMap<u16, (Duration, Vec<HnItem>)>> {
+    static SITES: OnceLock<Mutex<HashMap<u16, (Duration, Vec<HnItem>)>>> = OnceLock::new();
+    SITES.get_or_init(Default::default)
+}
+
+/// Add an item to the site on `port`; its id.
+fn hn_add(port: u16, by: &str, title: &str, url: &str) -> u64 {
+    let mut sites = hn_sites().lock().unwrap();
+    let (lag, items) = sites.entry(port).or_default();
+    let id = 8_000_000 + items.len() as u64 + 1;
+    let visible = std::time::Instant::now() + *lag;
+    items.push((
+        id,
+        by.into(),
+        title.into(),
+        url.into(),
+        std::time::SystemTime::now(),
+        visible,
+    ));
+    id
+}
+
+/// A fake of Hacker News: the site (`/login`, `/submit` with its `fnid`,
+/// `POST /r` answered `302 newest`, or `302 item?id=N` for a link posted
+/// lately; "You're posting too fast" in `RateLimited` mode) under
+/// `/site`, and the official read API under `/v0`, which shows a new item
+/// only `lag` after it was made, as the real one lags.
+pub struct HnFake {
+    pub fake: Fake,
+}
+
+impl HnFake {
+    /// What a user does in the browser on the submit page: the item
+    /// exists (and shows in the read API after the lag).
+    pub fn user_submits(&self, by: &str, title: &str, url: &str) -> u64 {
+        hn_add(self.fake.addr.port(), by, title, url)
+    }
+}
+
+pub fn fake_hackernews(lag: Duration) -> HnFake {
+    fn cookie(seen: &Seen, name: &str) -> Option<String> {
+        seen.headers.get("cookie")?.split(';').find_map(|c| {
+            let (n, v) = c.trim().split_once('=')?;
+            (n == name).then(|| v.to_string())
+        })
+    }
+    fn handle(st: &FakeState, seen: &Seen) -> Response {
+        let port: u16 = st
+            .base
+            .lock()
+            .unwrap()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        let visible = |i: &HnItem| i.5 <= std::time::Instant::now();
+        let path = seen.path.as_str();
+        if let Some(rest) = path.strip_prefix("/v0/") {
+            let sites = hn_sites().lock().unwrap();
+            let items: &[HnItem] = sites.get(&port).map(|s| s.1.as_slice()).unwrap_or(&[]);
+            if let Some(user) = rest
+                .strip_prefix("user/")
+                .and_then(|r| r.strip_suffix(".json"))
+            {
+                if user != "pg" {
+                    return json_response(200, &[], Value::Null);
+                }
+                let mut submitted: Vec<u64> = items
+                    .iter()
+                    .filter(|i| visible(i) && i.1 == "pg")
+                    .map(|i| i.0)
+                    .collect();
+                submitted.reverse();
+                return json_response(
+                    200,
+                    &[],
+                    json!({"id": "pg", "created": 1160418092, "karma": 157236, "submitted": submitted}),
+                );
+            }
+            if let Some(id) = rest
+                .strip_prefix("item/")
+                .and_then(|r| r.strip_suffix(".json"))
+                .and_then(|r| r.parse::<u64>().ok())
+            {
+                return match items.iter().find(|i| i.0 == id && visible(i)) {
+                    Some(i) => json_response(
+                        200,
+                        &[],
+                        json!({"id": i.0, "by": i.1, "title": i.2, "url": i.3, "type": "story", "score": 1,
+                               "time": i.4.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()}),
+                    ),
+                    None => json_response(200, &[], Value::Null),
+                };
+            }
+            return json_response(200, &[], Value::Null);
+        }
+        let Some(page) = path.strip_prefix("/site") else {
+            return respond(404, &[], "Unknown.");
+        };
+        let mut o = st.oauth.lock().unwrap();
+        match (seen.method.as_str(), page) {
+            ("POST", "/login") => {
+                o.code_calls += 1;
+                let f: HashMap<String, String> = url::form_urlencoded::parse(seen.body.as_bytes())
+                    .into_owned()
+                    .collect();
+                if f.get("acct").map(String::as_str) != Some("pg")
+                    || f.get("pw").map(String::as_str) != Some(HN_PASSWORD)
+                {
+                    return respond(
+                        200,
+                        &[("content-type", "text/html")],
+                        "<html><body>Bad login.</body></html>",
+                    );
+                }
+                let user = format!("pg&hn-PLANTED-session-{}", o.code_calls);
+                o.access.insert(
+                    user.clone(),
+                    std::time::Instant::now() + Duration::from_secs(86_400),
+                );
+                let set = format!("user={user}; Path=/; HttpOnly; Secure");
+                respond(
+                    302,
+                    &[("location", "news"), ("set-cookie", set.as_str())],
+                    "",
+                )
+            }
+            ("GET", "/submitlink") => respond(
+                200,
+                &[("content-type", "text/html")],
+                "<html><body><form action=\"r\"></form></body></html>",
+            ),
+            _ if !cookie(seen, "user").is_some_and(|u| o.valid(&u)) => {
+                respond(302, &[("location", "login?goto=submit")], "")
+            }
+            ("GET", "/submit") => {
+                let n = st.media.lock().unwrap().len();
+                let fnid = format!("fnid{n}");
+                st.media.lock().unwrap().insert(fnid.clone(), 1);
+                respond(
+                    200,
+                    &[("content-type", "text/html")],
+                    format!(
+                        "<form method=\"post\" action=\"r\"><input type=\"hidden\" name=\"fnid\" value=\"{fnid}\"><input type=\"hidden\" name=\"fnop\" value=\"submit-page\"></form>"
+                    ),
+                )
+            }
+            ("POST", "/r") => {
+                if *st.mode.lock().unwrap() == Mode::RateLimited {
+                    return respond(
+                        200,
+                        &[("content-type", "text/html")],
+                        "<html><body>You're posting too fast. Please slow down. Thanks.</body></html>",
+                    );
+                }
+                let f: HashMap<String, String> = url::form_urlencoded::parse(seen.body.as_bytes())
+                    .into_owned()
+                    .collect();
+                let fnid = f.get("fnid").cloned().unwrap_or_default();
+                if st.media.lock().unwrap().remove(&fnid).is_none()
+                    || f.get("fnop").map(String::as_str) != Some("submit-page")
+                {
+                    return respond(
+                        200,
+                        &[("content-type", "text/html")],
+                        "Unknown or expired link.",
+                    );
+                }
+                let title = f.get("title").cloned().unwrap_or_default();
+                if title.is_empty() || title.chars().count() > 80 {
+                    return respond(
+                        200,
+                        &[("content-type", "text/html")],
+                        "<html><body>Please make the title at most 80 characters.</body></html>",
+                    );
+                }
+                let url = f.get("url").cloned().unwrap_or_default();
+                drop(o);
+                let dup = hn_sites().lock().unwrap().get(&port).and_then(|s| {
+                    s.1.iter()
+                        .find(|i| !url.is_empty() && i.3 == url)
+                        .map(|i| i.0)
+                });
+                if let Some(dup) = dup {
+                    let to = format!("item?id={dup}");
+                    return respond(302, &[("location", to.as_str())], "");
+                }
+                let id = hn_add(port, "pg", &title, &url);
+                st.posts.lock().unwrap().push((id.to_string(), json!(f)));
+                respond(302, &[("location", "newest")], "")
+            }
+            _ => respond(404, &[], "Unknown."),
+        }
+    }
+    let fake = start(handle);
+    hn_sites()
+        .lock()
+        .unwrap()
+        .entry(fake.addr.port())
+        .or_default()
+        .0 = lag;
+    HnFake { fake }
 }
 
 /// A fake of the lab plugins' platform (Reddit- or Instagram-like auth):

@@ -316,6 +316,32 @@ async fn deliver_target(run: &Run<'_>, job: Job, mut claimed: Option<i64>) -> Ta
             result.fail(state.as_str_public(), &kind, error);
             return result;
         }
+        // Handed to the user with something to watch for (a Hacker News
+        // submit page): recorded as processing, and the daemon asks the
+        // plugin until the post appears.
+        if let Ok(r) = &outcome
+            && r.state == ReceiptState::HandedToUser
+            && !r.id.is_empty()
+        {
+            item.finish(
+                attempt,
+                &settle::Outcome {
+                    state: State::Processing,
+                    platform_id: Some(&r.id),
+                    url: r.url.as_deref(),
+                    error_kind: None,
+                    error: None,
+                },
+            );
+            result.handed(
+                r.url.clone(),
+                format!(
+                    "outreach watches {} for it and records it once it appears",
+                    plugin.manifest.name
+                ),
+            );
+            return result;
+        }
         // An outcome that is unknown may be known to the platform: ask
         // before reporting it (the post may be there after all).
         if state == State::Unknown
@@ -395,7 +421,10 @@ enum Asked {
 async fn ask(svc: &Services, plugin: &LoadedPlugin, record: &Record, receipt: &Receipt) -> Asked {
     let (ctx, scope) = svc.call_env(plugin, record);
     match svc.host.check_receipt(plugin, scope, &ctx, receipt).await {
-        Ok(Ok(r)) if r.state == ReceiptState::Pending => Asked::Still(r),
+        // Still processing, or still the user's to finish.
+        Ok(Ok(r)) if matches!(r.state, ReceiptState::Pending | ReceiptState::HandedToUser) => {
+            Asked::Still(r)
+        }
         Ok(Ok(r)) => Asked::Settled(State::Published, Ok(r)),
         Ok(Err(CallError::Transient(_) | CallError::RateLimited(_))) => Asked::NoAnswer,
         // Refused after all (moderation), or the grant is gone.

@@ -462,8 +462,14 @@ pub fn next(
             state: "processing",
             kind: None,
             message: format!(
-                "{platform} accepted it ({}) and is still processing it; not sent again — the daemon keeps asking until it is published or refused",
-                current.platform_id.as_deref().unwrap_or("?")
+                "not sent again: {} — the daemon keeps asking {platform} until it is published or refused",
+                match &current.url {
+                    Some(u) => format!("it waits to be finished or processed ({u})"),
+                    None => format!(
+                        "{platform} accepted it ({}) and is still processing it",
+                        current.platform_id.as_deref().unwrap_or("?")
+                    ),
+                }
             ),
         }),
         State::Unknown if idempotent => Next::Send(&[State::Unknown]),

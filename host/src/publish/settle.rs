@@ -100,6 +100,16 @@ impl TargetResult {
         self.error = Some(note);
     }
 
+    /// The last step is the user's: open `url`; `note` says what happens
+    /// next.
+    pub fn handed(&mut self, url: Option<String>, note: String) {
+        self.ok = true;
+        self.state = "handed-to-user".into();
+        self.handed_to_user = true;
+        self.url = url;
+        self.error = Some(note);
+    }
+
     /// The target stopped: in `state`, for a reason of kind `kind`.
     pub fn fail(&mut self, state: &str, kind: &str, message: String) {
         self.state = state.into();
