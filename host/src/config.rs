@@ -98,6 +98,10 @@ pub struct Publish {
     /// `publish` that sent it; then it stays `processing` in the journal
     /// and the daemon keeps asking (for up to a week).
     pub pending_wait_secs: u64,
+    /// How long the daemon keeps asking about a post that is processing
+    /// or handed to you (a Hacker News submit page) before it reports it
+    /// `unknown`.
+    pub processing_limit_hours: u64,
 }
 
 impl Default for Publish {
@@ -108,6 +112,7 @@ impl Default for Publish {
             retries: 3,
             late_after_secs: 60,
             pending_wait_secs: 60,
+            processing_limit_hours: 168,
         }
     }
 }
@@ -587,6 +592,13 @@ fn check_ranges(config: &Config) -> Result<(), String> {
             min: 0,
             max: 10,
             why: "10; each retry waits twice as long as the one before",
+        },
+        Range {
+            key: "publish.processing_limit_hours",
+            value: p.processing_limit_hours,
+            min: 1,
+            max: 24 * 90,
+            why: "90 days",
         },
         Range {
             key: "publish.pending_wait_secs",

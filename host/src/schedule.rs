@@ -374,7 +374,11 @@ impl Notifier {
     /// Announce that a delivery of `post` to `id` ended `failed` or
     /// `unknown` (called once, when the delivery reaches that state).
     pub async fn publish_ended(&self, post: &str, id: &AccountId, state: &str, message: &str) {
-        tracing::error!(post, account = %id, state, "publish {state}: {message}");
+        if state == "handed-to-user" {
+            tracing::warn!(post, account = %id, state, "publish {state}: {message}");
+        } else {
+            tracing::error!(post, account = %id, state, "publish {state}: {message}");
+        }
         self.hooks(Event {
             kind: "publish",
             account: id,

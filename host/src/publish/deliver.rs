@@ -333,13 +333,21 @@ async fn deliver_target(run: &Run<'_>, job: Job, mut claimed: Option<i64>) -> Ta
                     error: None,
                 },
             );
-            result.handed(
-                r.url.clone(),
-                format!(
-                    "outreach watches {} for it and records it once it appears",
-                    plugin.manifest.name
-                ),
+            let note = format!(
+                "outreach watches {} for it and records it once it appears",
+                plugin.manifest.name
             );
+            // Announced like an ended publish: the user has a step to take.
+            run.refresher
+                .notifier
+                .publish_ended(
+                    &row.id,
+                    &id,
+                    "handed-to-user",
+                    &format!("finish it at {} ({note})", r.url.as_deref().unwrap_or("?")),
+                )
+                .await;
+            result.handed(r.url.clone(), note);
             return result;
         }
         // An outcome that is unknown may be known to the platform: ask
@@ -506,17 +514,15 @@ fn record_settled(
     }
 }
 
-/// Longest the daemon keeps asking about a post the platform is processing.
-const PROCESSING_LIMIT: chrono::Duration = chrono::Duration::days(7);
-
 /// The daemon's round over `processing` deliveries: each one due is asked
 /// about once (more often while it is young: a tenth of its age apart,
 /// between 5 s and 30 min), and recorded when it settles. One gone
-/// `processing` for [`PROCESSING_LIMIT`] becomes unknown. Returns how many
-/// settled.
+/// `processing` longer than `publish.processing_limit_hours` becomes
+/// unknown. Returns how many settled.
 pub async fn recheck_processing(svc: &Services, refresher: &Refresher) -> anyhow::Result<usize> {
     let list = svc.outbox()?.lock().expect("outbox").processing()?;
     let now = chrono::Utc::now();
+    let limit = chrono::Duration::hours(svc.cfg().config.publish.processing_limit_hours as i64);
     let mut settled = 0;
     for (d, since) in list {
         let age = now - since;
@@ -542,13 +548,15 @@ pub async fn recheck_processing(svc: &Services, refresher: &Refresher) -> anyhow
         };
         let (state, end) = match ask(svc, &plugin, &record, &receipt).await {
             Asked::Settled(state, end) => (state, end),
-            _ if age > PROCESSING_LIMIT => (
+            _ if age > limit => (
                 State::Unknown,
                 Err((
                     "pending".into(),
                     format!(
-                        "{} was still processing it a week after accepting it (as {}); it may yet appear",
-                        plugin.manifest.name, receipt.id
+                        "{} had not shown it {} hours after it was sent or handed to you ({}); it may yet appear — check the account",
+                        plugin.manifest.name,
+                        limit.num_hours(),
+                        receipt.url.as_deref().unwrap_or(&receipt.id)
                     ),
                 )),
             ),
