@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const TARGET: &str = "wasm32-unknown-unknown";
-const PLUGINS: [&str; 8] = [
+const PLUGINS: [&str; 9] = [
     "x",
     "linkedin",
     "mastodon",
@@ -17,6 +17,7 @@ const PLUGINS: [&str; 8] = [
     "devto",
     "medium",
     "hackernews",
+    "reddit",
 ];
 
 fn main() {

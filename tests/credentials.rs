@@ -2134,3 +2134,132 @@ fn the_loopback_redirect_can_be_https() {
     let bytes = std::fs::read(&kept).unwrap();
     assert!(!String::from_utf8_lossy(&bytes).contains("PRIVATE KEY"));
 }
+
+/// Reddit: connect (HTTP Basic, `duration=permanent`), refresh, the
+/// configured User-Agent on every request (token requests too), the
+/// subreddit's rules checked before posting (a required flair, given by
+/// its text), self and link posts, a subreddit that does not exist,
+/// `RATELIMIT` inside an HTTP 200 as a rate limit, a `validate_on_submit`
+/// refusal named by its field, and an expired token refreshed on the way.
+#[test]
+fn reddit_connects_and_submits_within_the_subreddits_rules() {
+    let reddit = fake_reddit();
+    let mut home = Home::new();
+    for (name, path) in [
+        ("authorize", "/api/v1/authorize"),
+        ("token", "/api/v1/access_token"),
+        ("api", ""),
+    ] {
+        home.endpoint("reddit", name, &format!("{}{path}", reddit.url()));
+    }
+    with_client(&mut home, "reddit");
+    home.extra_config
+        .push_str(&format!("user_agent = \"{REDDIT_UA}\"\n"));
+    let r = connect(&home, &["reddit"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.contains("connected reddit/default as alice_dev"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(home.run(&["refresh", "reddit"], None).code, 0);
+    assert_eq!(reddit.state.oauth.lock().unwrap().refresh_calls, 1);
+
+    let post = |name: &str, body: &str| home.post(&format!("{name}.toml"), body);
+    let no_sr = post(
+        "nosr",
+        "title = \"Hello there\"\ntext = \"x\"\nto = [\"reddit\"]\n",
+    );
+    let r = home.run(&["publish", no_sr.to_str().unwrap(), "--check"], None);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.all().contains("subreddit"), "{}", r.all());
+
+    let unflaired = post(
+        "unflaired",
+        "title = \"My new crate\"\ntext = \"It does things.\"\nto = [\"reddit\"]\n[override.reddit]\nsubreddit = \"rust\"\n",
+    );
+    let r = home.run(&["publish", unflaired.to_str().unwrap()], None);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.all().contains("r/rust requires a flair"), "{}", r.all());
+    assert!(reddit.posts().is_empty());
+
+    let flaired = post(
+        "flaired",
+        "title = \"My new crate\"\ntext = \"It does things.\"\nto = [\"reddit\"]\n[override.reddit]\nsubreddit = \"rust\"\nflair_text = \"Project\"\n",
+    );
+    let r = home.run(&["publish", flaired.to_str().unwrap()], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("/r/rust/comments/1h0x/"), "{}", r.stdout);
+    let sent = &reddit.posts()[0].1;
+    assert_eq!(sent["kind"], "self");
+    assert_eq!(sent["flair_id"], "f2-project");
+    assert_eq!(sent["validate_on_submit"], "true");
+    assert_eq!(sent["sendreplies"], "true");
+
+    let link = post(
+        "link",
+        "title = \"Self-hosting outreach\"\nlink = \"https://blog.example/outreach\"\ntext = \"\"\nto = [\"reddit\"]\n[override.reddit]\nsubreddit = \"selfhosted\"\nnsfw = \"false\"\n",
+    );
+    let r = home.run(&["publish", link.to_str().unwrap()], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let sent = &reddit.posts()[1].1;
+    assert_eq!(sent["kind"], "link");
+    assert_eq!(sent["url"], "https://blog.example/outreach");
+
+    let nowhere = post(
+        "nowhere",
+        "title = \"Anyone here?\"\ntext = \"x\"\nto = [\"reddit\"]\n[override.reddit]\nsubreddit = \"doesnotexist\"\n",
+    );
+    let r = home.run(&["publish", nowhere.to_str().unwrap()], None);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.all().contains("r/doesnotexist does not exist"),
+        "{}",
+        r.all()
+    );
+
+    let short = post(
+        "short",
+        "title = \"Hi\"\ntext = \"x\"\nto = [\"reddit\"]\n[override.reddit]\nsubreddit = \"selfhosted\"\n",
+    );
+    let r = home.run(&["publish", short.to_str().unwrap()], None);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.all()
+            .contains("title: Your title is too short (SUBMIT_VALIDATION_TITLE_REQUIREMENT)"),
+        "{}",
+        r.all()
+    );
+
+    reddit.set_mode(Mode::RateLimited);
+    let busy = post(
+        "busy",
+        "title = \"Another post\"\ntext = \"x\"\nto = [\"reddit\"]\n[override.reddit]\nsubreddit = \"selfhosted\"\n",
+    );
+    let r = home.run(&["publish", busy.to_str().unwrap(), "--json"], None);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stdout.contains("rate-limited") && r.stdout.contains("9 minutes"),
+        "{}",
+        r.stdout
+    );
+    reddit.set_mode(Mode::Normal);
+
+    // The access token expires: refreshed, and the post goes out once.
+    reddit.state.oauth.lock().unwrap().access.clear();
+    let later = post(
+        "later",
+        "title = \"After the refresh\"\ntext = \"x\"\nto = [\"reddit\"]\n[override.reddit]\nsubreddit = \"selfhosted\"\n",
+    );
+    let r = home.run(&["publish", later.to_str().unwrap()], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(reddit.posts().len(), 3);
+    // Every request carried the configured User-Agent (the fake blocks
+    // others), the token requests included.
+    assert!(
+        reddit
+            .seen()
+            .iter()
+            .any(|s| s.path == "/api/v1/access_token")
+    );
+}

@@ -117,7 +117,7 @@ async fn control_api_needs_its_token_and_stays_on_loopback() {
 
     let health = d.get("/health").await;
     assert_eq!(health["status"], "ok");
-    assert_eq!(health["plugins"], 8);
+    assert_eq!(health["plugins"], 9);
     let platforms = d.get("/platforms").await;
     for id in ["x", "linkedin", "mastodon", "bluesky", "discord", "devto"] {
         assert!(plugin_sha(&platforms, id).is_some(), "{platforms}");

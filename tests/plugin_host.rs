@@ -301,6 +301,7 @@ fn plugins_command_lists_manifests_and_rejections_and_uses_the_cache() {
             "linkedin",
             "mastodon",
             "medium",
+            "reddit",
             "x"
         ]
     );
@@ -389,6 +390,7 @@ async fn credentials_are_injected_where_the_platform_wants_them() {
         taint: Default::default(),
         pinned: None,
         jar: Default::default(),
+        user_agent: None,
     };
     let text = |t: String| vec![TextPart::Text(t)];
     let secret = |name| {
@@ -731,7 +733,7 @@ fn truncated_and_empty_plugins_get_a_one_line_error() {
         assert!(!r.stderr.contains(bad), "{bad}:\n{}", r.stderr);
     }
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-    assert_eq!(v["plugins"].as_array().unwrap().len(), 8, "{v}");
+    assert_eq!(v["plugins"].as_array().unwrap().len(), 9, "{v}");
     let rejected = v["rejected"].as_array().unwrap();
     assert_eq!(rejected.len(), files.len(), "{v}");
     let error = |file: &str| -> String {

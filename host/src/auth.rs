@@ -363,6 +363,9 @@ pub struct TokenClient {
     /// [`crate::services::pinned_hosts`]); a token request elsewhere is
     /// refused before it is sent.
     pins: Option<Arc<Vec<AllowedHost>>>,
+    /// Per platform, the User-Agent its token requests carry
+    /// (`platforms.ID.user_agent`).
+    user_agents: Arc<BTreeMap<String, String>>,
 }
 
 impl TokenClient {
@@ -374,6 +377,14 @@ impl TokenClient {
             http: app.host.broker.client(),
             escrow: app.escrow.clone(),
             pins: None,
+            user_agents: Arc::new(
+                app.cfg()
+                    .config
+                    .platforms
+                    .iter()
+                    .filter_map(|(id, p)| Some((id.clone(), p.user_agent.clone()?)))
+                    .collect(),
+            ),
         })
     }
 
@@ -494,11 +505,17 @@ impl TokenClient {
             form.push((p.name.clone(), v));
         }
         let body = serde_urlencoded(&form);
+        let ua: Vec<(String, String)> = self
+            .user_agents
+            .get(&m.id)
+            .map(|ua| ("user-agent".to_string(), ua.clone()))
+            .into_iter()
+            .collect();
         self.request(
             HttpMethod::Post,
             url,
             &[],
-            &[],
+            &ua,
             Some(("application/x-www-form-urlencoded", body)),
             basic,
             &m.auth.token_response,

@@ -273,6 +273,10 @@ pub struct PlatformConfig {
     /// Serve the loopback redirect over https (a certificate made once and
     /// kept in the store) for platforms that accept only https redirects.
     pub redirect_tls: Option<bool>,
+    /// The User-Agent for every request to this platform, token requests
+    /// included, instead of `http.user_agent` (Reddit wants
+    /// `<platform>:<app id>:<version> (by /u/<user>)`).
+    pub user_agent: Option<String>,
     /// Whether to hold requests to the rate limits the plugin declares
     /// (turn off when your API plan allows more). Limits the platform
     /// reports in its responses always apply.

@@ -259,6 +259,9 @@ pub struct Scope {
     pub pinned: Option<Arc<Vec<AllowedHost>>>,
     /// Cookies responses set during this call.
     pub jar: Arc<Jar>,
+    /// The User-Agent for this platform's requests, unless a request sets
+    /// its own (`platforms.ID.user_agent`).
+    pub user_agent: Option<String>,
 }
 
 /// The cookies of one plugin call: per host, by name, as responses set
@@ -492,6 +495,13 @@ impl Broker {
         let mut url = Url::parse(&url_text)
             .map_err(|e| HttpError::NotSent(format!("invalid URL `{}`: {e}", redact(&template))))?;
         self.check_allowed(scope, &url, &redact(&template))?;
+        if let Some(ua) = &scope.user_agent
+            && !headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("user-agent"))
+        {
+            headers.push(("user-agent".into(), ua.clone()));
+        }
         if let Some(pinned) = &scope.pinned
             && carries_secret(&req)
             && !pinned.iter().any(|a| a.matches(&url))
@@ -1174,6 +1184,7 @@ mod tests {
             taint: Default::default(),
             pinned: None,
             jar: Default::default(),
+            user_agent: None,
         };
         assert!(broker.rate_check(&scope, "publish").is_none());
         // Two more `publish` requests in the next minute, then none.

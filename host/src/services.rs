@@ -211,6 +211,7 @@ impl Services {
             scope.rate_limits = Arc::new(Vec::new());
         }
         scope.pinned = Some(Arc::new(pinned_hosts(&plugin.manifest, record, &endpoints)));
+        scope.user_agent = settings.user_agent.clone();
         (Context { account, endpoints }, scope)
     }
 

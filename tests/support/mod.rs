@@ -1989,6 +1989,161 @@ pub fn fake_hackernews(lag: Duration) -> HnFake {
     HnFake { fake }
 }
 
+/// The User-Agent the Reddit tests configure, in Reddit's required form.
+pub const REDDIT_UA: &str = "outreach:outreach-test-client:0.1.0 (by /u/alice_dev)";
+
+/// A fake of Reddit: its OAuth (HTTP Basic, `duration=permanent`, errors
+/// as HTTP 200) and API — `/api/v1/me`, a subreddit's rules
+/// (`r/rust` requires a flair and 5-character titles, `r/selfhosted`
+/// nothing, others do not exist), `r/rust`'s flairs, `POST /api/submit`
+/// (refusals as HTTP 200 with `json.errors`, `RATELIMIT` in `RateLimited`
+/// mode, `validate_on_submit` refusals as HTTP 400 naming the field), the
+/// user's submitted listing. Every request must carry a User-Agent in
+/// Reddit's form, token requests included (403 "Blocked" otherwise); an
+/// unknown token gets 401 with `www-authenticate`.
+pub fn fake_reddit() -> Fake {
+    start(|st, seen| {
+        let ua = seen
+            .headers
+            .get("user-agent")
+            .map(String::as_str)
+            .unwrap_or("");
+        // The authorize page is the user's browser's; everything else is
+        // outreach's.
+        if ua != REDDIT_UA && seen.path != "/api/v1/authorize" {
+            return respond(
+                403,
+                &[("content-type", "text/html")],
+                "<html><body><h1>Blocked</h1></body></html>",
+            );
+        }
+        if let Some(r) = oauth::route(st, seen, oauth::Flavor::Reddit) {
+            return r;
+        }
+        let token = seen
+            .headers
+            .get("authorization")
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !st.oauth.lock().unwrap().valid(token) {
+            return respond(
+                401,
+                &[(
+                    "www-authenticate",
+                    "Bearer realm=\"reddit\", error=\"invalid_token\"",
+                )],
+                "<html><body>401 Unauthorized</body></html>",
+            );
+        }
+        let limits = [
+            ("x-ratelimit-remaining", "595.0"),
+            ("x-ratelimit-used", "5"),
+            ("x-ratelimit-reset", "412.7"),
+        ];
+        let json_errors = |status: u16, errors: Value| {
+            json_response(status, &limits, json!({"json": {"errors": errors}}))
+        };
+        let path = seen.path.as_str();
+        match (seen.method.as_str(), path) {
+            ("GET", "/api/v1/me") => json_response(
+                200,
+                &limits,
+                json!({"name": "alice_dev", "id": "1w72", "icon_img": "https://styles.redditmedia.com/a.png?width=256&amp;s=9c"}),
+            ),
+            ("GET", "/api/v1/rust/post_requirements") => json_response(
+                200,
+                &limits,
+                json!({"is_flair_required": true, "title_text_min_length": 5, "title_text_max_length": 300,
+                       "body_restriction_policy": "none", "domain_blacklist": []}),
+            ),
+            ("GET", "/api/v1/selfhosted/post_requirements") => json_response(
+                200,
+                &limits,
+                json!({"is_flair_required": false, "title_text_min_length": null, "title_text_max_length": null,
+                       "body_restriction_policy": "none"}),
+            ),
+            ("GET", p) if p.ends_with("/post_requirements") => {
+                json_response(404, &limits, json!({"message": "Not Found", "error": 404}))
+            }
+            ("GET", "/r/rust/api/link_flair_v2") => json_response(
+                200,
+                &limits,
+                json!([{"id": "f1-discussion", "text": "Discussion", "text_editable": false},
+                       {"id": "f2-project", "text": "Project", "text_editable": false}]),
+            ),
+            ("POST", "/api/submit") => {
+                let f: HashMap<String, String> = url::form_urlencoded::parse(seen.body.as_bytes())
+                    .into_owned()
+                    .collect();
+                let get = |k: &str| f.get(k).map(String::as_str).unwrap_or("");
+                if get("api_type") != "json" {
+                    return respond(200, &[], "<html>not json</html>");
+                }
+                if *st.mode.lock().unwrap() == Mode::RateLimited {
+                    return json_errors(
+                        200,
+                        json!([[
+                            "RATELIMIT",
+                            "you are doing that too much. try again in 9 minutes.",
+                            "ratelimit"
+                        ]]),
+                    );
+                }
+                if !matches!(get("sr"), "rust" | "selfhosted") {
+                    return json_errors(
+                        200,
+                        json!([["SUBREDDIT_NOEXIST", "that subreddit doesn't exist", "sr"]]),
+                    );
+                }
+                if get("validate_on_submit") == "true" && get("title").chars().count() < 5 {
+                    return json_errors(
+                        400,
+                        json!([[
+                            "SUBMIT_VALIDATION_TITLE_REQUIREMENT",
+                            "Your title is too short",
+                            "title"
+                        ]]),
+                    );
+                }
+                if get("sr") == "rust" && get("flair_id").is_empty() {
+                    return json_errors(
+                        200,
+                        json!([[
+                            "SUBMIT_VALIDATION_FLAIR_REQUIRED",
+                            "Your post must contain post flair.",
+                            "flair"
+                        ]]),
+                    );
+                }
+                let mut posts = st.posts.lock().unwrap();
+                let id = format!("1h{}x", posts.len());
+                let url = format!("https://www.reddit.com/r/{}/comments/{id}/post/", get("sr"));
+                posts.push((id.clone(), json!(f)));
+                json_response(
+                    200,
+                    &limits,
+                    json!({"json": {"errors": [], "data": {"url": url, "drafts_count": 0, "id": id, "name": format!("t3_{id}")}}}),
+                )
+            }
+            ("GET", "/user/alice_dev/submitted") => {
+                let posts = st.posts.lock().unwrap();
+                let children: Vec<Value> = posts
+                    .iter()
+                    .rev()
+                    .map(|(id, f)| json!({"kind": "t3", "data": {"id": id, "name": format!("t3_{id}"), "title": f["title"], "subreddit": f["sr"],
+                                        "permalink": format!("/r/{}/comments/{id}/post/", f["sr"].as_str().unwrap_or(""))}}))
+                    .collect();
+                json_response(
+                    200,
+                    &limits,
+                    json!({"kind": "Listing", "data": {"children": children, "after": null}}),
+                )
+            }
+            _ => json_response(404, &limits, json!({"message": "Not Found", "error": 404})),
+        }
+    })
+}
+
 /// A fake of the lab plugins' platform (Reddit- or Instagram-like auth):
 /// OAuth plus `GET /me`.
 pub fn fake_lab(flavor: oauth::Flavor) -> Fake {

@@ -799,6 +799,7 @@ impl Host {
             taint: Default::default(),
             pinned: None,
             jar: Default::default(),
+            user_agent: None,
         };
         let id = scope.plugin.clone();
         let start = Instant::now();
@@ -1018,6 +1019,7 @@ impl Host {
             taint: Default::default(),
             pinned: None,
             jar: Default::default(),
+            user_agent: None,
         }
     }
 }
