@@ -2206,6 +2206,26 @@ fn reddit_connects_and_submits_within_the_subreddits_rules() {
     assert_eq!(sent["kind"], "link");
     assert_eq!(sent["url"], "https://blog.example/outreach");
 
+    // An image: uploaded through the lease (no token to the storage), and
+    // pending until the submitted listing shows the post.
+    std::fs::write(home.path().join("shot.png"), png_bytes()).unwrap();
+    let image = post(
+        "image",
+        "title = \"Screenshot of the dashboard\"\ntext = \"\"\nto = [\"reddit\"]\n[[media]]\npath = \"shot.png\"\n[override.reddit]\nsubreddit = \"selfhosted\"\n",
+    );
+    let r = home.run(&["publish", image.to_str().unwrap()], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("published 1h2x"), "{}", r.stdout);
+    let sent = &reddit.posts()[2].1;
+    assert_eq!(sent["kind"], "image");
+    assert!(
+        sent["url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/rte_images/lease-1.png"),
+        "{sent}"
+    );
+
     let nowhere = post(
         "nowhere",
         "title = \"Anyone here?\"\ntext = \"x\"\nto = [\"reddit\"]\n[override.reddit]\nsubreddit = \"doesnotexist\"\n",
@@ -2253,7 +2273,7 @@ fn reddit_connects_and_submits_within_the_subreddits_rules() {
     );
     let r = home.run(&["publish", later.to_str().unwrap()], None);
     assert_eq!(r.code, 0, "{}", r.all());
-    assert_eq!(reddit.posts().len(), 3);
+    assert_eq!(reddit.posts().len(), 4);
     // Every request carried the configured User-Agent (the fake blocks
     // others), the token requests included.
     assert!(

@@ -1310,11 +1310,6 @@ published = "false"
 /// from its contents, never its name.
 const MP4: &[u8] = b"\0\0\0\x18ftypisom\0\0\x02\0isommp41";
 
-/// The smallest bytes a PNG is recognised by.
-fn png_bytes() -> Vec<u8> {
-    [&b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR"[..], &[7u8; 64]].concat()
-}
-
 /// Every post field, a thread item, a media file's name and alt text and
 /// the platform fields hold credential placeholders; each bundled plugin
 /// either sends them as text or refuses the post before anything leaves,

@@ -2020,6 +2020,31 @@ pub fn fake_reddit() -> Fake {
         if let Some(r) = oauth::route(st, seen, oauth::Flavor::Reddit) {
             return r;
         }
+        // The media lease's storage (S3 in real life): no bearer token.
+        if seen.path == "/s3-upload" && seen.method == "POST" {
+            let parts = multipart(seen).unwrap_or_default();
+            let key = parts
+                .iter()
+                .find(|p| p.name == "key")
+                .map(|p| p.data.clone());
+            let has_file = parts.iter().any(|p| p.name == "file");
+            if seen.headers.contains_key("authorization") || key.is_none() || !has_file {
+                return respond(
+                    400,
+                    &[("content-type", "application/xml")],
+                    "<Error><Code>InvalidArgument</Code></Error>",
+                );
+            }
+            let base = st.base.lock().unwrap().clone();
+            let location = format!("{base}/{}", key.unwrap().replace('/', "%2F"));
+            return respond(
+                201,
+                &[("content-type", "application/xml")],
+                format!(
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?><PostResponse><Location>{location}</Location><Key>k</Key></PostResponse>"
+                ),
+            );
+        }
         let token = seen
             .headers
             .get("authorization")
@@ -2064,6 +2089,18 @@ pub fn fake_reddit() -> Fake {
             ),
             ("GET", p) if p.ends_with("/post_requirements") => {
                 json_response(404, &limits, json!({"message": "Not Found", "error": 404}))
+            }
+            ("POST", "/api/media/asset.json") => {
+                let base = st.base.lock().unwrap().clone();
+                let action = format!("{}/s3-upload", base.trim_start_matches("http:"));
+                json_response(
+                    200,
+                    &limits,
+                    json!({"args": {"action": action, "fields": [
+                            {"name": "key", "value": "rte_images/lease-1.png"},
+                            {"name": "x-amz-algorithm", "value": "AWS4-HMAC-SHA256"}]},
+                           "asset": {"asset_id": "lease-1", "websocket_url": "wss://ws.redditmedia.example/lease-1"}}),
+                )
             }
             ("GET", "/r/rust/api/link_flair_v2") => json_response(
                 200,
@@ -2119,6 +2156,14 @@ pub fn fake_reddit() -> Fake {
                 let id = format!("1h{}x", posts.len());
                 let url = format!("https://www.reddit.com/r/{}/comments/{id}/post/", get("sr"));
                 posts.push((id.clone(), json!(f)));
+                // A media post: processed later, announced on a websocket.
+                if get("kind") == "image" {
+                    return json_response(
+                        200,
+                        &limits,
+                        json!({"json": {"errors": [], "data": {"user_submitted_page": "https://www.reddit.com/user/alice_dev/submitted/", "websocket_url": "wss://ws.redditmedia.example/x"}}}),
+                    );
+                }
                 json_response(
                     200,
                     &limits,
@@ -2401,6 +2446,11 @@ impl World {
         assert_eq!(r.code, 0, "{}", r.all());
         self
     }
+}
+
+/// The smallest bytes a PNG is recognised by.
+pub fn png_bytes() -> Vec<u8> {
+    [&b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR"[..], &[7u8; 64]].concat()
 }
 
 /// One part of a `multipart/form-data` body.

@@ -1,5 +1,8 @@
 //! Reddit: OAuth 2.0 with a permanent refresh token, `POST /api/submit` as
-//! a form (`kind=self` with the text, `kind=link` with the link), after
+//! a form (`kind=self` with the text, `kind=link` with the link,
+//! `kind=image` with an image uploaded through Reddit's media lease — its
+//! post id comes later, so it is pending until the user's submitted
+//! listing shows it), after
 //! checking the subreddit's rules (`/api/v1/{sr}/post_requirements`) and
 //! resolving a flair given by its text (`/r/{sr}/api/link_flair_v2`).
 //! Reddit answers many refusals with HTTP 200 and `json.errors` (a
@@ -9,6 +12,7 @@
 //! /u/<user>)`) comes from the config (`platforms.reddit.user_agent`): the
 //! host puts it on every request, token requests included.
 
+use outreach_sdk::form_encode;
 use outreach_sdk::prelude::*;
 use outreach_sdk::serde_json::Value;
 
@@ -44,7 +48,13 @@ impl Platform for Reddit {
     fn publish(ctx: &Context, post: &Post) -> Result<Receipt, CallError> {
         let sr = subreddit(post)?;
         let title = post.title.clone().unwrap_or_default();
-        let kind = if post.link.is_some() { "link" } else { "self" };
+        let kind = if !post.media.is_empty() {
+            "image"
+        } else if post.link.is_some() {
+            "link"
+        } else {
+            "self"
+        };
         check_requirements(ctx, &sr, &title, post, kind)?;
         let flair_id = match (post.extra("flair_id"), post.extra("flair_text")) {
             (Some(id), _) => Some(id.to_string()),
@@ -65,9 +75,10 @@ impl Platform for Reddit {
             ("validate_on_submit", "true".into()),
             ("resubmit", "true".into()),
         ];
-        match &post.link {
-            Some(link) => form.push(("url", link.clone())),
-            None => form.push(("text", post.text.clone())),
+        match (post.media.first(), &post.link) {
+            (Some(m), _) => form.push(("url", upload(ctx, m)?)),
+            (None, Some(link)) => form.push(("url", link.clone())),
+            (None, None) => form.push(("text", post.text.clone())),
         }
         if let Some(id) = flair_id {
             form.push(("flair_id", id));
@@ -83,6 +94,14 @@ impl Platform for Reddit {
             .send()?;
         let v = answer(&res)?;
         let data = &v["json"]["data"];
+        // A media post's id is known only once Reddit has processed it.
+        if kind == "image" && data["id"].as_str().is_none() {
+            return Ok(Receipt {
+                state: ReceiptState::Pending,
+                id: form_encode(&[("sr", &sr), ("t", post.title.as_deref().unwrap_or(""))]),
+                url: None,
+            });
+        }
         match (data["id"].as_str(), data["name"].as_str()) {
             (Some(id), _) if !id.is_empty() => Ok(Receipt::published(
                 id,
@@ -119,13 +138,40 @@ impl Platform for Reddit {
         })
     }
 
+    /// A media post Reddit is processing: found in the user's submitted
+    /// listing once it is there.
+    fn check_receipt(ctx: &Context, receipt: &Receipt) -> Result<Receipt, CallError> {
+        let mut sr = String::new();
+        let mut title = String::new();
+        for (k, v) in form_urlencoded::parse(receipt.id.as_bytes()) {
+            match &*k {
+                "sr" => sr = v.into_owned(),
+                "t" => title = v.into_owned(),
+                _ => {}
+            }
+        }
+        if title.is_empty() {
+            return Ok(receipt.clone());
+        }
+        Ok(submitted(ctx, &sr, &title)?.unwrap_or_else(|| receipt.clone()))
+    }
+
     /// A submit whose answer was lost: the user's latest submissions with
     /// the same title in the same subreddit (needs the `history` scope).
     fn find_post(ctx: &Context, post: &Post) -> Result<Option<Receipt>, CallError> {
-        let (Some(user), Some(title)) = (ctx.account.handle.clone(), post.title.clone()) else {
+        let Some(title) = post.title.clone() else {
             return Ok(None);
         };
-        let sr = subreddit(post)?;
+        submitted(ctx, &subreddit(post)?, &title)
+    }
+}
+
+/// The user's latest submission titled `title` in r/`sr`, if any.
+fn submitted(ctx: &Context, sr: &str, title: &str) -> Result<Option<Receipt>, CallError> {
+    {
+        let Some(user) = ctx.account.handle.clone() else {
+            return Ok(None);
+        };
         let url = query_url(
             &ctx.url(
                 "api",
@@ -141,10 +187,10 @@ impl Platform for Reddit {
             .flatten()
             .map(|c| &c["data"])
             .find(|d| {
-                d["title"] == title.as_str()
+                d["title"] == title
                     && d["subreddit"]
                         .as_str()
-                        .is_some_and(|s| s.eq_ignore_ascii_case(&sr))
+                        .is_some_and(|s| s.eq_ignore_ascii_case(sr))
             })
             .and_then(|d| {
                 let id = d["id"].as_str()?;
@@ -154,6 +200,67 @@ impl Platform for Reddit {
                 Some(Receipt::published(id, link))
             }))
     }
+}
+
+/// Upload `m` through Reddit's media lease: ask for the lease, post the
+/// file to the storage it names with the lease's fields, and return the
+/// uploaded file's URL for the submit.
+fn upload(ctx: &Context, m: &Media) -> Result<String, CallError> {
+    let res = Request::post(ctx.url("api", "/api/media/asset.json")?)
+        .form(&[
+            ("filepath", m.file_name.as_str()),
+            ("mimetype", m.mime_type.as_str()),
+        ])
+        .authed()
+        .class("media")
+        .send()?;
+    let v = answer(&res)?;
+    let action = v["args"]["action"].as_str().unwrap_or_default();
+    if action.is_empty() {
+        return Err(CallError::Transient(format!(
+            "Reddit's upload lease has no action: {}",
+            res.snippet()
+        )));
+    }
+    // The action is protocol-relative (`//bucket.s3…`): the API's scheme.
+    let api = ctx.url("api", "")?;
+    let scheme = api.split("://").next().unwrap_or("https");
+    let target = if action.starts_with("//") {
+        format!("{scheme}:{action}")
+    } else {
+        action.to_string()
+    };
+    let mut form = Multipart::new();
+    for f in v["args"]["fields"].as_array().into_iter().flatten() {
+        form = form.text(
+            f["name"].as_str().unwrap_or_default(),
+            f["value"].as_str().unwrap_or_default(),
+        );
+    }
+    // The storage is not Reddit's API: no credential goes there.
+    let stored = Request::post(target)
+        .multipart(form.file("file", m))
+        .class("media")
+        .send()?;
+    if !stored.is_success() {
+        return Err(CallError::Transient(format!(
+            "the upload to Reddit's storage failed (HTTP {}): {}",
+            stored.status,
+            stored.snippet()
+        )));
+    }
+    // S3 answers XML: `<Location>https://…/key</Location>`.
+    let xml = stored.text();
+    xml.split("<Location>")
+        .nth(1)
+        .and_then(|r| r.split("</Location>").next())
+        .map(|l| l.replace("%2F", "/"))
+        .ok_or_else(|| {
+            CallError::Transient(format!(
+                "Reddit's storage did not say where the file went: {}",
+                stored.snippet()
+            ))
+        })
 }
 
 fn is_subreddit(s: &str) -> bool {
