@@ -2226,6 +2226,35 @@ fn reddit_connects_and_submits_within_the_subreddits_rules() {
         "{sent}"
     );
 
+    // A video: its poster image is required, and both go up.
+    std::fs::write(
+        home.path().join("clip.mp4"),
+        b"\0\0\0\x18ftypisom\0\0\x02\0isommp41",
+    )
+    .unwrap();
+    let clip_only = post(
+        "clip-only",
+        "title = \"A short demo clip\"\ntext = \"\"\nto = [\"reddit\"]\n[[media]]\npath = \"clip.mp4\"\n[override.reddit]\nsubreddit = \"selfhosted\"\n",
+    );
+    let r = home.run(&["publish", clip_only.to_str().unwrap(), "--check"], None);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.all().contains("poster image"), "{}", r.all());
+    let clip = post(
+        "clip",
+        "title = \"A short demo clip\"\ntext = \"\"\nto = [\"reddit\"]\n[[media]]\npath = \"clip.mp4\"\n[[media]]\npath = \"shot.png\"\n[override.reddit]\nsubreddit = \"selfhosted\"\n",
+    );
+    let r = home.run(&["publish", clip.to_str().unwrap()], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let sent = &reddit.posts()[3].1;
+    assert_eq!(sent["kind"], "video");
+    assert!(
+        sent["video_poster_url"]
+            .as_str()
+            .unwrap()
+            .contains("rte_images"),
+        "{sent}"
+    );
+
     let nowhere = post(
         "nowhere",
         "title = \"Anyone here?\"\ntext = \"x\"\nto = [\"reddit\"]\n[override.reddit]\nsubreddit = \"doesnotexist\"\n",
@@ -2263,6 +2292,11 @@ fn reddit_connects_and_submits_within_the_subreddits_rules() {
         "{}",
         r.stdout
     );
+    // A gateway's HTML page instead of JSON: a failure, said plainly.
+    reddit.set_mode(Mode::Html);
+    let r = home.run(&["publish", busy.to_str().unwrap()], None);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.all().contains("502"), "{}", r.all());
     reddit.set_mode(Mode::Normal);
 
     // The access token expires: refreshed, and the post goes out once.
@@ -2273,7 +2307,7 @@ fn reddit_connects_and_submits_within_the_subreddits_rules() {
     );
     let r = home.run(&["publish", later.to_str().unwrap()], None);
     assert_eq!(r.code, 0, "{}", r.all());
-    assert_eq!(reddit.posts().len(), 4);
+    assert_eq!(reddit.posts().len(), 5);
     // Every request carried the configured User-Agent (the fake blocks
     // others), the token requests included.
     assert!(

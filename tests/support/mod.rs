@@ -43,6 +43,18 @@ pub fn bundled_plugins() -> PathBuf {
     repo_root().join("target").join("plugins")
 }
 
+/// How many plugins the build bundles (every `.wasm` in
+/// [`bundled_plugins`]).
+pub fn bundled_count() -> usize {
+    std::fs::read_dir(bundled_plugins())
+        .expect("bundled plugins are built by host/build.rs")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "wasm"))
+        })
+        .count()
+}
+
 /// Build a test plugin crate once per test binary (per feature set) and
 /// return the `.wasm` at `target/test-plugins/<name>`.
 pub fn test_plugin(package: &str, features: Option<&str>, name: &str) -> PathBuf {
@@ -2060,6 +2072,13 @@ pub fn fake_reddit() -> Fake {
                 "<html><body>401 Unauthorized</body></html>",
             );
         }
+        if *st.mode.lock().unwrap() == Mode::Html {
+            return respond(
+                502,
+                &[("content-type", "text/html")],
+                "<html><body><h1>502 Bad Gateway</h1></body></html>",
+            );
+        }
         let limits = [
             ("x-ratelimit-remaining", "595.0"),
             ("x-ratelimit-used", "5"),
@@ -2157,7 +2176,17 @@ pub fn fake_reddit() -> Fake {
                 let url = format!("https://www.reddit.com/r/{}/comments/{id}/post/", get("sr"));
                 posts.push((id.clone(), json!(f)));
                 // A media post: processed later, announced on a websocket.
-                if get("kind") == "image" {
+                if get("kind") == "video" && get("video_poster_url").is_empty() {
+                    return json_errors(
+                        200,
+                        json!([[
+                            "NO_VIDEO_POSTER",
+                            "a video needs a poster image",
+                            "video_poster_url"
+                        ]]),
+                    );
+                }
+                if matches!(get("kind"), "image" | "video") {
                     return json_response(
                         200,
                         &limits,

@@ -1,6 +1,7 @@
 //! Reddit: OAuth 2.0 with a permanent refresh token, `POST /api/submit` as
 //! a form (`kind=self` with the text, `kind=link` with the link,
-//! `kind=image` with an image uploaded through Reddit's media lease — its
+//! `kind=image` with an image, `kind=video` with a video and its poster
+//! image, uploaded through Reddit's media lease — its
 //! post id comes later, so it is pending until the user's submitted
 //! listing shows it), after
 //! checking the subreddit's rules (`/api/v1/{sr}/post_requirements`) and
@@ -42,13 +43,24 @@ impl Platform for Reddit {
             fields::shape("a subreddit name without r/, such as rust", is_subreddit),
         );
         problems.extend(f.finish());
+        let has = |k: MediaKind| post.media.iter().any(|m| m.kind == k);
+        if has(MediaKind::Video) && !has(MediaKind::Image) {
+            problems.push(Problem {
+                field: "media".into(),
+                message: "Reddit shows a video with a poster image: add an image to the post (it becomes the poster)".into(),
+            });
+        }
         problems
     }
 
     fn publish(ctx: &Context, post: &Post) -> Result<Receipt, CallError> {
         let sr = subreddit(post)?;
         let title = post.title.clone().unwrap_or_default();
-        let kind = if !post.media.is_empty() {
+        let video = post.media.iter().find(|m| m.kind == MediaKind::Video);
+        let image = post.media.iter().find(|m| m.kind != MediaKind::Video);
+        let kind = if video.is_some() {
+            "video"
+        } else if image.is_some() {
             "image"
         } else if post.link.is_some() {
             "link"
@@ -75,10 +87,16 @@ impl Platform for Reddit {
             ("validate_on_submit", "true".into()),
             ("resubmit", "true".into()),
         ];
-        match (post.media.first(), &post.link) {
-            (Some(m), _) => form.push(("url", upload(ctx, m)?)),
-            (None, Some(link)) => form.push(("url", link.clone())),
-            (None, None) => form.push(("text", post.text.clone())),
+        match (video, image, &post.link) {
+            (Some(v), poster, _) => {
+                form.push(("url", upload(ctx, v)?));
+                if let Some(p) = poster {
+                    form.push(("video_poster_url", upload(ctx, p)?));
+                }
+            }
+            (None, Some(m), _) => form.push(("url", upload(ctx, m)?)),
+            (None, None, Some(link)) => form.push(("url", link.clone())),
+            (None, None, None) => form.push(("text", post.text.clone())),
         }
         if let Some(id) = flair_id {
             form.push(("flair_id", id));
@@ -95,7 +113,7 @@ impl Platform for Reddit {
         let v = answer(&res)?;
         let data = &v["json"]["data"];
         // A media post's id is known only once Reddit has processed it.
-        if kind == "image" && data["id"].as_str().is_none() {
+        if matches!(kind, "image" | "video") && data["id"].as_str().is_none() {
             return Ok(Receipt {
                 state: ReceiptState::Pending,
                 id: form_encode(&[("sr", &sr), ("t", post.title.as_deref().unwrap_or(""))]),
@@ -405,7 +423,7 @@ fn answer(res: &Response) -> Result<Value, CallError> {
 
 /// Seconds from "… try again in 9 minutes." / "… in 40 seconds."
 fn wait_in(message: &str) -> Option<u64> {
-    let rest = &message[message.find("in ")? + 3..];
+    let rest = &message[message.find(" in ")? + 4..];
     let mut words = rest.split_whitespace();
     let n: u64 = words.next()?.parse().ok()?;
     let unit = words.next()?;
