@@ -442,6 +442,24 @@ pub fn parse(text: &str) -> Result<Config, String> {
             a.min_backoff_secs, a.max_backoff_secs
         ));
     }
+    for (id, p) in &config.platforms {
+        if let Some(ua) = &p.user_agent
+            && (ua.trim().is_empty() || http::HeaderValue::from_str(ua).is_err())
+        {
+            return Err(format!(
+                "platforms.{id}.user_agent must be one line of visible text, such as \"outreach:abc123:1.0 (by /u/you)\""
+            ));
+        }
+        if let Some(uri) = &p.redirect_uri {
+            let ok = url::Url::parse(uri)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
+            if !ok {
+                return Err(format!(
+                    "platforms.{id}.redirect_uri must be the http(s) address registered with the platform"
+                ));
+            }
+        }
+    }
     let d = &config.daemon;
     let addr: std::net::SocketAddr = d.listen.parse().map_err(|_| {
         format!(
@@ -867,6 +885,12 @@ mod tests {
         let err = parse(&text).unwrap_err();
         assert!(!err.contains(secret), "{err}");
         assert!(err.contains("line 5, publish.retries"), "{err}");
+
+        // A User-Agent that would split a header, a redirect that is no URL.
+        let err = parse("[platforms.reddit]\nuser_agent = \"a\\r\\nx-evil: 1\"\n").unwrap_err();
+        assert!(err.contains("platforms.reddit.user_agent"), "{err}");
+        let err = parse("[platforms.facebook]\nredirect_uri = \"not a url\"\n").unwrap_err();
+        assert!(err.contains("platforms.facebook.redirect_uri"), "{err}");
 
         // A syntax error: no source excerpt.
         let text = format!("[daemon]\nlisten = \"{secret}\nx = 1\n");
