@@ -1584,3 +1584,29 @@ fn a_huge_file_is_refused_by_its_size() {
     );
     assert!(r.stdout.contains("x — X"), "the others load: {}", r.stdout);
 }
+
+/// `outreach man DIR` writes a manual page for outreach and for every
+/// subcommand, hidden ones excepted.
+#[test]
+fn manual_pages_for_every_subcommand() {
+    let home = Home::new();
+    let dir = home.path().join("man1");
+    let r = home.run(&["man", dir.to_str().unwrap()], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    for page in [
+        "outreach.1",
+        "outreach-publish.1",
+        "outreach-connect.1",
+        "outreach-plugins-approve.1",
+        "outreach-posts-retry.1",
+    ] {
+        let text = std::fs::read_to_string(dir.join(page)).unwrap();
+        assert!(text.contains(".TH"), "{page}: {text}");
+    }
+    assert!(!dir.join("outreach-escrow.1").exists());
+    let text = std::fs::read_to_string(dir.join("outreach-connect.1")).unwrap();
+    assert!(
+        text.contains("remember") && text.contains("paste"),
+        "{text}"
+    );
+}

@@ -174,6 +174,10 @@ pub enum Command {
     /// Print a shell completion script: `outreach completions bash >
     /// ~/.local/share/bash-completion/completions/outreach`.
     Completions { shell: clap_complete::Shell },
+    /// Write a manual page for outreach and for every subcommand
+    /// (`outreach.1`, `outreach-publish.1`, …) into DIR: `outreach man
+    /// ~/.local/share/man/man1`, then `man outreach`.
+    Man { dir: std::path::PathBuf },
     /// The escrow helper outreach starts for itself (see the `escrow`
     /// module); not for people.
     #[command(hide = true)]
@@ -297,6 +301,30 @@ pub const EXIT_FAILED: i32 = 1;
 /// Exit code for bad input (config, post file, arguments).
 pub const EXIT_BAD_INPUT: i32 = 2;
 
+/// Write `outreach.1` and one page per (nested) subcommand into `dir`,
+/// creating it; hidden commands get none. Returns how many pages.
+fn write_man_pages(dir: &std::path::Path) -> anyhow::Result<usize> {
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    fn walk(cmd: clap::Command, name: String, dir: &std::path::Path) -> anyhow::Result<usize> {
+        let cmd = cmd
+            .display_name(name.clone())
+            .bin_name(name.replace('-', " "));
+        let mut page = Vec::new();
+        clap_mangen::Man::new(cmd.clone())
+            .title(name.to_uppercase())
+            .render(&mut page)?;
+        let path = dir.join(format!("{name}.1"));
+        std::fs::write(&path, page).with_context(|| format!("cannot write {}", path.display()))?;
+        let mut n = 1;
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            n += walk(sub.clone(), format!("{name}-{}", sub.get_name()), dir)?;
+        }
+        Ok(n)
+    }
+    walk(Cli::command(), "outreach".into(), dir)
+}
+
 /// Run the parsed command; returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     if let Command::Completions { shell } = cli.command {
@@ -307,6 +335,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             "outreach",
             &mut std::io::stdout(),
         );
+        return Ok(0);
+    }
+    if let Command::Man { dir } = &cli.command {
+        let written = write_man_pages(dir)?;
+        println!("wrote {written} manual pages to {}", dir.display());
         return Ok(0);
     }
     if let Command::Escrow {
@@ -381,6 +414,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     let app = std::sync::Arc::new(App::new(cfg).await?);
     match cli.command {
         Command::Completions { .. }
+        | Command::Man { .. }
         | Command::Escrow { .. }
         | Command::Backup { .. }
         | Command::Restore { .. } => unreachable!("handled above"),
