@@ -132,6 +132,16 @@ impl JournalError {
     }
 }
 
+/// Whether `e` is SQLite saying another connection holds the file.
+fn busy(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<rusqlite::Error>().is_some_and(|db| {
+        matches!(
+            db.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+        )
+    })
+}
+
 /// `e` as a [`JournalError`] that names the journal at `path`: a damaged
 /// file is said to be one, and SQLite's own error is shown once (its
 /// `source` repeats it as "Error code N: …").
@@ -306,7 +316,19 @@ impl Outbox {
             }
             .into());
         }
-        Self::open_checked(path).map_err(|e| explain(path, e))
+        // Processes that start together on a new journal race to create it;
+        // switching it to WAL is refused while another one has it open, and
+        // SQLite's busy timeout does not cover that: try again for a while.
+        let mut tries: u64 = 0;
+        loop {
+            match Self::open_checked(path) {
+                Err(e) if tries < 100 && busy(&e) => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(10 + 5 * tries.min(20)));
+                }
+                r => return r.map_err(|e| explain(path, e)),
+            }
+        }
     }
 
     fn open_checked(path: &Path) -> anyhow::Result<Self> {
