@@ -38,44 +38,24 @@ fn x_home(x: &Fake) -> Home {
 /// Run `outreach connect …`, play the browser: follow the printed address
 /// through the fake's authorize redirect to outreach's loopback listener.
 fn connect(home: &Home, args: &[&str]) -> Run {
-    let mut full = vec!["connect"];
-    full.extend_from_slice(args);
-    full.push("--no-browser");
-    let mut child = home
-        .command(&full)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut seen = String::new();
-    let url = loop {
+    let (run, page) = connect_playing(home, args, browse);
+    assert!(page.contains("outreach is connected"), "{page}");
+    run
+}
+
+/// Read `connect`'s standard error (kept in `seen`) up to the address it
+/// prints; `None` if it ends first.
+fn printed_address(stderr: &mut impl BufRead, seen: &mut String) -> Option<String> {
+    loop {
         let mut line = String::new();
         if stderr.read_line(&mut line).unwrap() == 0 {
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "connect ended without printing an address:\n{seen}\n{}",
-                String::from_utf8_lossy(&out.stdout)
-            );
+            return None;
         }
         seen.push_str(&line);
         if let Some(u) = line.trim().strip_prefix("http") {
-            break format!("http{u}");
+            return Some(format!("http{u}"));
         }
-    };
-    let page = browse(&url);
-    assert!(page.contains("outreach is connected"), "{page}");
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let run = Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: format!("{seen}{rest}"),
-    };
-    run.assert_no_secrets();
-    run
+    }
 }
 
 /// GET `url`, following redirects, like a browser would.
@@ -1330,19 +1310,12 @@ fn connect_playing(
         .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut seen = String::new();
-    let url = loop {
-        let mut line = String::new();
-        if stderr.read_line(&mut line).unwrap() == 0 {
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "connect ended without printing an address:\n{seen}\n{}",
-                String::from_utf8_lossy(&out.stdout)
-            );
-        }
-        seen.push_str(&line);
-        if let Some(u) = line.trim().strip_prefix("http") {
-            break format!("http{u}");
-        }
+    let Some(url) = printed_address(&mut stderr, &mut seen) else {
+        let out = child.wait_with_output().unwrap();
+        panic!(
+            "connect ended without printing an address:\n{seen}\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
     };
     let page = browser(&url);
     let mut rest = String::new();
@@ -2013,15 +1986,8 @@ fn connect_pasting(home: &Home, args: &[&str], play: impl FnOnce(&str) -> String
         .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut seen = String::new();
-    let url = loop {
-        let mut line = String::new();
-        if stderr.read_line(&mut line).unwrap() == 0 {
-            panic!("connect ended without printing an address:\n{seen}");
-        }
-        seen.push_str(&line);
-        if let Some(u) = line.trim().strip_prefix("http") {
-            break format!("http{u}");
-        }
+    let Some(url) = printed_address(&mut stderr, &mut seen) else {
+        panic!("connect ended without printing an address:\n{seen}");
     };
     let typed = play(&url);
     {

@@ -1559,13 +1559,7 @@ async fn the_api_shows_and_approves_hosts_a_hot_reloaded_plugin_added() {
     };
     assert_eq!(awaiting(&d.get("/platforms").await), json!([]));
 
-    let slot: &[u8] = b"https://extra-slot.hostile.invalid                              ";
-    let bytes = std::fs::read(&hostile).unwrap();
-    let at = bytes.windows(slot.len()).position(|w| w == slot).unwrap();
-    let mut new = b"https://new-host.invalid".to_vec();
-    new.resize(slot.len(), b' ');
-    let mut patched = bytes.clone();
-    patched[at..at + slot.len()].copy_from_slice(&new);
+    let patched = hostile_with_extra_endpoint(&hostile, "https://new-host.invalid");
     let tmp = home.path().join("hostile.wasm.new");
     std::fs::write(&tmp, &patched).unwrap();
     std::fs::rename(&tmp, &installed).unwrap();

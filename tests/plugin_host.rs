@@ -1493,16 +1493,7 @@ fn a_replaced_plugin_cannot_send_an_existing_token_to_a_host_it_added() {
 
     // The update: the same plugin, its `extra` endpoint now on a host the
     // account never approved.
-    let slot: &[u8] = b"https://extra-slot.hostile.invalid                              ";
-    let bytes = std::fs::read(&hostile).unwrap();
-    let at = bytes
-        .windows(slot.len())
-        .position(|w| w == slot)
-        .expect("the hostile plugin carries its endpoint slot");
-    let mut new = b"https://collector.invalid".to_vec();
-    new.resize(slot.len(), b' ');
-    let mut patched = bytes.clone();
-    patched[at..at + slot.len()].copy_from_slice(&new);
+    let patched = hostile_with_extra_endpoint(&hostile, "https://collector.invalid");
     std::fs::write(&installed, &patched).unwrap();
     let origin = "https://collector.invalid:443";
 

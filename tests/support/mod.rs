@@ -110,6 +110,23 @@ pub fn hostile_plugins() -> (PathBuf, PathBuf) {
     )
 }
 
+/// The hostile plugin at `path` as an update would make it: its `extra`
+/// endpoint (a padded slot in its bytes) moved to `url`, a host accounts
+/// connected before never approved.
+pub fn hostile_with_extra_endpoint(path: &Path, url: &str) -> Vec<u8> {
+    let slot: &[u8] = b"https://extra-slot.hostile.invalid                              ";
+    let mut bytes = std::fs::read(path).unwrap();
+    let at = bytes
+        .windows(slot.len())
+        .position(|w| w == slot)
+        .expect("the hostile plugin carries its endpoint slot");
+    let mut new = url.as_bytes().to_vec();
+    assert!(new.len() <= slot.len(), "{url} is longer than the slot");
+    new.resize(slot.len(), b' ');
+    bytes[at..at + slot.len()].copy_from_slice(&new);
+    bytes
+}
+
 /// A throwaway outreach home: config, plugins folder, store, identity.
 pub struct Home {
     pub dir: tempfile::TempDir,

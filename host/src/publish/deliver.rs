@@ -262,23 +262,11 @@ async fn deliver_target(run: &Run<'_>, job: Job, mut claimed: Option<i64>) -> Ta
         if let Ok(r) = &outcome
             && r.state == ReceiptState::Pending
         {
-            item.finish(
-                attempt,
-                &settle::Outcome {
-                    state: State::Processing,
-                    platform_id: Some(&r.id),
-                    url: r.url.as_deref(),
-                    error_kind: None,
-                    error: None,
-                },
-            );
+            item.finish(attempt, &processing(r));
             let wait = Duration::from_secs(run.svc.cfg().config.publish.pending_wait_secs);
             match settle_pending(run, &plugin, record, r.clone(), wait).await {
                 Some((settled, end)) => {
-                    let (pid, url, kind, error) = match &end {
-                        Ok(r) => (Some(r.id.as_str()), r.url.as_deref(), None, None),
-                        Err((k, m)) => (None, None, Some(k.as_str()), Some(m.as_str())),
-                    };
+                    let (pid, url, kind, error) = split(&end);
                     record_settled(
                         run.svc,
                         &row.id,
@@ -323,16 +311,7 @@ async fn deliver_target(run: &Run<'_>, job: Job, mut claimed: Option<i64>) -> Ta
             && r.state == ReceiptState::HandedToUser
             && !r.id.is_empty()
         {
-            item.finish(
-                attempt,
-                &settle::Outcome {
-                    state: State::Processing,
-                    platform_id: Some(&r.id),
-                    url: r.url.as_deref(),
-                    error_kind: None,
-                    error: None,
-                },
-            );
+            item.finish(attempt, &processing(r));
             let note = format!(
                 "outreach watches {} for it and records it once it appears",
                 plugin.manifest.name
@@ -413,6 +392,30 @@ async fn deliver_target(run: &Run<'_>, job: Job, mut claimed: Option<i64>) -> Ta
     };
     result.already = all_already;
     result
+}
+
+/// How an item the platform still has to finish (`r`: pending, or handed
+/// to the user with something to watch for) is recorded.
+fn processing(r: &Receipt) -> settle::Outcome<'_> {
+    settle::Outcome {
+        state: State::Processing,
+        platform_id: Some(&r.id),
+        url: r.url.as_deref(),
+        error_kind: None,
+        error: None,
+    }
+}
+
+/// A settled outcome as the journal records it: platform id and URL, or
+/// error kind and message.
+#[allow(clippy::type_complexity)]
+fn split(
+    end: &Result<Receipt, (String, String)>,
+) -> (Option<&str>, Option<&str>, Option<&str>, Option<&str>) {
+    match end {
+        Ok(r) => (Some(r.id.as_str()), r.url.as_deref(), None, None),
+        Err((k, m)) => (None, None, Some(k.as_str()), Some(m.as_str())),
+    }
 }
 
 /// What asking about a pending post found.
@@ -581,15 +584,8 @@ pub async fn recheck_processing(svc: &Services, refresher: &Refresher) -> anyhow
                 continue;
             }
         };
-        let (pid, url, kind, error) = match &end {
-            Ok(r) => (Some(r.id.as_str()), r.url.as_deref(), None, None),
-            Err((k, m)) => (
-                None,
-                None,
-                Some(k.as_str()),
-                Some(scrub(m, &record.secrets())),
-            ),
-        };
+        let (pid, url, kind, error) = split(&end);
+        let error = error.map(|m| scrub(m, &record.secrets()));
         record_settled(
             svc,
             &d.post,
