@@ -251,7 +251,13 @@ async fn connect(State(ctx): State<Ctx>, Json(req): Json<ConnectRequest>) -> Api
     let d = ctx.d.clone();
     let key = id.clone();
     let Some(job) = ctx.d.spawn(async move {
-        let outcome = crate::accounts::connect(&d.app, opts).await;
+        // A browser that has not come back does not hold up a shutdown.
+        let outcome = tokio::select! {
+            outcome = crate::accounts::connect(&d.app, opts) => outcome,
+            _ = d.shutdown.cancelled() => Err(anyhow::anyhow!(
+                "the daemon stopped before the browser came back; start the connection again"
+            )),
+        };
         let mut all = d.connects.lock().expect("connects");
         if let Some(c) = all.get_mut(&key) {
             match outcome {
