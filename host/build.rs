@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const TARGET: &str = "wasm32-unknown-unknown";
-const PLUGINS: [&str; 9] = [
+const PLUGINS: [&str; 12] = [
     "x",
     "linkedin",
     "mastodon",
@@ -18,6 +18,9 @@ const PLUGINS: [&str; 9] = [
     "medium",
     "hackernews",
     "reddit",
+    "instagram",
+    "facebook",
+    "threads",
 ];
 
 fn main() {

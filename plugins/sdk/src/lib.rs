@@ -32,6 +32,7 @@
 pub mod count;
 pub mod fields;
 mod http;
+pub mod meta;
 mod rules;
 
 #[doc(hidden)]
