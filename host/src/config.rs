@@ -34,6 +34,36 @@ pub struct Config {
     pub publish: Publish,
     #[serde(default)]
     pub daemon: Daemon,
+    #[serde(default)]
+    pub media: MediaServing,
+}
+
+/// Serving attachments to platforms that fetch media themselves
+/// (Instagram, Threads): on a listener of its own, under a public address a
+/// reverse proxy or tunnel points at it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaServing {
+    /// The public address that reaches `listen` (`https://media.example.org`
+    /// or a path below it). Unset: attachments such platforms need must
+    /// carry `public_url` in the post file.
+    pub public_base_url: Option<String>,
+    /// Where the media listener binds; only attachment paths answer there,
+    /// never the control API.
+    pub listen: String,
+    /// How long a served attachment's address works at most; it is also
+    /// removed as soon as its delivery settles.
+    pub ttl_secs: u64,
+}
+
+impl Default for MediaServing {
+    fn default() -> Self {
+        MediaServing {
+            public_base_url: None,
+            listen: "127.0.0.1:8718".into(),
+            ttl_secs: 3600,
+        }
+    }
 }
 
 /// `outreach daemon`: the control API, shutdown and logging.
@@ -266,6 +296,9 @@ pub struct PlatformConfig {
     pub client_secret_env: Option<String>,
     /// Overrides `auth.refresh_at` for this platform.
     pub refresh_at: Option<f64>,
+    /// Overrides the plugin's minimum token age before a refresh (Instagram
+    /// and Threads: 86400 s), in seconds.
+    pub refresh_min_age_secs: Option<u64>,
     /// The redirect URI registered with the platform, when it is not
     /// outreach's own loopback listener (Meta and Threads want https): the
     /// browser lands there and `connect` asks for the address it landed on.
@@ -485,6 +518,7 @@ pub fn parse(text: &str) -> Result<Config, String> {
             d.log_level
         ));
     }
+    check_media_serving(&config.media, &addr)?;
     // A webhook address often holds its own secret: never echoed.
     if let Some(w) = &config.notify.webhook {
         url::Url::parse(w).map_err(|e| format!("notify.webhook is not a URL ({e})"))?;
@@ -513,6 +547,57 @@ pub fn parse(text: &str) -> Result<Config, String> {
         }
     }
     Ok(config)
+}
+
+/// `[media]`: an http(s) base without credentials or query (https unless it
+/// is this machine: platforms fetch only https), and a listener apart from
+/// the control API's.
+fn check_media_serving(m: &MediaServing, api: &std::net::SocketAddr) -> Result<(), String> {
+    let listen: std::net::SocketAddr = m.listen.parse().map_err(|_| {
+        format!(
+            "media.listen = {:?} is not an address such as 127.0.0.1:8718",
+            m.listen
+        )
+    })?;
+    if listen.port() != 0 && listen.port() == api.port() && listen.ip() == api.ip() {
+        return Err(
+            "media.listen must differ from daemon.listen: the media listener never serves the control API"
+                .into(),
+        );
+    }
+    if let Some(base) = &m.public_base_url {
+        let u = url::Url::parse(base)
+            .map_err(|e| format!("media.public_base_url is not a URL ({e})"))?;
+        let local = u.host().is_some_and(|h| match h {
+            url::Host::Domain(d) => d == "localhost",
+            url::Host::Ipv4(ip) => ip.is_loopback(),
+            url::Host::Ipv6(ip) => ip.is_loopback(),
+        });
+        if !(u.scheme() == "https" || u.scheme() == "http" && local) || u.host_str().is_none() {
+            return Err(
+                "media.public_base_url must be an https address (platforms fetch media only over https; http is accepted for this machine, to try it out)"
+                    .into(),
+            );
+        }
+        if !u.username().is_empty()
+            || u.password().is_some()
+            || u.query().is_some()
+            || u.fragment().is_some()
+        {
+            return Err(
+                "media.public_base_url must be a plain address: no user name, password, query or fragment"
+                    .into(),
+            );
+        }
+    }
+    if m.ttl_secs == 0 || m.ttl_secs > 7 * DAY {
+        return Err(format!(
+            "media.ttl_secs = {} must be between 1 and {} (7 days)",
+            m.ttl_secs,
+            7 * DAY
+        ));
+    }
+    Ok(())
 }
 
 /// What a number in the config must be, and why: a value out of range is

@@ -17,7 +17,7 @@ const LAYERS: &[&[&str]] = &[
     &["secret", "metrics", "error"],
     &["config", "contract"],
     // State on disk.
-    &["store"],
+    &["store", "public_media"],
     &["outbox"],
     // The broker, then the plugin host on top of it.
     &["http"],

@@ -9,7 +9,8 @@
 //! 1. Foundations: [`secret`], [`metrics`], [`error`], [`config`],
 //!    [`contract`] (the WIT bindings shared by broker and plugin host).
 //! 2. State on disk: [`store`] (encrypted credentials), [`outbox`] (the
-//!    exactly-once journal).
+//!    exactly-once journal); beside them [`public_media`] (attachments
+//!    served to platforms that fetch them).
 //! 3. [`http`]: the broker, the only way a plugin reaches the network.
 //! 4. [`plugin`]: engine, loading, sandbox, hot swap.
 //! 5. [`escrow`] (exchanges that survive a kill), then [`services`] (the
@@ -36,6 +37,7 @@ pub mod http;
 pub mod metrics;
 pub mod outbox;
 pub mod plugin;
+pub mod public_media;
 pub mod publish;
 pub mod schedule;
 pub mod secret;

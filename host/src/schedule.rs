@@ -53,6 +53,21 @@ pub enum RefreshError {
         reason: String,
         expires_at: Option<DateTime<Utc>>,
     },
+    /// The platform renews a token only once it has lived `min_age`
+    /// (Instagram, Threads); it is still valid.
+    #[error(
+        "{id} is not refreshed yet: {platform} renews a token only once it is {} old; it can be from {} (it is valid until {})",
+        human_duration(*min_age),
+        ready_at.format("%Y-%m-%d %H:%M:%S UTC"),
+        expires_at.map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string()).unwrap_or_else(|| "it is replaced".into())
+    )]
+    TooEarly {
+        id: AccountId,
+        platform: String,
+        min_age: chrono::Duration,
+        ready_at: DateTime<Utc>,
+        expires_at: Option<DateTime<Utc>>,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{0}")]
@@ -97,6 +112,31 @@ fn lifetime(r: &Record) -> Option<(DateTime<Utc>, chrono::Duration)> {
     };
     let issued = expires_at - life;
     Some((issued, life))
+}
+
+/// `36 hours`, `24 hours`, `90 seconds`: a duration for people.
+fn human_duration(d: chrono::Duration) -> String {
+    let s = d.num_seconds();
+    if s >= 7200 && s % 3600 == 0 {
+        format!("{} hours", s / 3600)
+    } else if s >= 120 && s % 60 == 0 {
+        format!("{} minutes", s / 60)
+    } else {
+        format!("{s} seconds")
+    }
+}
+
+/// When `r`'s token may first be refreshed, if that is still to come: the
+/// platform renews a token only once it has lived `min_age`.
+pub fn ready_at(r: &Record, min_age: chrono::Duration) -> Option<DateTime<Utc>> {
+    if min_age <= chrono::Duration::zero() {
+        return None;
+    }
+    let issued = match lifetime(r) {
+        Some((issued, _)) => issued,
+        None => r.last_refreshed.unwrap_or(r.created_at),
+    };
+    Some(issued + min_age).filter(|t| *t > Utc::now())
 }
 
 /// `outreach connect …` for `id` (the `--account` only when it is not
@@ -187,13 +227,24 @@ pub struct Policy {
     pub min_backoff: Duration,
     pub max_backoff: Duration,
     pub warn_before: Duration,
+    /// How old a token must be before the platform renews it.
+    pub min_age: chrono::Duration,
 }
 
 impl Policy {
     pub fn for_platform(app: &Services, platform: &str) -> Self {
         let cfg = app.cfg();
         let a = &cfg.config.auth;
+        let declared = app
+            .host
+            .get(platform)
+            .map_or(0, |p| p.manifest.auth.refresh_min_age);
+        let min_age = cfg
+            .platform(platform)
+            .refresh_min_age_secs
+            .unwrap_or(declared);
         Policy {
+            min_age: chrono::Duration::seconds(min_age.min(i64::MAX as u64 / 1000) as i64),
             refresh_at: cfg.platform(platform).refresh_at.unwrap_or(a.refresh_at),
             jitter: a.jitter,
             min_backoff: Duration::from_secs(a.min_backoff_secs),
@@ -223,7 +274,10 @@ impl Policy {
                 * (spread(&r.id, r.last_refreshed.map_or(0, |t| t.timestamp() as u64)) - 0.5)
                 * 2.0;
         let at = at.clamp(0.05, 0.98);
-        Some(issued + chrono::Duration::milliseconds((life.num_milliseconds() as f64 * at) as i64))
+        let at =
+            issued + chrono::Duration::milliseconds((life.num_milliseconds() as f64 * at) as i64);
+        // Never before the platform will renew it.
+        Some(at.max(issued + self.min_age))
     }
 
     /// The delay before retry number `failures` (1-based), with jitter:
@@ -673,6 +727,27 @@ impl Refresher {
         if !refreshable {
             return self.unrefreshable(&store, m, record, &need).await;
         }
+        let policy = Policy::for_platform(&self.app, &id.platform);
+        if let Some(ready_at) = ready_at(&record, policy.min_age) {
+            let valid = record.expires_at.is_none_or(|t| t > Utc::now());
+            match need {
+                Need::Now => {
+                    return Err(RefreshError::TooEarly {
+                        id: id.clone(),
+                        platform: m.name.clone(),
+                        min_age: policy.min_age,
+                        ready_at,
+                        expires_at: record.expires_at,
+                    });
+                }
+                // Asking now would only be refused: the token is used as it
+                // is, and the scheduler comes back once it may be renewed.
+                Need::Due | Need::Usable if valid => return Ok((record, false)),
+                // The platform refused it, or it has expired: the refresh
+                // will say whether it can still be renewed.
+                _ => {}
+            }
+        }
         let client = client_for(&self.app.cfg(), &m.id).ok();
         let overrides = self.app.cfg().platform(&m.id).endpoints;
         let endpoints = effective_endpoints(m, &overrides, Some(&account_view(&record)));
@@ -694,7 +769,6 @@ impl Refresher {
             return Ok((settled, true));
         }
         let before = record.health.state;
-        let policy = Policy::for_platform(&self.app, &id.platform);
         match result {
             Ok(tokens) => {
                 crate::metrics::refresh(&id.platform, "ok");

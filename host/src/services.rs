@@ -66,6 +66,8 @@ pub struct Services {
     pub post_locks: KeyedLocks<String>,
     /// Sends token exchanges that must survive this process.
     pub escrow: Arc<Escrow>,
+    /// Attachments served to platforms that fetch media themselves.
+    pub public_media: Arc<crate::public_media::PublicMedia>,
     /// Asks for the passphrase of a passphrase-protected identity file
     /// (the front end decides how; `None` if there is nobody to ask).
     passphrase: Passphrase,
@@ -86,6 +88,7 @@ impl Services {
             outbox: OnceLock::new(),
             refresh_locks: Default::default(),
             post_locks: Default::default(),
+            public_media: Default::default(),
         }
     }
 

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod meta;
 pub mod oauth;
 mod wasm_tag;
 
@@ -346,6 +347,8 @@ pub struct FakeState {
     /// Added after the platform acted, before its answer leaves (a token
     /// already rotated whose answer is still on the way).
     pub answer_delay: Mutex<std::time::Duration>,
+    /// Whatever else a fake keeps (Meta's containers, quotas, fetches).
+    pub kv: Mutex<HashMap<String, Value>>,
 }
 
 /// A running fake platform.
@@ -384,6 +387,7 @@ pub fn start(handler: Handler) -> Fake {
         uploads: Mutex::new(HashMap::new()),
         delay: Mutex::new(std::time::Duration::ZERO),
         answer_delay: Mutex::new(std::time::Duration::ZERO),
+        kv: Mutex::new(HashMap::new()),
     });
     let (tx, rx) = std::sync::mpsc::channel();
     let st = state.clone();
@@ -2315,10 +2319,19 @@ pub fn fake_facebook() -> Fake {
         if arg("appsecret_proof") != proof {
             return graph_error("Invalid appsecret_proof provided in the API argument", 100);
         }
-        let mut o = st.oauth.lock().unwrap();
-        if !o.valid(&token) {
+        let o = st.oauth.lock().unwrap();
+        if !o.valid(&token) || *st.mode.lock().unwrap() == Mode::Expired {
             return graph_error("Error validating access token: Session has expired", 190);
         }
+        if *st.mode.lock().unwrap() == Mode::RateLimited {
+            return graph_error("(#32) Page request limit reached", 32);
+        }
+        let page_of_token = o.issued_to.get(&token).cloned();
+        drop(o);
+        if let Some(r) = meta::facebook_page(st, seen, page_of_token.as_deref()) {
+            return r;
+        }
+        let mut o = st.oauth.lock().unwrap();
         let pages = [("101", "Acme Bakery"), ("202", "Acme Books")];
         match seen.path.as_str() {
             "/me/accounts" if token.starts_with("fb-long-user") => json_response(

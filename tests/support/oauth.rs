@@ -36,6 +36,9 @@ pub enum Flavor {
     Reddit,
     Mastodon,
     Instagram,
+    /// Instagram's flow with Threads' grant names (`th_exchange_token`,
+    /// `th_refresh_token`).
+    Threads,
     LinkedIn,
     Bluesky,
 }
@@ -60,6 +63,11 @@ pub struct OAuth {
     pub code_calls: u64,
     /// Lifetime of issued access tokens.
     pub lifetime: Duration,
+    /// How old a token must be before Instagram and Threads renew it
+    /// (24 hours on the real platforms).
+    pub min_age: Duration,
+    /// Renewals refused because the token was too young.
+    pub too_young: u64,
     /// How the token endpoint answers (Normal, ServerError, RateLimited).
     pub token_mode: Mode,
     pub registrations: u64,
@@ -86,6 +94,8 @@ impl Default for OAuth {
             refresh_calls: 0,
             code_calls: 0,
             lifetime: Duration::from_secs(7200),
+            min_age: Duration::ZERO,
+            too_young: 0,
             token_mode: Mode::Normal,
             registrations: 0,
             revoked: Vec::new(),
@@ -202,7 +212,7 @@ pub fn route(st: &FakeState, seen: &Seen, flavor: Flavor) -> Option<Response> {
             "/api/v1/apps",
             "",
         ),
-        Flavor::Instagram => (
+        Flavor::Instagram | Flavor::Threads => (
             "/oauth/authorize",
             "/oauth/access_token",
             "",
@@ -298,7 +308,7 @@ pub fn route(st: &FakeState, seen: &Seen, flavor: Flavor) -> Option<Response> {
             .append_pair("state", q.get("state").map(String::as_str).unwrap_or(""))
             .append_pair("code", &code);
         let mut location = to.to_string();
-        if flavor == Flavor::Instagram {
+        if matches!(flavor, Flavor::Instagram | Flavor::Threads) {
             location.push_str("#_");
         }
         return Some(respond(302, &[("location", location.as_str())], ""));
@@ -328,12 +338,20 @@ pub fn route(st: &FakeState, seen: &Seen, flavor: Flavor) -> Option<Response> {
     }
     // Instagram's step after connect: the short-lived token for a
     // long-lived one, with the app secret.
-    if flavor == Flavor::Instagram && path == "/access_token" && seen.method == "GET" {
+    let (exchange_grant, refresh_grant, prefix) = if flavor == Flavor::Threads {
+        ("th_exchange_token", "th_refresh_token", "th")
+    } else {
+        ("ig_exchange_token", "ig_refresh_token", "ig")
+    };
+    if matches!(flavor, Flavor::Instagram | Flavor::Threads)
+        && path == "/access_token"
+        && seen.method == "GET"
+    {
         let q: HashMap<String, String> = url::form_urlencoded::parse(seen.query.as_bytes())
             .into_owned()
             .collect();
         let short = q.get("access_token").cloned().unwrap_or_default();
-        if q.get("grant_type").map(String::as_str) != Some("ig_exchange_token")
+        if q.get("grant_type").map(String::as_str) != Some(exchange_grant)
             || q.get("client_secret").map(String::as_str) != Some(CLIENT_SECRET)
             || !o.valid(&short)
         {
@@ -343,7 +361,7 @@ pub fn route(st: &FakeState, seen: &Seen, flavor: Flavor) -> Option<Response> {
                 json!({"error": {"message": "Invalid OAuth access token", "type": "OAuthException", "code": 190}}),
             ));
         }
-        let long = o.mint("ig-long");
+        let long = o.mint(&format!("{prefix}-long"));
         let life = o.lifetime;
         o.access.insert(long.clone(), Instant::now() + life);
         return Some(json_response(
@@ -357,7 +375,7 @@ pub fn route(st: &FakeState, seen: &Seen, flavor: Flavor) -> Option<Response> {
             .into_owned()
             .collect();
         o.refresh_calls += 1;
-        if q.get("grant_type").map(String::as_str) != Some("ig_refresh_token") {
+        if q.get("grant_type").map(String::as_str) != Some(refresh_grant) {
             return Some(json_response(
                 400,
                 &[],
@@ -372,7 +390,20 @@ pub fn route(st: &FakeState, seen: &Seen, flavor: Flavor) -> Option<Response> {
                 json!({"error": {"message": "Error validating access token", "type": "OAuthException", "code": 190}}),
             ));
         }
-        let new = o.mint("ig-access");
+        // A token renews only once it has lived `min_age`; the real
+        // platforms refuse younger ones.
+        let young = o.access[&old]
+            .checked_sub(o.lifetime)
+            .is_some_and(|issued| issued + o.min_age > Instant::now());
+        if young {
+            o.too_young += 1;
+            return Some(json_response(
+                400,
+                &[],
+                json!({"error": {"message": "The access token must be at least 24 hours old to be refreshed", "type": "OAuthException", "code": 190}}),
+            ));
+        }
+        let new = o.mint(&format!("{prefix}-access"));
         let life = o.lifetime;
         o.access.insert(new.clone(), Instant::now() + life);
         return Some(json_response(
@@ -435,8 +466,9 @@ pub fn route(st: &FakeState, seen: &Seen, flavor: Flavor) -> Option<Response> {
                 body["created_at"] = json!(1_700_000_000);
             }
             // Instagram's short-lived token answer has no `token_type`.
-            Flavor::Instagram => {
+            Flavor::Instagram | Flavor::Threads => {
                 body.as_object_mut().unwrap().remove("token_type");
+                body["user_id"] = json!(super::meta::USER_ID);
                 body["expires_in"] = json!(life.as_secs());
             }
             _ => body["expires_in"] = json!(life.as_secs()),

@@ -213,6 +213,8 @@ pub async fn refresh(app: Arc<App>, target: Option<String>, watch: bool) -> anyh
                     None => "its token does not expire".into(),
                 }
             ),
+            // Still valid, and renewable later: the user is told when.
+            Err(e @ RefreshError::TooEarly { .. }) => println!("{id:<28} {e}"),
             Err(e @ (RefreshError::NeedsReconnect { .. } | RefreshError::Transient { .. })) => {
                 println!("{id:<28} FAILED: {e}");
                 code = super::EXIT_FAILED;

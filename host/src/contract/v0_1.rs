@@ -143,6 +143,7 @@ pub fn manifest(m: &old::Manifest) -> now::Manifest {
             pkce: now::PkceMethod::S256,
             access_token_lifetime: a.access_token_lifetime,
             refresh_token_lifetime: a.refresh_token_lifetime,
+            refresh_min_age: 0,
             placement: vec![same(&a.placement)],
             dynamic_registration: a.dynamic_registration,
             login: a.login.as_ref().map(exchange),

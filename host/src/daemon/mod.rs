@@ -252,6 +252,14 @@ pub async fn run(app: Arc<App>, opts: Options, _lock: Lock) -> anyhow::Result<i3
             )
         })?;
     let address = listener.local_addr()?;
+    // The media listener, when platforms may fetch attachments from it:
+    // bound now, so a taken address is reported at start.
+    if cfg.config.media.public_base_url.is_some() {
+        app.services()
+            .public_media
+            .listen(&cfg.config.media)
+            .await?;
+    }
     let refresher = Arc::new(Refresher::new(app.services().clone())?);
     let (accounts_tx, accounts_rx) = tokio::sync::mpsc::unbounded_channel();
     let daemon = Arc::new(Daemon {

@@ -1306,6 +1306,7 @@ fn placeholder_manifest() -> Manifest {
             pkce: PkceMethod::S256,
             access_token_lifetime: 0,
             refresh_token_lifetime: 0,
+            refresh_min_age: 0,
             placement: vec![],
             dynamic_registration: false,
             login: None,

@@ -223,7 +223,7 @@ async fn deliver_target(run: &Run<'_>, job: Job, mut claimed: Option<i64>) -> Ta
                 }
             }
         }
-        let variant = match item_variant(run, &plugin, &id, index, &parent, &root) {
+        let mut variant = match item_variant(run, &plugin, &id, index, &parent, &root) {
             Ok(v) => v,
             Err(e) => {
                 if let Some(a) = pre {
@@ -233,6 +233,22 @@ async fn deliver_target(run: &Run<'_>, job: Job, mut claimed: Option<i64>) -> Ta
                 return result;
             }
         };
+        // Attachments the platform fetches itself are served while this
+        // item is delivered, and no longer.
+        let _shared =
+            match super::plan::share_public_media(run.svc, &plugin, &mut variant, &run.media_paths)
+                .await
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    let msg = format!("{e:#}");
+                    if let Some(a) = pre {
+                        item.abandon(a, "media", &msg);
+                    }
+                    result.fail("failed", "media", msg);
+                    return result;
+                }
+            };
         let attempt = match pre {
             Some(a) => a,
             None => match outbox
@@ -796,6 +812,7 @@ pub async fn dry_run(svc: &Services, post: &ParsedPost, jobs: Vec<Job>) -> Repor
                         }
                     };
                 super::plan::post_fields(&plugin, &mut variant);
+                super::plan::placeholder_public_urls(svc, &plugin, &mut variant);
                 if index > 0 {
                     variant.reply_to = Some(stand_in(index - 1));
                     variant.thread_root = Some(stand_in(0));

@@ -148,6 +148,20 @@ impl PostFile {
             let at = || format!("in {label}, media[{i}] {}", m.path.display());
             let (real, size, kind, mime) =
                 check_media(&full, &roots).map_err(|e| bad!("{}: {e}", at()))?;
+            if let Some(u) = &m.public_url {
+                let ok = url::Url::parse(u).is_ok_and(|u| {
+                    u.scheme() == "https"
+                        && u.host_str().is_some()
+                        && u.username().is_empty()
+                        && u.password().is_none()
+                });
+                if !ok {
+                    return Err(bad!(
+                        "{}: public_url must be an https address the platform can fetch the file from",
+                        at()
+                    ));
+                }
+            }
             media.push(Media {
                 handle: i as u32,
                 kind,

@@ -172,6 +172,7 @@ pub async fn plan(
             // The manifest's post fields (checked, defaults filled), and
             // the plugin's own rules.
             let declared = post_fields(&plugin, &mut variant);
+            placeholder_public_urls(svc, &plugin, &mut variant);
             let found = match svc.host.validate(&plugin, &variant, Some(&account)).await {
                 // The plugin's word on a field wins (it knows its rules in
                 // detail); the host adds what the plugin did not report.
@@ -356,4 +357,63 @@ fn field_value(f: &PostField, value: &str) -> Result<(), String> {
             _ => Err(format!("must be an http(s) URL, not {shown:?}")),
         },
     }
+}
+
+/// Whether `plugin`'s platform fetches media of `kind` from a public URL.
+fn fetches(plugin: &LoadedPlugin, kind: crate::contract::wit::types::MediaKind) -> bool {
+    plugin
+        .manifest
+        .content
+        .media
+        .iter()
+        .any(|r| r.kind == kind && r.needs_public_url)
+}
+
+/// For checks and dry runs: the address each attachment the platform
+/// fetches itself would be served at (`[media] public_base_url`), so the
+/// plugin sees it has one. Nothing is shared.
+pub fn placeholder_public_urls(svc: &Services, plugin: &LoadedPlugin, variant: &mut Post) {
+    let Some(base) = svc.cfg().config.media.public_base_url.clone() else {
+        return;
+    };
+    for m in &mut variant.media {
+        if m.public_url.is_none() && fetches(plugin, m.kind) {
+            m.public_url = Some(crate::public_media::placeholder_url(&base, &m.file_name));
+        }
+    }
+}
+
+/// Share each attachment of `variant` that the platform fetches itself and
+/// that has no `public_url` of its own on the media listener; the shares
+/// end when the returned values are dropped (the delivery settled).
+pub async fn share_public_media(
+    svc: &Services,
+    plugin: &LoadedPlugin,
+    variant: &mut Post,
+    paths: &[std::path::PathBuf],
+) -> anyhow::Result<Vec<crate::public_media::Share>> {
+    let cfg = svc.cfg().config.media.clone();
+    let mut shares = Vec::new();
+    for m in &mut variant.media {
+        if m.public_url.is_some() || !fetches(plugin, m.kind) {
+            continue;
+        }
+        if cfg.public_base_url.is_none() {
+            anyhow::bail!(
+                "{} fetches {} from a public URL: set `public_url` on it in the post file, or set `[media] public_base_url` so outreach serves it",
+                plugin.manifest.name,
+                m.file_name
+            );
+        }
+        let path = paths
+            .get(m.handle as usize)
+            .ok_or_else(|| anyhow::anyhow!("no file for attachment {}", m.handle))?;
+        let share = svc
+            .public_media
+            .share(&cfg, path, &m.mime_type, &m.file_name)
+            .await?;
+        m.public_url = Some(share.url.clone());
+        shares.push(share);
+    }
+    Ok(shares)
 }

@@ -90,6 +90,9 @@ struct Auth {
     access_token_lifetime: u64,
     #[serde(default)]
     refresh_token_lifetime: u64,
+    /// Seconds a token must have lived before it may be refreshed.
+    #[serde(default)]
+    refresh_min_age: u64,
     /// `"bearer"`, `{ header = { name, prefix } }`, `{ query = "…" }`,
     /// `{ proof = "…" }`, `{ cookie = "…" }`.
     #[serde(default)]
@@ -516,7 +519,7 @@ fn generate(p: &Platform) -> Result<String, String> {
         None => "::core::option::Option::None".into(),
     };
     let auth = format!(
-        "{SDK}::AuthInfo {{ kind: {kind}, scopes: {}, scope_separator: {}, client_auth: {client_auth}, authorize_params: {}, token_params: {}, token_response: {}, refresh: {refresh}, pkce: {pkce}, access_token_lifetime: {}, refresh_token_lifetime: {}, placement: ::std::vec![{}], dynamic_registration: {}, login: {login}, after_connect: ::std::vec![{}], identities: {identities} }}",
+        "{SDK}::AuthInfo {{ kind: {kind}, scopes: {}, scope_separator: {}, client_auth: {client_auth}, authorize_params: {}, token_params: {}, token_response: {}, refresh: {refresh}, pkce: {pkce}, access_token_lifetime: {}, refresh_token_lifetime: {}, refresh_min_age: {}, placement: ::std::vec![{}], dynamic_registration: {}, login: {login}, after_connect: ::std::vec![{}], identities: {identities} }}",
         strings(&a.scopes),
         string(a.scope_separator.as_deref().unwrap_or(" ")),
         fields("auth.authorize_params", &a.authorize_params, &settings)?,
@@ -524,6 +527,7 @@ fn generate(p: &Platform) -> Result<String, String> {
         shape("auth.token_response", a.token_response.as_ref())?,
         a.access_token_lifetime,
         a.refresh_token_lifetime,
+        a.refresh_min_age,
         placements.join(", "),
         a.dynamic_registration,
         after.join(", "),

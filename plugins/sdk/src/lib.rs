@@ -359,6 +359,7 @@ impl AuthInfo {
             pkce: PkceMethod::S256,
             access_token_lifetime: 0,
             refresh_token_lifetime: 0,
+            refresh_min_age: 0,
             placement: vec![placement],
             dynamic_registration: false,
             login: None,

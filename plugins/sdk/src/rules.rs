@@ -116,7 +116,7 @@ pub fn check_content(rules: &ContentRules, post: &Post, account: Option<&Account
         if rule.needs_public_url && m.public_url.is_none() {
             out.push(problem(
                 &field,
-                "this platform fetches media from a public URL; set `public_url`",
+                "this platform fetches media from a public URL: give this [[media]] entry `public_url = \"https://…\"`, or set `public_base_url` under [media] in the config so outreach serves the file while it is delivered",
             ));
         }
     }

@@ -48,6 +48,7 @@ export function describe() {
       pkce: 's256',
       accessTokenLifetime: 0,
       refreshTokenLifetime: 0,
+      refreshMinAge: 0,
       placement: [{ tag: 'bearer' }],
       dynamicRegistration: false,
       login: undefined,

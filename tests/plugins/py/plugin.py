@@ -97,6 +97,7 @@ class WitWorld(wit_world.WitWorld):
                 pkce=PkceMethod.S256,
                 access_token_lifetime=0,
                 refresh_token_lifetime=0,
+                refresh_min_age=0,
                 placement=[CredentialPlacement_Bearer()],
                 dynamic_registration=False,
                 login=None,

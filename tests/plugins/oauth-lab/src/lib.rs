@@ -145,6 +145,7 @@ fn base_manifest(instagram: bool) -> Manifest {
             pkce: PkceMethod::S256,
             access_token_lifetime: if instagram { 60 * 86_400 } else { 3600 },
             refresh_token_lifetime: 0,
+            refresh_min_age: 0,
             placement: vec![if instagram {
                 CredentialPlacement::Query("access_token".into())
             } else {
