@@ -2283,3 +2283,104 @@ fn reddit_connects_and_submits_within_the_subreddits_rules() {
             .any(|s| s.path == "/api/v1/access_token")
     );
 }
+
+/// Instagram and Threads (the bundled plugins): the code is traded for a
+/// short-lived token, that for a long-lived one with the app secret (the
+/// plugin never sees it), and the long-lived token itself is renewed —
+/// only once it has lived the platform's minimum age (24 hours; shrunk
+/// here with `refresh_min_age_secs`), which the fakes enforce as the real
+/// platforms do. `outreach refresh` before then says when it can; the
+/// daemon's scheduler waits for it and renews in time.
+#[test]
+fn instagram_and_threads_renew_long_lived_tokens_only_once_old_enough() {
+    for (platform, fake, flavor_prefix) in [
+        ("instagram", support::meta::fake_instagram(), "ig"),
+        ("threads", support::meta::fake_threads(), "th"),
+    ] {
+        {
+            let mut o = fake.state.oauth.lock().unwrap();
+            o.lifetime = Duration::from_secs(12);
+            o.min_age = Duration::from_secs(4);
+        }
+        let mut home = Home::new();
+        for (name, path) in [
+            ("authorize", "/oauth/authorize"),
+            ("token", "/oauth/access_token"),
+            ("exchange", "/access_token"),
+            ("refresh", "/refresh_access_token"),
+            ("api", ""),
+        ] {
+            home.endpoint(platform, name, &format!("{}{path}", fake.url()));
+        }
+        with_client(&mut home, platform);
+        home.extra_config
+            .push_str("refresh_min_age_secs = 4\nrefresh_at = 0.1\n");
+        let r = connect(&home, &[platform]);
+        assert_eq!(r.code, 0, "{platform}: {}", r.all());
+        assert!(
+            r.stdout.contains("as Acme Bakery"),
+            "{platform}: {}",
+            r.stdout
+        );
+        let exchanges: Vec<_> = fake
+            .seen()
+            .into_iter()
+            .filter(|s| s.path == "/access_token")
+            .collect();
+        assert_eq!(exchanges.len(), 1, "{platform}");
+        assert!(
+            exchanges[0].query.starts_with(&format!(
+                "grant_type={flavor_prefix}_exchange_token&client_secret="
+            )),
+            "{}",
+            exchanges[0].query
+        );
+        // The account's id is the platform's user id, from the profile.
+        let list: Value =
+            serde_json::from_str(&home.run(&["accounts", "--json"], None).stdout).unwrap();
+        assert_eq!(list[0]["profile"]["id"], support::meta::USER_ID, "{list}");
+
+        // Too young: refused by outreach, not sent.
+        let r = home.run(&["refresh", platform], None);
+        assert_eq!(r.code, 0, "{}", r.all());
+        assert!(
+            r.stdout.contains("is not refreshed yet")
+                && r.stdout.contains("only once it is 4 seconds old"),
+            "{}",
+            r.stdout
+        );
+        assert_eq!(fake.state.oauth.lock().unwrap().refresh_calls, 0);
+
+        // The scheduler renews it once it may, before it expires.
+        let d = support::daemon::start_daemon(&home);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while fake.state.oauth.lock().unwrap().refresh_calls < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{platform}: no two renewals in time\n{}",
+                d.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let log = d.stop();
+        let o = fake.state.oauth.lock().unwrap();
+        assert_eq!(o.too_young, 0, "{platform}: renewed too early\n{log}");
+        drop(o);
+        let refreshes: Vec<_> = fake
+            .seen()
+            .into_iter()
+            .filter(|s| s.path == "/refresh_access_token")
+            .collect();
+        assert!(
+            refreshes[0].query.starts_with(&format!(
+                "grant_type={flavor_prefix}_refresh_token&access_token={flavor_prefix}-long-"
+            )),
+            "{}",
+            refreshes[0].query
+        );
+        assert_eq!(
+            account(&status(&home), &format!("{platform}/default"))["state"],
+            "healthy"
+        );
+    }
+}

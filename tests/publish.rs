@@ -3379,3 +3379,440 @@ fn hacker_news_session_mode_logs_in_submits_and_finds_the_item() {
     );
     assert_eq!(hn.fake.posts().len(), 2);
 }
+
+// ------------------------------------------------------------ Meta
+
+/// A JPEG (its magic bytes, then text, so multipart bodies stay readable).
+fn jpeg(tag: &str) -> Vec<u8> {
+    [
+        &b"\xff\xd8\xff\xe0\0\x10JFIF\0"[..],
+        tag.as_bytes(),
+        &[b'j'; 300],
+    ]
+    .concat()
+}
+
+/// An MP4 of `size` bytes (a real `ftyp` box, then text).
+fn mp4(size: usize) -> Vec<u8> {
+    let mut v = vec![b'v'; size];
+    v[..MP4.len()].copy_from_slice(MP4);
+    v
+}
+
+/// A free port on 127.0.0.1.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A home whose `platform` (Instagram or Threads) talks to `fake`, with an
+/// account of a pasted token, and outreach serving media on a listener of
+/// its own (`[media]`, plain http on this machine); the media base URL.
+fn meta_home(platform: &str, fake: &Fake) -> (Home, String) {
+    let mut home = Home::new();
+    home.endpoint(platform, "api", &fake.url());
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}/media");
+    home.extra_config.push_str(&format!(
+        "\n[media]\npublic_base_url = \"{base}\"\nlisten = \"127.0.0.1:{port}\"\n"
+    ));
+    let token = format!("{platform}-pasted-PLANTED-token");
+    fake.grant(&token);
+    let r = home.run(&["accounts", "add", platform], Some(&token));
+    assert_eq!(r.code, 0, "{}", r.all());
+    (home, base)
+}
+
+fn publish_json(home: &Home, name: &str, toml: &str) -> (Run, Value) {
+    let post = home.post(name, toml);
+    let r = home.run(&["publish", post.to_str().unwrap(), "--json"], None);
+    let v = serde_json::from_str(&r.stdout).unwrap_or(Value::Null);
+    (r, v)
+}
+
+/// Instagram: an image, a reel and a carousel, each a container that
+/// Instagram fills by fetching the file itself — here from outreach's
+/// media listener, whose bytes the fake compares with the file — polled
+/// until FINISHED (a reel is IN_PROGRESS first), then published; the
+/// permalink is the receipt's URL. A container that fails says why, the
+/// 24-hour publishing limit is asked first, code 190 means reconnect and
+/// code 4 is a rate limit. Nothing is served once a delivery is over.
+#[test]
+fn instagram_publishes_containers_fetched_from_the_media_listener() {
+    let ig = support::meta::fake_instagram();
+    let (home, base) = meta_home("instagram", &ig);
+    let (a, b) = (jpeg("first photo"), jpeg("second photo"));
+    let clip = mp4(300_000);
+    std::fs::write(home.path().join("a.jpg"), &a).unwrap();
+    std::fs::write(home.path().join("b.jpg"), &b).unwrap();
+    std::fs::write(home.path().join("clip.mp4"), &clip).unwrap();
+    ig.expect_media("a.jpg", &a);
+    ig.expect_media("b.jpg", &b);
+    ig.expect_media("clip.mp4", &clip);
+
+    // One image with its alt text.
+    let (r, v) = publish_json(
+        &home,
+        "one.toml",
+        "text = \"Fresh bread #bakery\"\nto = [\"instagram\"]\n[[media]]\npath = \"a.jpg\"\nalt = \"a loaf\"\n",
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    let res = &v["results"][0];
+    assert!(
+        res["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://www.instagram.com/p/"),
+        "{v}"
+    );
+    let create = ig
+        .seen()
+        .into_iter()
+        .find(|s| s.method == "POST" && s.path.ends_with("/media"))
+        .unwrap();
+    let form: std::collections::HashMap<String, String> =
+        url::form_urlencoded::parse(create.body.as_bytes())
+            .into_owned()
+            .collect();
+    assert_eq!(form["caption"], "Fresh bread #bakery");
+    assert_eq!(form["alt_text"], "a loaf");
+    let url = form["image_url"].clone();
+    assert!(
+        url.starts_with(&format!("{base}/")) && url.ends_with("/a.jpg"),
+        "{url}"
+    );
+    assert!(
+        ig.fetches().iter().all(|f| f["ok"] == true),
+        "{:?}",
+        ig.fetches()
+    );
+    // The delivery is over (and so is `outreach publish`, which served
+    // it): the address no longer works.
+    assert!(support::meta::fetch(&url, &[]).map_or(true, |(s, _, _)| s == 404));
+
+    // A reel: processing, then finished.
+    ig.kv_set("polls", json!(1));
+    let (r, _) = publish_json(
+        &home,
+        "reel.toml",
+        "text = \"Behind the counter\"\nto = [\"instagram\"]\n[[media]]\npath = \"clip.mp4\"\n",
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    let posts = ig.posts();
+    assert_eq!(posts.last().unwrap().1["media_type"], "REELS");
+    let polls = ig
+        .seen()
+        .into_iter()
+        .filter(|s| s.method == "GET" && s.query.contains("fields=status_code"))
+        .count();
+    assert!(polls >= 2, "polled until FINISHED: {polls}");
+    ig.kv_set("polls", json!(0));
+
+    // A carousel of two images and the video.
+    let (r, _) = publish_json(
+        &home,
+        "carousel.toml",
+        "text = \"Our week\"\nto = [\"instagram\"]\n[[media]]\npath = \"a.jpg\"\n[[media]]\npath = \"b.jpg\"\n[[media]]\npath = \"clip.mp4\"\n",
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    let last = ig.posts().last().unwrap().1.clone();
+    assert_eq!(last["media_type"], "CAROUSEL");
+    assert_eq!(last["children"].as_array().unwrap().len(), 3, "{last}");
+    assert!(
+        ig.fetches().iter().all(|f| f["ok"] == true),
+        "{:?}",
+        ig.fetches()
+    );
+    let published = ig.posts().len();
+
+    // A container Instagram could not process: its reason, nothing posted.
+    ig.kv_set(
+        "fail_next_container",
+        json!("The media could not be fetched from the URL (2207052)"),
+    );
+    let (r, v) = publish_json(
+        &home,
+        "broken.toml",
+        "text = \"Broken\"\nto = [\"instagram\"]\n[[media]]\npath = \"b.jpg\"\n",
+    );
+    assert_ne!(r.code, 0, "{}", r.all());
+    assert!(
+        v["results"][0]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("could not be fetched from the URL (2207052)"),
+        "{v}"
+    );
+    assert_eq!(ig.posts().len(), published);
+
+    // The publishing limit is used up: asked first, nothing is created.
+    ig.kv_set("quota_usage", json!(50));
+    let creates = |ig: &Fake| {
+        ig.seen()
+            .iter()
+            .filter(|s| s.method == "POST" && s.path.ends_with("/media"))
+            .count()
+    };
+    let before = creates(&ig);
+    let (r, v) = publish_json(
+        &home,
+        "quota.toml",
+        "text = \"Too many\"\nto = [\"instagram\"]\n[[media]]\npath = \"a.jpg\"\n",
+    );
+    assert_ne!(r.code, 0, "{}", r.all());
+    assert!(
+        v["results"][0]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("publishing limit"),
+        "{v}"
+    );
+    assert_eq!(creates(&ig), before);
+    ig.kv_set("quota_usage", json!(0));
+
+    // Code 4: a rate limit, not an account problem.
+    ig.set_mode(Mode::RateLimited);
+    let (r, v) = publish_json(
+        &home,
+        "limited.toml",
+        "text = \"Limited\"\nto = [\"instagram\"]\n[[media]]\npath = \"a.jpg\"\n",
+    );
+    assert_ne!(r.code, 0, "{}", r.all());
+    assert_eq!(v["results"][0]["error_kind"], "rate-limited", "{v}");
+
+    // Code 190: the token is gone; the account needs reconnecting.
+    ig.set_mode(Mode::Expired);
+    let (r, v) = publish_json(
+        &home,
+        "gone.toml",
+        "text = \"Gone\"\nto = [\"instagram\"]\n[[media]]\npath = \"a.jpg\"\n",
+    );
+    assert_ne!(r.code, 0, "{}", r.all());
+    assert!(
+        v["results"][0]["error_kind"]
+            .as_str()
+            .unwrap_or("")
+            .contains("reconnect"),
+        "{v}"
+    );
+    assert_eq!(ig.posts().len(), published);
+}
+
+/// Without `[media] public_base_url`, `--check` names each attachment
+/// Instagram must fetch and the two ways to give it an address; a
+/// `public_url` must be https; with one, it is used as it is.
+#[test]
+fn attachments_a_platform_fetches_need_a_public_address() {
+    let ig = support::meta::fake_instagram();
+    let mut home = Home::new();
+    home.endpoint("instagram", "api", &ig.url());
+    ig.grant("ig-check-PLANTED-token");
+    let r = home.run(
+        &["accounts", "add", "instagram"],
+        Some("ig-check-PLANTED-token"),
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    std::fs::write(home.path().join("a.jpg"), jpeg("x")).unwrap();
+    let post = home.post(
+        "p.toml",
+        "text = \"hi\"\nto = [\"instagram\"]\n[[media]]\npath = \"a.jpg\"\n",
+    );
+    let r = home.run(&["publish", post.to_str().unwrap(), "--check"], None);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr.contains("media[0]")
+            && r.stderr.contains("public_url")
+            && r.stderr.contains("public_base_url"),
+        "{}",
+        r.stderr
+    );
+    for bad in [
+        "http://cdn.example/a.jpg",
+        "file:///etc/passwd",
+        "{{access_token}}",
+    ] {
+        let post = home.post(
+            "bad.toml",
+            &format!(
+                "text = \"hi\"\nto = [\"instagram\"]\n[[media]]\npath = \"a.jpg\"\npublic_url = \"{bad}\"\n"
+            ),
+        );
+        let r = home.run(&["publish", post.to_str().unwrap(), "--check"], None);
+        assert_eq!(r.code, 2, "{bad}: {}", r.all());
+        assert!(
+            r.stderr.contains("public_url must be an https address"),
+            "{}",
+            r.stderr
+        );
+    }
+    let post = home.post(
+        "cdn.toml",
+        "text = \"from a CDN\"\nto = [\"instagram\"]\n[[media]]\npath = \"a.jpg\"\npublic_url = \"https://cdn.example/a.jpg\"\n",
+    );
+    let r = home.run(&["publish", post.to_str().unwrap(), "--check"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    // Used as it is (the fake cannot reach cdn.example: the container
+    // fails with Instagram's reason).
+    let r = home.run(&["publish", post.to_str().unwrap()], None);
+    assert_ne!(r.code, 0, "{}", r.all());
+    let create = ig
+        .seen()
+        .into_iter()
+        .find(|s| s.method == "POST" && s.path.ends_with("/media"))
+        .unwrap();
+    assert!(
+        create
+            .body
+            .contains("image_url=https%3A%2F%2Fcdn.example%2Fa.jpg"),
+        "{}",
+        create.body
+    );
+    assert!(r.all().contains("could not"), "{}", r.all());
+}
+
+/// Threads: a post with an image and a thread of two replies, each reply
+/// a container with `reply_to_id` of the one before; text over 500
+/// characters is refused before anything is sent.
+#[test]
+fn threads_publishes_a_thread_of_three() {
+    let th = support::meta::fake_threads();
+    let (home, _) = meta_home("threads", &th);
+    let photo = jpeg("thread photo");
+    std::fs::write(home.path().join("p.jpg"), &photo).unwrap();
+    th.expect_media("p.jpg", &photo);
+    let (r, v) = publish_json(
+        &home,
+        "thread.toml",
+        r#"
+text = "1/ We opened a bakery"
+to = ["threads"]
+[[media]]
+path = "p.jpg"
+[[thread]]
+text = "2/ It smells great"
+[[thread]]
+text = "3/ Come by"
+"#,
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    let posts = th.posts();
+    assert_eq!(posts.len(), 3, "{posts:?}");
+    assert_eq!(posts[0].1["media_type"], "IMAGE");
+    assert_eq!(posts[1].1["media_type"], "TEXT");
+    assert_eq!(posts[1].1["reply_to"], json!(posts[0].0));
+    assert_eq!(posts[2].1["reply_to"], json!(posts[1].0));
+    assert!(
+        v["results"][0]["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://www.threads.net/"),
+        "{v}"
+    );
+    assert!(
+        th.fetches().iter().all(|f| f["ok"] == true),
+        "{:?}",
+        th.fetches()
+    );
+    let long = "x".repeat(501);
+    let post = home.post(
+        "long.toml",
+        &format!("text = \"{long}\"\nto = [\"threads\"]\n"),
+    );
+    let r = home.run(&["publish", post.to_str().unwrap(), "--check"], None);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("500"), "{}", r.stderr);
+    assert_eq!(th.posts().len(), 3);
+}
+
+/// Facebook Pages: the page token in the query with its
+/// `appsecret_proof` on every call; a text post with a link, one photo as
+/// bytes, several photos attached to one feed post, and a video by the
+/// resumable protocol in the chunks Facebook asks for.
+#[test]
+fn facebook_pages_publish_text_photos_and_resumable_video() {
+    let fb = fake_facebook();
+    let mut home = Home::new();
+    home.endpoint("facebook", "api", &fb.url());
+    home.endpoint("facebook", "video", &fb.url());
+    home.extra_config.push_str(&format!(
+        "\n[platforms.facebook]\nclient_id = \"{}\"\nclient_secret_env = \"FB_SECRET\"\n",
+        support::oauth::CLIENT_ID
+    ));
+    home.env
+        .push(("FB_SECRET".into(), support::oauth::CLIENT_SECRET.into()));
+    let token = "page-101-PLANTED-pasted";
+    fb.grant(token);
+    fb.state
+        .oauth
+        .lock()
+        .unwrap()
+        .issued_to
+        .insert(token.into(), "101".into());
+    let r = home.run(
+        &["accounts", "add", "facebook", "--set", "page_id=101"],
+        Some(token),
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("Acme Bakery"), "{}", r.stdout);
+
+    let (r, v) = publish_json(
+        &home,
+        "text.toml",
+        "text = \"We are open\"\nlink = \"https://acme.example/\"\nto = [\"facebook\"]\n",
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        v["results"][0]["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://www.facebook.com/101/posts/"),
+        "{v}"
+    );
+    assert_eq!(fb.posts()[0].1["extra"]["link"], "https://acme.example/");
+
+    std::fs::write(home.path().join("a.jpg"), jpeg("a")).unwrap();
+    std::fs::write(home.path().join("b.jpg"), jpeg("b")).unwrap();
+    let (r, _) = publish_json(
+        &home,
+        "photo.toml",
+        "text = \"A photo\"\nto = [\"facebook\"]\n[[media]]\npath = \"a.jpg\"\n",
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(fb.posts()[1].1["text"], "A photo");
+    let (r, _) = publish_json(
+        &home,
+        "photos.toml",
+        "text = \"Two photos\"\nto = [\"facebook\"]\n[[media]]\npath = \"a.jpg\"\n[[media]]\npath = \"b.jpg\"\n",
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    let last = fb.posts().last().unwrap().1.clone();
+    assert_eq!(
+        last["extra"]["attached"].as_array().unwrap().len(),
+        2,
+        "{last}"
+    );
+
+    // A video of 2.5 chunks.
+    fb.kv_set("video_chunk", json!(100_000));
+    std::fs::write(home.path().join("v.mp4"), mp4(250_000)).unwrap();
+    let (r, _) = publish_json(
+        &home,
+        "video.toml",
+        "text = \"A tour\"\ntitle = \"Tour\"\nto = [\"facebook\"]\n[[media]]\npath = \"v.mp4\"\n",
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    let last = fb.posts().last().unwrap().1.clone();
+    assert_eq!(last["bytes"], 250_000, "{last}");
+    assert_eq!(last["chunks"], 3, "{last}");
+    assert_eq!(last["text"], "A tour");
+    // Every call carried a valid proof (the fake refuses any other).
+    assert!(
+        fb.seen()
+            .iter()
+            .all(|s| s.query.contains("appsecret_proof=")),
+        "every call carries the proof"
+    );
+}

@@ -44,6 +44,8 @@ struct Entry {
     mime: String,
     /// The last path segment, as it appears in the URL.
     name: String,
+    /// The path of `public_base_url`, which a proxy may pass on as it is.
+    prefix: String,
     until: Instant,
 }
 
@@ -167,6 +169,9 @@ impl PublicMedia {
             anyhow::bail!("{} is not a regular file", path.display());
         }
         let name = segment(file_name);
+        let prefix = url::Url::parse(base)
+            .map(|u| u.path().trim_end_matches('/').to_string())
+            .unwrap_or_default();
         let token = token();
         let url = format!("{}/{token}/{name}", base.trim_end_matches('/'));
         let until = Instant::now() + Duration::from_secs(cfg.ttl_secs);
@@ -180,6 +185,7 @@ impl PublicMedia {
                 size: meta.len(),
                 mime: mime.to_string(),
                 name,
+                prefix,
                 until,
             },
         );
@@ -204,11 +210,21 @@ impl PublicMedia {
     async fn answer(&self, method: &Method, path: &str, headers: &HeaderMap) -> Response {
         let found = {
             let shares = self.shares.lock().expect("shares");
-            let mut parts = path.trim_start_matches('/').splitn(2, '/');
-            let (token, name) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            // `/<token>/<name>`, or that below the base URL's path when a
+            // proxy passes it on.
+            let mut parts = path.rsplitn(3, '/');
+            let (name, token, before) = (
+                parts.next().unwrap_or(""),
+                parts.next().unwrap_or(""),
+                parts.next(),
+            );
             shares
                 .get(token)
-                .filter(|e| e.name == name && e.until > Instant::now())
+                .filter(|e| {
+                    e.name == name
+                        && e.until > Instant::now()
+                        && (before == Some("") || before == Some(e.prefix.as_str()))
+                })
                 .map(|e| (e.file.clone(), e.size, e.mime.clone()))
         };
         let Some((file, size, mime)) = found else {
