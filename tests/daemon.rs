@@ -1661,3 +1661,102 @@ async fn accounts_connect_through_the_control_api() {
     assert_eq!(code, 404);
     d.stop();
 }
+
+/// The daemon's media listener (`[media]`), probed with a real HTTP
+/// client while Instagram holds its answer to the container that fetched a
+/// photo from it: the file answers GET, HEAD and byte ranges with its type
+/// and length; a wrong token, another name, a path around the share, the
+/// control API's routes and other methods do not; the address stops
+/// working when its time is up, and once the delivery has settled.
+#[test]
+fn the_media_listener_serves_only_shared_files_while_they_are_needed() {
+    use support::meta::{fetch, request};
+    let ig = support::meta::fake_instagram();
+    let (mut home, base) = support::meta::meta_home("instagram", &ig);
+    home.extra_config.push_str("ttl_secs = 2\n");
+    home.limits = vec![("http_timeout_ms", 10_000), ("publish_timeout_ms", 30_000)];
+    let photo = support::meta::jpeg("served photo");
+    let posts = home.path().join("posts");
+    std::fs::create_dir_all(&posts).unwrap();
+    std::fs::write(posts.join("shop.jpg"), &photo).unwrap();
+    std::fs::write(home.path().join("secret.txt"), "PLANTED not for the world").unwrap();
+    ig.expect_media("shop.jpg", &photo);
+    ig.kv_set("hold_ms", json!(3000));
+    let d = start_daemon(&home);
+    std::fs::write(
+        posts.join("shop.toml"),
+        "text = \"The shop\"\nto = [\"instagram\"]\n[[media]]\npath = \"shop.jpg\"\n",
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let url = loop {
+        if let Some(u) = ig.kv("held_url") {
+            break u.as_str().unwrap().to_string();
+        }
+        assert!(Instant::now() < deadline, "no container\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let seen_at = Instant::now();
+    assert!(url.starts_with(&format!("{base}/")), "{url}");
+    let (status, headers, body) = fetch(&url, &[]).unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(body, photo);
+    assert_eq!(headers["content-type"], "image/jpeg");
+    assert_eq!(headers["content-length"], photo.len().to_string());
+    let (status, headers, body) = request("HEAD", &url, &[]).unwrap();
+    assert_eq!((status, body.len()), (200, 0));
+    assert_eq!(headers["content-length"], photo.len().to_string());
+    let (status, headers, body) = fetch(&url, &[("Range", "bytes=2-5")]).unwrap();
+    assert_eq!(status, 206);
+    assert_eq!(body, photo[2..6]);
+    assert_eq!(
+        headers["content-range"],
+        format!("bytes 2-5/{}", photo.len())
+    );
+    let (status, _, _) = fetch(&url, &[("Range", "bytes=99999-")]).unwrap();
+    assert_eq!(status, 416);
+    let (status, _, _) = request("POST", &url, &[]).unwrap();
+    assert_eq!(status, 405);
+    let (dir, name) = url.rsplit_once('/').unwrap();
+    let (root, token) = dir.rsplit_once('/').unwrap();
+    let origin = base.trim_end_matches("/media");
+    let wrong = format!("{root}/{}/{name}", "f".repeat(token.len()));
+    let others = [
+        wrong,
+        format!("{dir}/secret.txt"),
+        format!("{dir}/..%2F..%2Fsecret.txt"),
+        format!("{dir}/../shop.jpg"),
+        format!("{root}/{token}"),
+        format!("{root}/"),
+        format!("{origin}/"),
+        format!("{origin}/status"),
+        format!("{origin}/accounts"),
+        format!("{origin}/posts"),
+        format!("{origin}/metrics"),
+        format!("{origin}/platforms"),
+    ];
+    for other in &others {
+        let (status, _, body) = fetch(other, &[]).unwrap();
+        assert_eq!(status, 404, "{other}");
+        assert!(body.is_empty(), "{other}");
+    }
+    // The same routes answer on the control API (with a token required).
+    let (status, _, _) = fetch(&format!("{}/status", d.base), &[]).unwrap();
+    assert_eq!(status, 401);
+    // Its time is up while the delivery still runs: gone.
+    std::thread::sleep(Duration::from_millis(2200).saturating_sub(seen_at.elapsed()));
+    let (status, _, _) = fetch(&url, &[]).unwrap();
+    assert_eq!(status, 404);
+    // The post went out with the photo Instagram fetched.
+    while ig.posts().is_empty() {
+        assert!(Instant::now() < deadline, "not published\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        ig.fetches().iter().all(|f| f["ok"] == true),
+        "{:?}",
+        ig.fetches()
+    );
+    let log = d.stop();
+    assert!(!log.contains(token), "the share's token is not logged");
+}

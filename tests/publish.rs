@@ -7,6 +7,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use support::meta::{jpeg, meta_home, mp4};
 use support::*;
 
 const HELLO: &str = r#"
@@ -3381,50 +3382,6 @@ fn hacker_news_session_mode_logs_in_submits_and_finds_the_item() {
 }
 
 // ------------------------------------------------------------ Meta
-
-/// A JPEG (its magic bytes, then text, so multipart bodies stay readable).
-fn jpeg(tag: &str) -> Vec<u8> {
-    [
-        &b"\xff\xd8\xff\xe0\0\x10JFIF\0"[..],
-        tag.as_bytes(),
-        &[b'j'; 300],
-    ]
-    .concat()
-}
-
-/// An MP4 of `size` bytes (a real `ftyp` box, then text).
-fn mp4(size: usize) -> Vec<u8> {
-    let mut v = vec![b'v'; size];
-    v[..MP4.len()].copy_from_slice(MP4);
-    v
-}
-
-/// A free port on 127.0.0.1.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A home whose `platform` (Instagram or Threads) talks to `fake`, with an
-/// account of a pasted token, and outreach serving media on a listener of
-/// its own (`[media]`, plain http on this machine); the media base URL.
-fn meta_home(platform: &str, fake: &Fake) -> (Home, String) {
-    let mut home = Home::new();
-    home.endpoint(platform, "api", &fake.url());
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}/media");
-    home.extra_config.push_str(&format!(
-        "\n[media]\npublic_base_url = \"{base}\"\nlisten = \"127.0.0.1:{port}\"\n"
-    ));
-    let token = format!("{platform}-pasted-PLANTED-token");
-    fake.grant(&token);
-    let r = home.run(&["accounts", "add", platform], Some(&token));
-    assert_eq!(r.code, 0, "{}", r.all());
-    (home, base)
-}
 
 fn publish_json(home: &Home, name: &str, toml: &str) -> (Run, Value) {
     let post = home.post(name, toml);

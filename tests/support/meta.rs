@@ -20,7 +20,54 @@ use serde_json::{Value, json};
 use sha2::Digest;
 
 use super::oauth::{self, Flavor};
-use super::{Fake, FakeState, Mode, Seen, json_response, start};
+use super::{Fake, FakeState, Home, Mode, Seen, json_response, start};
+
+/// A JPEG (its magic bytes, then text, so multipart bodies stay readable).
+pub fn jpeg(tag: &str) -> Vec<u8> {
+    [
+        &b"\xff\xd8\xff\xe0\0\x10JFIF\0"[..],
+        tag.as_bytes(),
+        &[b'j'; 300],
+    ]
+    .concat()
+}
+
+/// An MP4 of `size` bytes (a real `ftyp` box, then text).
+pub fn mp4(size: usize) -> Vec<u8> {
+    let mut v = vec![b'v'; size];
+    v[..MP4.len()].copy_from_slice(MP4);
+    v
+}
+
+/// A free port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A home whose `platform` (Instagram or Threads) talks to `fake`, with an
+/// account of a pasted token, and outreach serving media on a listener of
+/// its own (`[media]`, plain http on this machine); the media base URL.
+pub fn meta_home(platform: &str, fake: &Fake) -> (Home, String) {
+    let mut home = Home::new();
+    home.endpoint(platform, "api", &fake.url());
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}/media");
+    home.extra_config.push_str(&format!(
+        "\n[media]\npublic_base_url = \"{base}\"\nlisten = \"127.0.0.1:{port}\"\n"
+    ));
+    let token = format!("{platform}-pasted-PLANTED-token");
+    fake.grant(&token);
+    let r = home.run(&["accounts", "add", platform], Some(&token));
+    assert_eq!(r.code, 0, "{}", r.all());
+    (home, base)
+}
+
+/// The smallest `ftyp` box a file is recognised as MP4 by.
+pub const MP4: &[u8] = b"\0\0\0\x18ftypisom\0\0\x02\0isommp41";
 
 /// The Instagram and Threads user id of the fakes' account.
 pub const USER_ID: &str = "17841400000000042";
@@ -114,6 +161,15 @@ pub fn fetch(
     url: &str,
     extra: &[(&str, &str)],
 ) -> Result<(u16, HashMap<String, String>, Vec<u8>), String> {
+    request("GET", url, extra)
+}
+
+/// [`fetch`] with another method.
+pub fn request(
+    method: &str,
+    url: &str,
+    extra: &[(&str, &str)],
+) -> Result<(u16, HashMap<String, String>, Vec<u8>), String> {
     let u = url::Url::parse(url).map_err(|e| e.to_string())?;
     let host = u.host_str().ok_or("no host")?;
     let port = u.port_or_known_default().ok_or("no port")?;
@@ -121,7 +177,7 @@ pub fn fetch(
     s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .unwrap();
     let mut req = format!(
-        "GET {} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: facebookexternalhit/1.1\r\nConnection: close\r\n",
+        "{method} {} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: facebookexternalhit/1.1\r\nConnection: close\r\n",
         &url[u.origin().ascii_serialization().len()..]
     );
     for (k, v) in extra {

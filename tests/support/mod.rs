@@ -137,6 +137,8 @@ pub struct Home {
     pub env: Vec<(String, String)>,
     /// More `[paths]` keys (`media = "…"`).
     pub paths_extra: String,
+    /// `[limits]` values instead of the test defaults (`http_timeout_ms`).
+    pub limits: Vec<(&'static str, u64)>,
 }
 
 pub struct Run {
@@ -180,6 +182,7 @@ impl Home {
             extra_config: String::new(),
             env: Vec::new(),
             paths_extra: String::new(),
+            limits: Vec::new(),
         }
     }
 
@@ -212,8 +215,22 @@ impl Home {
 
     pub fn config_path(&self) -> PathBuf {
         let paths_extra = &self.paths_extra;
+        let mut limits = vec![
+            ("call_timeout_ms", 1000),
+            ("publish_timeout_ms", 5000),
+            ("http_timeout_ms", 2000),
+            ("memory_mib", 32),
+            ("max_response_bytes", 1_048_576),
+        ];
+        for (k, v) in &self.limits {
+            match limits.iter_mut().find(|(d, _)| d == k) {
+                Some(d) => d.1 = *v,
+                None => limits.push((k, *v)),
+            }
+        }
+        let limits: String = limits.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
         let mut text = format!(
-            "[paths]\nplugins = \"plugins\"\nstore = \"store\"\nidentity = \"identity.txt\"\ncache = \"cache\"\nposts = \"posts\"\n{paths_extra}\n[limits]\ncall_timeout_ms = 1000\npublish_timeout_ms = 5000\nhttp_timeout_ms = 2000\nmemory_mib = 32\nmax_response_bytes = 1048576\n\n",
+            "[paths]\nplugins = \"plugins\"\nstore = \"store\"\nidentity = \"identity.txt\"\ncache = \"cache\"\nposts = \"posts\"\n{paths_extra}\n[limits]\n{limits}\n",
         );
         // Ordered, so the same home always writes the same bytes.
         let mut by_platform: std::collections::BTreeMap<&str, Vec<(&str, &str)>> =
