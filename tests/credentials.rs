@@ -2384,3 +2384,56 @@ fn instagram_and_threads_renew_long_lived_tokens_only_once_old_enough() {
         );
     }
 }
+
+/// The bundled Facebook Pages plugin end to end: Facebook Login, the
+/// long-lived user token, the pages it manages, one account for the page
+/// picked with its page token (never expiring), and a post that goes to
+/// that page's feed with the page token and its `appsecret_proof`.
+#[test]
+fn facebook_connects_as_a_page_and_posts_to_it() {
+    let fb = fake_facebook();
+    let mut home = Home::new();
+    for (name, path) in [
+        ("authorize", "/oauth/authorize"),
+        ("token", "/oauth/access_token"),
+        ("exchange", "/oauth/access_token"),
+        ("api", ""),
+    ] {
+        home.endpoint("facebook", name, &format!("{}{path}", fb.url()));
+    }
+    with_client(&mut home, "facebook");
+    let (r, _) = connect_playing(&home, &["facebook"], browse);
+    assert_ne!(r.code, 0, "without --as on no terminal: {}", r.all());
+    assert!(
+        r.stderr.contains("101 (Acme Bakery") && r.stderr.contains("--as"),
+        "{}",
+        r.stderr
+    );
+    let r = connect(&home, &["facebook", "--as", "Acme Bakery"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.contains("connected facebook/default as Acme Bakery"),
+        "{}",
+        r.stdout
+    );
+    let s = status(&home);
+    let h = account(&s, "facebook/default");
+    assert_eq!(h["state"], "healthy");
+    assert!(h["expires_in"].is_null(), "page tokens do not expire: {h}");
+    let post = home.post("p.toml", "text = \"Open on Sunday\"\nto = [\"facebook\"]\n");
+    let r = home.run(&["publish", post.to_str().unwrap()], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let posts = fb.posts();
+    assert_eq!(posts.len(), 1);
+    assert!(posts[0].0.starts_with("101_"), "{posts:?}");
+    let feed = fb
+        .seen()
+        .into_iter()
+        .find(|s| s.method == "POST" && s.path.ends_with("/101/feed"))
+        .unwrap();
+    assert!(
+        feed.query.contains("access_token=page-101-") && feed.query.contains("appsecret_proof="),
+        "{}",
+        feed.query
+    );
+}
