@@ -2412,7 +2412,8 @@ fn facebook_connects_as_a_page_and_posts_to_it() {
     let r = connect(&home, &["facebook", "--as", "Acme Bakery"]);
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(
-        r.stdout.contains("connected facebook/default as Acme Bakery"),
+        r.stdout
+            .contains("connected facebook/default as Acme Bakery"),
         "{}",
         r.stdout
     );

@@ -262,6 +262,96 @@ pub struct Scope {
     /// The User-Agent for this platform's requests, unless a request sets
     /// its own (`platforms.ID.user_agent`).
     pub user_agent: Option<String>,
+    /// This call's uploads: the plugin's checkpoint, bytes sent, and texts
+    /// never to be shown.
+    pub uploads: Arc<Uploads>,
+}
+
+/// Where a plugin keeps how far a long upload of one delivery got, so a
+/// later attempt of the same delivery resumes there (the publishing
+/// journal's side, encrypted; see `publish::deliver`).
+pub trait Checkpoint: Send + Sync {
+    fn load(&self) -> Option<String>;
+    /// Keep `state`; an empty one forgets.
+    fn save(&self, state: &str) -> Result<(), String>;
+}
+
+/// Read a media slice from disk without holding up the other tasks of a
+/// multi-threaded runtime (a chunk can be tens of megabytes).
+fn read_media(read: impl FnOnce() -> Result<Vec<u8>, String>) -> Result<Vec<u8>, String> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(read)
+        }
+        _ => read(),
+    }
+}
+
+/// What one plugin call keeps about its uploads.
+#[derive(Default)]
+pub struct Uploads {
+    /// The delivery's checkpoint, when the call publishes one.
+    pub checkpoint: Option<Arc<dyn Checkpoint>>,
+    /// Media bytes sent so far (progress).
+    pub sent: std::sync::atomic::AtomicU64,
+    /// Texts never shown in messages, logs or dry runs: the values a
+    /// checkpoint holds (a resumable session URL is a capability: whoever
+    /// has it can write to the upload).
+    hidden: std::sync::RwLock<Vec<String>>,
+}
+
+impl Uploads {
+    /// Hide the values of a checkpoint's `state` from everything shown: its
+    /// JSON strings (and their URL query values), or the whole text.
+    pub fn hide_state(&self, state: &str) {
+        let mut found = Vec::new();
+        match serde_json::from_str::<serde_json::Value>(state) {
+            Ok(v) => collect_strings(&v, &mut found),
+            Err(_) => found.push(state.to_string()),
+        }
+        let mut more = Vec::new();
+        for s in &found {
+            if let Ok(u) = Url::parse(s) {
+                more.extend(u.query_pairs().map(|(_, v)| v.into_owned()));
+                if let Some(q) = u.query() {
+                    more.push(q.to_string());
+                }
+            }
+        }
+        found.extend(more);
+        // Short values (a chunk index, a size) are not secrets and would
+        // hide ordinary text.
+        found.retain(|s| s.len() >= 8);
+        let mut hidden = self.hidden.write().expect("hidden");
+        for s in found {
+            if !hidden.contains(&s) {
+                hidden.push(s);
+            }
+        }
+        // Longest first, so a URL goes before its parts.
+        hidden.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    }
+
+    /// `text` with every hidden value replaced by `[redacted]`.
+    pub fn redact(&self, text: &str) -> String {
+        let hidden = self.hidden.read().expect("hidden");
+        let mut out = text.to_string();
+        for h in hidden.iter() {
+            if out.contains(h.as_str()) {
+                out = out.replace(h.as_str(), "[redacted]");
+            }
+        }
+        out
+    }
+}
+
+fn collect_strings(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::String(s) => out.push(s.clone()),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| collect_strings(x, out)),
+        serde_json::Value::Object(o) => o.values().for_each(|x| collect_strings(x, out)),
+        _ => {}
+    }
 }
 
 /// The cookies of one plugin call: per host, by name, as responses set
@@ -378,7 +468,7 @@ impl Broker {
             .as_ref()
             .map(|c| c.scrubber())
             .unwrap_or(&no_secrets);
-        let redact = |s: &str| scrubber.text(s);
+        let redact = |s: &str| scope.uploads.redact(&scrubber.text(s));
 
         // Build the real request: secrets written where its parts say.
         let creds = scope.credentials.as_deref();
@@ -394,6 +484,8 @@ impl Broker {
         // What a dry run shows of the body: media as its size, never its
         // bytes.
         let mut shown_body: Option<String> = None;
+        // Media bytes in this body (upload progress).
+        let mut media_bytes = 0u64;
         let body: Vec<u8> = match &req.body {
             Body::Empty => Vec::new(),
             Body::Bytes(b) => b.clone(),
@@ -402,7 +494,10 @@ impl Broker {
                     "(media attachment {}: {} bytes from offset {})",
                     m.handle, m.length, m.offset
                 ));
-                media(m.handle, m.offset, m.length).map_err(HttpError::NotSent)?
+                let bytes = read_media(|| media(m.handle, m.offset, m.length))
+                    .map_err(HttpError::NotSent)?;
+                media_bytes += bytes.len() as u64;
+                bytes
             }
             Body::Parts(parts) => {
                 let mut out = Vec::new();
@@ -414,8 +509,9 @@ impl Broker {
                             shown.push_str(&String::from_utf8_lossy(b));
                         }
                         BodyPart::Media(m) => {
-                            let bytes =
-                                media(m.handle, m.offset, m.length).map_err(HttpError::NotSent)?;
+                            let bytes = read_media(|| media(m.handle, m.offset, m.length))
+                                .map_err(HttpError::NotSent)?;
+                            media_bytes += bytes.len() as u64;
                             shown.push_str(&format!(
                                 "(media attachment {}: {} bytes)",
                                 m.handle,
@@ -560,7 +656,8 @@ impl Broker {
         }
 
         let mut method = to_reqwest(req.method);
-        let mut body = Some(body);
+        // Shared, not copied, by each hop's request.
+        let mut body = Some(axum::body::Bytes::from(body));
         for hop in 0..=self.limits.max_redirects {
             let mut rb = self.client.request(method.clone(), url.clone());
             // One Cookie header: the request's own (with the credential)
@@ -594,6 +691,11 @@ impl Broker {
                 classify_send_error(&e, &redact(&template))
             })?;
             let status = resp.status();
+            // The platform has answered: the body's media went out.
+            scope.uploads.sent.fetch_add(
+                std::mem::take(&mut media_bytes),
+                std::sync::atomic::Ordering::Relaxed,
+            );
             scope.jar.absorb(&url, resp.headers());
             if req.follow_redirects
                 && status.is_redirection()
@@ -1185,6 +1287,7 @@ mod tests {
             pinned: None,
             jar: Default::default(),
             user_agent: None,
+            uploads: Default::default(),
         };
         assert!(broker.rate_check(&scope, "publish").is_none());
         // Two more `publish` requests in the next minute, then none.

@@ -7,6 +7,7 @@
 pub mod daemon;
 pub mod meta;
 pub mod oauth;
+pub mod video;
 mod wasm_tag;
 
 #[allow(unused_imports)]

@@ -41,6 +41,14 @@ pub enum Flavor {
     Threads,
     LinkedIn,
     Bluesky,
+    /// Google: `access_type=offline` and `prompt=consent` for a refresh
+    /// token, credentials in the body, refresh answers without a new
+    /// refresh token.
+    Google,
+    /// TikTok: `client_key` for the client id, PKCE with a hex challenge
+    /// (its desktop flow), rotating refresh tokens with their own
+    /// `refresh_expires_in`.
+    TikTok,
 }
 
 struct Code {
@@ -226,6 +234,14 @@ pub fn route(st: &FakeState, seen: &Seen, flavor: Flavor) -> Option<Response> {
             "",
             "",
         ),
+        Flavor::Google => ("/o/oauth2/v2/auth", "/token", "/revoke", "", ""),
+        Flavor::TikTok => (
+            "/v2/auth/authorize/",
+            "/v2/oauth/token/",
+            "/v2/oauth/revoke/",
+            "",
+            "",
+        ),
         Flavor::Bluesky => return bluesky(st, seen),
     };
     let path = seen.path.as_str();
@@ -291,6 +307,27 @@ pub fn route(st: &FakeState, seen: &Seen, flavor: Flavor) -> Option<Response> {
         }
         if flavor == Flavor::Reddit && q.get("duration").map(String::as_str) != Some("permanent") {
             return Some(respond(400, &[], "this test expects duration=permanent"));
+        }
+        if flavor == Flavor::Google
+            && (q.get("access_type").map(String::as_str) != Some("offline")
+                || q.get("prompt").map(String::as_str) != Some("consent"))
+        {
+            return Some(respond(
+                400,
+                &[],
+                "this test expects access_type=offline and prompt=consent",
+            ));
+        }
+        if flavor == Flavor::TikTok
+            && (q.get("client_key").map(String::as_str) != Some(CLIENT_ID)
+                || challenge.is_none()
+                || q.get("code_challenge_method").map(String::as_str) != Some("S256"))
+        {
+            return Some(respond(
+                400,
+                &[],
+                "TikTok wants client_key and a PKCE challenge",
+            ));
         }
         let code = o.mint("code");
         let redirect = q.get("redirect_uri").cloned().unwrap_or_default();
@@ -436,6 +473,10 @@ pub fn route(st: &FakeState, seen: &Seen, flavor: Flavor) -> Option<Response> {
     let Some((client, secret)) = client_of(seen, &f) else {
         return error("invalid_client", "no client authentication");
     };
+    // TikTok names the client `client_key`, in the body.
+    if flavor == Flavor::TikTok && f.get("client_key").map(String::as_str) != Some(CLIENT_ID) {
+        return error("invalid_client", "client_key is missing or wrong");
+    }
     // X and Reddit want HTTP Basic; Mastodon and Instagram take the body.
     let basic = seen
         .headers
@@ -471,6 +512,12 @@ pub fn route(st: &FakeState, seen: &Seen, flavor: Flavor) -> Option<Response> {
                 body["user_id"] = json!(super::meta::USER_ID);
                 body["expires_in"] = json!(life.as_secs());
             }
+            Flavor::TikTok => {
+                body["expires_in"] = json!(life.as_secs());
+                body["refresh_expires_in"] = json!(15_552_000);
+                body["open_id"] = json!("tt-open-id-1");
+                body["scope"] = json!("user.info.basic,user.info.profile,video.publish");
+            }
             _ => body["expires_in"] = json!(life.as_secs()),
         }
         if let Some(t) = &o.token_type {
@@ -503,8 +550,16 @@ pub fn route(st: &FakeState, seen: &Seen, flavor: Flavor) -> Option<Response> {
             if Some(&c.redirect_uri) != f.get("redirect_uri") {
                 return error("invalid_grant", "redirect_uri does not match");
             }
+            // TikTok's desktop flow: the challenge is the hex of the hash.
+            let computed = verifier.as_deref().map(|v| {
+                if flavor == Flavor::TikTok {
+                    hex::encode(sha2::Sha256::digest(v.as_bytes()))
+                } else {
+                    s256(v)
+                }
+            });
             if let Some(ch) = &c.challenge
-                && verifier.as_deref().map(s256).as_deref() != Some(ch.as_str())
+                && computed.as_deref() != Some(ch.as_str())
             {
                 return error(
                     "invalid_grant",
@@ -512,10 +567,18 @@ pub fn route(st: &FakeState, seen: &Seen, flavor: Flavor) -> Option<Response> {
                 );
             }
             c.used = true;
-            let with_refresh = matches!(flavor, Flavor::X | Flavor::Reddit);
+            let with_refresh = matches!(
+                flavor,
+                Flavor::X | Flavor::Reddit | Flavor::Google | Flavor::TikTok
+            );
             Some(issue(&mut o, with_refresh))
         }
-        Some("refresh_token") if matches!(flavor, Flavor::X | Flavor::Reddit) => {
+        Some("refresh_token")
+            if matches!(
+                flavor,
+                Flavor::X | Flavor::Reddit | Flavor::Google | Flavor::TikTok
+            ) =>
+        {
             o.refresh_calls += 1;
             let r = f.get("refresh_token").cloned().unwrap_or_default();
             if !o.refresh.contains(&r) {
@@ -524,7 +587,7 @@ pub fn route(st: &FakeState, seen: &Seen, flavor: Flavor) -> Option<Response> {
                 }
                 return error("invalid_grant", "Value passed for the token was invalid.");
             }
-            if flavor == Flavor::X {
+            if matches!(flavor, Flavor::X | Flavor::TikTok) {
                 // Single use: the old refresh token dies now.
                 o.refresh.remove(&r);
                 o.spent.insert(r);

@@ -254,6 +254,7 @@ impl CallState {
 
     fn log_line(&self, level: wit::host::Level, message: String) {
         let message: String = message.chars().take(2000).collect();
+        let message = self.scope.uploads.redact(&message);
         let plugin = &self.scope.plugin;
         use wit::host::Level;
         match level {
@@ -306,6 +307,34 @@ impl wit::host::Host for CallState {
     async fn sleep_millis(&mut self, millis: u64) -> wasmtime::Result<()> {
         self.sleep(millis).await;
         Ok(())
+    }
+
+    async fn checkpoint(&mut self, state: String) -> wasmtime::Result<()> {
+        let uploads = self.scope.uploads.clone();
+        uploads.hide_state(&state);
+        if let Some(c) = uploads.checkpoint.clone() {
+            let saved = tokio::task::spawn_blocking(move || c.save(&state))
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()));
+            if let Err(e) = saved {
+                // The upload goes on; only a resume after a failure is lost.
+                tracing::warn!(plugin = %self.scope.plugin, "could not keep the upload's checkpoint: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    async fn last_checkpoint(&mut self) -> wasmtime::Result<Option<String>> {
+        let Some(c) = self.scope.uploads.checkpoint.clone() else {
+            return Ok(None);
+        };
+        let state = tokio::task::spawn_blocking(move || c.load())
+            .await
+            .unwrap_or_default();
+        if let Some(s) = &state {
+            self.scope.uploads.hide_state(s);
+        }
+        Ok(state)
     }
 }
 
@@ -800,6 +829,7 @@ impl Host {
             pinned: None,
             jar: Default::default(),
             user_agent: None,
+            uploads: Default::default(),
         };
         let id = scope.plugin.clone();
         let start = Instant::now();
@@ -1020,6 +1050,7 @@ impl Host {
             pinned: None,
             jar: Default::default(),
             user_agent: None,
+            uploads: Default::default(),
         }
     }
 }

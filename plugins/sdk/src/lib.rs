@@ -34,6 +34,7 @@ pub mod fields;
 mod http;
 pub mod meta;
 mod rules;
+pub mod upload;
 
 #[doc(hidden)]
 #[allow(clippy::too_many_arguments)]
@@ -453,6 +454,18 @@ pub fn rfc3339_millis(millis: u64) -> String {
 /// Sleep in the host (bounded by the call's deadline).
 pub fn sleep_millis(millis: u64) {
     bindings::outreach::platform::host::sleep_millis(millis)
+}
+
+/// Remember where a long upload of this delivery stands, so that a later
+/// attempt resumes there (`""` forgets it). The host keeps it encrypted
+/// and never shows its values.
+pub fn checkpoint(state: &str) {
+    bindings::outreach::platform::host::checkpoint(state)
+}
+
+/// What [`checkpoint`] last saved for this delivery.
+pub fn last_checkpoint() -> Option<String> {
+    bindings::outreach::platform::host::last_checkpoint()
 }
 
 impl Context {
