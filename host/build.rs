@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const TARGET: &str = "wasm32-unknown-unknown";
-const PLUGINS: [&str; 12] = [
+const PLUGINS: [&str; 14] = [
     "x",
     "linkedin",
     "mastodon",
@@ -21,6 +21,8 @@ const PLUGINS: [&str; 12] = [
     "instagram",
     "facebook",
     "threads",
+    "youtube",
+    "tiktok",
 ];
 
 fn main() {
