@@ -639,6 +639,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     }
                 } else {
                     let opts = crate::publish::Options { dry_run, new };
+                    // A bar per upload, on a terminal only.
+                    let _bars = (!json && !dry_run && std::io::stderr().is_terminal())
+                        .then(|| UploadBars::start(app.services().clone()));
                     match crate::publish::publish_file(app.services(), file, opts).await {
                         Ok(Err(problems)) => print_problems(file, &problems, json)?,
                         Ok(Ok(report)) => print_report(&report, dry_run, json)?,
@@ -1038,4 +1041,59 @@ pub fn read_secret(what: &str) -> anyhow::Result<Secret> {
         s
     };
     Ok(Secret::new(value.trim()))
+}
+
+/// Progress bars for the uploads of this process (bytes, rate, time left),
+/// drawn on standard error while it lives.
+struct UploadBars(tokio::task::JoinHandle<()>);
+
+impl UploadBars {
+    fn start(svc: std::sync::Arc<crate::services::Services>) -> Self {
+        UploadBars(tokio::spawn(async move {
+            let multi = indicatif::MultiProgress::new();
+            let style = indicatif::ProgressStyle::with_template(
+                "{msg:24} {bar:30} {bytes:>10}/{total_bytes:10} {bytes_per_sec:>12} {eta:>4} left",
+            )
+            .expect("a valid template");
+            let mut bars: std::collections::BTreeMap<(String, String), indicatif::ProgressBar> =
+                Default::default();
+            loop {
+                let now: std::collections::BTreeMap<(String, String), (u64, u64)> = svc
+                    .uploads
+                    .lock()
+                    .expect("uploads")
+                    .iter()
+                    .map(|(k, (u, total))| {
+                        (
+                            k.clone(),
+                            (u.sent.load(std::sync::atomic::Ordering::Relaxed), *total),
+                        )
+                    })
+                    .collect();
+                for (key, (sent, total)) in &now {
+                    let bar = bars.entry(key.clone()).or_insert_with(|| {
+                        let b = multi.add(indicatif::ProgressBar::new(*total));
+                        b.set_style(style.clone());
+                        b.set_message(key.1.clone());
+                        b
+                    });
+                    bar.set_position(*sent);
+                }
+                bars.retain(|key, bar| {
+                    let running = now.contains_key(key);
+                    if !running {
+                        bar.finish_and_clear();
+                    }
+                    running
+                });
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }))
+    }
+}
+
+impl Drop for UploadBars {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

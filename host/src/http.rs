@@ -301,6 +301,14 @@ pub struct Uploads {
 }
 
 impl Uploads {
+    /// The uploads of a call that publishes one delivery item.
+    pub fn with_checkpoint(checkpoint: Arc<dyn Checkpoint>) -> Self {
+        Uploads {
+            checkpoint: Some(checkpoint),
+            ..Default::default()
+        }
+    }
+
     /// Hide the values of a checkpoint's `state` from everything shown: its
     /// JSON strings (and their URL query values), or the whole text.
     pub fn hide_state(&self, state: &str) {
@@ -692,10 +700,12 @@ impl Broker {
             })?;
             let status = resp.status();
             // The platform has answered: the body's media went out.
-            scope.uploads.sent.fetch_add(
-                std::mem::take(&mut media_bytes),
-                std::sync::atomic::Ordering::Relaxed,
-            );
+            let went = std::mem::take(&mut media_bytes);
+            scope
+                .uploads
+                .sent
+                .fetch_add(went, std::sync::atomic::Ordering::Relaxed);
+            crate::metrics::uploaded(&scope.plugin, went);
             scope.jar.absorb(&url, resp.headers());
             if req.follow_redirects
                 && status.is_redirection()

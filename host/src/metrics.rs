@@ -34,6 +34,7 @@ struct Metrics {
     watch_events: Family<Labels<1>, Counter>,
     reloads: Family<Labels<1>, Counter>,
     reloads_unchanged: Family<Labels<1>, Counter>,
+    uploaded: Family<Labels<1>, Counter>,
 }
 
 /// What the watcher reloads, for the `kind` label.
@@ -121,7 +122,14 @@ fn metrics() -> &'static Metrics {
         for action in ["ignored", "queued"] {
             let _ = watch_events.get_or_create(&[("action", action.to_string())]);
         }
+        let uploaded = Family::<Labels<1>, Counter>::default();
+        registry.register(
+            "uploaded_bytes",
+            "Media bytes sent to platforms, by platform (grows while an upload runs)",
+            uploaded.clone(),
+        );
         Metrics {
+            uploaded,
             registry,
             refreshes,
             publishes,
@@ -156,6 +164,16 @@ pub fn publish(platform: &str, outcome: &str) {
             ("outcome", outcome.to_string()),
         ])
         .inc();
+}
+
+/// `bytes` more of a media upload reached `platform`.
+pub fn uploaded(platform: &str, bytes: u64) {
+    if bytes > 0 {
+        metrics()
+            .uploaded
+            .get_or_create(&[("platform", platform.to_string())])
+            .inc_by(bytes);
+    }
 }
 
 pub fn rate_limit_wait(platform: &str, seconds: f64) {

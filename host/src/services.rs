@@ -68,6 +68,9 @@ pub struct Services {
     pub escrow: Arc<Escrow>,
     /// Attachments served to platforms that fetch media themselves.
     pub public_media: Arc<crate::public_media::PublicMedia>,
+    /// Uploads in progress in this process, by post and target: what the
+    /// call has sent and the media's total size.
+    pub uploads: Mutex<BTreeMap<(String, String), (Arc<crate::http::Uploads>, u64)>>,
     /// Asks for the passphrase of a passphrase-protected identity file
     /// (the front end decides how; `None` if there is nobody to ask).
     passphrase: Passphrase,
@@ -89,7 +92,25 @@ impl Services {
             refresh_locks: Default::default(),
             post_locks: Default::default(),
             public_media: Default::default(),
+            uploads: Default::default(),
         }
+    }
+
+    /// Bytes sent and total of each upload of `post` in progress here, by
+    /// target.
+    pub fn upload_progress(&self, post: &str) -> BTreeMap<String, (u64, u64)> {
+        self.uploads
+            .lock()
+            .expect("uploads")
+            .iter()
+            .filter(|((p, _), _)| p == post)
+            .map(|((_, t), (u, total))| {
+                (
+                    t.clone(),
+                    (u.sent.load(std::sync::atomic::Ordering::Relaxed), *total),
+                )
+            })
+            .collect()
     }
 
     /// The configuration as it is now (the daemon swaps in a new one when

@@ -269,6 +269,8 @@ pub trait CredentialStore: Send + Sync {
     /// by a name of a-z, 0-9, `-`, `_`, `.`.
     fn load_aux(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
     fn save_aux(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError>;
+    /// Forget the aux entry `name` (no error if there is none).
+    fn remove_aux(&self, name: &str) -> Result<(), StoreError>;
     /// Where a single-use token exchange for `id` leaves its answer, for
     /// when the process that asked dies before storing it (see
     /// [`crate::escrow`]). `None`: this backend keeps no such answers and
@@ -1560,6 +1562,15 @@ impl CredentialStore for AgeDirStore {
         let path = self.aux_path(name)?;
         let (sealed, _gate) = self.encrypt(bytes)?;
         write_atomic(&path, &sealed).map_err(io("cannot write", &path))
+    }
+
+    fn remove_aux(&self, name: &str) -> Result<(), StoreError> {
+        let path = self.aux_path(name)?;
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io("cannot remove", &path)(e)),
+        }
     }
 
     fn escrow_slot(&self, id: &AccountId) -> Option<EscrowSlot> {

@@ -110,6 +110,14 @@ impl Fake {
             v["chunks"].as_u64()?,
         ))
     }
+    /// Every upload session so far expires (YouTube keeps them a week).
+    pub fn expire_sessions(&self) {
+        for (k, v) in self.state.kv.lock().unwrap().iter_mut() {
+            if k.starts_with("up/") {
+                v["gone"] = json!(true);
+            }
+        }
+    }
     /// Every upload's id.
     pub fn uploads(&self) -> Vec<String> {
         self.state
@@ -261,7 +269,7 @@ fn youtube_chunk(st: &FakeState, seen: &Seen, q: &HashMap<String, String>) -> Re
     let Some(mut up) = kv_get(st, &key) else {
         return google_error(404, "notFound", "The upload session does not exist.");
     };
-    if kv_get(st, "sessions_gone") == Some(json!(true)) {
+    if up["gone"] == json!(true) {
         return google_error(410, "gone", "The upload session has expired.");
     }
     bump(st, "session_puts");

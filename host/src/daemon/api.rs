@@ -478,10 +478,25 @@ async fn post_show(State(ctx): State<Ctx>, Path(id): Path<String>) -> ApiResult<
             format!("there is no post `{id}`"),
         ));
     };
+    // Uploads running now, by target: bytes sent of the media's total.
+    let uploads: serde_json::Map<String, serde_json::Value> = ctx
+        .d
+        .app
+        .services()
+        .upload_progress(&id)
+        .into_iter()
+        .map(|(target, (sent, total))| {
+            (
+                target,
+                serde_json::json!({ "sent_bytes": sent, "total_bytes": total }),
+            )
+        })
+        .collect();
     let v = serde_json::json!({
         "post": post,
         "deliveries": outbox.deliveries(&id)?,
         "attempts": outbox.attempts(&id)?,
+        "uploads": uploads,
     });
     Ok(Json(v).into_response())
 }

@@ -124,6 +124,10 @@ async fn deliver_target(run: &Run<'_>, job: Job, mut claimed: Option<i64>) -> Ta
         };
         // Stage 3 again: what the journal says about this item.
         let pre = if index == 0 { claimed.take() } else { None };
+        // An upload that kept a checkpoint resumes its own session: sending
+        // it again cannot make a second post.
+        let resumable =
+            || crate::http::Checkpoint::load(&StoredCheckpoint::new(run, &target, index)).is_some();
         let from = match pre {
             Some(_) => journal::Next::Send(&[]),
             None => journal::next(
@@ -131,7 +135,7 @@ async fn deliver_target(run: &Run<'_>, job: Job, mut claimed: Option<i64>) -> Ta
                 row,
                 &target,
                 index,
-                idempotent,
+                idempotent || resumable(),
                 &plugin.manifest.name,
             ),
         };
@@ -271,7 +275,14 @@ async fn deliver_target(run: &Run<'_>, job: Job, mut claimed: Option<i64>) -> Ta
                 }
             },
         };
-        let (mut state, mut outcome) = send_with_retries(run, &plugin, &id, record, &variant).await;
+        let checkpoint = Arc::new(StoredCheckpoint::new(run, &target, index));
+        let (mut state, mut outcome) =
+            send_with_retries(run, &plugin, &id, record, &variant, &checkpoint).await;
+        // A settled item has nothing to resume; an unknown one keeps its
+        // checkpoint for the retry.
+        if matches!(state, State::Published | State::Failed | State::Processing) {
+            let _ = crate::http::Checkpoint::save(&*checkpoint, "");
+        }
         // Accepted but still processing (TikTok moderation, Reddit media):
         // recorded as such at once (a restart keeps asking), then asked
         // again here for a while.
@@ -697,20 +708,36 @@ async fn send_with_retries(
     id: &AccountId,
     record: &mut Record,
     variant: &Post,
+    checkpoint: &Arc<StoredCheckpoint>,
 ) -> (State, Result<Receipt, (String, String)>) {
     let (svc, refresher) = (run.svc, run.refresher);
     let cfg = svc.cfg().config.publish.clone();
     let mut refreshed = false;
     let mut tries = 0;
     let mut waited = Duration::ZERO;
+    let total: u64 = variant.media.iter().map(|m| m.size).sum();
+    let key = (run.row.id.clone(), id.to_string());
     loop {
         tries += 1;
-        let (ctx, scope) = svc.call_env(plugin, record);
+        let (ctx, mut scope) = svc.call_env(plugin, record);
+        let uploads = Arc::new(crate::http::Uploads::with_checkpoint(checkpoint.clone()));
+        scope.uploads = uploads.clone();
+        if total > 0 {
+            svc.uploads
+                .lock()
+                .expect("uploads")
+                .insert(key.clone(), (uploads.clone(), total));
+        }
         let dispatched = scope.dispatched.clone();
         let outcome = svc
             .host
             .publish_with_media(plugin, scope, &ctx, variant, run.media_paths.clone())
             .await;
+        if total > 0 {
+            svc.uploads.lock().expect("uploads").remove(&key);
+        }
+        // A message must not show what the checkpoint holds.
+        let outcome = outcome.map(|r| r.map_err(|e| hide_in_error(e, &uploads)));
         let sent = dispatched.load(Ordering::SeqCst) > 0;
         match outcome {
             Ok(Ok(receipt)) => return (State::Published, Ok(receipt)),
@@ -902,4 +929,67 @@ fn idempotency_key(post: &str, target: &str, index: usize) -> String {
         &x[16..20],
         &x[20..32]
     )
+}
+
+/// `e` with the values of the call's checkpoint hidden.
+fn hide_in_error(e: CallError, uploads: &crate::http::Uploads) -> CallError {
+    let h = |m: String| uploads.redact(&m);
+    match e {
+        CallError::AuthExpired(m) => CallError::AuthExpired(h(m)),
+        CallError::NeedsReconnect(m) => CallError::NeedsReconnect(h(m)),
+        CallError::RateLimited(mut r) => {
+            r.message = h(r.message);
+            CallError::RateLimited(r)
+        }
+        CallError::Rejected(m) => CallError::Rejected(h(m)),
+        CallError::Transient(m) => CallError::Transient(h(m)),
+        CallError::OutcomeUnknown(m) => CallError::OutcomeUnknown(h(m)),
+    }
+}
+
+/// Where a plugin keeps how far a long upload of one delivery item got: an
+/// entry of the credential store (age-encrypted like the accounts), named
+/// after the delivery by a hash, so neither the post nor the target shows
+/// in its name. `None` inside when the store cannot be opened: uploads
+/// then simply do not resume.
+struct StoredCheckpoint(Option<(Arc<dyn crate::store::CredentialStore>, String)>);
+
+impl StoredCheckpoint {
+    fn new(run: &Run<'_>, target: &str, index: usize) -> Self {
+        let mut h = Sha256::new();
+        h.update(run.row.id.as_bytes());
+        h.update([0]);
+        h.update(target.as_bytes());
+        h.update([0]);
+        h.update(index.to_string().as_bytes());
+        let name = format!("checkpoint-{}", &hex::encode(h.finalize())[..40]);
+        StoredCheckpoint(run.svc.store().ok().map(|s| (s, name)))
+    }
+}
+
+impl crate::http::Checkpoint for StoredCheckpoint {
+    fn load(&self) -> Option<String> {
+        let (store, name) = self.0.as_ref()?;
+        match store.load_aux(name) {
+            Ok(b) => b.and_then(|b| String::from_utf8(b).ok()),
+            Err(e) => {
+                tracing::warn!(
+                    "could not read an upload's checkpoint; the upload starts over: {e}"
+                );
+                None
+            }
+        }
+    }
+
+    fn save(&self, state: &str) -> Result<(), String> {
+        let Some((store, name)) = self.0.as_ref() else {
+            return Ok(());
+        };
+        if state.is_empty() {
+            store.remove_aux(name)
+        } else {
+            store.save_aux(name, state.as_bytes())
+        }
+        .map_err(|e| e.to_string())
+    }
 }
