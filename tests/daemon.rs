@@ -1760,3 +1760,93 @@ fn the_media_listener_serves_only_shared_files_while_they_are_needed() {
     let log = d.stop();
     assert!(!log.contains(token), "the share's token is not logged");
 }
+
+/// A long upload through the daemon: its progress shows in `GET
+/// /posts/{id}` and the metrics while it runs; the daemon is killed in the
+/// middle; `outreach posts retry` then resumes the same YouTube session
+/// where YouTube says it stopped — no second session, no byte sent from
+/// zero — and the session URL (a capability) shows nowhere.
+#[test]
+fn a_killed_upload_resumes_where_the_platform_says_it_stopped() {
+    let yt = support::video::fake_youtube();
+    let home = support::video::youtube_home(&yt);
+    let posts = home.path().join("posts");
+    std::fs::create_dir_all(&posts).unwrap();
+    let size: u64 = 160 << 20;
+    let hash = support::video::write_video(&posts.join("long.mp4"), size);
+    yt.kv_set("chunk_delay_ms", json!(150));
+    let mut d = start_daemon(&home);
+    std::fs::write(
+        posts.join("long.toml"),
+        "id = \"long\"\ntitle = \"The long one\"\ntext = \"All of it\"\nto = [\"youtube\"]\n[[media]]\npath = \"long.mp4\"\n",
+    )
+    .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let progress = loop {
+        let (code, v) = rt.block_on(d.try_call("GET", "/posts/long", None)).unwrap();
+        if code == 200
+            && v["uploads"]["youtube/default"]["sent_bytes"]
+                .as_u64()
+                .unwrap_or(0)
+                > 0
+        {
+            break v["uploads"]["youtube/default"].clone();
+        }
+        assert!(Instant::now() < deadline, "no progress shown\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(progress["total_bytes"], size, "{progress}");
+    assert!(
+        progress["sent_bytes"].as_u64().unwrap() < size,
+        "{progress}"
+    );
+    let (_, metrics) = rt.block_on(d.try_call("GET", "/metrics", None)).unwrap();
+    assert!(
+        metrics
+            .as_str()
+            .unwrap_or("")
+            .contains("outreach_uploaded_bytes_total{platform=\"youtube\"}"),
+        "{metrics}"
+    );
+    // Killed with some 48 MiB up.
+    while yt.upload("yt-session-PLANTED-1").map_or(0, |u| u.0) < 48 << 20 {
+        assert!(Instant::now() < deadline, "the upload stalled\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    d.child.kill().unwrap();
+    d.child.wait().unwrap();
+    let log = d.log();
+    assert!(!log.contains("PLANTED"), "a capability leaked:\n{log}");
+    let before = yt.upload("yt-session-PLANTED-1").unwrap().0;
+    assert!(before < size);
+    yt.kv_set("chunk_delay_ms", json!(0));
+    let r = home.run(&["posts", "retry", "long"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("watch?v=vid1"), "{}", r.stdout);
+    let (received, fnv, _) = yt.upload("yt-session-PLANTED-1").unwrap();
+    assert_eq!(
+        (received, fnv),
+        (size, hash),
+        "the whole file, once, in order"
+    );
+    assert_eq!(
+        yt.kv("sessions"),
+        Some(json!(1)),
+        "the same session resumed"
+    );
+    assert!(yt.kv("status_queries").and_then(|v| v.as_u64()) >= Some(1));
+    // Settled: nothing left to resume.
+    let aux = home.path().join("store/.aux");
+    let left: Vec<_> = std::fs::read_dir(&aux)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        !left
+            .iter()
+            .any(|n| n.to_string_lossy().starts_with("checkpoint-")),
+        "{left:?}"
+    );
+    let shown = home.run(&["posts", "show", "long", "--json"], None);
+    assert_eq!(shown.code, 0, "{}", shown.all());
+}

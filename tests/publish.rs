@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::meta::{jpeg, meta_home, mp4};
+use support::video::youtube_home;
 use support::*;
 
 const HELLO: &str = r#"
@@ -3771,5 +3772,176 @@ fn facebook_pages_publish_text_photos_and_resumable_video() {
             .iter()
             .all(|s| s.query.contains("appsecret_proof=")),
         "every call carries the proof"
+    );
+}
+
+// ------------------------------------------------------------ video
+
+/// YouTube: the resumable protocol in 8 MiB pieces of a video read from
+/// disk piece by piece; a connection cut in the middle of a piece is
+/// followed by asking the session where it stopped (`bytes */N`) and
+/// going on from there, in the same session; the video's fields reach
+/// YouTube as its metadata (private unless said otherwise); the session
+/// URL — a capability — never shows (the fake plants it like a secret).
+/// The daily quota is a rate limit that resets at midnight Pacific time.
+#[test]
+fn youtube_uploads_resumably_and_goes_on_after_a_cut() {
+    let yt = support::video::fake_youtube();
+    let home = youtube_home(&yt);
+    let size = 40 << 20;
+    let hash = support::video::write_video(&home.path().join("tour.mp4"), size);
+    yt.kv_set("cut_at", json!(12 << 20));
+    let post = r#"
+title = "A tour of the bakery"
+text = "Flour, water, time."
+to = ["youtube"]
+[[media]]
+path = "tour.mp4"
+[override.youtube]
+tags = "bread, bakery"
+"#;
+    let check = home.post("check.toml", post);
+    let r = home.run(&["publish", check.to_str().unwrap(), "--check"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let (r, v) = publish_json(&home, "tour.toml", post);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(
+        v["results"][0]["url"], "https://www.youtube.com/watch?v=vid1",
+        "{v}"
+    );
+    let (received, fnv, chunks) = yt.upload("yt-session-PLANTED-1").unwrap();
+    assert_eq!(received, size);
+    assert_eq!(fnv, hash, "the bytes YouTube has are the file's");
+    assert!(
+        chunks >= 6,
+        "40 MiB in 8 MiB pieces, one of them cut: {chunks}"
+    );
+    assert_eq!(yt.kv("sessions"), Some(json!(1)), "one session throughout");
+    assert!(
+        yt.kv("status_queries").and_then(|v| v.as_u64()) >= Some(1),
+        "asked where the upload stood after the cut"
+    );
+    let meta = &yt.posts()[0].1;
+    assert_eq!(meta["status"]["privacyStatus"], "private");
+    assert_eq!(meta["snippet"]["tags"], json!(["bread", "bakery"]));
+    assert_eq!(meta["snippet"]["description"], "Flour, water, time.");
+    let shown = home.run(
+        &["posts", "show", v["post"].as_str().unwrap(), "--json"],
+        None,
+    );
+    assert_eq!(shown.code, 0, "{}", shown.all());
+
+    // No title: refused before anything is sent.
+    let notitle = home.post(
+        "notitle.toml",
+        "text = \"x\"\nto = [\"youtube\"]\n[[media]]\npath = \"tour.mp4\"\n",
+    );
+    let r = home.run(&["publish", notitle.to_str().unwrap(), "--check"], None);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("title"), "{}", r.stderr);
+
+    // The day's quota is used up: a rate limit until midnight Pacific time.
+    yt.kv_set("quota_error", json!("quotaExceeded"));
+    let (r, v) = publish_json(
+        &home,
+        "again.toml",
+        &post.replace("A tour of the bakery", "Another tour"),
+    );
+    assert_ne!(r.code, 0, "{}", r.all());
+    assert_eq!(v["results"][0]["error_kind"], "rate-limited", "{v}");
+    assert!(
+        v["results"][0]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Pacific"),
+        "{v}"
+    );
+    assert_eq!(yt.kv("sessions"), Some(json!(1)));
+}
+
+/// A home whose TikTok account (a pasted token) talks to `tt`.
+fn tiktok_home(tt: &Fake) -> Home {
+    let mut home = Home::new();
+    home.endpoint("tiktok", "api", &format!("{}/v2", tt.url()));
+    home.extra_config
+        .push_str("\n[publish]\npending_wait_secs = 3\n");
+    home.limits = vec![("publish_timeout_ms", 60_000), ("http_timeout_ms", 20_000)];
+    tt.grant("tt-pasted-PLANTED-token");
+    let r = home.run(
+        &["accounts", "add", "tiktok"],
+        Some("tt-pasted-PLANTED-token"),
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    home
+}
+
+/// TikTok: the creator's options first (a privacy level they may not use
+/// is refused before any upload), then `video/init` with a chunk plan the
+/// fake checks (10 MiB chunks, the last taking the remainder), each chunk
+/// `PUT` with its `Content-Range`, then the status until
+/// `PUBLISH_COMPLETE` with the public id; a post TikTok still moderates is
+/// pending and settles later; `FAILED` gives TikTok's reason.
+#[test]
+fn tiktok_uploads_in_chunks_and_waits_for_the_public_id() {
+    let tt = support::video::fake_tiktok();
+    let home = tiktok_home(&tt);
+    let size = 25 << 20;
+    let hash = support::video::write_video(&home.path().join("clip.mp4"), size);
+    let post = |privacy: &str| {
+        format!(
+            "text = \"Fresh out of the oven #bread\"\nto = [\"tiktok\"]\n[[media]]\npath = \"clip.mp4\"\n[override.tiktok]\nprivacy_level = \"{privacy}\"\n"
+        )
+    };
+    // Unaudited: only SELF_ONLY.
+    tt.kv_set("privacy_options", json!(["SELF_ONLY"]));
+    let (r, v) = publish_json(&home, "public.toml", &post("PUBLIC_TO_EVERYONE"));
+    assert_ne!(r.code, 0, "{}", r.all());
+    let err = v["results"][0]["error"].as_str().unwrap_or("");
+    assert!(err.contains("SELF_ONLY"), "{v}");
+    assert!(tt.uploads().is_empty(), "nothing uploaded");
+
+    let (r, v) = publish_json(&home, "private.toml", &post("SELF_ONLY"));
+    assert_eq!(r.code, 0, "{}", r.all());
+    let res = &v["results"][0];
+    assert!(
+        res["url"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("https://www.tiktok.com/@acmebakery/video/730000000000000000"),
+        "{v}"
+    );
+    let id = tt.uploads().pop().unwrap();
+    let (received, fnv, chunks) = tt.upload(&id).unwrap();
+    assert_eq!(
+        (received, fnv, chunks),
+        (size, hash, 2),
+        "two chunks, the last with the rest"
+    );
+
+    // Moderation takes longer than publish waits: pending, then settled.
+    tt.kv_set("moderation_polls", json!(1000));
+    let (r, v) = publish_json(
+        &home,
+        "slow.toml",
+        &post("SELF_ONLY").replace("oven", "oven again"),
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(v["results"][0]["state"], "processing", "{v}");
+
+    // FAILED with TikTok's reason.
+    tt.kv_set("moderation_polls", json!(0));
+    tt.kv_set("fail_reason", json!("duration_check_failed"));
+    let (r, v) = publish_json(
+        &home,
+        "fail.toml",
+        &post("SELF_ONLY").replace("oven", "oven, once more"),
+    );
+    assert_ne!(r.code, 0, "{}", r.all());
+    assert!(
+        v["results"][0]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("duration_check_failed"),
+        "{v}"
     );
 }

@@ -26,7 +26,7 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::oauth::{self, Flavor};
-use super::{Fake, FakeState, Mode, Seen, json_response, respond, start};
+use super::{Fake, FakeState, Home, Mode, Seen, json_response, respond, start};
 
 /// FNV-1a, 64 bits, continued from `h` (start with [`FNV_START`]).
 pub fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
@@ -131,6 +131,26 @@ impl Fake {
 }
 
 // ------------------------------------------------------------ YouTube
+
+/// A home whose YouTube account (a pasted token) talks to `yt`.
+pub fn youtube_home(yt: &Fake) -> Home {
+    let mut home = Home::new();
+    home.endpoint("youtube", "api", &format!("{}/youtube/v3", yt.url()));
+    home.endpoint(
+        "youtube",
+        "upload",
+        &format!("{}/upload/youtube/v3", yt.url()),
+    );
+    home.limits = vec![("publish_timeout_ms", 60_000), ("http_timeout_ms", 20_000)];
+    yt.grant("yt-pasted-PLANTED-token");
+    let r = home.run(
+        &["accounts", "add", "youtube"],
+        Some("yt-pasted-PLANTED-token"),
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("Acme Bakery"), "{}", r.stdout);
+    home
+}
 
 fn google_error(status: u16, reason: &str, message: &str) -> Response {
     json_response(

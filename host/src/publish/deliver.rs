@@ -126,8 +126,15 @@ async fn deliver_target(run: &Run<'_>, job: Job, mut claimed: Option<i64>) -> Ta
         let pre = if index == 0 { claimed.take() } else { None };
         // An upload that kept a checkpoint resumes its own session: sending
         // it again cannot make a second post.
-        let resumable =
-            || crate::http::Checkpoint::load(&StoredCheckpoint::new(run, &target, index)).is_some();
+        let resumable = || {
+            crate::http::Checkpoint::load(&journal::StoredCheckpoint::new(
+                run.svc,
+                &run.row.id,
+                &target,
+                index,
+            ))
+            .is_some()
+        };
         let from = match pre {
             Some(_) => journal::Next::Send(&[]),
             None => journal::next(
@@ -275,7 +282,12 @@ async fn deliver_target(run: &Run<'_>, job: Job, mut claimed: Option<i64>) -> Ta
                 }
             },
         };
-        let checkpoint = Arc::new(StoredCheckpoint::new(run, &target, index));
+        let checkpoint = Arc::new(journal::StoredCheckpoint::new(
+            run.svc,
+            &run.row.id,
+            &target,
+            index,
+        ));
         let (mut state, mut outcome) =
             send_with_retries(run, &plugin, &id, record, &variant, &checkpoint).await;
         // A settled item has nothing to resume; an unknown one keeps its
@@ -708,7 +720,7 @@ async fn send_with_retries(
     id: &AccountId,
     record: &mut Record,
     variant: &Post,
-    checkpoint: &Arc<StoredCheckpoint>,
+    checkpoint: &Arc<journal::StoredCheckpoint>,
 ) -> (State, Result<Receipt, (String, String)>) {
     let (svc, refresher) = (run.svc, run.refresher);
     let cfg = svc.cfg().config.publish.clone();
@@ -944,52 +956,5 @@ fn hide_in_error(e: CallError, uploads: &crate::http::Uploads) -> CallError {
         CallError::Rejected(m) => CallError::Rejected(h(m)),
         CallError::Transient(m) => CallError::Transient(h(m)),
         CallError::OutcomeUnknown(m) => CallError::OutcomeUnknown(h(m)),
-    }
-}
-
-/// Where a plugin keeps how far a long upload of one delivery item got: an
-/// entry of the credential store (age-encrypted like the accounts), named
-/// after the delivery by a hash, so neither the post nor the target shows
-/// in its name. `None` inside when the store cannot be opened: uploads
-/// then simply do not resume.
-struct StoredCheckpoint(Option<(Arc<dyn crate::store::CredentialStore>, String)>);
-
-impl StoredCheckpoint {
-    fn new(run: &Run<'_>, target: &str, index: usize) -> Self {
-        let mut h = Sha256::new();
-        h.update(run.row.id.as_bytes());
-        h.update([0]);
-        h.update(target.as_bytes());
-        h.update([0]);
-        h.update(index.to_string().as_bytes());
-        let name = format!("checkpoint-{}", &hex::encode(h.finalize())[..40]);
-        StoredCheckpoint(run.svc.store().ok().map(|s| (s, name)))
-    }
-}
-
-impl crate::http::Checkpoint for StoredCheckpoint {
-    fn load(&self) -> Option<String> {
-        let (store, name) = self.0.as_ref()?;
-        match store.load_aux(name) {
-            Ok(b) => b.and_then(|b| String::from_utf8(b).ok()),
-            Err(e) => {
-                tracing::warn!(
-                    "could not read an upload's checkpoint; the upload starts over: {e}"
-                );
-                None
-            }
-        }
-    }
-
-    fn save(&self, state: &str) -> Result<(), String> {
-        let Some((store, name)) = self.0.as_ref() else {
-            return Ok(());
-        };
-        if state.is_empty() {
-            store.remove_aux(name)
-        } else {
-            store.save_aux(name, state.as_bytes())
-        }
-        .map_err(|e| e.to_string())
     }
 }

@@ -141,12 +141,14 @@ pub struct RetryChoice {
 }
 
 /// Choose what a retry of `row` re-opens among `deliveries` (its failed and
-/// cancelled ones; unknown ones only with `force`; never a published one),
+/// cancelled ones; unknown ones only with `force` or when their upload can
+/// resume; never a published one),
 /// or why nothing can be retried.
 pub fn choose_retry(
     row: &PostRow,
     deliveries: &[Delivery],
     force: bool,
+    resumable: &dyn Fn(&str, u32) -> bool,
 ) -> Result<RetryChoice, RetryRefused> {
     let due = row.scheduled_at.is_none_or(|t| t <= Utc::now());
     let mut reopen = Vec::new();
@@ -166,7 +168,9 @@ pub fn choose_retry(
                 skipped.push(skip("the post file no longer names it".into()));
                 continue;
             }
-            State::Unknown if !force => {
+            // An upload that kept a checkpoint resumes its own session:
+            // sending it again cannot make a second post.
+            State::Unknown if !force && !resumable(&d.target, d.index) => {
                 skipped.push(skip(format!(
                     "an earlier attempt may or may not have been published ({}); check the account, and if the post is not there, retry with --force (if it was published after all, it will then show twice)",
                     d.error.as_deref().unwrap_or("outcome unknown")
@@ -531,4 +535,58 @@ pub fn claim_first_items(
         }
     }
     claimed
+}
+
+/// Where a plugin keeps how far a long upload of one delivery item got: an
+/// entry of the credential store (age-encrypted like the accounts), named
+/// after the delivery by a hash, so neither the post nor the target shows
+/// in its name. `None` inside when the store cannot be opened: uploads
+/// then simply do not resume.
+pub struct StoredCheckpoint(Option<(std::sync::Arc<dyn crate::store::CredentialStore>, String)>);
+
+impl StoredCheckpoint {
+    pub fn new(svc: &crate::services::Services, post: &str, target: &str, index: usize) -> Self {
+        let mut h = Sha256::new();
+        h.update(post.as_bytes());
+        h.update([0]);
+        h.update(target.as_bytes());
+        h.update([0]);
+        h.update(index.to_string().as_bytes());
+        let name = format!("checkpoint-{}", &hex::encode(h.finalize())[..40]);
+        StoredCheckpoint(svc.store().ok().map(|s| (s, name)))
+    }
+}
+
+impl StoredCheckpoint {
+    /// Whether a checkpoint is kept (an upload that can resume).
+    pub fn exists(&self) -> bool {
+        crate::http::Checkpoint::load(self).is_some()
+    }
+}
+
+impl crate::http::Checkpoint for StoredCheckpoint {
+    fn load(&self) -> Option<String> {
+        let (store, name) = self.0.as_ref()?;
+        match store.load_aux(name) {
+            Ok(b) => b.and_then(|b| String::from_utf8(b).ok()),
+            Err(e) => {
+                tracing::warn!(
+                    "could not read an upload's checkpoint; the upload starts over: {e}"
+                );
+                None
+            }
+        }
+    }
+
+    fn save(&self, state: &str) -> Result<(), String> {
+        let Some((store, name)) = self.0.as_ref() else {
+            return Ok(());
+        };
+        if state.is_empty() {
+            store.remove_aux(name)
+        } else {
+            store.save_aux(name, state.as_bytes())
+        }
+        .map_err(|e| e.to_string())
+    }
 }

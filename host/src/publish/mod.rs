@@ -162,7 +162,10 @@ pub async fn retry(
 ) -> anyhow::Result<Result<RetryReport, Vec<TargetProblem>>> {
     let outbox = svc.outbox()?;
     let (row, deliveries) = journal::find_for_retry(&outbox, id, target)?;
-    let choice = journal::choose_retry(&row, &deliveries, force)?;
+    let resumable = |target: &str, index: u32| {
+        journal::StoredCheckpoint::new(svc, &row.id, target, index as usize).exists()
+    };
+    let choice = journal::choose_retry(&row, &deliveries, force, &resumable)?;
     let mut post = PostFile::parse(
         &PathBuf::from(&row.path),
         row.source.clone(),
