@@ -2438,3 +2438,61 @@ fn facebook_connects_as_a_page_and_posts_to_it() {
         feed.query
     );
 }
+
+/// YouTube and TikTok connect flows as their OAuth servers want them:
+/// Google with `access_type=offline` and `prompt=consent` (a refresh token
+/// every time; refreshes keep it); TikTok with `client_key`, a PKCE
+/// challenge in hex (its desktop flow) and rotating refresh tokens whose
+/// lifetimes come from each answer.
+#[test]
+fn youtube_and_tiktok_connect_and_refresh_their_way() {
+    let yt = support::video::fake_youtube();
+    let mut home = Home::new();
+    for (name, path) in [
+        ("authorize", "/o/oauth2/v2/auth"),
+        ("token", "/token"),
+        ("revoke", "/revoke"),
+        ("api", "/youtube/v3"),
+    ] {
+        home.endpoint("youtube", name, &format!("{}{path}", yt.url()));
+    }
+    with_client(&mut home, "youtube");
+    let r = connect(&home, &["youtube"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("as Acme Bakery"), "{}", r.stdout);
+    let r = home.run(&["refresh", "youtube"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let r = home.run(&["refresh", "youtube"], None);
+    assert_eq!(r.code, 0, "the refresh token is kept: {}", r.all());
+    assert_eq!(yt.state.oauth.lock().unwrap().refresh_calls, 2);
+
+    let tt = support::video::fake_tiktok();
+    for (name, path) in [
+        ("authorize", "/v2/auth/authorize/"),
+        ("token", "/v2/oauth/token/"),
+        ("revoke", "/v2/oauth/revoke/"),
+        ("api", "/v2"),
+    ] {
+        home.endpoint("tiktok", name, &format!("{}{path}", tt.url()));
+    }
+    with_client(&mut home, "tiktok");
+    let r = connect(&home, &["tiktok"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("as Acme Bakery (@acmebakery)"), "{}", r.stdout);
+    for _ in 0..2 {
+        let r = home.run(&["refresh", "tiktok"], None);
+        assert_eq!(r.code, 0, "{}", r.all());
+    }
+    let o = tt.state.oauth.lock().unwrap();
+    assert_eq!((o.refresh_calls, o.reused), (2, 0), "each refresh token used once");
+    drop(o);
+    let list: Value =
+        serde_json::from_str(&home.run(&["accounts", "--json"], None).stdout).unwrap();
+    let t = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["platform"] == "tiktok")
+        .unwrap();
+    assert_eq!(t["has_refresh_token"], true, "{t}");
+}

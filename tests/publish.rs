@@ -3945,3 +3945,40 @@ fn tiktok_uploads_in_chunks_and_waits_for_the_public_id() {
         "{v}"
     );
 }
+
+/// TikTok: a connection cut after a chunk has arrived is survived in the
+/// same call (the chunk is not sent twice into the upload); photo posts
+/// are pulled by TikTok from outreach's media listener.
+#[test]
+fn tiktok_survives_a_cut_chunk_and_pulls_photos() {
+    let tt = support::video::fake_tiktok();
+    let mut home = tiktok_home(&tt);
+    let size = 22 << 20;
+    let hash = support::video::write_video(&home.path().join("clip.mp4"), size);
+    tt.kv_set("cut_after_chunk", json!(0));
+    let (r, v) = publish_json(
+        &home,
+        "cut.toml",
+        "text = \"cut\"\nto = [\"tiktok\"]\n[[media]]\npath = \"clip.mp4\"\n",
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(v["results"][0]["state"], "published", "{v}");
+    let id = tt.uploads().pop().unwrap();
+    let (received, fnv, _) = tt.upload(&id).unwrap();
+    assert_eq!((received, fnv), (size, hash));
+
+    let port = support::meta::free_port();
+    home.extra_config.push_str(&format!(
+        "\n[media]\npublic_base_url = \"http://127.0.0.1:{port}\"\nlisten = \"127.0.0.1:{port}\"\n"
+    ));
+    std::fs::write(home.path().join("a.jpg"), jpeg("tiktok a")).unwrap();
+    std::fs::write(home.path().join("b.jpg"), jpeg("tiktok b")).unwrap();
+    let (r, v) = publish_json(
+        &home,
+        "photos.toml",
+        "text = \"two loaves\"\nto = [\"tiktok\"]\n[[media]]\npath = \"a.jpg\"\n[[media]]\npath = \"b.jpg\"\n",
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(v["results"][0]["state"], "published", "{v}");
+    assert_eq!(tt.posts().last().unwrap().1["title"], json!(""), "{:?}", tt.posts());
+}
