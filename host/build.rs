@@ -38,7 +38,9 @@ fn main() {
         root.join("Cargo.lock").display()
     );
     println!("cargo:rerun-if-env-changed=OUTREACH_SKIP_PLUGIN_BUILD");
+    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("bundled.rs");
     if std::env::var_os("OUTREACH_SKIP_PLUGIN_BUILD").is_some() {
+        write_bundled(&out, &[]);
         return;
     }
     ensure_target();
@@ -57,6 +59,29 @@ fn main() {
             .join("plugin")
             .join(format!("outreach_{p}.wasm"));
         copy_if_changed(&built, &out_dir.join(format!("{p}.wasm")));
+    }
+    // The binary carries them: `include_bytes!` of each, by id.
+    let files: Vec<(String, PathBuf)> = PLUGINS
+        .iter()
+        .map(|p| (p.to_string(), out_dir.join(format!("{p}.wasm"))))
+        .collect();
+    write_bundled(&out, &files);
+}
+
+/// `bundled.rs`: the plugins the binary carries, as `(id, bytes)`.
+fn write_bundled(out: &Path, files: &[(String, PathBuf)]) {
+    let mut text = String::from(
+        "/// The platform plugins built into this binary: `(id, component)`.\npub static BUNDLED: &[(&str, &[u8])] = &[\n",
+    );
+    for (id, path) in files {
+        text.push_str(&format!(
+            "    ({id:?}, include_bytes!({:?})),\n",
+            path.display().to_string()
+        ));
+    }
+    text.push_str("];\n");
+    if std::fs::read_to_string(out).ok().as_deref() != Some(text.as_str()) {
+        std::fs::write(out, text).unwrap();
     }
 }
 

@@ -2478,13 +2478,21 @@ fn youtube_and_tiktok_connect_and_refresh_their_way() {
     with_client(&mut home, "tiktok");
     let r = connect(&home, &["tiktok"]);
     assert_eq!(r.code, 0, "{}", r.all());
-    assert!(r.stdout.contains("as Acme Bakery (@acmebakery)"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("as Acme Bakery (@acmebakery)"),
+        "{}",
+        r.stdout
+    );
     for _ in 0..2 {
         let r = home.run(&["refresh", "tiktok"], None);
         assert_eq!(r.code, 0, "{}", r.all());
     }
     let o = tt.state.oauth.lock().unwrap();
-    assert_eq!((o.refresh_calls, o.reused), (2, 0), "each refresh token used once");
+    assert_eq!(
+        (o.refresh_calls, o.reused),
+        (2, 0),
+        "each refresh token used once"
+    );
     drop(o);
     let list: Value =
         serde_json::from_str(&home.run(&["accounts", "--json"], None).stdout).unwrap();

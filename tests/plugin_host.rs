@@ -396,6 +396,7 @@ async fn credentials_are_injected_where_the_platform_wants_them() {
         pinned: None,
         jar: Default::default(),
         user_agent: None,
+        uploads: Default::default(),
     };
     let text = |t: String| vec![TextPart::Text(t)];
     let secret = |name| {
@@ -1599,5 +1600,118 @@ fn manual_pages_for_every_subcommand() {
     assert!(
         text.contains("remember") && text.contains("paste"),
         "{text}"
+    );
+}
+
+/// The binary carries its platforms: copied alone into a clean home (no
+/// config, no plugins folder), it lists every built-in platform; `outreach
+/// init` writes a starter config and the identity, and refuses to write
+/// over them; an account added and a post published against a fake work
+/// with that config; a plugin dropped into the plugins folder with a
+/// built-in id takes its place and says so.
+#[test]
+fn a_lone_binary_carries_its_platforms_and_init_starts_a_home() {
+    let home = tempfile::tempdir().unwrap();
+    let bin = home.path().join("bin/outreach");
+    std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_outreach"), &bin).unwrap();
+    let run = |args: &[&str], stdin: &str| {
+        let mut c = std::process::Command::new(&bin)
+            .args(args)
+            .env_clear()
+            .env("HOME", home.path())
+            .env("PATH", "/usr/bin:/bin")
+            .current_dir(home.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        c.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        let o = c.wait_with_output().unwrap();
+        let r = Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        };
+        r.assert_no_secrets();
+        r
+    };
+    let r = run(&["plugins", "--json"], "");
+    assert_eq!(r.code, 0, "{}", r.all());
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let ids: Vec<&str> = v["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), bundled_count(), "{ids:?}");
+    assert!(
+        v["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["source"] == "built in")
+    );
+
+    let r = run(&["init"], "");
+    assert_eq!(r.code, 0, "{}", r.all());
+    let config = home.path().join(".config/outreach/outreach.toml");
+    assert!(config.exists(), "{}", r.all());
+    assert!(
+        home.path().join(".config/outreach/identity.txt").exists(),
+        "{}",
+        r.all()
+    );
+    assert!(r.stdout.contains("outreach accounts add"), "{}", r.stdout);
+    let written = std::fs::read_to_string(&config).unwrap();
+    let r = run(&["init"], "");
+    assert_ne!(r.code, 0, "init never replaces a config");
+    assert!(r.stderr.contains("already exists"), "{}", r.stderr);
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), written);
+
+    // The starter config, pointed at a fake Discord.
+    let discord = fake_discord();
+    std::fs::write(
+        &config,
+        format!(
+            "{written}\n[platforms.discord.endpoints]\napi = \"{}/api/v10\"\n",
+            discord.url()
+        ),
+    )
+    .unwrap();
+    let hook = format!(
+        "{}/api/webhooks/{DISCORD_WEBHOOK_ID}/{DISCORD_WEBHOOK_TOKEN}",
+        discord.url()
+    );
+    let r = run(&["accounts", "add", "discord"], &hook);
+    assert_eq!(r.code, 0, "{}", r.all());
+    std::fs::write(
+        home.path().join("hi.toml"),
+        "text = \"hello from a lone binary\"\nto = [\"discord\"]\n",
+    )
+    .unwrap();
+    let r = run(&["publish", "hi.toml"], "");
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(discord.posts().len(), 1);
+
+    // A folder plugin with a built-in id takes its place.
+    let folder = home.path().join(".local/share/outreach/plugins");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::copy(bundled_plugins().join("x.wasm"), folder.join("my-x.wasm")).unwrap();
+    let r = run(&["plugins"], "");
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.contains("my-x.wasm, in place of the built-in one"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("discord — Discord 0.1.0 (webhook-url, contract 0.2.0; built in)"),
+        "{}",
+        r.stdout
     );
 }

@@ -3980,5 +3980,10 @@ fn tiktok_survives_a_cut_chunk_and_pulls_photos() {
     );
     assert_eq!(r.code, 0, "{}", r.all());
     assert_eq!(v["results"][0]["state"], "published", "{v}");
-    assert_eq!(tt.posts().last().unwrap().1["title"], json!(""), "{:?}", tt.posts());
+    assert_eq!(
+        tt.posts().last().unwrap().1["title"],
+        json!(""),
+        "{:?}",
+        tt.posts()
+    );
 }

@@ -28,6 +28,9 @@ impl App {
     pub async fn new(cfg: Loaded) -> anyhow::Result<Self> {
         let host = Host::new(&cfg)?;
         host.load_dir(&cfg.plugins_dir).await?;
+        if cfg.config.plugins.built_in {
+            host.load_built_in(None).await;
+        }
         // An endpoint override the plugin does not have is a config error.
         crate::plugin::manifest::check_overrides(&cfg, &host)?;
         let escrow = Escrow::new(

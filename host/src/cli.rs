@@ -30,8 +30,10 @@ use crate::store::AccountId;
 #[derive(Debug, Parser)]
 #[command(name = "outreach", version, about, max_term_width = 100)]
 pub struct Cli {
-    /// The config file (TOML). Without one, defaults apply: plugins in
-    /// ~/.local/share/outreach/plugins, the store beside them.
+    /// The config file (TOML). Without one, ~/.config/outreach/outreach.toml
+    /// if it exists (`outreach init` writes it), else defaults: the
+    /// built-in platforms plus ~/.local/share/outreach/plugins, the store
+    /// beside them.
     #[arg(long, global = true, env = "OUTREACH_CONFIG")]
     pub config: Option<PathBuf>,
 
@@ -178,6 +180,11 @@ pub enum Command {
     /// (`outreach.1`, `outreach-publish.1`, …) into DIR: `outreach man
     /// ~/.local/share/man/man1`, then `man outreach`.
     Man { dir: std::path::PathBuf },
+    /// Start here: write a commented starter config to the XDG config
+    /// folder (~/.config/outreach/outreach.toml; never over an existing
+    /// one), create the identity that encrypts the store, and say what to
+    /// run next.
+    Init,
     /// The escrow helper outreach starts for itself (see the `escrow`
     /// module); not for people.
     #[command(hide = true)]
@@ -363,7 +370,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         _ => {}
     }
-    let cfg = Loaded::load(cli.config.as_deref())?;
+    if let Command::Init = &cli.command {
+        return init(cli.config.as_deref()).await;
+    }
+    let file = cli
+        .config
+        .clone()
+        .or_else(|| crate::config::default_file().filter(|f| f.exists()));
+    let cfg = Loaded::load(file.as_deref())?;
     let daemon = matches!(cli.command, Command::Daemon { .. });
     let format = match &cli.command {
         Command::Daemon {
@@ -417,6 +431,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         | Command::Man { .. }
         | Command::Escrow { .. }
         | Command::Backup { .. }
+        | Command::Init
         | Command::Restore { .. } => unreachable!("handled above"),
         Command::Daemon { exit_after, .. } => {
             let opts = crate::daemon::Options {
@@ -737,12 +752,23 @@ fn plugins(app: &App, json: bool) -> anyhow::Result<i32> {
     if json {
         print_json(&serde_json::json!({ "plugins": rows, "rejected": rejected }))?;
     } else {
+        if crate::plugin::built_in_ids().is_empty() {
+            println!(
+                "this binary carries no built-in plugins (it was built with OUTREACH_SKIP_PLUGIN_BUILD); platforms come from {}",
+                app.cfg().plugins_dir.display()
+            );
+        }
         if rows.is_empty() {
             println!("no plugins loaded from {}", app.cfg().plugins_dir.display());
         }
         for r in &rows {
+            let source = match (r.source, r.shadows_built_in) {
+                ("built in", _) => "built in".to_string(),
+                (_, true) => format!("{}, in place of the built-in one", r.path),
+                _ => r.path.clone(),
+            };
             println!(
-                "{} — {} {} ({}, contract {})",
+                "{} — {} {} ({}, contract {}; {source})",
                 r.id, r.name, r.version, r.auth, r.contract
             );
             let width = r.endpoints.iter().map(|e| e.name.len()).max().unwrap_or(0);
@@ -1096,4 +1122,58 @@ impl Drop for UploadBars {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// `outreach init`: a starter config (never over an existing file), the
+/// store's identity, and the next commands.
+async fn init(config: Option<&std::path::Path>) -> anyhow::Result<i32> {
+    let path = match config {
+        Some(p) => p.to_path_buf(),
+        None => crate::config::default_file().ok_or_else(|| {
+            anyhow::anyhow!("this system has no config folder; pass --config PATH")
+        })?,
+    };
+    if path.exists() || path.is_symlink() {
+        eprintln!(
+            "error: {} already exists; outreach init never replaces a config (edit it, or move it away first)",
+            path.display()
+        );
+        return Ok(EXIT_BAD_INPUT);
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+    }
+    // Created, never truncated: a file that appears meanwhile is kept.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    std::io::Write::write_all(&mut f, crate::config::STARTER.as_bytes())?;
+    drop(f);
+    let cfg = Loaded::load(Some(&path))?;
+    init_logging("warn", "human");
+    let app = App::new(cfg).await?;
+    app.store()?;
+    let cfg = app.cfg();
+    println!("wrote {}", path.display());
+    println!(
+        "the store's identity is {} — back it up: without it the accounts cannot be read",
+        cfg.identity.display()
+    );
+    println!(
+        "{} platforms are available (`outreach plugins` lists them). Next:",
+        app.host.plugins().len()
+    );
+    println!(
+        "  outreach accounts add discord          # paste a channel webhook URL (or: outreach connect mastodon --set instance=https://mastodon.social)"
+    );
+    println!(
+        "  outreach publish hello.toml --check    # a post file: text = \"Hello\", to = [\"discord\"]"
+    );
+    println!(
+        "  outreach daemon                        # keep tokens fresh and publish what lands in the posts folder"
+    );
+    Ok(0)
 }

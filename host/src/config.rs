@@ -36,6 +36,23 @@ pub struct Config {
     pub daemon: Daemon,
     #[serde(default)]
     pub media: MediaServing,
+    #[serde(default)]
+    pub plugins: PluginsConfig,
+}
+
+/// Which platform plugins load.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginsConfig {
+    /// Load the plugins built into the binary (a plugin in the plugins
+    /// folder with the same id takes a built-in one's place).
+    pub built_in: bool,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        PluginsConfig { built_in: true }
+    }
 }
 
 /// Serving attachments to platforms that fetch media themselves
@@ -320,6 +337,45 @@ pub struct PlatformConfig {
 fn yes() -> bool {
     true
 }
+
+/// Where outreach looks for its config when none is named:
+/// `$XDG_CONFIG_HOME/outreach/outreach.toml` (`~/.config/outreach/…`).
+pub fn default_file() -> Option<PathBuf> {
+    dirs::config_dir().map(|d| d.join("outreach").join("outreach.toml"))
+}
+
+/// The config `outreach init` writes: every setting a new user may want,
+/// commented, with the defaults as they are.
+pub const STARTER: &str = r#"# outreach — written by `outreach init`. Every line is optional: what is
+# commented out is the default. `outreach man` and the README explain more.
+
+[paths]
+# posts = "~/outreach/posts"          # the daemon publishes post files dropped here
+# plugins = "~/.local/share/outreach/plugins"   # more platforms, besides the built-in ones
+# store = "~/.local/share/outreach/store"       # encrypted accounts
+# identity = "~/.config/outreach/identity.txt"  # the key that opens the store: back it up
+
+[plugins]
+# built_in = true                     # false: only the plugins folder's platforms
+
+[daemon]
+# listen = "127.0.0.1:8717"           # the control API, loopback only
+
+[auth]
+# redirect_port = 0                   # the OAuth redirect listener's port (0: any free one)
+
+# An OAuth platform needs your app's client id, and its secret in the
+# environment, never in this file:
+# [platforms.x]
+# client_id = "your-client-id"
+# client_secret_env = "OUTREACH_X_CLIENT_SECRET"
+
+# Instagram and Threads fetch media from a public address: give posts a
+# `public_url`, or let outreach serve the files behind your proxy:
+# [media]
+# public_base_url = "https://media.example.org"
+# listen = "127.0.0.1:8718"
+"#;
 
 /// A config file that could not be used.
 ///

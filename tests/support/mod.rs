@@ -140,6 +140,9 @@ pub struct Home {
     pub paths_extra: String,
     /// `[limits]` values instead of the test defaults (`http_timeout_ms`).
     pub limits: Vec<(&'static str, u64)>,
+    /// Load the binary's built-in plugins too (off: the tests put the
+    /// plugins they use in the folder).
+    pub built_in: bool,
 }
 
 pub struct Run {
@@ -184,6 +187,7 @@ impl Home {
             env: Vec::new(),
             paths_extra: String::new(),
             limits: Vec::new(),
+            built_in: false,
         }
     }
 
@@ -231,7 +235,8 @@ impl Home {
         }
         let limits: String = limits.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
         let mut text = format!(
-            "[paths]\nplugins = \"plugins\"\nstore = \"store\"\nidentity = \"identity.txt\"\ncache = \"cache\"\nposts = \"posts\"\n{paths_extra}\n[limits]\n{limits}\n",
+            "[paths]\nplugins = \"plugins\"\nstore = \"store\"\nidentity = \"identity.txt\"\ncache = \"cache\"\nposts = \"posts\"\n{paths_extra}\n[limits]\n{limits}\n[plugins]\nbuilt_in = {}\n\n",
+            self.built_in
         );
         // Ordered, so the same home always writes the same bytes.
         let mut by_platform: std::collections::BTreeMap<&str, Vec<(&str, &str)>> =

@@ -394,6 +394,10 @@ pub struct Summary {
     pub id: String,
     pub name: String,
     pub version: String,
+    /// `built in` (carried by the binary) or `folder` (the plugins folder).
+    pub source: &'static str,
+    /// A folder plugin that takes the place of the built-in one.
+    pub shadows_built_in: bool,
     /// The contract version it was built against.
     pub contract: String,
     pub auth: String,
@@ -439,6 +443,7 @@ pub struct Platforms {
 impl Platforms {
     /// Every plugin `host` serves, with `cfg`'s endpoint overrides applied.
     pub fn of(host: &crate::plugin::Host, cfg: &crate::config::Loaded) -> Self {
+        let shadowed = host.shadowed_ids();
         let plugins: Vec<Summary> = host
             .plugins()
             .iter()
@@ -449,6 +454,12 @@ impl Platforms {
                     id: m.id.clone(),
                     name: m.name.clone(),
                     version: m.version.clone(),
+                    source: if p.is_built_in() {
+                        "built in"
+                    } else {
+                        "folder"
+                    },
+                    shadows_built_in: !p.is_built_in() && shadowed.contains(&m.id),
                     contract: p.contract.to_string(),
                     auth: wit_name(&m.auth.kind),
                     hosts: effective.hosts.iter().map(|h| h.host.clone()).collect(),

@@ -372,7 +372,31 @@ pub struct Host {
     /// skipped (its SHA-256, or what it was instead of a regular file):
     /// [`Host::reload`] does nothing for a file that still has it.
     seen: std::sync::Mutex<BTreeMap<PathBuf, String>>,
+    /// Built-in plugins that a folder plugin of the same id shadows, ready
+    /// to serve again when that file goes.
+    shadowed: RwLock<BTreeMap<String, Option<Arc<LoadedPlugin>>>>,
     pub broker: Broker,
+}
+
+/// The plugins built into this binary (`host/build.rs`): `(id, component)`.
+mod builtin {
+    include!(concat!(env!("OUT_DIR"), "/bundled.rs"));
+}
+
+/// Where a built-in plugin says it comes from (no file: the binary).
+pub const BUILT_IN: &str = "(built in)";
+
+/// The ids of the plugins built into this binary (none when it was built
+/// with `OUTREACH_SKIP_PLUGIN_BUILD`).
+pub fn built_in_ids() -> Vec<&'static str> {
+    builtin::BUNDLED.iter().map(|(id, _)| *id).collect()
+}
+
+impl LoadedPlugin {
+    /// Whether this plugin is the one built into the binary.
+    pub fn is_built_in(&self) -> bool {
+        self.path.starts_with(BUILT_IN)
+    }
 }
 
 impl Host {
@@ -433,7 +457,67 @@ impl Host {
             plugins: RwLock::new(BTreeMap::new()),
             rejected: RwLock::new(BTreeMap::new()),
             seen: Default::default(),
+            shadowed: Default::default(),
         })
+    }
+
+    /// Load the plugins built into this binary — all, or those of `only` —
+    /// except where a plugin from the folder already provides the id: the
+    /// folder's shadows the built-in one (loaded first, see
+    /// [`Host::load_dir`]).
+    pub async fn load_built_in(&self, only: Option<&[String]>) {
+        let wanted: Vec<&(&str, &[u8])> = builtin::BUNDLED
+            .iter()
+            .filter(|(id, _)| only.is_none_or(|o| o.iter().any(|w| w == id)))
+            .collect();
+        let prepared = futures::future::join_all(wanted.iter().map(|(id, bytes)| {
+            let path = PathBuf::from(BUILT_IN).join(format!("{id}.wasm"));
+            let sha = hex::encode(Sha256::digest(bytes));
+            async move {
+                (
+                    *id,
+                    path.clone(),
+                    self.prepare(&path, bytes.to_vec(), sha).await,
+                )
+            }
+        }))
+        .await;
+        for (id, path, r) in prepared {
+            // Kept for when the folder's plugin goes.
+            let served_by_folder = self
+                .plugins
+                .read()
+                .expect("plugin table")
+                .get(id)
+                .is_some_and(|p| !p.is_built_in());
+            match r {
+                Ok(p) if served_by_folder => {
+                    tracing::info!(
+                        id,
+                        "a plugin in the plugins folder shadows the built-in one"
+                    );
+                    self.shadowed
+                        .write()
+                        .expect("shadowed")
+                        .insert(id.to_string(), Some(p));
+                }
+                r => {
+                    if let Err(e) = self.register(&path, r) {
+                        tracing::error!("{e}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Built-in plugins a folder plugin shadows, by id.
+    pub fn shadowed_ids(&self) -> Vec<String> {
+        self.shadowed
+            .read()
+            .expect("shadowed")
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// Load every `*.wasm` in `dir`. A file that fails is recorded in
@@ -577,6 +661,19 @@ impl Host {
             Ok(plugin) => {
                 rejected.remove(path);
                 let mut plugins = self.plugins.write().expect("plugin table");
+                // A folder plugin shadows the built-in one with its id; the
+                // built-in one comes back if the file goes.
+                if let Some(other) = plugins.get(&plugin.manifest.id)
+                    && other.is_built_in()
+                    && !plugin.is_built_in()
+                {
+                    tracing::info!(id = %plugin.manifest.id, path = %path.display(), "this plugin shadows the built-in one");
+                    self.shadowed
+                        .write()
+                        .expect("shadowed")
+                        .insert(plugin.manifest.id.clone(), Some(other.clone()));
+                    plugins.remove(&plugin.manifest.id);
+                }
                 if let Some(other) = plugins.get(&plugin.manifest.id)
                     && other.path != path
                 {
@@ -617,6 +714,11 @@ impl Host {
             .find(|(_, p)| p.path == path)
             .map(|(id, _)| id.clone())?;
         plugins.remove(&id);
+        // The built-in plugin it shadowed serves again.
+        if let Some(Some(builtin)) = self.shadowed.write().expect("shadowed").remove(&id) {
+            tracing::info!(id = %id, "the built-in plugin serves again");
+            plugins.insert(id.clone(), builtin);
+        }
         crate::metrics::plugins_loaded(plugins.len());
         tracing::info!(id = %id, path = %path.display(), "plugin unloaded (its file was removed)");
         Some(id)
