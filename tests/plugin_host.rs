@@ -418,7 +418,7 @@ async fn credentials_are_injected_where_the_platform_wants_them() {
         follow_redirects: false,
     };
     let bytes = |b: &str| Body::Bytes(b.as_bytes().to_vec());
-    let no_media = |_: u32, _: u64, _: u64| -> Result<Vec<u8>, String> { Err("none".into()) };
+    let no_media = |_: u32| -> Result<std::fs::File, String> { Err("none".into()) };
     let send = |placement, r| {
         let s = scope(placement);
         let broker = host.broker.clone();

@@ -244,7 +244,7 @@ fn bench_broker(rt: &tokio::runtime::Runtime, dir: &Path) {
         use outreach::contract::wit::host::{Body, Request};
         use outreach::contract::wit::types::{Field, HttpMethod, TextPart};
         let s = scope();
-        let no_media = |_: u32, _: u64, _: u64| -> Result<Vec<u8>, String> { Err("none".into()) };
+        let no_media = |_: u32| -> Result<std::fs::File, String> { Err("none".into()) };
         let t = Instant::now();
         for _ in 0..n {
             let req = Request {

@@ -26,10 +26,23 @@ pub struct App {
 impl App {
     /// Load the config's plugins and put the parts together.
     pub async fn new(cfg: Loaded) -> anyhow::Result<Self> {
+        Self::with_platforms(cfg, None).await
+    }
+
+    /// [`App::new`] with only the plugins of the platforms `only` (every
+    /// plugin when `None`): a command about a few platforms does not pay
+    /// for loading the rest.
+    pub async fn with_platforms(cfg: Loaded, only: Option<Vec<String>>) -> anyhow::Result<Self> {
         let host = Host::new(&cfg)?;
-        host.load_dir(&cfg.plugins_dir).await?;
-        if cfg.config.plugins.built_in {
-            host.load_built_in(None).await;
+        let built_in = cfg.config.plugins.built_in;
+        match &only {
+            Some(ids) => host.load_only(&cfg.plugins_dir, built_in, ids).await?,
+            None => {
+                host.load_dir(&cfg.plugins_dir).await?;
+                if built_in {
+                    host.load_built_in(None).await;
+                }
+            }
         }
         // An endpoint override the plugin does not have is a config error.
         crate::plugin::manifest::check_overrides(&cfg, &host)?;

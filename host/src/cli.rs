@@ -425,7 +425,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     } else {
         None
     };
-    let app = std::sync::Arc::new(App::new(cfg).await?);
+    let only = needed_platforms(&cli.command, &cfg);
+    let app = std::sync::Arc::new(App::with_platforms(cfg, only).await?);
     match cli.command {
         Command::Completions { .. }
         | Command::Man { .. }
@@ -1176,4 +1177,52 @@ async fn init(config: Option<&std::path::Path>) -> anyhow::Result<i32> {
         "  outreach daemon                        # keep tokens fresh and publish what lands in the posts folder"
     );
     Ok(0)
+}
+
+/// The platforms a command works on, when it is a few (`None`: load every
+/// plugin). `publish` needs its posts' targets, `accounts add` and
+/// `connect` their platform, `status` and `refresh` the platforms that
+/// have accounts (the store's folders; no identity needed to see them).
+fn needed_platforms(cmd: &Command, cfg: &Loaded) -> Option<Vec<String>> {
+    let platform_of = |target: &str| target.split('/').next().unwrap_or("").to_string();
+    let stored = || -> Option<Vec<String>> {
+        let mut ids: Vec<String> = std::fs::read_dir(&cfg.store_dir)
+            .ok()?
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        ids.sort();
+        Some(ids)
+    };
+    let mut ids = match cmd {
+        Command::Publish { files, .. } => {
+            let mut ids = Vec::new();
+            for f in files {
+                // A file that cannot be read is reported by the command
+                // itself, with every plugin loaded.
+                let text = crate::config::read_regular_text(f).ok()?;
+                let post: toml::Table = toml::from_str(&text).ok()?;
+                for t in post.get("to")?.as_array()? {
+                    ids.push(platform_of(t.as_str()?));
+                }
+            }
+            ids
+        }
+        Command::Accounts {
+            cmd: Some(AccountsCmd::Add { platform, .. }),
+            ..
+        }
+        | Command::Connect { platform, .. } => vec![platform.clone()],
+        Command::Status { .. } | Command::Accounts { cmd: None, .. } => stored()?,
+        Command::Refresh {
+            target: Some(t),
+            watch: false,
+        } => vec![platform_of(t)],
+        _ => return None,
+    };
+    ids.sort();
+    ids.dedup();
+    Some(ids)
 }

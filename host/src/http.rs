@@ -46,7 +46,7 @@ use serde::Serialize;
 use url::Url;
 
 use crate::config::{Http, Limits};
-use crate::contract::wit::host::{Body, BodyPart, HttpError, Request, Response};
+use crate::contract::wit::host::{Body, BodyPart, HttpError, MediaSlice, Request, Response};
 use crate::contract::wit::types::{
     CredentialPlacement, Field, HttpMethod, LimitScope, Pair, RateLimit, RateLimitHeaders,
     ResetFormat, SecretEncoding, TextPart,
@@ -276,14 +276,80 @@ pub trait Checkpoint: Send + Sync {
     fn save(&self, state: &str) -> Result<(), String>;
 }
 
-/// Read a media slice from disk without holding up the other tasks of a
-/// multi-threaded runtime (a chunk can be tens of megabytes).
-fn read_media(read: impl FnOnce() -> Result<Vec<u8>, String>) -> Result<Vec<u8>, String> {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(read)
+/// Opens media attachment `handle` of the call (checked to be a regular
+/// file) for the broker to read slices of.
+pub type MediaOpen = dyn Fn(u32) -> Result<std::fs::File, String> + Send + Sync;
+
+/// A piece of a request body.
+enum Piece {
+    Bytes(axum::body::Bytes),
+    /// Bytes `[offset, offset+len)` of an open media file.
+    Media {
+        file: Arc<std::fs::File>,
+        offset: u64,
+        len: u64,
+    },
+}
+
+/// How much of a media slice is read from disk at a time: the most of it
+/// in memory per request, whatever the slice's size.
+const READ_PIECE: u64 = 1 << 20;
+
+impl Piece {
+    fn len(&self) -> u64 {
+        match self {
+            Piece::Bytes(b) => b.len() as u64,
+            Piece::Media { len, .. } => *len,
         }
-        _ => read(),
+    }
+
+    /// The whole body in memory (bodies without media; dry runs).
+    fn concat(pieces: &[Piece]) -> axum::body::Bytes {
+        let mut out = Vec::new();
+        for p in pieces {
+            if let Piece::Bytes(b) = p {
+                out.extend_from_slice(b);
+            }
+        }
+        out.into()
+    }
+
+    /// The body as a stream: bytes as they are, media read from disk a
+    /// megabyte at a time as the connection takes it (off the async
+    /// workers).
+    fn stream(
+        pieces: Arc<Vec<Piece>>,
+    ) -> impl futures::Stream<Item = Result<axum::body::Bytes, std::io::Error>> + Send {
+        futures::stream::unfold((0usize, 0u64), move |(i, at)| {
+            let pieces = pieces.clone();
+            async move {
+                let p = pieces.get(i)?;
+                match p {
+                    Piece::Bytes(b) => Some((Ok(b.clone()), (i + 1, 0))),
+                    Piece::Media { file, offset, len } => {
+                        let n = READ_PIECE.min(len - at);
+                        let next = if at + n >= *len {
+                            (i + 1, 0)
+                        } else {
+                            (i, at + n)
+                        };
+                        if n == 0 {
+                            return Some((Ok(axum::body::Bytes::new()), next));
+                        }
+                        let (file, from) = (file.clone(), offset + at);
+                        let read = tokio::task::spawn_blocking(move || {
+                            use std::os::unix::fs::FileExt as _;
+                            let mut buf = vec![0u8; n as usize];
+                            file.read_exact_at(&mut buf, from)
+                                .map(|()| axum::body::Bytes::from(buf))
+                        })
+                        .await
+                        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+                        Some((read, next))
+                    }
+                }
+            }
+        })
     }
 }
 
@@ -468,7 +534,7 @@ impl Broker {
         &self,
         scope: &Scope,
         req: Request,
-        media: &(dyn Fn(u32, u64, u64) -> Result<Vec<u8>, String> + Send + Sync),
+        media: &MediaOpen,
     ) -> Result<Response, HttpError> {
         let no_secrets = Scrubber::default();
         let scrubber = scope
@@ -492,63 +558,79 @@ impl Broker {
         // What a dry run shows of the body: media as its size, never its
         // bytes.
         let mut shown_body: Option<String> = None;
-        // Media bytes in this body (upload progress).
-        let mut media_bytes = 0u64;
-        let body: Vec<u8> = match &req.body {
-            Body::Empty => Vec::new(),
-            Body::Bytes(b) => b.clone(),
+        // The body in pieces: bytes, and slices of media files read from
+        // disk as they are sent.
+        let mut pieces: Vec<Piece> = Vec::new();
+        let slice = |m: &MediaSlice| -> Result<Piece, HttpError> {
+            let file = media(m.handle).map_err(HttpError::NotSent)?;
+            let size = file
+                .metadata()
+                .map_err(|e| HttpError::NotSent(format!("media attachment {}: {e}", m.handle)))?
+                .len();
+            if m.offset.checked_add(m.length).is_none_or(|end| end > size) {
+                return Err(HttpError::NotSent(format!(
+                    "the plugin asked for bytes {}..{} of media attachment {}, which has {size}",
+                    m.offset,
+                    m.offset.saturating_add(m.length),
+                    m.handle
+                )));
+            }
+            Ok(Piece::Media {
+                file: Arc::new(file),
+                offset: m.offset,
+                len: m.length,
+            })
+        };
+        match &req.body {
+            Body::Empty => {}
+            Body::Bytes(b) => pieces.push(Piece::Bytes(b.clone().into())),
             Body::Media(m) => {
                 shown_body = Some(format!(
                     "(media attachment {}: {} bytes from offset {})",
                     m.handle, m.length, m.offset
                 ));
-                let bytes = read_media(|| media(m.handle, m.offset, m.length))
-                    .map_err(HttpError::NotSent)?;
-                media_bytes += bytes.len() as u64;
-                bytes
+                pieces.push(slice(m)?);
             }
             Body::Parts(parts) => {
-                let mut out = Vec::new();
                 let mut shown = String::new();
                 for p in parts {
                     match p {
                         BodyPart::Bytes(b) => {
-                            out.extend_from_slice(b);
                             shown.push_str(&String::from_utf8_lossy(b));
+                            pieces.push(Piece::Bytes(b.clone().into()));
                         }
                         BodyPart::Media(m) => {
-                            let bytes = read_media(|| media(m.handle, m.offset, m.length))
-                                .map_err(HttpError::NotSent)?;
-                            media_bytes += bytes.len() as u64;
                             shown.push_str(&format!(
                                 "(media attachment {}: {} bytes)",
-                                m.handle,
-                                bytes.len()
+                                m.handle, m.length
                             ));
-                            out.extend(bytes);
+                            pieces.push(slice(m)?);
                         }
                         BodyPart::Secret(part) => {
                             let value =
                                 fill(&[TextPart::Secret(*part)]).map_err(HttpError::NotSent)?;
                             shown.push_str(&value);
-                            out.extend_from_slice(value.as_bytes());
+                            pieces.push(Piece::Bytes(value.into_bytes().into()));
                         }
-                    }
-                    if out.len() as u64 > self.limits.max_request_bytes {
-                        break;
                     }
                 }
                 shown_body = Some(shown);
-                out
             }
-        };
-        if body.len() as u64 > self.limits.max_request_bytes {
+        }
+        let body_len: u64 = pieces.iter().map(Piece::len).sum();
+        // Media bytes in this body (upload progress).
+        let mut media_bytes: u64 = pieces
+            .iter()
+            .filter(|p| matches!(p, Piece::Media { .. }))
+            .map(Piece::len)
+            .sum();
+        if body_len > self.limits.max_request_bytes {
             return Err(HttpError::NotSent(format!(
-                "the request body is {} bytes; the host's cap is {}",
-                body.len(),
+                "the request body is {body_len} bytes; the host's cap is {}",
                 self.limits.max_request_bytes
             )));
         }
+        let pieces = Arc::new(pieces);
         if req.credential {
             let secret = |name: &str| {
                 creds.and_then(|c| c.get(name)).ok_or_else(|| {
@@ -632,10 +714,15 @@ impl Broker {
                     .iter()
                     .map(|(n, v)| (n.clone(), redact(v)))
                     .collect(),
-                body: match (&shown_body, std::str::from_utf8(&body)) {
-                    (Some(shown), _) => redact(shown),
-                    (None, Ok(text)) => redact(text),
-                    (None, Err(_)) => format!("({} bytes, not text)", body.len()),
+                body: match &shown_body {
+                    Some(shown) => redact(shown),
+                    None => {
+                        let bytes = Piece::concat(&pieces);
+                        match std::str::from_utf8(&bytes) {
+                            Ok(text) => redact(text),
+                            Err(_) => format!("({} bytes, not text)", bytes.len()),
+                        }
+                    }
                 },
             });
             return Err(HttpError::NotSent("dry run: not sent".into()));
@@ -664,8 +751,11 @@ impl Broker {
         }
 
         let mut method = to_reqwest(req.method);
-        // Shared, not copied, by each hop's request.
-        let mut body = Some(axum::body::Bytes::from(body));
+        // Bytes are shared, not copied, by each hop's request; media is
+        // read from disk as it is sent (a new read for each hop).
+        let streamed = pieces.iter().any(|p| matches!(p, Piece::Media { .. }));
+        let whole = (!streamed).then(|| Piece::concat(&pieces));
+        let mut with_body = true;
         for hop in 0..=self.limits.max_redirects {
             let mut rb = self.client.request(method.clone(), url.clone());
             // One Cookie header: the request's own (with the credential)
@@ -683,8 +773,13 @@ impl Broker {
             if let Some(j) = jarred {
                 rb = rb.header("cookie", j);
             }
-            if let Some(b) = &body {
-                rb = rb.body(b.clone());
+            if with_body {
+                rb = match &whole {
+                    Some(b) => rb.body(b.clone()),
+                    None => rb
+                        .header("content-length", body_len)
+                        .body(reqwest::Body::wrap_stream(Piece::stream(pieces.clone()))),
+                };
             }
             scope
                 .dispatched
@@ -733,7 +828,7 @@ impl Broker {
                     || (matches!(status.as_u16(), 301 | 302) && method == reqwest::Method::POST)
                 {
                     method = reqwest::Method::GET;
-                    body = None;
+                    with_body = false;
                 }
                 url = next;
                 continue;

@@ -192,7 +192,7 @@ pub fn read_regular(path: &Path) -> Result<Vec<u8>, ReadError> {
 }
 
 /// Reads bytes `[offset, offset+len)` of media attachment `handle`.
-pub type MediaReader = Arc<dyn Fn(u32, u64, u64) -> Result<Vec<u8>, String> + Send + Sync>;
+pub type MediaReader = Arc<crate::http::MediaOpen>;
 
 /// State of one call's store.
 pub struct CallState {
@@ -778,8 +778,108 @@ impl Host {
             .map_err(|e| fail(e.to_string()))?;
         manifest::check(&manifest).map_err(|m| fail(format!("has an invalid manifest: {m}")))?;
         plugin.declared = manifest::declared_hosts(&manifest);
+        self.remember_id(&plugin.sha256, &manifest.id);
         plugin.manifest = manifest;
         Ok(Arc::new(plugin))
+    }
+
+    /// Where the platform id of each plugin file this host has described
+    /// is kept, by the file's SHA-256, beside the compiled code: a command
+    /// that needs one platform loads only the files that provide it.
+    fn id_file(&self, sha256: &str) -> PathBuf {
+        self.cache_dir.join("ids").join(sha256)
+    }
+
+    fn remember_id(&self, sha256: &str, id: &str) {
+        let path = self.id_file(sha256);
+        if std::fs::read_to_string(&path).ok().as_deref() == Some(id) {
+            return;
+        }
+        let saved = std::fs::create_dir_all(path.parent().expect("a parent"))
+            .and_then(|()| crate::store::write_atomic(&path, id.as_bytes()));
+        if let Err(e) = saved {
+            tracing::debug!("could not cache a plugin's id: {e}");
+        }
+    }
+
+    /// The platform id the file with this hash declared when it was last
+    /// described, if this host remembers it.
+    fn known_id(&self, sha256: &str) -> Option<String> {
+        std::fs::read_to_string(self.id_file(sha256))
+            .ok()
+            .filter(|id| !id.is_empty() && id.len() <= 64)
+    }
+
+    /// Load only the plugins of the platforms `ids` — from the folder
+    /// (files whose id this host remembers for their content are skipped
+    /// when it is not wanted; a file it does not know is described once),
+    /// then the built-in ones the folder does not provide (when
+    /// `built_in`). For commands that work on a few platforms; the daemon
+    /// loads everything ([`Host::load_dir`], [`Host::load_built_in`]).
+    pub async fn load_only(
+        &self,
+        dir: &Path,
+        built_in: bool,
+        ids: &[String],
+    ) -> anyhow::Result<()> {
+        let dir = &std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+            Ok(entries) => entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => {
+                return Err(anyhow::anyhow!(
+                    "cannot read the plugins folder {}: {e}",
+                    dir.display()
+                ));
+            }
+        };
+        files.sort();
+        let mut wanted = Vec::new();
+        for path in files {
+            let Ok((bytes, sha)) = self.read(&path) else {
+                // Not readable or not a file: loading it reports why.
+                wanted.push((path, None));
+                continue;
+            };
+            match self.known_id(&sha) {
+                Some(id) if !ids.contains(&id) => {}
+                _ => wanted.push((path, Some((bytes, sha)))),
+            }
+        }
+        let prepared = futures::future::join_all(wanted.iter().map(|(path, read)| async move {
+            match read {
+                Some((bytes, sha)) => self.prepare(path, bytes.clone(), sha.clone()).await,
+                None => self.read_and_prepare(path).await,
+            }
+        }))
+        .await;
+        for ((path, _), r) in wanted.iter().zip(prepared) {
+            match r {
+                Err(e @ PluginError::NotAFile { .. }) => tracing::warn!("{e}"),
+                // Described only to learn its id: not one of these.
+                Ok(p) if !ids.contains(&p.manifest.id) => {}
+                r => {
+                    if let Err(e) = self.register(path, r) {
+                        tracing::error!("{e}");
+                    }
+                }
+            }
+        }
+        if built_in {
+            let missing: Vec<String> = ids
+                .iter()
+                .filter(|id| !self.plugins.read().expect("plugin table").contains_key(*id))
+                .cloned()
+                .collect();
+            if !missing.is_empty() {
+                self.load_built_in(Some(&missing)).await;
+            }
+        }
+        Ok(())
     }
 
     /// Check a plugin file as loading would — read, shape, imports,
@@ -1002,17 +1102,10 @@ impl Host {
         post: &Post,
         files: Arc<Vec<PathBuf>>,
     ) -> Result<Result<Receipt, CallError>, PluginError> {
-        let cap = self.limits.max_request_bytes;
-        let reader: MediaReader = Arc::new(move |handle, offset, len| {
-            use std::io::{Read, Seek, SeekFrom};
+        let reader: MediaReader = Arc::new(move |handle| {
             let path = files
                 .get(handle as usize)
                 .ok_or_else(|| format!("there is no media attachment {handle}"))?;
-            if len > cap {
-                return Err(format!(
-                    "a media slice of {len} bytes exceeds the host's cap of {cap}"
-                ));
-            }
             // The path was checked and resolved when the post was read; a
             // link or special file put in its place since is refused
             // before it is opened.
@@ -1024,15 +1117,7 @@ impl Host {
                     path.display()
                 ));
             }
-            let mut f =
-                std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            f.seek(SeekFrom::Start(offset))
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            let mut buf = Vec::with_capacity(len as usize);
-            f.take(len)
-                .read_to_end(&mut buf)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            Ok(buf)
+            std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))
         });
         // Uploads take time with their size: a 2 GB video is not cut at
         // the budget meant for a text post.
@@ -1471,7 +1556,7 @@ fn observe(plugin: &str, call: &'static str, start: Instant) {
 }
 
 fn no_media() -> MediaReader {
-    Arc::new(|_, _, _| Err("this call has no media attachments".into()))
+    Arc::new(|_| Err("this call has no media attachments".into()))
 }
 
 /// A receipt must name the post, and its URL must be a URL.
