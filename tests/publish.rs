@@ -3777,7 +3777,7 @@ fn facebook_pages_publish_text_photos_and_resumable_video() {
 
 // ------------------------------------------------------------ video
 
-/// YouTube: the resumable protocol in 8 MiB pieces of a video read from
+/// YouTube: the resumable protocol in 32 MiB pieces of a video read from
 /// disk piece by piece; a connection cut in the middle of a piece is
 /// followed by asking the session where it stopped (`bytes */N`) and
 /// going on from there, in the same session; the video's fields reach
@@ -3813,8 +3813,8 @@ tags = "bread, bakery"
     assert_eq!(received, size);
     assert_eq!(fnv, hash, "the bytes YouTube has are the file's");
     assert!(
-        chunks >= 6,
-        "40 MiB in 8 MiB pieces, one of them cut: {chunks}"
+        chunks == 2,
+        "40 MiB in 32 MiB pieces: the first cut at 12 MiB, then the other 28 from there: {chunks}"
     );
     assert_eq!(yt.kv("sessions"), Some(json!(1)), "one session throughout");
     assert!(
