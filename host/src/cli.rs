@@ -1215,11 +1215,17 @@ fn needed_platforms(cmd: &Command, cfg: &Loaded) -> Option<Vec<String>> {
             ..
         }
         | Command::Connect { platform, .. } => vec![platform.clone()],
-        Command::Status { .. } | Command::Accounts { cmd: None, .. } => stored()?,
+        Command::Status { .. }
+        | Command::Accounts { cmd: None, .. }
+        | Command::Refresh {
+            target: None,
+            watch: false,
+        } => stored()?,
         Command::Refresh {
             target: Some(t),
             watch: false,
         } => vec![platform_of(t)],
+        Command::Disconnect { id, .. } => vec![platform_of(id)],
         _ => return None,
     };
     ids.sort();

@@ -291,9 +291,9 @@ enum Piece {
     },
 }
 
-/// How much of a media slice is read from disk at a time: the most of it
-/// in memory per request, whatever the slice's size.
-const READ_PIECE: u64 = 1 << 20;
+/// How much of a media slice is read from disk at a time: about the most
+/// of it in memory per request, whatever the slice's size.
+const READ_PIECE: u64 = 256 << 10;
 
 impl Piece {
     fn len(&self) -> u64 {
@@ -314,42 +314,46 @@ impl Piece {
         out.into()
     }
 
-    /// The body as a stream: bytes as they are, media read from disk a
-    /// megabyte at a time as the connection takes it (off the async
-    /// workers).
+    /// The body as a stream: bytes as they are, media read from disk in
+    /// small buffers as the connection takes it (tokio's file reads run
+    /// off the async workers).
     fn stream(
         pieces: Arc<Vec<Piece>>,
     ) -> impl futures::Stream<Item = Result<axum::body::Bytes, std::io::Error>> + Send {
-        futures::stream::unfold((0usize, 0u64), move |(i, at)| {
-            let pieces = pieces.clone();
-            async move {
-                let p = pieces.get(i)?;
-                match p {
-                    Piece::Bytes(b) => Some((Ok(b.clone()), (i + 1, 0))),
-                    Piece::Media { file, offset, len } => {
-                        let n = READ_PIECE.min(len - at);
-                        let next = if at + n >= *len {
-                            (i + 1, 0)
-                        } else {
-                            (i, at + n)
-                        };
-                        if n == 0 {
-                            return Some((Ok(axum::body::Bytes::new()), next));
+        use futures::StreamExt as _;
+        let parts: Vec<_> = (0..pieces.len())
+            .map(|i| {
+                let pieces = pieces.clone();
+                futures::stream::once(async move {
+                    match &pieces[i] {
+                        Piece::Bytes(b) => {
+                            futures::stream::once(futures::future::ready(Ok(b.clone()))).boxed()
                         }
-                        let (file, from) = (file.clone(), offset + at);
-                        let read = tokio::task::spawn_blocking(move || {
-                            use std::os::unix::fs::FileExt as _;
-                            let mut buf = vec![0u8; n as usize];
-                            file.read_exact_at(&mut buf, from)
-                                .map(|()| axum::body::Bytes::from(buf))
-                        })
-                        .await
-                        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-                        Some((read, next))
+                        Piece::Media { file, offset, len } => {
+                            use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
+                            let opened = async {
+                                let mut f = tokio::fs::File::from_std(file.try_clone()?);
+                                f.seek(std::io::SeekFrom::Start(*offset)).await?;
+                                Ok::<_, std::io::Error>(f.take(*len))
+                            }
+                            .await;
+                            match opened {
+                                Ok(r) => tokio_util::io::ReaderStream::with_capacity(
+                                    r,
+                                    READ_PIECE as usize,
+                                )
+                                .boxed(),
+                                Err(e) => {
+                                    futures::stream::once(futures::future::ready(Err(e))).boxed()
+                                }
+                            }
+                        }
                     }
-                }
-            }
-        })
+                })
+                .flatten()
+            })
+            .collect();
+        futures::stream::iter(parts).flatten()
     }
 }
 
