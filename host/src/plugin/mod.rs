@@ -810,6 +810,35 @@ impl Host {
             .filter(|id| !id.is_empty() && id.len() <= 64)
     }
 
+    /// Every platform id this host could serve without loading anything
+    /// more: the loaded plugins', the built-in ones (when `built_in`), and
+    /// those remembered for the files in `dir`. For messages that tell a
+    /// typo from a platform a command did not need.
+    pub fn known_ids(&self, dir: &Path, built_in: bool) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .plugins
+            .read()
+            .expect("plugin table")
+            .keys()
+            .cloned()
+            .collect();
+        if built_in {
+            ids.extend(built_in_ids().into_iter().map(str::to_string));
+        }
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = e.path();
+            if path.extension().is_some_and(|x| x == "wasm")
+                && let Ok((_, sha)) = self.read(&path)
+                && let Some(id) = self.known_id(&sha)
+            {
+                ids.push(id);
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
     /// Load only the plugins of the platforms `ids` — from the folder
     /// (files whose id this host remembers for their content are skipped
     /// when it is not wanted; a file it does not know is described once),

@@ -68,12 +68,10 @@ fn stray_problems(svc: &Services, post: &ParsedPost, targets: &[AccountId]) -> V
         }
     }
     let goes_to = platforms.join(", ");
-    let known: Vec<String> = svc
+    let cfg = svc.cfg();
+    let known = svc
         .host
-        .plugins()
-        .iter()
-        .map(|p| p.manifest.id.clone())
-        .collect();
+        .known_ids(&cfg.plugins_dir, cfg.config.plugins.built_in);
     post.stray_overrides
         .iter()
         .map(|(field, platform)| {
