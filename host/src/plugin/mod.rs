@@ -535,7 +535,8 @@ impl Host {
                 .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
                 .collect(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                tracing::warn!(dir = %dir.display(), "the plugins folder does not exist; no platforms are available");
+                // Not an error: the built-in platforms may be all there is.
+                tracing::debug!(dir = %dir.display(), "the plugins folder does not exist");
                 Vec::new()
             }
             Err(e) => {
