@@ -3900,7 +3900,23 @@ fn tiktok_uploads_in_chunks_and_waits_for_the_public_id() {
     assert!(err.contains("SELF_ONLY"), "{v}");
     assert!(tt.uploads().is_empty(), "nothing uploaded");
 
+    // A private post is complete without a public id: published under its
+    // publish id, linked to the profile.
     let (r, v) = publish_json(&home, "private.toml", &post("SELF_ONLY"));
+    assert_eq!(r.code, 0, "{}", r.all());
+    let res = &v["results"][0];
+    assert_eq!(res["state"], "published", "{v}");
+    assert_eq!(res["url"], "https://www.tiktok.com/@acmebakery", "{v}");
+    // A public one waits for its public id.
+    tt.kv_set(
+        "privacy_options",
+        json!(["PUBLIC_TO_EVERYONE", "SELF_ONLY"]),
+    );
+    let (r, v) = publish_json(
+        &home,
+        "public2.toml",
+        &post("PUBLIC_TO_EVERYONE").replace("oven", "oven, for all"),
+    );
     assert_eq!(r.code, 0, "{}", r.all());
     let res = &v["results"][0];
     assert!(

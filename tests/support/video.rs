@@ -518,7 +518,7 @@ fn tiktok_init(st: &FakeState, body: &Value) -> Response {
             kv_put(
                 st,
                 &format!("status/{publish_id}"),
-                json!({"status": "PROCESSING_UPLOAD", "polls": 0}),
+                json!({"status": "PROCESSING_UPLOAD", "polls": 0, "post": body["post_info"]}),
             );
             let base = st.base.lock().unwrap().clone();
             tiktok(
@@ -688,8 +688,8 @@ fn tiktok_status(st: &FakeState, body: &Value) -> Response {
     if s["status"] == "FAILED" {
         data["fail_reason"] = s["fail_reason"].clone();
     }
-    if s["status"] == "PUBLISH_COMPLETE" {
-        // Spelled as TikTok spells it.
+    // Spelled as TikTok spells it; a private post never gets one.
+    if s["status"] == "PUBLISH_COMPLETE" && s["post"]["privacy_level"] != "SELF_ONLY" {
         data["publicaly_available_post_id"] =
             json!([s["post_id"].as_str().unwrap().parse::<u64>().unwrap()]);
     }

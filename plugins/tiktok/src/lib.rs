@@ -433,10 +433,12 @@ fn status(ctx: &Context, id: &str) -> Result<Value, CallError> {
     )
 }
 
-/// What a status answer says of publish `id`: `PUBLISH_COMPLETE` with a
-/// public id is live; `FAILED` is refused with TikTok's reason; anything
-/// else (processing, sent to the user's inbox, complete but not public
-/// yet) is pending.
+/// What a status answer says of publish `id`: `PUBLISH_COMPLETE` is live
+/// — with its public id once moderation gives one, or, for a post TikTok
+/// never makes public (`SELF_ONLY`, all an unaudited app may post), under
+/// its publish id with the creator's profile as its link; `FAILED` is
+/// refused with TikTok's reason; anything else (processing, sent to the
+/// user's inbox) is pending.
 fn outcome(data: &Value, id: &str, username: Option<&str>) -> Result<Receipt, CallError> {
     match data["status"].as_str().unwrap_or_default() {
         "PUBLISH_COMPLETE" => {
@@ -449,7 +451,9 @@ fn outcome(data: &Value, id: &str, username: Option<&str>) -> Result<Receipt, Ca
                     let url = username.map(|u| format!("https://www.tiktok.com/@{u}/video/{post}"));
                     Receipt::published(post, url)
                 }
-                None => pending(id),
+                None => {
+                    Receipt::published(id, username.map(|u| format!("https://www.tiktok.com/@{u}")))
+                }
             })
         }
         "FAILED" => Err(CallError::Rejected(format!(
