@@ -383,6 +383,33 @@ mod builtin {
     include!(concat!(env!("OUT_DIR"), "/bundled.rs"));
 }
 
+/// The `*.wasm` files in the plugins folder `dir`, in name order, each
+/// spelled from the folder's canonical path (so the watcher's events match
+/// loaded paths). A folder that does not exist has none: the built-in
+/// platforms may be all there is.
+fn plugin_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::debug!(dir = %dir.display(), "the plugins folder does not exist");
+            Vec::new()
+        }
+        Err(e) => {
+            return Err(anyhow::anyhow!(
+                "cannot read the plugins folder {}: {e}",
+                dir.display()
+            ));
+        }
+    };
+    files.sort();
+    Ok(files)
+}
+
 /// Where a built-in plugin says it comes from (no file: the binary).
 pub const BUILT_IN: &str = "(built in)";
 
@@ -526,27 +553,7 @@ impl Host {
     /// warning. Files are checked and compiled concurrently and registered
     /// in name order (so the first of two files claiming an id wins).
     pub async fn load_dir(&self, dir: &Path) -> anyhow::Result<()> {
-        // One spelling per file, so the watcher's events match loaded paths.
-        let dir = &std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-        let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
-            Ok(entries) => entries
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
-                .collect(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                // Not an error: the built-in platforms may be all there is.
-                tracing::debug!(dir = %dir.display(), "the plugins folder does not exist");
-                Vec::new()
-            }
-            Err(e) => {
-                return Err(anyhow::anyhow!(
-                    "cannot read the plugins folder {}: {e}",
-                    dir.display()
-                ));
-            }
-        };
-        files.sort();
+        let files = plugin_files(dir)?;
         let prepared =
             futures::future::join_all(files.iter().map(|path| self.read_and_prepare(path))).await;
         for (path, r) in files.iter().zip(prepared) {
@@ -826,10 +833,8 @@ impl Host {
         if built_in {
             ids.extend(built_in_ids().into_iter().map(str::to_string));
         }
-        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let path = e.path();
-            if path.extension().is_some_and(|x| x == "wasm")
-                && let Ok((_, sha)) = self.read(&path)
+        for path in plugin_files(dir).unwrap_or_default() {
+            if let Ok((_, sha)) = self.read(&path)
                 && let Some(id) = self.known_id(&sha)
             {
                 ids.push(id);
@@ -852,22 +857,7 @@ impl Host {
         built_in: bool,
         ids: &[String],
     ) -> anyhow::Result<()> {
-        let dir = &std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-        let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
-            Ok(entries) => entries
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
-                .collect(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => {
-                return Err(anyhow::anyhow!(
-                    "cannot read the plugins folder {}: {e}",
-                    dir.display()
-                ));
-            }
-        };
-        files.sort();
+        let files = plugin_files(dir)?;
         let mut wanted = Vec::new();
         for path in files {
             let Ok((bytes, sha)) = self.read(&path) else {

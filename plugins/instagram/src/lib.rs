@@ -134,21 +134,9 @@ impl Platform for Instagram {
         let id = meta::id_of(&v["user_id"])
             .or_else(|| meta::id_of(&v["id"]))
             .ok_or_else(|| CallError::Rejected(format!("Instagram sent no user id: {v}")))?;
-        let handle = v["username"].as_str().map(String::from);
-        Ok(Profile {
-            name: v["name"]
-                .as_str()
-                .filter(|n| !n.is_empty())
-                .or(handle.as_deref())
-                .unwrap_or(&id)
-                .into(),
-            url: handle
-                .as_ref()
-                .map(|h| format!("https://www.instagram.com/{h}/")),
-            picture: v["profile_picture_url"].as_str().map(String::from),
-            handle,
-            id,
-        })
+        Ok(meta::profile(id, &v, "profile_picture_url", |h| {
+            format!("https://www.instagram.com/{h}/")
+        }))
     }
 
     /// A publish whose answer was lost: the account's latest media with

@@ -19,7 +19,7 @@
 
 use serde_json::Value;
 
-use crate::{CallError, Context, Level, Media, RateLimited, Receipt, Request, Response};
+use crate::{CallError, Context, Level, Media, Profile, RateLimited, Receipt, Request, Response};
 use crate::{encode_component, log, sleep_millis};
 
 /// Whether a request comes before the post exists or makes it live.
@@ -481,5 +481,24 @@ mod tests {
         assert_eq!(span(3600), "1 hour");
         assert_eq!(span(180), "3 minutes");
         assert_eq!(span(90), "90 seconds");
+    }
+}
+
+/// The profile a `/me` answer describes (Instagram, Threads): `name`, or
+/// else the `username`, or else `id`; `username` as the handle; the
+/// picture from the field `picture`; the profile page `page(handle)`.
+pub fn profile(id: String, v: &Value, picture: &str, page: impl Fn(&str) -> String) -> Profile {
+    let handle = v["username"].as_str().map(String::from);
+    Profile {
+        name: v["name"]
+            .as_str()
+            .filter(|n| !n.is_empty())
+            .or(handle.as_deref())
+            .unwrap_or(&id)
+            .into(),
+        url: handle.as_deref().map(page),
+        picture: v[picture].as_str().map(String::from),
+        handle,
+        id,
     }
 }
