@@ -1850,3 +1850,355 @@ fn a_killed_upload_resumes_where_the_platform_says_it_stopped() {
     let shown = home.run(&["posts", "show", "long", "--json"], None);
     assert_eq!(shown.code, 0, "{}", shown.all());
 }
+
+// ------------------------------------------------------------- the web UI
+
+/// A browser's view of the web UI: cookies kept by hand, redirects not
+/// followed, so every answer can be checked.
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+    cookie: Option<String>,
+}
+
+struct Page {
+    code: u16,
+    headers: reqwest::header::HeaderMap,
+    body: String,
+}
+
+impl Browser {
+    fn new(base: &str) -> Self {
+        Browser {
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            base: base.to_string(),
+            cookie: None,
+        }
+    }
+
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<String>,
+    ) -> Page {
+        let url = if path.starts_with("http") {
+            path.to_string()
+        } else {
+            format!("{}{path}", self.base)
+        };
+        let mut req = self.http.request(method.parse().unwrap(), url);
+        if let Some(c) = &self.cookie {
+            req = req.header("cookie", c);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.body(b);
+        }
+        let r = req.send().await.expect("the daemon answers");
+        Page {
+            code: r.status().as_u16(),
+            headers: r.headers().clone(),
+            body: r.text().await.unwrap_or_default(),
+        }
+    }
+
+    async fn get(&self, path: &str) -> Page {
+        self.send("GET", path, &[], None).await
+    }
+
+    /// A form post from the daemon's own page, with the session's token.
+    async fn form(&self, path: &str, csrf: &str, fields: &[(&str, &str)]) -> Page {
+        let mut body = url::form_urlencoded::Serializer::new(String::new());
+        body.append_pair("_csrf", csrf);
+        for (k, v) in fields {
+            body.append_pair(k, v);
+        }
+        let origin = self.base.clone();
+        self.send(
+            "POST",
+            path,
+            &[
+                ("origin", &origin),
+                ("content-type", "application/x-www-form-urlencoded"),
+            ],
+            Some(body.finish()),
+        )
+        .await
+    }
+
+    async fn json(&self, path: &str, csrf: &str, v: &Value) -> (u16, Value) {
+        let origin = self.base.clone();
+        let p = self
+            .send(
+                "POST",
+                path,
+                &[
+                    ("origin", &origin),
+                    ("x-csrf-token", csrf),
+                    ("content-type", "application/json"),
+                ],
+                Some(v.to_string()),
+            )
+            .await;
+        (
+            p.code,
+            serde_json::from_str(&p.body).unwrap_or(Value::String(p.body)),
+        )
+    }
+}
+
+fn csrf_of(html: &str) -> String {
+    let at = html
+        .find("name=\"csrf-token\" content=\"")
+        .expect("a csrf meta tag");
+    let rest = &html[at + "name=\"csrf-token\" content=\"".len()..];
+    rest[..rest.find('"').unwrap()].to_string()
+}
+
+fn ui_link(home: &Home) -> String {
+    let r = home.run(&["ui", "--no-browser"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    r.stdout.trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_ui_signs_in_once_and_refuses_forged_requests() {
+    let mut w = daemon_world();
+    w.home.extra_config.push_str("signin_link_secs = 2\n");
+    let d = start_daemon(&w.home);
+    let b0 = Browser::new(&d.base);
+
+    // Nothing without a session; the JSON API keeps its bearer token.
+    let p = b0.get("/ui/").await;
+    assert_eq!(p.code, 401, "{}", p.body);
+    assert!(p.body.contains("outreach ui"), "{}", p.body);
+    let (code, _) = d.call("GET", "/accounts", None).await;
+    assert_eq!(code, 200);
+    let p = b0.send("POST", "/signin-links", &[], None).await;
+    assert_eq!(p.code, 401, "minting a link needs the bearer token");
+
+    // The link signs in once.
+    let link = ui_link(&w.home);
+    assert!(
+        link.starts_with(&format!("{}/ui/signin/", d.base)),
+        "{link}"
+    );
+    let p = b0.get(&link).await;
+    assert_eq!(p.code, 303);
+    assert_eq!(p.headers["location"], "/ui/");
+    let set = p.headers["set-cookie"].to_str().unwrap().to_string();
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set.contains(flag), "{set}");
+    }
+    assert!(!set.contains("Secure"), "plain http on loopback: {set}");
+    let p = b0.get(&link).await;
+    assert_eq!(p.code, 401, "a link works once");
+    let mut b = Browser::new(&d.base);
+    b.cookie = Some(set.split(';').next().unwrap().to_string());
+
+    // A link past its time signs nobody in.
+    let late = ui_link(&w.home);
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    assert_eq!(b0.get(&late).await.code, 401, "an expired link");
+
+    // Every page: the security headers, the accounts, no secret.
+    let dash = b.get("/ui/").await;
+    assert_eq!(dash.code, 200, "{}", dash.body);
+    for id in ["x/default", "linkedin/default", "mastodon/social"] {
+        assert!(
+            dash.body.contains(&format!("data-account=\"{id}\"")),
+            "{id}: {}",
+            dash.body
+        );
+    }
+    let csrf = csrf_of(&dash.body);
+    for path in [
+        "/ui/",
+        "/ui/connect",
+        "/ui/compose",
+        "/ui/posts",
+        "/ui/calendar",
+        "/ui/calendar?view=week",
+        "/ui/live/accounts",
+        "/ui/accounts/x/default/disconnect",
+    ] {
+        let p = b.get(path).await;
+        assert_eq!(p.code, 200, "{path}: {}", p.body);
+        let csp = p.headers["content-security-policy"].to_str().unwrap();
+        assert!(
+            csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+            "{csp}"
+        );
+        assert!(!csp.contains("unsafe-inline"), "{csp}");
+        assert_eq!(p.headers["x-frame-options"], "DENY");
+        assert!(!p.body.contains("PLANTED"), "{path} shows a secret");
+        assert!(!p.body.contains("<script>"), "{path}: inline script");
+    }
+    let asset = b0.get("/ui/assets/app.js").await;
+    assert_eq!(asset.code, 200);
+    assert!(
+        asset.headers["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("immutable")
+    );
+
+    // DNS rebinding: another name for this address is refused.
+    let host = format!("evil.example:{}", d.base.rsplit(':').next().unwrap());
+    let p = b.send("GET", "/ui/", &[("host", &host)], None).await;
+    assert_eq!(p.code, 421, "{}", p.body);
+    // Changes need this daemon's Origin and the session's CSRF token.
+    let p = b
+        .send(
+            "POST",
+            "/ui/accounts/x/default/refresh",
+            &[
+                ("origin", "http://evil.example"),
+                ("content-type", "application/x-www-form-urlencoded"),
+            ],
+            Some(format!("_csrf={csrf}")),
+        )
+        .await;
+    assert_eq!(p.code, 403, "{}", p.body);
+    let p = b
+        .form("/ui/accounts/x/default/refresh", "not-the-token", &[])
+        .await;
+    assert_eq!(p.code, 403, "{}", p.body);
+    let p = b.form("/ui/accounts/x/default/refresh", &csrf, &[]).await;
+    assert_eq!(p.code, 303, "{}", p.body);
+
+    // The composer's check counts by each platform's rule: X weighs a URL
+    // as 23, whatever its length.
+    let text = format!("{} https://example.org/{}", "a".repeat(257), "p".repeat(60));
+    let (code, v) = b
+        .json(
+            "/ui/compose/check",
+            &csrf,
+            &json!({"text": text, "to": ["x", "mastodon/social"]}),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    let m = |t: &str| {
+        v["measures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["target"] == t)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(m("x/default")["items"][0]["count"], 281, "{v}");
+    assert_eq!(m("x/default")["items"][0]["over"], true, "{v}");
+    assert_eq!(m("x/default")["counting"], "x-weighted");
+    assert_eq!(m("mastodon/social")["items"][0]["over"], false, "{v}");
+    assert!(v["problems"].to_string().contains("x/default"), "{v}");
+    let (_, v) = b
+        .json(
+            "/ui/compose/check",
+            &csrf,
+            &json!({"text": "a".repeat(280), "to": ["x"]}),
+        )
+        .await;
+    assert_eq!(v["measures"][0]["items"][0]["over"], false, "{v}");
+    assert_eq!(v["problems"], json!([]), "{v}");
+    // Without the token the check is refused too.
+    let (code, _) = b
+        .json(
+            "/ui/compose/check",
+            "wrong",
+            &json!({"text": "t", "to": ["x"]}),
+        )
+        .await;
+    assert_eq!(code, 403);
+
+    // A draft is a post file in the drafts folder; it is never published.
+    let (code, v) = b
+        .json(
+            "/ui/compose/draft",
+            &csrf,
+            &json!({"text": "draft {{access_token}}", "to": ["x"], "draft": "launch"}),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    let saved = std::fs::read_to_string(w.home.path().join("drafts/launch.toml")).unwrap();
+    assert!(saved.contains("draft {{access_token}}"), "{saved}");
+    let (code, v) = b
+        .json(
+            "/ui/compose/draft",
+            &csrf,
+            &json!({"text": "t", "to": ["x"], "draft": "../escape"}),
+        )
+        .await;
+    assert_eq!(code, 400, "{v}");
+    let p = b.get("/ui/compose?draft=launch").await;
+    assert_eq!(p.code, 200);
+    assert!(
+        p.body.contains("draft {{access_token}}"),
+        "the draft loads into the composer"
+    );
+
+    // Uploads keep only a file name, inside the media folder.
+    let p = b
+        .send(
+            "POST",
+            "/ui/media",
+            &[
+                ("origin", &d.base.clone()),
+                ("x-csrf-token", &csrf),
+                ("x-file-name", "..%2F..%2Fevil.png"),
+            ],
+            Some(String::from_utf8_lossy(&png_bytes()).into_owned()),
+        )
+        .await;
+    assert_eq!(p.code, 200, "{}", p.body);
+    let v: Value = serde_json::from_str(&p.body).unwrap();
+    let path = std::path::PathBuf::from(v["path"].as_str().unwrap());
+    assert!(
+        path.starts_with(w.home.path().join("posts/media")),
+        "{path:?}"
+    );
+    assert!(
+        path.file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .ends_with("evil.png")
+    );
+
+    // Publish from the composer: the same journal as the CLI.
+    let (code, v) = b
+        .json(
+            "/ui/compose/publish",
+            &csrf,
+            &json!({"text": "from the web", "to": ["x"]}),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["results"][0]["state"], "published", "{v}");
+    assert_eq!(w.x.posts().len(), 1, "one tweet");
+    let posts = b.get("/ui/posts").await;
+    assert!(posts.body.contains("from the web"), "{}", posts.body);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(w.x.posts().len(), 1, "the draft was not published");
+
+    // Sign out ends the session.
+    let p = b.form("/ui/signout", &csrf, &[]).await;
+    assert_eq!(p.code, 200);
+    assert!(
+        p.headers["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    assert_eq!(b.get("/ui/").await.code, 401);
+    let log = d.stop();
+    assert!(!log.contains("/ui/signin/"), "the link is never logged");
+}

@@ -273,6 +273,9 @@ pub struct ConnectOptions {
     /// Asks the person connecting for a secret (an app password, a pasted
     /// key), named by what it asks for; the front end decides how.
     pub prompt: Box<dyn Fn(&str) -> anyhow::Result<Secret> + Send + Sync>,
+    /// Started in the daemon's web UI: the browser comes back to the
+    /// daemon's own `/callback`, and its page links to the dashboard.
+    pub via: Option<crate::auth::Via>,
 }
 
 impl ConnectOptions {
@@ -318,6 +321,7 @@ pub async fn connect(svc: &Services, opts: ConnectOptions) -> anyhow::Result<Vec
                 opts.paste,
                 &*opts.prompt,
                 &*opts.announce,
+                opts.via.as_ref(),
             )
             .await?;
             // The browser waits for its page until the account is stored
@@ -884,4 +888,99 @@ async fn rewrite<T: Send + 'static>(
         Ok(Some(out))
     })
     .await?
+}
+
+/// What disconnecting an account did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Disconnected {
+    pub account: String,
+    /// `revoked`, `no-revoke-endpoint` or `revoke-failed` (removed
+    /// anyway, as asked).
+    pub revoke: &'static str,
+    pub platform: String,
+    pub detail: Option<String>,
+}
+
+impl Disconnected {
+    /// For people, one line per step.
+    pub fn lines(&self) -> Vec<String> {
+        let first = match self.revoke {
+            "revoked" => format!("revoked {}'s token at {}", self.account, self.platform),
+            "no-revoke-endpoint" => format!(
+                "{} has no revoke endpoint; revoke outreach's access in the platform's settings too",
+                self.platform
+            ),
+            _ => format!(
+                "could not revoke {}'s token at {} ({}); removing it anyway (--force)",
+                self.account,
+                self.platform,
+                self.detail.as_deref().unwrap_or("")
+            ),
+        };
+        vec![first, format!("removed {}", self.account)]
+    }
+}
+
+/// Revoke an account's token at the platform (where it has a revoke
+/// endpoint), then remove the account. A revoke that fails keeps the
+/// account (the inner `Err`, saying why) unless `force`.
+pub async fn disconnect(
+    svc: &Services,
+    id: &AccountId,
+    force: bool,
+) -> anyhow::Result<Result<Disconnected, String>> {
+    use crate::auth::{client_for, endpoint, registered_client};
+    let store = svc.store()?;
+    let record = store.load(id)?;
+    let plugin = svc.host.get(&id.platform)?;
+    let m = &plugin.manifest;
+    let overrides = svc.cfg().platform(&m.id).endpoints;
+    let endpoints =
+        effective_endpoints(m, &overrides, Some(&crate::services::account_view(&record)));
+    let mut done = Disconnected {
+        account: id.to_string(),
+        revoke: "no-revoke-endpoint",
+        platform: m.name.clone(),
+        detail: None,
+    };
+    if let Ok(url) = endpoint(&endpoints, "revoke") {
+        // A server outreach registered with (Mastodon) takes the client the
+        // token was issued to: that registration, not the config's client.
+        let client = if m.auth.dynamic_registration {
+            registered_client(svc, m, &endpoints)?
+        } else {
+            client_for(&svc.cfg(), &m.id).ok()
+        };
+        let unregistered = m.auth.dynamic_registration && client.is_none();
+        let token: &Secret = record
+            .refresh_token
+            .as_ref()
+            .unwrap_or(&record.access_token);
+        match TokenClient::new(svc)?
+            .revoke(m, &url, client.as_ref(), token)
+            .await
+        {
+            Ok(()) => done.revoke = "revoked",
+            Err(e) if force => {
+                done.revoke = "revoke-failed";
+                done.detail = Some(e.to_string());
+            }
+            Err(e) => {
+                let why = if unregistered {
+                    format!(
+                        " outreach did not register the app this token was issued to (it was pasted, not connected), and {} revokes a token only for its own app.",
+                        m.name
+                    )
+                } else {
+                    String::new()
+                };
+                return Ok(Err(format!(
+                    "could not revoke {id}'s token at {} ({e}); the account was kept.{why}",
+                    m.name
+                )));
+            }
+        }
+    }
+    store.remove(id)?;
+    Ok(Ok(done))
 }

@@ -924,6 +924,11 @@ struct Callback {
 pub struct Browser {
     /// `None` in paste mode: the browser landed elsewhere.
     sock: Option<Box<dyn Conn>>,
+    /// The daemon's `/callback` handler waiting for the page to answer
+    /// with (status, HTML), when the browser came back to the daemon.
+    reply: Option<tokio::sync::oneshot::Sender<(u16, String)>>,
+    /// Where the page links back to (the web UI's dashboard), if anywhere.
+    back: Option<String>,
     /// What the page must never show (the code, the state, the client
     /// secret), in case an error message quotes it.
     hide: Vec<Secret>,
@@ -973,7 +978,22 @@ impl Browser {
             let line = printable(&scrub(&line, &hide), 1000);
             body.push_str(&format!("<p>{}</p>", html_escape(&line)));
         }
+        if let Some(back) = &self.back {
+            body.push_str(&format!(
+                "<p><a href=\"{}\">Back to the outreach dashboard</a></p>",
+                html_escape(back)
+            ));
+        }
         body.push_str("</body></html>");
+        if let Some(reply) = self.reply.take() {
+            let code = status
+                .split_whitespace()
+                .next()
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(200);
+            let _ = reply.send((code, body));
+            return;
+        }
         let resp = format!(
             "HTTP/1.1 {status}\r\ncontent-type: text/html; charset=utf-8\r\ncache-control: no-store\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
             body.len()
@@ -1108,12 +1128,73 @@ async fn await_callback(
         return Ok((
             Browser {
                 sock: Some(sock),
+                reply: None,
+                back: None,
                 hide,
                 failed: "400 Bad Request",
             },
             cb,
         ));
     }
+}
+
+/// Browsers that come back to the daemon's own listener on `/callback`
+/// (connections started in the web UI), handed to the flow waiting for
+/// their `state`. One registered redirect URI then serves the CLI and the
+/// daemon: `http://127.0.0.1:PORT/callback`, the daemon's port.
+#[derive(Default)]
+pub struct Callbacks {
+    /// By SHA-256 of the state (the state itself is not kept).
+    waiting: std::sync::Mutex<BTreeMap<[u8; 32], tokio::sync::oneshot::Sender<Landed>>>,
+}
+
+/// A browser that came back: the address it came to, and where the flow
+/// sends the page to show it.
+pub struct Landed {
+    url: url::Url,
+    page: tokio::sync::oneshot::Sender<(u16, String)>,
+}
+
+fn state_key(state: &str) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(state.as_bytes()).into()
+}
+
+impl Callbacks {
+    fn wait(&self, state: &str) -> tokio::sync::oneshot::Receiver<Landed> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut w = self.waiting.lock().expect("callbacks");
+        w.retain(|_, tx| !tx.is_closed());
+        w.insert(state_key(state), tx);
+        rx
+    }
+
+    /// A browser came to `/callback` with `url`: the page to answer it
+    /// with, once its flow has finished; `None` when no flow waits for
+    /// its state (stale, forged or spent: each state is used once).
+    pub fn land(&self, url: url::Url) -> Option<tokio::sync::oneshot::Receiver<(u16, String)>> {
+        let state = url
+            .query_pairs()
+            .find(|(k, _)| k == "state")
+            .map(|(_, v)| v.into_owned())?;
+        let tx = self
+            .waiting
+            .lock()
+            .expect("callbacks")
+            .remove(&state_key(&state))?;
+        let (page, rx) = tokio::sync::oneshot::channel();
+        tx.send(Landed { url, page }).ok()?;
+        Some(rx)
+    }
+}
+
+/// A connection started in the daemon's web UI: the browser comes back to
+/// the daemon (`base` + `/callback`) and its page links to `back`.
+#[derive(Clone)]
+pub struct Via {
+    pub base: String,
+    pub callbacks: Arc<Callbacks>,
+    pub back: String,
 }
 
 fn loopback_redirect(port: u16) -> String {
@@ -1152,6 +1233,7 @@ pub async fn browser_flow(
     paste: bool,
     ask: &(dyn Fn(&str) -> anyhow::Result<Secret> + Send + Sync),
     announce: &(dyn Fn(&str) + Send + Sync),
+    via: Option<&Via>,
 ) -> anyhow::Result<(Browser, anyhow::Result<Tokens>)> {
     let auth_cfg = app.cfg().config.auth.clone();
     let platform_cfg = app.cfg().platform(&m.id);
@@ -1185,7 +1267,20 @@ pub async fn browser_flow(
         .as_ref()
         .and_then(|(_, r)| r.as_ref())
         .and_then(Registration::port);
-    let (listener, redirect_uri) = if paste_mode {
+    // Started in the web UI, with a plain loopback redirect (or the
+    // daemon's own callback address registered): the browser comes back to
+    // the daemon. An https or remote redirect keeps its own listener.
+    let daemon_callback = format!("{}/callback", via.map(|v| v.base.as_str()).unwrap_or(""));
+    let via_daemon = via.filter(|_| {
+        !paste
+            && !tls
+            && configured
+                .as_ref()
+                .is_none_or(|u| u.as_str() == daemon_callback)
+    });
+    let (listener, redirect_uri) = if via_daemon.is_some() {
+        (None, daemon_callback.clone())
+    } else if paste_mode {
         let uri = match (&configured, auth_cfg.redirect_port) {
             (Some(u), _) => u.to_string(),
             (None, 0) => {
@@ -1265,6 +1360,7 @@ pub async fn browser_flow(
         None
     };
     let (url, state) = req.url();
+    let landing = via_daemon.map(|v| v.callbacks.wait(state.secret()));
     announce(url.as_str());
     if open_browser {
         open_in_browser(url.as_str());
@@ -1274,8 +1370,32 @@ pub async fn browser_flow(
             "The browser comes back to {redirect_uri} over https with a certificate outreach made for this machine: it will warn that it is not trusted; accept it to finish.\n"
         );
     }
-    let (mut browser, cb) = match listener {
-        Some(listener) => {
+    let (mut browser, cb) = match (listener, landing) {
+        (_, Some(landing)) => {
+            let wait = Duration::from_secs(auth_cfg.connect_timeout_secs);
+            let landed = tokio::time::timeout(wait, landing)
+                .await
+                .map_err(|_| {
+                    anyhow::anyhow!(
+                        "no answer from the browser within {} s; start the connection again",
+                        wait.as_secs()
+                    )
+                })?
+                .map_err(|_| anyhow::anyhow!("connecting {id}: the daemon stopped waiting"))?;
+            let cb = callback_of(&landed.url);
+            let hide = hidden(&cb);
+            (
+                Browser {
+                    sock: None,
+                    reply: Some(landed.page),
+                    back: via.map(|v| v.back.clone()),
+                    hide,
+                    failed: "400 Bad Request",
+                },
+                cb,
+            )
+        }
+        (Some(listener), None) => {
             let wait = Duration::from_secs(auth_cfg.connect_timeout_secs);
             tokio::time::timeout(wait, await_callback(listener, acceptor))
                 .await
@@ -1287,7 +1407,7 @@ pub async fn browser_flow(
                 })?
                 .map_err(|e| anyhow::anyhow!("connecting {id}: {e}"))?
         }
-        None => {
+        (None, None) => {
             eprintln!(
                 "After you approve, the browser goes to {redirect_uri}…; that page may fail to load, which is fine. Copy the whole address from the address bar."
             );
@@ -1300,6 +1420,8 @@ pub async fn browser_flow(
             (
                 Browser {
                     sock: None,
+                    reply: None,
+                    back: None,
                     hide,
                     failed: "400 Bad Request",
                 },
@@ -1308,6 +1430,9 @@ pub async fn browser_flow(
         }
     };
     browser.hide.extend(client.secret.clone());
+    if browser.back.is_none() {
+        browser.back = via.map(|v| v.back.clone());
+    }
 
     // The state first: an answer that does not carry this request's state
     // (a stale or forged redirect) is not believed, not even its error.
@@ -1467,7 +1592,7 @@ pub fn registered_client(
     Ok(load_registration(app, m, &apps, &scopes, port)?.map(Registration::client))
 }
 
-fn open_in_browser(url: &str) {
+pub fn open_in_browser(url: &str) {
     let graphical =
         std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some();
     let opener = if cfg!(target_os = "macos") {

@@ -180,6 +180,13 @@ pub enum Command {
     /// (`outreach.1`, `outreach-publish.1`, …) into DIR: `outreach man
     /// ~/.local/share/man/man1`, then `man outreach`.
     Man { dir: std::path::PathBuf },
+    /// Open the web UI of the running daemon: prints a one-time sign-in
+    /// link (valid for two minutes, usable once) and opens it in a browser.
+    Ui {
+        /// Only print the link.
+        #[arg(long)]
+        no_browser: bool,
+    },
     /// Start here: write a commented starter config to the XDG config
     /// folder (~/.config/outreach/outreach.toml; never over an existing
     /// one), create the identity that encrypts the store, and say what to
@@ -202,6 +209,11 @@ pub enum Command {
         #[command(subcommand)]
         cmd: Option<PostsCmd>,
     },
+    /// Serve the Model Context Protocol on standard input and output, for
+    /// AI agents (an MCP client starts `outreach mcp`): list platforms and
+    /// accounts, check, publish, list, show and cancel posts — through the
+    /// running daemon when there is one, else on this machine's store.
+    Mcp,
 }
 
 #[derive(Debug, Subcommand)]
@@ -301,6 +313,30 @@ pub enum AccountsCmd {
         /// `platform/account` (or `platform` for its `default` account).
         id: String,
     },
+}
+
+/// `outreach ui`: a one-time sign-in link from the running daemon.
+async fn ui(cfg: &Loaded, no_browser: bool) -> anyhow::Result<i32> {
+    let Some(client) = crate::daemon::client::Client::find(cfg) else {
+        return Err(crate::error::bad!(
+            "no daemon is running for this config's store; start it (`outreach daemon`), then run `outreach ui` again"
+        ));
+    };
+    #[derive(serde::Deserialize)]
+    struct Link {
+        url: String,
+        expires_in_secs: u64,
+    }
+    let link: Link = client.post("/signin-links").await?;
+    println!("{}", link.url);
+    eprintln!(
+        "Open this link to sign in to the web UI; it works once, within {} seconds.",
+        link.expires_in_secs
+    );
+    if !no_browser {
+        crate::auth::open_in_browser(&link.url);
+    }
+    Ok(0)
 }
 
 /// Exit code for "a platform or account failed".
@@ -420,6 +456,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         _ => {}
     }
+    if let Command::Ui { no_browser } = cli.command {
+        return ui(&cfg, no_browser).await;
+    }
+    if let Command::Mcp = cli.command {
+        return crate::mcp::serve(cfg).await;
+    }
     let lock = if daemon {
         Some(crate::daemon::take_lock(&cfg)?)
     } else {
@@ -433,6 +475,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         | Command::Escrow { .. }
         | Command::Backup { .. }
         | Command::Init
+        | Command::Mcp
+        | Command::Ui { .. }
         | Command::Restore { .. } => unreachable!("handled above"),
         Command::Daemon { exit_after, .. } => {
             let opts = crate::daemon::Options {
@@ -468,6 +512,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     paste,
                     prompt: Box::new(|what: &str| read_secret(what)),
                     choose: Box::new(choose_identities),
+                    via: None,
                     announce: Box::new(move |url: &str| {
                         eprintln!(
                             "To connect {shown}, open this address and approve access:\n\n  {url}\n"

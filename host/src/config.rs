@@ -92,6 +92,12 @@ pub struct Daemon {
     /// Bind `listen` even if it is not a loopback address (put TLS and a
     /// firewall in front of it).
     pub allow_remote: bool,
+    /// The https address a proxy in front of the daemon serves it at
+    /// (`https://outreach.example.org`): the web UI answers to it as well
+    /// as to the listen address, and its session cookie is `Secure`.
+    pub public_url: Option<String>,
+    /// How long a web UI sign-in link (`outreach ui`) works.
+    pub signin_link_secs: u64,
     /// The control API's bearer token, generated on first start (0600);
     /// default `daemon.token` beside the config file.
     pub token_file: Option<PathBuf>,
@@ -114,6 +120,8 @@ impl Default for Daemon {
         Daemon {
             listen: "127.0.0.1:8717".into(),
             allow_remote: false,
+            public_url: None,
+            signin_link_secs: 120,
             token_file: None,
             grace_secs: 30,
             log_level: "info".into(),
@@ -235,6 +243,9 @@ pub struct Paths {
     /// A folder media may also come from, besides the post file's own
     /// folder (and, for the control API, the posts folder).
     pub media: Option<PathBuf>,
+    /// Where the web UI's composer saves drafts (post files the daemon
+    /// does not watch); default `drafts` beside the store.
+    pub drafts: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -354,15 +365,19 @@ pub const STARTER: &str = r#"# outreach — written by `outreach init`. Every li
 # plugins = "~/.local/share/outreach/plugins"   # more platforms, besides the built-in ones
 # store = "~/.local/share/outreach/store"       # encrypted accounts
 # identity = "~/.config/outreach/identity.txt"  # the key that opens the store: back it up
+# drafts = "~/.local/share/outreach/drafts"     # the web composer's drafts (never published on their own)
 
 [plugins]
 # built_in = true                     # false: only the plugins folder's platforms
 
 [daemon]
-# listen = "127.0.0.1:8717"           # the control API, loopback only
+# listen = "127.0.0.1:8717"           # the control API and web UI (`outreach ui`), loopback only
+# public_url = "https://outreach.example.org"   # a TLS proxy in front of it, if any
 
 [auth]
-# redirect_port = 0                   # the OAuth redirect listener's port (0: any free one)
+# redirect_port = 0                   # the OAuth redirect listener's port (0: any free one);
+#                                     # 8717 (the daemon's) lets one registered redirect URI,
+#                                     # http://127.0.0.1:8717/callback, serve the CLI and the web UI
 
 # An OAuth platform needs your app's client id, and its secret in the
 # environment, never in this file:
@@ -410,6 +425,8 @@ pub struct Loaded {
     pub media_dir: Option<PathBuf>,
     /// The control API token file.
     pub token_file: PathBuf,
+    /// The web UI's drafts (never watched, never published on their own).
+    pub drafts_dir: PathBuf,
 }
 
 impl Loaded {
@@ -446,7 +463,7 @@ impl Loaded {
             Some(p) => resolve_path(&base, p),
             None => default,
         };
-        Ok(Loaded {
+        let loaded = Loaded {
             plugins_dir: resolve(&config.paths.plugins, data.join("plugins")),
             store_dir: resolve(&config.paths.store, data.join("store")),
             identity: resolve(&config.paths.identity, conf.join("identity.txt")),
@@ -457,6 +474,10 @@ impl Loaded {
                     resolve(&config.paths.store, data.join("store")).with_file_name("outbox.sqlite")
                 }
             },
+            drafts_dir: resolve(
+                &config.paths.drafts,
+                resolve(&config.paths.store, data.join("store")).with_file_name("drafts"),
+            ),
             posts_dir: config.paths.posts.as_ref().map(|p| resolve_path(&base, p)),
             media_dir: config.paths.media.as_ref().map(|p| resolve_path(&base, p)),
             token_file: match &config.daemon.token_file {
@@ -468,7 +489,15 @@ impl Loaded {
             },
             file,
             config,
-        })
+        };
+        // A draft in the watched folder would be published.
+        if loaded.posts_dir.as_ref() == Some(&loaded.drafts_dir) {
+            return Err(ConfigError::Invalid {
+                path: loaded.file.clone().unwrap_or_default(),
+                message: "paths.drafts is the posts folder, which the daemon publishes from; give drafts a folder of their own".into(),
+            });
+        }
+        Ok(loaded)
     }
 
     /// Settings for platform `id` (defaults when the config has none).
@@ -561,6 +590,26 @@ pub fn parse(text: &str) -> Result<Config, String> {
             "daemon.listen = {:?} is not a loopback address; the control API publishes and refreshes on your behalf, so it binds to 127.0.0.1 unless you also set daemon.allow_remote = true",
             d.listen
         ));
+    }
+    if let Some(public) = &d.public_url {
+        // Not quoted: a URL may carry a password.
+        let u = url::Url::parse(public).map_err(|_| {
+            "daemon.public_url is not an absolute address such as https://outreach.example.org"
+                .to_string()
+        })?;
+        if u.scheme() != "https" {
+            return Err(
+                "daemon.public_url must be https (the session cookie is only sent over it)".into(),
+            );
+        }
+        if !u.username().is_empty()
+            || u.password().is_some()
+            || u.query().is_some()
+            || u.fragment().is_some()
+            || u.path() != "/"
+        {
+            return Err("daemon.public_url must be only scheme, host and port (no credentials, path, query or fragment)".into());
+        }
     }
     if !matches!(d.log_format.as_str(), "human" | "json") {
         return Err(format!(

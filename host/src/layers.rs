@@ -33,6 +33,8 @@ const LAYERS: &[&[&str]] = &[
     // The composition root, then the front ends.
     &["app"],
     &["daemon"],
+    // The MCP server asks a running daemon, as the CLI's reads do.
+    &["mcp"],
     &["cli"],
 ];
 

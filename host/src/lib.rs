@@ -21,7 +21,9 @@
 //! 8. [`accounts`] (connecting, adding, listing accounts) and [`backup`],
 //!    then [`publish`] (parse → plan → journal → deliver → settle).
 //! 9. [`app`]: the composition root.
-//! 10. Front ends: [`daemon`] (watchers, control API, shutdown), [`cli`].
+//! 10. Front ends: [`daemon`] (watchers, control API, shutdown), then
+//!     [`mcp`] (the Model Context Protocol, through the daemon or on the
+//!     store), then [`cli`].
 
 pub mod accounts;
 pub mod app;
@@ -34,6 +36,7 @@ pub mod daemon;
 pub mod error;
 pub mod escrow;
 pub mod http;
+pub mod mcp;
 pub mod metrics;
 pub mod outbox;
 pub mod plugin;

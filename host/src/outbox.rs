@@ -694,6 +694,29 @@ impl Outbox {
         r.map_err(|e| explain(&self.path, e))
     }
 
+    /// The user looked at the platform and found that an `unknown`
+    /// delivery did go out: it becomes `published` with the address they
+    /// found, and is never sent again. Only `unknown` deliveries move;
+    /// returns how many did (0: not unknown, or no such delivery).
+    pub fn mark_published(
+        &self,
+        post: &str,
+        target: &str,
+        idx: u32,
+        url: &str,
+    ) -> anyhow::Result<usize> {
+        let r = (|| -> anyhow::Result<usize> {
+            self.durable(true)?;
+            Ok(self.conn.execute(
+                "UPDATE deliveries SET state = 'published', url = ?4, updated_at = ?5,
+                    error_kind = NULL, error = 'marked published by the user'
+                 WHERE post = ?1 AND target = ?2 AND idx = ?3 AND state = 'unknown'",
+                params![post, target, idx, url, ts(Utc::now())],
+            )?)
+        })();
+        r.map_err(|e| explain(&self.path, e))
+    }
+
     /// The user asks for these deliveries of `post` to be sent again
     /// (`outreach posts retry`): each `(target, index, from)` still in state
     /// `from` — `failed`, `cancelled` or `unknown`, never `published` —

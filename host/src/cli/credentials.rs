@@ -12,12 +12,9 @@ use serde::Serialize;
 use super::print_json;
 use crate::accounts::ConnectOptions;
 use crate::app::App;
-use crate::auth::{TokenClient, client_for, endpoint, registered_client};
 use crate::error::bad;
-use crate::plugin::manifest::effective_endpoints;
 use crate::schedule::{Need, RefreshError, Refresher, health};
 use crate::secret::Secret;
-use crate::services::account_view;
 use crate::store::{AccountId, Health, Profile, Record};
 
 pub async fn connect(app: &App, opts: ConnectOptions) -> anyhow::Result<i32> {
@@ -227,59 +224,20 @@ pub async fn refresh(app: Arc<App>, target: Option<String>, watch: bool) -> anyh
 
 pub async fn disconnect(app: &App, target: &str, force: bool) -> anyhow::Result<i32> {
     let id = AccountId::parse(target)?;
-    let store = app.store()?;
-    let record = store.load(&id)?;
-    let plugin = app.host.get(&id.platform)?;
-    let m = &plugin.manifest;
-    let overrides = app.cfg().platform(&m.id).endpoints;
-    let endpoints = effective_endpoints(m, &overrides, Some(&account_view(&record)));
-    if let Ok(url) = endpoint(&endpoints, "revoke") {
-        // A server outreach registered with (Mastodon) takes the client the
-        // token was issued to: that registration, not the config's client.
-        let client = if m.auth.dynamic_registration {
-            registered_client(app, m, &endpoints)?
-        } else {
-            client_for(&app.cfg(), &m.id).ok()
-        };
-        let unregistered = m.auth.dynamic_registration && client.is_none();
-        let token: &Secret = record
-            .refresh_token
-            .as_ref()
-            .unwrap_or(&record.access_token);
-        match TokenClient::new(app)?
-            .revoke(m, &url, client.as_ref(), token)
-            .await
-        {
-            Ok(()) => println!("revoked {id}'s token at {}", m.name),
-            Err(e) if force => println!(
-                "could not revoke {id}'s token at {} ({e}); removing it anyway (--force)",
-                m.name
-            ),
-            Err(e) => {
-                let why = if unregistered {
-                    format!(
-                        " outreach did not register the app this token was issued to (it was pasted, not connected), and {} revokes a token only for its own app.",
-                        m.name
-                    )
-                } else {
-                    String::new()
-                };
-                eprintln!(
-                    "could not revoke {id}'s token at {} ({e}); the account was kept.{why} Run again with --force to remove it anyway, then revoke access in the platform's settings.",
-                    m.name
-                );
-                return Ok(super::EXIT_FAILED);
+    match crate::accounts::disconnect(app, &id, force).await? {
+        Ok(done) => {
+            for line in done.lines() {
+                println!("{line}");
             }
+            Ok(0)
         }
-    } else {
-        println!(
-            "{} has no revoke endpoint; revoke outreach's access in the platform's settings too",
-            m.name
-        );
+        Err(refused) => {
+            eprintln!(
+                "{refused} Run again with --force to remove it anyway, then revoke access in the platform's settings."
+            );
+            Ok(super::EXIT_FAILED)
+        }
     }
-    store.remove(&id)?;
-    println!("removed {id}");
-    Ok(0)
 }
 
 /// One platform's entry in a tokens file (the previous tool's format), read

@@ -2,7 +2,8 @@
 //!
 //! Owns: the routes (`/health`, `/platforms`, `/accounts`,
 //! `/accounts/{id}/refresh`, `/publish`, `/posts`, `/posts/{id}`,
-//! `/posts/{id}/retry[/{target}]`, `/problems`, `/metrics`), bearer-token
+//! `/posts/{id}/retry[/{target}]`, `/problems`, `/metrics`, and
+//! `/signin-links`, which mints the web UI's one-time links), bearer-token
 //! authentication of every request, and mapping errors to status codes
 //! (400 bad input, 401 no or wrong token, 404 unknown, 409 nothing to
 //! retry, 503 shutting down, 500 anything else).
@@ -56,6 +57,7 @@ pub fn router(d: Arc<Daemon>, token: Arc<String>) -> Router {
             post(retry_account),
         )
         .route("/problems", get(problems))
+        .route("/signin-links", post(signin_link))
         .route("/metrics", get(metrics))
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), auth))
         .with_state(ctx)
@@ -230,6 +232,7 @@ async fn connect(State(ctx): State<Ctx>, Json(req): Json<ConnectRequest>) -> Api
                 names.join(", ")
             ))
         }),
+        via: None,
         announce: Box::new(move |url: &str| {
             if let Some(tx) = url_tx.lock().expect("connect channel").take() {
                 let _ = tx.send(url.to_string());
@@ -425,13 +428,19 @@ async fn publish(
     let check = q.check;
     let Some(job) = d.spawn(async move {
         let r = if check {
-            crate::publish::check_json(&app, &post, base.as_deref())
+            crate::publish::check_and_measure_json(&app, &post, base.as_deref())
                 .await
-                .map(|r| r.map(|rows| serde_json::json!({ "results": rows })))
+                .map(|(r, measures)| {
+                    r.map(|rows| serde_json::json!({ "results": rows, "measures": measures }))
+                        .map_err(|problems| (problems, measures))
+                })
         } else {
             crate::publish::publish_json(app.services(), &post, base.as_deref(), opts)
                 .await
-                .map(|r| r.map(|rep| serde_json::to_value(rep).unwrap_or_default()))
+                .map(|r| {
+                    r.map(|rep| serde_json::to_value(rep).unwrap_or_default())
+                        .map_err(|problems| (problems, Vec::new()))
+                })
         };
         d2.wake_due();
         r
@@ -450,13 +459,14 @@ async fn publish(
             };
             Ok((code, Json(report)).into_response())
         }
-        Err(problems) => Ok((
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Json(
-                serde_json::json!({ "error": "the post does not validate", "problems": problems }),
-            ),
-        )
-            .into_response()),
+        Err((problems, measures)) => {
+            let mut body =
+                serde_json::json!({ "error": "the post does not validate", "problems": problems });
+            if check {
+                body["measures"] = serde_json::to_value(measures).unwrap_or_default();
+            }
+            Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response())
+        }
     }
 }
 
@@ -591,4 +601,13 @@ async fn metrics() -> Response {
         crate::metrics::render(),
     )
         .into_response()
+}
+
+/// `POST /signin-links`: a one-time link that signs a browser in to the
+/// web UI (what `outreach ui` prints). It works once, for two minutes.
+async fn signin_link(State(ctx): State<Ctx>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "url": ctx.d.ui.sessions.link(),
+        "expires_in_secs": ctx.d.ui.sessions.link_ttl.as_secs(),
+    }))
 }

@@ -1,7 +1,7 @@
 //! Talking to a running daemon from the CLI.
 //!
 //! Owns: finding the daemon for this config's store (its state file, and
-//! its lock actually being held), and GET requests to its control API with
+//! its lock actually being held), and requests to its control API with
 //! the token from the token file.
 //!
 //! Never: guesses. A stale state file (lock free) means no daemon; a daemon
@@ -47,9 +47,22 @@ impl Client {
 
     /// GET `path` as JSON.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.send(reqwest::Method::GET, path).await
+    }
+
+    /// POST to `path` (no body), answered with JSON.
+    pub async fn post<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.send(reqwest::Method::POST, path).await
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> anyhow::Result<T> {
         let r = self
             .http
-            .get(format!("{}{path}", self.base))
+            .request(method, format!("{}{path}", self.base))
             .bearer_auth(&self.token)
             .send()
             .await

@@ -14,6 +14,7 @@
 
 pub mod api;
 pub mod client;
+pub mod ui;
 mod watch;
 
 use std::collections::BTreeMap;
@@ -59,6 +60,8 @@ pub struct Daemon {
     /// Connections started through the control API (`POST /connect`), by
     /// id: where each stands.
     pub connects: Mutex<BTreeMap<String, api::Connecting>>,
+    /// The web UI's sign-in links, sessions and waiting connections.
+    pub ui: ui::Ui,
 }
 
 impl Daemon {
@@ -110,6 +113,11 @@ impl Daemon {
 
     pub fn wake_due(&self) {
         self.due.notify_one();
+    }
+
+    /// Resolves once the daemon begins to shut down.
+    pub async fn shutdown_signal(&self) {
+        self.shutdown.cancelled().await
     }
 
     pub fn uptime(&self) -> Duration {
@@ -272,6 +280,16 @@ pub async fn run(app: Arc<App>, opts: Options, _lock: Lock) -> anyhow::Result<i3
         accounts_changed: accounts_tx,
         started: Instant::now(),
         connects: Mutex::new(BTreeMap::new()),
+        ui: ui::Ui::new(
+            address,
+            cfg.config
+                .daemon
+                .public_url
+                .as_deref()
+                .and_then(|u| url::Url::parse(u).ok())
+                .as_ref(),
+            Duration::from_secs(cfg.config.daemon.signin_link_secs.max(1)),
+        ),
     });
     for (path, error) in app.host.rejected() {
         daemon.problem(&path, "plugin", error);
@@ -291,7 +309,7 @@ pub async fn run(app: Arc<App>, opts: Options, _lock: Lock) -> anyhow::Result<i3
     let watchers = watch::start(daemon.clone())?;
     let api = {
         let stop = daemon.shutdown.clone();
-        let router = api::router(daemon.clone(), Arc::new(token));
+        let router = api::router(daemon.clone(), Arc::new(token)).merge(ui::router(daemon.clone()));
         tokio::spawn(async move {
             axum::serve(listener, router)
                 .with_graceful_shutdown(async move { stop.cancelled().await })

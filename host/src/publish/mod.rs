@@ -19,6 +19,7 @@
 
 pub mod deliver;
 pub mod journal;
+pub mod measure;
 pub mod parse;
 pub mod plan;
 pub mod settle;
@@ -62,6 +63,18 @@ pub async fn check_json(
 ) -> anyhow::Result<Checked> {
     let post = from_json(post, base, svc.cfg().media_dir.as_deref())?;
     check(svc, &post).await
+}
+
+/// [`from_json`], then only validate, and measure every target's text by
+/// its platform's counting rule (the composer's live counters).
+pub async fn check_and_measure_json(
+    svc: &Services,
+    post: &serde_json::Value,
+    base: Option<&Path>,
+) -> anyhow::Result<(Checked, Vec<measure::Measure>)> {
+    let post = from_json(post, base, svc.cfg().media_dir.as_deref())?;
+    let checked = check(svc, &post).await?;
+    Ok((checked, measure::measure(svc, &post)))
 }
 
 /// Parse, plan and stop: what `--check` shows.
