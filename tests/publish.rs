@@ -4003,3 +4003,284 @@ fn tiktok_survives_a_cut_chunk_and_pulls_photos() {
         tt.posts()
     );
 }
+
+/// What an MCP client sees of one tool call: whether it is a tool error,
+/// its text, its structured content.
+struct ToolCall {
+    error: bool,
+    text: String,
+    data: Value,
+}
+
+/// Call `name` with `args` over the client session; every text it
+/// answers is also kept in `seen` (checked for secrets at the end).
+async fn mcp_call(
+    client: &rmcp::service::RunningService<rmcp::RoleClient, ()>,
+    name: &'static str,
+    args: Value,
+    seen: &mut String,
+) -> ToolCall {
+    let params = rmcp::model::CallToolRequestParams::new(name)
+        .with_arguments(args.as_object().expect("arguments are an object").clone());
+    let r = client
+        .call_tool(params)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: the server did not answer the call: {e}"));
+    let text: Vec<String> = r
+        .content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect();
+    let text = text.join("\n");
+    seen.push_str(&text);
+    seen.push('\n');
+    ToolCall {
+        error: r.is_error == Some(true),
+        text,
+        data: r.structured_content.unwrap_or(Value::Null),
+    }
+}
+
+/// Start `outreach mcp` on `home` as an MCP client does (a child process
+/// on stdio), its standard error collected into `log`.
+async fn mcp_session(
+    home: &Home,
+    log: &std::sync::Arc<std::sync::Mutex<String>>,
+) -> (
+    rmcp::service::RunningService<rmcp::RoleClient, ()>,
+    tokio::task::JoinHandle<()>,
+) {
+    use rmcp::ServiceExt as _;
+    use tokio::io::AsyncReadExt as _;
+    let cmd = tokio::process::Command::from(home.command(&["mcp"]));
+    let (transport, stderr) = rmcp::transport::TokioChildProcess::builder(cmd)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start outreach mcp");
+    let mut stderr = stderr.expect("stderr is piped");
+    let sink = log.clone();
+    let reader = tokio::spawn(async move {
+        let mut buf = vec![0u8; 8192];
+        while let Ok(n) = stderr.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    let client = ().serve(transport).await.unwrap_or_else(|e| {
+        panic!(
+            "the MCP handshake failed: {e}\n{}",
+            log.lock().unwrap().clone()
+        )
+    });
+    (client, reader)
+}
+
+/// Issue 17: `outreach mcp` is an MCP server on stdio. A real client
+/// session against the real binary lists the seven tools, checks a post
+/// too long for X (the limit named), publishes to the X fake exactly once
+/// (the URL and id in the result; sent again, nothing is sent), lists and
+/// shows it, schedules and cancels another, reads accounts and platforms
+/// — and, with a daemon running, publishes through the daemon. No planted
+/// secret appears in any answer or on standard error.
+#[test]
+fn mcp_session_checks_publishes_and_lists_posts() {
+    let w = World::new().with_accounts();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut seen = String::new();
+    rt.block_on(async {
+        let (client, reader) = mcp_session(&w.home, &log).await;
+        let info = client.peer_info().expect("the server introduced itself");
+        assert_eq!(info.server_info.as_ref().unwrap().name, "outreach");
+
+        let mut names: Vec<String> = client
+            .list_all_tools()
+            .await
+            .unwrap()
+            .iter()
+            .map(|t| t.name.to_string())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "cancel_post",
+                "check_post",
+                "list_accounts",
+                "list_platforms",
+                "list_posts",
+                "publish_post",
+                "show_post"
+            ]
+        );
+
+        // Too long for X: the problem, its limit, and nothing sent.
+        let long = "a".repeat(300);
+        let r = mcp_call(
+            &client,
+            "check_post",
+            json!({ "text": long, "to": ["x"] }),
+            &mut seen,
+        )
+        .await;
+        assert_eq!(r.data["ok"], false, "{}", r.text);
+        assert_eq!(r.data["problems"][0]["target"], "x/default", "{}", r.text);
+        assert!(
+            r.text
+                .contains("x/default: text: is 300 characters long; the limit is 280"),
+            "{}",
+            r.text
+        );
+        // Publishing it is refused the same way, as a tool error.
+        let r = mcp_call(
+            &client,
+            "publish_post",
+            json!({ "text": long, "to": ["x"] }),
+            &mut seen,
+        )
+        .await;
+        assert!(r.error && r.text.contains("the limit is 280"), "{}", r.text);
+        assert!(w.x.posts().is_empty());
+
+        // Published once, with the platform's id and URL.
+        let post = json!({ "id": "agent-hello", "text": "Hello from an agent", "to": ["x"] });
+        let r = mcp_call(&client, "publish_post", post.clone(), &mut seen).await;
+        assert!(!r.error, "{}", r.text);
+        let x = w.x.posts();
+        assert_eq!(x.len(), 1, "{x:?}");
+        assert_eq!(x[0].1["text"], "Hello from an agent");
+        let url = format!("https://x.com/xdevelopers/status/{}", x[0].0);
+        let result = &r.data["results"][0];
+        assert_eq!(result["target"], "x/default", "{}", r.data);
+        assert_eq!(result["state"], "published", "{}", r.data);
+        assert_eq!(result["post_id"], x[0].0.as_str(), "{}", r.data);
+        assert_eq!(result["url"], url.as_str(), "{}", r.data);
+        assert!(r.text.contains(&url), "{}", r.text);
+        // The same post again: the journal has it, nothing is sent.
+        let r = mcp_call(&client, "publish_post", post, &mut seen).await;
+        assert!(!r.error, "{}", r.text);
+        assert_eq!(r.data["results"][0]["already"], true, "{}", r.data);
+        assert_eq!(w.x.posts().len(), 1);
+
+        let r = mcp_call(&client, "list_posts", json!({}), &mut seen).await;
+        assert!(!r.error, "{}", r.text);
+        let posts = r.data["posts"].as_array().unwrap();
+        let hello = posts
+            .iter()
+            .find(|p| p["post"]["id"] == "agent-hello")
+            .unwrap_or_else(|| panic!("agent-hello is not listed: {}", r.data));
+        assert_eq!(hello["deliveries"][0]["state"], "published");
+        assert_eq!(hello["deliveries"][0]["url"], url.as_str());
+        assert!(r.text.contains(&url), "{}", r.text);
+
+        let r = mcp_call(&client, "show_post", json!({ "id": "agent-hello" }), &mut seen).await;
+        assert!(!r.error && r.text.contains(&url), "{}", r.text);
+        assert_eq!(r.data["attempts"].as_array().unwrap().len(), 1, "{}", r.data);
+        let r = mcp_call(&client, "show_post", json!({ "id": "no-such" }), &mut seen).await;
+        assert!(
+            r.error && r.text.contains("there is no post `no-such`; list_posts lists them"),
+            "{}",
+            r.text
+        );
+
+        // Scheduled, with no daemon: queued, and said so; then cancelled.
+        let r = mcp_call(
+            &client,
+            "publish_post",
+            json!({ "id": "agent-later", "text": "Later", "to": ["x"], "schedule": "2099-01-01T09:00:00Z" }),
+            &mut seen,
+        )
+        .await;
+        assert!(!r.error, "{}", r.text);
+        assert_eq!(r.data["results"][0]["state"], "queued", "{}", r.data);
+        assert!(r.text.contains("No daemon runs"), "{}", r.text);
+        let r = mcp_call(&client, "cancel_post", json!({ "id": "agent-later" }), &mut seen).await;
+        assert!(!r.error, "{}", r.text);
+        assert_eq!(r.data["cancelled"], 1, "{}", r.data);
+        let r = mcp_call(&client, "show_post", json!({ "id": "agent-later" }), &mut seen).await;
+        assert_eq!(r.data["deliveries"][0]["state"], "cancelled", "{}", r.data);
+        assert_eq!(w.x.posts().len(), 1);
+
+        let r = mcp_call(&client, "list_accounts", json!({}), &mut seen).await;
+        assert!(!r.error, "{}", r.text);
+        let ids: Vec<&str> = r.data["accounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|a| a["id"].as_str())
+            .collect();
+        assert_eq!(ids, ["linkedin/default", "mastodon/social", "x/default"]);
+        assert!(r.text.contains("x/default"), "{}", r.text);
+
+        let r = mcp_call(&client, "list_platforms", json!({}), &mut seen).await;
+        assert!(!r.error, "{}", r.text);
+        let x = r.data["platforms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["id"] == "x")
+            .unwrap_or_else(|| panic!("x is not listed: {}", r.text));
+        assert_eq!(x["max_length"], 280, "{x}");
+        assert_eq!(x["content"]["threads"], true, "{x}");
+        assert!(r.text.contains("x — X "), "{}", r.text);
+        // A platform's own post fields, for `override`.
+        assert!(
+            r.text
+                .contains("reddit — Reddit 0.1.0: text up to 40000 (chars); a title is required; post fields: subreddit (required), flair_id"),
+            "{}",
+            r.text
+        );
+
+        client.cancel().await.unwrap();
+        tokio::time::timeout(Duration::from_secs(30), reader)
+            .await
+            .expect("outreach mcp exits when its client goes away")
+            .unwrap();
+
+        // With a daemon: the same tools go through its control API.
+        let daemon = support::daemon::start_daemon(&w.home);
+        let (client, reader) = mcp_session(&w.home, &log).await;
+        let r = mcp_call(
+            &client,
+            "publish_post",
+            json!({ "text": "Through the daemon", "to": ["x"] }),
+            &mut seen,
+        )
+        .await;
+        assert!(!r.error, "{}", r.text);
+        let x = w.x.posts();
+        assert_eq!(x.len(), 2, "{x:?}");
+        assert_eq!(
+            r.data["results"][0]["url"],
+            format!("https://x.com/xdevelopers/status/{}", x[1].0),
+            "{}",
+            r.data
+        );
+        let r = mcp_call(&client, "list_posts", json!({}), &mut seen).await;
+        assert_eq!(r.data["total"], 3, "{}", r.data);
+        client.cancel().await.unwrap();
+        tokio::time::timeout(Duration::from_secs(30), reader)
+            .await
+            .expect("outreach mcp exits when its client goes away")
+            .unwrap();
+        let daemon_log = daemon.stop();
+        assert!(
+            daemon_log.contains("path=/publish"),
+            "the post did not go through the daemon:\n{daemon_log}"
+        );
+    });
+    let stderr = log.lock().unwrap().clone();
+    for secret in ALL_SECRETS {
+        assert!(
+            !seen.contains(secret),
+            "a secret in a tool's answer:\n{seen}"
+        );
+        assert!(!stderr.contains(secret), "a secret on stderr:\n{stderr}");
+    }
+    assert!(!seen.contains("PLANTED"), "{seen}");
+    assert!(!stderr.contains("PLANTED"), "{stderr}");
+}
