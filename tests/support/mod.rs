@@ -4,6 +4,7 @@
 //! Mastodon, reject any request body the official spec does not allow).
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod daemon;
 pub mod meta;
 pub mod oauth;
