@@ -2202,3 +2202,157 @@ async fn the_web_ui_signs_in_once_and_refuses_forged_requests() {
     let log = d.stop();
     assert!(!log.contains("/ui/signin/"), "the link is never logged");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_ui_connects_by_oauth_and_by_key_and_disconnects_after_confirmation() {
+    let x = fake_x();
+    let devto = fake_devto();
+    let mut home = Home::new();
+    home.extra_config.push_str(DAEMON_CONFIG);
+    home.endpoint("x", "api", &x.url())
+        .endpoint("x", "authorize", &format!("{}/i/oauth2/authorize", x.url()))
+        .endpoint("x", "token", &format!("{}/2/oauth2/token", x.url()))
+        .endpoint("devto", "api", &devto.url());
+    home.extra_config.push_str(&format!(
+        "\n[platforms.x]\nclient_id = \"{}\"\nclient_secret_env = \"OUTREACH_TEST_X_SECRET\"\n",
+        support::oauth::CLIENT_ID
+    ));
+    home.env.push((
+        "OUTREACH_TEST_X_SECRET".into(),
+        support::oauth::CLIENT_SECRET.into(),
+    ));
+    let d = start_daemon(&home);
+    let mut b = Browser::new(&d.base);
+    let p = b.get(&ui_link(&home)).await;
+    b.cookie = Some(
+        p.headers["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string(),
+    );
+    let page = b.get("/ui/connect").await;
+    assert!(page.body.contains("data-connect=\"x\""), "{}", page.body);
+    assert!(page.body.contains("data-connect=\"devto\""));
+    let csrf = csrf_of(&page.body);
+
+    // OAuth: the form sends the browser to the platform, which sends it
+    // back to the daemon's own /callback; no cookie goes on that redirect.
+    let p = b.form("/ui/connect/x", &csrf, &[("account", "web")]).await;
+    assert_eq!(p.code, 303, "{}", p.body);
+    let authorize = p.headers["location"].to_str().unwrap().to_string();
+    assert!(authorize.starts_with(&x.url()), "{authorize}");
+    let redirect = url::Url::parse(&authorize)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "redirect_uri")
+        .unwrap()
+        .1
+        .into_owned();
+    assert_eq!(redirect, format!("{}/callback", d.base));
+    let landing = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(&authorize)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(landing.status().as_u16(), 200);
+    let html = landing.text().await.unwrap();
+    assert!(html.contains("outreach is connected"), "{html}");
+    assert!(
+        html.contains("/ui/"),
+        "a link back to the dashboard: {html}"
+    );
+    assert!(!html.contains("PLANTED"));
+    // The same state again, or a forged one: nothing waits for it.
+    let p = b0_get(&d.base, "/callback?code=stolen&state=forged").await;
+    assert_eq!(p, 400);
+    let dash = b.get("/ui/").await;
+    assert!(
+        dash.body.contains("data-account=\"x/web\""),
+        "{}",
+        dash.body
+    );
+
+    // A key: checked with the platform, never shown again.
+    let p = b
+        .form(
+            "/ui/connect/devto",
+            &csrf,
+            &[("account", "blog"), ("secret", "devkey-wrong")],
+        )
+        .await;
+    assert_eq!(p.code, 303);
+    let again = b.get(p.headers["location"].to_str().unwrap()).await;
+    assert!(
+        again.body.contains("flash bad"),
+        "a refused key is reported: {}",
+        again.body
+    );
+    assert!(
+        !again.body.contains("devkey-wrong"),
+        "the secret is never echoed"
+    );
+    let p = b
+        .form(
+            "/ui/connect/devto",
+            &csrf,
+            &[("account", "blog"), ("secret", DEVTO_KEY)],
+        )
+        .await;
+    assert_eq!(p.code, 303);
+    if p.headers["location"] != "/ui/" {
+        let why = b.get(p.headers["location"].to_str().unwrap()).await;
+        let at = why.body.find("flash").unwrap_or(0);
+        panic!(
+            "not connected: {}",
+            &why.body[at..(at + 600).min(why.body.len())]
+        );
+    }
+    let dash = b.get("/ui/").await;
+    assert!(
+        dash.body.contains("data-account=\"devto/blog\""),
+        "{}",
+        dash.body
+    );
+    assert!(dash.body.contains("connected devto/blog"), "{}", dash.body);
+    assert!(!dash.body.contains("PLANTED"));
+
+    // Disconnect asks first; the account goes only on the confirmation.
+    let confirm = b.get("/ui/accounts/devto/blog/disconnect").await;
+    assert!(
+        confirm.body.contains("confirm-disconnect"),
+        "{}",
+        confirm.body
+    );
+    assert!(b.get("/ui/").await.body.contains("devto/blog"));
+    let p = b
+        .form("/ui/accounts/devto/blog/disconnect", &csrf, &[])
+        .await;
+    assert_eq!(p.code, 303);
+    let dash = b.get("/ui/").await;
+    assert!(
+        !dash.body.contains("data-account=\"devto/blog\""),
+        "{}",
+        dash.body
+    );
+    assert!(dash.body.contains("removed devto/blog"), "{}", dash.body);
+    d.stop();
+}
+
+async fn b0_get(base: &str, path: &str) -> u16 {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!("{base}{path}"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
