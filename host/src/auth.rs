@@ -1216,7 +1216,14 @@ async fn listen(
     }
     tokio::net::TcpListener::bind(("127.0.0.1", configured))
         .await
-        .with_context(|| format!("cannot listen on 127.0.0.1:{configured} for the redirect"))
+        .map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+                " (if outreach's daemon listens there, it takes the redirect itself: connect from its web UI, `outreach ui`)"
+            } else {
+                ""
+            };
+            anyhow::anyhow!("cannot listen on 127.0.0.1:{configured} for the redirect: {e}{hint}")
+        })
 }
 
 /// The authorization-code flow through a loopback redirect listener.

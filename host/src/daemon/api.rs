@@ -232,7 +232,12 @@ async fn connect(State(ctx): State<Ctx>, Json(req): Json<ConnectRequest>) -> Api
                 names.join(", ")
             ))
         }),
-        via: None,
+        // The browser comes back to this daemon's own `/callback`.
+        via: Some(crate::auth::Via {
+            base: ctx.d.ui.sessions.base.clone(),
+            callbacks: ctx.d.ui.callbacks.clone(),
+            back: format!("{}/ui/", ctx.d.ui.sessions.base),
+        }),
         announce: Box::new(move |url: &str| {
             if let Some(tx) = url_tx.lock().expect("connect channel").take() {
                 let _ = tx.send(url.to_string());
