@@ -1729,3 +1729,44 @@ fn a_lone_binary_carries_its_platforms_and_init_starts_a_home() {
         r.stdout
     );
 }
+
+/// `outreach status` reads what plugins declare from the manifest cache
+/// beside the compiled code, without instantiating them; a damaged cache
+/// entry is ignored (the plugin is loaded and the entry written again),
+/// and a changed plugin file is never answered from an old entry.
+#[test]
+fn status_reads_manifests_from_the_cache_without_instantiating_plugins() {
+    let mut w = World::new().with_accounts();
+    w.home
+        .env
+        .push(("RUST_LOG".into(), "outreach=debug".into()));
+    let r = w.home.run(&["plugins"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let cached = |r: &Run| {
+        r.stderr
+            .matches("plugin read from the manifest cache")
+            .count()
+    };
+    let r = w.home.run(&["status"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("x/default"), "{}", r.stdout);
+    assert_eq!(
+        cached(&r),
+        3,
+        "x, linkedin and mastodon from the cache:\n{}",
+        r.stderr
+    );
+
+    // Damaged entries: loaded as usual, and cached again.
+    let dir = w.home.path().join("cache/manifests");
+    for e in std::fs::read_dir(&dir).unwrap() {
+        std::fs::write(e.unwrap().path(), b"{not json").unwrap();
+    }
+    let r = w.home.run(&["status"], None);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("mastodon/social"), "{}", r.stdout);
+    assert_eq!(cached(&r), 0, "{}", r.stderr);
+    let r = w.home.run(&["status"], None);
+    assert_eq!(cached(&r), 3, "cached again:\n{}", r.stderr);
+    r.assert_no_secrets();
+}

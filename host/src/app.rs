@@ -33,9 +33,28 @@ impl App {
     /// plugin when `None`): a command about a few platforms does not pay
     /// for loading the rest.
     pub async fn with_platforms(cfg: Loaded, only: Option<Vec<String>>) -> anyhow::Result<Self> {
+        Self::build(cfg, only, false).await
+    }
+
+    /// [`App::with_platforms`] for a command that only reads what plugins
+    /// declare (`outreach status`): manifests come from the cache beside
+    /// the compiled code where it has them, without instantiating a
+    /// plugin; such plugins cannot be called.
+    pub async fn with_manifests(cfg: Loaded, only: Vec<String>) -> anyhow::Result<Self> {
+        Self::build(cfg, Some(only), true).await
+    }
+
+    async fn build(
+        cfg: Loaded,
+        only: Option<Vec<String>>,
+        manifests_only: bool,
+    ) -> anyhow::Result<Self> {
         let host = Host::new(&cfg)?;
         let built_in = cfg.config.plugins.built_in;
         match &only {
+            Some(ids) if manifests_only => {
+                host.load_manifests(&cfg.plugins_dir, built_in, ids).await?
+            }
             Some(ids) => host.load_only(&cfg.plugins_dir, built_in, ids).await?,
             None => {
                 host.load_dir(&cfg.plugins_dir).await?;

@@ -468,7 +468,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         None
     };
     let only = needed_platforms(&cli.command, &cfg);
-    let app = std::sync::Arc::new(App::with_platforms(cfg, only).await?);
+    // `status` only reads what plugins declare: from the manifest cache.
+    let app = match (&cli.command, only) {
+        (Command::Status { .. }, Some(ids)) => App::with_manifests(cfg, ids).await?,
+        (_, only) => App::with_platforms(cfg, only).await?,
+    };
+    let app = std::sync::Arc::new(app);
     match cli.command {
         Command::Completions { .. }
         | Command::Man { .. }

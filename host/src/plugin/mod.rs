@@ -347,7 +347,9 @@ pub struct LoadedPlugin {
     pub declared: Vec<crate::http::AllowedHost>,
     /// The contract version it was built against (`0.2.0`, `0.1.0`).
     pub contract: &'static str,
-    pre: Pre,
+    /// `None`: known from the manifest cache only (`outreach status`),
+    /// never called.
+    pre: Option<Pre>,
 }
 
 /// A plugin ready to instantiate, by contract version.
@@ -778,7 +780,7 @@ impl Host {
             sha256,
             declared: Vec::new(),
             contract,
-            pre,
+            pre: Some(pre),
         };
         let manifest = self
             .describe(&plugin)
@@ -787,6 +789,7 @@ impl Host {
         manifest::check(&manifest).map_err(|m| fail(format!("has an invalid manifest: {m}")))?;
         plugin.declared = manifest::declared_hosts(&manifest);
         self.remember_id(&plugin.sha256, &manifest.id);
+        self.remember_manifest(&plugin.sha256, contract, &manifest);
         plugin.manifest = manifest;
         Ok(Arc::new(plugin))
     }
@@ -808,6 +811,117 @@ impl Host {
         if let Err(e) = saved {
             tracing::debug!("could not cache a plugin's id: {e}");
         }
+    }
+
+    /// Where the manifest each described file declared is kept, by the
+    /// file's SHA-256, for commands that only read manifests.
+    fn manifest_file(&self, sha256: &str) -> PathBuf {
+        self.cache_dir
+            .join("manifests")
+            .join(format!("{sha256}.json"))
+    }
+
+    fn remember_manifest(&self, sha256: &str, contract: &'static str, m: &Manifest) {
+        let path = self.manifest_file(sha256);
+        let Ok(json) =
+            serde_json::to_vec(&serde_json::json!({ "contract": contract, "manifest": m }))
+        else {
+            return;
+        };
+        if std::fs::read(&path).ok().as_deref() == Some(json.as_slice()) {
+            return;
+        }
+        let saved = std::fs::create_dir_all(path.parent().expect("a parent"))
+            .and_then(|()| crate::store::write_atomic(&path, &json));
+        if let Err(e) = saved {
+            tracing::debug!("could not cache a plugin's manifest: {e}");
+        }
+    }
+
+    /// The plugin at `path` with these bytes, from the manifest cache: a
+    /// plugin that can be listed and whose rules can be read, never
+    /// called. `None` when the cache has no valid entry for it.
+    fn cached_manifest(&self, path: &Path, sha256: &str) -> Option<Arc<LoadedPlugin>> {
+        #[derive(serde::Deserialize)]
+        struct Entry {
+            contract: String,
+            manifest: Manifest,
+        }
+        let bytes = std::fs::read(self.manifest_file(sha256)).ok()?;
+        let e: Entry = serde_json::from_slice(&bytes).ok()?;
+        let contract = CONTRACTS
+            .iter()
+            .map(|c| c.trim_start_matches("outreach:platform@"))
+            .find(|c| *c == e.contract)
+            .map(|c| if c == "0.1.0" { "0.1.0" } else { "0.2.0" })?;
+        manifest::check(&e.manifest).ok()?;
+        Some(Arc::new(LoadedPlugin {
+            declared: manifest::declared_hosts(&e.manifest),
+            manifest: e.manifest,
+            path: path.to_path_buf(),
+            sha256: sha256.to_string(),
+            contract,
+            pre: None,
+        }))
+    }
+
+    /// [`Host::load_only`] for commands that only read manifests (`outreach
+    /// status`): each plugin whose manifest is in the cache beside the
+    /// compiled code is taken from there without being instantiated; the
+    /// others are loaded (and cached for next time).
+    pub async fn load_manifests(
+        &self,
+        dir: &Path,
+        built_in: bool,
+        ids: &[String],
+    ) -> anyhow::Result<()> {
+        let mut rest = Vec::new();
+        for path in plugin_files(dir)? {
+            let Ok((_, sha)) = self.read(&path) else {
+                continue;
+            };
+            match self.cached_manifest(&path, &sha) {
+                Some(p) if ids.contains(&p.manifest.id) => {
+                    tracing::debug!(id = %p.manifest.id, path = %path.display(), "plugin read from the manifest cache");
+                    let _ = self.register(&path, Ok(p));
+                }
+                Some(_) => {}
+                None => rest.push(path),
+            }
+        }
+        // Not in the cache (new, changed, or the cache was cleared): loaded
+        // as `load_only` would, which caches them.
+        let prepared =
+            futures::future::join_all(rest.iter().map(|path| self.read_and_prepare(path))).await;
+        for (path, r) in rest.iter().zip(prepared) {
+            match r {
+                Ok(p) if !ids.contains(&p.manifest.id) => {}
+                Err(e @ PluginError::NotAFile { .. }) => tracing::warn!("{e}"),
+                r => {
+                    if let Err(e) = self.register(path, r) {
+                        tracing::error!("{e}");
+                    }
+                }
+            }
+        }
+        if built_in {
+            for (id, bytes) in builtin::BUNDLED {
+                let have = self.plugins.read().expect("plugin table").contains_key(*id);
+                if have || !ids.iter().any(|w| w == id) {
+                    continue;
+                }
+                let path = PathBuf::from(BUILT_IN).join(format!("{id}.wasm"));
+                let sha = hex::encode(Sha256::digest(bytes));
+                match self.cached_manifest(&path, &sha) {
+                    Some(p) => {
+                        tracing::debug!(id = %p.manifest.id, "built-in plugin read from the manifest cache");
+                        let _ = self.register(&path, Ok(p));
+                    }
+                    None => self.load_built_in(Some(&[id.to_string()])).await,
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The platform id the file with this hash declared when it was last
@@ -1022,7 +1136,13 @@ impl Host {
         let ticks = (budget.as_millis() / TICK.as_millis()).max(1) as u64;
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
-        let inst = match &plugin.pre {
+        let Some(pre) = &plugin.pre else {
+            return Err(PluginError::Call {
+                plugin: plugin.manifest.id.clone(),
+                message: "was read from the manifest cache only and cannot be called".into(),
+            });
+        };
+        let inst = match pre {
             Pre::V2(pre) => pre.instantiate_async(&mut store).await.map(Instance::V2),
             Pre::V1(pre) => pre.instantiate_async(&mut store).await.map(Instance::V1),
         }

@@ -44,6 +44,11 @@ fn layout(
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
+                // Under the `no-referrer` header a browser sends `Origin:
+                // null` with every POST (forms and fetch), which the Origin
+                // check refuses; same-origin keeps the referrer off other
+                // sites and lets the daemon see its own origin.
+                meta name="referrer" content="same-origin";
                 @if let Some(t) = csrf { meta name="csrf-token" content=(t); }
                 title { (title) " · outreach" }
                 link rel="icon" href=(asset_url("favicon.svg")) type="image/svg+xml";
@@ -440,7 +445,7 @@ pub fn connect(
                         form method="post" action=(format!("/ui/connect/{}", m.id)) data-connect=(m.id) {
                             (csrf_field(csrf))
                             label for=(format!("{f}-account")) { "Account name" }
-                            input id=(format!("{f}-account")) name="account" value=(if chosen { account.unwrap_or("default") } else { "default" }) pattern="[A-Za-z0-9_.-]+" required;
+                            input id=(format!("{f}-account")) name="account" value=(if chosen { account.unwrap_or("default") } else { "default" }) pattern="[A-Za-z0-9_.\\-]+" required;
                             @for s in &m.settings {
                                 label for=(format!("{f}-set-{}", s.name)) { (s.description) @if s.required { span.req aria-hidden="true" { " *" } } }
                                 input id=(format!("{f}-set-{}", s.name)) name=(format!("set.{}", s.name)) value=(s.default_value.clone().unwrap_or_default()) required[s.required];
@@ -606,7 +611,7 @@ pub fn compose(
                             button type="button" #save-draft { "Save draft" }
                         }
                         label for="draft-name" { "Draft name" }
-                        input #draft-name pattern="[A-Za-z0-9_-]+" placeholder="(a new name)";
+                        input #draft-name pattern="[A-Za-z0-9_\\-]+" placeholder="(a new name)";
                         @if !drafts.is_empty() {
                             nav aria-label="Drafts" {
                                 h2 { "Drafts" }
