@@ -784,21 +784,12 @@ async fn compose_check(State(ctx): State<Ctx>, body: axum::body::Bytes) -> Respo
 /// Publish (or schedule, with `schedule`) what the composer holds: the
 /// same path as `POST /publish`.
 async fn compose_publish(State(ctx): State<Ctx>, body: axum::body::Bytes) -> Response {
-    let mut post = match post_of(&body) {
+    // Without an `id`, a post is keyed by its content, as `POST /publish`
+    // keys it: pressing Publish twice does not post twice.
+    let post = match post_of(&body) {
         Ok(p) => p,
         Err(r) => return r,
     };
-    // Each post from the composer is its own post in the journal.
-    if post.get("id").is_none() {
-        post["id"] = serde_json::json!(format!(
-            "ui-{}",
-            uuid::Uuid::new_v4()
-                .simple()
-                .to_string()
-                .get(..12)
-                .unwrap_or("post")
-        ));
-    }
     let d = ctx.d.clone();
     let app = d.app.clone();
     let base = app.cfg().posts_dir.clone();

@@ -294,7 +294,7 @@ fn account_card(csrf: &str, a: &AccountStatus, names: &BTreeMap<String, String>)
                     (csrf_field(csrf))
                     button type="submit" data-action="refresh" { "Refresh now" }
                 }
-                a.button href=(format!("/ui/connect?platform={}&account={}", s.platform, s.account)) data-action="reconnect" { "Reconnect" }
+                a.button href=(format!("/ui/connect?platform={}&account={}#c-{}", s.platform, s.account, s.platform)) data-action="reconnect" { "Reconnect" }
                 @if health == "awaiting-approval" {
                     form method="post" action=(format!("/ui/platforms/{}/approve", s.platform)) {
                         (csrf_field(csrf))
@@ -440,7 +440,7 @@ pub fn connect(
                     @let (kind, secret_label) = auth_words(m.auth.kind);
                     @let chosen = platform == Some(m.id.as_str());
                     @let f = format!("c-{}", m.id);
-                    section.card.connect data-platform=(m.id) aria-labelledby=(format!("{f}-h")) {
+                    section.card.connect id=(f) data-platform=(m.id) aria-labelledby=(format!("{f}-h")) {
                         h2 id=(format!("{f}-h")) { (m.name) }
                         form method="post" action=(format!("/ui/connect/{}", m.id)) data-connect=(m.id) {
                             (csrf_field(csrf))
