@@ -2184,6 +2184,17 @@ async fn the_web_ui_signs_in_once_and_refuses_forged_requests() {
     assert_eq!(code, 200, "{v}");
     assert_eq!(v["results"][0]["state"], "published", "{v}");
     assert_eq!(w.x.posts().len(), 1, "one tweet");
+    // Publish pressed again: the same post, not sent twice.
+    let (code, v) = b
+        .json(
+            "/ui/compose/publish",
+            &csrf,
+            &json!({"text": "from the web", "to": ["x"]}),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["results"][0]["already"], true, "{v}");
+    assert_eq!(w.x.posts().len(), 1, "still one tweet");
     let posts = b.get("/ui/posts").await;
     assert!(posts.body.contains("from the web"), "{}", posts.body);
     tokio::time::sleep(Duration::from_millis(300)).await;
