@@ -594,13 +594,26 @@ impl Outbox {
             let posts = stmt
                 .query_map([], row_to_post)?
                 .collect::<Result<Vec<_>, _>>()?;
-            posts
+            // Every delivery in one query (not one per post), grouped.
+            let mut by_post: std::collections::HashMap<String, Vec<Delivery>> =
+                std::collections::HashMap::with_capacity(posts.len());
+            let mut stmt = self.conn.prepare_cached(&format!(
+                "SELECT {DELIVERY_COLUMNS} FROM deliveries ORDER BY post, target, idx"
+            ))?;
+            let rows = stmt
+                .query_map([], row_to_delivery)?
+                .collect::<Result<Vec<_>, _>>()?;
+            for row in rows {
+                let d = self.with_finality(self.known_state(row)?)?;
+                by_post.entry(d.post.clone()).or_default().push(d);
+            }
+            Ok(posts
                 .into_iter()
                 .map(|p| {
-                    let d = self.deliveries(&p.id)?;
-                    Ok((p, d))
+                    let d = by_post.remove(&p.id).unwrap_or_default();
+                    (p, d)
                 })
-                .collect()
+                .collect())
         })();
         r.map_err(|e| explain(&self.path, e))
     }
