@@ -486,6 +486,55 @@ impl Browser {
         self.step(&format!("clear `{css}`"), e.clear()).await;
     }
 
+    /// Waits up to `timeout` until no element matches `css`.
+    pub async fn wait_gone(&self, css: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.try_find(css).await.is_some() {
+            if Instant::now() > deadline {
+                panic!(
+                    "browser: `{css}` still there after {timeout:?}{}",
+                    self.where_now().await
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Waits up to `timeout` for the page's address to start with
+    /// `prefix`; the address.
+    pub async fn wait_for_url(&self, prefix: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let url = self.current_url().await;
+            if url.starts_with(prefix) {
+                return url;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "browser: the address did not come to start with {prefix:?} within \
+                     {timeout:?}{}",
+                    self.where_now().await
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Picks the file at `path` in the file input matching `css` (hidden
+    /// or not), as a user choosing it in the file dialog: chromedriver
+    /// takes the path as the input's keys.
+    pub async fn choose_file(&self, css: &str, path: &Path) {
+        let e = self.find(css).await;
+        let path = path.to_str().expect("a UTF-8 path");
+        self.step(&format!("choose {path} in `{css}`"), e.send_keys(path))
+            .await;
+    }
+
+    /// The page's HTML as the browser has it now (after scripts).
+    pub async fn source(&self) -> String {
+        self.step("page source", self.client.source()).await
+    }
+
     /// The visible text of the first element matching `css`.
     pub async fn text_of(&self, css: &str) -> String {
         let e = self.find(css).await;
