@@ -971,7 +971,7 @@ impl Browser {
             }
         };
         let mut body = format!(
-            "<!doctype html><html><head><meta charset=\"utf-8\"><title>outreach</title></head><body><h1>{}</h1>",
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><link rel=\"icon\" href=\"data:,\"><title>outreach</title></head><body><h1>{}</h1>",
             html_escape(&heading)
         );
         for line in lines {

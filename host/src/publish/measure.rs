@@ -94,7 +94,33 @@ fn fits_until(text: &str, rule: CountRule, limit: usize) -> usize {
             hi = mid - 1;
         }
     }
-    bounds[lo]
+    snap_out_of_url(text, bounds[lo])
+}
+
+/// A cut inside a web address moves to before it: half an address is
+/// never what a reader should see kept.
+fn snap_out_of_url(text: &str, cut: usize) -> usize {
+    let mut from = 0;
+    let next = |rest: &str| {
+        [rest.find("https://"), rest.find("http://")]
+            .into_iter()
+            .flatten()
+            .min()
+    };
+    while let Some(i) = next(&text[from..]) {
+        let start = from + i;
+        let end = text[start..]
+            .find(char::is_whitespace)
+            .map_or(text.len(), |n| start + n);
+        if cut > start && cut < end {
+            return start;
+        }
+        from = end;
+        if from >= text.len() {
+            break;
+        }
+    }
+    cut
 }
 
 /// Measure every target of `post`. Targets that do not resolve, or whose
@@ -178,5 +204,9 @@ mod tests {
         let cut = fits_until(t, CountRule::XWeighted, 10);
         assert!(count(&t[..cut], CountRule::XWeighted) <= 10);
         assert_eq!(fits_until("", CountRule::Graphemes, 3), 0);
+        // Never inside an address.
+        let t = "read https://example.org/a/long/path now";
+        assert_eq!(fits_until(t, CountRule::Chars, 12), 5);
+        assert_eq!(fits_until(t, CountRule::Chars, 100), t.len());
     }
 }
