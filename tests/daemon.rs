@@ -2333,6 +2333,19 @@ async fn the_web_ui_connects_by_oauth_and_by_key_and_disconnects_after_confirmat
     assert!(dash.body.contains("connected devto/blog"), "{}", dash.body);
     assert!(!dash.body.contains("PLANTED"));
 
+    // The dashboard's live part: unchanged is 304, a change shows.
+    let live = b.get("/ui/live/accounts").await;
+    let etag = live.headers["etag"].to_str().unwrap().to_string();
+    let p = b
+        .send(
+            "GET",
+            "/ui/live/accounts",
+            &[("if-none-match", &etag)],
+            None,
+        )
+        .await;
+    assert_eq!(p.code, 304);
+
     // Disconnect asks first; the account goes only on the confirmation.
     let confirm = b.get("/ui/accounts/devto/blog/disconnect").await;
     assert!(
@@ -2352,6 +2365,16 @@ async fn the_web_ui_connects_by_oauth_and_by_key_and_disconnects_after_confirmat
         dash.body
     );
     assert!(dash.body.contains("removed devto/blog"), "{}", dash.body);
+    let p = b
+        .send(
+            "GET",
+            "/ui/live/accounts",
+            &[("if-none-match", &etag)],
+            None,
+        )
+        .await;
+    assert_eq!(p.code, 200, "the change shows in the live part");
+    assert!(!p.body.contains("devto/blog"), "{}", p.body);
     d.stop();
 }
 
