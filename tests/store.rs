@@ -1667,3 +1667,506 @@ fn os_errors_are_printed_once() {
     );
     assert_eq!(stderr.matches("it is a folder").count(), 1, "{stderr}");
 }
+
+/// Issue 18 (4): the identity file wrapped to a key an age plugin holds.
+/// `age-plugin-fake` (tests/plugins/age-plugin-fake) stands in for a
+/// hardware key: it counts its runs in the file `AGE_PLUGIN_FAKE_LOG`
+/// names, refuses when `AGE_PLUGIN_FAKE_REFUSE` says why (a touch that
+/// timed out), and `AGE_PLUGIN_FAKE_DEVICE` plugs in another device.
+mod age_plugins {
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+    use std::sync::OnceLock;
+    use std::time::{Duration, Instant};
+
+    use super::support::daemon::start_daemon;
+    use super::support::{self, Fake, Home, Run, X_TOKEN};
+    use super::{have_age_cli, keys_in, open_with};
+
+    /// The folder holding `age-plugin-fake`, built once per test run (a
+    /// native binary, in its own target folder).
+    fn plugin_dir() -> PathBuf {
+        static BUILT: OnceLock<PathBuf> = OnceLock::new();
+        BUILT
+            .get_or_init(|| {
+                let root = support::repo_root();
+                let target = root.join("target").join("age-plugin");
+                let status = Command::new(env!("CARGO"))
+                    .current_dir(&root)
+                    .args(["build", "--quiet", "-p", "outreach-age-plugin-fake"])
+                    .arg("--target-dir")
+                    .arg(&target)
+                    .status()
+                    .expect("run cargo");
+                assert!(status.success(), "building age-plugin-fake failed");
+                let dir = target.join("debug");
+                assert!(dir.join("age-plugin-fake").exists());
+                dir
+            })
+            .clone()
+    }
+
+    /// PATH with the fake plugin's folder first.
+    fn path_with_plugin() -> String {
+        format!(
+            "{}:{}",
+            plugin_dir().display(),
+            std::env::var("PATH").unwrap_or_default()
+        )
+    }
+
+    /// A new identity of the fake plugin for `slot`: the identity file's
+    /// text and its recipient.
+    fn generate(slot: &str) -> (String, String) {
+        let out = Command::new(plugin_dir().join("age-plugin-fake"))
+            .args(["--generate", slot])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8(out.stdout).unwrap();
+        let recipient = text
+            .lines()
+            .find_map(|l| l.strip_prefix("# recipient: "))
+            .expect("the recipient comment")
+            .trim()
+            .to_string();
+        assert!(recipient.starts_with("age1fake1"), "{recipient}");
+        (text, recipient)
+    }
+
+    struct Wrapped {
+        home: Home,
+        x: Fake,
+        /// Where the plugin notes each run.
+        log: PathBuf,
+        recipient: String,
+    }
+
+    impl Wrapped {
+        /// How many times the plugin ran for each state machine since
+        /// the log was last cleared: (identity-v1, recipient-v1).
+        fn runs(&self) -> (usize, usize) {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let count = |what: &str| text.lines().filter(|l| l.starts_with(what)).count();
+            (count("identity-v1 "), count("recipient-v1 "))
+        }
+
+        fn clear_runs(&self) {
+            let _ = std::fs::remove_file(&self.log);
+        }
+
+        /// `args` through the binary, asserting success, and how often the
+        /// plugin ran for it.
+        fn ok(&self, args: &[&str], stdin: Option<&str>) -> (Run, (usize, usize)) {
+            self.clear_runs();
+            let r = self.home.run(args, stdin);
+            assert_eq!(r.code, 0, "{args:?}: {}", r.all());
+            assert_no_key(&r);
+            (r, self.runs())
+        }
+
+        fn identity(&self) -> PathBuf {
+            self.home.path().join("identity.txt")
+        }
+
+        fn plugin_identities(&self) -> PathBuf {
+            self.home.path().join("identity-plugin.txt")
+        }
+    }
+
+    /// No identity secret in anything outreach printed (planted tokens are
+    /// checked by every run already).
+    fn assert_no_key(r: &Run) {
+        assert!(
+            !r.all().contains("AGE-SECRET-KEY-"),
+            "an identity leaked into the output:\n{}",
+            r.all()
+        );
+    }
+
+    /// A home whose identity (made by its first account) is wrapped to
+    /// the fake plugin's key in slot `slot-1` with `store rekey
+    /// --wrap-with`, the plugin identity saved where outreach looks by
+    /// default (identity-plugin.txt beside the identity).
+    fn wrapped_home() -> Wrapped {
+        let x = support::fake_x();
+        let mut home = Home::new();
+        home.endpoint("x", "api", &x.url());
+        let log = home.path().join("plugin-runs.log");
+        home.env.push(("PATH".into(), path_with_plugin()));
+        home.env
+            .push(("AGE_PLUGIN_FAKE_LOG".into(), log.display().to_string()));
+        let (text, recipient) = generate("slot-1");
+        let pi = home.path().join("identity-plugin.txt");
+        std::fs::write(&pi, text).unwrap();
+        std::fs::set_permissions(&pi, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let w = Wrapped {
+            home,
+            x,
+            log,
+            recipient,
+        };
+        let (_, runs) = w.ok(&["accounts", "add", "x"], Some(X_TOKEN));
+        assert_eq!(runs, (0, 0), "a plain identity needs no plugin");
+        let plain = std::fs::read_to_string(w.identity()).unwrap();
+        assert!(plain.contains("AGE-SECRET-KEY-"));
+
+        let (r, runs) = w.ok(&["store", "rekey", "--wrap-with", &w.recipient], None);
+        assert!(r.stdout.contains(&w.recipient), "{}", r.stdout);
+        assert!(r.stdout.contains("identity-plugin.txt"), "{}", r.stdout);
+        // The probe is unwrapped once; the new key is wrapped twice (with
+        // the key it replaces while records move, then alone).
+        assert_eq!(runs.0, 1, "{r:?}", r = r.all());
+        let raw = std::fs::read(w.identity()).unwrap();
+        assert!(raw.starts_with(b"age-encryption.org/v1\n-> fake "));
+        assert!(
+            !String::from_utf8_lossy(&raw).contains("AGE-SECRET-KEY-"),
+            "the wrapped file holds no key in plain"
+        );
+        assert_eq!(
+            std::fs::metadata(w.identity())
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
+        w
+    }
+
+    /// `age -d -i IDENTITIES FILE` with the fake plugin on PATH: the
+    /// plaintext, or `None` when the `age` CLI is not installed (a failure
+    /// when OUTREACH_REQUIRE_AGE_CLI is set).
+    fn age_decrypt(identities: &Path, file: &Path) -> Option<Vec<u8>> {
+        if !have_age_cli() {
+            return None;
+        }
+        let out = Command::new("age")
+            .arg("-d")
+            .arg("-i")
+            .arg(identities)
+            .arg(file)
+            .env("PATH", path_with_plugin())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "age -d -i {} {}: {}",
+            identities.display(),
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Some(out.stdout)
+    }
+
+    /// The unwrapped identity text (`None` without the `age` CLI).
+    fn unwrap_identity(w: &Wrapped) -> Option<String> {
+        age_decrypt(&w.plugin_identities(), &w.identity()).map(|p| String::from_utf8(p).unwrap())
+    }
+
+    /// Wrapped once, every later process unwraps it with one run of the
+    /// plugin — not one per record — and works as before: accounts,
+    /// status, adding accounts, publishing to a fake, the daemon.
+    #[test]
+    fn a_wrapped_identity_is_unwrapped_once_per_process() {
+        let w = wrapped_home();
+        if let Some(text) = unwrap_identity(&w) {
+            assert!(
+                text.contains(&format!("# outreach-wrapped-to: {}", w.recipient)),
+                "{text}"
+            );
+            // The records moved to the new key, which only the wrapped
+            // file holds.
+            let key = keys_in(&text);
+            assert_eq!(key.len(), 1);
+            let rec = std::fs::read(w.home.path().join("store/x/default.age")).unwrap();
+            let ids: Vec<&dyn age::Identity> = key.iter().map(|k| k as _).collect();
+            assert!(open_with(&rec, &ids).is_some());
+        }
+
+        for account in ["two", "three"] {
+            let (_, runs) = w.ok(
+                &["accounts", "add", "x", "--account", account],
+                Some(X_TOKEN),
+            );
+            assert_eq!(runs, (1, 0), "accounts add {account}");
+        }
+        let (r, runs) = w.ok(&["accounts", "--json"], None);
+        assert_eq!(r.stdout.matches("\"x/").count(), 3, "{}", r.stdout);
+        assert_eq!(runs, (1, 0), "three records, one unwrap");
+        let (r, runs) = w.ok(&["status"], None);
+        assert!(r.stdout.contains("x/three"), "{}", r.stdout);
+        assert_eq!(runs, (1, 0), "status");
+
+        let post = w.home.post(
+            "hello.toml",
+            "text = \"hello from a wrapped key\"\nto = [\"x\", \"x/two\", \"x/three\"]\n",
+        );
+        let (_, runs) = w.ok(&["publish", post.to_str().unwrap()], None);
+        assert_eq!(runs, (1, 0), "a publish to three accounts");
+        assert_eq!(w.x.posts().len(), 3);
+
+        // The daemon: one unwrap at start, then posts and reads without it.
+        let mut w = w;
+        w.home.extra_config.push_str(
+            "\n[daemon]\nlisten = \"127.0.0.1:0\"\ndebounce_ms = 50\ndue_check_secs = 1\ngrace_secs = 20\n",
+        );
+        let posts = w.home.path().join("posts");
+        std::fs::create_dir_all(&posts).unwrap();
+        w.clear_runs();
+        let d = start_daemon(&w.home);
+        std::fs::write(
+            posts.join("daemon.toml"),
+            "text = \"from the daemon\"\nto = [\"x\", \"x/two\"]\n",
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while w.x.posts().len() < 5 {
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not publish:\n{}",
+                d.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let log = d.stop();
+        assert!(!log.contains("AGE-SECRET-KEY-"), "{log}");
+        assert_eq!(w.runs(), (1, 0), "the daemon:\n{log}");
+    }
+
+    /// A rekey of a wrapped identity keeps it wrapped (the new key is
+    /// never on disk in plain) with one unwrap; `--add-recipient` takes a
+    /// plugin's recipient, and then the records open with the plugin
+    /// identity alone — with the real `age` CLI when it is installed.
+    #[test]
+    fn rekey_and_add_recipient_work_with_plugin_keys() {
+        let w = wrapped_home();
+        let before = unwrap_identity(&w).map(|t| keys_in(&t));
+        let (_, runs) = w.ok(&["store", "rekey"], None);
+        assert_eq!(runs.0, 1, "a rekey unwraps once");
+        let raw = std::fs::read(w.identity()).unwrap();
+        assert!(raw.starts_with(b"age-encryption.org/v1\n-> fake "));
+        assert!(!String::from_utf8_lossy(&raw).contains("AGE-SECRET-KEY-"));
+        if let (Some(before), Some(after)) = (before, unwrap_identity(&w).map(|t| keys_in(&t))) {
+            assert_eq!(after.len(), 1);
+            assert_ne!(after[0].to_public(), before[0].to_public());
+        }
+        let (r, runs) = w.ok(&["accounts", "--json"], None);
+        assert!(r.stdout.contains("x/default"), "{}", r.stdout);
+        assert_eq!(runs, (1, 0));
+
+        // Records also encrypted to a second fake key (say, a spare).
+        let (spare_text, spare) = generate("spare-2");
+        let spare_file = w.home.path().join("spare-identity.txt");
+        std::fs::write(&spare_file, spare_text).unwrap();
+        let (r, runs) = w.ok(&["store", "rekey", "--add-recipient", &spare], None);
+        assert!(r.stdout.contains(&spare), "{}", r.stdout);
+        assert_eq!(runs.0, 1, "one unwrap; {runs:?}");
+        assert!(runs.1 >= 1, "the record was wrapped to the spare");
+        let rec = w.home.path().join("store/x/default.age");
+        let head = std::fs::read(&rec).unwrap();
+        assert!(
+            String::from_utf8_lossy(&head).contains("\n-> fake "),
+            "the record has a stanza for the spare"
+        );
+        // The spare's plugin identity alone opens the record.
+        if let Some(plain) = age_decrypt(&spare_file, &rec) {
+            let v: serde_json::Value = serde_json::from_slice(&plain).unwrap();
+            assert_eq!(v["access_token"], X_TOKEN);
+        }
+        // Writes run the recipient plugin; reads still never do.
+        let (_, runs) = w.ok(
+            &["accounts", "add", "x", "--account", "four"],
+            Some(X_TOKEN),
+        );
+        assert_eq!(
+            runs,
+            (1, 1),
+            "one unwrap at start, one wrap of the new record"
+        );
+        let (_, runs) = w.ok(&["accounts"], None);
+        assert_eq!(runs, (1, 0));
+    }
+
+    /// Every file of the home, with its bytes.
+    fn snapshot(home: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+        fn walk(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+            for e in std::fs::read_dir(dir).unwrap().flatten() {
+                let p = e.path();
+                let name = e.file_name().to_string_lossy().into_owned();
+                if e.file_type().unwrap().is_dir() {
+                    if name != "cache" && name != "plugins" {
+                        walk(&p, out);
+                    }
+                } else if !name.ends_with(".log") && !name.ends_with(".lock") {
+                    out.push((p.clone(), std::fs::read(&p).unwrap()));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(home, &mut out);
+        out.sort();
+        out
+    }
+
+    fn refused(w: &Wrapped, args: &[&str], env: &[(&str, &str)], expect: &[&str]) -> Run {
+        let before = snapshot(w.home.path());
+        let mut cmd = w.home.command(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.stdin(std::process::Stdio::null()).output().unwrap();
+        let r = Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        r.assert_no_secrets();
+        assert_no_key(&r);
+        assert_ne!(r.code, 0, "{args:?} should fail:\n{}", r.all());
+        let error = r
+            .stderr
+            .lines()
+            .find(|l| l.starts_with("error:"))
+            .unwrap_or_else(|| panic!("{args:?}: no error line:\n{}", r.all()));
+        for e in expect {
+            assert!(error.contains(e), "{args:?}: `{e}` not in: {error}");
+        }
+        assert!(
+            snapshot(w.home.path()) == before,
+            "{args:?} changed files:\n{}",
+            r.all()
+        );
+        r
+    }
+
+    /// A missing plugin binary, a plugin that refuses (a touch timed out),
+    /// another device plugged in, a missing plugin identity file and a
+    /// wrap to a key nothing here opens: each a clear error naming what
+    /// to do, and nothing changed.
+    #[test]
+    fn plugin_failures_are_clear_and_change_nothing() {
+        let w = wrapped_home();
+        let plain_path = std::env::var("PATH").unwrap_or_default();
+        refused(
+            &w,
+            &["accounts"],
+            &[("PATH", &plain_path)],
+            &[
+                "is wrapped to a key the age plugin `fake` holds",
+                "`age-plugin-fake` is not on PATH",
+                "install",
+            ],
+        );
+        refused(
+            &w,
+            &["status"],
+            &[("AGE_PLUGIN_FAKE_REFUSE", "touch timed out")],
+            &[
+                "the age plugin refused ('age-plugin-fake' couldn't use an identity: touch timed out)",
+                "nothing was changed",
+            ],
+        );
+        refused(
+            &w,
+            &["accounts"],
+            &[("AGE_PLUGIN_FAKE_DEVICE", "another-token")],
+            &[
+                "cannot be unwrapped with the plugin identities",
+                "identity-plugin.txt",
+            ],
+        );
+        // A wrap to a key whose identity is not saved: the probe fails.
+        let (_, other) = generate("slot-9");
+        refused(
+            &w,
+            &["store", "rekey", "--wrap-with", &other],
+            &[],
+            &[
+                "was not wrapped",
+                "cannot be unwrapped",
+                "nothing was changed",
+            ],
+        );
+        refused(
+            &w,
+            &["store", "rekey", "--wrap-with", "age1notarecipient"],
+            &[],
+            &["not an age recipient", "nothing was changed"],
+        );
+
+        // Without the plugin identities, the wrapped file says where to
+        // put them.
+        let kept = std::fs::read(w.plugin_identities()).unwrap();
+        std::fs::remove_file(w.plugin_identities()).unwrap();
+        refused(
+            &w,
+            &["accounts"],
+            &[],
+            &[
+                "wrapped to an age plugin's key",
+                "identity-plugin.txt",
+                "identity_plugin",
+            ],
+        );
+        std::fs::write(w.plugin_identities(), &kept).unwrap();
+        // A plugin identity put in the identity file itself is explained.
+        let stray = w.home.path().join("stray-identity.txt");
+        std::fs::write(&stray, &kept).unwrap();
+        let mut cfg_home = Home::new();
+        cfg_home.env = w.home.env.clone();
+        std::fs::copy(&stray, cfg_home.path().join("identity.txt")).unwrap();
+        let r = cfg_home.run(&["accounts"], None);
+        assert_ne!(r.code, 0);
+        assert!(
+            r.all().contains("holds an age plugin identity") && r.all().contains("--wrap-with"),
+            "{}",
+            r.all()
+        );
+        // And after all that, the wrapped home works as before.
+        let (_, runs) = w.ok(&["accounts"], None);
+        assert_eq!(runs, (1, 0));
+    }
+
+    /// Wrapping needs the plugin identities first: without them nothing
+    /// is wrapped (a store nobody could open), and the plain identity
+    /// stays as it was. A plugin recipient added while its plugin is
+    /// missing changes nothing either.
+    #[test]
+    fn plugin_keys_missing_their_parts_change_nothing() {
+        let x = support::fake_x();
+        let mut home = Home::new();
+        home.endpoint("x", "api", &x.url());
+        home.env.push(("PATH".into(), path_with_plugin()));
+        let r = home.run(&["accounts", "add", "x"], Some(X_TOKEN));
+        assert_eq!(r.code, 0, "{}", r.all());
+        let (_, recipient) = generate("slot-1");
+        let w = Wrapped {
+            home,
+            x,
+            log: PathBuf::from("/nonexistent"),
+            recipient,
+        };
+        refused(
+            &w,
+            &["store", "rekey", "--wrap-with", &w.recipient],
+            &[],
+            &["was not wrapped", "identity-plugin.txt", "does not exist"],
+        );
+        let text = std::fs::read_to_string(w.identity()).unwrap();
+        assert!(text.contains("AGE-SECRET-KEY-"));
+        let plain_path = std::env::var("PATH").unwrap_or_default();
+        refused(
+            &w,
+            &["store", "rekey", "--add-recipient", &w.recipient],
+            &[("PATH", &plain_path)],
+            &[
+                "cannot encrypt to the recipient age1fake1",
+                "`age-plugin-fake` is not on PATH",
+                "nothing was changed",
+            ],
+        );
+        assert!(!w.home.path().join("store/.recipients").exists());
+    }
+}

@@ -257,9 +257,15 @@ pub enum StoreCmd {
     /// beside it), or also to extra recipients. Safe to run again if
     /// interrupted.
     Rekey {
-        /// Also encrypt every record to this age recipient (age1…).
+        /// Also encrypt every record to this age recipient (age1…, or an
+        /// age plugin's: age1yubikey1…).
         #[arg(long = "add-recipient", value_name = "AGE1…")]
         add_recipients: Vec<String>,
+        /// Wrap the identity file to this age plugin recipient (a YubiKey's
+        /// age1yubikey1…): the plugin unwraps it once when outreach starts,
+        /// with the identity in [paths] identity_plugin.
+        #[arg(long = "wrap-with", value_name = "AGE1…")]
+        wrap_with: Vec<String>,
     },
 }
 
@@ -534,8 +540,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Disconnect { id, force } => credentials::disconnect(&app, &id, force).await,
         Command::Import { file, account } => credentials::import(&app, &file, &account),
         Command::Store {
-            cmd: StoreCmd::Rekey { add_recipients },
-        } => credentials::rekey(&app, &add_recipients),
+            cmd:
+                StoreCmd::Rekey {
+                    add_recipients,
+                    wrap_with,
+                },
+        } => credentials::rekey(&app, &add_recipients, &wrap_with),
         Command::Plugins { json, show: None } => plugins(&app, json),
         Command::Plugins {
             show: Some(PluginsCmd::Check { file, json }),

@@ -233,6 +233,10 @@ pub struct Paths {
     pub store: Option<PathBuf>,
     /// The age identity that decrypts the store.
     pub identity: Option<PathBuf>,
+    /// The age plugin identities (`AGE-PLUGIN-…`, a hardware key's stub)
+    /// that unwrap the identity file when it is wrapped to a plugin's key;
+    /// defaults to `identity-plugin.txt` beside the identity file.
+    pub identity_plugin: Option<PathBuf>,
     /// Compiled-plugin cache.
     pub cache: Option<PathBuf>,
     /// The publishing journal (SQLite); defaults to `outbox.sqlite` beside
@@ -365,6 +369,7 @@ pub const STARTER: &str = r#"# outreach — written by `outreach init`. Every li
 # plugins = "~/.local/share/outreach/plugins"   # more platforms, besides the built-in ones
 # store = "~/.local/share/outreach/store"       # encrypted accounts
 # identity = "~/.config/outreach/identity.txt"  # the key that opens the store: back it up
+# identity_plugin = "~/.config/outreach/identity-plugin.txt"  # a YubiKey/TPM that unwraps it (store rekey --wrap-with)
 # drafts = "~/.local/share/outreach/drafts"     # the web composer's drafts (never published on their own)
 
 [plugins]
@@ -417,6 +422,8 @@ pub struct Loaded {
     pub plugins_dir: PathBuf,
     pub store_dir: PathBuf,
     pub identity: PathBuf,
+    /// The age plugin identities that unwrap a wrapped identity file.
+    pub identity_plugin: PathBuf,
     pub cache_dir: PathBuf,
     pub outbox: PathBuf,
     /// Post files the daemon watches (none unless configured).
@@ -467,6 +474,13 @@ impl Loaded {
             plugins_dir: resolve(&config.paths.plugins, data.join("plugins")),
             store_dir: resolve(&config.paths.store, data.join("store")),
             identity: resolve(&config.paths.identity, conf.join("identity.txt")),
+            identity_plugin: resolve(
+                &config.paths.identity_plugin,
+                crate::store::default_plugin_identities(&resolve(
+                    &config.paths.identity,
+                    conf.join("identity.txt"),
+                )),
+            ),
             cache_dir: resolve(&config.paths.cache, cache),
             outbox: match &config.paths.outbox {
                 Some(p) => resolve_path(&base, p),

@@ -152,6 +152,7 @@ impl Services {
         new.plugins_dir = old.plugins_dir.clone();
         new.store_dir = old.store_dir.clone();
         new.identity = old.identity.clone();
+        new.identity_plugin = old.identity_plugin.clone();
         new.cache_dir = old.cache_dir.clone();
         new.outbox = old.outbox.clone();
         new.posts_dir = old.posts_dir.clone();
@@ -185,9 +186,13 @@ impl Services {
             return Ok(s.clone());
         }
         let cfg = self.cfg();
-        let identity = Identity::open_for_store(&cfg.identity, &cfg.store_dir, || {
-            (self.passphrase)(&cfg.identity)
-        })?;
+        // A wrapped identity file runs its age plugin here, once per process.
+        let identity = Identity::open_for_store_with(
+            &cfg.identity,
+            &cfg.store_dir,
+            || (self.passphrase)(&cfg.identity),
+            &cfg.identity_plugin,
+        )?;
         let store = Arc::new(AgeDirStore::open(&self.cfg().store_dir, identity)?);
         Ok(self.store.get_or_init(|| store).clone())
     }

@@ -17,7 +17,17 @@
 //! (`.<account>.answer`, see [`crate::escrow`]); it is encrypted like a
 //! record, re-encrypted by a rekey and removed with the account.
 //!
+//! The identity file may be sealed: with a passphrase (`age -p`), or
+//! wrapped to the recipient of a key an age plugin holds (a YubiKey, a
+//! TPM, a cloud KMS; see [`age_plugin`]). Either is opened once, when the
+//! store is opened, and every record is then read with the X25519 key in
+//! memory.
+//!
 //! Never: prints a secret, or touches the network.
+
+mod age_plugin;
+
+pub use age_plugin::PluginPrompts;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -324,21 +334,104 @@ pub struct Identity {
     rekey_pending: bool,
     /// Where that rekey copied the previous identity file.
     retired_copy: Option<PathBuf>,
-    /// How the file is sealed when it is passphrase-protected (`age -p`),
-    /// so a rekey writes it back sealed and a changed file can be re-read.
+    /// How the file is sealed when it is passphrase-protected (`age -p`)
+    /// or wrapped to an age plugin's key, so a rekey writes it back sealed
+    /// the same way and a changed file can be read again.
     sealing: Option<Sealing>,
     /// The file as it was when read: a different one is read again.
     stamp: Option<Stamp>,
+    /// The file's text as it was read (unsealed): a rekey of the file as
+    /// it was read needs no second passphrase or plugin run.
+    text: Zeroizing<String>,
+    /// The age plugin identities (`AGE-PLUGIN-…`) that unwrap the file
+    /// when it is wrapped to a plugin's key.
+    plugin_identities: PathBuf,
 }
 
-/// A passphrase-protected identity file's passphrase and format.
+/// How a sealed identity file is sealed.
 #[derive(Clone)]
-struct Sealing {
-    passphrase: SecretString,
-    armored: bool,
-    /// The scrypt work factor (log2 N) it was sealed with, kept when it is
-    /// sealed again.
-    work_factor: Option<u8>,
+enum Sealing {
+    /// With a passphrase (`age -p`).
+    Passphrase {
+        passphrase: SecretString,
+        armored: bool,
+        /// The scrypt work factor (log2 N) it was sealed with, kept when
+        /// it is sealed again.
+        work_factor: Option<u8>,
+    },
+    /// Encrypted to age recipients, an age plugin's among them
+    /// (`age1yubikey1…`), and unwrapped with the plugin identities.
+    Wrapped {
+        /// Who it is encrypted to: from the note outreach writes into the
+        /// file when it wraps it, else from the plugin identities'
+        /// `# recipient:` comments. Empty: not known (a rekey, which
+        /// must wrap the file again, says how to name them).
+        recipients: Vec<String>,
+        armored: bool,
+    },
+}
+
+impl Sealing {
+    fn passphrase(&self) -> Option<SecretString> {
+        match self {
+            Sealing::Passphrase { passphrase, .. } => Some(passphrase.clone()),
+            Sealing::Wrapped { .. } => None,
+        }
+    }
+
+    /// Whether the file can be sealed this way again; the reason when not.
+    fn check(&self, path: &Path, plugin_identities: &Path) -> Result<(), StoreError> {
+        match self {
+            Sealing::Wrapped { recipients, .. } if recipients.is_empty() => {
+                Err(StoreError::Identity {
+                    path: path.to_path_buf(),
+                    detail: format!(
+                        "is wrapped to an age plugin's key, but which recipient it is wrapped to is not known, so it cannot be wrapped again; nothing was changed — add a line `# recipient: age1…` (the key's recipient) to {}, or name it with `outreach store rekey --wrap-with age1…`",
+                        plugin_identities.display()
+                    ),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The line outreach writes into a wrapped identity file's text, once
+/// per recipient it is wrapped to, so that a rekey can wrap the new key
+/// to the same recipients.
+const WRAP_NOTE: &str = "# outreach-wrapped-to:";
+
+/// The recipients a wrapped identity's text names.
+fn wrap_notes(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix(WRAP_NOTE))
+        .map(|r| r.trim().to_string())
+        .filter(|r| !r.is_empty())
+        .collect()
+}
+
+/// `text` with wrap notes naming `recipients` (first, before anything
+/// else) instead of the ones it had.
+fn with_wrap_notes(text: &str, recipients: &[String]) -> Zeroizing<String> {
+    let mut s = Zeroizing::new(String::with_capacity(text.len() + 80 * recipients.len()));
+    for r in recipients {
+        s.push_str(WRAP_NOTE);
+        s.push(' ');
+        s.push_str(r);
+        s.push('\n');
+    }
+    for line in text.split_inclusive('\n') {
+        if !line.trim_start().starts_with(WRAP_NOTE) {
+            s.push_str(line);
+        }
+    }
+    s
+}
+
+/// Where the plugin identities that unwrap the identity file at
+/// `identity` are by default: `identity-plugin.txt` beside it.
+pub fn default_plugin_identities(identity: &Path) -> PathBuf {
+    identity.with_file_name("identity-plugin.txt")
 }
 
 /// The scrypt work factor in the header of a passphrase-sealed age file.
@@ -422,11 +515,20 @@ fn compose_rekey(new: &str, retired_copy: &Path, old: &str) -> Zeroizing<String>
     s
 }
 
-/// The identity file at `path`: its text (decrypted when it is
-/// passphrase-protected), its sealing and its stamp.
+/// What opens a sealed identity file: its passphrase (asked for only when
+/// it is passphrase-protected) and the plugin identities (read, and their
+/// plugin run, only when it is wrapped to an age plugin's key).
+struct Unlock<'a> {
+    passphrase: &'a mut dyn FnMut() -> Option<SecretString>,
+    plugin_identities: &'a Path,
+}
+
+/// The identity file at `path`: its text (unsealed when it is
+/// passphrase-protected or wrapped to a plugin's key), its sealing and
+/// its stamp.
 fn read_identity(
     path: &Path,
-    passphrase: &mut dyn FnMut() -> Option<SecretString>,
+    unlock: &mut Unlock<'_>,
 ) -> Result<(Zeroizing<String>, Option<Sealing>, Stamp), StoreError> {
     let mut f = File::open(path).map_err(io("cannot read the identity file", path))?;
     let meta = f
@@ -436,73 +538,132 @@ fn read_identity(
     f.read_to_end(&mut raw)
         .map_err(io("cannot read the identity file", path))?;
     warn_if_exposed_meta(path, &meta, "the age identity file");
-    let bad = |detail: &str| StoreError::Identity {
+    let bad = |detail: String| StoreError::Identity {
         path: path.to_path_buf(),
-        detail: detail.into(),
+        detail,
     };
-    if is_age_file(&raw) {
-        let pass = passphrase().ok_or_else(|| {
-            bad("is passphrase-protected; set OUTREACH_IDENTITY_PASSPHRASE or run in a terminal to be asked")
+    if !is_age_file(&raw) {
+        let text = std::str::from_utf8(&raw)
+            .map_err(|_| bad("is not a text age identity file".into()))?
+            .to_string();
+        return Ok((Zeroizing::new(text), None, Stamp::of(&meta)));
+    }
+    let armored = raw.starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----");
+    let header = age::Decryptor::new(age::armor::ArmoredReader::new(BufReader::new(&raw[..])))
+        .map_err(|e| bad(format!("is an age file whose header cannot be read ({e})")))?;
+    let (plain, sealing) = if header.is_scrypt() {
+        let pass = (unlock.passphrase)().ok_or_else(|| {
+            bad("is passphrase-protected; set OUTREACH_IDENTITY_PASSPHRASE or run in a terminal to be asked".into())
         })?;
         let ident = age::scrypt::Identity::new(pass.clone());
-        let plain = decrypt_bytes(&raw, &[&ident as &dyn age::Identity]).map_err(|e| {
-            StoreError::Identity {
-                path: path.to_path_buf(),
-                detail: format!("cannot be unlocked with that passphrase ({e})"),
-            }
-        })?;
-        let text = String::from_utf8(plain)
-            .map_err(|_| bad("decrypts to something that is not an identity file"))?;
-        let sealing = Sealing {
+        let plain = decrypt_bytes(&raw, &[&ident as &dyn age::Identity])
+            .map_err(|e| bad(format!("cannot be unlocked with that passphrase ({e})")))?;
+        let sealing = Sealing::Passphrase {
             passphrase: pass,
-            armored: raw.starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----"),
+            armored,
             work_factor: scrypt_work_factor(&raw),
         };
-        Ok((Zeroizing::new(text), Some(sealing), Stamp::of(&meta)))
+        (Zeroizing::new(plain), sealing)
     } else {
-        let text = std::str::from_utf8(&raw)
-            .map_err(|_| bad("is not a text age identity file"))?
-            .to_string();
-        Ok((Zeroizing::new(text), None, Stamp::of(&meta)))
-    }
+        // Encrypted to recipients: a key an age plugin holds.
+        let pi = unlock.plugin_identities;
+        let keys = age_plugin::PluginKeys::read(pi)
+            .map_err(|e| bad(format!("is wrapped to an age plugin's key, and {e}")))?
+            .ok_or_else(|| {
+                bad(format!(
+                    "is wrapped to an age plugin's key (it is not passphrase-protected), and outreach unwraps it with the plugin's identities (AGE-PLUGIN-…), looked for in {}, which does not exist: save the key's identity there (for a YubiKey: `age-plugin-yubikey --identity > {}`), or name its file with `identity_plugin` under [paths] in the config",
+                    pi.display(),
+                    pi.display()
+                ))
+            })?;
+        let plain = keys
+            .unwrap(&raw)
+            .map_err(|e| bad(format!("{e}; nothing was changed")))?;
+        let text = std::str::from_utf8(&plain)
+            .map_err(|_| bad("unwraps to something that is not an identity file".into()))?;
+        let mut recipients = wrap_notes(text);
+        if recipients.is_empty() {
+            recipients = keys.recipients.clone();
+        }
+        (
+            plain,
+            Sealing::Wrapped {
+                recipients,
+                armored,
+            },
+        )
+    };
+    let text = String::from_utf8(plain.to_vec())
+        .map_err(|_| bad("decrypts to something that is not an identity file".into()))?;
+    Ok((Zeroizing::new(text), Some(sealing), Stamp::of(&meta)))
 }
 
-/// Write an identity file atomically (0600), sealed with the passphrase
-/// it had when it was passphrase-protected.
+/// `text` encrypted to `recipients`, armored or not.
+fn seal_text(
+    recipients: &[&dyn age::Recipient],
+    text: &str,
+    armored: bool,
+) -> Result<Vec<u8>, String> {
+    let enc = age::Encryptor::with_recipients(recipients.iter().copied())
+        .map_err(|e| age_plugin::encrypt_error(&e))?;
+    let mut out = Vec::new();
+    (|| -> std::io::Result<()> {
+        if armored {
+            let armor =
+                age::armor::ArmoredWriter::wrap_output(&mut out, age::armor::Format::AsciiArmor)?;
+            let mut w = enc.wrap_output(armor)?;
+            w.write_all(text.as_bytes())?;
+            w.finish()?.finish()?;
+        } else {
+            let mut w = enc.wrap_output(&mut out)?;
+            w.write_all(text.as_bytes())?;
+            w.finish()?;
+        }
+        Ok(())
+    })()
+    .map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// Write an identity file atomically (0600), sealed as it was: with its
+/// passphrase, or wrapped to the same recipients.
 fn write_identity(path: &Path, text: &str, sealing: Option<&Sealing>) -> Result<(), StoreError> {
+    let failed = |detail: String| StoreError::Identity {
+        path: path.to_path_buf(),
+        detail,
+    };
     let bytes = match sealing {
         None => Zeroizing::new(text.as_bytes().to_vec()),
-        Some(s) => {
-            let sealed = (|| -> std::io::Result<Vec<u8>> {
-                let mut scrypt = age::scrypt::Recipient::new(s.passphrase.clone());
-                if let Some(n) = s.work_factor {
-                    scrypt.set_work_factor(n);
-                }
-                let enc = age::Encryptor::with_recipients(std::iter::once(
-                    &scrypt as &dyn age::Recipient,
-                ))
-                .map_err(std::io::Error::other)?;
-                let mut out = Vec::new();
-                if s.armored {
-                    let armor = age::armor::ArmoredWriter::wrap_output(
-                        &mut out,
-                        age::armor::Format::AsciiArmor,
-                    )?;
-                    let mut w = enc.wrap_output(armor)?;
-                    w.write_all(text.as_bytes())?;
-                    w.finish()?.finish()?;
-                } else {
-                    let mut w = enc.wrap_output(&mut out)?;
-                    w.write_all(text.as_bytes())?;
-                    w.finish()?;
-                }
-                Ok(out)
-            })()
-            .map_err(|e| StoreError::Identity {
-                path: path.to_path_buf(),
-                detail: format!("cannot be sealed with its passphrase again ({e})"),
-            })?;
-            Zeroizing::new(sealed)
+        Some(Sealing::Passphrase {
+            passphrase,
+            armored,
+            work_factor,
+        }) => {
+            let mut scrypt = age::scrypt::Recipient::new(passphrase.clone());
+            if let Some(n) = work_factor {
+                scrypt.set_work_factor(*n);
+            }
+            Zeroizing::new(
+                seal_text(&[&scrypt as &dyn age::Recipient], text, *armored).map_err(|e| {
+                    failed(format!("cannot be sealed with its passphrase again ({e})"))
+                })?,
+            )
+        }
+        Some(Sealing::Wrapped {
+            recipients,
+            armored,
+        }) => {
+            let text = with_wrap_notes(text, recipients);
+            let to = age_plugin::recipients_for(recipients)
+                .map_err(|e| failed(format!("cannot be wrapped: {e}")))?;
+            let refs: Vec<&dyn age::Recipient> = to
+                .iter()
+                .map(|r| r.as_ref() as &dyn age::Recipient)
+                .collect();
+            Zeroizing::new(
+                seal_text(&refs, &text, *armored)
+                    .map_err(|e| failed(format!("cannot be wrapped ({e})")))?,
+            )
         }
     };
     write_atomic(path, &bytes).map_err(io("cannot write the identity file", path))
@@ -512,7 +673,9 @@ impl Identity {
     /// Load the identity at `path`, creating a new X25519 identity (0600)
     /// if there is none. An identity file that is itself age-encrypted with
     /// a passphrase is decrypted with `passphrase` (from
-    /// `OUTREACH_IDENTITY_PASSPHRASE` or a prompt, chosen by the caller).
+    /// `OUTREACH_IDENTITY_PASSPHRASE` or a prompt, chosen by the caller);
+    /// one wrapped to an age plugin's key is unwrapped with the plugin
+    /// identities at [`default_plugin_identities`].
     ///
     /// Creates without looking at any store: for a store that holds
     /// records use [`Identity::open_for_store`], which refuses to.
@@ -536,6 +699,19 @@ impl Identity {
         store: &Path,
         passphrase: impl FnOnce() -> Option<String>,
     ) -> Result<Self, StoreError> {
+        Self::open_for_store_with(path, store, passphrase, &default_plugin_identities(path))
+    }
+
+    /// [`Identity::open_for_store`], unwrapping an identity file wrapped
+    /// to an age plugin's key with the plugin identities at
+    /// `plugin_identities` (`[paths] identity_plugin`): the plugin runs
+    /// once, here.
+    pub fn open_for_store_with(
+        path: &Path,
+        store: &Path,
+        passphrase: impl FnOnce() -> Option<String>,
+        plugin_identities: &Path,
+    ) -> Result<Self, StoreError> {
         match fs::metadata(path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let (records, example) = encrypted_files(store);
@@ -551,7 +727,7 @@ impl Identity {
             }
             _ => {}
         }
-        Self::load(path, passphrase)
+        Self::load_with_plugins(path, passphrase, plugin_identities)
     }
 
     /// Load the identity at `path`, which must exist.
@@ -559,20 +735,34 @@ impl Identity {
         path: &Path,
         passphrase: impl FnOnce() -> Option<String>,
     ) -> Result<Self, StoreError> {
-        let mut ask = Some(passphrase);
-        Self::load_with(path, &mut || {
-            ask.take().and_then(|f| f()).map(SecretString::from)
-        })
+        Self::load_with_plugins(path, passphrase, &default_plugin_identities(path))
     }
 
-    fn load_with(
+    /// Load the identity at `path`, which must exist, unwrapping it with
+    /// the plugin identities at `plugin_identities` when it is wrapped to
+    /// an age plugin's key.
+    pub fn load_with_plugins(
         path: &Path,
-        passphrase: &mut dyn FnMut() -> Option<SecretString>,
+        passphrase: impl FnOnce() -> Option<String>,
+        plugin_identities: &Path,
     ) -> Result<Self, StoreError> {
-        let (text, sealing, stamp) = read_identity(path, passphrase)?;
+        let mut ask = Some(passphrase);
+        Self::load_with(
+            path,
+            &mut Unlock {
+                passphrase: &mut || ask.take().and_then(|f| f()).map(SecretString::from),
+                plugin_identities,
+            },
+        )
+    }
+
+    fn load_with(path: &Path, unlock: &mut Unlock<'_>) -> Result<Self, StoreError> {
+        let (text, sealing, stamp) = read_identity(path, unlock)?;
         let mut ident = Self::from_text(path, &text)?;
         ident.sealing = sealing;
         ident.stamp = Some(stamp);
+        ident.text = text;
+        ident.plugin_identities = unlock.plugin_identities.to_path_buf();
         // An older version's interrupted `store rekey` left the next
         // identity beside this one; records it already rewrote must stay
         // readable (the next rekey moves that key into this file).
@@ -608,6 +798,13 @@ impl Identity {
         let mut recipients: Vec<Box<dyn age::Recipient + Send + Sync>> = Vec::new();
         let mut public = Vec::new();
         for line in text.lines().map(str::trim) {
+            if line.starts_with("AGE-PLUGIN-") {
+                // Every record read would run the plugin (a touch per
+                // record): the plugin wraps this file instead.
+                return Err(bad(
+                    "holds an age plugin identity (AGE-PLUGIN-…); outreach keeps an X25519 key in the identity file and lets the plugin unwrap the file once at start — move the AGE-PLUGIN line to the plugin identities file (`identity_plugin` under [paths], by default identity-plugin.txt beside the identity file) and wrap the identity with `outreach store rekey --wrap-with age1…` (the plugin key's recipient)".into(),
+                ));
+            }
             if line.starts_with("AGE-SECRET-KEY-") {
                 let id: age::x25519::Identity = line
                     .parse()
@@ -633,6 +830,8 @@ impl Identity {
             retired_copy: None,
             sealing: None,
             stamp: None,
+            text: Zeroizing::new(text.to_string()),
+            plugin_identities: default_plugin_identities(path),
         })
     }
 
@@ -684,6 +883,21 @@ impl Identity {
     /// Whether a `store rekey` was interrupted (run it again to finish).
     pub fn rekey_pending(&self) -> bool {
         self.rekey_pending
+    }
+
+    /// The recipients the identity file is wrapped to, when it is wrapped
+    /// to an age plugin's key (empty when which ones is not known).
+    pub fn wrapped_to(&self) -> Option<&[String]> {
+        match &self.sealing {
+            Some(Sealing::Wrapped { recipients, .. }) => Some(recipients),
+            _ => None,
+        }
+    }
+
+    /// Where the plugin identities that unwrap a wrapped identity file are
+    /// looked for.
+    pub fn plugin_identities(&self) -> &Path {
+        &self.plugin_identities
     }
 }
 
@@ -780,6 +994,65 @@ pub struct RekeyReport {
     pub recipients: Vec<String>,
     /// Where the previous identity now lives, when it was replaced.
     pub retired: Option<PathBuf>,
+    /// The recipients the identity file is wrapped to (empty: it is not
+    /// wrapped to an age plugin's key).
+    pub wrapped_to: Vec<String>,
+}
+
+/// How the identity file at `path` is sealed when it is wrapped to
+/// `recipients`, once it is known that the plugin identities at
+/// `plugin_identities` open what is wrapped to them: a probe is wrapped
+/// and unwrapped (each plugin runs; a hardware key asks for its touch),
+/// so a wrap never leaves an identity file nothing here opens.
+fn wrapping(
+    path: &Path,
+    recipients: &[String],
+    plugin_identities: &Path,
+) -> Result<Sealing, StoreError> {
+    let unchanged = |detail: String| StoreError::Identity {
+        path: path.to_path_buf(),
+        detail: format!("was not wrapped: {detail}; nothing was changed"),
+    };
+    for r in recipients {
+        age_plugin::check_recipient(r).map_err(unchanged)?;
+    }
+    if !recipients
+        .iter()
+        .any(|r| age_plugin::plugin_of(r).is_some())
+    {
+        return Err(unchanged(
+            "--wrap-with needs the recipient of a key an age plugin holds (age1yubikey1…, age1tpm1…); X25519 keys may be added beside it as offline spares".into(),
+        ));
+    }
+    let pi = plugin_identities.display();
+    let keys = age_plugin::PluginKeys::read(plugin_identities)
+        .map_err(unchanged)?
+        .ok_or_else(|| {
+            unchanged(format!(
+                "outreach would unwrap it at start with the plugin's identities (AGE-PLUGIN-…) in {pi}, which does not exist — save the key's identity there first (for a YubiKey: `age-plugin-yubikey --identity > {pi}`), or name its file with `identity_plugin` under [paths] in the config"
+            ))
+        })?;
+    let to = age_plugin::recipients_for(recipients).map_err(unchanged)?;
+    let refs: Vec<&dyn age::Recipient> = to
+        .iter()
+        .map(|r| r.as_ref() as &dyn age::Recipient)
+        .collect();
+    const PROBE: &str = "outreach: can the plugin identities open what is wrapped?";
+    let probe = seal_text(&refs, PROBE, false)
+        .map_err(|e| unchanged(format!("cannot encrypt to {} ({e})", recipients.join(", "))))?;
+    let opened = keys
+        .unwrap(&probe)
+        .map_err(|e| unchanged(format!("a probe wrapped to {} {e}", recipients.join(", "))))?;
+    if opened.as_slice() != PROBE.as_bytes() {
+        return Err(unchanged(format!(
+            "a probe wrapped to {} came back changed from the plugin",
+            recipients.join(", ")
+        )));
+    }
+    Ok(Sealing::Wrapped {
+        recipients: recipients.to_vec(),
+        armored: false,
+    })
 }
 
 fn is_age_file(raw: &[u8]) -> bool {
@@ -813,8 +1086,8 @@ fn decrypt_bytes(raw: &[u8], ids: &[&dyn age::Identity]) -> Result<Vec<u8>, age:
 }
 
 fn encrypt_to(recipients: &[&dyn age::Recipient], plain: &[u8]) -> Result<Vec<u8>, String> {
-    let enc =
-        age::Encryptor::with_recipients(recipients.iter().copied()).map_err(|e| e.to_string())?;
+    let enc = age::Encryptor::with_recipients(recipients.iter().copied())
+        .map_err(|e| age_plugin::encrypt_error(&e))?;
     let mut out = Vec::new();
     let mut w = enc.wrap_output(&mut out).map_err(|e| e.to_string())?;
     w.write_all(plain).map_err(|e| e.to_string())?;
@@ -876,12 +1149,10 @@ pub fn lock_file_within(path: &Path, patience: Duration) -> Result<Option<File>,
     }
 }
 
-/// Encrypt `plain` to age X25519 public keys (`age1…`).
+/// Encrypt `plain` to age recipients: X25519 public keys (`age1…`) and
+/// age plugins' recipients (`age1yubikey1…`, whose plugin runs once).
 pub fn seal_to(recipients: &[String], plain: &[u8]) -> Result<Vec<u8>, String> {
-    let parsed = recipients
-        .iter()
-        .map(|r| parse_recipient(r))
-        .collect::<Result<Vec<_>, _>>()?;
+    let parsed = age_plugin::recipients_for(recipients)?;
     let refs: Vec<&dyn age::Recipient> = parsed
         .iter()
         .map(|r| r.as_ref() as &dyn age::Recipient)
@@ -929,18 +1200,12 @@ pub struct AgeDirStore {
     /// A changed identity file that could not be read: not retried until
     /// it changes again.
     unreadable: std::sync::Mutex<Option<Stamp>>,
-    /// Extra recipients every record is also encrypted to (`.recipients`).
-    extra: Vec<Box<dyn age::Recipient + Send + Sync>>,
+    /// Extra recipients every record is also encrypted to (`.recipients`):
+    /// X25519 keys, or age plugins' recipients (whose plugin runs once per
+    /// write, to wrap the record's file key; reading never runs it).
     extra_keys: Vec<String>,
     /// Ciphertext → the record it decrypted to, per account.
     decrypted: std::sync::Mutex<std::collections::HashMap<AccountId, (Vec<u8>, Record)>>,
-}
-
-fn parse_recipient(s: &str) -> Result<Box<dyn age::Recipient + Send + Sync>, String> {
-    s.trim()
-        .parse::<age::x25519::Recipient>()
-        .map(|r| Box::new(r) as Box<dyn age::Recipient + Send + Sync>)
-        .map_err(|e| format!("`{}` is not an age X25519 recipient (age1…): {e}", s.trim()))
 }
 
 /// One encrypted file of the store, as a rekey rewrites it.
@@ -1060,7 +1325,6 @@ impl AgeDirStore {
             );
         }
         let list = dir.join(".recipients");
-        let mut extra = Vec::new();
         let mut extra_keys = Vec::new();
         if let Ok(text) = fs::read_to_string(&list) {
             for line in text
@@ -1068,12 +1332,10 @@ impl AgeDirStore {
                 .map(str::trim)
                 .filter(|l| !l.is_empty() && !l.starts_with('#'))
             {
-                extra.push(
-                    parse_recipient(line).map_err(|detail| StoreError::Identity {
-                        path: list.clone(),
-                        detail,
-                    })?,
-                );
+                age_plugin::check_recipient(line).map_err(|detail| StoreError::Identity {
+                    path: list.clone(),
+                    detail,
+                })?;
                 extra_keys.push(line.to_string());
             }
         }
@@ -1081,7 +1343,6 @@ impl AgeDirStore {
             dir: dir.to_path_buf(),
             identity: std::sync::RwLock::new(Arc::new(identity)),
             unreadable: Default::default(),
-            extra,
             extra_keys,
             decrypted: Default::default(),
         })
@@ -1101,8 +1362,12 @@ impl AgeDirStore {
         if *failed == Some(now) {
             return cur;
         }
-        let mut pass = cur.sealing.as_ref().map(|s| s.passphrase.clone());
-        match Identity::load_with(&cur.path, &mut || pass.take()) {
+        let mut pass = cur.sealing.as_ref().and_then(Sealing::passphrase);
+        let mut unlock = Unlock {
+            passphrase: &mut || pass.take(),
+            plugin_identities: &cur.plugin_identities,
+        };
+        match Identity::load_with(&cur.path, &mut unlock) {
             Ok(new) => {
                 let new = Arc::new(new);
                 *self.identity.write().expect("identity") = new.clone();
@@ -1146,12 +1411,32 @@ impl AgeDirStore {
     /// `…retired-DATE` before), each file is rewritten atomically, and only
     /// when every file opens with the new key alone is the old key taken
     /// out of the identity file. A passphrase-protected identity file stays
-    /// sealed with its passphrase. An interrupted run is finished by the
-    /// next one, which goes on with the key the interrupted run added.
+    /// sealed with its passphrase, a wrapped one wrapped to the same
+    /// recipients. An interrupted run is finished by the next one, which
+    /// goes on with the key the interrupted run added.
     pub fn rekey(
         &self,
         identity_path: &Path,
         add_recipients: &[String],
+    ) -> Result<RekeyReport, StoreError> {
+        self.rekey_with(identity_path, add_recipients, &[])
+    }
+
+    /// [`AgeDirStore::rekey`], and with `wrap_with` the identity file is
+    /// from then on wrapped to those recipients (an age plugin's key among
+    /// them: `age1yubikey1…`) and unwrapped with the plugin identities at
+    /// start. Before anything changes, a probe wrapped to them must unwrap
+    /// with those plugin identities. Without `add_recipients` the store
+    /// also moves to a new key, which is never on disk unwrapped.
+    ///
+    /// Recipients of age plugins (in `add_recipients` too) need their
+    /// plugin on PATH; a missing one, or a plugin that refuses, is an
+    /// error before anything changes.
+    pub fn rekey_with(
+        &self,
+        identity_path: &Path,
+        add_recipients: &[String],
+        wrap_with: &[String],
     ) -> Result<RekeyReport, StoreError> {
         // One rekey at a time.
         let Some(_run) = lock_file_within(&rekey_lock_path(&self.dir), Duration::ZERO)? else {
@@ -1160,28 +1445,52 @@ impl AgeDirStore {
             });
         };
         let list = self.dir.join(".recipients");
-        let mut extra: Vec<Box<dyn age::Recipient + Send + Sync>> = Vec::new();
         let mut keys = self.extra_keys.clone();
         for k in add_recipients {
-            parse_recipient(k).map_err(|detail| StoreError::Identity {
+            age_plugin::check_recipient(k).map_err(|detail| StoreError::Identity {
                 path: list.clone(),
-                detail,
+                detail: format!("{detail}; nothing was changed"),
             })?;
             if !keys.contains(k) {
                 keys.push(k.clone());
             }
         }
-        for k in &keys {
-            extra.push(parse_recipient(k).map_err(|detail| StoreError::Identity {
-                path: list.clone(),
-                detail,
-            })?);
+        let unchanged = |detail: String| StoreError::Identity {
+            path: list.clone(),
+            detail: format!("{detail}; nothing was changed"),
+        };
+        let extra = age_plugin::recipients_for(&keys).map_err(unchanged)?;
+        if add_recipients
+            .iter()
+            .any(|k| age_plugin::plugin_of(k).is_some())
+        {
+            // The plugins run, and accept their recipients, before any
+            // record depends on them.
+            let refs: Vec<&dyn age::Recipient> = extra
+                .iter()
+                .map(|r| r.as_ref() as &dyn age::Recipient)
+                .collect();
+            encrypt_to(&refs, b"outreach recipient probe")
+                .map_err(|e| unchanged(format!("cannot encrypt to the recipients ({e})")))?;
         }
         // The identity file as it is now (it may have changed since this
         // store read it).
         let known = self.ident();
-        let mut pass = known.sealing.as_ref().map(|s| s.passphrase.clone());
-        let (text, sealing, _) = read_identity(identity_path, &mut || pass.take())?;
+        let (text, sealing) = self.identity_text(identity_path, &known)?;
+        let pending = split_rekey(&text).1.is_some();
+        let moving = pending || add_recipients.is_empty();
+        let sealing = if wrap_with.is_empty() {
+            sealing
+        } else {
+            Some(wrapping(
+                identity_path,
+                wrap_with,
+                &known.plugin_identities,
+            )?)
+        };
+        if moving && let Some(s) = &sealing {
+            s.check(identity_path, &known.plugin_identities)?;
+        }
         let (moving, retired, target_text) = if let Some((_, kept)) = split_rekey(&text).1 {
             // An interrupted rekey: finish moving to the key it added.
             (true, kept, text.clone())
@@ -1210,6 +1519,7 @@ impl AgeDirStore {
             {
                 let _gate = self.gate(true)?;
                 write_identity(identity_path, &both, sealing.as_ref())?;
+                self.adopt(identity_path, &both, &sealing, &known.plugin_identities);
             }
             if next.exists() {
                 // Its key is in the identity file now.
@@ -1217,6 +1527,12 @@ impl AgeDirStore {
             }
             (true, Some(copy), both)
         } else {
+            if !wrap_with.is_empty() {
+                // The key stays: wrap it as it is.
+                let _gate = self.gate(true)?;
+                write_identity(identity_path, &text, sealing.as_ref())?;
+                self.adopt(identity_path, &text, &sealing, &known.plugin_identities);
+            }
             (false, None, text.clone())
         };
         let target = Identity::from_text(identity_path, &target_text)?;
@@ -1272,14 +1588,57 @@ impl AgeDirStore {
             let (new_only, _) = split_rekey(&target_text);
             let _gate = self.gate(true)?;
             write_identity(identity_path, new_only, sealing.as_ref())?;
+            self.adopt(identity_path, new_only, &sealing, &known.plugin_identities);
         }
         let mut shown = target.public.clone();
         shown.extend(keys);
+        let wrapped_to = match &sealing {
+            Some(Sealing::Wrapped { recipients, .. }) => recipients.clone(),
+            _ => Vec::new(),
+        };
         Ok(RekeyReport {
             records,
             recipients: shown,
             retired,
+            wrapped_to,
         })
+    }
+
+    /// The identity file's text and sealing as they are now: as this store
+    /// read them when the file has not changed since (no second
+    /// passphrase, no second plugin run or touch), else read again.
+    fn identity_text(
+        &self,
+        path: &Path,
+        known: &Identity,
+    ) -> Result<(Zeroizing<String>, Option<Sealing>), StoreError> {
+        let now = fs::metadata(path).ok().map(|m| Stamp::of(&m));
+        if known.path == path && known.stamp.is_some() && known.stamp == now {
+            return Ok((known.text.clone(), known.sealing.clone()));
+        }
+        let mut pass = known.sealing.as_ref().and_then(Sealing::passphrase);
+        let mut unlock = Unlock {
+            passphrase: &mut || pass.take(),
+            plugin_identities: &known.plugin_identities,
+        };
+        let (text, sealing, _) = read_identity(path, &mut unlock)?;
+        Ok((text, sealing))
+    }
+
+    /// Use the identity this process just wrote to `path` (its text
+    /// unsealed) without reading it back: a wrapped file would need its
+    /// plugin again.
+    fn adopt(&self, path: &Path, text: &str, sealing: &Option<Sealing>, plugin_identities: &Path) {
+        let Ok(meta) = fs::metadata(path) else {
+            return;
+        };
+        if let Ok(mut ident) = Identity::from_text(path, text) {
+            ident.sealing = sealing.clone();
+            ident.stamp = Some(Stamp::of(&meta));
+            ident.text = Zeroizing::new(text.to_string());
+            ident.plugin_identities = plugin_identities.to_path_buf();
+            *self.identity.write().expect("identity") = Arc::new(ident);
+        }
     }
 
     /// Every encrypted file in the store: records, auxiliary secrets and
@@ -1449,10 +1808,16 @@ impl AgeDirStore {
     fn encrypt(&self, plain: &[u8]) -> Result<(Vec<u8>, File), StoreError> {
         let gate = self.gate(false)?;
         let ident = self.ident();
+        let extra = age_plugin::recipients_for(&self.extra_keys).map_err(|detail| {
+            StoreError::Identity {
+                path: ident.path.clone(),
+                detail: format!("cannot encrypt: {detail}; nothing was written"),
+            }
+        })?;
         let recipients: Vec<&dyn age::Recipient> = ident
             .recipients
             .iter()
-            .chain(self.extra.iter())
+            .chain(extra.iter())
             .map(|r| r.as_ref() as &dyn age::Recipient)
             .collect();
         let sealed = encrypt_to(&recipients, plain).map_err(|detail| StoreError::Identity {

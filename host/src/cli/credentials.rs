@@ -512,9 +512,9 @@ pub fn import(app: &App, file: &Path, account: &str) -> anyhow::Result<i32> {
     })
 }
 
-pub fn rekey(app: &App, add_recipients: &[String]) -> anyhow::Result<i32> {
+pub fn rekey(app: &App, add_recipients: &[String], wrap_with: &[String]) -> anyhow::Result<i32> {
     let store = app.store_dir()?;
-    let report = store.rekey(&app.cfg().identity, add_recipients)?;
+    let report = store.rekey_with(&app.cfg().identity, add_recipients, wrap_with)?;
     println!(
         "re-encrypted {} records to {}; the previous identity was kept at {}",
         report.records,
@@ -525,5 +525,13 @@ pub fn rekey(app: &App, add_recipients: &[String]) -> anyhow::Result<i32> {
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "(unchanged identity)".into())
     );
+    if !wrap_with.is_empty() {
+        println!(
+            "{} is wrapped to {}: outreach unwraps it once at start with the plugin identities in {} (keep that file, and the key, with your backups)",
+            app.cfg().identity.display(),
+            report.wrapped_to.join(", "),
+            app.cfg().identity_plugin.display()
+        );
+    }
     Ok(0)
 }
