@@ -414,6 +414,12 @@ pub enum ConfigError {
     Invalid { path: PathBuf, message: String },
 }
 
+/// Where the plugin identities that unwrap the identity file at
+/// `identity` are by default: `identity-plugin.txt` beside it.
+pub fn default_plugin_identities(identity: &Path) -> PathBuf {
+    identity.with_file_name("identity-plugin.txt")
+}
+
 /// A loaded config with its paths resolved.
 #[derive(Debug, Clone)]
 pub struct Loaded {
@@ -476,7 +482,7 @@ impl Loaded {
             identity: resolve(&config.paths.identity, conf.join("identity.txt")),
             identity_plugin: resolve(
                 &config.paths.identity_plugin,
-                crate::store::default_plugin_identities(&resolve(
+                default_plugin_identities(&resolve(
                     &config.paths.identity,
                     conf.join("identity.txt"),
                 )),

@@ -428,11 +428,7 @@ fn with_wrap_notes(text: &str, recipients: &[String]) -> Zeroizing<String> {
     s
 }
 
-/// Where the plugin identities that unwrap the identity file at
-/// `identity` are by default: `identity-plugin.txt` beside it.
-pub fn default_plugin_identities(identity: &Path) -> PathBuf {
-    identity.with_file_name("identity-plugin.txt")
-}
+pub use crate::config::default_plugin_identities;
 
 /// The scrypt work factor in the header of a passphrase-sealed age file.
 fn scrypt_work_factor(raw: &[u8]) -> Option<u8> {
