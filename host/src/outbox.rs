@@ -1003,7 +1003,12 @@ fn migrate(conn: &Connection, path: &Path) -> anyhow::Result<()> {
             }
         }
         conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             -- An account's last delivery (the dashboard) and one delivery's
+             -- attempts (whether a failure is final): a scan of the whole
+             -- table each without these.
+             CREATE INDEX IF NOT EXISTS deliveries_target ON deliveries(target, idx, updated_at);
+             CREATE INDEX IF NOT EXISTS attempts_delivery ON attempts(post, target, idx);",
         )?;
         conn.execute(
             "INSERT INTO meta (key, value) VALUES ('writer', ?1)
