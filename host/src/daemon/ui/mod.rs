@@ -872,12 +872,25 @@ async fn upload(State(ctx): State<Ctx>, headers: HeaderMap, body: Body) -> Respo
     }
 }
 
-/// The outbox, newest first.
-async fn load_posts(d: &Arc<Daemon>) -> anyhow::Result<Vec<pages::PostView>> {
+/// Run `f` on the outbox (the journal) off the async threads: its reads
+/// and writes are SQLite calls that block.
+async fn with_outbox<T: Send + 'static>(
+    d: &Arc<Daemon>,
+    f: impl FnOnce(&crate::outbox::Outbox) -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
     let d = d.clone();
-    tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<pages::PostView>> {
+    tokio::task::spawn_blocking(move || {
         let outbox = d.app.outbox()?;
         let ob = outbox.lock().expect("outbox");
+        f(&ob)
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?
+}
+
+/// The outbox, newest first.
+async fn load_posts(d: &Arc<Daemon>) -> anyhow::Result<Vec<pages::PostView>> {
+    with_outbox(d, |ob| {
         Ok(ob
             .all()?
             .into_iter()
@@ -885,7 +898,6 @@ async fn load_posts(d: &Arc<Daemon>) -> anyhow::Result<Vec<pages::PostView>> {
             .collect())
     })
     .await
-    .map_err(|e| anyhow::anyhow!("{e}"))?
 }
 
 #[derive(Deserialize, Default)]
@@ -919,19 +931,14 @@ async fn post_page(
     Path(id): Path<String>,
 ) -> Response {
     let flash = flash_of(&ctx, &me);
-    let d = ctx.d.clone();
     let id2 = id.clone();
-    let found = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let outbox = d.app.outbox()?;
-        let ob = outbox.lock().expect("outbox");
+    let found = with_outbox(&ctx.d, move |ob| {
         let Some(post) = ob.post(&id2)? else {
             return Ok(None);
         };
         Ok(Some((post, ob.deliveries(&id2)?, ob.attempts(&id2)?)))
     })
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}"))
-    .and_then(|r| r);
+    .await;
     match found {
         Ok(Some((post, deliveries, attempts))) => {
             let view = pages::PostView::new(post, deliveries);
@@ -961,16 +968,8 @@ async fn post_cancel(
     axum::Extension(me): axum::Extension<Signed>,
     Path(id): Path<String>,
 ) -> Response {
-    let d = ctx.d.clone();
     let id2 = id.clone();
-    let r = tokio::task::spawn_blocking(move || -> anyhow::Result<usize> {
-        let outbox = d.app.outbox()?;
-        let ob = outbox.lock().expect("outbox");
-        ob.cancel(&id2)
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}"))
-    .and_then(|r| r);
+    let r = with_outbox(&ctx.d, move |ob| ob.cancel(&id2)).await;
     match r {
         Ok(n) => flash(
             &ctx,
@@ -1073,17 +1072,12 @@ async fn post_resolve(
         );
         return redirect(&post_url(&id));
     }
-    let d = ctx.d.clone();
     let id2 = id.clone();
     let target = f.target.clone();
-    let r = tokio::task::spawn_blocking(move || -> anyhow::Result<usize> {
-        let outbox = d.app.outbox()?;
-        let ob = outbox.lock().expect("outbox");
+    let r = with_outbox(&ctx.d, move |ob| {
         ob.mark_published(&id2, &target, f.index, &url)
     })
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}"))
-    .and_then(|r| r);
+    .await;
     match r {
         Ok(1) => flash(&ctx, &me, true, format!("marked {} published", f.target)),
         Ok(_) => flash(
