@@ -160,14 +160,16 @@ pub async fn add_account_as(
     store_verified_as(svc, &plugin, id, tokens, settings, existing).await
 }
 
-/// Every stored account, each with its record or why it cannot be read.
+/// Every stored account, each with its record — secrets blanked
+/// ([`Record::redacted`]): this is for looking, not for calling the
+/// platform — or why it cannot be read.
 pub fn list(svc: &Services) -> anyhow::Result<Vec<(AccountId, anyhow::Result<Record>)>> {
     let store = svc.store()?;
     Ok(store
         .list()?
         .into_iter()
         .map(|id| {
-            let r = store.load(&id).map_err(anyhow::Error::from);
+            let r = store.load_view(&id).map_err(anyhow::Error::from);
             (id, r)
         })
         .collect())
@@ -706,34 +708,69 @@ impl LastPost {
 /// Every account's status (also what `outreach status` and `outreach
 /// accounts` show when a daemon runs).
 pub fn statuses(svc: &Services) -> anyhow::Result<Vec<AccountStatus>> {
-    let outbox = svc.outbox()?;
+    let mut out = statuses_without_posts(svc)?;
+    with_last_posts(svc, &mut out)?;
+    Ok(out)
+}
+
+/// [`statuses`] without `last_post` (the dashboard fills it in for the
+/// accounts it shows).
+pub fn statuses_without_posts(svc: &Services) -> anyhow::Result<Vec<AccountStatus>> {
     let mut out = Vec::new();
     for (id, r) in list(svc)? {
         let summary = AccountSummary::new(&id, &r);
         let plugin_missing = svc.host.get(&id.platform).is_err();
         let token_health = r.as_ref().ok().map(|rec| crate::schedule::health(svc, rec));
-
-        let last_post = {
-            let ob = outbox.lock().expect("outbox");
-            match ob.last_delivery(&id.to_string())? {
-                Some(d) => {
-                    let source = ob.post(&d.post)?.map(|p| p.source);
-                    Some(LastPost::of(d, source))
-                }
-                None => None,
-            }
-        };
         out.push(AccountStatus {
             connected: !plugin_missing && token_health.as_ref().is_some_and(|h| h.is_valid),
             profile_name: summary.profile.as_ref().map(|p| p.name.clone()),
             profile_image: summary.profile.as_ref().and_then(|p| p.picture.clone()),
             plugin_missing,
             token_health,
-            last_post,
+            last_post: None,
             summary,
         });
     }
     Ok(out)
+}
+
+/// Fill in each status's `last_post` from the outbox.
+pub fn with_last_posts(svc: &Services, statuses: &mut [AccountStatus]) -> anyhow::Result<()> {
+    let outbox = svc.outbox()?;
+    let ob = outbox.lock().expect("outbox");
+    for s in statuses {
+        s.last_post = match ob.last_delivery(&s.summary.id)? {
+            Some(d) => {
+                let source = ob.post(&d.post)?.map(|p| p.source);
+                Some(LastPost::of(d, source))
+            }
+            None => None,
+        };
+    }
+    Ok(())
+}
+
+/// What awaits approval, per platform, from statuses already gathered
+/// (see [`awaiting_approval`]).
+pub fn awaiting_in(statuses: &[AccountStatus]) -> BTreeMap<String, Awaiting> {
+    let mut out: BTreeMap<String, Awaiting> = BTreeMap::new();
+    for s in statuses {
+        let Some(h) = s
+            .token_health
+            .as_ref()
+            .filter(|h| !h.awaiting_approval.is_empty())
+        else {
+            continue;
+        };
+        let entry = out.entry(s.summary.platform.clone()).or_default();
+        for host in &h.awaiting_approval {
+            if !entry.hosts.contains(host) {
+                entry.hosts.push(host.clone());
+            }
+        }
+        entry.accounts.push(s.summary.id.clone());
+    }
+    out
 }
 
 /// Hosts a plugin declares that some of its accounts' credentials may not
@@ -773,14 +810,22 @@ pub fn with_approvals(
     svc: &Services,
     platforms: &mut crate::plugin::manifest::Platforms,
 ) -> anyhow::Result<()> {
-    let mut waiting = awaiting_approval(svc)?;
+    fill_approvals(platforms, awaiting_approval(svc)?);
+    Ok(())
+}
+
+/// Fill in `waiting` (from [`awaiting_approval`] or [`awaiting_in`]) in
+/// `platforms`.
+pub fn fill_approvals(
+    platforms: &mut crate::plugin::manifest::Platforms,
+    mut waiting: BTreeMap<String, Awaiting>,
+) {
     for p in &mut platforms.plugins {
         if let Some(w) = waiting.remove(&p.id) {
             p.awaiting_approval = w.hosts;
             p.awaiting_accounts = w.accounts;
         }
     }
-    Ok(())
 }
 
 /// What approving a plugin changed.

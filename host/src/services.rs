@@ -302,6 +302,49 @@ impl Services {
         self.resolve_target_in(target, &self.store()?.list()?)
     }
 
+    /// The stored accounts that `targets` (a post's `to`) can name, for
+    /// [`Services::resolve_target_in`]: a named account is looked up
+    /// alone, a platform's accounts are listed once; the rest of the
+    /// store is not read (a post to 5 accounts in a store of 1,000 must
+    /// not list 1,000 files).
+    pub fn stored_for(&self, targets: &[String]) -> anyhow::Result<Vec<AccountId>> {
+        let store = self.store()?;
+        let mut listed: Vec<&str> = Vec::new();
+        let mut out: Vec<AccountId> = Vec::new();
+        let mut seen: std::collections::HashSet<AccountId> = Default::default();
+        for t in targets {
+            let (platform, account) = match t.split_once('/') {
+                Some((p, a)) => (p, Some(a)),
+                None => (t.as_str(), None),
+            };
+            if listed.contains(&platform) {
+                continue;
+            }
+            match account
+                .filter(|a| *a != "*")
+                .map(|a| AccountId::new(platform, a))
+            {
+                Some(Ok(id)) => {
+                    if !seen.contains(&id) && store.contains(&id)? {
+                        seen.insert(id.clone());
+                        out.push(id);
+                    }
+                }
+                // A bad name: resolving it says what is wrong.
+                Some(Err(_)) => {}
+                None => {
+                    listed.push(platform);
+                    for id in store.list_platform(platform)? {
+                        if seen.insert(id.clone()) {
+                            out.push(id);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// [`Services::resolve_target`] among `stored` (the store's accounts, listed
     /// once for a whole post).
     pub fn resolve_target_in(

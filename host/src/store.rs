@@ -12,7 +12,12 @@
 //! changes nothing. A failed read never writes. Up to 256 decrypted
 //! records are kept in memory beside their ciphertext, and reused while the
 //! file holds exactly those bytes (publishing reads every target's record
-//! per post; X25519 per read was a tenth of a publish's CPU). Beside a
+//! per post; X25519 per read was a tenth of a publish's CPU). Views of an
+//! account (status, the dashboard) get the record with its secrets blanked
+//! ([`CredentialStore::load_view`]), kept for every account beside its
+//! file's stamp (inode, size, times) and the SHA-256 of its ciphertext, so
+//! looking at 1,000 accounts stats 1,000 files and reads and decrypts
+//! only the changed ones. Beside a
 //! record may sit the sealed answer of a token exchange whose sender died
 //! (`.<account>.answer`, see [`crate::escrow`]); it is encrypted like a
 //! record, re-encrypted by a rekey and removed with the account.
@@ -197,6 +202,21 @@ pub struct Health {
 impl Record {
     pub const VERSION: u32 = 1;
 
+    /// This record with every secret blanked, but whether each is there
+    /// kept (a refresh token, a saved login): what views of an account
+    /// need, and nothing they must not hold.
+    pub fn redacted(mut self) -> Record {
+        self.access_token = Secret::new("");
+        if let Some(t) = &mut self.refresh_token {
+            *t = Secret::new("");
+        }
+        if let Some(l) = &mut self.saved_login {
+            l.username = Secret::new("");
+            l.password = Secret::new("");
+        }
+        self
+    }
+
     /// Every secret this record holds, for scrubbing output.
     pub fn secrets(&self) -> Vec<&Secret> {
         let mut v = vec![&self.access_token];
@@ -270,6 +290,26 @@ pub trait CredentialStore: Send + Sync {
     /// Write `record` atomically, replacing any previous version.
     fn save(&self, record: &Record) -> Result<(), StoreError>;
     fn list(&self) -> Result<Vec<AccountId>, StoreError>;
+    /// The accounts of one platform (what resolving a post's targets needs,
+    /// without listing every platform's).
+    fn list_platform(&self, platform: &str) -> Result<Vec<AccountId>, StoreError> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter(|id| id.platform == platform)
+            .collect())
+    }
+    /// Whether `id` is stored (without decrypting it).
+    fn contains(&self, id: &AccountId) -> Result<bool, StoreError> {
+        Ok(self.list_platform(&id.platform)?.contains(id))
+    }
+    /// The record of `id` with its secrets blanked ([`Record::redacted`]),
+    /// for views (status, dashboard, approvals) that never need them.
+    /// Backends may answer from memory while the stored bytes are
+    /// unchanged: views of every account must not cost a decryption each.
+    fn load_view(&self, id: &AccountId) -> Result<Record, StoreError> {
+        self.load(id).map(|r| r.redacted())
+    }
     fn remove(&self, id: &AccountId) -> Result<(), StoreError>;
     /// Wait for, then hold, the right to refresh `id`: one refresher per
     /// account across every process sharing the store. Released on drop.
@@ -455,6 +495,8 @@ struct Stamp {
     len: u64,
     mtime: i64,
     mtime_nsec: i64,
+    ctime: i64,
+    ctime_nsec: i64,
 }
 
 impl Stamp {
@@ -466,6 +508,8 @@ impl Stamp {
             len: m.len(),
             mtime: m.mtime(),
             mtime_nsec: m.mtime_nsec(),
+            ctime: m.ctime(),
+            ctime_nsec: m.ctime_nsec(),
         }
     }
 }
@@ -1202,6 +1246,14 @@ pub struct AgeDirStore {
     extra_keys: Vec<String>,
     /// Ciphertext → the record it decrypted to, per account.
     decrypted: std::sync::Mutex<std::collections::HashMap<AccountId, (Vec<u8>, Record)>>,
+    /// SHA-256 of the ciphertext → the record without its secrets, per
+    /// account, for [`CredentialStore::load_view`]: every account's, since
+    /// it holds nothing secret (a dashboard of 1,000 accounts must not
+    /// decrypt 1,000 files per look).
+    /// The file's [`Stamp`] when it was last read for a view: while it is
+    /// unchanged the file is not even opened (each open of a watched file
+    /// wakes the daemon's file watcher).
+    views: std::sync::Mutex<std::collections::HashMap<AccountId, (Stamp, [u8; 32], Arc<Record>)>>,
 }
 
 /// One encrypted file of the store, as a rekey rewrites it.
@@ -1341,6 +1393,7 @@ impl AgeDirStore {
             unreadable: Default::default(),
             extra_keys,
             decrypted: Default::default(),
+            views: Default::default(),
         })
     }
 
@@ -1824,21 +1877,22 @@ impl AgeDirStore {
     }
 }
 
-impl CredentialStore for AgeDirStore {
-    fn load(&self, id: &AccountId) -> Result<Record, StoreError> {
+impl AgeDirStore {
+    /// The sealed bytes of `id`'s record.
+    fn read_sealed(&self, id: &AccountId) -> Result<Vec<u8>, StoreError> {
         let path = self.path_of(id);
-        let raw = match fs::read(&path) {
-            Ok(r) => r,
+        match fs::read(&path) {
+            Ok(r) => Ok(r),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(StoreError::NotFound { id: id.clone() });
+                Err(StoreError::NotFound { id: id.clone() })
             }
-            Err(e) => return Err(io("cannot read the record", &path)(e)),
-        };
-        if let Some((sealed, record)) = self.decrypted.lock().expect("record cache").get(id)
-            && *sealed == raw
-        {
-            return Ok(record.clone());
+            Err(e) => Err(io("cannot read the record", &path)(e)),
         }
+    }
+
+    /// Decrypt and parse `raw`, the sealed record of `id`.
+    fn open_sealed(&self, id: &AccountId, raw: Vec<u8>) -> Result<Record, StoreError> {
+        let path = self.path_of(id);
         let ident = self.ident();
         let plain = decrypt_bytes(&raw, &ident.readers())
             .map_err(|e| decrypt_error(e, id, &path, &ident.path))?;
@@ -1856,6 +1910,81 @@ impl CredentialStore for AgeDirStore {
         }
         self.remember(id, raw, &record);
         Ok(record)
+    }
+}
+
+impl CredentialStore for AgeDirStore {
+    fn load(&self, id: &AccountId) -> Result<Record, StoreError> {
+        let raw = self.read_sealed(id)?;
+        if let Some((sealed, record)) = self.decrypted.lock().expect("record cache").get(id)
+            && *sealed == raw
+        {
+            return Ok(record.clone());
+        }
+        self.open_sealed(id, raw)
+    }
+
+    fn load_view(&self, id: &AccountId) -> Result<Record, StoreError> {
+        use sha2::Digest as _;
+        let path = self.path_of(id);
+        let stamp = match fs::metadata(&path) {
+            Ok(m) => Stamp::of(&m),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::NotFound { id: id.clone() });
+            }
+            Err(e) => return Err(io("cannot read the record", &path)(e)),
+        };
+        let cached = self.views.lock().expect("view cache").get(id).cloned();
+        if let Some((s, _, record)) = &cached
+            && *s == stamp
+        {
+            return Ok(Record::clone(record));
+        }
+        let raw = self.read_sealed(id)?;
+        let digest: [u8; 32] = sha2::Sha256::digest(&raw).into();
+        let record = match cached {
+            // Rewritten with the same bytes (a rekey's probe, a copy).
+            Some((_, d, record)) if d == digest => record,
+            _ => Arc::new(self.open_sealed(id, raw)?.redacted()),
+        };
+        self.views
+            .lock()
+            .expect("view cache")
+            .insert(id.clone(), (stamp, digest, record.clone()));
+        Ok(Record::clone(&record))
+    }
+
+    fn list_platform(&self, platform: &str) -> Result<Vec<AccountId>, StoreError> {
+        let mut out = Vec::new();
+        if AccountId::new(platform, "x").is_err() || platform.starts_with('.') {
+            return Ok(out);
+        }
+        let dir = self.dir.join(platform);
+        let files = match fs::read_dir(&dir) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(io("cannot list", &dir)(e)),
+        };
+        for f in files.flatten() {
+            let fname = f.file_name().to_string_lossy().into_owned();
+            if let Some(account) = fname.strip_suffix(".age")
+                && !fname.starts_with('.')
+                && let Ok(id) = AccountId::new(platform, account)
+            {
+                out.push(id);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn contains(&self, id: &AccountId) -> Result<bool, StoreError> {
+        let path = self.path_of(id);
+        match fs::metadata(&path) {
+            Ok(m) => Ok(m.is_file()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io("cannot read the record", &path)(e)),
+        }
     }
 
     fn save(&self, record: &Record) -> Result<(), StoreError> {
@@ -1974,6 +2103,7 @@ impl CredentialStore for AgeDirStore {
     fn remove(&self, id: &AccountId) -> Result<(), StoreError> {
         let _lock = self.lock(id)?;
         self.decrypted.lock().expect("record cache").remove(id);
+        self.views.lock().expect("view cache").remove(id);
         self.clear_answer(id)?;
         let path = self.path_of(id);
         match fs::remove_file(&path) {

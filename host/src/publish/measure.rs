@@ -129,7 +129,7 @@ pub fn measure(svc: &Services, post: &ParsedPost) -> Vec<Measure> {
     let Ok(store) = svc.store() else {
         return Vec::new();
     };
-    let Ok(stored) = store.list() else {
+    let Ok(stored) = svc.stored_for(&post.file.to) else {
         return Vec::new();
     };
     let mut targets: Vec<AccountId> = Vec::new();

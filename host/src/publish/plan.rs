@@ -131,7 +131,7 @@ pub async fn plan(
 ) -> anyhow::Result<Result<Vec<Job>, Vec<TargetProblem>>> {
     let path = &post.path;
     let mut targets: Vec<AccountId> = Vec::new();
-    let stored = svc.store()?.list()?;
+    let stored = svc.stored_for(&post.file.to)?;
     for t in &post.file.to {
         for id in svc
             .resolve_target_in(t, &stored)
