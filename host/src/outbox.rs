@@ -346,6 +346,11 @@ impl Outbox {
             let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
         }
         conn.pragma_update(None, "synchronous", "FULL")?;
+        // Up to 32 MiB of pages in memory (SQLite's default is 2 MiB): the
+        // posts page and the due-post scan read every delivery, and with
+        // the default a journal of 10,000 deliveries was read from the
+        // file again on every look.
+        conn.pragma_update(None, "cache_size", -32768)?;
         if version == FORMAT {
             return Ok(Outbox {
                 conn,
@@ -404,11 +409,10 @@ impl Outbox {
         let r = (|| -> anyhow::Result<Option<PostRow>> {
             Ok(self
                 .conn
-                .query_row(
+                .prepare_cached(
                     "SELECT id, path, content_hash, source, scheduled_at, created_at FROM posts WHERE id = ?1",
-                    [id],
-                    row_to_post,
-                )
+                )?
+                .query_row([id], row_to_post)
                 .optional()?)
         })();
         r.map_err(|e| explain(&self.path, e))
@@ -597,14 +601,26 @@ impl Outbox {
             // Every delivery in one query (not one per post), grouped.
             let mut by_post: std::collections::HashMap<String, Vec<Delivery>> =
                 std::collections::HashMap::with_capacity(posts.len());
+            // With each failed delivery's attempts since the user last
+            // retried it, in the same statement (a statement per failed
+            // delivery cost more than the rest of the page).
             let mut stmt = self.conn.prepare_cached(&format!(
-                "SELECT {DELIVERY_COLUMNS} FROM deliveries ORDER BY post, target, idx"
+                "SELECT {DELIVERY_COLUMNS},
+                   CASE WHEN d.state = 'failed' THEN
+                     (SELECT COUNT(*) FROM attempts a
+                      WHERE a.post = d.post AND a.target = d.target AND a.idx = d.idx
+                        AND a.id >= COALESCE((SELECT MAX(b.id) FROM attempts b
+                                              WHERE b.post = d.post AND b.target = d.target
+                                                AND b.idx = d.idx AND b.user_retry IS NOT NULL), 0))
+                   ELSE 0 END
+                 FROM deliveries d ORDER BY post, target, idx"
             ))?;
             let rows = stmt
-                .query_map([], row_to_delivery)?
+                .query_map([], |r| Ok((row_to_delivery(r)?, r.get::<_, u32>(10)?)))?
                 .collect::<Result<Vec<_>, _>>()?;
-            for row in rows {
-                let d = self.with_finality(self.known_state(row)?)?;
+            for (row, attempts) in rows {
+                let mut d = self.known_state(row)?;
+                d.final_ = is_final(d.state, d.error_kind.as_deref(), attempts);
                 by_post.entry(d.post.clone()).or_default().push(d);
             }
             Ok(posts
@@ -653,15 +669,12 @@ impl Outbox {
     pub fn last_delivery(&self, target: &str) -> anyhow::Result<Option<Delivery>> {
         let r = (|| -> anyhow::Result<Option<Delivery>> {
             self.conn
-                .query_row(
-                    &format!(
-                        "SELECT {DELIVERY_COLUMNS}
-                         FROM deliveries WHERE target = ?1 AND idx = 0 AND state NOT IN ('queued', 'pending', 'cancelled')
-                         ORDER BY updated_at DESC LIMIT 1"
-                    ),
-                    [target],
-                    row_to_delivery,
-                )
+                .prepare_cached(&format!(
+                    "SELECT {DELIVERY_COLUMNS}
+                     FROM deliveries WHERE target = ?1 AND idx = 0 AND state NOT IN ('queued', 'pending', 'cancelled')
+                     ORDER BY updated_at DESC LIMIT 1"
+                ))?
+                .query_row([target], row_to_delivery)
                 .optional()?
                 .map(|row| self.with_finality(self.known_state(row)?))
                 .transpose()
