@@ -2214,6 +2214,169 @@ async fn the_web_ui_signs_in_once_and_refuses_forged_requests() {
     assert!(!log.contains("/ui/signin/"), "the link is never logged");
 }
 
+/// Records written straight into the store with the library's API (what
+/// 117 connects would leave): X accounts `acct-NNNN`, every tenth one's
+/// grant gone, with an error that holds markup and a template.
+fn seed_x_accounts(home: &Home, n: usize) {
+    use outreach::secret::Secret;
+    use outreach::store::{
+        AccountId, AccountState, AgeDirStore, CredentialStore, Health, Identity, Profile, Record,
+    };
+    let identity = Identity::load_or_create(&home.path().join("identity.txt"), || None).unwrap();
+    let store = AgeDirStore::open(&home.path().join("store"), identity).unwrap();
+    let now = chrono::Utc::now();
+    for i in 0..n {
+        let gone = i % 10 == 0;
+        store
+            .save(&Record {
+                version: Record::VERSION,
+                id: AccountId::new("x", &format!("acct-{i:04}")).unwrap(),
+                access_token: Secret::new(format!("dash-access-{i}-zq")),
+                refresh_token: Some(Secret::new(format!("dash-refresh-{i}-zq"))),
+                expires_in: Some(7200),
+                expires_at: Some(now + chrono::Duration::minutes(90)),
+                refresh_expires_at: None,
+                scope: String::new(),
+                profile: Profile {
+                    id: format!("{}", 7_000_000 + i),
+                    name: format!("Dash Person {i}"),
+                    handle: Some(format!("dash_{i}")),
+                    picture: None,
+                    url: None,
+                },
+                created_at: now - chrono::Duration::days(3),
+                last_refreshed: Some(now - chrono::Duration::minutes(30)),
+                settings: Default::default(),
+                health: Health {
+                    state: if gone {
+                        AccountState::NeedsReconnect
+                    } else {
+                        AccountState::Healthy
+                    },
+                    last_error: gone
+                        .then(|| "<script>alert(1)</script> {{access_token}} revoked".to_string()),
+                    failures: 0,
+                    retry_at: None,
+                },
+                hosts: None,
+                scopes_asked: None,
+                saved_login: None,
+            })
+            .unwrap();
+    }
+}
+
+fn cards(html: &str) -> Vec<(String, String)> {
+    html.split("<article class=\"card\" data-account=\"")
+        .skip(1)
+        .map(|rest| {
+            let id = rest[..rest.find('"').unwrap()].to_string();
+            let h = rest.split("data-health=\"").nth(1).unwrap();
+            (id, h[..h.find('"').unwrap()].to_string())
+        })
+        .collect()
+}
+
+/// 120 accounts: the dashboard counts them by health, shows 50 a page with
+/// those needing the user first, filters by health, platform and name (in
+/// the page and in its live part), clamps a page past the end, escapes what
+/// it is given, and shows no token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_counts_filters_and_pages_many_accounts() {
+    let w = daemon_world();
+    seed_x_accounts(&w.home, 117);
+    let d = start_daemon(&w.home);
+    let mut b = Browser::new(&d.base);
+    let p = b.get(&ui_link(&w.home)).await;
+    b.cookie = Some(
+        p.headers["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string(),
+    );
+    let leaks = |body: &str| body.contains("dash-access-") || body.contains("dash-refresh-");
+
+    let dash = b.get("/ui/").await;
+    assert_eq!(dash.code, 200);
+    assert!(!leaks(&dash.body), "a token in the dashboard");
+    let shown = cards(&dash.body);
+    assert_eq!(shown.len(), 50, "50 accounts a page");
+    assert!(dash.body.contains("120 of 120 accounts"), "{}", dash.body);
+    assert!(dash.body.contains("page 1 of 3"));
+    // The twelve whose grant is gone come first, in name order.
+    for (i, (id, health)) in shown.iter().enumerate() {
+        if i < 12 {
+            assert_eq!(health, "needs-reconnect", "{id}");
+            assert_eq!(id, &format!("x/acct-{:04}", i * 10));
+        } else {
+            assert_ne!(health, "needs-reconnect", "{id}");
+        }
+    }
+    assert!(
+        dash.body.contains(
+            "data-health-count=\"needs-reconnect\">needs reconnect <span class=\"count\">12</span>"
+        ),
+        "the count of accounts needing a reconnect"
+    );
+    // The platform's error is shown as text, never as markup.
+    assert!(!dash.body.contains("<script>alert"));
+    assert!(
+        dash.body
+            .contains("&lt;script&gt;alert(1)&lt;/script&gt; {{access_token}} revoked")
+    );
+
+    let only = b.get("/ui/?health=needs-reconnect").await;
+    let c = cards(&only.body);
+    assert_eq!(c.len(), 12);
+    assert!(c.iter().all(|(_, h)| h == "needs-reconnect"));
+    assert!(
+        only.body
+            .contains("data-poll=\"/ui/live/accounts?health=needs-reconnect\""),
+        "the live part keeps the filter"
+    );
+    let live = b.get("/ui/live/accounts?health=needs-reconnect").await;
+    assert_eq!(cards(&live.body).len(), 12);
+    assert!(!leaks(&live.body));
+
+    let c = cards(&b.get("/ui/?platform=linkedin").await.body);
+    assert_eq!(
+        c,
+        vec![("linkedin/default".to_string(), "valid".to_string())]
+    );
+    let c = cards(&b.get("/ui/?q=ACCT-0042").await.body);
+    assert_eq!(c.len(), 1, "a name, in any case");
+    assert_eq!(c[0].0, "x/acct-0042");
+    let c = cards(&b.get("/ui/?q=dash+person+11").await.body);
+    assert_eq!(c.len(), 8, "profile names: 11 and 110 to 116");
+
+    let last = b.get("/ui/?page=3").await;
+    assert_eq!(cards(&last.body).len(), 20);
+    assert!(last.body.contains("rel=\"prev\""));
+    let past = b.get("/ui/?page=999").await;
+    assert_eq!(past.code, 200);
+    assert_eq!(
+        cards(&past.body).len(),
+        20,
+        "a page past the end shows the last"
+    );
+
+    // What the user typed comes back escaped, in the form and in the URLs.
+    let hostile = b
+        .get("/ui/?q=%22%3E%3Cscript%3E%7B%7Baccess_token%7D%7D&platform=..%2F..%2Fetc&health=%3Cb%3E")
+        .await;
+    assert_eq!(hostile.code, 200);
+    assert!(cards(&hostile.body).is_empty());
+    assert!(!hostile.body.contains("\"><script>"));
+    assert!(hostile.body.contains("0 of 120 accounts"));
+    assert!(!leaks(&hostile.body));
+    let bad = b.get("/ui/?page=-1").await;
+    assert_eq!(bad.code, 400, "a page that is not a number");
+    d.stop();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_web_ui_connects_by_oauth_and_by_key_and_disconnects_after_confirmation() {
     let x = fake_x();

@@ -366,30 +366,147 @@ fn flash(ctx: &Ctx, me: &Signed, ok: bool, msg: impl Into<String>) {
     ctx.ui().sessions.flash(&me.id, ok, msg.into());
 }
 
-/// What the dashboard shows, gathered off the async threads (records are
-/// decrypted).
-async fn dashboard_data(d: &Arc<Daemon>) -> anyhow::Result<pages::Dashboard> {
+/// Which accounts the dashboard shows: `?health=&platform=&q=&page=`.
+#[derive(Deserialize, Default, Clone, Debug)]
+#[serde(default)]
+pub struct AccountsQuery {
+    pub health: Option<String>,
+    pub platform: Option<String>,
+    pub q: Option<String>,
+    pub page: Option<usize>,
+}
+
+impl AccountsQuery {
+    /// The query string that shows the same accounts (on `page`).
+    pub fn to_query(&self, page: usize) -> String {
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in [
+            ("health", &self.health),
+            ("platform", &self.platform),
+            ("q", &self.q),
+        ] {
+            if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
+                q.append_pair(k, v);
+            }
+        }
+        if page > 1 {
+            q.append_pair("page", &page.to_string());
+        }
+        q.finish()
+    }
+}
+
+/// What the dashboard shows, gathered off the async threads: every
+/// account's status from the store's secret-free views (no decryption of
+/// unchanged records), counted by health, filtered, the ones needing
+/// attention first, one page of them with their last posts.
+async fn dashboard_data(d: &Arc<Daemon>, q: AccountsQuery) -> anyhow::Result<pages::Dashboard> {
     let d = d.clone();
     tokio::task::spawn_blocking(move || -> anyhow::Result<pages::Dashboard> {
-        let accounts = crate::accounts::statuses(&d.app)?;
+        let all = crate::accounts::statuses_without_posts(&d.app)?;
         let mut platforms = crate::plugin::manifest::Platforms::of(&d.app.host, &d.app.cfg());
-        crate::accounts::with_approvals(&d.app, &mut platforms)?;
-        Ok(pages::Dashboard {
-            accounts,
+        crate::accounts::fill_approvals(&mut platforms, crate::accounts::awaiting_in(&all));
+        Ok(pages::Dashboard::of(
+            &d.app,
+            all,
+            q,
             platforms,
-            problems: d.problems(),
-        })
+            d.problems(),
+        )?)
     })
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))?
 }
 
+/// Accounts per dashboard page.
+const ACCOUNTS_PAGE: usize = 50;
+
+/// Health words, most in need of the user first (the dashboard's order).
+const HEALTH_ORDER: [&str; 9] = [
+    "unreadable",
+    "needs-reconnect",
+    "failing",
+    "expired",
+    "plugin-missing",
+    "awaiting-approval",
+    "expiring",
+    "unknown",
+    "valid",
+];
+
+impl pages::Dashboard {
+    fn of(
+        svc: &crate::services::Services,
+        mut all: Vec<crate::accounts::AccountStatus>,
+        q: AccountsQuery,
+        platforms: crate::plugin::manifest::Platforms,
+        problems: Vec<crate::daemon::Problem>,
+    ) -> anyhow::Result<Self> {
+        let rank = |a: &crate::accounts::AccountStatus| {
+            let word = pages::health_of(a).0;
+            HEALTH_ORDER.iter().position(|w| *w == word).unwrap_or(0)
+        };
+        let mut counts: Vec<(&'static str, usize)> = HEALTH_ORDER.iter().map(|w| (*w, 0)).collect();
+        let mut by_platform: BTreeMap<String, usize> = BTreeMap::new();
+        for a in &all {
+            counts[rank(a)].1 += 1;
+            *by_platform.entry(a.summary.platform.clone()).or_default() += 1;
+        }
+        let total = all.len();
+        let needle =
+            q.q.as_deref()
+                .map(str::to_lowercase)
+                .filter(|n| !n.is_empty());
+        all.retain(|a| {
+            q.health
+                .as_deref()
+                .is_none_or(|h| h.is_empty() || pages::health_of(a).0 == h)
+                && q.platform
+                    .as_deref()
+                    .is_none_or(|p| p.is_empty() || a.summary.platform == p)
+                && needle.as_deref().is_none_or(|n| {
+                    a.summary.id.to_lowercase().contains(n)
+                        || a.profile_name
+                            .as_deref()
+                            .is_some_and(|p| p.to_lowercase().contains(n))
+                })
+        });
+        all.sort_by(|a, b| {
+            rank(a)
+                .cmp(&rank(b))
+                .then_with(|| a.summary.id.cmp(&b.summary.id))
+        });
+        let matching = all.len();
+        let pages_n = matching.div_ceil(ACCOUNTS_PAGE).max(1);
+        let page = q.page.unwrap_or(1).clamp(1, pages_n);
+        let mut shown: Vec<_> = all
+            .into_iter()
+            .skip((page - 1) * ACCOUNTS_PAGE)
+            .take(ACCOUNTS_PAGE)
+            .collect();
+        crate::accounts::with_last_posts(svc, &mut shown)?;
+        Ok(pages::Dashboard {
+            accounts: shown,
+            total,
+            matching,
+            page,
+            pages: pages_n,
+            counts: counts.into_iter().filter(|(_, n)| *n > 0).collect(),
+            by_platform,
+            query: q,
+            platforms,
+            problems,
+        })
+    }
+}
+
 async fn dashboard(
     State(ctx): State<Ctx>,
     axum::Extension(me): axum::Extension<Signed>,
+    Query(q): Query<AccountsQuery>,
 ) -> Response {
     let flash = flash_of(&ctx, &me);
-    match dashboard_data(&ctx.d).await {
+    match dashboard_data(&ctx.d, q).await {
         Ok(data) => page(pages::dashboard(&me.csrf, flash, &data)),
         Err(e) => page(pages::error_page(&me.csrf, &format!("{e:#}"))),
     }
@@ -400,9 +517,10 @@ async fn dashboard(
 async fn live_accounts(
     State(ctx): State<Ctx>,
     axum::Extension(me): axum::Extension<Signed>,
+    Query(q): Query<AccountsQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let data = match dashboard_data(&ctx.d).await {
+    let data = match dashboard_data(&ctx.d, q).await {
         Ok(d) => d,
         Err(e) => return plain(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:#}")),
     };

@@ -19,7 +19,20 @@ use crate::store::{AccountId, AccountState};
 
 /// What the dashboard shows.
 pub struct Dashboard {
+    /// The page of accounts shown, with their last posts.
     pub accounts: Vec<AccountStatus>,
+    /// Every account stored.
+    pub total: usize,
+    /// The accounts the query matches.
+    pub matching: usize,
+    pub page: usize,
+    pub pages: usize,
+    /// Accounts per health word (only words some account has), most in
+    /// need of the user first.
+    pub counts: Vec<(&'static str, usize)>,
+    /// Accounts per platform.
+    pub by_platform: BTreeMap<String, usize>,
+    pub query: super::AccountsQuery,
     pub platforms: Platforms,
     pub problems: Vec<Problem>,
 }
@@ -161,7 +174,22 @@ pub fn dashboard(csrf: &str, flash: Option<(bool, String)>, data: &Dashboard) ->
         flash,
         html! {
             h1 { "Accounts" }
-            div #live data-poll="/ui/live/accounts" {
+            form.filter.accounts method="get" action="/ui/" {
+                label for="f-platform" { "Platform" }
+                select #f-platform name="platform" {
+                    option value="" { "all" }
+                    @for (p, n) in &data.by_platform {
+                        option value=(p) selected[data.query.platform.as_deref() == Some(p.as_str())] { (p) " (" (n) ")" }
+                    }
+                }
+                label for="f-q" { "Name" }
+                input #f-q type="search" name="q" value=(data.query.q.as_deref().unwrap_or("")) maxlength="200";
+                @if let Some(h) = data.query.health.as_deref().filter(|h| !h.is_empty()) {
+                    input type="hidden" name="health" value=(h);
+                }
+                button type="submit" { "Show" }
+            }
+            div #live data-poll=(format!("/ui/live/accounts?{}", data.query.to_query(data.page))) {
                 (live(csrf, data))
             }
         },
@@ -169,7 +197,7 @@ pub fn dashboard(csrf: &str, flash: Option<(bool, String)>, data: &Dashboard) ->
 }
 
 /// One word for an account's health, and a sentence.
-fn health_of(a: &AccountStatus) -> (&'static str, String) {
+pub fn health_of(a: &AccountStatus) -> (&'static str, String) {
     if let Some(e) = &a.summary.error {
         return ("unreadable", e.clone());
     }
@@ -323,12 +351,43 @@ pub fn live(csrf: &str, data: &Dashboard) -> Markup {
         .iter()
         .map(|p| (p.id.clone(), p.name.clone()))
         .collect();
+    let q = &data.query;
+    let with_health = |h: Option<&str>| {
+        let q = super::AccountsQuery {
+            health: h.map(str::to_string),
+            page: None,
+            ..q.clone()
+        };
+        format!("/ui/?{}", q.to_query(1))
+    };
+    let on_page = |n: usize| format!("/ui/?{}", q.to_query(n));
+    let health_now = q.health.as_deref().filter(|h| !h.is_empty());
     html! {
-        @if data.accounts.is_empty() {
+        @if data.total == 0 {
             p { "No accounts yet. " a href="/ui/connect" { "Connect one" } "." }
+        } @else {
+            nav.health aria-label="Accounts by health" {
+                ul {
+                    li { a href=(with_health(None)) aria-current=[health_now.is_none().then_some("true")] { "all " span.count { (data.total) } } }
+                    @for (word, n) in &data.counts {
+                        li { a.badge.(word) href=(with_health(Some(word))) aria-current=[(health_now == Some(*word)).then_some("true")] data-health-count=(word) { (word.replace('-', " ")) " " span.count { (n) } } }
+                    }
+                }
+            }
+            p.muted #accounts-shown {
+                (data.matching) " of " (data.total) " accounts"
+                @if data.pages > 1 { " · page " (data.page) " of " (data.pages) }
+                " · those needing attention first"
+            }
         }
         div.cards {
             @for a in &data.accounts { (account_card(csrf, a, &names)) }
+        }
+        @if data.pages > 1 {
+            nav.pager aria-label="Account pages" {
+                @if data.page > 1 { a href=(on_page(data.page - 1)) rel="prev" { "Previous" } }
+                @if data.page < data.pages { a href=(on_page(data.page + 1)) rel="next" { "Next" } }
+            }
         }
         section aria-labelledby="problems-h" {
             h2 #problems-h { "Problems" }
@@ -629,23 +688,23 @@ pub fn compose(
 /// A post in the outbox, for the posts page and the calendar.
 pub struct PostView {
     pub post: PostRow,
-    pub text: String,
     pub deliveries: Vec<Delivery>,
 }
 
 impl PostView {
     pub fn new(post: PostRow, deliveries: Vec<Delivery>) -> Self {
-        let text = post
+        PostView { post, deliveries }
+    }
+
+    /// Its text (read from its source when shown: a page shows 50 of
+    /// thousands).
+    pub fn text(&self) -> String {
+        self.post
             .source
             .parse::<toml::Table>()
             .ok()
             .and_then(|t| t.get("text").and_then(|v| v.as_str()).map(str::to_string))
-            .unwrap_or_default();
-        PostView {
-            post,
-            text,
-            deliveries,
-        }
+            .unwrap_or_default()
     }
 
     /// When it is (or was) meant to go out.
@@ -742,7 +801,7 @@ pub fn posts(
                     @for p in shown.iter().skip((page_no - 1) * PAGE).take(PAGE) {
                         tr data-post=(p.post.id) {
                             td { (time(&p.when())) @if p.post.scheduled_at.is_some() { br; span.muted { "scheduled" } } }
-                            td { a href=(super::post_url(&p.post.id)) { (excerpt(if p.text.is_empty() { &p.post.id } else { &p.text }, 90)) } }
+                            td { a href=(super::post_url(&p.post.id)) { (excerpt(&Some(p.text()).filter(|t| !t.is_empty()).unwrap_or_else(|| p.post.id.clone()), 90)) } }
                             td { span.state.(p.state()) { (p.state().replace('-', " ")) } }
                             td {
                                 ul.targets {
@@ -788,7 +847,7 @@ pub fn post(
             h1 { "Post " code { (p.post.id) } }
             p { span.state.(p.state()) { (p.state().replace('-', " ")) } " · "
                 @if let Some(t) = &p.post.scheduled_at { "scheduled for " (time(t)) } @else { "created " (time(&p.post.created_at)) } }
-            blockquote.text { (p.text) }
+            blockquote.text { (p.text()) }
             @if cancellable {
                 form method="post" action=(format!("{base}/cancel")) {
                     (csrf_field(csrf))
@@ -926,7 +985,7 @@ pub fn calendar(csrf: &str, posts: &[PostView], month: bool, day: NaiveDate) -> 
                                 @for p in list {
                                     li data-post=(p.post.id) {
                                         a href=(super::post_url(&p.post.id)) {
-                                            span.state.(p.state()) { (p.when().format("%H:%M")) } " " (excerpt(if p.text.is_empty() { &p.post.id } else { &p.text }, 40))
+                                            span.state.(p.state()) { (p.when().format("%H:%M")) } " " (excerpt(&Some(p.text()).filter(|t| !t.is_empty()).unwrap_or_else(|| p.post.id.clone()), 40))
                                         }
                                     }
                                 }
