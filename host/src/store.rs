@@ -1891,10 +1891,10 @@ impl AgeDirStore {
     }
 
     /// Decrypt and parse `raw`, the sealed record of `id`.
-    fn open_sealed(&self, id: &AccountId, raw: Vec<u8>) -> Result<Record, StoreError> {
+    fn open_sealed(&self, id: &AccountId, raw: &[u8]) -> Result<Record, StoreError> {
         let path = self.path_of(id);
         let ident = self.ident();
-        let plain = decrypt_bytes(&raw, &ident.readers())
+        let plain = decrypt_bytes(raw, &ident.readers())
             .map_err(|e| decrypt_error(e, id, &path, &ident.path))?;
         let record: Record = serde_json::from_slice(&plain).map_err(|e| StoreError::Corrupt {
             id: id.clone(),
@@ -1908,7 +1908,6 @@ impl AgeDirStore {
                 detail: format!("it holds the record of {}", record.id),
             });
         }
-        self.remember(id, raw, &record);
         Ok(record)
     }
 }
@@ -1921,7 +1920,9 @@ impl CredentialStore for AgeDirStore {
         {
             return Ok(record.clone());
         }
-        self.open_sealed(id, raw)
+        let record = self.open_sealed(id, &raw)?;
+        self.remember(id, raw, &record);
+        Ok(record)
     }
 
     fn load_view(&self, id: &AccountId) -> Result<Record, StoreError> {
@@ -1945,7 +1946,9 @@ impl CredentialStore for AgeDirStore {
         let record = match cached {
             // Rewritten with the same bytes (a rekey's probe, a copy).
             Some((_, d, record)) if d == digest => record,
-            _ => Arc::new(self.open_sealed(id, raw)?.redacted()),
+            // Not kept among the decrypted records: a look at every
+            // account would push out the ones publishing uses.
+            _ => Arc::new(self.open_sealed(id, &raw)?.redacted()),
         };
         self.views
             .lock()
