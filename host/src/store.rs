@@ -328,15 +328,20 @@ pub trait CredentialStore: Send + Sync {
 /// is sealed to. It crosses a pipe to the escrow helper, a process of its
 /// own, so it names places (paths, an environment variable), never
 /// handles.
+///
+/// On the pipe, a files slot is what it always was (`lock`, `answer`,
+/// `recipients`): the place's fields are flattened in, and which backend
+/// it is follows from which fields are there.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EscrowSlot {
+    #[serde(flatten)]
     pub place: SlotPlace,
     pub recipients: Vec<String>,
 }
 
 /// The backend-specific half of an [`EscrowSlot`].
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(tag = "backend", rename_all = "snake_case")]
+#[serde(untagged)]
 pub enum SlotPlace {
     /// A lock file and an answer file beside the record.
     Files { lock: PathBuf, answer: PathBuf },
