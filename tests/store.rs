@@ -2170,3 +2170,368 @@ mod age_plugins {
         assert!(!w.home.path().join("store/.recipients").exists());
     }
 }
+
+/// The PostgreSQL backend (`[store] backend = "postgres"`) through the
+/// real binary, on a throwaway cluster (tests/support/pg.rs): a loud skip
+/// without PostgreSQL, a failure with OUTREACH_REQUIRE_POSTGRES=1.
+mod postgres {
+    use super::*;
+    use support::oauth::{CLIENT_ID, CLIENT_SECRET};
+    use support::{Fake, Home, X_TOKEN, fake_x, pg};
+
+    const URL_VAR: &str = "OUTREACH_TEST_DATABASE_URL";
+    const SECRET_VAR: &str = "OUTREACH_TEST_CLIENT_SECRET";
+    /// The refresh token the imported account starts with.
+    const SEED_REFRESH: &str = "x-import-refresh-PLANTED-3";
+
+    /// A home on the PostgreSQL backend, its URL in `URL_VAR` (`url`, or
+    /// none when `None`), pointed at the X fake if there is one.
+    fn pg_home(url: Option<String>, x: Option<&Fake>) -> Home {
+        let mut home = Home::new();
+        // One compile cache for the binary's homes (entries are keyed by
+        // content and written atomically).
+        if let Some(c) = pg::cluster() {
+            std::os::unix::fs::symlink(c.shared_dir("plugin-cache"), home.path().join("cache"))
+                .unwrap();
+        }
+        home.extra_config.push_str(&format!(
+            "\n[store]\nbackend = \"postgres\"\nurl_env = \"{URL_VAR}\"\nconnect_retry_secs = 2\n"
+        ));
+        if let Some(url) = url {
+            home.env.push((URL_VAR.into(), url));
+        }
+        if let Some(x) = x {
+            home.endpoint("x", "api", &x.url());
+            home.endpoint("x", "authorize", &format!("{}/i/oauth2/authorize", x.url()));
+            home.endpoint("x", "token", &format!("{}/2/oauth2/token", x.url()));
+            home.endpoint("x", "revoke", &format!("{}/2/oauth2/revoke", x.url()));
+            home.extra_config.push_str(&format!(
+                "\n[platforms.x]\nclient_id = \"{CLIENT_ID}\"\nclient_secret_env = \"{SECRET_VAR}\"\n"
+            ));
+            home.env.push((SECRET_VAR.into(), CLIENT_SECRET.into()));
+        }
+        home
+    }
+
+    /// `hex` (psql's `encode(…, 'hex')`) as bytes.
+    fn unhex(hex: &str) -> Vec<u8> {
+        (0..hex.len() / 2)
+            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// Every value in every outreach table, as psql shows it, with each
+    /// `bytea` also decoded: what someone with the database (and not the
+    /// identity) can read.
+    fn everything_in(db: &pg::Db) -> Vec<u8> {
+        let mut all = Vec::new();
+        for table in [
+            "outreach_accounts",
+            "outreach_aux",
+            "outreach_answers",
+            "outreach_recipients",
+        ] {
+            all.extend_from_slice(db.sql(&format!("SELECT t::text FROM {table} t")).as_bytes());
+            if table != "outreach_recipients" {
+                for hex in db
+                    .sql(&format!("SELECT encode(sealed, 'hex') FROM {table}"))
+                    .lines()
+                {
+                    all.extend(unhex(hex.trim()));
+                }
+            }
+        }
+        all
+    }
+
+    fn contains(hay: &[u8], needle: &str) -> bool {
+        hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+    }
+
+    /// Import x/default with a refresh token the X fake accepts.
+    fn import_x(home: &Home, x: &Fake) {
+        let seed = home.path().join(".tokens.json");
+        std::fs::write(
+            &seed,
+            format!(
+                r#"{{"twitter": {{"accessToken": "x-import-PLANTED-2", "refreshToken": "{SEED_REFRESH}", "expiresIn": 7200,
+                  "scope": "tweet.read tweet.write offline.access", "profile": {{"id": "42", "username": "ada"}},
+                  "createdAt": "2026-11-25T10:00:00Z", "lastRefreshed": "2026-11-26T06:00:00Z"}}}}"#
+            ),
+        )
+        .unwrap();
+        let r = home.run(&["import", seed.to_str().unwrap()], None);
+        assert_eq!(r.code, 0, "{}", r.all());
+        x.state
+            .oauth
+            .lock()
+            .unwrap()
+            .refresh
+            .insert(SEED_REFRESH.into());
+    }
+
+    #[test]
+    fn accounts_are_rows_sealed_for_the_age_cli_and_never_in_plain() {
+        let Some(db) = pg::database() else { return };
+        let x = fake_x();
+        let home = pg_home(Some(db.url()), Some(&x));
+        let r = home.run(&["accounts", "add", "x"], Some(X_TOKEN));
+        assert_eq!(r.code, 0, "{}", r.all());
+        assert!(r.stdout.contains("added x/default"), "{}", r.stdout);
+        assert!(r.stdout.contains(URL_VAR), "{}", r.stdout);
+        // Nothing went to the files backend's folder.
+        assert!(!home.path().join("store/x/default.age").exists());
+
+        let r = home.run(&["accounts", "--json"], None);
+        assert_eq!(r.code, 0, "{}", r.all());
+        let list: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        assert_eq!(list[0]["id"], "x/default", "{list}");
+
+        // The plain columns, for scheduling without decrypting.
+        let row = db.sql(
+            "SELECT platform, account, state, updated_at > now() - interval '1 minute' FROM outreach_accounts",
+        );
+        assert_eq!(row, "x|default|healthy|t");
+        // No token anywhere in the database but inside age's encryption.
+        let all = everything_in(&db);
+        assert!(
+            !contains(&all, X_TOKEN),
+            "the token is in the database in plain"
+        );
+        assert!(!contains(&all, "PLANTED"));
+
+        // The row's sealed bytes are an age file the identity opens.
+        let sealed = unhex(&db.sql(
+            "SELECT encode(sealed, 'hex') FROM outreach_accounts WHERE platform = 'x' AND account = 'default'",
+        ));
+        assert!(sealed.starts_with(b"age-encryption.org/v1\n"));
+        let copied = home.path().join("copied-out.age");
+        std::fs::write(&copied, &sealed).unwrap();
+        let plain = if have_age_cli() {
+            let out = std::process::Command::new("age")
+                .arg("-d")
+                .arg("-i")
+                .arg(home.path().join("identity.txt"))
+                .arg(&copied)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "age -d failed");
+            out.stdout
+        } else {
+            let text = identity_text(&home.path().join("identity.txt"), None);
+            let keys = keys_in(&text);
+            let ids: Vec<&dyn age::Identity> =
+                keys.iter().map(|k| k as &dyn age::Identity).collect();
+            open_with(&sealed, &ids).expect("the identity opens the row")
+        };
+        let v: serde_json::Value = serde_json::from_slice(&plain).unwrap();
+        assert!(v["access_token"] == X_TOKEN, "the row holds another record");
+        assert_eq!(v["id"]["platform"], "x");
+
+        let r = home.run(&["accounts", "remove", "x/default"], None);
+        assert_eq!(r.code, 0, "{}", r.all());
+        assert_eq!(db.sql("SELECT count(*) FROM outreach_accounts"), "0");
+        let r = home.run(&["accounts", "remove", "x/default"], None);
+        assert_ne!(r.code, 0, "{}", r.all());
+        assert!(
+            r.all().contains("there is no account x/default"),
+            "{}",
+            r.all()
+        );
+    }
+
+    /// Two processes refreshing one account with a rotating refresh
+    /// token: the lease lets one at a time, so the second uses the token
+    /// the first stored and none is spent twice. A holder killed mid-
+    /// exchange loses its lease with its connection; the next process
+    /// takes it at once, waits for the exchange the killed one's escrow
+    /// helper finishes, and applies the answer the helper sealed in the
+    /// database.
+    #[test]
+    fn one_refresher_per_account_across_processes_and_a_killed_holder_is_taken_over() {
+        let Some(db) = pg::database() else { return };
+        let x = fake_x();
+        let home = pg_home(Some(db.url()), Some(&x));
+        import_x(&home, &x);
+
+        *x.state.delay.lock().unwrap() = Duration::from_millis(800);
+        let spawn = || {
+            home.command(&["refresh", "x"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let (a, b) = (spawn(), spawn());
+        for child in [a, b] {
+            let out = child.wait_with_output().unwrap();
+            let all = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(!all.contains("PLANTED"), "a secret was printed:\n{all}");
+            assert!(out.status.success(), "{all}");
+        }
+        {
+            let o = x.state.oauth.lock().unwrap();
+            assert_eq!(o.reused, 0, "a rotated refresh token was spent twice");
+            assert_eq!(o.refresh_calls, 2);
+        }
+        *x.state.delay.lock().unwrap() = Duration::ZERO;
+
+        // Killed while its exchange is on the way back.
+        // Within the HTTP timeout (2 s in the test config): the answer
+        // arrives, at the escrow helper only.
+        *x.state.answer_delay.lock().unwrap() = Duration::from_millis(1200);
+        let mut holder = spawn();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while x.state.oauth.lock().unwrap().refresh_calls < 3 {
+            assert!(
+                Instant::now() < deadline,
+                "the holder never sent its refresh"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        holder.kill().unwrap();
+        let _ = holder.wait();
+        let started = Instant::now();
+        *x.state.answer_delay.lock().unwrap() = Duration::ZERO;
+        let r = home.run(&["refresh", "x"], None);
+        assert_eq!(r.code, 0, "{}", r.all());
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the killed holder's lease was not taken over promptly"
+        );
+        let o = x.state.oauth.lock().unwrap();
+        assert_eq!(o.reused, 0, "a rotated refresh token was spent twice");
+        drop(o);
+        // The answer was applied and cleared; the account is healthy.
+        assert_eq!(db.sql("SELECT count(*) FROM outreach_answers"), "0");
+        assert_eq!(db.sql("SELECT state FROM outreach_accounts"), "healthy");
+        let r = home.run(&["status", "--json"], None);
+        assert_eq!(r.code, 0, "{}", r.all());
+        assert!(r.stdout.contains("\"healthy\""), "{}", r.stdout);
+        assert!(!contains(&everything_in(&db), "PLANTED"));
+    }
+
+    /// Each way of failing to reach the database is one clear error that
+    /// names the environment variable and never prints the password.
+    #[test]
+    fn connection_failures_are_clear_and_never_print_the_password() {
+        let Some(db) = pg::database() else { return };
+        let check = |url: Option<String>, expect: &[&str]| {
+            let home = pg_home(url, None);
+            let started = Instant::now();
+            let r = home.run(&["accounts"], None);
+            assert_ne!(r.code, 0, "{}", r.all());
+            for e in expect {
+                assert!(r.stderr.contains(e), "expected {e:?} in:\n{}", r.stderr);
+            }
+            // Bounded: the retry window (2 s here) and a diagnosis.
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "expecting {expect:?} took {:?}",
+                started.elapsed()
+            );
+            assert!(!r.all().contains(pg::PASSWORD));
+        };
+        check(None, &[URL_VAR, "not set"]);
+        check(
+            Some("mysql://u:wrong-PLANTED-pw@127.0.0.1/x".into()),
+            &[URL_VAR, "postgres://"],
+        );
+        check(
+            Some("not a url PLANTED".into()),
+            &[URL_VAR, "does not hold a usable PostgreSQL URL"],
+        );
+        check(
+            Some(db.url_with(pg::USER, "wrong-PLANTED-password")),
+            &[
+                URL_VAR,
+                "refused the login",
+                "password authentication failed",
+            ],
+        );
+        // Nothing listens on port 1: retried for store.connect_retry_secs.
+        check(
+            Some(format!(
+                "postgres://{}:{}@127.0.0.1:1/x",
+                pg::USER,
+                pg::PASSWORD
+            )),
+            &[URL_VAR, "127.0.0.1:1", "within 2 s", "Connection refused"],
+        );
+        check(
+            Some(format!(
+                "postgres://{}:{}@127.0.0.1:{}/no_such_db",
+                pg::USER,
+                pg::PASSWORD,
+                db.cluster.port
+            )),
+            &["no such database", "no_such_db"],
+        );
+    }
+
+    /// A database a newer outreach has migrated is refused, and nothing
+    /// in it changes.
+    #[test]
+    fn a_newer_schema_is_refused_and_left_untouched() {
+        let Some(db) = pg::database() else { return };
+        let x = fake_x();
+        let home = pg_home(Some(db.url()), Some(&x));
+        let r = home.run(&["accounts", "add", "x"], Some(X_TOKEN));
+        assert_eq!(r.code, 0, "{}", r.all());
+        db.sql(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+             VALUES (9999, 'from the future', true, '\\x00', 0)",
+        );
+        let before = db.sql("SELECT encode(sealed, 'hex'), updated_at FROM outreach_accounts");
+        let r = home.run(&["accounts"], None);
+        assert_ne!(r.code, 0, "{}", r.all());
+        assert!(r.stderr.contains("schema version 9999"), "{}", r.stderr);
+        assert!(r.stderr.contains("newer"), "{}", r.stderr);
+        assert!(r.stderr.contains("nothing was changed"), "{}", r.stderr);
+        assert_eq!(
+            db.sql("SELECT encode(sealed, 'hex'), updated_at FROM outreach_accounts"),
+            before
+        );
+    }
+
+    /// The URL is never read from the config file (it holds a password),
+    /// and the error does not quote it.
+    #[test]
+    fn a_url_in_the_config_file_is_refused_without_quoting_it() {
+        let mut home = Home::new();
+        home.extra_config.push_str(&format!(
+            "\n[store]\nbackend = \"postgres\"\nurl = \"postgres://u:{}@127.0.0.1/x\"\n",
+            pg::PASSWORD
+        ));
+        let r = home.run(&["accounts"], None);
+        assert_ne!(r.code, 0, "{}", r.all());
+        assert!(r.stderr.contains("url_env"), "{}", r.stderr);
+    }
+
+    /// Without its identity file, a database that holds records is an error
+    /// that creates no new key and changes nothing.
+    #[test]
+    fn a_missing_identity_is_an_error_when_the_database_holds_records() {
+        let Some(db) = pg::database() else { return };
+        let x = fake_x();
+        let home = pg_home(Some(db.url()), Some(&x));
+        let r = home.run(&["accounts", "add", "x"], Some(X_TOKEN));
+        assert_eq!(r.code, 0, "{}", r.all());
+        std::fs::rename(
+            home.path().join("identity.txt"),
+            home.path().join("identity.txt.moved"),
+        )
+        .unwrap();
+        let r = home.run(&["accounts"], None);
+        assert_ne!(r.code, 0, "{}", r.all());
+        assert!(r.stderr.contains("identity file"), "{}", r.stderr);
+        assert!(r.stderr.contains("1 encrypted row"), "{}", r.stderr);
+        assert!(!home.path().join("identity.txt").exists());
+        assert_eq!(db.sql("SELECT count(*) FROM outreach_accounts"), "1");
+    }
+}

@@ -327,6 +327,12 @@ pub fn backup(
     include_identity: bool,
     passphrase: Option<&SecretString>,
 ) -> anyhow::Result<Manifest> {
+    if cfg.config.store.backend != crate::config::StoreBackend::Files {
+        return Err(bad!(
+            "`outreach backup` copies the files credential store, and the config chooses the PostgreSQL backend ([store] backend = \"postgres\"); nothing was written — back the database up with `pg_dump` (its rows are age-encrypted) and keep the identity file {} with it",
+            cfg.identity.display()
+        ));
+    }
     if fs::symlink_metadata(out).is_ok() {
         return Err(bad!(
             "{} exists; a backup never replaces a file — choose a new name or move it aside",

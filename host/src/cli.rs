@@ -667,7 +667,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 if replaced { "replaced" } else { "added" },
                 rec.id,
                 rec.profile.label(),
-                app.cfg().store_dir.display()
+                app.store_location()
             );
             Ok(0)
         }
@@ -801,7 +801,9 @@ fn plugins(app: &App, json: bool) -> anyhow::Result<i32> {
     let mut platforms = crate::plugin::manifest::Platforms::of(&app.host, &app.cfg());
     // What awaits approval is kept with the accounts: shown when the store
     // exists and opens.
-    let approvals = if app.cfg().store_dir.exists() {
+    let approvals = if app.cfg().store_dir.exists()
+        || app.cfg().config.store.backend != crate::config::StoreBackend::Files
+    {
         crate::accounts::with_approvals(app, &mut platforms).err()
     } else {
         None
@@ -1246,6 +1248,12 @@ async fn init(config: Option<&std::path::Path>) -> anyhow::Result<i32> {
 fn needed_platforms(cmd: &Command, cfg: &Loaded) -> Option<Vec<String>> {
     let platform_of = |target: &str| target.split('/').next().unwrap_or("").to_string();
     let stored = || -> Option<Vec<String>> {
+        // The folders of the files backend name the platforms with
+        // accounts; a database is asked (no identity needed). A database
+        // that cannot be asked loads none: opening the store says why.
+        if cfg.config.store.backend == crate::config::StoreBackend::Postgres {
+            return Some(crate::store::PgStore::platforms(&cfg.config.store).unwrap_or_default());
+        }
         let mut ids: Vec<String> = std::fs::read_dir(&cfg.store_dir)
             .ok()?
             .flatten()

@@ -38,6 +38,46 @@ pub struct Config {
     pub media: MediaServing,
     #[serde(default)]
     pub plugins: PluginsConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+}
+
+/// Where credentials are kept: `[store]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `files` (one age file per account under `paths.store`, the
+    /// default) or `postgres` (age-encrypted rows in a PostgreSQL
+    /// database several daemons can share).
+    pub backend: StoreBackend,
+    /// The name of the environment variable that holds the PostgreSQL
+    /// connection URL (`postgres://user:password@host/db?sslmode=verify-full`).
+    /// The URL itself is never read from this file: it holds a password.
+    pub url_env: String,
+    /// Connections the store keeps open to the server (1-100).
+    pub pool_size: u32,
+    /// How long an unreachable server is waited for, retrying with backoff,
+    /// before an operation fails (1-600 seconds).
+    pub connect_retry_secs: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            backend: StoreBackend::Files,
+            url_env: "OUTREACH_DATABASE_URL".into(),
+            pool_size: 8,
+            connect_retry_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    #[default]
+    Files,
+    Postgres,
 }
 
 /// Which platform plugins load.
@@ -644,6 +684,7 @@ pub fn parse(text: &str) -> Result<Config, String> {
         ));
     }
     check_media_serving(&config.media, &addr)?;
+    check_store(&config.store)?;
     // A webhook address often holds its own secret: never echoed.
     if let Some(w) = &config.notify.webhook {
         url::Url::parse(w).map_err(|e| format!("notify.webhook is not a URL ({e})"))?;
@@ -672,6 +713,34 @@ pub fn parse(text: &str) -> Result<Config, String> {
         }
     }
     Ok(config)
+}
+
+/// `[store]`: an environment variable's name (never a value: a URL holds
+/// a password), and bounds.
+fn check_store(s: &StoreConfig) -> Result<(), String> {
+    let name_ok = !s.url_env.is_empty()
+        && s.url_env.len() <= 128
+        && !s.url_env.starts_with(|c: char| c.is_ascii_digit())
+        && s.url_env
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !name_ok {
+        // Not quoted: someone may have pasted the URL itself here.
+        return Err("store.url_env must be the name of an environment variable (letters, digits and `_`, such as OUTREACH_DATABASE_URL) that holds the connection URL, not the URL itself".into());
+    }
+    if !(1..=100).contains(&s.pool_size) {
+        return Err(format!(
+            "store.pool_size = {} must be between 1 and 100",
+            s.pool_size
+        ));
+    }
+    if !(1..=600).contains(&s.connect_retry_secs) {
+        return Err(format!(
+            "store.connect_retry_secs = {} must be between 1 and 600",
+            s.connect_retry_secs
+        ));
+    }
+    Ok(())
 }
 
 /// `[media]`: an http(s) base without credentials or query (https unless it
@@ -938,6 +1007,18 @@ pub fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
         _ => String::new(),
     };
     if reason.starts_with("unknown field")
+        && let Some(k) = key.as_deref().filter(|k| {
+            k.strip_prefix("store.").is_some_and(|f| {
+                matches!(f, "url" | "uri" | "dsn" | "database_url") || secretish(f)
+            })
+        })
+    {
+        return format!(
+            "{location}the database URL (it holds a password) is never read from the config file; remove `{}`, put the URL in an environment variable and name that variable with store.url_env (default OUTREACH_DATABASE_URL)",
+            k.rsplit('.').next().unwrap_or(k)
+        );
+    }
+    if reason.starts_with("unknown field")
         && let Some(k) = key.as_deref().filter(|k| secretish(k))
     {
         let platform = k
@@ -1070,6 +1151,34 @@ pub fn resolve_path(base: &Path, p: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn store_section_defaults_to_files_and_names_an_env_var() {
+        let c = parse("").unwrap();
+        assert_eq!(c.store.backend, StoreBackend::Files);
+        assert_eq!(c.store.url_env, "OUTREACH_DATABASE_URL");
+        let c = parse("[store]\nbackend = \"postgres\"\nurl_env = \"PG_URL\"\n").unwrap();
+        assert_eq!(c.store.backend, StoreBackend::Postgres);
+        assert_eq!(c.store.url_env, "PG_URL");
+    }
+
+    #[test]
+    fn store_url_in_the_file_is_refused_without_quoting_it() {
+        let planted = "postgres://u:hunter2-planted@db/x";
+        let err = parse(&format!(
+            "[store]\nbackend = \"postgres\"\nurl = \"{planted}\"\n"
+        ))
+        .unwrap_err();
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("url_env"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        // A URL pasted where the variable's name goes is not quoted either.
+        let err = parse(&format!("[store]\nurl_env = \"{planted}\"\n")).unwrap_err();
+        assert!(err.contains("store.url_env"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        let err = parse("[store]\nbackend = \"mysql\"\n").unwrap_err();
+        assert!(err.contains("files") && err.contains("postgres"), "{err}");
+    }
 
     #[test]
     fn unknown_key_names_key_and_line() {

@@ -19,6 +19,13 @@
 //! reading a sealed answer, so it never sends a refresh token an earlier
 //! exchange may already have spent.
 //!
+//! Where the lock and the answer live is the store's business
+//! ([`EscrowSlot`]): with the files backend a lock file and a sealed file
+//! beside the record; with PostgreSQL an advisory lock held on the
+//! helper's own connection (released by the server if the helper dies)
+//! and a row of the answers table, the helper reaching the database
+//! through the environment variable the config names, which it inherits.
+//!
 //! One helper serves every exchange of a process (started on first use;
 //! it exits once its parent is gone and its exchanges are done). The parent
 //! reaps it whenever it exits, and before exiting itself closes the
@@ -44,7 +51,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
-use crate::store::{CredentialStore, EscrowSlot, StoreError, lock_file};
+use crate::store::{CredentialStore, EscrowSlot, SlotLock, StoreError};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -358,7 +365,7 @@ impl Escrow {
                     if let Some(why) = unkept {
                         tracing::warn!(
                             "could not keep a token answer in {} ({why}); it is stored now, but a kill before that would have lost it",
-                            slot.answer.display()
+                            slot.describe()
                         );
                     }
                     Ok((answer.status, answer.body()))
@@ -471,12 +478,12 @@ pub fn settle(
     let Some(slot) = store.escrow_slot(id) else {
         return Ok(None);
     };
-    if !slot.answer.exists() && !slot.lock.exists() {
+    if !slot.may_be_busy() {
         return Ok(None);
     }
     // Another process's helper may still be sending an exchange for this
     // account: wait until it is done.
-    drop(lock_file(&slot.lock)?);
+    slot.wait_idle()?;
     let Some(plain) = store.read_answer(id)? else {
         return Ok(None);
     };
@@ -484,7 +491,7 @@ pub fn settle(
         Ok(a) => Ok(Some(a)),
         Err(e) => Err(StoreError::Corrupt {
             id: id.clone(),
-            path: slot.answer,
+            path: PathBuf::from(slot.describe()),
             detail: format!("the escrowed token answer does not parse: {e}"),
         }),
     }
@@ -536,16 +543,14 @@ pub async fn serve(http: HelperHttp) -> i32 {
                 let locks = locks.clone();
                 let out = out_tx.clone();
                 tasks.spawn(async move {
-                    let path = slot.lock.clone();
-                    // Almost always free: only wait on a thread when not.
-                    let free = std::fs::File::options()
-                        .write(true)
-                        .open(&path)
-                        .ok()
-                        .filter(|f| f.try_lock().is_ok());
-                    let got = match free {
+                    // A lock file is almost always free: only wait on a
+                    // thread when not (a database lock always takes one).
+                    let got = match slot.try_lock_now() {
                         Some(f) => Ok(Ok(f)),
-                        None => tokio::task::spawn_blocking(move || lock_file(&path)).await,
+                        None => {
+                            let slot = slot.clone();
+                            tokio::task::spawn_blocking(move || slot.lock()).await
+                        }
                     };
                     match got {
                         Ok(Ok(f)) => {
@@ -625,12 +630,12 @@ pub async fn serve(http: HelperHttp) -> i32 {
 /// releases that came before their lock was taken.
 #[derive(Default)]
 struct Locks {
-    held: HashMap<u64, (EscrowSlot, std::fs::File)>,
+    held: HashMap<u64, (EscrowSlot, SlotLock)>,
     released: std::collections::HashSet<u64>,
 }
 
 fn seal(slot: &EscrowSlot, answer: &Answer) -> Result<(), String> {
     let plain = serde_json::to_vec(answer).expect("answers serialise");
     let sealed = crate::store::seal_to(&slot.recipients, &plain)?;
-    crate::store::write_atomic(&slot.answer, &sealed).map_err(|e| e.to_string())
+    slot.keep_answer(&sealed)
 }

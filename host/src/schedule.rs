@@ -825,6 +825,18 @@ impl Refresher {
     /// One refresh the scheduler does for `id`, logged (account, outcome,
     /// next refresh; never a token); when to look at `id` again, if ever.
     async fn scheduled_refresh(&self, id: &AccountId) -> Option<DateTime<Utc>> {
+        let next = self.refresh_for_schedule(id).await;
+        // A backend that keeps the due time beside the record (PostgreSQL)
+        // makes scheduling a query; the files backend keeps nothing.
+        if let Ok(store) = self.app.store()
+            && let Err(e) = store.note_next_refresh(id, next)
+        {
+            tracing::warn!(account = %id, "{e}");
+        }
+        next
+    }
+
+    async fn refresh_for_schedule(&self, id: &AccountId) -> Option<DateTime<Utc>> {
         let policy = Policy::for_platform(&self.app, &id.platform);
         match self.ensure_reporting(id, Need::Due).await {
             Ok((rec, refreshed)) => {

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
 
-use crate::config::Loaded;
+use crate::config::{Loaded, StoreBackend};
 use crate::contract::wit::types::{
     Account, Context, CredentialPlacement, Endpoint, Manifest, Pair,
 };
@@ -31,7 +31,7 @@ use crate::http::{AllowedHost, Credentials, Scope};
 use crate::outbox::Outbox;
 use crate::plugin::manifest::{declared_hosts, effective_endpoints};
 use crate::plugin::{Host, LoadedPlugin};
-use crate::store::{AccountId, AgeDirStore, CredentialStore, Identity, Profile, Record};
+use crate::store::{AccountId, AgeDirStore, CredentialStore, Identity, PgStore, Profile, Record};
 
 /// One async lock per key, made on first use: whoever holds a key's lock
 /// is the only task in this process working on it.
@@ -56,7 +56,8 @@ impl<K: Eq + Hash + Clone> KeyedLocks<K> {
 pub struct Services {
     cfg: Arc<ArcSwap<Loaded>>,
     pub host: Host,
-    store: OnceLock<Arc<AgeDirStore>>,
+    store: OnceLock<Arc<dyn CredentialStore>>,
+    files: OnceLock<Arc<AgeDirStore>>,
     outbox: OnceLock<Arc<Mutex<Outbox>>>,
     /// One refresh per account in this process, whichever task (scheduler,
     /// publish, API) asks.
@@ -88,6 +89,7 @@ impl Services {
             cfg: Arc::new(ArcSwap::from_pointee(cfg)),
             host,
             store: OnceLock::new(),
+            files: OnceLock::new(),
             outbox: OnceLock::new(),
             refresh_locks: Default::default(),
             post_locks: Default::default(),
@@ -148,6 +150,9 @@ impl Services {
         if old.config.daemon != new.config.daemon {
             restart.push("daemon");
         }
+        if old.config.store != new.config.store {
+            restart.push("store");
+        }
         // What needs a restart keeps its running value until then.
         new.plugins_dir = old.plugins_dir.clone();
         new.store_dir = old.store_dir.clone();
@@ -160,14 +165,43 @@ impl Services {
         new.config.limits = old.config.limits.clone();
         new.config.http = old.config.http.clone();
         new.config.daemon = old.config.daemon.clone();
+        new.config.store = old.config.store.clone();
         self.cfg.store(Arc::new(new));
         restart
     }
 
-    /// The credential store, opening it (and creating the identity on first
-    /// run) if needed.
+    /// The credential store the config chooses (`[store] backend`),
+    /// opening it (and creating the identity on first run) if needed.
     pub fn store(&self) -> anyhow::Result<Arc<dyn CredentialStore>> {
-        Ok(self.store_dir()?)
+        if let Some(s) = self.store.get() {
+            return Ok(s.clone());
+        }
+        let cfg = self.cfg();
+        let store: Arc<dyn CredentialStore> = match cfg.config.store.backend {
+            StoreBackend::Files => self.store_dir()?,
+            // A wrapped identity file runs its age plugin here, once per
+            // process.
+            StoreBackend::Postgres => Arc::new(PgStore::open(
+                &cfg.config.store,
+                &cfg.identity,
+                &cfg.identity_plugin,
+                || (self.passphrase)(&cfg.identity),
+            )?),
+        };
+        Ok(self.store.get_or_init(|| store).clone())
+    }
+
+    /// Where the credentials are, for people: the store folder, or the
+    /// database (`user@host:port/db`, never its password).
+    pub fn store_location(&self) -> String {
+        let cfg = self.cfg();
+        match cfg.config.store.backend {
+            StoreBackend::Files => cfg.store_dir.display().to_string(),
+            StoreBackend::Postgres => format!(
+                "the PostgreSQL database named by {}",
+                cfg.config.store.url_env
+            ),
+        }
     }
 
     /// The publishing journal, opened once per process: opening SQLite
@@ -180,12 +214,18 @@ impl Services {
         Ok(self.outbox.get_or_init(|| o).clone())
     }
 
-    /// The default store backend itself (for operations only it has).
+    /// The default store backend itself (for operations only it has,
+    /// such as `store rekey`): an error when the config chooses another.
     pub fn store_dir(&self) -> anyhow::Result<Arc<AgeDirStore>> {
-        if let Some(s) = self.store.get() {
+        if let Some(s) = self.files.get() {
             return Ok(s.clone());
         }
         let cfg = self.cfg();
+        if cfg.config.store.backend != StoreBackend::Files {
+            return Err(bad!(
+                "this works on the files credential store only, and the config chooses the PostgreSQL backend ([store] backend = \"postgres\"); nothing was changed — on PostgreSQL it is not supported yet"
+            ));
+        }
         // A wrapped identity file runs its age plugin here, once per process.
         let identity = Identity::open_for_store_with(
             &cfg.identity,
@@ -194,7 +234,7 @@ impl Services {
             &cfg.identity_plugin,
         )?;
         let store = Arc::new(AgeDirStore::open(&self.cfg().store_dir, identity)?);
-        Ok(self.store.get_or_init(|| store).clone())
+        Ok(self.files.get_or_init(|| store).clone())
     }
 
     /// The plugin for `platform`, if it is loaded and enabled in config.

@@ -28,11 +28,18 @@
 //! store is opened, and every record is then read with the X25519 key in
 //! memory.
 //!
-//! Never: prints a secret, or touches the network.
+//! A second backend, [`PgStore`] (`[store] backend = "postgres"`, in
+//! [`postgres`]), keeps the same age-encrypted records as rows of a
+//! PostgreSQL database that several processes and daemons share.
+//!
+//! Never: prints a secret. Only the PostgreSQL backend touches the
+//! network, and only to reach its database.
 
 mod age_plugin;
+mod postgres;
 
 pub use age_plugin::PluginPrompts;
+pub use postgres::PgStore;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -268,6 +275,14 @@ pub enum StoreError {
         "another `outreach store rekey` is running on the store {dir}; nothing was changed — let it finish (if it was killed, run `outreach store rekey` again to finish its work)"
     )]
     Rekeying { dir: PathBuf },
+    #[error(
+        "the identity file {path} is missing, but the PostgreSQL store holds {records} encrypted row(s) that only that identity can decrypt; no new identity was made and nothing in the database was changed — restore the identity file from your backup to {path} (then `chmod 600` it) and run the command again"
+    )]
+    MissingIdentityDb { path: PathBuf, records: i64 },
+    /// A PostgreSQL store's failure, already written for people: what
+    /// failed, on which server (never its password), what to do.
+    #[error("{0}")]
+    Database(String),
     /// The I/O error is in the message, not the `source` (which `{:#}`
     /// would print a second time).
     #[error("{what} {path}: {error}")]
@@ -283,8 +298,8 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreEr
     move |error| StoreError::Io { what, path, error }
 }
 
-/// Where credentials live. The age-directory backend is the default; a
-/// PostgreSQL backend (rows encrypted with age) can implement the same trait.
+/// Where credentials live. The age-directory backend is the default;
+/// [`PgStore`] keeps the same records, encrypted with age, in PostgreSQL.
 pub trait CredentialStore: Send + Sync {
     fn load(&self, id: &AccountId) -> Result<Record, StoreError>;
     /// Write `record` atomically, replacing any previous version.
@@ -336,16 +351,133 @@ pub trait CredentialStore: Send + Sync {
     fn clear_answer(&self, _id: &AccountId) -> Result<(), StoreError> {
         Ok(())
     }
+    /// The refresh scheduler's next due time for `id` (`None`: none is
+    /// scheduled), for a backend that keeps it beside the record so that
+    /// scheduling is a query. The file backend keeps nothing.
+    fn note_next_refresh(
+        &self,
+        _id: &AccountId,
+        _at: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// Where an escrowed exchange for one account is coordinated: the lock its
-/// sender holds, the file its answer is sealed into, and the public keys
-/// it is sealed to.
+/// sender holds, where its answer is sealed into, and the public keys it
+/// is sealed to. It crosses a pipe to the escrow helper, a process of its
+/// own, so it names places (paths, an environment variable), never
+/// handles.
+///
+/// On the pipe, a files slot is what it always was (`lock`, `answer`,
+/// `recipients`): the place's fields are flattened in, and which backend
+/// it is follows from which fields are there.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EscrowSlot {
-    pub lock: PathBuf,
-    pub answer: PathBuf,
+    #[serde(flatten)]
+    pub place: SlotPlace,
     pub recipients: Vec<String>,
+}
+
+/// The backend-specific half of an [`EscrowSlot`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SlotPlace {
+    /// A lock file and an answer file beside the record.
+    Files { lock: PathBuf, answer: PathBuf },
+    /// An advisory lock and a row of the answers table in the database
+    /// whose URL is in the environment variable `url_env` (the helper
+    /// inherits it; the URL never crosses the pipe).
+    Postgres {
+        url_env: String,
+        connect_retry_secs: u64,
+        id: AccountId,
+    },
+}
+
+/// A held exchange lock (see [`EscrowSlot::lock`]); released on drop.
+pub enum SlotLock {
+    File(File),
+    Database(postgres::ExchangeLock),
+}
+
+impl EscrowSlot {
+    /// The exchange lock, if it can be had at once without waiting or a
+    /// round trip; `None`: call [`EscrowSlot::lock`] on a thread that may
+    /// block.
+    pub fn try_lock_now(&self) -> Option<SlotLock> {
+        match &self.place {
+            SlotPlace::Files { lock, .. } => OpenOptions::new()
+                .write(true)
+                .open(lock)
+                .ok()
+                .filter(|f| f.try_lock().is_ok())
+                .map(SlotLock::File),
+            SlotPlace::Postgres { .. } => None,
+        }
+    }
+
+    /// Wait for, then hold, the exchange lock. Blocking.
+    pub fn lock(&self) -> Result<SlotLock, StoreError> {
+        match &self.place {
+            SlotPlace::Files { lock, .. } => lock_file(lock).map(SlotLock::File),
+            SlotPlace::Postgres {
+                url_env,
+                connect_retry_secs,
+                id,
+            } => postgres::ExchangeLock::take(url_env, *connect_retry_secs, id)
+                .map(SlotLock::Database),
+        }
+    }
+
+    /// Keep `sealed` (an answer already encrypted to
+    /// [`EscrowSlot::recipients`]) where the next refresher finds it.
+    /// Called with the exchange lock held.
+    pub fn keep_answer(&self, sealed: &[u8]) -> Result<(), String> {
+        match &self.place {
+            SlotPlace::Files { answer, .. } => {
+                write_atomic(answer, sealed).map_err(|e| e.to_string())
+            }
+            SlotPlace::Postgres {
+                url_env,
+                connect_retry_secs,
+                id,
+            } => postgres::keep_answer(url_env, *connect_retry_secs, id, sealed)
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Whether an answer may be waiting, or an exchange in flight (false
+    /// only when neither can be: no exchange ever ran here).
+    pub fn may_be_busy(&self) -> bool {
+        match &self.place {
+            SlotPlace::Files { lock, answer } => answer.exists() || lock.exists(),
+            SlotPlace::Postgres { .. } => true,
+        }
+    }
+
+    /// Wait until no exchange holds the lock (another process's helper may
+    /// still be sending one). Blocking.
+    pub fn wait_idle(&self) -> Result<(), StoreError> {
+        match &self.place {
+            SlotPlace::Files { lock, .. } => lock_file(lock).map(drop),
+            SlotPlace::Postgres {
+                url_env,
+                connect_retry_secs,
+                id,
+            } => postgres::wait_exchange(url_env, *connect_retry_secs, id),
+        }
+    }
+
+    /// Where the answer is kept, for messages.
+    pub fn describe(&self) -> String {
+        match &self.place {
+            SlotPlace::Files { answer, .. } => answer.display().to_string(),
+            SlotPlace::Postgres { id, .. } => {
+                format!("the PostgreSQL store's answers table (row {id})")
+            }
+        }
+    }
 }
 
 /// A held refresh lease; dropping it releases the lease.
@@ -1189,6 +1321,24 @@ pub fn lock_file_within(path: &Path, patience: Duration) -> Result<Option<File>,
     }
 }
 
+/// An aux entry's name: 1-128 of a-z, 0-9, `-`, `_`, `.`, not starting
+/// with `.`.
+fn check_aux_name(name: &str) -> Result<(), StoreError> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::BadName(format!(
+            "`{name}` is not a valid store entry name"
+        )))
+    }
+}
+
 /// Encrypt `plain` to age recipients: X25519 public keys (`age1…`) and
 /// age plugins' recipients (`age1yubikey1…`, whose plugin runs once).
 pub fn seal_to(recipients: &[String], plain: &[u8]) -> Result<Vec<u8>, String> {
@@ -1796,17 +1946,7 @@ impl AgeDirStore {
     }
 
     fn aux_path(&self, name: &str) -> Result<PathBuf, StoreError> {
-        let ok = !name.is_empty()
-            && name.len() <= 128
-            && !name.starts_with('.')
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
-        if !ok {
-            return Err(StoreError::BadName(format!(
-                "`{name}` is not a valid store entry name"
-            )));
-        }
+        check_aux_name(name)?;
         let dir = self.dir.join(".aux");
         fs::create_dir_all(&dir).map_err(io("cannot create the store directory", &dir))?;
         Ok(dir.join(format!("{name}.age")))
@@ -2069,8 +2209,10 @@ impl CredentialStore for AgeDirStore {
     fn escrow_slot(&self, id: &AccountId) -> Option<EscrowSlot> {
         let dir = self.dir.join(&id.platform);
         Some(EscrowSlot {
-            lock: exchange_path(&dir, &id.account),
-            answer: self.answer_path(id),
+            place: SlotPlace::Files {
+                lock: exchange_path(&dir, &id.account),
+                answer: self.answer_path(id),
+            },
             recipients: self
                 .ident()
                 .public

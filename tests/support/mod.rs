@@ -8,6 +8,7 @@ pub mod browser;
 pub mod daemon;
 pub mod meta;
 pub mod oauth;
+pub mod pg;
 pub mod video;
 mod wasm_tag;
 
