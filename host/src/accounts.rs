@@ -164,14 +164,11 @@ pub async fn add_account_as(
 /// ([`Record::redacted`]): this is for looking, not for calling the
 /// platform — or why it cannot be read.
 pub fn list(svc: &Services) -> anyhow::Result<Vec<(AccountId, anyhow::Result<Record>)>> {
-    let store = svc.store()?;
-    Ok(store
-        .list()?
+    Ok(svc
+        .store()?
+        .views()?
         .into_iter()
-        .map(|id| {
-            let r = store.load_view(&id).map_err(anyhow::Error::from);
-            (id, r)
-        })
+        .map(|(id, r)| (id, r.map_err(anyhow::Error::from)))
         .collect())
 }
 

@@ -325,6 +325,20 @@ pub trait CredentialStore: Send + Sync {
     fn load_view(&self, id: &AccountId) -> Result<Record, StoreError> {
         self.load(id).map(|r| r.redacted())
     }
+    /// [`CredentialStore::load_view`] of every account, each with its
+    /// record or why it cannot be read (a database answers this in one
+    /// query).
+    #[allow(clippy::type_complexity)]
+    fn views(&self) -> Result<Vec<(AccountId, Result<Record, StoreError>)>, StoreError> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .map(|id| {
+                let r = self.load_view(&id);
+                (id, r)
+            })
+            .collect())
+    }
     fn remove(&self, id: &AccountId) -> Result<(), StoreError>;
     /// Wait for, then hold, the right to refresh `id`: one refresher per
     /// account across every process sharing the store. Released on drop.

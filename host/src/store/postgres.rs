@@ -565,6 +565,10 @@ pub struct PgStore {
     /// Ciphertext → the record it decrypted to, per account: a read whose
     /// row holds the same bytes skips the X25519 work.
     decrypted: Mutex<HashMap<AccountId, (Vec<u8>, Record)>>,
+    /// SHA-256 of the ciphertext → the record without its secrets, for
+    /// every account ([`CredentialStore::views`]: one query, and only
+    /// changed rows decrypted).
+    views: Mutex<HashMap<AccountId, ([u8; 32], Arc<Record>)>>,
     retry_secs: u64,
 }
 
@@ -647,6 +651,7 @@ impl PgStore {
             identity,
             extra_keys: extra,
             decrypted: Default::default(),
+            views: Default::default(),
             retry_secs: cfg.connect_retry_secs,
         })
     }
@@ -714,6 +719,24 @@ impl PgStore {
             .map_err(|e| decrypt_error(e, id, &self.row_name(table, id), &self.identity.path))
     }
 
+    /// Decrypt and parse `raw`, the sealed record of `id`.
+    fn decode(&self, id: &AccountId, raw: &[u8]) -> Result<Record, StoreError> {
+        let plain = Zeroizing::new(self.open_sealed(raw, id, "outreach_accounts")?);
+        let record: Record = serde_json::from_slice(&plain).map_err(|e| StoreError::Corrupt {
+            id: id.clone(),
+            path: self.row_name("outreach_accounts", id),
+            detail: format!("decrypted, but the contents do not parse: {e}"),
+        })?;
+        if &record.id != id {
+            return Err(StoreError::Corrupt {
+                id: id.clone(),
+                path: self.row_name("outreach_accounts", id),
+                detail: format!("it holds the record of {}", record.id),
+            });
+        }
+        Ok(record)
+    }
+
     /// A row, named for messages where the files backend names a path.
     fn row_name(&self, table: &str, id: &AccountId) -> PathBuf {
         PathBuf::from(format!("{table} row {id} in {}", self.db.target))
@@ -771,21 +794,49 @@ impl CredentialStore for PgStore {
         {
             return Ok(record.clone());
         }
-        let plain = Zeroizing::new(self.open_sealed(&raw, id, "outreach_accounts")?);
-        let record: Record = serde_json::from_slice(&plain).map_err(|e| StoreError::Corrupt {
-            id: id.clone(),
-            path: self.row_name("outreach_accounts", id),
-            detail: format!("decrypted, but the contents do not parse: {e}"),
-        })?;
-        if &record.id != id {
-            return Err(StoreError::Corrupt {
-                id: id.clone(),
-                path: self.row_name("outreach_accounts", id),
-                detail: format!("it holds the record of {}", record.id),
-            });
-        }
+        let record = self.decode(id, &raw)?;
         self.remember(id, raw, &record);
         Ok(record)
+    }
+
+    fn views(&self) -> Result<Vec<(AccountId, Result<Record, StoreError>)>, StoreError> {
+        use sha2::Digest as _;
+        let rows: Vec<(String, String, Vec<u8>)> = self.db.run(
+            || "cannot list the accounts in the PostgreSQL store".to_string(),
+            |pool| async move {
+                let rows = query(
+                    "SELECT platform, account, sealed FROM outreach_accounts ORDER BY platform, account",
+                )
+                .fetch_all(&pool)
+                .await?;
+                rows.iter()
+                    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+                    .collect()
+            },
+        )?;
+        let mut out = Vec::with_capacity(rows.len());
+        let mut cache = self.views.lock().expect("view cache");
+        let mut live = std::collections::HashSet::with_capacity(rows.len());
+        for (p, a, raw) in rows {
+            let Ok(id) = AccountId::new(&p, &a) else {
+                // Not written by outreach (see `list`).
+                continue;
+            };
+            let digest: [u8; 32] = sha2::Sha256::digest(&raw).into();
+            live.insert(id.clone());
+            let r = match cache.get(&id) {
+                Some((d, record)) if *d == digest => Ok(Record::clone(record)),
+                _ => self.decode(&id, &raw).map(|r| {
+                    let r = Arc::new(r.redacted());
+                    cache.insert(id.clone(), (digest, r.clone()));
+                    Record::clone(&r)
+                }),
+            };
+            out.push((id, r));
+        }
+        // Accounts removed by any daemon leave the cache too.
+        cache.retain(|id, _| live.contains(id));
+        Ok(out)
     }
 
     fn save(&self, record: &Record) -> Result<(), StoreError> {
