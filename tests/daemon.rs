@@ -1963,6 +1963,15 @@ fn csrf_of(html: &str) -> String {
     rest[..rest.find('"').unwrap()].to_string()
 }
 
+/// A browser signed in through `outreach ui`'s one-time link.
+async fn signed_in(d: &Daemon, home: &Home) -> Browser {
+    let mut b = Browser::new(&d.base);
+    let p = b.get(&ui_link(home)).await;
+    let set = p.headers["set-cookie"].to_str().unwrap();
+    b.cookie = Some(set.split(';').next().unwrap().to_string());
+    b
+}
+
 fn ui_link(home: &Home) -> String {
     let r = home.run(&["ui", "--no-browser"], None);
     assert_eq!(r.code, 0, "{}", r.all());
@@ -2286,17 +2295,7 @@ async fn the_dashboard_counts_filters_and_pages_many_accounts() {
     let w = daemon_world();
     seed_x_accounts(&w.home, 117);
     let d = start_daemon(&w.home);
-    let mut b = Browser::new(&d.base);
-    let p = b.get(&ui_link(&w.home)).await;
-    b.cookie = Some(
-        p.headers["set-cookie"]
-            .to_str()
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .to_string(),
-    );
+    let b = signed_in(&d, &w.home).await;
     let leaks = |body: &str| body.contains("dash-access-") || body.contains("dash-refresh-");
 
     let dash = b.get("/ui/").await;
@@ -2396,17 +2395,7 @@ async fn the_web_ui_connects_by_oauth_and_by_key_and_disconnects_after_confirmat
         support::oauth::CLIENT_SECRET.into(),
     ));
     let d = start_daemon(&home);
-    let mut b = Browser::new(&d.base);
-    let p = b.get(&ui_link(&home)).await;
-    b.cookie = Some(
-        p.headers["set-cookie"]
-            .to_str()
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .to_string(),
-    );
+    let b = signed_in(&d, &home).await;
     let page = b.get("/ui/connect").await;
     assert!(page.body.contains("data-connect=\"x\""), "{}", page.body);
     assert!(page.body.contains("data-connect=\"devto\""));

@@ -494,6 +494,45 @@ impl EscrowSlot {
     }
 }
 
+/// Decrypted records beside the ciphertext each came from, per account,
+/// for backends to reuse while the stored bytes are unchanged (publishing
+/// reads every target's record per post; X25519 per read was a tenth of a
+/// publish's CPU). Bounded: a full cache drops an entry, and the next read
+/// of that account decrypts.
+#[derive(Default)]
+pub(crate) struct RecordCache(
+    std::sync::Mutex<std::collections::HashMap<AccountId, (Vec<u8>, Record)>>,
+);
+
+impl RecordCache {
+    const CAP: usize = 256;
+
+    /// The record `sealed` decrypted to, if that is what was kept.
+    pub(crate) fn get(&self, id: &AccountId, sealed: &[u8]) -> Option<Record> {
+        let cache = self.0.lock().expect("record cache");
+        cache
+            .get(id)
+            .filter(|(kept, _)| kept.as_slice() == sealed)
+            .map(|(_, r)| r.clone())
+    }
+
+    /// Keep `record` with the ciphertext it is stored as.
+    pub(crate) fn keep(&self, id: &AccountId, sealed: Vec<u8>, record: &Record) {
+        let mut cache = self.0.lock().expect("record cache");
+        if cache.len() >= Self::CAP
+            && !cache.contains_key(id)
+            && let Some(k) = cache.keys().next().cloned()
+        {
+            cache.remove(&k);
+        }
+        cache.insert(id.clone(), (sealed, record.clone()));
+    }
+
+    pub(crate) fn forget(&self, id: &AccountId) {
+        self.0.lock().expect("record cache").remove(id);
+    }
+}
+
 /// A held refresh lease; dropping it releases the lease.
 pub struct Lease(#[allow(dead_code)] Box<dyn Send + Sync>);
 
@@ -1409,7 +1448,7 @@ pub struct AgeDirStore {
     /// write, to wrap the record's file key; reading never runs it).
     extra_keys: Vec<String>,
     /// Ciphertext → the record it decrypted to, per account.
-    decrypted: std::sync::Mutex<std::collections::HashMap<AccountId, (Vec<u8>, Record)>>,
+    decrypted: RecordCache,
     /// SHA-256 of the ciphertext → the record without its secrets, per
     /// account, for [`CredentialStore::load_view`]: every account's, since
     /// it holds nothing secret (a dashboard of 1,000 accounts must not
@@ -1966,18 +2005,8 @@ impl AgeDirStore {
         Ok(dir.join(format!("{name}.age")))
     }
 
-    /// Keep `record` with the ciphertext it is stored as (bounded: a full
-    /// cache drops an entry; the next read of that account decrypts).
     fn remember(&self, id: &AccountId, sealed: Vec<u8>, record: &Record) {
-        const CAP: usize = 256;
-        let mut cache = self.decrypted.lock().expect("record cache");
-        if cache.len() >= CAP
-            && !cache.contains_key(id)
-            && let Some(k) = cache.keys().next().cloned()
-        {
-            cache.remove(&k);
-        }
-        cache.insert(id.clone(), (sealed, record.clone()));
+        self.decrypted.keep(id, sealed, record);
     }
 
     fn answer_path(&self, id: &AccountId) -> PathBuf {
@@ -2069,10 +2098,8 @@ impl AgeDirStore {
 impl CredentialStore for AgeDirStore {
     fn load(&self, id: &AccountId) -> Result<Record, StoreError> {
         let raw = self.read_sealed(id)?;
-        if let Some((sealed, record)) = self.decrypted.lock().expect("record cache").get(id)
-            && *sealed == raw
-        {
-            return Ok(record.clone());
+        if let Some(record) = self.decrypted.get(id, &raw) {
+            return Ok(record);
         }
         let record = self.open_sealed(id, &raw)?;
         self.remember(id, raw, &record);
@@ -2261,7 +2288,7 @@ impl CredentialStore for AgeDirStore {
 
     fn remove(&self, id: &AccountId) -> Result<(), StoreError> {
         let _lock = self.lock(id)?;
-        self.decrypted.lock().expect("record cache").remove(id);
+        self.decrypted.forget(id);
         self.views.lock().expect("view cache").remove(id);
         self.clear_answer(id)?;
         let path = self.path_of(id);

@@ -564,7 +564,7 @@ pub struct PgStore {
     extra_keys: Vec<String>,
     /// Ciphertext → the record it decrypted to, per account: a read whose
     /// row holds the same bytes skips the X25519 work.
-    decrypted: Mutex<HashMap<AccountId, (Vec<u8>, Record)>>,
+    decrypted: super::RecordCache,
     /// SHA-256 of the ciphertext → the record without its secrets, for
     /// every account ([`CredentialStore::views`]: one query, and only
     /// changed rows decrypted).
@@ -742,18 +742,8 @@ impl PgStore {
         PathBuf::from(format!("{table} row {id} in {}", self.db.target))
     }
 
-    /// Keep `record` with the ciphertext it is stored as (bounded like the
-    /// files backend's).
     fn remember(&self, id: &AccountId, sealed: Vec<u8>, record: &Record) {
-        const CAP: usize = 256;
-        let mut cache = self.decrypted.lock().expect("record cache");
-        if cache.len() >= CAP
-            && !cache.contains_key(id)
-            && let Some(k) = cache.keys().next().cloned()
-        {
-            cache.remove(&k);
-        }
-        cache.insert(id.clone(), (sealed, record.clone()));
+        self.decrypted.keep(id, sealed, record);
     }
 
     fn fetch_sealed(
@@ -789,10 +779,8 @@ impl CredentialStore for PgStore {
         let Some(raw) = self.fetch_sealed("outreach_accounts", id)? else {
             return Err(StoreError::NotFound { id: id.clone() });
         };
-        if let Some((sealed, record)) = self.decrypted.lock().expect("record cache").get(id)
-            && *sealed == raw
-        {
-            return Ok(record.clone());
+        if let Some(record) = self.decrypted.get(id, &raw) {
+            return Ok(record);
         }
         let record = self.decode(id, &raw)?;
         self.remember(id, raw, &record);
@@ -911,7 +899,7 @@ impl CredentialStore for PgStore {
     }
 
     fn remove(&self, id: &AccountId) -> Result<(), StoreError> {
-        self.decrypted.lock().expect("record cache").remove(id);
+        self.decrypted.forget(id);
         let (p, a) = (id.platform.clone(), id.account.clone());
         let removed: u64 = self.db.run(
             || format!("cannot remove {id} from the PostgreSQL store"),
