@@ -2176,6 +2176,7 @@ mod age_plugins {
 /// without PostgreSQL, a failure with OUTREACH_REQUIRE_POSTGRES=1.
 mod postgres {
     use super::*;
+    use support::daemon::start_daemon;
     use support::oauth::{CLIENT_ID, CLIENT_SECRET};
     use support::{Fake, Home, X_TOKEN, fake_x, pg};
 
@@ -2533,5 +2534,369 @@ mod postgres {
         assert!(r.stderr.contains("1 encrypted row"), "{}", r.stderr);
         assert!(!home.path().join("identity.txt").exists());
         assert_eq!(db.sql("SELECT count(*) FROM outreach_accounts"), "1");
+    }
+
+    const DAEMON_CONFIG: &str = "\n[daemon]\nlisten = \"127.0.0.1:0\"\ndebounce_ms = 50\ndue_check_secs = 1\ngrace_secs = 20\n";
+
+    /// Requests to post on X whose text contains `text`.
+    fn tweets_sent(x: &Fake, text: &str) -> usize {
+        x.seen()
+            .iter()
+            .filter(|s| s.method == "POST" && s.path == "/2/tweets" && s.body.contains(text))
+            .count()
+    }
+
+    fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+        let deadline = Instant::now() + limit;
+        while !ok() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn in_secs(secs: i64) -> String {
+        (chrono::Utc::now() + chrono::Duration::seconds(secs)).to_rfc3339()
+    }
+
+    /// Two daemons on one database share the journal: a scheduled fan-out
+    /// goes out once per target whichever daemon takes it; a daemon killed
+    /// with a post in flight has that delivery settled `unknown` by the
+    /// other (never sent again), and comes back to find it so.
+    #[test]
+    fn two_daemons_send_each_delivery_once_and_settle_a_killed_ones_claims() {
+        let Some(db) = pg::database() else { return };
+        let x = fake_x();
+        let mut a = pg_home(Some(db.url()), Some(&x));
+        for account in ["one", "two", "three"] {
+            let r = a.run(
+                &["accounts", "add", "x", "--account", account],
+                Some(X_TOKEN),
+            );
+            assert_eq!(r.code, 0, "{}", r.all());
+        }
+        let mut b = pg_home(Some(db.url()), Some(&x));
+        std::fs::copy(a.path().join("identity.txt"), b.path().join("identity.txt")).unwrap();
+        for h in [&mut a, &mut b] {
+            h.extra_config.push_str(DAEMON_CONFIG);
+        }
+        let mut daemons = [Some(start_daemon(&a)), Some(start_daemon(&b))];
+        // The second daemon sees the first's accounts.
+        let r = b.run(&["accounts", "--json"], None);
+        assert_eq!(r.stdout.matches("\"x/").count(), 3, "{}", r.stdout);
+
+        // A scheduled fan-out, queued from the first home's CLI.
+        let fan = a.post(
+            "fan.toml",
+            &format!(
+                "id = \"fan\"\ntext = \"fan-out once\"\nto = [\"x/one\", \"x/two\", \"x/three\"]\nschedule = \"{}\"\n",
+                in_secs(2)
+            ),
+        );
+        let r = a.run(&["publish", fan.to_str().unwrap()], None);
+        assert_eq!(r.code, 0, "{}", r.all());
+        wait_until("the fan-out", Duration::from_secs(30), || {
+            tweets_sent(&x, "fan-out once") >= 3
+        });
+        std::thread::sleep(Duration::from_secs(3));
+        assert_eq!(tweets_sent(&x, "fan-out once"), 3, "a delivery went twice");
+        assert_eq!(
+            db.sql("SELECT count(*) FROM outreach_deliveries WHERE post = 'fan' AND state = 'published'"),
+            "3"
+        );
+
+        // Killed mid-send, twice: whichever daemon claimed the post.
+        *x.state.delay.lock().unwrap() = Duration::from_millis(1500);
+        for round in 0..2 {
+            let id = format!("kill{round}");
+            let text = format!("killed in flight {round}");
+            let post = a.post(
+                &format!("{id}.toml"),
+                &format!(
+                    "id = \"{id}\"\ntext = \"{text}\"\nto = [\"x/one\"]\nschedule = \"{}\"\n",
+                    in_secs(1)
+                ),
+            );
+            let r = a.run(&["publish", post.to_str().unwrap()], None);
+            assert_eq!(r.code, 0, "{}", r.all());
+            wait_until("the post to reach X", Duration::from_secs(30), || {
+                tweets_sent(&x, &text) == 1
+            });
+            let owner = db.sql(&format!(
+                "SELECT owner FROM outreach_deliveries WHERE post = '{id}' AND state = 'sending'"
+            ));
+            let pid: u32 = owner
+                .split(':')
+                .nth(1)
+                .and_then(|p| p.parse().ok())
+                .unwrap_or_else(|| panic!("no sending claim with an owner: {owner:?}"));
+            let which = daemons
+                .iter()
+                .position(|d| d.as_ref().is_some_and(|d| d.child.id() == pid))
+                .expect("the claim is one of the daemons'");
+            let mut killed = daemons[which].take().unwrap();
+            killed.child.kill().unwrap();
+            let _ = killed.child.wait();
+            // The survivor settles the claim as unknown.
+            wait_until(
+                "the survivor to settle the claim",
+                Duration::from_secs(20),
+                || {
+                    db.sql(&format!(
+                        "SELECT state FROM outreach_deliveries WHERE post = '{id}'"
+                    )) == "unknown"
+                },
+            );
+            daemons[which] = Some(start_daemon(if which == 0 { &a } else { &b }));
+            std::thread::sleep(Duration::from_secs(3));
+            assert_eq!(tweets_sent(&x, &text), 1, "round {round}: sent again");
+            assert_eq!(
+                db.sql(&format!(
+                    "SELECT state FROM outreach_deliveries WHERE post = '{id}'"
+                )),
+                "unknown"
+            );
+        }
+        *x.state.delay.lock().unwrap() = Duration::ZERO;
+        let r = b.run(&["posts", "--json"], None);
+        assert_eq!(r.code, 0, "{}", r.all());
+        assert!(r.stdout.contains("\"unknown\""), "{}", r.stdout);
+        for d in daemons.into_iter().flatten() {
+            d.stop();
+        }
+        assert_eq!(
+            db.sql("SELECT count(*) FROM outreach_accounts WHERE state = 'healthy'"),
+            "3"
+        );
+    }
+
+    /// `store migrate` copies the accounts and the journal from files to
+    /// PostgreSQL and back, checks the copy, leaves the source as it was,
+    /// and can run again.
+    #[test]
+    fn store_migrate_copies_accounts_and_journal_both_ways() {
+        let Some(db) = pg::database() else { return };
+        let x = fake_x();
+        let mut home = pg_home(Some(db.url()), Some(&x));
+        // Start on files: the same home without [store].
+        let pg_config = home.extra_config.clone();
+        home.extra_config = pg_config.replace(
+            "\n[store]\nbackend = \"postgres\"\n",
+            "\n[store]\nbackend = \"files\"\n",
+        );
+        for account in ["one", "two"] {
+            let r = home.run(
+                &["accounts", "add", "x", "--account", account],
+                Some(X_TOKEN),
+            );
+            assert_eq!(r.code, 0, "{}", r.all());
+        }
+        let post = home.post(
+            "m.toml",
+            "id = \"moved\"\ntext = \"before the move\"\nto = [\"x/one\"]\n",
+        );
+        let r = home.run(&["publish", post.to_str().unwrap()], None);
+        assert_eq!(r.code, 0, "{}", r.all());
+        let store_before = snapshot(&home.path().join("store"));
+
+        for _ in 0..2 {
+            let r = home.run(&["store", "migrate", "--to", "postgres"], None);
+            assert_eq!(r.code, 0, "{}", r.all());
+            assert!(r.stdout.contains("copied 2 accounts"), "{}", r.stdout);
+            assert!(r.stdout.contains("1 posts"), "{}", r.stdout);
+            assert!(r.stdout.contains("backend = \"postgres\""), "{}", r.stdout);
+        }
+        assert_eq!(
+            snapshot(&home.path().join("store")),
+            store_before,
+            "the source changed"
+        );
+        assert_eq!(db.sql("SELECT count(*) FROM outreach_accounts"), "2");
+        assert!(!contains(&everything_in(&db), X_TOKEN));
+
+        // On PostgreSQL: the accounts, and the post already published.
+        home.extra_config = pg_config.clone();
+        let r = home.run(&["accounts", "--json"], None);
+        assert_eq!(r.stdout.matches("\"x/").count(), 2, "{}", r.stdout);
+        let r = home.run(&["posts", "show", "moved", "--json"], None);
+        assert_eq!(r.code, 0, "{}", r.all());
+        assert!(r.stdout.contains("\"published\""), "{}", r.stdout);
+        let r = home.run(&["publish", post.to_str().unwrap()], None);
+        assert_eq!(r.code, 0, "{}", r.all());
+        assert_eq!(
+            tweets_sent(&x, "before the move"),
+            1,
+            "published again after the move"
+        );
+
+        // Back to files, with what changed on PostgreSQL.
+        let r = home.run(
+            &["accounts", "add", "x", "--account", "three"],
+            Some(X_TOKEN),
+        );
+        assert_eq!(r.code, 0, "{}", r.all());
+        let r = home.run(&["store", "migrate", "--to", "files", "--json"], None);
+        assert_eq!(r.code, 0, "{}", r.all());
+        let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        assert_eq!(report["accounts"], 3, "{report}");
+        assert_eq!(report["from"], "postgres");
+        home.extra_config = pg_config.replace(
+            "\n[store]\nbackend = \"postgres\"\n",
+            "\n[store]\nbackend = \"files\"\n",
+        );
+        let r = home.run(&["accounts", "--json"], None);
+        assert_eq!(r.stdout.matches("\"x/").count(), 3, "{}", r.stdout);
+        let r = home.run(&["publish", post.to_str().unwrap()], None);
+        assert_eq!(r.code, 0, "{}", r.all());
+        assert_eq!(
+            tweets_sent(&x, "before the move"),
+            1,
+            "published again after the move back"
+        );
+
+        // Refused while the daemon runs on the store.
+        home.extra_config.push_str(DAEMON_CONFIG);
+        let d = start_daemon(&home);
+        let r = home.run(&["store", "migrate", "--to", "postgres"], None);
+        assert_ne!(r.code, 0, "{}", r.all());
+        assert!(r.stderr.contains("stop it first"), "{}", r.stderr);
+        d.stop();
+    }
+
+    /// Every file under `dir` with its bytes.
+    fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+        let mut out = BTreeMap::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    out.insert(p.clone(), std::fs::read(&p).unwrap_or_default());
+                }
+            }
+        }
+        out
+    }
+
+    /// A full disk (a trigger raising SQLSTATE 53100) and a read-only
+    /// server are each a clear error: the account already stored stays
+    /// as it was, and a post whose claim cannot be written is not sent.
+    #[test]
+    fn a_full_disk_or_a_read_only_server_is_a_clear_error_and_loses_nothing() {
+        let Some(db) = pg::database() else { return };
+        let x = fake_x();
+        let home = pg_home(Some(db.url()), Some(&x));
+        let r = home.run(&["accounts", "add", "x"], Some(X_TOKEN));
+        assert_eq!(r.code, 0, "{}", r.all());
+        let sealed = db.sql("SELECT md5(sealed) FROM outreach_accounts");
+        db.sql(
+            "CREATE FUNCTION outreach_test_full() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN RAISE EXCEPTION 'could not extend file: No space left on device' USING ERRCODE = '53100'; END $$;
+             CREATE TRIGGER full_accounts BEFORE INSERT OR UPDATE ON outreach_accounts
+                FOR EACH ROW EXECUTE FUNCTION outreach_test_full();
+             CREATE TRIGGER full_attempts BEFORE INSERT ON outreach_attempts
+                FOR EACH ROW EXECUTE FUNCTION outreach_test_full();",
+        );
+        let r = home.run(&["accounts", "add", "x", "--account", "two"], Some(X_TOKEN));
+        assert_ne!(r.code, 0, "{}", r.all());
+        assert!(r.stderr.contains("out of disk space"), "{}", r.stderr);
+        let post = home.post(
+            "full.toml",
+            "id = \"full\"\ntext = \"disk full\"\nto = [\"x\"]\n",
+        );
+        let r = home.run(&["publish", post.to_str().unwrap()], None);
+        assert_ne!(r.code, 0, "{}", r.all());
+        assert!(r.all().contains("out of disk space"), "{}", r.all());
+        assert_eq!(tweets_sent(&x, "disk full"), 0, "sent without a claim");
+        assert_eq!(db.sql("SELECT md5(sealed) FROM outreach_accounts"), sealed);
+
+        db.sql("DROP TRIGGER full_accounts ON outreach_accounts; DROP TRIGGER full_attempts ON outreach_attempts;");
+        let r = home.run(&["publish", post.to_str().unwrap()], None);
+        assert_eq!(r.code, 0, "{}", r.all());
+        assert_eq!(tweets_sent(&x, "disk full"), 1);
+
+        db.sql(&format!(
+            "ALTER DATABASE {} SET default_transaction_read_only = on",
+            db.name
+        ));
+        let r = home.run(
+            &["accounts", "add", "x", "--account", "three"],
+            Some(X_TOKEN),
+        );
+        assert_ne!(r.code, 0, "{}", r.all());
+        assert!(r.stderr.contains("read-only"), "{}", r.stderr);
+        db.cluster
+            .psql(
+                "postgres",
+                &format!(
+                    "ALTER DATABASE {} RESET default_transaction_read_only",
+                    db.name
+                ),
+            )
+            .unwrap();
+        let r = home.run(&["accounts", "--json"], None);
+        assert_eq!(r.stdout.matches("\"x/").count(), 1, "{}", r.stdout);
+    }
+
+    /// A server that stops and comes back: a command started meanwhile
+    /// waits for it (store.connect_retry_secs) and succeeds; a running
+    /// daemon carries on, publishes once, and takes its journal lock
+    /// again.
+    #[test]
+    fn a_restarted_server_is_waited_out_and_loses_nothing() {
+        let Some((cluster, db)) = pg::own_cluster() else {
+            return;
+        };
+        let x = fake_x();
+        let mut home = pg_home(Some(db.url()), Some(&x));
+        home.extra_config = home
+            .extra_config
+            .replace("connect_retry_secs = 2", "connect_retry_secs = 20");
+        let r = home.run(&["accounts", "add", "x"], Some(X_TOKEN));
+        assert_eq!(r.code, 0, "{}", r.all());
+        home.extra_config.push_str(DAEMON_CONFIG);
+        let posts = home.path().join("posts");
+        std::fs::create_dir_all(&posts).unwrap();
+        let d = start_daemon(&home);
+
+        cluster.halt();
+        let post = home.post(
+            "r.toml",
+            "id = \"restart\"\ntext = \"after a restart\"\nto = [\"x\"]\n",
+        );
+        let publish = home
+            .command(&["publish", post.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+        cluster.resume();
+        let out = publish.wait_with_output().unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{all}");
+        assert!(!all.contains("PLANTED"));
+        assert_eq!(tweets_sent(&x, "after a restart"), 1);
+
+        // The daemon publishes from its folder after the restart.
+        std::fs::write(
+            posts.join("d.toml"),
+            "id = \"from-daemon\"\ntext = \"daemon after restart\"\nto = [\"x\"]\n",
+        )
+        .unwrap();
+        wait_until("the daemon to publish", Duration::from_secs(30), || {
+            tweets_sent(&x, "daemon after restart") == 1
+        });
+        std::thread::sleep(Duration::from_secs(6));
+        assert_eq!(tweets_sent(&x, "daemon after restart"), 1);
+        let log = d.stop();
+        assert!(!log.contains("panicked"), "{log}");
+        assert!(log.contains("taking the lock again"), "{log}");
     }
 }

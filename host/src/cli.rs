@@ -267,6 +267,27 @@ pub enum StoreCmd {
         #[arg(long = "wrap-with", value_name = "AGE1…")]
         wrap_with: Vec<String>,
     },
+    /// Copy every account, aux secret and the publishing journal to the
+    /// other backend ([store] in the config says how to reach PostgreSQL),
+    /// then read it all back to check it. The source is left as it is;
+    /// interrupted, run it again. Stop the daemons first, then switch
+    /// `[store] backend` in the config.
+    Migrate {
+        /// The backend to copy to.
+        #[arg(long, value_enum)]
+        to: MigrateTo,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Where `store migrate` copies to.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum MigrateTo {
+    /// The age files under paths.store, and the SQLite journal.
+    Files,
+    /// The PostgreSQL database named by store.url_env.
+    Postgres,
 }
 
 #[derive(Debug, Subcommand)]
@@ -468,7 +489,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     if let Command::Mcp = cli.command {
         return crate::mcp::serve(cfg).await;
     }
-    let lock = if daemon {
+    // Nothing may change the store while it is copied.
+    let migrating = matches!(
+        cli.command,
+        Command::Store {
+            cmd: StoreCmd::Migrate { .. }
+        }
+    );
+    let lock = if daemon || migrating {
         Some(crate::daemon::take_lock(&cfg)?)
     } else {
         None
@@ -546,6 +574,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     wrap_with,
                 },
         } => credentials::rekey(&app, &add_recipients, &wrap_with),
+        Command::Store {
+            cmd: StoreCmd::Migrate { to, json },
+        } => credentials::migrate(&app, to, json),
         Command::Plugins { json, show: None } => plugins(&app, json),
         Command::Plugins {
             show: Some(PluginsCmd::Check { file, json }),

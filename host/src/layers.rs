@@ -28,7 +28,7 @@ const LAYERS: &[&[&str]] = &[
     // Flows, refresh, then what commands do.
     &["auth"],
     &["schedule"],
-    &["accounts", "backup"],
+    &["accounts", "backup", "migrate"],
     &["publish"],
     // The composition root, then the front ends.
     &["app"],

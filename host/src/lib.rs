@@ -18,7 +18,8 @@
 //! 6. [`auth`]: connect flows, token exchanges.
 //! 7. [`schedule`]: single-flight refresh, health, the refresh scheduler,
 //!    notifications.
-//! 8. [`accounts`] (connecting, adding, listing accounts) and [`backup`],
+//! 8. [`accounts`] (connecting, adding, listing accounts), [`backup`] and
+//!    [`migrate`] (copying between store backends),
 //!    then [`publish`] (parse → plan → journal → deliver → settle).
 //! 9. [`app`]: the composition root.
 //! 10. Front ends: [`daemon`] (watchers, control API, shutdown), then
@@ -38,6 +39,7 @@ pub mod escrow;
 pub mod http;
 pub mod mcp;
 pub mod metrics;
+pub mod migrate;
 pub mod outbox;
 pub mod plugin;
 pub mod public_media;

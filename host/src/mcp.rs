@@ -433,9 +433,9 @@ impl Mcp {
             Some((200, v)) => v,
             Some((code, v)) => anyhow::bail!("{}", daemon_error(code, &v)),
             None => {
-                let path = self.cfg.outbox.clone();
+                let (store, path) = (self.cfg.config.store.clone(), self.cfg.outbox.clone());
                 tokio::task::spawn_blocking(move || -> anyhow::Result<Value> {
-                    let outbox = Outbox::open(&path)?;
+                    let outbox = Outbox::for_store(&store, &path)?;
                     outbox.settle_interrupted()?;
                     crate::publish::journal::list(&Mutex::new(outbox))
                 })
@@ -452,10 +452,10 @@ impl Mcp {
             Some((404, _)) => anyhow::bail!("{}", no_post(id)),
             Some((code, v)) => anyhow::bail!("{}", daemon_error(code, &v)),
             None => {
-                let path = self.cfg.outbox.clone();
+                let (store, path) = (self.cfg.config.store.clone(), self.cfg.outbox.clone());
                 let id = id.to_string();
                 tokio::task::spawn_blocking(move || -> anyhow::Result<Value> {
-                    let outbox = Outbox::open(&path)?;
+                    let outbox = Outbox::for_store(&store, &path)?;
                     let Some(post) = outbox.post(&id)? else {
                         anyhow::bail!("{}", no_post(&id));
                     };
@@ -474,10 +474,10 @@ impl Mcp {
     /// As `outreach posts cancel`, on the journal itself (the daemon reads
     /// the same journal before it sends anything).
     async fn cancel(&self, id: &str) -> Answer {
-        let path = self.cfg.outbox.clone();
+        let (store, path) = (self.cfg.config.store.clone(), self.cfg.outbox.clone());
         let id = id.to_string();
         tokio::task::spawn_blocking(move || -> Answer {
-            let outbox = Outbox::open(&path)?;
+            let outbox = Outbox::for_store(&store, &path)?;
             if outbox.post(&id)?.is_none() {
                 anyhow::bail!("{}", no_post(&id));
             }

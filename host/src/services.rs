@@ -210,8 +210,44 @@ impl Services {
         if let Some(o) = self.outbox.get() {
             return Ok(o.clone());
         }
-        let o = Arc::new(Mutex::new(Outbox::open(&self.cfg().outbox)?));
+        let cfg = self.cfg();
+        let o = Arc::new(Mutex::new(Outbox::for_store(
+            &cfg.config.store,
+            &cfg.outbox,
+        )?));
         Ok(self.outbox.get_or_init(|| o).clone())
+    }
+
+    /// The store and journal of `backend`, whichever the config chooses,
+    /// opened anew (`store migrate` copies from one backend to the other;
+    /// both use the config's identity).
+    pub fn backend(
+        &self,
+        backend: StoreBackend,
+    ) -> anyhow::Result<(Arc<dyn CredentialStore>, Outbox)> {
+        let cfg = self.cfg();
+        let store: Arc<dyn CredentialStore> = match backend {
+            StoreBackend::Files => Arc::new(AgeDirStore::open(
+                &cfg.store_dir,
+                Identity::open_for_store_with(
+                    &cfg.identity,
+                    &cfg.store_dir,
+                    || (self.passphrase)(&cfg.identity),
+                    &cfg.identity_plugin,
+                )?,
+            )?),
+            StoreBackend::Postgres => Arc::new(PgStore::open(
+                &cfg.config.store,
+                &cfg.identity,
+                &cfg.identity_plugin,
+                || (self.passphrase)(&cfg.identity),
+            )?),
+        };
+        let store_cfg = crate::config::StoreConfig {
+            backend,
+            ..cfg.config.store.clone()
+        };
+        Ok((store, Outbox::for_store(&store_cfg, &cfg.outbox)?))
     }
 
     /// The default store backend itself (for operations only it has,

@@ -36,7 +36,7 @@
 //! network, and only to reach its database.
 
 mod age_plugin;
-mod postgres;
+pub(crate) mod postgres;
 
 pub use age_plugin::PluginPrompts;
 pub use postgres::PgStore;
@@ -298,6 +298,9 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreEr
     move |error| StoreError::Io { what, path, error }
 }
 
+/// Accounts with when each was last saved ([`CredentialStore::saved_since`]).
+pub type Saved = Vec<(AccountId, DateTime<Utc>)>;
+
 /// Where credentials live. The age-directory backend is the default;
 /// [`PgStore`] keeps the same records, encrypted with age, in PostgreSQL.
 pub trait CredentialStore: Send + Sync {
@@ -317,6 +320,15 @@ pub trait CredentialStore: Send + Sync {
     /// Whether `id` is stored (without decrypting it).
     fn contains(&self, id: &AccountId) -> Result<bool, StoreError> {
         Ok(self.list_platform(&id.platform)?.contains(id))
+    }
+    /// For a backend other processes write to, which a daemon polls for
+    /// their changes: every account with the time it was last saved,
+    /// only those saved at or after `since` when given (the daemon asks
+    /// for everything now and then, to see removals). `None`: this
+    /// backend's changes are seen otherwise (the files backend's folder
+    /// watcher).
+    fn saved_since(&self, _since: Option<DateTime<Utc>>) -> Result<Option<Saved>, StoreError> {
+        Ok(None)
     }
     /// The record of `id` with its secrets blanked ([`Record::redacted`]),
     /// for views (status, dashboard, approvals) that never need them.
@@ -350,6 +362,8 @@ pub trait CredentialStore: Send + Sync {
     fn save_aux(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError>;
     /// Forget the aux entry `name` (no error if there is none).
     fn remove_aux(&self, name: &str) -> Result<(), StoreError>;
+    /// The names of every aux entry, sorted.
+    fn aux_names(&self) -> Result<Vec<String>, StoreError>;
     /// Where a single-use token exchange for `id` leaves its answer, for
     /// when the process that asked dies before storing it (see
     /// [`crate::escrow`]). `None`: this backend keeps no such answers and
@@ -2245,6 +2259,25 @@ impl CredentialStore for AgeDirStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io("cannot remove", &path)(e)),
         }
+    }
+
+    fn aux_names(&self) -> Result<Vec<String>, StoreError> {
+        let dir = self.dir.join(".aux");
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io("cannot list", &dir)(e)),
+        };
+        let mut names: Vec<String> = entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .filter_map(|e| {
+                let name = e.file_name().to_str()?.strip_suffix(".age")?.to_string();
+                check_aux_name(&name).ok().map(|()| name)
+            })
+            .collect();
+        names.sort();
+        Ok(names)
     }
 
     fn escrow_slot(&self, id: &AccountId) -> Option<EscrowSlot> {

@@ -152,14 +152,30 @@ impl Cluster {
     }
 
     fn stop(&self) {
+        self.pg_ctl_stop("immediate");
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+
+    /// Stop the server, keeping its data: clients are disconnected at
+    /// once, as in a restart. (Not `immediate`: the test server runs with
+    /// `synchronous_commit=off`, where a crash may lose the last commits.)
+    pub fn halt(&self) {
+        self.pg_ctl_stop("fast");
+    }
+
+    fn pg_ctl_stop(&self, mode: &str) {
         let _ = Self::server_command(&self.bin, "pg_ctl", &self.run_as)
             .arg("-D")
             .arg(self.data())
-            .args(["-m", "immediate", "-w", "stop"])
+            .args(["-m", mode, "-w", "stop"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
-        let _ = std::fs::remove_dir_all(&self.root);
+    }
+
+    /// Start a halted server again, on the same port and data.
+    pub fn resume(&self) {
+        self.pg_ctl_start().expect("restart the test cluster");
     }
 
     /// A folder the test binary's homes may share (removed with the
@@ -269,4 +285,32 @@ impl Db {
             .psql(&self.name, sql)
             .unwrap_or_else(|e| panic!("psql {sql}: {e}"))
     }
+}
+
+/// A cluster of one test's own (one that test stops and starts), stopped
+/// and removed when dropped. `None`: skipped, as [`cluster`].
+pub struct Own(&'static Cluster);
+
+impl std::ops::Deref for Own {
+    type Target = Cluster;
+    fn deref(&self) -> &Cluster {
+        self.0
+    }
+}
+
+impl Drop for Own {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
+}
+
+pub fn own_cluster() -> Option<(Own, Db)> {
+    cluster()?;
+    let c: &'static Cluster = Box::leak(Box::new(
+        Cluster::start().expect("start a second test cluster"),
+    ));
+    let name = "own".to_string();
+    c.psql("postgres", &format!("CREATE DATABASE {name}"))
+        .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+    Some((Own(c), Db { cluster: c, name }))
 }

@@ -535,3 +535,41 @@ pub fn rekey(app: &App, add_recipients: &[String], wrap_with: &[String]) -> anyh
     }
     Ok(0)
 }
+
+/// `outreach store migrate --to BACKEND`.
+pub fn migrate(app: &App, to: crate::cli::MigrateTo, json: bool) -> anyhow::Result<i32> {
+    let to = match to {
+        crate::cli::MigrateTo::Files => crate::config::StoreBackend::Files,
+        crate::cli::MigrateTo::Postgres => crate::config::StoreBackend::Postgres,
+    };
+    let report = crate::migrate::migrate(app.services(), to)?;
+    if json {
+        print_json(&report)?;
+        return Ok(0);
+    }
+    println!(
+        "copied {} accounts, {} aux secrets and the journal ({} posts, {} deliveries, {} attempts) from {} to {}, and read them back: the copy matches; the source was left as it was",
+        report.accounts,
+        report.aux,
+        report.posts,
+        report.deliveries,
+        report.attempts,
+        report.from,
+        report.to
+    );
+    if !report.kept_in_destination.is_empty() {
+        println!(
+            "{} accounts the destination already had were left as they are: {}",
+            report.kept_in_destination.len(),
+            report.kept_in_destination.join(", ")
+        );
+    }
+    let current = app.cfg().config.store.backend;
+    if current != to {
+        println!(
+            "next: set `backend = \"{}\"` under [store] in the config, then start the daemons again",
+            report.to
+        );
+    }
+    Ok(0)
+}

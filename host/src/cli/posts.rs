@@ -15,7 +15,7 @@ pub async fn run(
         None => list(app, json),
         Some(PostsCmd::Show { id, json }) => show(app, &id, json),
         Some(PostsCmd::Cancel { id }) => {
-            let outbox = Outbox::open(&app.cfg().outbox)?;
+            let outbox = Outbox::for_store(&app.cfg().config.store, &app.cfg().outbox)?;
             if outbox.post(&id)?.is_none() {
                 return Err(bad!("there is no post `{id}`; `outreach posts` lists them"));
             }
@@ -155,7 +155,7 @@ pub fn print_list(v: serde_json::Value, json: bool) -> anyhow::Result<i32> {
 }
 
 fn show(app: &App, id: &str, json: bool) -> anyhow::Result<i32> {
-    let outbox = Outbox::open(&app.cfg().outbox)?;
+    let outbox = Outbox::for_store(&app.cfg().config.store, &app.cfg().outbox)?;
     let Some(post) = outbox.post(id)? else {
         return Err(bad!("there is no post `{id}`; `outreach posts` lists them"));
     };

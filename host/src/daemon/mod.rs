@@ -307,6 +307,7 @@ pub async fn run(app: Arc<App>, opts: Options, _lock: Lock) -> anyhow::Result<i3
     let due_loop = tokio::spawn(due_loop(daemon.clone()));
     let processing_loop = tokio::spawn(processing_loop(daemon.clone()));
     let watchers = watch::start(daemon.clone())?;
+    let store_poll = tokio::spawn(watch::poll_store(daemon.clone()));
     let api = {
         let stop = daemon.shutdown.clone();
         let router = api::router(daemon.clone(), Arc::new(token)).merge(ui::router(daemon.clone()));
@@ -374,6 +375,7 @@ pub async fn run(app: Arc<App>, opts: Options, _lock: Lock) -> anyhow::Result<i3
         daemon.tasks.wait().await;
         let _ = due_loop.await;
         let _ = processing_loop.await;
+        let _ = store_poll.await;
         let _ = scheduler.await;
         let _ = api.await;
     })
@@ -396,7 +398,8 @@ pub async fn run(app: Arc<App>, opts: Options, _lock: Lock) -> anyhow::Result<i3
 /// `daemon.due_check_secs`, or a wake-up), then publish what is due.
 /// Every few seconds, ask about the posts platforms are still processing
 /// (see [`crate::publish::recheck_processing`]) — also those a `publish`
-/// or an earlier daemon left `processing`.
+/// or an earlier daemon left `processing` — after settling as unknown what
+/// another process left `sending` when it died.
 async fn processing_loop(d: Arc<Daemon>) {
     loop {
         tokio::select! {
@@ -404,10 +407,19 @@ async fn processing_loop(d: Arc<Daemon>) {
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
         }
         let (app, refresher) = (d.app.clone(), d.refresher.clone());
-        let Some(job) =
-            d.spawn(
-                async move { crate::publish::recheck_processing(app.services(), &refresher).await },
-            )
+        let Some(job) = d.spawn(async move {
+            // A delivery another process left `sending` when it died
+            // (another daemon on a shared journal, a killed `publish`)
+            // becomes unknown, visible, and is never re-sent on its own.
+            let settled = app.outbox()?.lock().expect("outbox").settle_interrupted()?;
+            if settled > 0 {
+                tracing::warn!(
+                    settled,
+                    "deliveries interrupted in another process are now unknown; see `outreach posts`"
+                );
+            }
+            crate::publish::recheck_processing(app.services(), &refresher).await
+        })
         else {
             return;
         };

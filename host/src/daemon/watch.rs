@@ -19,6 +19,9 @@
 //! change that arrives meanwhile is handled once the current work ends), so
 //! a plugin that takes long to compile delays nothing else.
 //!
+//! A store other daemons write to (PostgreSQL) has no folder to watch: it
+//! is polled instead ([`poll_store`]).
+//!
 //! Never: loads a plugin file that is still being written (a failed load of
 //! a file that changes again shortly after is not reported; the next quiet
 //! moment retries), lets a bad file replace what is serving, or opens a
@@ -580,6 +583,87 @@ fn reload_config(d: &Arc<Daemon>, state: &State, path: &Path) {
                 "config",
                 format!("{e}; the previous configuration stays in effect"),
             );
+        }
+    }
+}
+
+/// How often a shared store is asked for accounts saved elsewhere.
+const STORE_POLL: Duration = Duration::from_secs(5);
+/// Every this many polls the whole list is read, to see removals.
+const STORE_FULL_EVERY: u32 = 12;
+
+/// For a store other processes write to ([`crate::store::CredentialStore::saved_since`]
+/// answers): every few seconds, each account saved since the last look —
+/// by another daemon, or a command — is handed to the scheduler, as the
+/// folder watcher hands over a changed file; every minute the whole list
+/// is read, so accounts removed elsewhere are handed over too. Returns at
+/// once for the files backend. A database that cannot be reached is
+/// reported once per outage, and polled again.
+pub async fn poll_store(d: Arc<Daemon>) {
+    let mut seen: HashMap<AccountId, chrono::DateTime<chrono::Utc>> = HashMap::new();
+    let mut round: u32 = 0;
+    let mut failing = false;
+    loop {
+        if round > 0 {
+            tokio::select! {
+                _ = d.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(STORE_POLL) => {}
+            }
+        }
+        let full = round.is_multiple_of(STORE_FULL_EVERY);
+        // A transaction that commits late carries an earlier time: look
+        // back a little, and hand over only what changed.
+        let since = if full {
+            None
+        } else {
+            seen.values()
+                .max()
+                .map(|t| *t - chrono::Duration::seconds(30))
+        };
+        let app = d.app.clone();
+        let answer = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            Ok(app.store()?.saved_since(since)?)
+        })
+        .await;
+        let rows = match answer {
+            Ok(Ok(Some(rows))) => rows,
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => {
+                if !failing {
+                    tracing::warn!("cannot ask the store for accounts saved elsewhere: {e:#}");
+                }
+                failing = true;
+                continue;
+            }
+            Err(e) => {
+                tracing::error!("asking the store for accounts saved elsewhere panicked: {e}");
+                continue;
+            }
+        };
+        if failing {
+            tracing::info!("the store answers again");
+            failing = false;
+        }
+        let first = round == 0;
+        round = round.wrapping_add(1);
+        if full && !first {
+            let present: std::collections::HashSet<&AccountId> =
+                rows.iter().map(|(id, _)| id).collect();
+            let gone: Vec<AccountId> = seen
+                .keys()
+                .filter(|id| !present.contains(id))
+                .cloned()
+                .collect();
+            for id in gone {
+                seen.remove(&id);
+                let _ = d.accounts_changed.send(id);
+            }
+        }
+        for (id, at) in rows {
+            if seen.insert(id.clone(), at) != Some(at) && !first {
+                tracing::debug!(account = %id, "account saved elsewhere");
+                let _ = d.accounts_changed.send(id);
+            }
         }
     }
 }

@@ -69,11 +69,18 @@ use crate::config::StoreConfig;
 /// The schema's migrations, oldest first: (version, description, SQL).
 /// A database that has applied a version not listed here was migrated by
 /// a newer outreach.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "credential store",
-    include_str!("../../migrations/postgres/0001_credential_store.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "credential store",
+        include_str!("../../migrations/postgres/0001_credential_store.sql"),
+    ),
+    (
+        2,
+        "publishing journal",
+        include_str!("../../migrations/postgres/0002_journal.sql"),
+    ),
+];
 
 /// The process-wide runtime every query runs on (see the module docs).
 /// Never dropped: a runtime may not be dropped inside another one.
@@ -96,7 +103,7 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime, StoreError> {
 }
 
 /// Run `fut` on the bridge runtime and wait for it on this thread.
-fn block_on<T: Send + 'static>(
+pub(crate) fn block_on<T: Send + 'static>(
     fut: impl Future<Output = T> + Send + 'static,
 ) -> Result<T, StoreError> {
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
@@ -114,7 +121,7 @@ fn block_on<T: Send + 'static>(
 /// An advisory lock key for `kind` (`lease`, `exchange`) of `id`: 64 bits
 /// of a hash, so two accounts practically never share one (and if they
 /// did, they would only take turns).
-fn lock_key(kind: &str, id: &AccountId) -> i64 {
+pub(crate) fn lock_key(kind: &str, id: &AccountId) -> i64 {
     let h = Sha256::digest(format!("outreach/{kind}/{}/{}", id.platform, id.account));
     i64::from_be_bytes(h[..8].try_into().expect("8 bytes"))
 }
@@ -141,15 +148,15 @@ fn transient(e: &SqlError) -> bool {
 }
 
 /// One database as this process reaches it.
-struct Db {
-    pool: PgPool,
+pub(crate) struct Db {
+    pub(crate) pool: PgPool,
     /// Connections that hold advisory locks, apart so that waiting for a
     /// lease never starves the queries.
     locks: PgPool,
     options: PgConnectOptions,
     url_env: String,
     /// `user@host:port/database`, for messages.
-    target: String,
+    pub(crate) target: String,
     retry: Duration,
     /// Taken out of every message, should a library ever echo it.
     password: Option<Zeroizing<String>>,
@@ -179,7 +186,11 @@ fn registry() -> &'static Mutex<HashMap<String, Arc<Db>>> {
 impl Db {
     /// The database named by `url_env`, opened (lazily: no I/O yet) on
     /// first use in this process.
-    fn shared(url_env: &str, retry: Duration, pool_size: u32) -> Result<Arc<Db>, StoreError> {
+    pub(crate) fn shared(
+        url_env: &str,
+        retry: Duration,
+        pool_size: u32,
+    ) -> Result<Arc<Db>, StoreError> {
         let mut dbs = registry().lock().expect("database registry");
         if let Some(db) = dbs.get(url_env) {
             return Ok(db.clone());
@@ -270,7 +281,11 @@ impl Db {
     /// Run `op` against the pool on the bridge, retrying transient
     /// failures with backoff until the retry window has passed; a failure
     /// is described by `what` (`cannot save the record for x/alice`).
-    fn run<T, F, Fut>(&self, what: impl FnOnce() -> String, op: F) -> Result<T, StoreError>
+    pub(crate) fn run<T, F, Fut>(
+        &self,
+        what: impl FnOnce() -> String,
+        op: F,
+    ) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: Fn(PgPool) -> Fut + Send + 'static,
@@ -284,7 +299,11 @@ impl Db {
 
     /// Take the advisory lock `key` on a connection of its own, waiting for
     /// whoever holds it. Blocking.
-    fn hold(&self, key: i64, what: impl FnOnce() -> String) -> Result<HeldLock, StoreError> {
+    pub(crate) fn hold(
+        &self,
+        key: i64,
+        what: impl FnOnce() -> String,
+    ) -> Result<HeldLock, StoreError> {
         let locks = self.locks.clone();
         let result = block_on(retrying(self.retry, move || {
             let locks = locks.clone();
@@ -306,7 +325,7 @@ impl Db {
 
     /// A failure written for people: what failed, on which server, why,
     /// and what to do. Never the URL or its password.
-    fn describe(&self, what: &str, e: SqlError) -> StoreError {
+    pub(crate) fn describe(&self, what: &str, e: SqlError) -> StoreError {
         let (env, target) = (&self.url_env, &self.target);
         let secs = self.retry.as_secs();
         let msg = match &e {
@@ -388,7 +407,7 @@ impl Db {
     }
 
     /// Apply the migrations this binary knows; refuse a newer schema.
-    fn migrate(&self) -> Result<(), StoreError> {
+    pub(crate) fn migrate(&self) -> Result<(), StoreError> {
         let newest = MIGRATIONS.last().map_or(0, |m| m.0);
         let pool = self.pool.clone();
         let result = block_on(retrying(self.retry, move || {
@@ -461,9 +480,39 @@ where
 /// An advisory lock held on a connection of its own; released (and the
 /// connection returned) when dropped. A process that dies closes the
 /// connection, which releases the lock on the server.
-struct HeldLock {
+pub(crate) struct HeldLock {
     conn: Mutex<Option<PoolConnection<Postgres>>>,
     key: i64,
+}
+
+impl HeldLock {
+    /// Whether the lock's connection still answers. One that does not is
+    /// closed: the server has released (or will release) its lock.
+    pub(crate) fn alive(&self) -> bool {
+        let Some(mut conn) = self.conn.lock().ok().and_then(|mut c| c.take()) else {
+            return false;
+        };
+        let checked = block_on(async move {
+            let ping = tokio::time::timeout(
+                Duration::from_secs(5),
+                query("SELECT 1").execute(&mut *conn),
+            )
+            .await;
+            if matches!(ping, Ok(Ok(_))) {
+                Some(conn)
+            } else {
+                let _ = conn.close().await;
+                None
+            }
+        });
+        match checked {
+            Ok(Some(conn)) => {
+                *self.conn.lock().expect("held lock") = Some(conn);
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 impl Drop for HeldLock {
@@ -1000,6 +1049,17 @@ impl CredentialStore for PgStore {
         )
     }
 
+    fn aux_names(&self) -> Result<Vec<String>, StoreError> {
+        self.db.run(
+            || "cannot list the PostgreSQL store's aux entries".to_string(),
+            |pool| async move {
+                query_scalar("SELECT name FROM outreach_aux ORDER BY name")
+                    .fetch_all(&pool)
+                    .await
+            },
+        )
+    }
+
     fn escrow_slot(&self, id: &AccountId) -> Option<EscrowSlot> {
         Some(EscrowSlot {
             place: SlotPlace::Postgres {
@@ -1039,6 +1099,32 @@ impl CredentialStore for PgStore {
                 }
             },
         )
+    }
+
+    fn saved_since(
+        &self,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<Option<super::Saved>, StoreError> {
+        let rows: Vec<(String, String, DateTime<Utc>)> = self.db.run(
+            || "cannot list the accounts saved lately in the PostgreSQL store".to_string(),
+            move |pool| async move {
+                query(
+                    "SELECT platform, account, updated_at FROM outreach_accounts
+                     WHERE $1::timestamptz IS NULL OR updated_at >= $1",
+                )
+                .bind(since)
+                .fetch_all(&pool)
+                .await?
+                .iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+                .collect()
+            },
+        )?;
+        Ok(Some(
+            rows.into_iter()
+                .filter_map(|(p, a, at)| Some((AccountId::new(&p, &a).ok()?, at)))
+                .collect(),
+        ))
     }
 
     fn note_next_refresh(

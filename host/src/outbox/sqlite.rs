@@ -1,136 +1,21 @@
-//! The durable outbox: what was sent where, so a post goes out exactly once
-//! per platform.
+//! The journal in SQLite (WAL), beside the credential store: the default,
+//! for one machine. Several processes on that machine may share it
+//! (SQLite's locking, with a busy timeout); a delivery left `sending` is
+//! settled as `unknown` once the process that claimed it (its pid and
+//! start time) no longer runs.
 //!
-//! Owns: an SQLite journal (WAL) beside the credential store. A post is
-//! registered with one row per target and thread item; an attempt is
-//! written as `sending` *before* the request leaves — committed and fsynced
-//! (`synchronous=FULL`), all targets of a fan-out in one transaction — and
-//! settled *after* it returns (committed to the log, made durable by the
-//! next fsync), so after a crash an attempt whose outcome is unknown is
-//! visible as such and never silently re-sent. Several processes may share the journal (SQLite's locking, with
-//! a busy timeout).
-//!
-//! Also owns which deliveries are *final* — never sent again unless the
-//! user asks ([`Outbox::reopen`], `outreach posts retry`): published ones,
-//! ones the platform rejected, failures whose automatic attempts
-//! ([`AUTOMATIC_ATTEMPTS`]) have run out, ones the user cancelled, and
-//! unknown outcomes. Re-registering a post (a re-run, the daemon re-reading
-//! its file) never reopens them; claiming one for sending is refused.
-//!
-//! Never: talks to a platform, or stores a secret (post text and ids only).
+//! Never: talks to a platform, or stores a secret.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::{Deserialize, Serialize};
 
-/// Where one (post, target, thread item) stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum State {
-    /// Waiting for its schedule.
-    Queued,
-    /// Due, not yet sent (or failed before sending and may be retried).
-    Pending,
-    /// A request is (or was, if the process died) in flight.
-    Sending,
-    Published,
-    /// The platform refused it, or it could not be sent. A re-run tries
-    /// again only while automatic attempts remain and the platform did not
-    /// reject it (see [`Delivery::final_`]).
-    Failed,
-    /// The request may or may not have taken effect.
-    Unknown,
-    Cancelled,
-    /// The platform accepted it and is still working on it (TikTok
-    /// moderation, Reddit media); `platform_id` is what to ask about. The
-    /// daemon asks until it is published or refused.
-    Processing,
-}
-
-impl State {
-    fn as_str(self) -> &'static str {
-        match self {
-            State::Queued => "queued",
-            State::Pending => "pending",
-            State::Sending => "sending",
-            State::Published => "published",
-            State::Failed => "failed",
-            State::Unknown => "unknown",
-            State::Cancelled => "cancelled",
-            State::Processing => "processing",
-        }
-    }
-    /// A state as the journal spells it; `None` for one this version does
-    /// not know (never guessed: see [`JournalError::UnknownState`]).
-    fn parse(s: &str) -> Option<State> {
-        Some(match s {
-            "queued" => State::Queued,
-            "pending" => State::Pending,
-            "sending" => State::Sending,
-            "published" => State::Published,
-            "failed" => State::Failed,
-            "unknown" => State::Unknown,
-            "cancelled" => State::Cancelled,
-            "processing" => State::Processing,
-            _ => return None,
-        })
-    }
-}
-
-impl std::fmt::Display for State {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The journal format this version reads and writes (`PRAGMA
-/// user_version`): 2 added user retries, 3 the `meta` table that records
-/// which outreach set the format. A journal of a higher format is never
-/// touched.
-pub const FORMAT: i64 = 3;
-
-/// A journal that cannot be used. Each says which file, what is wrong,
-/// that nothing was changed, and what to do.
-#[derive(Debug, thiserror::Error)]
-pub enum JournalError {
-    #[error(
-        "the outbox {path} (outreach's publishing journal) is not a SQLite database, or it is damaged ({detail}); nothing was changed. Restore it from a backup (`outreach restore FILE`), or move it aside (`mv {path} {path}.damaged`) and outreach starts a new, empty journal — which does not know what was published before, so re-running an old post file would publish it again"
-    )]
-    Damaged { path: PathBuf, detail: String },
-    #[error(
-        "the outbox {path} was written by {writer} (journal format {found}); this is outreach {ours}, which knows journal formats up to {FORMAT}, so it left the journal untouched — use that version of outreach (or a newer one)",
-        ours = env!("CARGO_PKG_VERSION")
-    )]
-    Newer {
-        path: PathBuf,
-        found: i64,
-        /// `outreach 1.2.0`, or "a newer version of outreach" when the
-        /// journal does not say.
-        writer: String,
-    },
-    #[error(
-        "the outbox {path} has the delivery of post `{post}` to {target} in state `{state}`, which this version of outreach does not know (was the journal written by a newer version?); nothing was changed — use the outreach that wrote it, or a newer one"
-    )]
-    UnknownState {
-        path: PathBuf,
-        post: String,
-        target: String,
-        state: String,
-    },
-    #[error("the outbox {path} cannot be used: {detail}")]
-    Unusable { path: PathBuf, detail: String },
-}
-
-impl JournalError {
-    /// The journal was refused as it is (damaged, newer, an unknown state):
-    /// nothing was read as something else, changed or sent because of it.
-    pub fn refused(&self) -> bool {
-        !matches!(self, JournalError::Unusable { .. })
-    }
-}
+use super::{
+    Attempt, DROPPED, Delivery, Dump, FORMAT, Journal, JournalError, PostRow, Reopened, State,
+    StoredAttempt, StoredDelivery, is_final, shown_state,
+};
 
 /// Whether `e` is SQLite saying another connection holds the file.
 fn busy(e: &anyhow::Error) -> bool {
@@ -165,56 +50,6 @@ fn explain(path: &Path, e: anyhow::Error) -> anyhow::Error {
     })
 }
 
-/// One row of the journal.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Delivery {
-    pub post: String,
-    pub target: String,
-    /// 0 for the post itself, 1… for the thread's follow-ups.
-    pub index: u32,
-    pub state: State,
-    pub platform_id: Option<String>,
-    pub url: Option<String>,
-    pub error_kind: Option<String>,
-    pub error: Option<String>,
-    pub updated_at: DateTime<Utc>,
-    /// How many times the user re-opened it (`outreach posts retry`).
-    #[serde(default)]
-    pub user_retries: u32,
-    /// Settled for good: outreach does not send it again on its own —
-    /// re-running the post or the daemon re-reading its file leaves it as
-    /// it is; only `outreach posts retry` (or `publish --new`) sends it.
-    /// Published, rejected, failed with no automatic attempts left,
-    /// cancelled by the user, or unknown (re-sent automatically only where
-    /// the platform de-duplicates by idempotency key).
-    #[serde(default, rename = "final")]
-    pub final_: bool,
-}
-
-/// Automatic attempts per delivery: a failure that the platform did not
-/// reject is tried again when the post is re-run (or its file re-read),
-/// until this many attempts have been made since the post was registered
-/// or the user last asked for a retry. Each attempt itself retries a send
-/// that never left the host `publish.retries` times, with backoff.
-pub const AUTOMATIC_ATTEMPTS: u32 = 3;
-
-/// `error_kind` of a delivery cancelled because an edited post file no
-/// longer names its target (or thread item): the file naming it again
-/// brings it back, unlike a cancel by the user.
-pub const DROPPED: &str = "dropped";
-
-/// Whether a delivery in `state` is settled for good (see
-/// [`Delivery::final_`]), given the automatic attempts made since the user
-/// last asked.
-fn is_final(state: State, error_kind: Option<&str>, attempts: u32) -> bool {
-    match state {
-        State::Published | State::Unknown | State::Processing => true,
-        State::Cancelled => error_kind != Some(DROPPED),
-        State::Failed => error_kind == Some("rejected") || attempts >= AUTOMATIC_ATTEMPTS,
-        State::Queued | State::Pending | State::Sending => false,
-    }
-}
-
 /// Attempts at one delivery since the user last re-opened it (that
 /// attempt included), or since the start.
 fn attempts_since_request(
@@ -231,46 +66,8 @@ fn attempts_since_request(
     .query_row(params![post, target, idx], |r| r.get(0))
 }
 
-/// A delivery the user re-opened ([`Outbox::reopen`]).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Reopened {
-    pub target: String,
-    pub index: u32,
-    /// The state it was in.
-    pub from: State,
-    /// What it is now: `pending` (sent now) or `queued` (for its schedule).
-    pub to: State,
-}
-
-/// A registered post.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct PostRow {
-    pub id: String,
-    pub path: String,
-    pub content_hash: String,
-    #[serde(skip, default)]
-    pub source: String,
-    pub scheduled_at: Option<DateTime<Utc>>,
-    pub created_at: DateTime<Utc>,
-}
-
-/// One attempt, for `posts show`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Attempt {
-    pub target: String,
-    pub index: u32,
-    pub started_at: DateTime<Utc>,
-    pub finished_at: Option<DateTime<Utc>>,
-    pub outcome: Option<String>,
-    pub detail: Option<String>,
-    /// Set when the user asked for this attempt (`outreach posts retry`):
-    /// the state the delivery was re-opened from (`failed`, `cancelled`,
-    /// or `unknown` with `--force`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user_retry: Option<String>,
-}
-
-pub struct Outbox {
+/// The SQLite journal (see the module docs of [`crate::outbox`]).
+pub struct SqliteJournal {
     conn: Connection,
     path: PathBuf,
     /// The connection's current `synchronous` setting (FULL = true).
@@ -298,7 +95,7 @@ fn parse_ts(s: &str) -> DateTime<Utc> {
         .unwrap_or_default()
 }
 
-impl Outbox {
+impl SqliteJournal {
     /// Open (creating if needed) the journal at `path`. A file that is not
     /// a journal, is damaged, or was written by a newer version is refused
     /// untouched.
@@ -352,7 +149,7 @@ impl Outbox {
         // file again on every look.
         conn.pragma_update(None, "cache_size", -32768)?;
         if version == FORMAT {
-            return Ok(Outbox {
+            return Ok(SqliteJournal {
                 conn,
                 path: path.to_path_buf(),
                 full: std::cell::Cell::new(true),
@@ -394,7 +191,7 @@ impl Outbox {
              CREATE INDEX IF NOT EXISTS deliveries_state ON deliveries(state);",
         )?;
         migrate(&conn, path)?;
-        Ok(Outbox {
+        Ok(SqliteJournal {
             conn,
             path: path.to_path_buf(),
             full: std::cell::Cell::new(true),
@@ -405,7 +202,46 @@ impl Outbox {
         &self.path
     }
 
-    pub fn post(&self, id: &str) -> anyhow::Result<Option<PostRow>> {
+    /// A delivery whose state this version knows, or an error that names
+    /// it: never a guess.
+    fn known_state(&self, (mut d, state): (Delivery, String)) -> anyhow::Result<Delivery> {
+        d.state = State::parse(&state).ok_or_else(|| JournalError::UnknownState {
+            path: self.path.clone(),
+            post: d.post.clone(),
+            target: d.target.clone(),
+            state: shown_state(&state),
+        })?;
+        Ok(d)
+    }
+
+    /// Fill in [`Delivery::final_`].
+    fn with_finality(&self, mut d: Delivery) -> anyhow::Result<Delivery> {
+        let attempts = if d.state == State::Failed {
+            attempts_since_request(&self.conn, &d.post, &d.target, d.index)?
+        } else {
+            0
+        };
+        d.final_ = is_final(d.state, d.error_kind.as_deref(), attempts);
+        Ok(d)
+    }
+
+    /// Whether the next commits are fsynced (`synchronous = FULL`) or only
+    /// written to the log (`NORMAL`: safe against a crashed process, and
+    /// made durable by the next FULL commit or checkpoint). Claims before a
+    /// send are FULL; registering and settling are NORMAL — losing one to a
+    /// power cut can turn a result into `unknown`, never into a second post.
+    fn durable(&self, full: bool) -> anyhow::Result<()> {
+        if self.full.get() != full {
+            self.conn
+                .pragma_update(None, "synchronous", if full { "FULL" } else { "NORMAL" })?;
+            self.full.set(full);
+        }
+        Ok(())
+    }
+}
+
+impl Journal for SqliteJournal {
+    fn post(&self, id: &str) -> anyhow::Result<Option<PostRow>> {
         let r = (|| -> anyhow::Result<Option<PostRow>> {
             Ok(self
                 .conn
@@ -418,11 +254,7 @@ impl Outbox {
         r.map_err(|e| explain(&self.path, e))
     }
 
-    /// Register a post and its deliveries (existing rows are kept as they
-    /// are: what was published stays published, what failed or was
-    /// cancelled stays so — only a delivery dropped by an earlier edit of
-    /// the file comes back when the file names it again).
-    pub fn register(&mut self, post: &PostRow, deliveries: &[(String, u32)]) -> anyhow::Result<()> {
+    fn register(&mut self, post: &PostRow, deliveries: &[(String, u32)]) -> anyhow::Result<()> {
         let r = (|| -> anyhow::Result<()> {
             self.durable(false)?;
             let now = Utc::now();
@@ -477,7 +309,7 @@ impl Outbox {
         r.map_err(|e| explain(&self.path, e))
     }
 
-    pub fn deliveries(&self, post: &str) -> anyhow::Result<Vec<Delivery>> {
+    fn deliveries(&self, post: &str) -> anyhow::Result<Vec<Delivery>> {
         let r = (|| -> anyhow::Result<Vec<Delivery>> {
             let mut stmt = self.conn.prepare_cached(&format!(
                 "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE post = ?1 ORDER BY target, idx"
@@ -492,9 +324,7 @@ impl Outbox {
         r.map_err(|e| explain(&self.path, e))
     }
 
-    /// Every delivery the platform is still processing, with when it
-    /// entered that state (its last attempt's start).
-    pub fn processing(&self) -> anyhow::Result<Vec<(Delivery, DateTime<Utc>)>> {
+    fn processing(&self) -> anyhow::Result<Vec<(Delivery, DateTime<Utc>)>> {
         let r = (|| -> anyhow::Result<Vec<(Delivery, DateTime<Utc>)>> {
             let mut stmt = self.conn.prepare_cached(&format!(
                 "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE state = 'processing' ORDER BY updated_at"
@@ -519,8 +349,7 @@ impl Outbox {
         r.map_err(|e| explain(&self.path, e))
     }
 
-    /// A `processing` delivery was asked about and is still processing.
-    pub fn touch_processing(
+    fn touch_processing(
         &self,
         post: &str,
         target: &str,
@@ -539,10 +368,8 @@ impl Outbox {
         r.map_err(|e| explain(&self.path, e))
     }
 
-    /// How a `processing` delivery settled; a no-op (false) if it is no
-    /// longer processing (settled by someone else, or re-opened).
     #[allow(clippy::too_many_arguments)]
-    pub fn settle_processing(
+    fn settle_processing(
         &mut self,
         post: &str,
         target: &str,
@@ -566,31 +393,7 @@ impl Outbox {
         r.map_err(|e| explain(&self.path, e))
     }
 
-    /// A delivery whose state this version knows, or an error that names
-    /// it: never a guess.
-    fn known_state(&self, (mut d, state): (Delivery, String)) -> anyhow::Result<Delivery> {
-        d.state = State::parse(&state).ok_or_else(|| JournalError::UnknownState {
-            path: self.path.clone(),
-            post: d.post.clone(),
-            target: d.target.clone(),
-            state: shown_state(&state),
-        })?;
-        Ok(d)
-    }
-
-    /// Fill in [`Delivery::final_`].
-    fn with_finality(&self, mut d: Delivery) -> anyhow::Result<Delivery> {
-        let attempts = if d.state == State::Failed {
-            attempts_since_request(&self.conn, &d.post, &d.target, d.index)?
-        } else {
-            0
-        };
-        d.final_ = is_final(d.state, d.error_kind.as_deref(), attempts);
-        Ok(d)
-    }
-
-    /// Every post, newest first, with its deliveries.
-    pub fn all(&self) -> anyhow::Result<Vec<(PostRow, Vec<Delivery>)>> {
+    fn all(&self) -> anyhow::Result<Vec<(PostRow, Vec<Delivery>)>> {
         let r = (|| -> anyhow::Result<Vec<(PostRow, Vec<Delivery>)>> {
             let mut stmt = self.conn.prepare(
                 "SELECT id, path, content_hash, source, scheduled_at, created_at FROM posts ORDER BY created_at DESC",
@@ -634,24 +437,7 @@ impl Outbox {
         r.map_err(|e| explain(&self.path, e))
     }
 
-    /// Posts whose schedule has come and that still have work to do.
-    pub fn due(&self, now: DateTime<Utc>) -> anyhow::Result<Vec<PostRow>> {
-        let r = (|| -> anyhow::Result<Vec<PostRow>> {
-            let mut out = Vec::new();
-            for (p, d) in self.all()? {
-                let waiting = d.iter().any(|d| d.state == State::Queued);
-                if waiting && p.scheduled_at.is_some_and(|t| t <= now) {
-                    out.push(p);
-                }
-            }
-            out.reverse();
-            Ok(out)
-        })();
-        r.map_err(|e| explain(&self.path, e))
-    }
-
-    /// The earliest schedule among posts still waiting for it.
-    pub fn next_due(&self) -> anyhow::Result<Option<DateTime<Utc>>> {
+    fn next_due(&self) -> anyhow::Result<Option<DateTime<Utc>>> {
         let r = (|| -> anyhow::Result<Option<DateTime<Utc>>> {
             let mut stmt = self.conn.prepare(
                 "SELECT DISTINCT p.scheduled_at FROM posts p JOIN deliveries d ON d.post = p.id
@@ -665,8 +451,7 @@ impl Outbox {
         r.map_err(|e| explain(&self.path, e))
     }
 
-    /// The most recent delivery of a post (not a thread reply) to `target`.
-    pub fn last_delivery(&self, target: &str) -> anyhow::Result<Option<Delivery>> {
+    fn last_delivery(&self, target: &str) -> anyhow::Result<Option<Delivery>> {
         let r = (|| -> anyhow::Result<Option<Delivery>> {
             self.conn
                 .prepare_cached(&format!(
@@ -682,8 +467,7 @@ impl Outbox {
         r.map_err(|e| explain(&self.path, e))
     }
 
-    /// Fold the write-ahead log into the database file (on shutdown).
-    pub fn checkpoint(&self) -> anyhow::Result<()> {
+    fn checkpoint(&self) -> anyhow::Result<()> {
         let r = (|| -> anyhow::Result<()> {
             self.conn
                 .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
@@ -692,8 +476,7 @@ impl Outbox {
         r.map_err(|e| explain(&self.path, e))
     }
 
-    /// Move a due post's queued deliveries to pending.
-    pub fn release(&self, post: &str) -> anyhow::Result<()> {
+    fn release(&self, post: &str) -> anyhow::Result<()> {
         let r = (|| -> anyhow::Result<()> {
             self.conn.execute(
                 "UPDATE deliveries SET state = 'pending', updated_at = ?2 WHERE post = ?1 AND state = 'queued'",
@@ -704,10 +487,7 @@ impl Outbox {
         r.map_err(|e| explain(&self.path, e))
     }
 
-    /// Cancel every delivery of `post` that has not gone out. It stays
-    /// cancelled — re-running the post or re-reading its file does not
-    /// bring it back; [`Outbox::reopen`] does.
-    pub fn cancel(&self, post: &str) -> anyhow::Result<usize> {
+    fn cancel(&self, post: &str) -> anyhow::Result<usize> {
         let r = (|| -> anyhow::Result<usize> {
             self.durable(true)?;
             Ok(self.conn.execute(
@@ -720,11 +500,7 @@ impl Outbox {
         r.map_err(|e| explain(&self.path, e))
     }
 
-    /// The user looked at the platform and found that an `unknown`
-    /// delivery did go out: it becomes `published` with the address they
-    /// found, and is never sent again. Only `unknown` deliveries move;
-    /// returns how many did (0: not unknown, or no such delivery).
-    pub fn mark_published(
+    fn mark_published(
         &self,
         post: &str,
         target: &str,
@@ -743,13 +519,7 @@ impl Outbox {
         r.map_err(|e| explain(&self.path, e))
     }
 
-    /// The user asks for these deliveries of `post` to be sent again
-    /// (`outreach posts retry`): each `(target, index, from)` still in state
-    /// `from` — `failed`, `cancelled` or `unknown`, never `published` —
-    /// moves to `pending` if the post is due, or `queued` for its schedule,
-    /// and its next attempt is marked as asked for by the user (which also
-    /// gives it [`AUTOMATIC_ATTEMPTS`] again). Returns what was re-opened.
-    pub fn reopen(
+    fn reopen(
         &mut self,
         post: &PostRow,
         items: &[(String, u32, State)],
@@ -799,28 +569,7 @@ impl Outbox {
         r.map_err(|e| explain(&self.path, e))
     }
 
-    /// Claim a delivery for sending: it moves to `sending` only if it is in
-    /// one of `from` (so two processes never send the same thing) and is
-    /// not final (a `failed` one the platform rejected, or with no
-    /// automatic attempts left, is never claimed), and the attempt is
-    /// committed (fsynced) before the caller sends anything. `None`:
-    /// someone else has it, or it is not in a sendable state.
-    pub fn begin(
-        &mut self,
-        post: &str,
-        target: &str,
-        idx: u32,
-        from: &[State],
-    ) -> anyhow::Result<Option<i64>> {
-        Ok(self
-            .begin_many(post, &[(target.to_string(), idx, from.to_vec())])?
-            .pop()
-            .flatten())
-    }
-
-    /// [`Outbox::begin`] for several deliveries of one post in one
-    /// transaction — one fsync for a whole fan-out.
-    pub fn begin_many(
+    fn begin_many(
         &mut self,
         post: &str,
         items: &[(String, u32, Vec<State>)],
@@ -878,23 +627,8 @@ impl Outbox {
         r.map_err(|e| explain(&self.path, e))
     }
 
-    /// Whether the next commits are fsynced (`synchronous = FULL`) or only
-    /// written to the log (`NORMAL`: safe against a crashed process, and
-    /// made durable by the next FULL commit or checkpoint). Claims before a
-    /// send are FULL; registering and settling are NORMAL — losing one to a
-    /// power cut can turn a result into `unknown`, never into a second post.
-    fn durable(&self, full: bool) -> anyhow::Result<()> {
-        if self.full.get() != full {
-            self.conn
-                .pragma_update(None, "synchronous", if full { "FULL" } else { "NORMAL" })?;
-            self.full.set(full);
-        }
-        Ok(())
-    }
-
-    /// Settle an attempt.
     #[allow(clippy::too_many_arguments)]
-    pub fn finish(
+    fn finish(
         &mut self,
         attempt: i64,
         post: &str,
@@ -923,9 +657,7 @@ impl Outbox {
         r.map_err(|e| explain(&self.path, e))
     }
 
-    /// After a crash: attempts left `sending` by a process that no longer
-    /// runs become `unknown`. Returns how many.
-    pub fn settle_interrupted(&self) -> anyhow::Result<usize> {
+    fn settle_interrupted(&self) -> anyhow::Result<usize> {
         let r = (|| -> anyhow::Result<usize> {
             let now = ts(Utc::now());
             let mut stmt = self.conn.prepare(
@@ -963,7 +695,136 @@ impl Outbox {
         r.map_err(|e| explain(&self.path, e))
     }
 
-    pub fn attempts(&self, post: &str) -> anyhow::Result<Vec<Attempt>> {
+    fn dump(&self) -> anyhow::Result<Dump> {
+        let r = (|| -> anyhow::Result<Dump> {
+            let posts = self
+                .conn
+                .prepare(
+                    "SELECT id, path, content_hash, source, scheduled_at, created_at FROM posts
+                     ORDER BY created_at, id",
+                )?
+                .query_map([], row_to_post)?
+                .collect::<Result<Vec<_>, _>>()?;
+            let deliveries = self
+                .conn
+                .prepare(
+                    "SELECT post, target, idx, state, platform_id, url, error_kind, error, updated_at,
+                        owner, user_retries, reopened
+                     FROM deliveries ORDER BY post, target, idx",
+                )?
+                .query_map([], |r| {
+                    Ok(StoredDelivery {
+                        post: r.get(0)?,
+                        target: r.get(1)?,
+                        index: r.get(2)?,
+                        state: r.get(3)?,
+                        platform_id: r.get(4)?,
+                        url: r.get(5)?,
+                        error_kind: r.get(6)?,
+                        error: r.get(7)?,
+                        updated_at: parse_ts(&r.get::<_, String>(8)?),
+                        owner: r.get(9)?,
+                        user_retries: r.get(10)?,
+                        reopened: r.get(11)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            let attempts = self
+                .conn
+                .prepare(
+                    "SELECT post, target, idx, started_at, finished_at, outcome, detail, user_retry
+                     FROM attempts ORDER BY id",
+                )?
+                .query_map([], |r| {
+                    Ok(StoredAttempt {
+                        post: r.get(0)?,
+                        target: r.get(1)?,
+                        index: r.get(2)?,
+                        started_at: parse_ts(&r.get::<_, String>(3)?),
+                        finished_at: r.get::<_, Option<String>>(4)?.map(|s| parse_ts(&s)),
+                        outcome: r.get(5)?,
+                        detail: r.get(6)?,
+                        user_retry: r.get(7)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Dump {
+                posts,
+                deliveries,
+                attempts,
+            })
+        })();
+        r.map_err(|e| explain(&self.path, e))
+    }
+
+    fn restore_dump(&mut self, dump: &Dump) -> anyhow::Result<()> {
+        let r = (|| -> anyhow::Result<()> {
+            self.durable(true)?;
+            let tx = self
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            for p in &dump.posts {
+                tx.prepare_cached("DELETE FROM attempts WHERE post = ?1")?
+                    .execute([&p.id])?;
+                tx.prepare_cached("DELETE FROM deliveries WHERE post = ?1")?
+                    .execute([&p.id])?;
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO posts (id, path, content_hash, source, scheduled_at, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![
+                    p.id,
+                    p.path,
+                    p.content_hash,
+                    p.source,
+                    p.scheduled_at.map(ts),
+                    ts(p.created_at)
+                ])?;
+            }
+            for d in &dump.deliveries {
+                tx.prepare_cached(
+                    "INSERT INTO deliveries (post, target, idx, state, platform_id, url, error_kind, error,
+                        updated_at, owner, user_retries, reopened)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                )?
+                .execute(params![
+                    d.post,
+                    d.target,
+                    d.index,
+                    d.state,
+                    d.platform_id,
+                    d.url,
+                    d.error_kind,
+                    d.error,
+                    ts(d.updated_at),
+                    d.owner,
+                    d.user_retries,
+                    d.reopened
+                ])?;
+            }
+            for a in &dump.attempts {
+                tx.prepare_cached(
+                    "INSERT INTO attempts (post, target, idx, started_at, finished_at, outcome, detail, user_retry)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?
+                .execute(params![
+                    a.post,
+                    a.target,
+                    a.index,
+                    ts(a.started_at),
+                    a.finished_at.map(ts),
+                    a.outcome,
+                    a.detail,
+                    a.user_retry
+                ])?;
+            }
+            tx.commit()?;
+            Ok(())
+        })();
+        r.map_err(|e| explain(&self.path, e))
+    }
+
+    fn attempts(&self, post: &str) -> anyhow::Result<Vec<Attempt>> {
         let r = (|| -> anyhow::Result<Vec<Attempt>> {
             let mut stmt = self.conn.prepare(
                 "SELECT target, idx, started_at, finished_at, outcome, detail, user_retry FROM attempts WHERE post = ?1 ORDER BY id",
@@ -1067,7 +928,7 @@ const DELIVERY_COLUMNS: &str =
     "post, target, idx, state, platform_id, url, error_kind, error, updated_at, user_retries";
 
 /// A delivery row, with its state as the journal spells it (checked by
-/// [`Outbox::known_state`]).
+/// [`SqliteJournal::known_state`]).
 fn row_to_delivery(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Delivery, String)> {
     let state: String = r.get(3)?;
     let d = Delivery {
@@ -1084,16 +945,6 @@ fn row_to_delivery(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Delivery, String)
         final_: false,
     };
     Ok((d, state))
-}
-
-/// A state string from the journal, fit to quote in a message.
-fn shown_state(s: &str) -> String {
-    let escaped: String = s.escape_debug().collect();
-    if escaped.chars().count() > 40 {
-        format!("{}…", escaped.chars().take(40).collect::<String>())
-    } else {
-        escaped
-    }
 }
 
 /// This process, as `pid:start-time` (the start time guards against a
