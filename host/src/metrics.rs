@@ -4,8 +4,8 @@
 //! a publisher about — refreshes by outcome, publishes by platform and
 //! outcome, rate-limit waits, plugin call latency, plugins loaded and
 //! rejected, plugin files loaded, and what the daemon's file watcher did
-//! (events it ignored or acted on, reloads, changes that changed nothing) —
-//! and its text encoding.
+//! (events it ignored or acted on, reloads, changes that changed nothing),
+//! and whether the PostgreSQL store answers — and its text encoding.
 //!
 //! Never: labels anything with a secret, a post's text or an account's
 //! profile; labels are platform ids, call names and fixed outcome words.
@@ -35,6 +35,8 @@ struct Metrics {
     reloads: Family<Labels<1>, Counter>,
     reloads_unchanged: Family<Labels<1>, Counter>,
     uploaded: Family<Labels<1>, Counter>,
+    database_retries: Counter,
+    database_up: Gauge,
 }
 
 /// What the watcher reloads, for the `kind` label.
@@ -123,6 +125,18 @@ fn metrics() -> &'static Metrics {
             let _ = watch_events.get_or_create(&[("action", action.to_string())]);
         }
         let uploaded = Family::<Labels<1>, Counter>::default();
+        let database_retries = Counter::default();
+        registry.register(
+            "database_retries",
+            "Operations on the PostgreSQL store tried again after a transient failure (a restart, a dropped connection)",
+            database_retries.clone(),
+        );
+        let database_up = Gauge::default();
+        registry.register(
+            "database_up",
+            "1 while the PostgreSQL store answered its last operation, 0 after one failed for being unreachable (absent with the files store)",
+            database_up.clone(),
+        );
         registry.register(
             "uploaded_bytes",
             "Media bytes sent to platforms, by platform (grows while an upload runs)",
@@ -142,6 +156,8 @@ fn metrics() -> &'static Metrics {
             watch_events,
             reloads,
             reloads_unchanged,
+            database_retries,
+            database_up,
         }
     })
 }
@@ -234,4 +250,14 @@ pub fn render() -> String {
     let mut out = String::new();
     encode(&mut out, &metrics().registry).expect("writing to a String cannot fail");
     out
+}
+
+/// An operation on the PostgreSQL store is tried again.
+pub fn database_retry() {
+    metrics().database_retries.inc();
+}
+
+/// Whether the PostgreSQL store answered (`false`: unreachable).
+pub fn database_up(up: bool) {
+    metrics().database_up.set(i64::from(up));
 }

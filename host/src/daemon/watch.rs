@@ -589,6 +589,8 @@ fn reload_config(d: &Arc<Daemon>, state: &State, path: &Path) {
 
 /// How often a shared store is asked for accounts saved elsewhere.
 const STORE_POLL: Duration = Duration::from_secs(5);
+/// The key of the problem shown while a shared store does not answer.
+const STORE_PROBLEM: &str = "[store]";
 /// Every this many polls the whole list is read, to see removals.
 const STORE_FULL_EVERY: u32 = 12;
 
@@ -632,6 +634,9 @@ pub async fn poll_store(d: Arc<Daemon>) {
                 if !failing {
                     tracing::warn!("cannot ask the store for accounts saved elsewhere: {e:#}");
                 }
+                // Shown in /problems, /health and the dashboard until the
+                // store answers again.
+                d.problem(Path::new(STORE_PROBLEM), "store", format!("{e:#}"));
                 failing = true;
                 continue;
             }
@@ -642,6 +647,7 @@ pub async fn poll_store(d: Arc<Daemon>) {
         };
         if failing {
             tracing::info!("the store answers again");
+            d.clear_problem(Path::new(STORE_PROBLEM));
             failing = false;
         }
         let first = round == 0;

@@ -294,6 +294,10 @@ impl Db {
         let pool = self.pool.clone();
         let retry = self.retry;
         let result = block_on(retrying(retry, move || op(pool.clone())))?;
+        crate::metrics::database_up(!matches!(
+            &result,
+            Err(e) if transient(e) || matches!(e, SqlError::PoolTimedOut)
+        ));
         result.map_err(|e| self.describe(&what(), e))
     }
 
@@ -468,6 +472,7 @@ where
     loop {
         match op().await {
             Err(e) if transient(&e) && start.elapsed() + delay < window => {
+                crate::metrics::database_retry();
                 tracing::debug!("PostgreSQL store: retrying after a transient failure: {e}");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(2));
