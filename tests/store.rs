@@ -1939,6 +1939,69 @@ mod age_plugins {
     /// never on disk in plain) with one unwrap; `--add-recipient` takes a
     /// plugin's recipient, and then the records open with the plugin
     /// identity alone — with the real `age` CLI when it is installed.
+    /// `backup --include-identity` of a wrapped identity takes its age
+    /// plugin identities along, and `restore` puts both back: the restored
+    /// home opens its records with the plugin, as before.
+    #[test]
+    fn a_backup_with_a_wrapped_identity_carries_its_plugin_identities() {
+        let mut w = wrapped_home();
+        w.home.env.push((
+            "OUTREACH_BACKUP_PASSPHRASE".into(),
+            "backup-PLANTED-pass-9f1".into(),
+        ));
+        let file = w.home.path().join("wrapped.tar.zst.age");
+        let (r, _) = w.ok(
+            &["backup", file.to_str().unwrap(), "--include-identity"],
+            None,
+        );
+        assert!(r.stdout.contains("age plugin identities"), "{}", r.stdout);
+        let dest = w.home.path().join("restored");
+        let (r, _) = w.ok(
+            &[
+                "restore",
+                file.to_str().unwrap(),
+                "--to",
+                dest.to_str().unwrap(),
+            ],
+            None,
+        );
+        assert!(r.stdout.contains("identity-plugin.txt"), "{}", r.stdout);
+        assert_eq!(
+            std::fs::read(dest.join("identity-plugin.txt")).unwrap(),
+            std::fs::read(w.plugin_identities()).unwrap()
+        );
+        assert_eq!(
+            std::fs::read(dest.join("identity.txt")).unwrap(),
+            std::fs::read(w.identity()).unwrap()
+        );
+        assert_eq!(
+            std::fs::metadata(dest.join("identity-plugin.txt"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
+        // A home on the restored files reads its accounts through the plugin.
+        let mut restored = Home::new();
+        restored.env = w.home.env.clone();
+        restored.paths_extra = format!(
+            "identity_plugin = {:?}\n",
+            dest.join("identity-plugin.txt").display().to_string()
+        );
+        std::fs::remove_dir_all(restored.path().join("plugins")).unwrap();
+        std::os::unix::fs::symlink(w.home.plugins_dir(), restored.path().join("plugins")).unwrap();
+        std::fs::rename(dest.join("store"), restored.path().join("store")).unwrap();
+        std::fs::rename(
+            dest.join("identity.txt"),
+            restored.path().join("identity.txt"),
+        )
+        .unwrap();
+        let r = restored.run(&["accounts", "--json"], None);
+        assert_eq!(r.code, 0, "{}", r.all());
+        assert!(r.stdout.contains("\"x/default\""), "{}", r.stdout);
+    }
+
     #[test]
     fn rekey_and_add_recipient_work_with_plugin_keys() {
         let w = wrapped_home();

@@ -58,7 +58,7 @@ struct FakeState {
     late: u64,
     reused: u64,
     tweets: u64,
-    /// Post texts seen, to count duplicates.
+    /// (account's token, post text) seen, to count duplicates.
     texts: HashMap<String, u64>,
 }
 
@@ -126,15 +126,20 @@ fn serve_fake(port_file: &Path, lifetime: Duration) {
             )
             .route(
                 "/2/tweets",
-                post(move |body: String| {
+                post(move |headers: axum::http::HeaderMap, body: String| {
                     let st = s3.clone();
                     async move {
                         let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
                         let text = v["text"].as_str().unwrap_or_default().to_string();
+                        let who = headers
+                            .get("authorization")
+                            .and_then(|h| h.to_str().ok())
+                            .unwrap_or_default()
+                            .to_string();
                         let mut s = st.lock().unwrap();
                         s.tweets += 1;
                         let n = s.tweets;
-                        *s.texts.entry(text.clone()).or_default() += 1;
+                        *s.texts.entry(format!("{who} {text}")).or_default() += 1;
                         (
                             axum::http::StatusCode::CREATED,
                             format!(r#"{{"data":{{"id":"{n}","text":{}}}}}"#, serde_json::Value::String(text)),
@@ -499,7 +504,7 @@ fn main() {
     .unwrap();
     for n in ["f1", "f2", "f3"] {
         let mut r = record(n, far, Duration::from_secs(30 * 86_400));
-        r.access_token = Secret::new("a-fan-out");
+        r.access_token = Secret::new(format!("a-fan-out-{n}"));
         files_store.save(&r).unwrap();
         store.save(&r).unwrap();
     }

@@ -65,6 +65,9 @@ const FORMAT: &str = "outreach-backup";
 const FORMAT_VERSION: u32 = 1;
 const CONFIG_ENTRY: &str = "config/outreach.toml";
 const IDENTITY_ENTRY: &str = "identity/identity.txt";
+/// The age plugin identities that unwrap a wrapped identity file
+/// (`[paths] identity_plugin`), beside it with `--include-identity`.
+const PLUGIN_IDENTITIES_ENTRY: &str = "identity/identity-plugin.txt";
 const JOURNAL_ENTRY: &str = "journal/outbox.sqlite";
 const STORE_PREFIX: &str = "store/";
 /// A manifest larger than this is not one outreach wrote.
@@ -98,6 +101,10 @@ pub struct Contents {
     pub posts: Option<u64>,
     pub config: bool,
     pub identity: bool,
+    /// The age plugin identities file (`[paths] identity_plugin`), with a
+    /// wrapped identity.
+    #[serde(default)]
+    pub plugin_identities: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -143,6 +150,9 @@ pub fn backup_command(
     }
     if c.identity {
         parts.push("the identity".into());
+    }
+    if c.plugin_identities {
+        parts.push("its age plugin identities (the hardware key itself stays where it is)".into());
     }
     println!(
         "backed up {} to {}{}",
@@ -196,6 +206,12 @@ pub fn restore_command(
     }
     if c.identity {
         parts.push(format!("the identity into {}", targets.identity.display()));
+    }
+    if c.plugin_identities {
+        parts.push(format!(
+            "its age plugin identities into {}",
+            targets.plugin_identities.display()
+        ));
     }
     if let (true, Some(p)) = (c.config, &targets.config) {
         parts.push(format!("the config into {}", p.display()));
@@ -366,6 +382,7 @@ pub fn backup(
     // The store (and the identity) under the rekey lock: one set of keys.
     let mut files = Vec::new();
     let mut identity = None;
+    let mut plugin_identities = None;
     {
         let _rekey = if cfg.store_dir.is_dir() {
             Some(hold_rekey_lock(&cfg.store_dir)?)
@@ -388,6 +405,17 @@ pub fn backup(
                 }
             };
             identity = Some(raw);
+            // A wrapped identity opens only with its plugin's identities:
+            // they go along (stubs that name the hardware key; no secret
+            // key is in them).
+            match fs::read(&cfg.identity_plugin) {
+                Ok(r) => plugin_identities = Some(Zeroizing::new(r)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("cannot read {}", cfg.identity_plugin.display()));
+                }
+            }
         }
         if cfg.store_dir.is_dir() {
             files = copy_store(&cfg.store_dir)?;
@@ -431,6 +459,9 @@ pub fn backup(
     if let Some(i) = &identity {
         entries.push(sum(IDENTITY_ENTRY, i));
     }
+    if let Some(i) = &plugin_identities {
+        entries.push(sum(PLUGIN_IDENTITIES_ENTRY, i));
+    }
     for f in &files {
         entries.push(sum(&f.path, &f.bytes));
     }
@@ -457,10 +488,15 @@ pub fn backup(
             posts,
             config: config.is_some(),
             identity: identity.is_some(),
+            plugin_identities: plugin_identities.is_some(),
         },
         entries,
     };
 
+    let keys = [
+        (IDENTITY_ENTRY, &identity),
+        (PLUGIN_IDENTITIES_ENTRY, &plugin_identities),
+    ];
     // The archive, into a temp file beside `out`, then linked into place
     // (never over a file that appeared meanwhile).
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
@@ -479,12 +515,12 @@ pub fn backup(
                     .wrap_output(w)
                     .context("cannot start encrypting the backup")?;
                 let sealed =
-                    write_archive(sealed, &manifest, &config, &identity, &files, &journal_copy)?;
+                    write_archive(sealed, &manifest, &config, &keys, &files, &journal_copy)?;
                 sealed
                     .finish()
                     .context("cannot finish encrypting the backup")?
             }
-            None => write_archive(w, &manifest, &config, &identity, &files, &journal_copy)?,
+            None => write_archive(w, &manifest, &config, &keys, &files, &journal_copy)?,
         };
         let file = w
             .into_inner()
@@ -521,7 +557,7 @@ fn write_archive<W: Write>(
     w: W,
     manifest: &Manifest,
     config: &Option<Vec<u8>>,
-    identity: &Option<Zeroizing<Vec<u8>>>,
+    identity: &[(&str, &Option<Zeroizing<Vec<u8>>>)],
     files: &[Staged],
     journal: &Path,
 ) -> anyhow::Result<W> {
@@ -535,8 +571,10 @@ fn write_archive<W: Write>(
         if let Some(c) = config {
             add(&mut tar, mtime, CONFIG_ENTRY, c.len() as u64, &mut &c[..])?;
         }
-        if let Some(i) = identity {
-            add(&mut tar, mtime, IDENTITY_ENTRY, i.len() as u64, &mut &i[..])?;
+        for (entry, bytes) in identity {
+            if let Some(i) = bytes {
+                add(&mut tar, mtime, entry, i.len() as u64, &mut &i[..])?;
+            }
         }
         for f in files {
             add(
@@ -761,6 +799,7 @@ enum StoreFile {
 enum Kind {
     Config,
     Identity,
+    PluginIdentities,
     Journal,
     Store(StoreFile),
 }
@@ -783,6 +822,7 @@ fn classify(path: &str) -> Option<Kind> {
     match path {
         CONFIG_ENTRY => return Some(Kind::Config),
         IDENTITY_ENTRY => return Some(Kind::Identity),
+        PLUGIN_IDENTITIES_ENTRY => return Some(Kind::PluginIdentities),
         JOURNAL_ENTRY => return Some(Kind::Journal),
         _ => {}
     }
@@ -843,6 +883,8 @@ pub struct Targets {
     pub store: PathBuf,
     pub journal: PathBuf,
     pub identity: PathBuf,
+    /// Where the age plugin identities of a wrapped identity go.
+    pub plugin_identities: PathBuf,
     /// Where the backed-up config goes; `None`: it is not written.
     pub config: Option<PathBuf>,
     /// `--to DIR`: the folder itself, which must be empty.
@@ -857,6 +899,7 @@ impl Targets {
             store: dir.join("store"),
             journal: dir.join("outbox.sqlite"),
             identity: dir.join("identity.txt"),
+            plugin_identities: dir.join("identity-plugin.txt"),
             config: Some(dir.join("outreach.toml")),
             root: Some(dir.to_path_buf()),
         }
@@ -868,6 +911,7 @@ impl Targets {
             store: cfg.store_dir.clone(),
             journal: cfg.outbox.clone(),
             identity: cfg.identity.clone(),
+            plugin_identities: cfg.identity_plugin.clone(),
             config: None,
             root: None,
         }
@@ -984,6 +1028,9 @@ pub fn restore(
         let manifest = read_backup(file, source, &staging.0, passphrase)?;
         if manifest.contents.identity {
             refuse_occupied(&targets.identity, false)?;
+        }
+        if manifest.contents.plugin_identities {
+            refuse_occupied(&targets.plugin_identities, false)?;
         }
         place(&staging.0, &manifest, targets)?;
         Ok(Restored { manifest })
@@ -1273,6 +1320,7 @@ fn place(staging: &Path, manifest: &Manifest, targets: &Targets) -> anyhow::Resu
                     None => continue,
                 },
                 Some(Kind::Identity) => targets.identity.clone(),
+                Some(Kind::PluginIdentities) => targets.plugin_identities.clone(),
                 Some(Kind::Journal) => targets.journal.clone(),
                 Some(Kind::Store(_)) => targets
                     .store

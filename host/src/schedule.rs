@@ -229,6 +229,12 @@ pub struct Policy {
     pub warn_before: Duration,
     /// How old a token must be before the platform renews it.
     pub min_age: chrono::Duration,
+    /// Mixed into each account's jitter. 0 (the same due times in every
+    /// process) except in a daemon on a shared store, where each daemon
+    /// draws its own, so that of several daemons one comes first for
+    /// each refresh and the others find it done, instead of all waking
+    /// at the same moment to queue for the account's lease.
+    pub salt: u64,
 }
 
 impl Policy {
@@ -250,6 +256,7 @@ impl Policy {
             min_backoff: Duration::from_secs(a.min_backoff_secs),
             max_backoff: Duration::from_secs(a.max_backoff_secs),
             warn_before: Duration::from_secs(a.warn_before_secs),
+            salt: 0,
         }
     }
 
@@ -271,7 +278,10 @@ impl Policy {
         }
         let at = self.refresh_at
             + self.jitter
-                * (spread(&r.id, r.last_refreshed.map_or(0, |t| t.timestamp() as u64)) - 0.5)
+                * (spread(
+                    &r.id,
+                    r.last_refreshed.map_or(0, |t| t.timestamp() as u64) ^ self.salt,
+                ) - 0.5)
                 * 2.0;
         let at = at.clamp(0.05, 0.98);
         let at =
@@ -516,16 +526,37 @@ pub struct Refresher {
     pub notifier: Notifier,
     /// Refresh requests actually sent to a platform (for tests and metrics).
     pub sent: std::sync::atomic::AtomicU64,
+    /// This process's [`Policy::salt`].
+    salt: u64,
 }
 
 impl Refresher {
     pub fn new(app: Arc<Services>) -> anyhow::Result<Self> {
+        let shared = app.cfg().config.store.backend == crate::config::StoreBackend::Postgres;
+        let salt = if shared {
+            u64::from_le_bytes(
+                uuid::Uuid::new_v4().as_bytes()[..8]
+                    .try_into()
+                    .expect("8 bytes"),
+            )
+        } else {
+            0
+        };
         Ok(Refresher {
             tokens: TokenClient::new(&app)?,
             notifier: Notifier::new(&app),
             app,
             sent: Default::default(),
+            salt,
         })
+    }
+
+    /// The refresh policy of `platform` in this process.
+    fn policy(&self, platform: &str) -> Policy {
+        Policy {
+            salt: self.salt,
+            ..Policy::for_platform(&self.app, platform)
+        }
     }
 
     pub fn app(&self) -> &Services {
@@ -540,7 +571,8 @@ impl Refresher {
             // A token that cannot be refreshed is used until it expires.
             Need::Usable | Need::Due if !refreshable => r.expires_at.is_none_or(|t| t > now),
             Need::Usable => !about_to_expire(r),
-            Need::Due => Policy::for_platform(&self.app, &r.id.platform)
+            Need::Due => self
+                .policy(&r.id.platform)
                 .due(r, true)
                 .is_none_or(|t| t > now),
         }
@@ -727,7 +759,7 @@ impl Refresher {
         if !refreshable {
             return self.unrefreshable(&store, m, record, &need).await;
         }
-        let policy = Policy::for_platform(&self.app, &id.platform);
+        let policy = self.policy(&id.platform);
         if let Some(ready_at) = ready_at(&record, policy.min_age) {
             let valid = record.expires_at.is_none_or(|t| t > Utc::now());
             match need {
@@ -837,7 +869,7 @@ impl Refresher {
     }
 
     async fn refresh_for_schedule(&self, id: &AccountId) -> Option<DateTime<Utc>> {
-        let policy = Policy::for_platform(&self.app, &id.platform);
+        let policy = self.policy(&id.platform);
         match self.ensure_reporting(id, Need::Due).await {
             Ok((rec, refreshed)) => {
                 let refreshable = self
@@ -923,7 +955,7 @@ pub async fn run_with(
             .host
             .get(&r.id.platform)
             .is_ok_and(|p| can_refresh(&p.manifest, r));
-        Policy::for_platform(&app, &r.id.platform).due(r, refreshable)
+        refresher.policy(&r.id.platform).due(r, refreshable)
     };
     for id in store.list()? {
         match store.load(&id) {

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 /// CPU seconds (user + system) of this process so far.
+#[allow(dead_code)]
 pub fn cpu_secs() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
     let after = &stat[stat.rfind(')').unwrap() + 2..];
