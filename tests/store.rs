@@ -2765,7 +2765,7 @@ mod postgres {
             let r = home.run(&["store", "migrate", "--to", "postgres"], None);
             assert_eq!(r.code, 0, "{}", r.all());
             assert!(r.stdout.contains("copied 2 accounts"), "{}", r.stdout);
-            assert!(r.stdout.contains("1 posts"), "{}", r.stdout);
+            assert!(r.stdout.contains("1 post,"), "{}", r.stdout);
             assert!(r.stdout.contains("backend = \"postgres\""), "{}", r.stdout);
         }
         assert_eq!(

@@ -294,7 +294,13 @@ fn record(name: &str, expires_at: chrono::DateTime<chrono::Utc>, lifetime: Durat
         last_refreshed: None,
         settings: Default::default(),
         health: Health::default(),
-        hosts: None,
+        // Pinned to the X plugin's hosts, as an account connected by this
+        // version is (an unpinned record is pinned, and saved again, when
+        // a daemon first starts: a one-time upgrade step, not measured).
+        hosts: Some(vec![
+            "https://api.x.com:443".into(),
+            "https://x.com:443".into(),
+        ]),
         saved_login: None,
         scopes_asked: None,
     }

@@ -769,7 +769,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
 }
 
 /// Log to stderr: `RUST_LOG` if set, else `level`; human or JSON lines.
+/// The PostgreSQL driver's own lines (each query, the server's notices)
+/// only from `warn`, unless `level` names `sqlx`.
 fn init_logging(level: &str, format: &str) {
+    let level = if level.contains("sqlx") {
+        level.to_string()
+    } else {
+        format!("{level},sqlx=warn")
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let b = tracing_subscriber::fmt()

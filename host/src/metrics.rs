@@ -134,7 +134,7 @@ fn metrics() -> &'static Metrics {
         let database_up = Gauge::default();
         registry.register(
             "database_up",
-            "1 while the PostgreSQL store answered its last operation, 0 after one failed for being unreachable (absent with the files store)",
+            "1 while the PostgreSQL store answered its last operation, 0 after one failed for being unreachable (always 0 with the files store, which has no server)",
             database_up.clone(),
         );
         registry.register(

@@ -547,13 +547,14 @@ pub fn migrate(app: &App, to: crate::cli::MigrateTo, json: bool) -> anyhow::Resu
         print_json(&report)?;
         return Ok(0);
     }
+    let n = |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
     println!(
-        "copied {} accounts, {} aux secrets and the journal ({} posts, {} deliveries, {} attempts) from {} to {}, and read them back: the copy matches; the source was left as it was",
-        report.accounts,
-        report.aux,
-        report.posts,
-        report.deliveries,
-        report.attempts,
+        "copied {}, {} and the journal ({}, {}, {}) from {} to {}, and read them back: the copy matches; the source was left as it was",
+        n(report.accounts, "account", "accounts"),
+        n(report.aux, "aux secret", "aux secrets"),
+        n(report.posts, "post", "posts"),
+        n(report.deliveries, "delivery", "deliveries"),
+        n(report.attempts, "attempt", "attempts"),
         report.from,
         report.to
     );

@@ -477,6 +477,10 @@ pub fn log_report(r: &crate::publish::Report) {
     for t in &r.results {
         if t.ok {
             tracing::info!(post = %r.post, target = %t.target, state = %t.state, url = t.url.as_deref().unwrap_or(""), late = r.late, "post {}", t.state);
+        } else if t.error_kind.as_deref() == Some("in-progress") {
+            // Another daemon on a shared journal (or a `publish`) has it:
+            // the claim working as it should, not a failure.
+            tracing::info!(post = %r.post, target = %t.target, "post taken by another outreach process; it sends this delivery");
         } else {
             tracing::error!(post = %r.post, target = %t.target, state = %t.state, "post {}: {}", t.state, t.error.as_deref().unwrap_or(""));
         }
