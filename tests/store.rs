@@ -2723,12 +2723,22 @@ mod postgres {
         let r = b.run(&["posts", "--json"], None);
         assert_eq!(r.code, 0, "{}", r.all());
         assert!(r.stdout.contains("\"unknown\""), "{}", r.stdout);
-        for d in daemons.into_iter().flatten() {
-            d.stop();
-        }
+        // An account another process adds is scheduled by a running
+        // daemon: with only the second daemon left, it refreshes the
+        // account the first home's CLI imported (its token long expired).
+        let [first, second] = daemons;
+        first.unwrap().stop();
+        import_x(&a, &x);
+        wait_until(
+            "the other daemon to refresh an account it did not add",
+            Duration::from_secs(30),
+            || x.state.oauth.lock().unwrap().refresh_calls >= 1,
+        );
+        second.unwrap().stop();
+        assert_eq!(x.state.oauth.lock().unwrap().reused, 0);
         assert_eq!(
             db.sql("SELECT count(*) FROM outreach_accounts WHERE state = 'healthy'"),
-            "3"
+            "4"
         );
     }
 

@@ -298,8 +298,14 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreEr
     move |error| StoreError::Io { what, path, error }
 }
 
-/// Accounts with when each was last saved ([`CredentialStore::saved_since`]).
-pub type Saved = Vec<(AccountId, DateTime<Utc>)>;
+/// An account with when it was last saved ([`CredentialStore::saved_since`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Saved {
+    pub id: AccountId,
+    pub at: DateTime<Utc>,
+    /// Saved by this process (so not news to it).
+    pub by_me: bool,
+}
 
 /// Where credentials live. The age-directory backend is the default;
 /// [`PgStore`] keeps the same records, encrypted with age, in PostgreSQL.
@@ -327,7 +333,7 @@ pub trait CredentialStore: Send + Sync {
     /// for everything now and then, to see removals). `None`: this
     /// backend's changes are seen otherwise (the files backend's folder
     /// watcher).
-    fn saved_since(&self, _since: Option<DateTime<Utc>>) -> Result<Option<Saved>, StoreError> {
+    fn saved_since(&self, _since: Option<DateTime<Utc>>) -> Result<Option<Vec<Saved>>, StoreError> {
         Ok(None)
     }
     /// The record of `id` with its secrets blanked ([`Record::redacted`]),

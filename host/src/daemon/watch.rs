@@ -654,7 +654,7 @@ pub async fn poll_store(d: Arc<Daemon>) {
         round = round.wrapping_add(1);
         if full && !first {
             let present: std::collections::HashSet<&AccountId> =
-                rows.iter().map(|(id, _)| id).collect();
+                rows.iter().map(|r| &r.id).collect();
             let gone: Vec<AccountId> = seen
                 .keys()
                 .filter(|id| !present.contains(id))
@@ -665,10 +665,11 @@ pub async fn poll_store(d: Arc<Daemon>) {
                 let _ = d.accounts_changed.send(id);
             }
         }
-        for (id, at) in rows {
-            if seen.insert(id.clone(), at) != Some(at) && !first {
-                tracing::debug!(account = %id, "account saved elsewhere");
-                let _ = d.accounts_changed.send(id);
+        for r in rows {
+            // This daemon's own saves are not news to it.
+            if seen.insert(r.id.clone(), r.at) != Some(r.at) && !first && !r.by_me {
+                tracing::debug!(account = %r.id, "account saved elsewhere");
+                let _ = d.accounts_changed.send(r.id);
             }
         }
     }

@@ -623,6 +623,9 @@ pub struct PgStore {
     /// every account ([`CredentialStore::views`]: one query, and only
     /// changed rows decrypted).
     views: Mutex<HashMap<AccountId, ([u8; 32], Arc<Record>)>>,
+    /// When this process last saved each account (the row's `updated_at`),
+    /// so that [`CredentialStore::saved_since`] can tell its own saves.
+    own_writes: Mutex<HashMap<AccountId, DateTime<Utc>>>,
     retry_secs: u64,
 }
 
@@ -706,6 +709,7 @@ impl PgStore {
             extra_keys: extra,
             decrypted: Default::default(),
             views: Default::default(),
+            own_writes: Default::default(),
             retry_secs: cfg.connect_retry_secs,
         })
     }
@@ -907,7 +911,8 @@ impl CredentialStore for PgStore {
                              expires_at = EXCLUDED.expires_at,
                              state = EXCLUDED.state,
                              next_refresh = EXCLUDED.next_refresh,
-                             updated_at = now()",
+                             updated_at = now()
+                         RETURNING updated_at",
                     )
                     .bind(p)
                     .bind(a)
@@ -915,12 +920,18 @@ impl CredentialStore for PgStore {
                     .bind(expires_at)
                     .bind(state)
                     .bind(next)
-                    .execute(&pool)
+                    .fetch_one(&pool)
                     .await
-                    .map(drop)
+                    .and_then(|r| r.try_get::<DateTime<Utc>, _>(0))
                 }
             },
-        )?;
+        )
+        .map(|at| {
+            self.own_writes
+                .lock()
+                .expect("own writes")
+                .insert(id.clone(), at);
+        })?;
         self.remember(id, sealed, record);
         Ok(())
     }
@@ -1109,7 +1120,7 @@ impl CredentialStore for PgStore {
     fn saved_since(
         &self,
         since: Option<DateTime<Utc>>,
-    ) -> Result<Option<super::Saved>, StoreError> {
+    ) -> Result<Option<Vec<super::Saved>>, StoreError> {
         let rows: Vec<(String, String, DateTime<Utc>)> = self.db.run(
             || "cannot list the accounts saved lately in the PostgreSQL store".to_string(),
             move |pool| async move {
@@ -1125,9 +1136,14 @@ impl CredentialStore for PgStore {
                 .collect()
             },
         )?;
+        let own = self.own_writes.lock().expect("own writes");
         Ok(Some(
             rows.into_iter()
-                .filter_map(|(p, a, at)| Some((AccountId::new(&p, &a).ok()?, at)))
+                .filter_map(|(p, a, at)| {
+                    let id = AccountId::new(&p, &a).ok()?;
+                    let by_me = own.get(&id) == Some(&at);
+                    Some(super::Saved { id, at, by_me })
+                })
                 .collect(),
         ))
     }
