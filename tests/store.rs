@@ -1939,6 +1939,44 @@ mod age_plugins {
     /// never on disk in plain) with one unwrap; `--add-recipient` takes a
     /// plugin's recipient, and then the records open with the plugin
     /// identity alone — with the real `age` CLI when it is installed.
+    /// A daemon keeps working across a `store rekey` that another process
+    /// runs on a wrapped identity: it reads the re-wrapped file once more
+    /// (one more plugin run) and goes on publishing with the new key.
+    #[test]
+    fn a_running_daemon_follows_a_rekey_of_its_wrapped_identity() {
+        let mut w = wrapped_home();
+        w.home.extra_config.push_str(
+            "\n[daemon]\nlisten = \"127.0.0.1:0\"\ndebounce_ms = 50\ndue_check_secs = 1\ngrace_secs = 20\n",
+        );
+        let posts = w.home.path().join("posts");
+        std::fs::create_dir_all(&posts).unwrap();
+        w.clear_runs();
+        let d = start_daemon(&w.home);
+        let (_, runs) = w.ok(&["store", "rekey"], None);
+        assert_eq!(runs.0, 1, "the rekey unwraps once");
+        std::fs::write(
+            posts.join("after.toml"),
+            "text = \"after the rekey\"\nto = [\"x\"]\n",
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while w.x.posts().is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not publish after the rekey:\n{}",
+                d.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let log = d.stop();
+        assert!(!log.contains("cannot be read again"), "{log}");
+        assert!(!log.contains("AGE-SECRET-KEY-"), "{log}");
+        // The rekey's one unwrap, then the daemon's one of the new file
+        // (the log was cleared for the rekey: the daemon's start-up unwrap
+        // is not counted).
+        assert_eq!(w.runs().0, 2, "{log}");
+    }
+
     /// `backup --include-identity` of a wrapped identity takes its age
     /// plugin identities along, and `restore` puts both back: the restored
     /// home opens its records with the plugin, as before.
@@ -2621,12 +2659,13 @@ mod postgres {
         (chrono::Utc::now() + chrono::Duration::seconds(secs)).to_rfc3339()
     }
 
-    /// Two daemons on one database share the journal: a scheduled fan-out
-    /// goes out once per target whichever daemon takes it; a daemon killed
-    /// with a post in flight has that delivery settled `unknown` by the
-    /// other (never sent again), and comes back to find it so.
+    /// Three daemons on one database share the journal: a scheduled
+    /// fan-out goes out once per target whichever daemon takes it; a daemon
+    /// killed with a post in flight has that delivery settled `unknown` by
+    /// another (never sent again), and comes back to find it so; an account
+    /// another process adds is scheduled by a running daemon.
     #[test]
-    fn two_daemons_send_each_delivery_once_and_settle_a_killed_ones_claims() {
+    fn daemons_sharing_a_database_send_each_delivery_once_and_settle_a_killed_ones_claims() {
         let Some(db) = pg::database() else { return };
         let x = fake_x();
         let mut a = pg_home(Some(db.url()), Some(&x));
@@ -2638,11 +2677,15 @@ mod postgres {
             assert_eq!(r.code, 0, "{}", r.all());
         }
         let mut b = pg_home(Some(db.url()), Some(&x));
-        std::fs::copy(a.path().join("identity.txt"), b.path().join("identity.txt")).unwrap();
-        for h in [&mut a, &mut b] {
+        let mut c = pg_home(Some(db.url()), Some(&x));
+        for h in [&b, &c] {
+            std::fs::copy(a.path().join("identity.txt"), h.path().join("identity.txt")).unwrap();
+        }
+        for h in [&mut a, &mut b, &mut c] {
             h.extra_config.push_str(DAEMON_CONFIG);
         }
-        let mut daemons = [Some(start_daemon(&a)), Some(start_daemon(&b))];
+        let homes = [&a, &b, &c];
+        let mut daemons = homes.map(|h| Some(start_daemon(h)));
         // The second daemon sees the first's accounts.
         let r = b.run(&["accounts", "--json"], None);
         assert_eq!(r.stdout.matches("\"x/").count(), 3, "{}", r.stdout);
@@ -2699,9 +2742,9 @@ mod postgres {
             let mut killed = daemons[which].take().unwrap();
             killed.child.kill().unwrap();
             let _ = killed.child.wait();
-            // The survivor settles the claim as unknown.
+            // Another daemon settles the claim as unknown.
             wait_until(
-                "the survivor to settle the claim",
+                "another daemon to settle the claim",
                 Duration::from_secs(20),
                 || {
                     db.sql(&format!(
@@ -2709,7 +2752,7 @@ mod postgres {
                     )) == "unknown"
                 },
             );
-            daemons[which] = Some(start_daemon(if which == 0 { &a } else { &b }));
+            daemons[which] = Some(start_daemon(homes[which]));
             std::thread::sleep(Duration::from_secs(3));
             assert_eq!(tweets_sent(&x, &text), 1, "round {round}: sent again");
             assert_eq!(
@@ -2726,8 +2769,9 @@ mod postgres {
         // An account another process adds is scheduled by a running
         // daemon: with only the second daemon left, it refreshes the
         // account the first home's CLI imported (its token long expired).
-        let [first, second] = daemons;
+        let [first, second, third] = daemons;
         first.unwrap().stop();
+        third.unwrap().stop();
         import_x(&a, &x);
         wait_until(
             "the other daemon to refresh an account it did not add",
@@ -2971,5 +3015,82 @@ mod postgres {
         let log = d.stop();
         assert!(!log.contains("panicked"), "{log}");
         assert!(log.contains("taking the lock again"), "{log}");
+    }
+
+    /// A CA and a certificate for 127.0.0.1 it signed, as PEM:
+    /// (ca, cert, key).
+    fn tls_material() -> (String, String, String) {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "outreach test CA");
+        let ca = ca.self_signed(&ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        (ca.pem(), cert.pem(), key.serialize_pem())
+    }
+
+    /// TLS to the server: with `sslmode=verify-full` and the server's CA
+    /// the store and the journal work (and the server takes nothing
+    /// else); without TLS, or with another CA, each is a clear error that
+    /// says what to change.
+    #[test]
+    fn tls_to_the_server_is_verified_and_refusals_say_what_to_change() {
+        let Some((cluster, db)) = pg::own_cluster() else {
+            return;
+        };
+        let (ca, cert, key) = tls_material();
+        cluster.require_tls(&cert, &key);
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca).unwrap();
+        let x = fake_x();
+        let tls = format!(
+            "{}?sslmode=verify-full&sslrootcert={}",
+            db.url(),
+            ca_file.display()
+        );
+        let home = pg_home(Some(tls), Some(&x));
+        let r = home.run(&["accounts", "add", "x"], Some(X_TOKEN));
+        assert_eq!(r.code, 0, "{}", r.all());
+        let post = home.post(
+            "t.toml",
+            "id = \"tls\"\ntext = \"over tls\"\nto = [\"x\"]\n",
+        );
+        let r = home.run(&["publish", post.to_str().unwrap()], None);
+        assert_eq!(r.code, 0, "{}", r.all());
+        assert_eq!(tweets_sent(&x, "over tls"), 1);
+        assert_eq!(
+            db.sql("SELECT state FROM outreach_deliveries WHERE post = 'tls'"),
+            "published"
+        );
+
+        // Without TLS: refused, and the message says to turn it on.
+        let plain = pg_home(Some(format!("{}?sslmode=disable", db.url())), None);
+        let r = plain.run(&["accounts"], None);
+        assert_ne!(r.code, 0, "{}", r.all());
+        assert!(r.stderr.contains("accepts only TLS"), "{}", r.stderr);
+        assert!(r.stderr.contains("sslmode=verify-full"), "{}", r.stderr);
+
+        // A CA that did not sign the server's certificate.
+        let (other_ca, _, _) = tls_material();
+        let other = dir.path().join("other-ca.pem");
+        std::fs::write(&other, other_ca).unwrap();
+        let wrong = pg_home(
+            Some(format!(
+                "{}?sslmode=verify-full&sslrootcert={}",
+                db.url(),
+                other.display()
+            )),
+            None,
+        );
+        let r = wrong.run(&["accounts"], None);
+        assert_ne!(r.code, 0, "{}", r.all());
+        assert!(r.stderr.contains("TLS"), "{}", r.stderr);
+        assert!(r.stderr.contains("sslrootcert"), "{}", r.stderr);
     }
 }

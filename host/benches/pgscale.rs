@@ -252,7 +252,7 @@ impl Bench {
         std::fs::write(
             &cfg,
             format!(
-                "[paths]\nplugins = {plugins:?}\nstore = \"store\"\nidentity = {identity:?}\ncache = {cache:?}\nposts = \"posts\"\n\n[store]\nbackend = \"{backend}\"\nurl_env = \"{URL_VAR}\"\npool_size = 8\n\n[auth]\njitter = 0.05\n{daemon}\n[platforms.x]\nclient_id = \"bench\"\nclient_secret_env = \"PGSCALE_SECRET\"\n[platforms.x.endpoints]\ntoken = \"{fake}/2/oauth2/token\"\napi = \"{fake}\"\n",
+                "[paths]\nplugins = {plugins:?}\nstore = \"store\"\nidentity = {identity:?}\ncache = {cache:?}\nposts = \"posts\"\n\n[store]\nbackend = \"{backend}\"\nurl_env = \"{URL_VAR}\"\npool_size = 8\n\n[auth]\njitter = 0.05\n{daemon}\n[platforms.x]\ndeclared_limits = false\nclient_id = \"bench\"\nclient_secret_env = \"PGSCALE_SECRET\"\n[platforms.x.endpoints]\ntoken = \"{fake}/2/oauth2/token\"\napi = \"{fake}\"\n",
                 plugins = self.plugins.display().to_string(),
                 identity = self.dir.join("identity.txt").display().to_string(),
                 cache = self.dir.join("cache").display().to_string(),
@@ -465,7 +465,14 @@ fn main() {
         t0.elapsed().as_secs_f64()
     );
 
-    // One daemon, then two.
+    // One daemon, then two (PG_SECS=0 skips them).
+    if secs > 0 {
+        refresh_phases(&b, accounts, secs, warmup);
+    }
+    fan_out_phase(&b, &store, &identity, now, posts);
+}
+
+fn refresh_phases(b: &Bench, accounts: usize, secs: u64, warmup: u64) {
     let cfg_a = b.home("daemon-a", "postgres", true);
     let cfg_b = b.home("daemon-b", "postgres", true);
     let t = Instant::now();
@@ -473,19 +480,13 @@ fn main() {
     let until = Duration::from_secs(warmup);
     std::thread::sleep(until.saturating_sub(t.elapsed()));
     println!(
-        "pgscale: the first daemon used {:.1} s of CPU in its first {warmup} s (start-up: every account loaded and scheduled)",
+        "pgscale: the first daemon used {:.1} s of CPU in its first {warmup} s (start-up: every account loaded and scheduled, and those already due refreshed)",
         tree_cpu(a.0.id())
     );
-    phase(&b, "one daemon", &[a.0.id()], secs, accounts);
+    phase(b, "one daemon", &[a.0.id()], secs, accounts);
     let second = start_daemon(&cfg_b, &b.dir.join("daemon-b.log"));
     std::thread::sleep(Duration::from_secs(60));
-    phase(
-        &b,
-        "two daemons",
-        &[a.0.id(), second.0.id()],
-        secs,
-        accounts,
-    );
+    phase(b, "two daemons", &[a.0.id(), second.0.id()], secs, accounts);
     drop(second);
     drop(a);
     for log in ["daemon-a.log", "daemon-b.log"] {
@@ -498,14 +499,22 @@ fn main() {
             );
         }
     }
+}
 
-    // Publishing: three accounts on each backend.
+/// Publishing: three accounts on each backend.
+fn fan_out_phase(
+    b: &Bench,
+    store: &PgStore,
+    identity: &Path,
+    now: chrono::DateTime<chrono::Utc>,
+    posts: usize,
+) {
     let cfg_files = b.home("files", "files", false);
     let cfg_pg = b.home("pg", "postgres", false);
     let far = now + chrono::Duration::days(30);
     let files_store = outreach::store::AgeDirStore::open(
         &b.dir.join("files/store"),
-        outreach::store::Identity::load_or_create(&identity, || None).unwrap(),
+        outreach::store::Identity::load_or_create(identity, || None).unwrap(),
     )
     .unwrap();
     for n in ["f1", "f2", "f3"] {
@@ -514,8 +523,8 @@ fn main() {
         files_store.save(&r).unwrap();
         store.save(&r).unwrap();
     }
-    let files_rate = fan_out(&b, &cfg_files, "files", posts);
-    let pg_rate = fan_out(&b, &cfg_pg, "postgres", posts);
+    let files_rate = fan_out(b, &cfg_files, "files", posts);
+    let pg_rate = fan_out(b, &cfg_pg, "postgres", posts);
     println!(
         "pgscale (fan-out): {posts} posts to 3 accounts each: files {files_rate:.1} posts/s, PostgreSQL {pg_rate:.1} posts/s; PostgreSQL / files = {:.2}",
         pg_rate / files_rate

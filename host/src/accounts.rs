@@ -183,7 +183,7 @@ pub enum Existing {
 
 /// A [`BadInput`] if `id` is stored already.
 fn refuse_existing(store: &dyn CredentialStore, id: &AccountId) -> anyhow::Result<()> {
-    if !store.list()?.contains(id) {
+    if !store.contains(id)? {
         return Ok(());
     }
     let what = match store.load(id) {
@@ -620,7 +620,7 @@ fn refuse_new_scopes(
     id: &AccountId,
 ) -> anyhow::Result<()> {
     let store = svc.store()?;
-    if !store.list()?.contains(id) {
+    if !store.contains(id)? {
         return Ok(());
     }
     let Ok(before) = store.load(id) else {

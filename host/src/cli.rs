@@ -688,7 +688,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 crate::accounts::Existing::Refuse
             };
             let id = AccountId::new(&platform, &account)?;
-            let replaced = replace && app.store()?.list()?.contains(&id);
+            let replaced = replace && app.store()?.contains(&id)?;
             let rec = crate::accounts::add_account_as(
                 &app, &platform, &account, token, settings, existing,
             )

@@ -173,6 +173,43 @@ impl Cluster {
             .status();
     }
 
+    /// Serve TLS with `cert` and `key` (PEM) and refuse connections
+    /// without it; restarts the server.
+    pub fn require_tls(&self, cert: &str, key: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let data = self.data();
+        for (name, pem) in [("server.crt", cert), ("server.key", key)] {
+            let p = data.join(name);
+            std::fs::write(&p, pem).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+            if let Some(user) = &self.run_as {
+                let ok = Command::new("chown")
+                    .arg(format!("{user}:"))
+                    .arg(&p)
+                    .status()
+                    .is_ok_and(|s| s.success());
+                assert!(ok, "chown {p:?}");
+            }
+        }
+        let mut conf = std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))
+            .unwrap();
+        use std::io::Write;
+        writeln!(
+            conf,
+            "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'"
+        )
+        .unwrap();
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "hostssl all all 127.0.0.1/32 scram-sha-256\nhostnossl all all 127.0.0.1/32 reject\n",
+        )
+        .unwrap();
+        self.halt();
+        self.resume();
+    }
+
     /// Start a halted server again, on the same port and data.
     pub fn resume(&self) {
         self.pg_ctl_start().expect("restart the test cluster");

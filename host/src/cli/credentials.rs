@@ -435,7 +435,7 @@ pub fn import(app: &App, file: &Path, account: &str) -> anyhow::Result<i32> {
             }
         };
         let id = AccountId::new(&platform, account)?;
-        if store.list()?.contains(&id) {
+        if store.contains(&id)? {
             report.skipped.push((
                 key,
                 format!("{id} already exists; remove it first to replace it"),

@@ -365,7 +365,7 @@ async fn refresh(ctx: Ctx, id: &str) -> ApiResult<Response> {
     let id = AccountId::parse(id).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
     let d = ctx.d.clone();
     let store = d.app.store()?;
-    if !store.list().map_err(anyhow::Error::from)?.contains(&id) {
+    if !store.contains(&id).map_err(anyhow::Error::from)? {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("there is no account {id}"),

@@ -126,11 +126,25 @@ pub(crate) fn lock_key(kind: &str, id: &AccountId) -> i64 {
     i64::from_be_bytes(h[..8].try_into().expect("8 bytes"))
 }
 
+/// Whether `e` is TLS refusing the server (an untrusted or mismatched
+/// certificate): the driver reports some as I/O errors, and waiting does
+/// not change them.
+fn tls_failure(e: &SqlError) -> bool {
+    match e {
+        SqlError::Tls(_) => true,
+        SqlError::Io(io) => {
+            let text = io.to_string().to_ascii_lowercase();
+            text.contains("certificate") || text.contains("tls") || text.contains("handshake")
+        }
+        _ => false,
+    }
+}
+
 /// Whether a failed operation may succeed if tried again: the connection
 /// broke (a restart, a network blip), or the server said so.
 fn transient(e: &SqlError) -> bool {
     match e {
-        SqlError::Io(_) => true,
+        SqlError::Io(_) => !tls_failure(e),
         SqlError::Database(d) => d.code().is_some_and(|c| {
             c.starts_with("08") // connection exception
                 || matches!(
@@ -337,6 +351,9 @@ impl Db {
                 let code = d.code().map(|c| c.into_owned()).unwrap_or_default();
                 let server = d.message();
                 match code.as_str() {
+                    "28000" if server.contains("no encryption") => format!(
+                        "{what}: the PostgreSQL server {target} accepts only TLS connections ({server}); add ?sslmode=verify-full&sslrootcert=/path/to/ca.pem (or sslmode=require) to the URL in {env} (store.url_env); nothing was changed"
+                    ),
                     "28P01" | "28000" => format!(
                         "{what}: the PostgreSQL server {target} refused the login ({server}); check the user and password in the URL in {env} (store.url_env); nothing was changed"
                     ),
@@ -357,6 +374,9 @@ impl Db {
                     ),
                 }
             }
+            SqlError::Io(io) if tls_failure(&e) => format!(
+                "{what}: TLS to the PostgreSQL server {target} failed ({io}); check sslmode and sslrootcert (the CA that signed the server's certificate) in the URL in {env}; nothing was changed"
+            ),
             SqlError::Io(io) => format!(
                 "{what}: cannot reach the PostgreSQL server {target} named by {env} ({io}), retried for {secs} s (store.connect_retry_secs); nothing was changed — is the server running and reachable?"
             ),
@@ -961,6 +981,48 @@ impl CredentialStore for PgStore {
             }
         }
         Ok(out)
+    }
+
+    fn list_platform(&self, platform: &str) -> Result<Vec<AccountId>, StoreError> {
+        let p = platform.to_string();
+        let accounts: Vec<String> = self.db.run(
+            || format!("cannot list the {platform} accounts in the PostgreSQL store"),
+            move |pool| {
+                let p = p.clone();
+                async move {
+                    query_scalar(
+                        "SELECT account FROM outreach_accounts WHERE platform = $1 ORDER BY account",
+                    )
+                    .bind(p)
+                    .fetch_all(&pool)
+                    .await
+                }
+            },
+        )?;
+        Ok(accounts
+            .into_iter()
+            .filter_map(|a| AccountId::new(platform, &a).ok())
+            .collect())
+    }
+
+    fn contains(&self, id: &AccountId) -> Result<bool, StoreError> {
+        let (p, a) = (id.platform.clone(), id.account.clone());
+        self.db.run(
+            || format!("cannot look {id} up in the PostgreSQL store"),
+            move |pool| {
+                let (p, a) = (p.clone(), a.clone());
+                async move {
+                    query_scalar(
+                        "SELECT EXISTS (SELECT 1 FROM outreach_accounts
+                                        WHERE platform = $1 AND account = $2)",
+                    )
+                    .bind(p)
+                    .bind(a)
+                    .fetch_one(&pool)
+                    .await
+                }
+            },
+        )
     }
 
     fn remove(&self, id: &AccountId) -> Result<(), StoreError> {
