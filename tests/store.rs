@@ -3093,4 +3093,51 @@ mod postgres {
         assert!(r.stderr.contains("TLS"), "{}", r.stderr);
         assert!(r.stderr.contains("sslrootcert"), "{}", r.stderr);
     }
+
+    /// Daemons killed while one of them has a rotating refresh in flight
+    /// lose nothing: the refresh's answer, sealed into the database by
+    /// the exchange's helper, is applied by the daemon started next, so
+    /// the refresh token is spent once and the account stays healthy.
+    #[test]
+    fn daemons_killed_mid_refresh_lose_no_token() {
+        let Some(db) = pg::database() else { return };
+        let x = fake_x();
+        let mut a = pg_home(Some(db.url()), Some(&x));
+        let r = a.run(&["accounts"], None);
+        assert_eq!(r.code, 0, "{}", r.all());
+        let mut b = pg_home(Some(db.url()), Some(&x));
+        std::fs::copy(a.path().join("identity.txt"), b.path().join("identity.txt")).unwrap();
+        for h in [&mut a, &mut b] {
+            h.extra_config.push_str(DAEMON_CONFIG);
+        }
+        let daemons = [start_daemon(&a), start_daemon(&b)];
+        // The answer arrives after a while: the daemons die before it does.
+        *x.state.answer_delay.lock().unwrap() = Duration::from_millis(1500);
+        import_x(&a, &x);
+        wait_until(
+            "a daemon to send the refresh",
+            Duration::from_secs(30),
+            || x.state.oauth.lock().unwrap().refresh_calls >= 1,
+        );
+        for mut d in daemons {
+            d.child.kill().unwrap();
+            let _ = d.child.wait();
+        }
+        *x.state.answer_delay.lock().unwrap() = Duration::ZERO;
+        let d = start_daemon(&b);
+        wait_until("the answer to be applied", Duration::from_secs(30), || {
+            db.sql("SELECT count(*) FROM outreach_answers") == "0"
+                && db.sql("SELECT state FROM outreach_accounts") == "healthy"
+                && db.sql(
+                    "SELECT next_refresh > now() + interval '10 minutes' FROM outreach_accounts",
+                ) == "t"
+        });
+        let log = d.stop();
+        let o = x.state.oauth.lock().unwrap();
+        assert_eq!(
+            o.reused, 0,
+            "a rotated refresh token was spent twice:\n{log}"
+        );
+        assert_eq!(o.refresh_calls, 1, "the sealed answer was not used:\n{log}");
+    }
 }
