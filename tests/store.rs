@@ -3140,4 +3140,63 @@ mod postgres {
         );
         assert_eq!(o.refresh_calls, 1, "the sealed answer was not used:\n{log}");
     }
+
+    /// `store rekey --add-recipient` on PostgreSQL: every row opens with
+    /// the added key alone, and later writes are sealed to it too — also
+    /// those of a daemon that was running before it was added (its write
+    /// is refused for naming old recipients, and it reads them again).
+    #[test]
+    fn an_added_recipient_opens_every_row_and_every_later_write() {
+        let Some(db) = pg::database() else { return };
+        let x = fake_x();
+        let mut home = pg_home(Some(db.url()), Some(&x));
+        import_x(&home, &x);
+        let r = home.run(&["accounts", "add", "x", "--account", "two"], Some(X_TOKEN));
+        assert_eq!(r.code, 0, "{}", r.all());
+        home.extra_config.push_str(DAEMON_CONFIG);
+        let d = start_daemon(&home);
+        // The imported token has expired: the daemon refreshes it first.
+        wait_until("the first refresh", Duration::from_secs(30), || {
+            x.state.oauth.lock().unwrap().refresh_calls >= 1
+        });
+
+        let spare = age::x25519::Identity::generate();
+        let recipient = spare.to_public().to_string();
+        let r = home.run(&["store", "rekey", "--add-recipient", &recipient], None);
+        assert_eq!(r.code, 0, "{}", r.all());
+        assert!(r.stdout.contains("re-encrypted 2 values"), "{}", r.stdout);
+        let opens = |account: &str| {
+            let sealed = unhex(&db.sql(&format!(
+                "SELECT encode(sealed, 'hex') FROM outreach_accounts WHERE account = '{account}'"
+            )));
+            open_with(&sealed, &[&spare as &dyn age::Identity]).is_some()
+        };
+        assert!(
+            opens("default") && opens("two"),
+            "a row does not open with the added key"
+        );
+
+        // The running daemon writes next: sealed to the added key too.
+        let md5 = || db.sql("SELECT md5(sealed) FROM outreach_accounts WHERE account = 'default'");
+        let before = md5();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (code, body) = rt
+            .block_on(d.try_call("POST", "/accounts/x/default/refresh", None))
+            .unwrap();
+        assert_eq!(code, 200, "{body}");
+        wait_until("the daemon's write", Duration::from_secs(20), || {
+            md5() != before
+        });
+        assert!(
+            opens("default"),
+            "the daemon sealed to the recipients it had read before"
+        );
+
+        // Moving to a new identity is not done on PostgreSQL, and says so.
+        let r = home.run(&["store", "rekey"], None);
+        assert_ne!(r.code, 0, "{}", r.all());
+        assert!(r.stderr.contains("adds recipients only"), "{}", r.stderr);
+        let log = d.stop();
+        assert!(!log.contains("AGE-SECRET-KEY-"), "{log}");
+    }
 }

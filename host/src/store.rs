@@ -370,6 +370,13 @@ pub trait CredentialStore: Send + Sync {
     fn remove_aux(&self, name: &str) -> Result<(), StoreError>;
     /// The names of every aux entry, sorted.
     fn aux_names(&self) -> Result<Vec<String>, StoreError>;
+    /// `store rekey --add-recipient` done by the backend itself (the
+    /// PostgreSQL store: every value sealed again, once, for every process
+    /// on the database). `None`: not this way (the files backend's
+    /// [`AgeDirStore::rekey`] does it).
+    fn add_recipients(&self, _new: &[String]) -> Result<Option<usize>, StoreError> {
+        Ok(None)
+    }
     /// Where a single-use token exchange for `id` leaves its answer, for
     /// when the process that asked dies before storing it (see
     /// [`crate::escrow`]). `None`: this backend keeps no such answers and

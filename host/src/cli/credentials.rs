@@ -513,6 +513,23 @@ pub fn import(app: &App, file: &Path, account: &str) -> anyhow::Result<i32> {
 }
 
 pub fn rekey(app: &App, add_recipients: &[String], wrap_with: &[String]) -> anyhow::Result<i32> {
+    if app.cfg().config.store.backend == crate::config::StoreBackend::Postgres {
+        if add_recipients.is_empty() || !wrap_with.is_empty() {
+            return Err(bad!(
+                "on PostgreSQL, `store rekey` adds recipients only (`--add-recipient age1…`): moving to a new identity or wrapping it changes the identity file on every machine that runs a daemon, which outreach does not do yet; nothing was changed"
+            ));
+        }
+        let n = app
+            .store()?
+            .add_recipients(add_recipients)?
+            .context("the PostgreSQL store adds recipients itself")?;
+        println!(
+            "re-encrypted {n} values in {} to the identity and {}; every outreach process on the database now encrypts to them too",
+            app.store_location(),
+            add_recipients.join(", ")
+        );
+        return Ok(0);
+    }
     let store = app.store_dir()?;
     let report = store.rekey_with(&app.cfg().identity, add_recipients, wrap_with)?;
     println!(

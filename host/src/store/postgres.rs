@@ -635,7 +635,7 @@ pub struct PgStore {
     identity: Identity,
     /// Extra recipients every value is also encrypted to
     /// (`outreach_recipients`).
-    extra_keys: Vec<String>,
+    extra_keys: std::sync::RwLock<Vec<String>>,
     /// Ciphertext → the record it decrypted to, per account: a read whose
     /// row holds the same bytes skips the X25519 work.
     decrypted: super::RecordCache,
@@ -669,6 +669,43 @@ fn provisional_next_refresh(r: &Record) -> Option<DateTime<Utc>> {
         AccountState::Healthy => r.expires_at,
     }
 }
+
+/// The extra recipients in `outreach_recipients`, checked.
+fn read_recipients(db: &Db) -> Result<Vec<String>, StoreError> {
+    let extra: Vec<String> = db.run(
+        || "cannot read the PostgreSQL store's extra recipients".to_string(),
+        |pool| async move {
+            query_scalar("SELECT recipient FROM outreach_recipients ORDER BY recipient")
+                .fetch_all(&pool)
+                .await
+        },
+    )?;
+    for r in &extra {
+        age_plugin::check_recipient(r).map_err(|detail| {
+            StoreError::Database(format!(
+                "the PostgreSQL store's table outreach_recipients holds a recipient outreach cannot use ({detail}); nothing was changed — remove or fix that row"
+            ))
+        })?;
+    }
+    Ok(extra)
+}
+
+/// A set of extra recipients as the database computes it
+/// ([`RECIPIENTS_NOW`]): a write sealed to `keys` lands only while the
+/// table still holds exactly those.
+fn recipients_tag(keys: &[String]) -> String {
+    let mut sorted: Vec<&str> = keys.iter().map(String::as_str).collect();
+    sorted.sort_unstable();
+    hex::encode(Sha256::digest(sorted.join("\n").as_bytes()))
+}
+
+/// The advisory lock that orders adding a recipient (held alone, while
+/// every row is sealed again) against writes (held shared).
+const RECIPIENTS_LOCK: i64 = 0x6f75_7472_6561_6368; // "outreach"
+
+/// SQL for the tag of the recipients in the table now (see
+/// [`recipients_tag`]).
+const RECIPIENTS_NOW: &str = "(SELECT encode(sha256(convert_to(COALESCE(string_agg(recipient, E'\\n' ORDER BY recipient COLLATE \"C\"), ''), 'UTF8')), 'hex') FROM outreach_recipients)";
 
 impl PgStore {
     /// Connect to the database named by `cfg.url_env`, bring its schema up
@@ -706,27 +743,11 @@ impl PgStore {
             Identity::create(identity_path)?;
         }
         let identity = Identity::load_with_plugins(identity_path, passphrase, plugin_identities)?;
-        let extra: Vec<String> = db.run(
-            || "cannot read the PostgreSQL store's extra recipients".to_string(),
-            |pool| async move {
-                query_scalar(
-                    "SELECT recipient FROM outreach_recipients ORDER BY added_at, recipient",
-                )
-                .fetch_all(&pool)
-                .await
-            },
-        )?;
-        for r in &extra {
-            age_plugin::check_recipient(r).map_err(|detail| {
-                StoreError::Database(format!(
-                    "the PostgreSQL store's table outreach_recipients holds a recipient outreach cannot use ({detail}); nothing was changed — remove or fix that row"
-                ))
-            })?;
-        }
+        let extra = read_recipients(&db)?;
         Ok(PgStore {
             db,
             identity,
-            extra_keys: extra,
+            extra_keys: std::sync::RwLock::new(extra),
             decrypted: Default::default(),
             views: Default::default(),
             own_writes: Default::default(),
@@ -771,12 +792,11 @@ impl PgStore {
     }
 
     /// Encrypt `plain` to the identity's keys and the extra recipients.
-    fn seal(&self, plain: &[u8]) -> Result<Vec<u8>, StoreError> {
-        let extra = age_plugin::recipients_for(&self.extra_keys).map_err(|detail| {
-            StoreError::Identity {
-                path: self.identity.path.clone(),
-                detail: format!("cannot encrypt: {detail}; nothing was written"),
-            }
+    /// Encrypt `plain` to the identity's keys and `keys`.
+    fn seal_to(&self, plain: &[u8], keys: &[String]) -> Result<Vec<u8>, StoreError> {
+        let extra = age_plugin::recipients_for(keys).map_err(|detail| StoreError::Identity {
+            path: self.identity.path.clone(),
+            detail: format!("cannot encrypt: {detail}; nothing was written"),
         })?;
         let recipients: Vec<&dyn age::Recipient> = self
             .identity
@@ -789,6 +809,178 @@ impl PgStore {
             path: self.identity.path.clone(),
             detail: format!("cannot encrypt: {detail}; nothing was written"),
         })
+    }
+
+    /// Seal `plain` to the identity and the extra recipients, and write it
+    /// with `write`, which is given the ciphertext and the tag of the
+    /// recipients it was sealed to and runs in a transaction that holds
+    /// the recipients lock shared; it answers `None` when the table holds
+    /// other recipients by then (another process added one): the
+    /// recipients are read again and the value sealed again. Returns the
+    /// ciphertext written and the write's time.
+    fn sealed_write<W, F, Fut>(
+        &self,
+        plain: &[u8],
+        what: impl Fn() -> String,
+        write: W,
+    ) -> Result<(Vec<u8>, DateTime<Utc>), StoreError>
+    where
+        W: Fn(Vec<u8>, String) -> F,
+        F: Fn(sqlx_core::transaction::Transaction<'static, Postgres>) -> Fut
+            + Send
+            + Sync
+            + 'static,
+        Fut: Future<Output = Result<Option<DateTime<Utc>>, SqlError>> + Send + 'static,
+    {
+        for _ in 0..5 {
+            let keys = self.extra_keys.read().expect("recipients").clone();
+            let sealed = self.seal_to(plain, &keys)?;
+            let op = Arc::new(write(sealed.clone(), recipients_tag(&keys)));
+            let landed = self.db.run(&what, move |pool| {
+                let op = op.clone();
+                async move {
+                    let mut tx = pool.begin().await?;
+                    query("SELECT pg_advisory_xact_lock_shared($1)")
+                        .bind(RECIPIENTS_LOCK)
+                        .execute(&mut *tx)
+                        .await?;
+                    op(tx).await
+                }
+            })?;
+            match landed {
+                Some(at) => return Ok((sealed, at)),
+                // Another process added a recipient: seal to them all.
+                None => *self.extra_keys.write().expect("recipients") = read_recipients(&self.db)?,
+            }
+        }
+        Err(StoreError::Database(format!(
+            "{}: the PostgreSQL store's recipients kept changing while it was written; nothing was changed — try again",
+            what()
+        )))
+    }
+
+    /// `store rekey --add-recipient` on PostgreSQL: add `new` to the extra
+    /// recipients, and seal every value (records, aux secrets, escrowed
+    /// answers) again to the identity and every extra recipient — in one
+    /// transaction holding the recipients lock alone, so every other
+    /// process's writes wait for it and then seal to the new set. Nothing
+    /// changes if any value cannot be opened. Returns how many values were
+    /// sealed again.
+    pub fn reseal_with(&self, new: &[String]) -> Result<usize, StoreError> {
+        for r in new {
+            age_plugin::check_recipient(r).map_err(|detail| {
+                StoreError::Database(format!(
+                    "--add-recipient {r}: {detail}; nothing was changed"
+                ))
+            })?;
+        }
+        let what = "cannot add recipients to the PostgreSQL store";
+        let pool = self.db.pool.clone();
+        let conn = block_on(async move { pool.acquire().await })?
+            .map_err(|e| self.db.describe(what, e))?;
+        let new = new.to_vec();
+        type Rows = Vec<(String, String, String, Vec<u8>)>;
+        let (conn, read) = block_on(async move {
+            let mut conn = conn;
+            let read = async {
+                query("BEGIN").execute(&mut *conn).await?;
+                query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(RECIPIENTS_LOCK)
+                    .execute(&mut *conn)
+                    .await?;
+                for r in &new {
+                    query("INSERT INTO outreach_recipients (recipient) VALUES ($1) ON CONFLICT DO NOTHING")
+                        .bind(r)
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                let keys: Vec<String> =
+                    query_scalar("SELECT recipient FROM outreach_recipients ORDER BY recipient")
+                        .fetch_all(&mut *conn)
+                        .await?;
+                let rows: Rows = query(
+                    "SELECT 'accounts', platform, account, sealed FROM outreach_accounts
+                     UNION ALL SELECT 'aux', '', name, sealed FROM outreach_aux
+                     UNION ALL SELECT 'answers', platform, account, sealed FROM outreach_answers",
+                )
+                .fetch_all(&mut *conn)
+                .await?
+                .iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
+                .collect::<Result<_, SqlError>>()?;
+                Ok::<_, SqlError>((keys, rows))
+            }
+            .await;
+            (conn, read)
+        })?;
+        let abort = |conn: PoolConnection<Postgres>| {
+            let _ = block_on(async move {
+                let _ = conn.close().await;
+            });
+        };
+        let (keys, rows) = match read {
+            Ok(r) => r,
+            Err(e) => {
+                abort(conn);
+                return Err(self.db.describe(what, e));
+            }
+        };
+        // Open and seal again, in this process: a value that does not
+        // open stops everything before anything is written.
+        let mut resealed: Vec<(String, String, String, Vec<u8>)> = Vec::with_capacity(rows.len());
+        for (table, platform, name, sealed) in rows {
+            let id = AccountId {
+                platform: if table == "aux" {
+                    "_aux".into()
+                } else {
+                    platform.clone()
+                },
+                account: name.clone(),
+            };
+            let plain = match self.open_sealed(&sealed, &id, &format!("outreach_{table}")) {
+                Ok(p) => Zeroizing::new(p),
+                Err(e) => {
+                    abort(conn);
+                    return Err(e);
+                }
+            };
+            match self.seal_to(&plain, &keys) {
+                Ok(s) => resealed.push((table, platform, name, s)),
+                Err(e) => {
+                    abort(conn);
+                    return Err(e);
+                }
+            }
+        }
+        let count = resealed.len();
+        let (conn, wrote) = block_on(async move {
+            let mut conn = conn;
+            let wrote = async {
+                for (table, platform, name, sealed) in &resealed {
+                    let sql = match table.as_str() {
+                        "accounts" => "UPDATE outreach_accounts SET sealed = $3 WHERE platform = $1 AND account = $2",
+                        "aux" => "UPDATE outreach_aux SET sealed = $3 WHERE $1 = '' AND name = $2",
+                        _ => "UPDATE outreach_answers SET sealed = $3 WHERE platform = $1 AND account = $2",
+                    };
+                    query(sql)
+                        .bind(platform)
+                        .bind(name)
+                        .bind(sealed)
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                query("COMMIT").execute(&mut *conn).await.map(drop)
+            }
+            .await;
+            (conn, wrote)
+        })?;
+        if let Err(e) = wrote {
+            abort(conn);
+            return Err(self.db.describe(what, e));
+        }
+        drop(conn);
+        *self.extra_keys.write().expect("recipients") = keys;
+        Ok(count)
     }
 
     /// Decrypt a value of `id` read from `table`.
@@ -908,50 +1100,53 @@ impl CredentialStore for PgStore {
     fn save(&self, record: &Record) -> Result<(), StoreError> {
         let id = &record.id;
         let plain = Zeroizing::new(serde_json::to_vec(record).expect("records always serialise"));
-        let sealed = self.seal(&plain)?;
-        let row = (
-            id.platform.clone(),
-            id.account.clone(),
-            sealed.clone(),
-            record.expires_at,
-            state_name(record.health.state),
-            provisional_next_refresh(record),
-        );
-        self.db.run(
+        let (sealed, at) = self.sealed_write(
+            &plain,
             || format!("cannot save the record for {id} in the PostgreSQL store"),
-            move |pool| {
-                let (p, a, sealed, expires_at, state, next) = row.clone();
-                async move {
-                    query(
-                        "INSERT INTO outreach_accounts
-                             (platform, account, sealed, expires_at, state, next_refresh, updated_at)
-                         VALUES ($1, $2, $3, $4, $5, $6, now())
-                         ON CONFLICT (platform, account) DO UPDATE SET
-                             sealed = EXCLUDED.sealed,
-                             expires_at = EXCLUDED.expires_at,
-                             state = EXCLUDED.state,
-                             next_refresh = EXCLUDED.next_refresh,
-                             updated_at = now()
-                         RETURNING updated_at",
-                    )
-                    .bind(p)
-                    .bind(a)
-                    .bind(sealed)
-                    .bind(expires_at)
-                    .bind(state)
-                    .bind(next)
-                    .fetch_one(&pool)
-                    .await
-                    .and_then(|r| r.try_get::<DateTime<Utc>, _>(0))
+            |sealed, tag| {
+                let row = (
+                    id.platform.clone(),
+                    id.account.clone(),
+                    sealed,
+                    record.expires_at,
+                    state_name(record.health.state),
+                    provisional_next_refresh(record),
+                    tag,
+                );
+                move |mut tx: sqlx_core::transaction::Transaction<'static, Postgres>| {
+                    let (p, a, sealed, expires_at, state, next, tag) = row.clone();
+                    async move {
+                        let at: Option<DateTime<Utc>> = query_scalar(sqlx_core::sql_str::AssertSqlSafe(format!(
+                            "INSERT INTO outreach_accounts
+                                 (platform, account, sealed, expires_at, state, next_refresh, updated_at)
+                             SELECT $1, $2, $3, $4, $5, $6, now() WHERE {RECIPIENTS_NOW} = $7
+                             ON CONFLICT (platform, account) DO UPDATE SET
+                                 sealed = EXCLUDED.sealed,
+                                 expires_at = EXCLUDED.expires_at,
+                                 state = EXCLUDED.state,
+                                 next_refresh = EXCLUDED.next_refresh,
+                                 updated_at = now()
+                             RETURNING updated_at"
+                        )))
+                        .bind(p)
+                        .bind(a)
+                        .bind(sealed)
+                        .bind(expires_at)
+                        .bind(state)
+                        .bind(next)
+                        .bind(tag)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        tx.commit().await?;
+                        Ok(at)
+                    }
                 }
             },
-        )
-        .map(|at| {
-            self.own_writes
-                .lock()
-                .expect("own writes")
-                .insert(id.clone(), at);
-        })?;
+        )?;
+        self.own_writes
+            .lock()
+            .expect("own writes")
+            .insert(id.clone(), at);
         self.remember(id, sealed, record);
         Ok(())
     }
@@ -1088,25 +1283,32 @@ impl CredentialStore for PgStore {
 
     fn save_aux(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
         check_aux_name(name)?;
-        let sealed = self.seal(bytes)?;
-        let n = name.to_string();
-        self.db.run(
+        self.sealed_write(
+            bytes,
             || format!("cannot save the store entry {name} in the PostgreSQL store"),
-            move |pool| {
-                let (n, sealed) = (n.clone(), sealed.clone());
-                async move {
-                    query(
-                        "INSERT INTO outreach_aux (name, sealed, updated_at) VALUES ($1, $2, now())
-                         ON CONFLICT (name) DO UPDATE SET sealed = EXCLUDED.sealed, updated_at = now()",
-                    )
-                    .bind(n)
-                    .bind(sealed)
-                    .execute(&pool)
-                    .await
-                    .map(drop)
+            |sealed, tag| {
+                let row = (name.to_string(), sealed, tag);
+                move |mut tx: sqlx_core::transaction::Transaction<'static, Postgres>| {
+                    let (n, sealed, tag) = row.clone();
+                    async move {
+                        let at: Option<DateTime<Utc>> = query_scalar(sqlx_core::sql_str::AssertSqlSafe(format!(
+                            "INSERT INTO outreach_aux (name, sealed, updated_at)
+                             SELECT $1, $2, now() WHERE {RECIPIENTS_NOW} = $3
+                             ON CONFLICT (name) DO UPDATE SET sealed = EXCLUDED.sealed, updated_at = now()
+                             RETURNING updated_at"
+                        )))
+                        .bind(n)
+                        .bind(sealed)
+                        .bind(tag)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        tx.commit().await?;
+                        Ok(at)
+                    }
                 }
             },
         )
+        .map(drop)
     }
 
     fn remove_aux(&self, name: &str) -> Result<(), StoreError> {
@@ -1149,7 +1351,7 @@ impl CredentialStore for PgStore {
                 .identity
                 .public
                 .iter()
-                .chain(self.extra_keys.iter())
+                .chain(self.extra_keys.read().expect("recipients").iter())
                 .cloned()
                 .collect(),
         })
@@ -1208,6 +1410,10 @@ impl CredentialStore for PgStore {
                 })
                 .collect(),
         ))
+    }
+
+    fn add_recipients(&self, new: &[String]) -> Result<Option<usize>, StoreError> {
+        self.reseal_with(new).map(Some)
     }
 
     fn note_next_refresh(
