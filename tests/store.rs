@@ -3192,6 +3192,30 @@ mod postgres {
             "the daemon sealed to the recipients it had read before"
         );
 
+        // A second key: writes name both (the set's tag matches the
+        // server's) and open with either.
+        let spare2 = age::x25519::Identity::generate();
+        let r = home.run(
+            &[
+                "store",
+                "rekey",
+                "--add-recipient",
+                &spare2.to_public().to_string(),
+            ],
+            None,
+        );
+        assert_eq!(r.code, 0, "{}", r.all());
+        let r = home.run(
+            &["accounts", "add", "x", "--account", "three"],
+            Some(X_TOKEN),
+        );
+        assert_eq!(r.code, 0, "{}", r.all());
+        let sealed = unhex(
+            &db.sql("SELECT encode(sealed, 'hex') FROM outreach_accounts WHERE account = 'three'"),
+        );
+        assert!(open_with(&sealed, &[&spare as &dyn age::Identity]).is_some());
+        assert!(open_with(&sealed, &[&spare2 as &dyn age::Identity]).is_some());
+
         // Moving to a new identity is not done on PostgreSQL, and says so.
         let r = home.run(&["store", "rekey"], None);
         assert_ne!(r.code, 0, "{}", r.all());
