@@ -1935,10 +1935,6 @@ mod age_plugins {
         assert_eq!(w.runs(), (1, 0), "the daemon:\n{log}");
     }
 
-    /// A rekey of a wrapped identity keeps it wrapped (the new key is
-    /// never on disk in plain) with one unwrap; `--add-recipient` takes a
-    /// plugin's recipient, and then the records open with the plugin
-    /// identity alone — with the real `age` CLI when it is installed.
     /// A daemon keeps working across a `store rekey` that another process
     /// runs on a wrapped identity: it reads the re-wrapped file once more
     /// (one more plugin run) and goes on publishing with the new key.
@@ -2040,6 +2036,10 @@ mod age_plugins {
         assert!(r.stdout.contains("\"x/default\""), "{}", r.stdout);
     }
 
+    /// A rekey of a wrapped identity keeps it wrapped (the new key is
+    /// never on disk in plain) with one unwrap; `--add-recipient` takes a
+    /// plugin's recipient, and then the records open with the plugin
+    /// identity alone — with the real `age` CLI when it is installed.
     #[test]
     fn rekey_and_add_recipient_work_with_plugin_keys() {
         let w = wrapped_home();

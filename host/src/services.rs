@@ -227,15 +227,7 @@ impl Services {
     ) -> anyhow::Result<(Arc<dyn CredentialStore>, Outbox)> {
         let cfg = self.cfg();
         let store: Arc<dyn CredentialStore> = match backend {
-            StoreBackend::Files => Arc::new(AgeDirStore::open(
-                &cfg.store_dir,
-                Identity::open_for_store_with(
-                    &cfg.identity,
-                    &cfg.store_dir,
-                    || (self.passphrase)(&cfg.identity),
-                    &cfg.identity_plugin,
-                )?,
-            )?),
+            StoreBackend::Files => Arc::new(self.open_files()?),
             StoreBackend::Postgres => Arc::new(PgStore::open(
                 &cfg.config.store,
                 &cfg.identity,
@@ -263,14 +255,21 @@ impl Services {
             ));
         }
         // A wrapped identity file runs its age plugin here, once per process.
+        let store = Arc::new(self.open_files()?);
+        Ok(self.files.get_or_init(|| store).clone())
+    }
+
+    /// The files backend under `paths.store`, opened anew with the
+    /// config's identity.
+    fn open_files(&self) -> anyhow::Result<AgeDirStore> {
+        let cfg = self.cfg();
         let identity = Identity::open_for_store_with(
             &cfg.identity,
             &cfg.store_dir,
             || (self.passphrase)(&cfg.identity),
             &cfg.identity_plugin,
         )?;
-        let store = Arc::new(AgeDirStore::open(&self.cfg().store_dir, identity)?);
-        Ok(self.files.get_or_init(|| store).clone())
+        Ok(AgeDirStore::open(&cfg.store_dir, identity)?)
     }
 
     /// The plugin for `platform`, if it is loaded and enabled in config.

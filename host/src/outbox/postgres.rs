@@ -105,6 +105,14 @@ fn post_row(r: &PgRow) -> Result<PostRow, SqlError> {
     })
 }
 
+/// An outcome's optional fields (platform id, URL, error kind, error),
+/// owned to go into a query. A NUL, which PostgreSQL's text refuses (and
+/// SQLite keeps), becomes U+FFFD: a platform's answer holding one must not
+/// leave its delivery unrecorded.
+fn owned(fields: [Option<&str>; 4]) -> [Option<String>; 4] {
+    fields.map(|f| f.map(|s| s.replace('\0', "\u{FFFD}")))
+}
+
 /// A delivery row as read: the delivery, its state as spelled, and its
 /// attempts since the user last asked.
 type RawDelivery = (Delivery, String, i64);
@@ -354,7 +362,7 @@ impl Journal for PgJournal {
         url: Option<&str>,
     ) -> anyhow::Result<()> {
         let key = (post.to_string(), target.to_string(), idx as i32);
-        let (platform_id, url) = (platform_id.to_string(), url.map(str::to_string));
+        let [platform_id, url, ..] = owned([Some(platform_id), url, None, None]);
         self.run("cannot note a processing post", move |pool| {
             let (key, platform_id, url) = (key.clone(), platform_id.clone(), url.clone());
             async move {
@@ -387,15 +395,9 @@ impl Journal for PgJournal {
         error: Option<&str>,
     ) -> anyhow::Result<bool> {
         let key = (post.to_string(), target.to_string(), idx as i32);
-        let owned = |s: Option<&str>| s.map(str::to_string);
-        let fields = (
-            owned(platform_id),
-            owned(url),
-            owned(error_kind),
-            owned(error),
-        );
+        let fields = owned([platform_id, url, error_kind, error]);
         self.run("cannot record how a processing post settled", move |pool| {
-            let (key, fields) = (key.clone(), fields.clone());
+            let (key, [id, url, kind, error]) = (key.clone(), fields.clone());
             async move {
                 let n = query(
                     "UPDATE outreach_deliveries SET state = $4,
@@ -407,10 +409,10 @@ impl Journal for PgJournal {
                 .bind(key.1)
                 .bind(key.2)
                 .bind(state.as_str())
-                .bind(fields.0)
-                .bind(fields.1)
-                .bind(fields.2)
-                .bind(fields.3)
+                .bind(id)
+                .bind(url)
+                .bind(kind)
+                .bind(error)
                 .execute(&pool)
                 .await?;
                 Ok(n.rows_affected() == 1)
@@ -701,15 +703,9 @@ impl Journal for PgJournal {
         error: Option<&str>,
     ) -> anyhow::Result<()> {
         let key = (post.to_string(), target.to_string(), idx as i32);
-        let owned = |s: Option<&str>| s.map(str::to_string);
-        let fields = (
-            owned(platform_id),
-            owned(url),
-            owned(error_kind),
-            owned(error),
-        );
+        let fields = owned([platform_id, url, error_kind, error]);
         self.run("cannot record how a delivery went", move |pool| {
-            let (key, fields) = (key.clone(), fields.clone());
+            let (key, [f_id, f_url, f_kind, f_error]) = (key.clone(), fields.clone());
             async move {
                 let mut tx = pool.begin().await?;
                 query(
@@ -722,10 +718,10 @@ impl Journal for PgJournal {
                 .bind(&key.1)
                 .bind(key.2)
                 .bind(state.as_str())
-                .bind(&fields.0)
-                .bind(&fields.1)
-                .bind(&fields.2)
-                .bind(&fields.3)
+                .bind(&f_id)
+                .bind(&f_url)
+                .bind(&f_kind)
+                .bind(&f_error)
                 .execute(&mut *tx)
                 .await?;
                 query(
@@ -734,7 +730,7 @@ impl Journal for PgJournal {
                 )
                 .bind(attempt)
                 .bind(state.as_str())
-                .bind(fields.3.or(fields.0))
+                .bind(f_error.or(f_id))
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await

@@ -174,6 +174,9 @@ pub(crate) struct Db {
     retry: Duration,
     /// Taken out of every message, should a library ever echo it.
     password: Option<Zeroizing<String>>,
+    /// The schema is known to be current: the store and the journal of
+    /// one process share this database, and migrate it once.
+    migrated: std::sync::atomic::AtomicBool,
 }
 
 impl Drop for Db {
@@ -289,6 +292,7 @@ impl Db {
             target,
             retry,
             password,
+            migrated: Default::default(),
         })
     }
 
@@ -432,6 +436,16 @@ impl Db {
 
     /// Apply the migrations this binary knows; refuse a newer schema.
     pub(crate) fn migrate(&self) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering;
+        if self.migrated.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.migrate_now()?;
+        self.migrated.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    fn migrate_now(&self) -> Result<(), StoreError> {
         let newest = MIGRATIONS.last().map_or(0, |m| m.0);
         let pool = self.pool.clone();
         let result = block_on(retrying(self.retry, move || {
